@@ -1,0 +1,366 @@
+-- redis-breaker: shared prelude, prepended to acquire.lua, record.lua and control.lua when the
+-- crate loads them (Redis scripts cannot include one another). It reads and validates, and
+-- holds the transitions every script may cause; it writes nothing until `commit` runs.
+--
+-- KEYS (every script):
+--   1 state   HASH  breaker:{name}:state    the state machine
+--   2 probes  ZSET  breaker:{name}:probes   half-open leases: member = permit id, score = expiry ms
+--   3 window  HASH  breaker:{name}:window   rolling-window buckets "<bucket>:c|f|s"
+--   4 metrics HASH  breaker:{name}:metrics  cumulative outcome counters
+--
+-- ARGV 1..19 (every script): the caller's clock override and config; from 20 on, the script's own.
+--   1 now_ms ('' = Redis TIME; only tests send a value)   2 rand in [0,1) for the jitter
+--   3 config fingerprint      4 failure_threshold (0 = rule off)   5 success_threshold
+--   6 half_open_max_probes    7 base_recovery_ms   8 max_recovery_ms   9 multiplier  10 jitter
+--   11 probe_lease_ms  12 state_ttl_ms  13 metrics_ttl_ms  14 failure_rate (0 = rule off)
+--   15 slow_call_rate (0 = rule off)  16 minimum_calls  17 window_ms  18 events channel ('' = none)
+--   19 breaker name (for events)
+--
+-- Reply (every script): { verdict, state, incarnation, epoch, failures, fseq, remaining_ms,
+--   stored_config, reason }. remaining_ms is the time left to the state's next deadline (open_until,
+--   the earliest probe lease when all are out, a forced state's end) or -1 when it has none.
+
+local MAX_INT = 9007199254740991
+local STATES = { closed = true, open = true, half_open = true, forced_open = true, forced_closed = true }
+local INT_FIELDS = { 'incarnation', 'epoch', 'failures', 'fseq', 'successes', 'trips', 'opened_at',
+  'open_until', 'changed_at' }
+
+local function fail(what)
+  error({ err = 'ERR redis-breaker: bad argument ' .. what })
+end
+
+local function int_arg(i, name, min)
+  local v = tonumber(ARGV[i])
+  if v == nil or v ~= v or v < min or v > MAX_INT or v ~= math.floor(v) then fail(name) end
+  return v
+end
+
+local function float_arg(i, name, min, max)
+  local v = tonumber(ARGV[i])
+  if v == nil or v ~= v or v < min or v > max then fail(name) end
+  return v
+end
+
+local function str_arg(i, name, max_len, allow_empty)
+  local v = ARGV[i]
+  if v == nil or #v > max_len or (not allow_empty and #v == 0) then fail(name) end
+  return v
+end
+
+local function int(n)
+  return string.format('%d', n)
+end
+
+local function redis_now_ms()
+  local t = redis.call('TIME')
+  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000), tonumber(t[1]) * 1000000 + tonumber(t[2])
+end
+
+local function parse_config()
+  if #KEYS ~= 4 then error({ err = 'ERR redis-breaker: bad argument keys (expected 4)' }) end
+  local c = {}
+  local clock_ms, clock_us = redis_now_ms()
+  if ARGV[1] == '' then c.now = clock_ms else c.now = int_arg(1, 'now_ms', 0) end
+  c.clock_us = clock_us
+  c.rand = float_arg(2, 'rand', 0, 1)
+  c.fingerprint = str_arg(3, 'config', 64, false)
+  c.failure_threshold = int_arg(4, 'failure_threshold', 0)
+  c.success_threshold = int_arg(5, 'success_threshold', 1)
+  c.max_probes = int_arg(6, 'half_open_max_probes', 1)
+  c.base = int_arg(7, 'base_recovery', 1)
+  c.max = int_arg(8, 'max_recovery', c.base)
+  c.multiplier = float_arg(9, 'multiplier', 1, 1000)
+  c.jitter = float_arg(10, 'jitter', 0, 1)
+  c.lease = int_arg(11, 'probe_lease', 1)
+  c.state_ttl = int_arg(12, 'state_ttl', 1)
+  c.metrics_ttl = int_arg(13, 'metrics_ttl', 1)
+  c.failure_rate = float_arg(14, 'failure_rate', 0, 1)
+  c.slow_rate = float_arg(15, 'slow_call_rate', 0, 1)
+  c.minimum_calls = int_arg(16, 'minimum_calls', 1)
+  c.window = int_arg(17, 'window', 10)
+  c.channel = str_arg(18, 'events channel', 512, true)
+  c.name = str_arg(19, 'name', 200, false)
+  c.bucket = math.floor(c.window / 10)
+  c.windowed = c.failure_rate > 0 or c.slow_rate > 0
+  return c
+end
+
+local function key_ok(key, want)
+  local t = redis.call('TYPE', key)['ok']
+  return t == 'none' or t == want, t
+end
+
+-- Reads every key into S (the state), P (probe leases) and W (window buckets); writes nothing.
+-- A corrupt state (bad field, wrong key type) is replaced by a fresh closed one, and the reason
+-- says what was wrong; the deletes it needs are queued for `commit`.
+local function load(c)
+  local S = { exists = false, state = 'closed', reason = '', config = '', dirty = false,
+    events = {}, drop = {}, metrics = {}, P = {}, W = {}, fresh_window = false }
+  for _, f in ipairs(INT_FIELDS) do S[f] = 0 end
+
+  local problem = nil
+  local ok, t = key_ok(KEYS[1], 'hash')
+  if not ok then
+    problem = 'state key had type ' .. t
+    S.drop[#S.drop + 1] = KEYS[1]
+  else
+    local raw = redis.call('HMGET', KEYS[1], 'state', 'reason', 'config', unpack(INT_FIELDS))
+    S.exists = redis.call('EXISTS', KEYS[1]) == 1
+    if S.exists then
+      if raw[1] then S.state = raw[1] end
+      if not STATES[S.state] then problem = "field state was '" .. S.state .. "'" end
+      S.reason = raw[2] or ''
+      S.config = raw[3] or ''
+      for i, f in ipairs(INT_FIELDS) do
+        local v = raw[i + 3]
+        if v then
+          local n = tonumber(v)
+          if n == nil or n ~= n or n < 0 or n > MAX_INT or n ~= math.floor(n) then
+            problem = problem or ("field " .. f .. " was '" .. string.sub(v, 1, 40) .. "'")
+          else
+            S[f] = n
+          end
+        end
+      end
+      if S.incarnation == 0 then S.dirty = true end
+    end
+  end
+
+  local pok, pt = key_ok(KEYS[2], 'zset')
+  if not pok then
+    S.drop[#S.drop + 1] = KEYS[2]
+  else
+    local flat = redis.call('ZRANGE', KEYS[2], 0, -1, 'WITHSCORES')
+    for i = 1, #flat, 2 do S.P[flat[i]] = tonumber(flat[i + 1]) end
+  end
+  local wok = key_ok(KEYS[3], 'hash')
+  if not wok then
+    S.drop[#S.drop + 1] = KEYS[3]
+  elseif c.windowed then
+    local flat = redis.call('HGETALL', KEYS[3])
+    for i = 1, #flat, 2 do
+      local n = tonumber(flat[i + 1])
+      if n then S.W[flat[i]] = n end
+    end
+  end
+  if not key_ok(KEYS[4], 'hash') then S.drop[#S.drop + 1] = KEYS[4] end
+
+  if problem then
+    S = { exists = false, state = 'closed', config = '', dirty = true, events = {}, drop = S.drop,
+      metrics = {}, P = {}, W = {}, fresh_window = true }
+    for _, f in ipairs(INT_FIELDS) do S[f] = 0 end
+    S.reason = 'corrupt state reset to closed: ' .. problem
+    S.drop[#S.drop + 1] = KEYS[1]
+    S.drop[#S.drop + 1] = KEYS[2]
+    S.events[#S.events + 1] = { from = 'corrupt', to = 'closed', reason = S.reason }
+    S.probes_dirty = true
+  end
+  return S
+end
+
+local function matches(S, inc, epoch)
+  return epoch == S.epoch and (inc == S.incarnation or (inc == 0 and S.epoch == 0))
+end
+
+local function transition(S, c, to, reason)
+  S.events[#S.events + 1] = { from = S.state, to = to, reason = reason }
+  S.state = to
+  S.epoch = S.epoch + 1
+  S.changed_at = c.now
+  S.reason = reason
+  S.failures = 0
+  S.successes = 0
+  S.P = {}
+  S.probes_dirty = true
+  S.dirty = true
+end
+
+local function metric(S, field, n)
+  if n > 0 then S.metrics[field] = (S.metrics[field] or 0) + n end
+end
+
+local function close(S, c, reason)
+  transition(S, c, 'closed', reason)
+  S.trips = 0
+  S.opened_at = 0
+  S.open_until = 0
+  S.W = {}
+  S.fresh_window = true
+end
+
+local function to_half_open(S, c, reason)
+  transition(S, c, 'half_open', reason)
+end
+
+local function trip(S, c, reason)
+  S.trips = S.trips + 1
+  local d = math.min(c.max, c.base * c.multiplier ^ (S.trips - 1))
+  local lo = d * (1 - c.jitter)
+  local hi = math.min(c.max, d * (1 + c.jitter))
+  local open_ms = math.floor(lo + c.rand * (hi - lo))
+  if open_ms < 1 then open_ms = 1 end
+  transition(S, c, 'open', reason)
+  S.opened_at = c.now
+  S.open_until = c.now + open_ms
+  metric(S, 'opened', 1)
+end
+
+-- Time-driven moves every script makes before its own: a forced close that has run its course.
+local function advance(S, c)
+  if S.state == 'forced_closed' and S.open_until > 0 and c.now >= S.open_until then
+    close(S, c, 'forced close expired')
+  end
+end
+
+-- Drops expired probe leases (a dead worker's lease ends at its expiry).
+local function purge_leases(S, c)
+  for id, exp in pairs(S.P) do
+    if exp <= c.now then
+      S.P[id] = nil
+      S.probes_dirty = true
+    end
+  end
+end
+
+local function lease_count(S)
+  local n = 0
+  for _ in pairs(S.P) do n = n + 1 end
+  return n
+end
+
+local function earliest_lease(S)
+  local e = nil
+  for _, exp in pairs(S.P) do
+    if e == nil or exp < e then e = exp end
+  end
+  return e
+end
+
+local function window_sums(S, c)
+  local cur = math.floor(c.now / c.bucket)
+  local calls, fails, slow = 0, 0, 0
+  for k, n in pairs(S.W) do
+    local b, kind = string.match(k, '^(%d+):(%a)$')
+    b = tonumber(b)
+    if b == nil or b <= cur - 10 or b > cur then
+      S.W[k] = nil
+      S.window_dirty = true
+    elseif kind == 'c' then calls = calls + n
+    elseif kind == 'f' then fails = fails + n
+    elseif kind == 's' then slow = slow + n
+    end
+  end
+  return calls, fails, slow
+end
+
+local function window_add(S, c, calls, fails, slow)
+  if not c.windowed or calls == 0 then return end
+  local cur = math.floor(c.now / c.bucket)
+  for kind, n in pairs({ c = calls, f = fails, s = slow }) do
+    if n > 0 then
+      local k = int(cur) .. ':' .. kind
+      S.W[k] = (S.W[k] or 0) + n
+    end
+  end
+  S.window_dirty = true
+end
+
+-- Opens the breaker when a trip rule holds (closed state only).
+local function check_rules(S, c)
+  if S.state ~= 'closed' then return end
+  if c.failure_threshold > 0 and S.failures >= c.failure_threshold then
+    trip(S, c, string.format('%d consecutive failures', S.failures))
+    return
+  end
+  if not c.windowed then return end
+  local calls, fails, slow = window_sums(S, c)
+  if calls < c.minimum_calls then return end
+  if c.failure_rate > 0 and fails / calls >= c.failure_rate then
+    trip(S, c, string.format('failure rate %.2f >= %.2f over %d calls', fails / calls, c.failure_rate, calls))
+  elseif c.slow_rate > 0 and slow / calls >= c.slow_rate then
+    trip(S, c, string.format('slow call rate %.2f >= %.2f over %d calls', slow / calls, c.slow_rate, calls))
+  end
+end
+
+local function remaining(S, c)
+  local st = S.state
+  if st == 'open' or st == 'forced_open' or st == 'forced_closed' then
+    if S.open_until == 0 then return -1 end
+    return math.max(0, S.open_until - c.now)
+  elseif st == 'half_open' then
+    if lease_count(S) < c.max_probes then return 0 end
+    return math.max(0, earliest_lease(S) - c.now)
+  end
+  return -1
+end
+
+local STATE_FIELDS = { 'epoch', 'failures', 'fseq', 'successes', 'trips', 'opened_at', 'open_until', 'changed_at' }
+
+local function json_event(c, S, e)
+  local rem = remaining(S, c)
+  return string.format(
+    '{"name":%s,"from":%s,"to":%s,"incarnation":%s,"epoch":%s,"retry_after_ms":%s,"reason":%s}',
+    cjson.encode(c.name), cjson.encode(e.from), cjson.encode(e.to), int(S.incarnation), int(S.epoch),
+    int(rem), cjson.encode(e.reason))
+end
+
+-- Writes everything the decision changed, refreshes TTLs, then publishes (last, and with pcall:
+-- a refused PUBLISH must not turn an applied transition into an error).
+local function commit(S, c)
+  for _, k in ipairs(S.drop) do redis.call('DEL', k) end
+  local ttl = c.state_ttl
+  if S.open_until > c.now then ttl = ttl + (S.open_until - c.now) end
+  if ttl < c.lease then ttl = c.lease end
+  if S.dirty then
+    if S.incarnation == 0 then S.incarnation = c.clock_us end
+    local args = { 'state', S.state, 'incarnation', int(S.incarnation), 'reason', S.reason, 'config',
+      c.fingerprint }
+    for _, f in ipairs(STATE_FIELDS) do
+      args[#args + 1] = f
+      args[#args + 1] = int(S[f])
+    end
+    redis.call('HSET', KEYS[1], unpack(args))
+    if (S.state == 'forced_open' or S.state == 'forced_closed') and S.open_until == 0 then
+      redis.call('PERSIST', KEYS[1])
+    else
+      redis.call('PEXPIRE', KEYS[1], ttl)
+    end
+  end
+  if S.probes_dirty then
+    redis.call('DEL', KEYS[2])
+    local args = {}
+    for id, exp in pairs(S.P) do
+      args[#args + 1] = int(exp)
+      args[#args + 1] = id
+    end
+    if #args > 0 then
+      redis.call('ZADD', KEYS[2], unpack(args))
+      redis.call('PEXPIRE', KEYS[2], ttl)
+    end
+  end
+  if (c.windowed and S.window_dirty) or S.fresh_window then
+    redis.call('DEL', KEYS[3])
+    local args = {}
+    for k, n in pairs(S.W) do
+      args[#args + 1] = k
+      args[#args + 1] = int(n)
+    end
+    if #args > 0 then
+      redis.call('HSET', KEYS[3], unpack(args))
+      redis.call('PEXPIRE', KEYS[3], c.window + c.bucket)
+    end
+  end
+  if next(S.metrics) ~= nil then
+    for f, n in pairs(S.metrics) do redis.call('HINCRBY', KEYS[4], f, n) end
+    redis.call('HSETNX', KEYS[4], 'since', int(c.now))
+    redis.call('PEXPIRE', KEYS[4], c.metrics_ttl)
+  end
+  if c.channel ~= '' then
+    for _, e in ipairs(S.events) do redis.pcall('PUBLISH', c.channel, json_event(c, S, e)) end
+  end
+end
+
+local function reply(S, c, verdict)
+  return { verdict, S.state, int(S.incarnation), int(S.epoch), int(S.failures), int(S.fseq),
+    int(remaining(S, c)), S.config, S.reason }
+end

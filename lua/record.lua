@@ -1,0 +1,103 @@
+-- redis-breaker: record — report one call's outcome; batched counters ride along.
+-- KEYS: state, probes, window, metrics (see common.lua).
+-- ARGV: 1..19 common (see common.lua), then
+--   20 outcome: 'success' | 'failure' | 'ignore' | 'release' (a permit dropped with no outcome:
+--      frees its probe lease, counts nothing) | 'none' (a flush of the batch alone)
+--   21 permit incarnation  22 permit epoch  23 probe id ('' when the permit holds no lease)
+--   24 slow (0|1)  25 timed out (0|1)  26 fseq the permit's process had seen
+--   27 batch incarnation  28 batch epoch  29 batch fseq (the oldest its successes had seen)
+--   30 batch successes  31 of them slow  32 batch ignored  33 batch rejected
+-- Reply: { verdict, state, incarnation, epoch, failures, fseq, remaining_ms, stored_config, reason }
+--   verdict: 'applied', or 'stale' when the outcome moved no state (its permit belongs to another
+--   incarnation or epoch, or its probe lease is gone). Metrics count both.
+-- Transitions: closed -> open (consecutive, failure-rate or slow-call rule);
+--   half_open -> closed (success_threshold probe successes); half_open -> open (a probe failed,
+--   trips + 1); forced_closed -> closed when its time is up.
+local c = parse_config()
+local outcome = ARGV[20]
+local OUTCOMES = { success = true, failure = true, ignore = true, release = true, none = true }
+if not OUTCOMES[outcome] then
+  fail('outcome')
+end
+local p_inc = int_arg(21, 'permit incarnation', 0)
+local p_epoch = int_arg(22, 'permit epoch', 0)
+local probe = str_arg(23, 'probe id', 64, true)
+local slow = int_arg(24, 'slow', 0)
+local timed_out = int_arg(25, 'timed out', 0)
+local p_fseq = int_arg(26, 'permit fseq', 0)
+local b_inc = int_arg(27, 'batch incarnation', 0)
+local b_epoch = int_arg(28, 'batch epoch', 0)
+local b_fseq = int_arg(29, 'batch fseq', 0)
+local b_ok = int_arg(30, 'batch successes', 0)
+local b_slow = int_arg(31, 'batch slow', 0)
+local b_ignored = int_arg(32, 'batch ignored', 0)
+local b_rejected = int_arg(33, 'batch rejected', 0)
+if slow > 1 or timed_out > 1 or b_slow > b_ok then fail('flags') end
+local S = load(c)
+
+advance(S, c)
+purge_leases(S, c)
+
+metric(S, 'calls', b_ok + b_ignored)
+metric(S, 'successes', b_ok)
+metric(S, 'slow', b_slow)
+metric(S, 'rejected', b_rejected)
+if b_ok > 0 and S.state == 'closed' and matches(S, b_inc, b_epoch) then
+  window_add(S, c, b_ok, 0, b_slow)
+  if b_fseq == S.fseq and S.failures > 0 then
+    S.failures = 0
+    S.dirty = true
+  end
+  check_rules(S, c)
+end
+
+local verdict = 'applied'
+local counted = outcome == 'success' or outcome == 'failure' or outcome == 'ignore'
+if counted then
+  metric(S, 'calls', 1)
+  if outcome == 'success' then metric(S, 'successes', 1) end
+  if outcome == 'failure' then metric(S, 'failures', 1) end
+  metric(S, 'slow', slow)
+  metric(S, 'timeouts', timed_out)
+end
+if outcome ~= 'none' then
+
+  if not matches(S, p_inc, p_epoch) then
+    verdict = 'stale'
+  elseif S.state == 'closed' and (outcome == 'success' or outcome == 'failure') then
+    if outcome == 'failure' then
+      S.failures = S.failures + 1
+      S.fseq = S.fseq + 1
+      S.dirty = true
+      window_add(S, c, 1, 1, slow)
+    else
+      if p_fseq == S.fseq and S.failures > 0 then
+        S.failures = 0
+        S.dirty = true
+      end
+      window_add(S, c, 1, 0, slow)
+    end
+    check_rules(S, c)
+  elseif S.state == 'half_open' then
+    if probe == '' or S.P[probe] == nil then
+      verdict = 'stale'
+    else
+      S.P[probe] = nil
+      S.probes_dirty = true
+      if outcome == 'success' then
+        S.successes = S.successes + 1
+        S.dirty = true
+        if S.successes >= c.success_threshold then
+          close(S, c, string.format('%d probe successes', S.successes))
+        end
+      elseif outcome == 'failure' then
+        trip(S, c, 'probe failed')
+      end
+    end
+  elseif outcome == 'success' or outcome == 'failure' then
+    verdict = 'stale'
+  end
+end
+
+commit(S, c)
+return reply(S, c, verdict)

@@ -1,0 +1,546 @@
+//! [`Breaker`]: the handle a service calls through, and the [`Permit`] of one call.
+
+use crate::cache::{Local, Pending, SnapshotCell, View};
+use crate::client::Shared;
+use crate::config::{Config, Degraded};
+use crate::error::{Error, StoreError, retry_text};
+use crate::machine::{ControlOp, Op, Params, Record, RecordOutcome, Reply, Verdict};
+use crate::name::Keys;
+use crate::state::State;
+use serde::Serialize;
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// How a finished call counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Outcome {
+    /// The downstream worked.
+    Success,
+    /// The downstream failed: counts toward the trip rules.
+    Failure,
+    /// Says nothing about the downstream's health (e.g. a 404): counted in metrics only.
+    Ignore,
+}
+
+/// A call the breaker turned away; returned by [`Breaker::acquire`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("circuit breaker is {state}; {}", retry_text(*.retry_after))]
+pub struct Rejected {
+    /// The state that rejected the call.
+    pub state: State,
+    /// How long until a call may be let through; `None` when forced open until reset.
+    pub retry_after: Option<Duration>,
+}
+
+impl<E> From<Rejected> for Error<E> {
+    fn from(r: Rejected) -> Self {
+        Error::Rejected { state: r.state, retry_after: r.retry_after }
+    }
+}
+
+/// What a process knows of a breaker, from its local snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Snapshot {
+    /// The breaker's name.
+    pub name: String,
+    /// The state when last seen.
+    pub state: State,
+    /// Changes whenever the stored state was lost and recreated.
+    pub incarnation: u64,
+    /// +1 on every transition.
+    pub epoch: u64,
+    /// Failures counted toward the consecutive rule in this closed epoch.
+    pub failures: u64,
+    /// Whether the snapshot may still decide calls without asking Redis.
+    pub fresh: bool,
+    /// Why the breaker is in its state, as Redis last said.
+    pub reason: String,
+}
+
+/// Where a process decides a breaker's calls right now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum StoreStatus {
+    /// Redis answers and decides.
+    Redis,
+    /// Redis is treated as down: calls follow the degraded mode.
+    RedisDown,
+    /// The client is in-memory ([`Client::in_memory`](crate::Client::in_memory)).
+    InMemory,
+}
+
+/// A breaker's health as this process sees it; [`Breaker::health`] refreshes it from Redis.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Health {
+    /// The snapshot after the refresh.
+    pub snapshot: Snapshot,
+    /// Where calls are decided.
+    pub store: StoreStatus,
+    /// The degraded mode used while Redis is down.
+    pub degraded_mode: &'static str,
+    /// False when the last writer of the state used a different config (a rolling deploy).
+    pub config_matches: bool,
+    /// This process's config fingerprint.
+    pub config_fingerprint: String,
+}
+
+pub(crate) struct Inner {
+    pub(crate) name: String,
+    pub(crate) keys: Keys,
+    pub(crate) config: Config,
+    pub(crate) params: Params,
+    pub(crate) snapshot: SnapshotCell,
+    pub(crate) pending: Pending,
+    pub(crate) shared: Arc<Shared>,
+    config_matches: AtomicBool,
+    reason: Mutex<String>,
+}
+
+/// A named breaker whose state is shared by every process that names it. Cheap to clone.
+///
+/// Get one from [`Client::breaker`](crate::Client::breaker).
+#[derive(Clone)]
+pub struct Breaker {
+    pub(crate) inner: Arc<Inner>,
+}
+
+impl std::fmt::Debug for Breaker {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Breaker").field("name", &self.inner.name).field("state", &self.state()).finish()
+    }
+}
+
+/// How a permit was granted: it decides where its outcome goes.
+#[derive(Debug, Clone)]
+enum Grant {
+    /// Closed (from the snapshot or from Redis): a healthy success is batched.
+    Closed(View),
+    /// A half-open probe leased in Redis.
+    Probe { view: View, id: String },
+    /// Decided by the in-process breaker (in-memory client, or degraded `Local`).
+    Local { view: View, probe: String },
+    /// Allowed by `Degraded::FailOpen`: nothing to record.
+    Free,
+}
+
+/// Permission for one call. Report how it went with [`success`](Permit::success),
+/// [`failure`](Permit::failure) or [`ignore`](Permit::ignore); dropping it records nothing and
+/// frees a half-open probe lease.
+#[derive(Debug)]
+#[must_use = "a permit should be finished with success(), failure() or ignore()"]
+pub struct Permit {
+    breaker: Breaker,
+    grant: Option<Grant>,
+}
+
+impl Permit {
+    /// True when this call is a half-open probe.
+    pub fn is_probe(&self) -> bool {
+        match &self.grant {
+            Some(Grant::Probe { .. }) => true,
+            Some(Grant::Local { probe, .. }) => !probe.is_empty(),
+            _ => false,
+        }
+    }
+
+    /// Reports a success.
+    pub async fn success(mut self) {
+        self.finish(Outcome::Success, false, false).await;
+    }
+
+    /// Reports a failure; it is recorded before this returns.
+    pub async fn failure(mut self) {
+        self.finish(Outcome::Failure, false, false).await;
+    }
+
+    /// Reports an outcome that says nothing about the downstream's health.
+    pub async fn ignore(mut self) {
+        self.finish(Outcome::Ignore, false, false).await;
+    }
+
+    async fn finish(&mut self, outcome: Outcome, slow: bool, timed_out: bool) {
+        if let Some(grant) = self.grant.take() {
+            self.breaker.finish(grant, outcome, slow, timed_out).await;
+        }
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        let Some(grant) = self.grant.take() else { return };
+        let (view, probe, local) = match grant {
+            Grant::Probe { view, id } => (view, id, false),
+            Grant::Local { view, probe } if !probe.is_empty() => (view, probe, true),
+            _ => return,
+        };
+        let breaker = self.breaker.clone();
+        let record = breaker.record_args(RecordOutcome::Release, &view, probe, false, false);
+        if local {
+            breaker.run_local(&Op::Record(record));
+        } else if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            // Without a runtime the lease simply expires after probe_lease.
+            handle.spawn(async move { breaker.send_record(record).await });
+        }
+    }
+}
+
+impl Breaker {
+    pub(crate) fn new(name: &str, keys: Keys, config: Config, shared: Arc<Shared>) -> Breaker {
+        Breaker {
+            inner: Arc::new(Inner {
+                name: name.to_string(),
+                keys,
+                params: Params::new(&config),
+                config,
+                snapshot: SnapshotCell::new(shared.base),
+                pending: Pending::default(),
+                shared,
+                config_matches: AtomicBool::new(true),
+                reason: Mutex::new(String::new()),
+            }),
+        }
+    }
+
+    /// The breaker's name.
+    pub fn name(&self) -> &str {
+        &self.inner.name
+    }
+
+    /// The breaker's config.
+    pub fn config(&self) -> &Config {
+        &self.inner.config
+    }
+
+    /// Runs `f` through the breaker: `Ok` counts as a success, `Err` as a failure.
+    ///
+    /// # Errors
+    /// [`Error::Rejected`] when the breaker is open (`f` is not called), [`Error::Inner`] with
+    /// `f`'s error, [`Error::Timeout`] when `f` took longer than `call_timeout`.
+    pub async fn execute<T, E, F, Fut>(&self, f: F) -> Result<T, Error<E>>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        self.execute_with(|r: &Result<T, E>| if r.is_ok() { Outcome::Success } else { Outcome::Failure }, f).await
+    }
+
+    /// Runs `f` through the breaker; `classify` decides how its result counts (for example, a
+    /// 404 is [`Outcome::Ignore`] and a 503 is [`Outcome::Failure`]).
+    ///
+    /// # Errors
+    /// As [`execute`](Breaker::execute).
+    pub async fn execute_with<T, E, F, Fut, C>(&self, classify: C, f: F) -> Result<T, Error<E>>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+        C: FnOnce(&Result<T, E>) -> Outcome,
+    {
+        let mut permit = self.acquire().await?;
+        let config = &self.inner.config;
+        let started = config.slow_call_rate.is_some().then(Instant::now);
+        match tokio::time::timeout(config.call_timeout, f()).await {
+            Ok(result) => {
+                let slow = started.is_some_and(|s| s.elapsed() >= config.slow_call_duration);
+                permit.finish(classify(&result), slow, false).await;
+                result.map_err(Error::Inner)
+            }
+            Err(_) => {
+                permit.finish(Outcome::Failure, config.slow_call_rate.is_some(), true).await;
+                Err(Error::Timeout(config.call_timeout))
+            }
+        }
+    }
+
+    /// Asks for permission to make one call, for callers that cannot wrap the call in a closure.
+    ///
+    /// # Errors
+    /// [`Rejected`] when the breaker turns the call away.
+    pub async fn acquire(&self) -> Result<Permit, Rejected> {
+        match self.inner.snapshot.decide(Instant::now()) {
+            Local::Allow(view) => Ok(self.permit(Grant::Closed(view))),
+            Local::Reject { state, retry_after } => Err(self.reject(state, retry_after)),
+            Local::Miss => self.acquire_slow().await,
+        }
+    }
+
+    fn permit(&self, grant: Grant) -> Permit {
+        Permit { breaker: self.clone(), grant: Some(grant) }
+    }
+
+    fn reject(&self, state: State, retry_after: Option<Duration>) -> Rejected {
+        self.inner.pending.rejected();
+        Rejected { state, retry_after }
+    }
+
+    async fn acquire_slow(&self) -> Result<Permit, Rejected> {
+        let id = format!("{:016x}", rand::random::<u64>());
+        let op = Op::Acquire { permit: id.clone() };
+        if let Some(reply) = self.run_redis(&op).await {
+            let view = view_of(&reply);
+            return match reply.verdict {
+                Verdict::Probe => Ok(self.permit(Grant::Probe { view, id })),
+                Verdict::Rejected => Err(self.reject(reply.state, reply.remaining_ms.map(Duration::from_millis))),
+                _ => Ok(self.permit(Grant::Closed(view))),
+            };
+        }
+        match self.degraded_mode() {
+            Degraded::FailOpen => Ok(self.permit(Grant::Free)),
+            Degraded::FailClosed => Err(self.reject(State::Open, Some(FAIL_CLOSED_RETRY))),
+            _ => {
+                let reply = self.run_local(&op);
+                let view = view_of(&reply);
+                match reply.verdict {
+                    Verdict::Rejected => Err(self.reject(reply.state, reply.remaining_ms.map(Duration::from_millis))),
+                    Verdict::Probe => Ok(self.permit(Grant::Local { view, probe: id })),
+                    _ => Ok(self.permit(Grant::Local { view, probe: String::new() })),
+                }
+            }
+        }
+    }
+
+    fn degraded_mode(&self) -> Degraded {
+        if self.inner.shared.redis.is_none() { Degraded::Local } else { self.inner.shared.config.degraded }
+    }
+
+    /// Runs `op` on Redis unless Redis is treated as down; `None` when the call must be decided
+    /// without it. The reply refreshes the snapshot.
+    async fn run_redis(&self, op: &Op) -> Option<Reply> {
+        let redis = self.inner.shared.redis.as_ref()?;
+        if redis.skip_redis() {
+            return None;
+        }
+        let inner = &*self.inner;
+        let sent = Instant::now();
+        match redis.run(&inner.keys, &inner.params, op, None, rand::random()).await {
+            Ok(reply) => {
+                self.absorb(&reply, sent);
+                Some(reply)
+            }
+            Err(e) => {
+                tracing::debug!(breaker = %inner.name, error = %e, "redis-breaker: deciding without redis");
+                None
+            }
+        }
+    }
+
+    pub(crate) fn run_local(&self, op: &Op) -> Reply {
+        let inner = &*self.inner;
+        let (reply, _) = inner.shared.local.run(&inner.name, &inner.params, op, rand::random());
+        reply
+    }
+
+    fn absorb(&self, reply: &Reply, sent: Instant) {
+        let inner = &*self.inner;
+        inner.snapshot.apply(reply, sent, inner.shared.cache_ttl());
+        let matches = reply.stored_config.is_empty() || reply.stored_config == inner.params.fingerprint;
+        if inner.config_matches.swap(matches, Ordering::Relaxed) && !matches {
+            tracing::warn!(
+                breaker = %inner.name,
+                ours = %inner.params.fingerprint,
+                stored = %reply.stored_config,
+                "redis-breaker: another process wrote this breaker with a different config"
+            );
+        }
+        let mut reason = inner.reason.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if *reason != reply.reason {
+            reason.clone_from(&reply.reason);
+        }
+    }
+
+    fn record_args(&self, outcome: RecordOutcome, view: &View, probe: String, slow: bool, timed_out: bool) -> Record {
+        Record {
+            outcome,
+            incarnation: view.incarnation,
+            epoch: view.epoch,
+            probe,
+            slow,
+            timed_out,
+            fseq: view.fseq,
+            batch: self.inner.pending.take(),
+        }
+    }
+
+    async fn finish(&self, grant: Grant, outcome: Outcome, slow: bool, timed_out: bool) {
+        let kind = match outcome {
+            Outcome::Success => RecordOutcome::Success,
+            Outcome::Failure => RecordOutcome::Failure,
+            Outcome::Ignore => RecordOutcome::Ignore,
+        };
+        match grant {
+            Grant::Free => {}
+            Grant::Closed(_) if outcome == Outcome::Ignore => self.inner.pending.ignored(),
+            Grant::Closed(view) if outcome == Outcome::Success && view.failures == 0 => {
+                self.inner.pending.success(&view, slow);
+            }
+            Grant::Closed(view) => {
+                self.send_record(self.record_args(kind, &view, String::new(), slow, timed_out)).await
+            }
+            Grant::Probe { view, id } => self.send_record(self.record_args(kind, &view, id, slow, timed_out)).await,
+            Grant::Local { view, probe } => {
+                let record =
+                    Record { batch: Default::default(), ..self.record_args(kind, &view, probe, slow, timed_out) };
+                self.run_local(&Op::Record(record));
+            }
+        }
+    }
+
+    /// Sends a record to Redis; when Redis cannot take it, a batch it carried is kept for the
+    /// next flush unless the request may have been applied (a timeout is never resent).
+    async fn send_record(&self, record: Record) {
+        let Some(redis) = self.inner.shared.redis.as_ref() else { return };
+        let batch = record.batch;
+        let op = Op::Record(record);
+        if redis.skip_redis() {
+            self.inner.pending.restore(&batch);
+            return;
+        }
+        let inner = &*self.inner;
+        let sent = Instant::now();
+        match redis.run(&inner.keys, &inner.params, &op, None, rand::random()).await {
+            Ok(reply) => self.absorb(&reply, sent),
+            Err(StoreError::Timeout(_)) => {
+                tracing::debug!(breaker = %inner.name, "redis-breaker: a record timed out; it may have been applied, so it is not resent");
+            }
+            Err(e) => {
+                tracing::debug!(breaker = %inner.name, error = %e, "redis-breaker: a record was not delivered");
+                self.inner.pending.restore(&batch);
+            }
+        }
+    }
+
+    /// The state as this process last saw it; no Redis command.
+    pub fn state(&self) -> State {
+        self.inner.snapshot.view().0
+    }
+
+    /// The local snapshot; no Redis command.
+    pub fn snapshot(&self) -> Snapshot {
+        let inner = &*self.inner;
+        let (state, view, fresh) = inner.snapshot.view();
+        Snapshot {
+            name: inner.name.clone(),
+            state,
+            incarnation: view.incarnation,
+            epoch: view.epoch,
+            failures: view.failures,
+            fresh,
+            reason: inner.reason.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone(),
+        }
+    }
+
+    /// Sends the batched counts now and refreshes the snapshot from Redis.
+    ///
+    /// # Errors
+    /// [`StoreError`] when Redis could not be reached; the counts are kept for the next flush.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        let Some(redis) = self.inner.shared.redis.as_ref() else { return Ok(()) };
+        let batch = self.inner.pending.take();
+        let record = Record {
+            outcome: RecordOutcome::None,
+            incarnation: 0,
+            epoch: 0,
+            probe: String::new(),
+            slow: false,
+            timed_out: false,
+            fseq: 0,
+            batch,
+        };
+        let inner = &*self.inner;
+        let sent = Instant::now();
+        match redis.run(&inner.keys, &inner.params, &Op::Record(record), None, rand::random()).await {
+            Ok(reply) => {
+                self.absorb(&reply, sent);
+                Ok(())
+            }
+            Err(e) => {
+                if !matches!(e, StoreError::Timeout(_)) {
+                    inner.pending.restore(&batch);
+                }
+                Err(e)
+            }
+        }
+    }
+
+    /// Refreshes the snapshot from Redis (flushing pending counts) and reports health.
+    ///
+    /// # Errors
+    /// Never for an in-memory client; otherwise the [`StoreError`] of the refresh. A breaker
+    /// whose Redis is down reports `store: RedisDown` instead of failing.
+    pub async fn health(&self) -> Result<Health, StoreError> {
+        let store = match &self.inner.shared.redis {
+            None => StoreStatus::InMemory,
+            Some(redis) => match self.flush().await {
+                Ok(()) => StoreStatus::Redis,
+                Err(e) if e.is_outage() || redis.is_down() => StoreStatus::RedisDown,
+                Err(e) => return Err(e),
+            },
+        };
+        Ok(Health {
+            snapshot: self.snapshot(),
+            store,
+            degraded_mode: match self.inner.shared.config.degraded {
+                Degraded::Local => "local",
+                Degraded::FailOpen => "fail-open",
+                Degraded::FailClosed => "fail-closed",
+            },
+            config_matches: self.inner.config_matches.load(Ordering::Relaxed),
+            config_fingerprint: self.inner.params.fingerprint.clone(),
+        })
+    }
+
+    async fn control(&self, op: ControlOp, duration: Option<Duration>) -> Result<Snapshot, StoreError> {
+        let duration_ms = duration.map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1));
+        let op = Op::Control { op, duration_ms };
+        let inner = &*self.inner;
+        match inner.shared.redis.as_ref() {
+            None => {
+                let reply = self.run_local(&op);
+                self.absorb(&reply, Instant::now());
+            }
+            Some(redis) => {
+                let sent = Instant::now();
+                let reply = redis.run(&inner.keys, &inner.params, &op, None, rand::random()).await?;
+                self.absorb(&reply, sent);
+            }
+        }
+        Ok(self.snapshot())
+    }
+
+    /// Opens the breaker for every process: for `duration`, after which it behaves as an
+    /// expired open (half-open probes), or until [`reset`](Breaker::reset) when `None`.
+    ///
+    /// # Errors
+    /// [`StoreError`] when Redis could not apply it (nothing changed, or for a timeout, maybe).
+    pub async fn force_open(&self, duration: Option<Duration>) -> Result<Snapshot, StoreError> {
+        self.control(ControlOp::ForceOpen, duration).await
+    }
+
+    /// Closes the breaker for every process; it records metrics but never trips. After
+    /// `duration` it is closed; with `None` it lasts until [`reset`](Breaker::reset).
+    ///
+    /// # Errors
+    /// As [`force_open`](Breaker::force_open).
+    pub async fn force_close(&self, duration: Option<Duration>) -> Result<Snapshot, StoreError> {
+        self.control(ControlOp::ForceClose, duration).await
+    }
+
+    /// Returns the breaker to closed with failures, trips, probes and window cleared (metrics
+    /// are kept).
+    ///
+    /// # Errors
+    /// As [`force_open`](Breaker::force_open).
+    pub async fn reset(&self) -> Result<Snapshot, StoreError> {
+        self.control(ControlOp::Reset, None).await
+    }
+}
+
+/// What `Degraded::FailClosed` tells a rejected caller while Redis is down.
+const FAIL_CLOSED_RETRY: Duration = Duration::from_secs(1);
+
+fn view_of(reply: &Reply) -> View {
+    View { incarnation: reply.incarnation, epoch: reply.epoch, failures: reply.failures, fseq: reply.fseq }
+}

@@ -1,0 +1,234 @@
+//! The local snapshot of one breaker, read lock-free on every call, and the batched counts.
+//!
+//! The snapshot is a seqlock over atomics: readers never block, never allocate and retry only
+//! when a writer (a script reply, rare) raced them. Deadlines are local monotonic instants
+//! computed from the *remaining* time Redis returned, counted from when the request was sent, so
+//! no clock is ever compared with Redis's.
+
+use crate::machine::{Batch, Reply};
+use crate::state::State;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU8, AtomicU64, Ordering, fence};
+use std::time::{Duration, Instant};
+
+/// What a fresh snapshot decides, or that it is not fresh.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Local {
+    /// Closed or forced closed: allowed without asking Redis.
+    Allow(View),
+    /// Open, forced open, or half-open with every probe out: rejected without asking Redis.
+    Reject { state: State, retry_after: Option<Duration> },
+    /// Not fresh: ask Redis.
+    Miss,
+}
+
+/// The fields of a snapshot a permit carries.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct View {
+    pub(crate) incarnation: u64,
+    pub(crate) epoch: u64,
+    pub(crate) failures: u64,
+    pub(crate) fseq: u64,
+}
+
+const NO_DEADLINE: u64 = u64::MAX;
+
+#[derive(Debug)]
+pub(crate) struct SnapshotCell {
+    base: Instant,
+    seq: AtomicU64,
+    state: AtomicU8,
+    incarnation: AtomicU64,
+    epoch: AtomicU64,
+    failures: AtomicU64,
+    fseq: AtomicU64,
+    /// Nanoseconds since `base` until which the snapshot may decide calls.
+    fresh_until: AtomicU64,
+    /// Nanoseconds since `base` of the state's deadline, or `NO_DEADLINE`.
+    deadline: AtomicU64,
+    writer: Mutex<()>,
+}
+
+fn nanos(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos()).unwrap_or(NO_DEADLINE - 1)
+}
+
+impl SnapshotCell {
+    pub(crate) fn new(base: Instant) -> SnapshotCell {
+        SnapshotCell {
+            base,
+            seq: AtomicU64::new(0),
+            state: AtomicU8::new(State::Closed.to_u8()),
+            incarnation: AtomicU64::new(0),
+            epoch: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+            fseq: AtomicU64::new(0),
+            fresh_until: AtomicU64::new(0),
+            deadline: AtomicU64::new(NO_DEADLINE),
+            writer: Mutex::new(()),
+        }
+    }
+
+    fn since_base(&self, at: Instant) -> u64 {
+        nanos(at.saturating_duration_since(self.base))
+    }
+
+    fn read(&self) -> (State, View, u64, u64) {
+        loop {
+            let s1 = self.seq.load(Ordering::Acquire);
+            if s1 & 1 == 1 {
+                std::hint::spin_loop();
+                continue;
+            }
+            let state = State::from_u8(self.state.load(Ordering::Relaxed));
+            let view = View {
+                incarnation: self.incarnation.load(Ordering::Relaxed),
+                epoch: self.epoch.load(Ordering::Relaxed),
+                failures: self.failures.load(Ordering::Relaxed),
+                fseq: self.fseq.load(Ordering::Relaxed),
+            };
+            let fresh_until = self.fresh_until.load(Ordering::Relaxed);
+            let deadline = self.deadline.load(Ordering::Relaxed);
+            fence(Ordering::Acquire);
+            if self.seq.load(Ordering::Relaxed) == s1 {
+                return (state, view, fresh_until, deadline);
+            }
+        }
+    }
+
+    /// Decides from the snapshot if it is fresh at `now`.
+    pub(crate) fn decide(&self, now: Instant) -> Local {
+        let (state, view, fresh_until, deadline) = self.read();
+        let now = self.since_base(now);
+        if now >= fresh_until {
+            return Local::Miss;
+        }
+        match state {
+            State::Closed | State::ForcedClosed => Local::Allow(view),
+            _ => Local::Reject {
+                state,
+                retry_after: (deadline != NO_DEADLINE).then(|| Duration::from_nanos(deadline.saturating_sub(now))),
+            },
+        }
+    }
+
+    /// The snapshot as it stands, fresh or not.
+    pub(crate) fn view(&self) -> (State, View, bool) {
+        let (state, view, fresh_until, _) = self.read();
+        (state, view, self.since_base(Instant::now()) < fresh_until)
+    }
+
+    /// Applies a reply to a request sent at `sent_at`, unless a newer snapshot is already held.
+    pub(crate) fn apply(&self, reply: &Reply, sent_at: Instant, cache_ttl: Duration) {
+        let _guard = self.writer.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (_, held, _, _) = self.read();
+        let newer = reply.incarnation != held.incarnation
+            || reply.epoch > held.epoch
+            || (reply.epoch == held.epoch && reply.fseq >= held.fseq);
+        if !newer {
+            return;
+        }
+        let sent = self.since_base(sent_at);
+        let deadline = reply.remaining_ms.map_or(NO_DEADLINE, |ms| sent.saturating_add(ms.saturating_mul(1_000_000)));
+        let fresh_until = sent.saturating_add(nanos(cache_ttl)).min(deadline);
+        self.seq.fetch_add(1, Ordering::Relaxed);
+        fence(Ordering::Release);
+        self.state.store(reply.state.to_u8(), Ordering::Relaxed);
+        self.incarnation.store(reply.incarnation, Ordering::Relaxed);
+        self.epoch.store(reply.epoch, Ordering::Relaxed);
+        self.failures.store(reply.failures, Ordering::Relaxed);
+        self.fseq.store(reply.fseq, Ordering::Relaxed);
+        self.fresh_until.store(fresh_until, Ordering::Relaxed);
+        self.deadline.store(deadline, Ordering::Relaxed);
+        self.seq.fetch_add(1, Ordering::Release);
+    }
+}
+
+/// The stamp of a batch with no success yet; the largest integer a script argument may be.
+const UNSTAMPED: u64 = (1 << 53) - 1;
+
+/// Counts gathered since the last flush. Successes carry the oldest (epoch, fseq) they were
+/// counted under, so a batch can never erase a failure recorded after its first success.
+#[derive(Debug)]
+pub(crate) struct Pending {
+    successes: AtomicU64,
+    slow: AtomicU64,
+    ignored: AtomicU64,
+    rejected: AtomicU64,
+    incarnation: AtomicU64,
+    epoch: AtomicU64,
+    fseq: AtomicU64,
+}
+
+impl Default for Pending {
+    fn default() -> Self {
+        Pending {
+            successes: AtomicU64::new(0),
+            slow: AtomicU64::new(0),
+            ignored: AtomicU64::new(0),
+            rejected: AtomicU64::new(0),
+            incarnation: AtomicU64::new(0),
+            epoch: AtomicU64::new(UNSTAMPED),
+            fseq: AtomicU64::new(UNSTAMPED),
+        }
+    }
+}
+
+impl Pending {
+    pub(crate) fn success(&self, view: &View, slow: bool) {
+        // Stamp before counting: a flush that takes this success also takes its stamp.
+        if self.fseq.load(Ordering::Relaxed) > view.fseq {
+            self.fseq.fetch_min(view.fseq, Ordering::AcqRel);
+        }
+        if self.epoch.load(Ordering::Relaxed) > view.epoch {
+            self.epoch.fetch_min(view.epoch, Ordering::AcqRel);
+            self.incarnation.store(view.incarnation, Ordering::Release);
+        }
+        if slow {
+            self.slow.fetch_add(1, Ordering::AcqRel);
+        }
+        self.successes.fetch_add(1, Ordering::AcqRel);
+    }
+
+    pub(crate) fn ignored(&self) {
+        self.ignored.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn rejected(&self) {
+        self.rejected.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.successes.load(Ordering::Relaxed) == 0
+            && self.ignored.load(Ordering::Relaxed) == 0
+            && self.rejected.load(Ordering::Relaxed) == 0
+    }
+
+    /// Takes everything counted so far.
+    pub(crate) fn take(&self) -> Batch {
+        let successes = self.successes.swap(0, Ordering::AcqRel);
+        let slow = self.slow.swap(0, Ordering::AcqRel).min(successes);
+        let ignored = self.ignored.swap(0, Ordering::AcqRel);
+        let rejected = self.rejected.swap(0, Ordering::AcqRel);
+        let incarnation = self.incarnation.load(Ordering::Acquire);
+        let epoch = self.epoch.swap(UNSTAMPED, Ordering::AcqRel);
+        let fseq = self.fseq.swap(UNSTAMPED, Ordering::AcqRel);
+        // A stamp of UNSTAMPED means a success raced the swap: it then matches nothing (metrics only).
+        let (epoch, fseq) = if successes == 0 { (0, 0) } else { (epoch, fseq) };
+        Batch { incarnation, epoch, fseq, successes, slow, ignored, rejected }
+    }
+
+    /// Puts back a batch that could not be sent.
+    pub(crate) fn restore(&self, b: &Batch) {
+        if b.successes > 0 {
+            self.fseq.fetch_min(b.fseq, Ordering::AcqRel);
+            if self.epoch.fetch_min(b.epoch, Ordering::AcqRel) > b.epoch {
+                self.incarnation.store(b.incarnation, Ordering::Release);
+            }
+        }
+        self.successes.fetch_add(b.successes, Ordering::AcqRel);
+        self.slow.fetch_add(b.slow, Ordering::AcqRel);
+        self.ignored.fetch_add(b.ignored, Ordering::Relaxed);
+        self.rejected.fetch_add(b.rejected, Ordering::Relaxed);
+    }
+}

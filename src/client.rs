@@ -1,0 +1,246 @@
+//! [`Client`]: the connection, the loaded scripts, and the breakers of one process.
+
+use crate::breaker::Breaker;
+use crate::clock::{Clock, SystemClock};
+use crate::config::{ClientConfig, Config};
+use crate::error::{ConfigError, StoreError};
+use crate::name::{Keys, events_channel, name_from_state_key, validate_name};
+use crate::store::{LocalStore, RedisStore};
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+pub(crate) struct Shared {
+    pub(crate) config: ClientConfig,
+    pub(crate) redis: Option<RedisStore>,
+    pub(crate) local: LocalStore,
+    pub(crate) base: Instant,
+    breakers: Mutex<HashMap<String, Breaker>>,
+}
+
+impl Shared {
+    /// An in-memory client decides every call from its machine (whose clock may be fake), so its
+    /// snapshots are never fresh.
+    pub(crate) fn cache_ttl(&self) -> Duration {
+        if self.redis.is_some() { self.config.cache_ttl } else { Duration::ZERO }
+    }
+
+    fn registered(&self) -> Vec<Breaker> {
+        self.breakers.lock().unwrap_or_else(std::sync::PoisonError::into_inner).values().cloned().collect()
+    }
+}
+
+/// Ends the background flush and breaks the breaker <-> client cycle when the last
+/// [`Client`] clone is dropped.
+struct Handle {
+    shared: Arc<Shared>,
+}
+
+impl Drop for Handle {
+    fn drop(&mut self) {
+        self.shared.breakers.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clear();
+    }
+}
+
+/// One process's access to shared breakers: the Redis connection, the scripts, the local
+/// snapshots and the background flush of batched counts. Cheap to clone; make one per process.
+///
+/// ```no_run
+/// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+/// use redis_breaker::{Client, Config};
+///
+/// let client = Client::connect("redis://127.0.0.1:6379").await?;
+/// let payments = client.breaker("payments", Config::default())?;
+/// let answer = payments.execute(|| async { Ok::<_, std::io::Error>(42) }).await;
+/// client.shutdown().await?;
+/// # Ok(()) }
+/// ```
+#[derive(Clone)]
+pub struct Client {
+    handle: Arc<Handle>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The URL is never shown: it may hold a password.
+        let shared = &self.handle.shared;
+        f.debug_struct("Client")
+            .field("prefix", &shared.config.prefix)
+            .field("store", &if shared.redis.is_some() { "redis" } else { "in-memory" })
+            .finish_non_exhaustive()
+    }
+}
+
+impl Client {
+    /// Makes a client for the Redis at `url` with the default [`ClientConfig`]. Connecting is
+    /// lazy: this succeeds while Redis is down, and calls are then decided by the degraded mode.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming `url` when it cannot be parsed.
+    pub async fn connect(url: &str) -> Result<Client, ConfigError> {
+        Client::connect_with(url, ClientConfig::default()).await
+    }
+
+    /// As [`connect`](Client::connect), with client-wide settings.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming `url` when it cannot be parsed.
+    pub async fn connect_with(url: &str, config: ClientConfig) -> Result<Client, ConfigError> {
+        let url_error = |e: redis::RedisError| ConfigError::Field {
+            field: "url",
+            reason: format!("is not a usable redis URL ({:?})", e.kind()),
+        };
+        let client = redis::Client::open(url).map_err(url_error)?;
+        let manager_config = ConnectionManagerConfig::new()
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(200))
+            .set_connection_timeout(Some(config.op_timeout))
+            .set_response_timeout(Some(config.op_timeout));
+        let manager = ConnectionManager::new_lazy_with_config(client, manager_config).map_err(url_error)?;
+        Ok(Client::from_connection(manager, config))
+    }
+
+    /// Makes a client over a connection the caller built (TLS, Sentinel, a cluster, custom
+    /// retry settings). It is cloned for each operation, so it should be a multiplexed or
+    /// managed connection. Every operation still has the `op_timeout` deadline.
+    pub fn from_connection<C>(conn: C, config: ClientConfig) -> Client
+    where
+        C: ConnectionLike + Clone + Send + Sync + 'static,
+    {
+        let channel = events_channel(&config.prefix);
+        let redis = RedisStore::new(Box::new(conn), config.op_timeout, channel, config.store_failure_threshold);
+        Client::build(config, Some(redis), Arc::new(SystemClock))
+    }
+
+    /// A single-process client with no Redis: the same semantics, decided in memory. For unit
+    /// tests of code that uses breakers, and for development without Redis.
+    pub fn in_memory() -> Client {
+        Client::in_memory_with_clock(SystemClock)
+    }
+
+    /// As [`in_memory`](Client::in_memory), on the given clock (e.g. a [`FakeClock`](crate::FakeClock)).
+    pub fn in_memory_with_clock(clock: impl Clock) -> Client {
+        Client::build(ClientConfig::default(), None, Arc::new(clock))
+    }
+
+    fn build(config: ClientConfig, redis: Option<RedisStore>, clock: Arc<dyn Clock>) -> Client {
+        let flush_interval = config.flush_interval;
+        let has_redis = redis.is_some();
+        let shared = Arc::new(Shared {
+            config,
+            redis,
+            local: LocalStore::new(clock),
+            base: Instant::now(),
+            breakers: Mutex::new(HashMap::new()),
+        });
+        let handle = Arc::new(Handle { shared });
+        if has_redis && let Ok(rt) = tokio::runtime::Handle::try_current() {
+            rt.spawn(flush_loop(Arc::downgrade(&handle), flush_interval));
+        }
+        Client { handle }
+    }
+
+    /// The client-wide settings.
+    pub fn config(&self) -> &ClientConfig {
+        &self.handle.shared.config
+    }
+
+    /// The breaker named `name`, shared with every process that uses the same name and prefix.
+    /// Asking again for the same name returns the same breaker.
+    ///
+    /// # Errors
+    /// [`ConfigError::Name`] when the name breaks the naming rule (checked before Redis is
+    /// touched) or this client already has that breaker with another config;
+    /// [`ConfigError::Field`] when `config` does not fit the client's settings.
+    pub fn breaker(&self, name: &str, config: Config) -> Result<Breaker, ConfigError> {
+        validate_name(name)?;
+        let shared = &self.handle.shared;
+        shared.config.check_breaker(&config)?;
+        let mut breakers = shared.breakers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(existing) = breakers.get(name) {
+            if *existing.config() != config {
+                return Err(ConfigError::Name {
+                    name: name.to_string(),
+                    reason: "this client already has a breaker of that name with a different config".into(),
+                });
+            }
+            return Ok(existing.clone());
+        }
+        let breaker = Breaker::new(name, Keys::new(&shared.config.prefix, name), config, shared.clone());
+        breakers.insert(name.to_string(), breaker.clone());
+        Ok(breaker)
+    }
+
+    /// Names of the breakers that have state under this client's prefix (a SCAN of Redis; for
+    /// an in-memory client, those it has made).
+    ///
+    /// # Errors
+    /// [`StoreError`] when Redis could not be read.
+    pub async fn breakers(&self) -> Result<Vec<String>, StoreError> {
+        let shared = &self.handle.shared;
+        let Some(redis) = &shared.redis else { return Ok(shared.local.names()) };
+        let prefix = &shared.config.prefix;
+        let escaped: String = prefix
+            .chars()
+            .flat_map(|c| if matches!(c, '?' | '[' | ']' | '\\') { vec!['\\', c] } else { vec![c] })
+            .collect();
+        let pattern = format!("{escaped}:{{*}}:state");
+        let mut names = Vec::new();
+        let mut cursor: u64 = 0;
+        loop {
+            let mut cmd = redis::cmd("SCAN");
+            cmd.arg(cursor).arg("MATCH").arg(&pattern).arg("COUNT").arg(1000);
+            let (next, keys): (u64, Vec<String>) = redis.query(&cmd, &pattern).await?;
+            names.extend(keys.iter().filter_map(|k| name_from_state_key(prefix, k)).map(str::to_string));
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        names.sort();
+        names.dedup();
+        Ok(names)
+    }
+
+    /// Sends every breaker's batched counts now.
+    ///
+    /// # Errors
+    /// The first [`StoreError`]; every breaker is still tried, and unsent counts are kept.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        let mut first = Ok(());
+        for breaker in self.handle.shared.registered() {
+            if let Err(e) = breaker.flush().await
+                && first.is_ok()
+            {
+                first = Err(e);
+            }
+        }
+        first
+    }
+
+    /// Flushes what is pending; call it before a process (or a serverless invocation) exits.
+    ///
+    /// # Errors
+    /// As [`flush`](Client::flush).
+    pub async fn shutdown(&self) -> Result<(), StoreError> {
+        self.flush().await
+    }
+}
+
+async fn flush_loop(handle: Weak<Handle>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tick.tick().await;
+        let Some(handle) = handle.upgrade() else { return };
+        let breakers = handle.shared.registered();
+        drop(handle);
+        for breaker in breakers {
+            if !breaker.inner.pending.is_empty() {
+                let _ = breaker.flush().await;
+            }
+        }
+    }
+}

@@ -1,0 +1,116 @@
+//! Errors: what a protected call returns, and what building or reaching a breaker can fail with.
+
+use crate::State;
+use std::time::Duration;
+
+/// What [`Breaker::execute`](crate::Breaker::execute) returns when the call did not succeed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error<E> {
+    /// The breaker is open (or half-open with every probe out): the call was not made.
+    #[error("circuit breaker is {state}; {}", retry_text(*.retry_after))]
+    Rejected {
+        /// The state that rejected the call.
+        state: State,
+        /// How long until the breaker may let a call through; `None` when an operator forced it
+        /// open until reset.
+        retry_after: Option<Duration>,
+    },
+    /// The call ran and returned this error.
+    #[error("the protected call failed: {0}")]
+    Inner(E),
+    /// The call took longer than `call_timeout`; it was dropped and counted as a failure.
+    #[error("the protected call timed out after {}ms", .0.as_millis())]
+    Timeout(Duration),
+}
+
+pub(crate) fn retry_text(retry_after: Option<Duration>) -> String {
+    match retry_after {
+        Some(d) => format!("retry after {}ms", d.as_millis()),
+        None => "forced open until an operator resets it".to_string(),
+    }
+}
+
+impl<E> Error<E> {
+    /// True when the breaker rejected the call without running it.
+    pub fn is_rejected(&self) -> bool {
+        matches!(self, Error::Rejected { .. })
+    }
+
+    /// The inner error, when the call ran and failed.
+    pub fn into_inner(self) -> Option<E> {
+        match self {
+            Error::Inner(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+/// A config or breaker name that cannot be used; the message names the field and the rule.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// A field broke its rule.
+    #[error("invalid config: {field} {reason}")]
+    Field {
+        /// The field's name, as in the builder and in config files.
+        field: &'static str,
+        /// The rule it broke, and the value it had.
+        reason: String,
+    },
+    /// A breaker name broke the naming rule.
+    #[error("invalid breaker name {name:?}: {reason}")]
+    Name {
+        /// The refused name (as given, possibly cut short).
+        name: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+}
+
+/// Redis could not carry out an operation; the message says which key or command, and why.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// Redis did not answer within `op_timeout`. A write may still have been applied.
+    #[error("redis did not answer within {}ms", .0.as_millis())]
+    Timeout(Duration),
+    /// Redis could not be reached, or the connection broke.
+    #[error("redis is unreachable: {0}")]
+    Unreachable(#[source] redis::RedisError),
+    /// Redis answered with an error about this breaker's keys or scripts (WRONGTYPE, NOPERM,
+    /// a refused argument): not an outage.
+    #[error("redis refused the operation on {key}: {source}")]
+    Refused {
+        /// The breaker's state key.
+        key: String,
+        /// Redis's own error.
+        #[source]
+        source: redis::RedisError,
+    },
+    /// Redis answered something this crate cannot read.
+    #[error("unexpected reply from redis for {key}: {detail}")]
+    Protocol {
+        /// The breaker's state key.
+        key: String,
+        /// What was wrong with the reply.
+        detail: String,
+    },
+}
+
+impl StoreError {
+    /// True when the error says Redis is unreachable or slow (an outage), rather than refusing
+    /// one breaker's operation.
+    pub fn is_outage(&self) -> bool {
+        matches!(self, StoreError::Timeout(_) | StoreError::Unreachable(_))
+    }
+
+    pub(crate) fn from_redis(e: redis::RedisError, key: &str) -> StoreError {
+        let outage = e.is_io_error()
+            || e.is_connection_dropped()
+            || e.is_connection_refusal()
+            || e.is_timeout()
+            || e.is_unrecoverable_error();
+        if outage { StoreError::Unreachable(e) } else { StoreError::Refused { key: key.to_string(), source: e } }
+    }
+}

@@ -1,0 +1,71 @@
+//! A circuit breaker whose state is shared, through Redis, by every process that names it.
+//!
+//! When a downstream fails, one trip opens the breaker for the whole fleet; on recovery only
+//! `half_open_max_probes` leased probes, fleet-wide, test it. Every transition is one atomic Lua
+//! script on Redis's own clock, and a healthy call is decided from a local snapshot without a
+//! Redis command.
+//!
+//! ```
+//! use redis_breaker::{Client, Config, Error};
+//!
+//! # #[tokio::main(flavor = "current_thread")]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! // Client::connect("redis://127.0.0.1:6379").await? shares the breaker through Redis;
+//! // the in-memory client has the same semantics inside one process.
+//! let client = Client::in_memory();
+//! let payments = client.breaker("payments", Config::builder().failure_threshold(2).build()?)?;
+//!
+//! for _ in 0..2 {
+//!     let r = payments.execute(|| async { Err::<(), _>("connection refused") }).await;
+//!     assert!(matches!(r, Err(Error::Inner(_))));
+//! }
+//! match payments.execute(|| async { Ok::<_, &str>("paid") }).await {
+//!     Err(Error::Rejected { retry_after, .. }) => println!("open; retry after {retry_after:?}"),
+//!     other => panic!("expected a rejection, got {other:?}"),
+//! }
+//! # Ok(()) }
+//! ```
+//!
+//! # How it works
+//!
+//! - Each breaker has a state hash, a probe-lease sorted set, a rolling-window hash and a
+//!   metrics hash in Redis, all under one Redis Cluster hash tag: `breaker:{payments}:state`.
+//! - `lua/acquire.lua`, `lua/record.lua` and `lua/control.lua` make every decision and
+//!   transition atomically, reading `TIME` from Redis; they run with EVALSHA.
+//! - Each process keeps a snapshot per breaker, fresh for `cache_ttl` (1s) or until the state's
+//!   next deadline; a fresh closed snapshot allows calls with no lock, allocation or await.
+//!   Successes are counted locally and flushed every `flush_interval`; failures are recorded
+//!   before `execute` returns.
+//! - When Redis is down or slow (every operation has an `op_timeout`), calls are decided by
+//!   the [`Degraded`] mode: by default an in-process breaker with the same config.
+//!
+//! The README documents the key schema, the semantics and the configuration in full.
+
+#![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+
+#[cfg(test)]
+extern crate self as redis_breaker;
+#[cfg(test)]
+mod model_tests;
+
+mod breaker;
+mod cache;
+mod client;
+mod clock;
+mod config;
+mod duration;
+mod error;
+mod machine;
+mod name;
+mod scripts;
+mod state;
+mod store;
+
+pub use breaker::{Breaker, Health, Outcome, Permit, Rejected, Snapshot, StoreStatus};
+pub use client::Client;
+pub use clock::{Clock, FakeClock, SystemClock};
+pub use config::*;
+pub use duration::{format_duration, parse_duration};
+pub use error::{ConfigError, Error, StoreError};
+pub use name::{MAX_NAME_LEN, validate_name};
+pub use state::State;

@@ -1,0 +1,562 @@
+//! The state machine in Rust: the one copy of the semantics of `lua/`, step for step.
+//!
+//! It serves [`Degraded::Local`](crate::Degraded::Local), [`Client::in_memory`](crate::Client::in_memory),
+//! and the property test, which runs it beside the real scripts and compares every reply. Keep
+//! each function here in the same shape as its namesake in `lua/common.lua`.
+
+use crate::config::Config;
+use crate::state::State;
+use std::collections::BTreeMap;
+
+/// Everything a script call needs from the caller's config, in script units (ms).
+#[derive(Debug, Clone)]
+pub(crate) struct Params {
+    pub(crate) fingerprint: String,
+    pub(crate) failure_threshold: u64,
+    pub(crate) success_threshold: u64,
+    pub(crate) max_probes: u64,
+    pub(crate) base: u64,
+    pub(crate) max: u64,
+    pub(crate) multiplier: f64,
+    pub(crate) jitter: f64,
+    pub(crate) lease: u64,
+    pub(crate) state_ttl: u64,
+    pub(crate) metrics_ttl: u64,
+    pub(crate) failure_rate: f64,
+    pub(crate) slow_rate: f64,
+    pub(crate) minimum_calls: u64,
+    pub(crate) window: u64,
+}
+
+fn ms(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+impl Params {
+    pub(crate) fn new(c: &Config) -> Params {
+        Params {
+            fingerprint: c.fingerprint(),
+            failure_threshold: c.failure_threshold.into(),
+            success_threshold: c.success_threshold.into(),
+            max_probes: c.half_open_max_probes.into(),
+            base: ms(c.base_recovery),
+            max: ms(c.max_recovery),
+            multiplier: c.multiplier,
+            jitter: c.jitter,
+            lease: ms(c.probe_lease),
+            state_ttl: ms(c.state_ttl),
+            metrics_ttl: ms(c.metrics_ttl),
+            failure_rate: c.failure_rate.unwrap_or(0.0),
+            slow_rate: c.slow_call_rate.unwrap_or(0.0),
+            minimum_calls: c.minimum_calls.into(),
+            window: ms(c.window),
+        }
+    }
+
+    fn windowed(&self) -> bool {
+        self.failure_rate > 0.0 || self.slow_rate > 0.0
+    }
+
+    fn bucket(&self) -> u64 {
+        self.window / 10
+    }
+}
+
+/// One script call: the operation and what it carries.
+#[derive(Debug, Clone)]
+pub(crate) enum Op {
+    Acquire { permit: String },
+    Record(Record),
+    Control { op: ControlOp, duration_ms: u64 },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ControlOp {
+    ForceOpen,
+    ForceClose,
+    Reset,
+}
+
+impl ControlOp {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            ControlOp::ForceOpen => "force_open",
+            ControlOp::ForceClose => "force_close",
+            ControlOp::Reset => "reset",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RecordOutcome {
+    Success,
+    Failure,
+    Ignore,
+    /// A permit dropped with no outcome: frees its probe lease, counts nothing.
+    Release,
+    /// No outcome: the record carries the batch alone (a flush).
+    None,
+}
+
+impl RecordOutcome {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            RecordOutcome::Success => "success",
+            RecordOutcome::Failure => "failure",
+            RecordOutcome::Ignore => "ignore",
+            RecordOutcome::Release => "release",
+            RecordOutcome::None => "none",
+        }
+    }
+}
+
+/// Counts gathered locally and sent with the next script call.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Batch {
+    pub(crate) incarnation: u64,
+    pub(crate) epoch: u64,
+    pub(crate) fseq: u64,
+    pub(crate) successes: u64,
+    pub(crate) slow: u64,
+    pub(crate) ignored: u64,
+    pub(crate) rejected: u64,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Record {
+    pub(crate) outcome: RecordOutcome,
+    pub(crate) incarnation: u64,
+    pub(crate) epoch: u64,
+    pub(crate) probe: String,
+    pub(crate) slow: bool,
+    pub(crate) timed_out: bool,
+    pub(crate) fseq: u64,
+    pub(crate) batch: Batch,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    Allowed,
+    Probe,
+    Rejected,
+    Applied,
+    Stale,
+    Ok,
+}
+
+impl Verdict {
+    pub(crate) fn parse(s: &str) -> Option<Verdict> {
+        Some(match s {
+            "allowed" => Verdict::Allowed,
+            "probe" => Verdict::Probe,
+            "rejected" => Verdict::Rejected,
+            "applied" => Verdict::Applied,
+            "stale" => Verdict::Stale,
+            "ok" => Verdict::Ok,
+            _ => return None,
+        })
+    }
+}
+
+/// A script's reply, whichever side ran it.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Reply {
+    pub(crate) verdict: Verdict,
+    pub(crate) state: State,
+    pub(crate) incarnation: u64,
+    pub(crate) epoch: u64,
+    pub(crate) failures: u64,
+    pub(crate) fseq: u64,
+    /// Time to the state's next deadline, or `None` when it has none.
+    pub(crate) remaining_ms: Option<u64>,
+    pub(crate) stored_config: String,
+    pub(crate) reason: String,
+}
+
+/// A transition a call caused (published as an event).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Transition {
+    pub(crate) from: State,
+    pub(crate) to: State,
+    pub(crate) reason: String,
+}
+
+/// Cumulative outcome counters, as in the metrics hash.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Metrics {
+    pub(crate) calls: u64,
+    pub(crate) successes: u64,
+    pub(crate) failures: u64,
+    pub(crate) slow: u64,
+    pub(crate) rejected: u64,
+    pub(crate) timeouts: u64,
+    pub(crate) opened: u64,
+}
+
+/// The stored state of one breaker: the state hash, the probe leases and the window.
+#[derive(Debug, Clone)]
+pub(crate) struct Machine {
+    exists: bool,
+    state: State,
+    incarnation: u64,
+    epoch: u64,
+    failures: u64,
+    fseq: u64,
+    successes: u64,
+    trips: u64,
+    opened_at: u64,
+    open_until: u64,
+    reason: String,
+    config: String,
+    probes: BTreeMap<String, u64>,
+    window: BTreeMap<(u64, u8), u64>,
+    pub(crate) metrics: Metrics,
+}
+
+impl Default for Machine {
+    fn default() -> Self {
+        Machine {
+            exists: false,
+            state: State::Closed,
+            incarnation: 0,
+            epoch: 0,
+            failures: 0,
+            fseq: 0,
+            successes: 0,
+            trips: 0,
+            opened_at: 0,
+            open_until: 0,
+            reason: String::new(),
+            config: String::new(),
+            probes: BTreeMap::new(),
+            window: BTreeMap::new(),
+            metrics: Metrics::default(),
+        }
+    }
+}
+
+/// One call's working state: the machine, what changed, the clock, the randomness.
+struct Call<'a> {
+    m: &'a mut Machine,
+    p: &'a Params,
+    now: u64,
+    rand: f64,
+    dirty: bool,
+    transitions: Vec<Transition>,
+}
+
+impl Machine {
+    /// Forgets the stored state, as a DEL of every key (or an expiry) would.
+    #[cfg(test)]
+    pub(crate) fn lose_keys(&mut self) {
+        let metrics = std::mem::take(&mut self.metrics);
+        *self = Machine { metrics, ..Machine::default() };
+    }
+
+    #[cfg(test)]
+    pub(crate) fn trips(&self) -> u64 {
+        self.trips
+    }
+
+    #[cfg(test)]
+    pub(crate) fn open_until(&self) -> u64 {
+        self.open_until
+    }
+
+    /// The next instant after `now` when something expires: a deadline or a probe lease.
+    #[cfg(test)]
+    pub(crate) fn next_deadline(&self, now: u64) -> Option<u64> {
+        self.probes.values().copied().chain([self.open_until]).filter(|t| *t > now).min()
+    }
+
+    #[cfg(test)]
+    pub(crate) fn probe_count(&self) -> usize {
+        self.probes.len()
+    }
+
+    /// Runs one operation at `now` (ms). `new_incarnation` is used when the state is created.
+    pub(crate) fn run(
+        &mut self,
+        p: &Params,
+        now: u64,
+        rand: f64,
+        new_incarnation: u64,
+        op: &Op,
+    ) -> (Reply, Vec<Transition>) {
+        let stored_config = self.config.clone();
+        let mut call = Call { m: self, p, now, rand, dirty: false, transitions: Vec::new() };
+        if call.m.exists && call.m.incarnation == 0 {
+            call.dirty = true;
+        }
+        let verdict = match op {
+            Op::Acquire { permit } => call.acquire(permit),
+            Op::Record(r) => call.record(r),
+            Op::Control { op, duration_ms } => call.control(*op, *duration_ms),
+        };
+        if call.dirty {
+            if call.m.incarnation == 0 {
+                call.m.incarnation = new_incarnation;
+            }
+            call.m.exists = true;
+            call.m.config = p.fingerprint.clone();
+        }
+        let transitions = std::mem::take(&mut call.transitions);
+        let mut reply = call.reply(verdict);
+        reply.stored_config = stored_config;
+        (reply, transitions)
+    }
+}
+
+impl Call<'_> {
+    fn reply(&self, verdict: Verdict) -> Reply {
+        Reply {
+            verdict,
+            state: self.m.state,
+            incarnation: self.m.incarnation,
+            epoch: self.m.epoch,
+            failures: self.m.failures,
+            fseq: self.m.fseq,
+            remaining_ms: self.remaining(),
+            stored_config: String::new(),
+            reason: self.m.reason.clone(),
+        }
+    }
+
+    fn matches(&self, incarnation: u64, epoch: u64) -> bool {
+        epoch == self.m.epoch && (incarnation == self.m.incarnation || (incarnation == 0 && self.m.epoch == 0))
+    }
+
+    fn transition(&mut self, to: State, reason: String) {
+        self.transitions.push(Transition { from: self.m.state, to, reason: reason.clone() });
+        let m = &mut *self.m;
+        m.state = to;
+        m.epoch += 1;
+        m.reason = reason;
+        m.failures = 0;
+        m.successes = 0;
+        m.probes.clear();
+        self.dirty = true;
+    }
+
+    fn close(&mut self, reason: String) {
+        self.transition(State::Closed, reason);
+        let m = &mut *self.m;
+        m.trips = 0;
+        m.opened_at = 0;
+        m.open_until = 0;
+        m.window.clear();
+    }
+
+    fn trip(&mut self, reason: String) {
+        let p = self.p;
+        self.m.trips += 1;
+        let exponent = self.m.trips as f64 - 1.0;
+        let d = (p.max as f64).min(p.base as f64 * p.multiplier.powf(exponent));
+        let lo = d * (1.0 - p.jitter);
+        let hi = (p.max as f64).min(d * (1.0 + p.jitter));
+        let open_ms = ((lo + self.rand * (hi - lo)).floor() as u64).max(1);
+        self.transition(State::Open, reason);
+        self.m.opened_at = self.now;
+        self.m.open_until = self.now + open_ms;
+        self.m.metrics.opened += 1;
+    }
+
+    fn advance(&mut self) {
+        if self.m.state == State::ForcedClosed && self.m.open_until > 0 && self.now >= self.m.open_until {
+            self.close("forced close expired".into());
+        }
+    }
+
+    fn purge_leases(&mut self) {
+        let now = self.now;
+        self.m.probes.retain(|_, exp| *exp > now);
+    }
+
+    fn window_sums(&mut self) -> (u64, u64, u64) {
+        let cur = self.now / self.p.bucket();
+        self.m.window.retain(|(b, _), _| *b + 10 > cur && *b <= cur);
+        let mut sums = (0, 0, 0);
+        for ((_, kind), n) in &self.m.window {
+            match kind {
+                b'c' => sums.0 += n,
+                b'f' => sums.1 += n,
+                _ => sums.2 += n,
+            }
+        }
+        sums
+    }
+
+    fn window_add(&mut self, calls: u64, fails: u64, slow: u64) {
+        if !self.p.windowed() || calls == 0 {
+            return;
+        }
+        let cur = self.now / self.p.bucket();
+        for (kind, n) in [(b'c', calls), (b'f', fails), (b's', slow)] {
+            if n > 0 {
+                *self.m.window.entry((cur, kind)).or_insert(0) += n;
+            }
+        }
+    }
+
+    fn check_rules(&mut self) {
+        if self.m.state != State::Closed {
+            return;
+        }
+        let p = self.p;
+        if p.failure_threshold > 0 && self.m.failures >= p.failure_threshold {
+            let reason = format!("{} consecutive failures", self.m.failures);
+            self.trip(reason);
+            return;
+        }
+        if !p.windowed() {
+            return;
+        }
+        let (calls, fails, slow) = self.window_sums();
+        if calls < p.minimum_calls {
+            return;
+        }
+        let (fr, sr) = (fails as f64 / calls as f64, slow as f64 / calls as f64);
+        if p.failure_rate > 0.0 && fr >= p.failure_rate {
+            self.trip(format!("failure rate {fr:.2} >= {:.2} over {calls} calls", p.failure_rate));
+        } else if p.slow_rate > 0.0 && sr >= p.slow_rate {
+            self.trip(format!("slow call rate {sr:.2} >= {:.2} over {calls} calls", p.slow_rate));
+        }
+    }
+
+    fn remaining(&self) -> Option<u64> {
+        match self.m.state {
+            State::Open | State::ForcedOpen | State::ForcedClosed => {
+                (self.m.open_until > 0).then(|| self.m.open_until.saturating_sub(self.now))
+            }
+            State::HalfOpen => {
+                if (self.m.probes.len() as u64) < self.p.max_probes {
+                    Some(0)
+                } else {
+                    self.m.probes.values().min().map(|e| e.saturating_sub(self.now))
+                }
+            }
+            State::Closed => None,
+        }
+    }
+
+    fn acquire(&mut self, permit: &str) -> Verdict {
+        self.advance();
+        let m = &*self.m;
+        if matches!(m.state, State::Open | State::ForcedOpen) && m.open_until > 0 && self.now >= m.open_until {
+            self.transition(State::HalfOpen, "recovery timeout elapsed".into());
+        }
+        match self.m.state {
+            State::Open | State::ForcedOpen => Verdict::Rejected,
+            State::HalfOpen => {
+                self.purge_leases();
+                if (self.m.probes.len() as u64) < self.p.max_probes {
+                    self.m.probes.insert(permit.to_string(), self.now + self.p.lease);
+                    Verdict::Probe
+                } else {
+                    Verdict::Rejected
+                }
+            }
+            State::Closed | State::ForcedClosed => Verdict::Allowed,
+        }
+    }
+
+    fn record(&mut self, r: &Record) -> Verdict {
+        self.advance();
+        self.purge_leases();
+        let b = &r.batch;
+        let metrics = &mut self.m.metrics;
+        metrics.calls += b.successes + b.ignored;
+        metrics.successes += b.successes;
+        metrics.slow += b.slow;
+        metrics.rejected += b.rejected;
+        if b.successes > 0 && self.m.state == State::Closed && self.matches(b.incarnation, b.epoch) {
+            self.window_add(b.successes, 0, b.slow);
+            if b.fseq == self.m.fseq && self.m.failures > 0 {
+                self.m.failures = 0;
+                self.dirty = true;
+            }
+            self.check_rules();
+        }
+        if r.outcome == RecordOutcome::None {
+            return Verdict::Applied;
+        }
+        if r.outcome != RecordOutcome::Release {
+            let metrics = &mut self.m.metrics;
+            metrics.calls += 1;
+            metrics.successes += u64::from(r.outcome == RecordOutcome::Success);
+            metrics.failures += u64::from(r.outcome == RecordOutcome::Failure);
+            metrics.slow += u64::from(r.slow);
+            metrics.timeouts += u64::from(r.timed_out);
+        }
+
+        if !self.matches(r.incarnation, r.epoch) {
+            return Verdict::Stale;
+        }
+        match (self.m.state, r.outcome) {
+            (State::Closed, RecordOutcome::Failure) => {
+                self.m.failures += 1;
+                self.m.fseq += 1;
+                self.dirty = true;
+                self.window_add(1, 1, u64::from(r.slow));
+                self.check_rules();
+                Verdict::Applied
+            }
+            (State::Closed, RecordOutcome::Success) => {
+                if r.fseq == self.m.fseq && self.m.failures > 0 {
+                    self.m.failures = 0;
+                    self.dirty = true;
+                }
+                self.window_add(1, 0, u64::from(r.slow));
+                self.check_rules();
+                Verdict::Applied
+            }
+            (State::Closed, _) => Verdict::Applied,
+            (State::HalfOpen, outcome) => {
+                if self.m.probes.remove(&r.probe).is_none() {
+                    return Verdict::Stale;
+                }
+                match outcome {
+                    RecordOutcome::Success => {
+                        self.m.successes += 1;
+                        self.dirty = true;
+                        if self.m.successes >= self.p.success_threshold {
+                            let reason = format!("{} probe successes", self.m.successes);
+                            self.close(reason);
+                        }
+                    }
+                    RecordOutcome::Failure => self.trip("probe failed".into()),
+                    _ => {}
+                }
+                Verdict::Applied
+            }
+            (_, RecordOutcome::Ignore | RecordOutcome::Release) => Verdict::Applied,
+            _ => Verdict::Stale,
+        }
+    }
+
+    fn control(&mut self, op: ControlOp, duration_ms: u64) -> Verdict {
+        let lasting = |what: &str| {
+            if duration_ms == 0 {
+                format!("{what} by operator until reset")
+            } else {
+                format!("{what} by operator for {duration_ms}ms")
+            }
+        };
+        match op {
+            ControlOp::Reset => self.close("reset by operator".into()),
+            ControlOp::ForceOpen | ControlOp::ForceClose => {
+                let (to, what) = if op == ControlOp::ForceOpen {
+                    (State::ForcedOpen, "forced open")
+                } else {
+                    (State::ForcedClosed, "forced closed")
+                };
+                self.transition(to, lasting(what));
+                self.m.open_until = if duration_ms > 0 { self.now + duration_ms } else { 0 };
+                if to == State::ForcedOpen {
+                    self.m.opened_at = self.now;
+                }
+            }
+        }
+        Verdict::Ok
+    }
+}

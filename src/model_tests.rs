@@ -1,0 +1,273 @@
+//! The property test: random sequences run through the real Lua scripts on a real Redis and
+//! through the Rust machine, compared reply by reply and field by field.
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use crate::config::Config;
+use crate::machine::{Batch, ControlOp, Machine, Op, Params, Record, RecordOutcome, Reply};
+use crate::name::Keys;
+use crate::store::RedisStore;
+use proptest::prelude::*;
+use proptest::test_runner::{Config as RunnerConfig, FileFailurePersistence, TestRunner};
+use std::time::Duration;
+
+#[derive(Debug, Clone)]
+enum Step {
+    Acquire {
+        slot: usize,
+    },
+    Finish {
+        slot: usize,
+        outcome: RecordOutcome,
+        slow: bool,
+        timed_out: bool,
+    },
+    Flush {
+        slot: usize,
+        successes: u64,
+        slow: u64,
+        ignored: u64,
+        rejected: u64,
+    },
+    Advance {
+        ms: u64,
+    },
+    /// Jump exactly to the next deadline (open_until or a lease expiry): the boundary cases.
+    ToDeadline,
+    Control {
+        op: ControlOp,
+        duration_ms: u64,
+    },
+    LoseKeys,
+}
+
+const SLOTS: usize = 4;
+
+fn step() -> impl Strategy<Value = Step> {
+    let outcome = prop_oneof![
+        Just(RecordOutcome::Success),
+        Just(RecordOutcome::Failure),
+        Just(RecordOutcome::Ignore),
+        Just(RecordOutcome::Release),
+    ];
+    let control = prop_oneof![Just(ControlOp::ForceOpen), Just(ControlOp::ForceClose), Just(ControlOp::Reset)];
+    prop_oneof![
+        6 => (0..SLOTS).prop_map(|slot| Step::Acquire { slot }),
+        6 => (0..SLOTS, outcome, any::<bool>(), prop::bool::weighted(0.1))
+            .prop_map(|(slot, outcome, slow, timed_out)| Step::Finish { slot, outcome, slow, timed_out }),
+        2 => (0..SLOTS, 0..4u64, 0..3u64, 0..2u64, 0..2u64).prop_map(|(slot, successes, slow, ignored, rejected)| {
+            Step::Flush { slot, successes, slow: slow.min(successes), ignored, rejected }
+        }),
+        4 => prop_oneof![0..50u64, 50..400u64, 400..3000u64].prop_map(|ms| Step::Advance { ms }),
+        2 => Just(Step::ToDeadline),
+        1 => (control, prop_oneof![Just(0u64), 1..2000u64])
+            .prop_map(|(op, duration_ms)| Step::Control { op, duration_ms }),
+        1 => Just(Step::LoseKeys),
+    ]
+}
+
+fn config() -> impl Strategy<Value = Config> {
+    (
+        (0..4u32, 1..4u32, 1..4u32),
+        (50..500u64, 0..3000u64, 1.0..3.0f64, 0.0..0.5f64),
+        (50..600u64, prop::option::of(0.3..1.0f64), prop::option::of(0.3..1.0f64), 1..6u32, 500..3000u64),
+    )
+        .prop_filter_map(
+            "no trip rule",
+            |((ft, st, probes), (base, extra, mult, jitter), (lease, fr, sr, min, win))| {
+                let mut b = Config::builder()
+                    .failure_threshold(ft)
+                    .success_threshold(st)
+                    .half_open_max_probes(probes)
+                    .base_recovery(Duration::from_millis(base))
+                    .max_recovery(Duration::from_millis(base + extra))
+                    .multiplier(mult)
+                    .jitter(jitter)
+                    .probe_lease(Duration::from_millis(lease))
+                    .call_timeout(Duration::from_millis(lease))
+                    .minimum_calls(min)
+                    .window(Duration::from_millis(win));
+                if let Some(r) = fr {
+                    b = b.failure_rate(r);
+                }
+                if let Some(r) = sr {
+                    b = b.slow_call_rate(r);
+                }
+                b.build().ok()
+            },
+        )
+}
+
+/// What a permit remembers: the snapshot it was granted under, on each side.
+#[derive(Debug, Clone, Default)]
+struct Held {
+    redis_incarnation: u64,
+    model_incarnation: u64,
+    epoch: u64,
+    fseq: u64,
+    probe: String,
+}
+
+fn compare(step: &Step, redis: &Reply, model: &Reply) -> Result<(), TestCaseError> {
+    let strip = |r: &Reply| (r.verdict, r.state, r.epoch, r.failures, r.fseq, r.remaining_ms, r.stored_config.clone());
+    prop_assert_eq!(strip(redis), strip(model), "reply differs after {:?}", step);
+    prop_assert_eq!(redis.incarnation == 0, model.incarnation == 0, "incarnation presence after {:?}", step);
+    Ok(())
+}
+
+async fn run_case(
+    redis: &RedisStore,
+    conn: &mut redis::aio::MultiplexedConnection,
+    config: Config,
+    steps: Vec<(Step, f64)>,
+) -> Result<(), TestCaseError> {
+    let name = support::unique("model");
+    let keys = Keys::new("breaker", &name);
+    let params = Params::new(&config);
+    let mut model = Machine::default();
+    let mut now: u64 = 1_700_000_000_000;
+    let mut held: Vec<Option<Held>> = vec![None; SLOTS];
+    let mut next_permit = 0u64;
+    let mut next_incarnation = 1u64;
+    // Redis and the model each name incarnations their own way; pair them as they appear.
+    let mut last_incarnations = (0u64, 0u64);
+
+    for (step, rand) in steps {
+        let (op_redis, op_model, slot_for_grant) = match &step {
+            Step::Advance { ms } => {
+                now += ms;
+                continue;
+            }
+            Step::ToDeadline => {
+                now = model.next_deadline(now).unwrap_or(now);
+                continue;
+            }
+            Step::LoseKeys => {
+                let _: () = redis::cmd("DEL")
+                    .arg(&keys.all[0])
+                    .arg(&keys.all[1])
+                    .arg(&keys.all[2])
+                    .query_async(conn)
+                    .await
+                    .unwrap();
+                model.lose_keys();
+                continue;
+            }
+            Step::Acquire { slot } => {
+                next_permit += 1;
+                let op = Op::Acquire { permit: format!("p{next_permit}") };
+                (op.clone(), op, Some(*slot))
+            }
+            Step::Finish { slot, outcome, slow, timed_out } => {
+                let Some(h) = held[*slot].take() else { continue };
+                let record = |incarnation| Record {
+                    outcome: *outcome,
+                    incarnation,
+                    epoch: h.epoch,
+                    probe: h.probe.clone(),
+                    slow: *slow,
+                    timed_out: *timed_out && *outcome == RecordOutcome::Failure,
+                    fseq: h.fseq,
+                    batch: Batch::default(),
+                };
+                (Op::Record(record(h.redis_incarnation)), Op::Record(record(h.model_incarnation)), None)
+            }
+            Step::Flush { slot, successes, slow, ignored, rejected } => {
+                let h = held[*slot].clone().unwrap_or_default();
+                let batch = |incarnation| Batch {
+                    incarnation,
+                    epoch: h.epoch,
+                    fseq: h.fseq,
+                    successes: *successes,
+                    slow: *slow,
+                    ignored: *ignored,
+                    rejected: *rejected,
+                };
+                let record = |incarnation| Record {
+                    outcome: RecordOutcome::None,
+                    incarnation: 0,
+                    epoch: 0,
+                    probe: String::new(),
+                    slow: false,
+                    timed_out: false,
+                    fseq: 0,
+                    batch: batch(incarnation),
+                };
+                (Op::Record(record(h.redis_incarnation)), Op::Record(record(h.model_incarnation)), None)
+            }
+            Step::Control { op, duration_ms } => {
+                let op = Op::Control { op: *op, duration_ms: *duration_ms };
+                (op.clone(), op, None)
+            }
+        };
+        let got = redis
+            .run(&keys, &params, &op_redis, Some(now), rand)
+            .await
+            .map_err(|e| TestCaseError::fail(format!("{e}")))?;
+        let (want, _) = model.run(&params, now, rand, next_incarnation * 1000, &op_model);
+        next_incarnation += 1;
+        compare(&step, &got, &want)?;
+        let pair = (got.incarnation, want.incarnation);
+        prop_assert_eq!(
+            pair.0 == last_incarnations.0,
+            pair.1 == last_incarnations.1,
+            "incarnations change together after {:?}",
+            step
+        );
+        last_incarnations = pair;
+
+        if let Some(slot) = slot_for_grant {
+            let granted = matches!(got.verdict, crate::machine::Verdict::Allowed | crate::machine::Verdict::Probe);
+            held[slot] = granted.then(|| Held {
+                redis_incarnation: got.incarnation,
+                model_incarnation: want.incarnation,
+                epoch: got.epoch,
+                fseq: got.fseq,
+                probe: if got.verdict == crate::machine::Verdict::Probe {
+                    format!("p{next_permit}")
+                } else {
+                    String::new()
+                },
+            });
+        }
+        let stored: (Option<u64>, Option<u64>, u64) = redis::pipe()
+            .hget(&keys.all[0], "trips")
+            .hget(&keys.all[0], "open_until")
+            .zcard(&keys.all[1])
+            .query_async(conn)
+            .await
+            .unwrap();
+        prop_assert_eq!(stored.0.unwrap_or(0), model.trips(), "trips after {:?}", step);
+        prop_assert_eq!(stored.1.unwrap_or(0), model.open_until(), "open_until after {:?}", step);
+        prop_assert_eq!(stored.2, model.probe_count() as u64, "probe leases after {:?}", step);
+    }
+    let metrics: std::collections::HashMap<String, u64> =
+        redis::cmd("HGETALL").arg(&keys.all[3]).query_async(conn).await.unwrap();
+    let m = &model.metrics;
+    let get = |f: &str| metrics.get(f).copied().unwrap_or(0);
+    prop_assert_eq!(
+        (get("calls"), get("successes"), get("failures"), get("slow"), get("rejected"), get("timeouts"), get("opened")),
+        (m.calls, m.successes, m.failures, m.slow, m.rejected, m.timeouts, m.opened),
+        "metrics"
+    );
+    Ok(())
+}
+
+#[test]
+fn lua_scripts_and_the_rust_machine_agree_step_by_step() {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let server = rt.block_on(support::redis());
+    let (store, conn) = rt.block_on(async {
+        let conn = server.conn().await;
+        (RedisStore::new(Box::new(conn.clone()), Duration::from_secs(5), String::new(), 3), conn)
+    });
+    let cases: u32 = std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(128);
+    let mut runner = TestRunner::new(RunnerConfig {
+        cases,
+        failure_persistence: Some(Box::new(FileFailurePersistence::Direct("proptest-regressions/model_tests.txt"))),
+        ..RunnerConfig::default()
+    });
+    let strategy = (config(), prop::collection::vec((step(), 0.0..1.0f64), 1..80));
+    runner.run(&strategy, |(config, steps)| rt.block_on(run_case(&store, &mut conn.clone(), config, steps))).unwrap();
+}

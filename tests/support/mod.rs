@@ -1,0 +1,187 @@
+//! Finds a real Redis for the tests (DESIGN §11), in this order: `$REDIS_URL`; a `redis-server`
+//! on PATH spawned on a free loopback port in a temp dir; a container when a Docker engine
+//! answers. Otherwise the test fails and says how to get Redis. It never skips.
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use testcontainers_modules::redis::Redis;
+use testcontainers_modules::testcontainers::runners::AsyncRunner;
+use testcontainers_modules::testcontainers::{ContainerAsync, ImageExt};
+
+const HOW_TO_GET_REDIS: &str = "no Redis for the tests: set REDIS_URL=redis://127.0.0.1:6379, \
+    or install redis-server (Debian/Ubuntu: `apt-get install -y redis-server`, macOS: \
+    `brew install redis`) so the tests can start their own, or run a Docker engine";
+
+/// A Redis the test may use; a spawned server or container stops when this is dropped.
+pub struct TestRedis {
+    pub url: String,
+    server: Option<Server>,
+    _container: Option<ContainerAsync<Redis>>,
+}
+
+struct Server {
+    child: Child,
+    port: u16,
+    dir: PathBuf,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl TestRedis {
+    /// A plain connection for assertions and for setting up state by hand.
+    pub async fn conn(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(self.url.as_str())
+            .expect("test redis url")
+            .get_multiplexed_async_connection()
+            .await
+            .expect("connect to the test redis")
+    }
+
+    /// The port of a server this test spawned (None for REDIS_URL or a container).
+    pub fn port(&self) -> Option<u16> {
+        self.server.as_ref().map(|s| s.port)
+    }
+
+    /// Total calls of one command (e.g. "evalsha") since the server started, from INFO commandstats.
+    pub async fn calls_of(&self, command: &str) -> u64 {
+        let info: String =
+            redis::cmd("INFO").arg("commandstats").query_async(&mut self.conn().await).await.expect("INFO");
+        let prefix = format!("cmdstat_{command}:calls=");
+        info.lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .map(|rest| rest.split(',').next().unwrap_or("0").parse().expect("calls count"))
+            .unwrap_or(0)
+    }
+
+    /// Every command the server has run, from INFO commandstats.
+    pub async fn total_calls(&self) -> u64 {
+        let info: String =
+            redis::cmd("INFO").arg("commandstats").query_async(&mut self.conn().await).await.expect("INFO");
+        info.lines()
+            .filter_map(|l| l.split_once(":calls="))
+            .map(|(_, rest)| rest.split(',').next().unwrap_or("0").parse::<u64>().expect("calls count"))
+            .sum()
+    }
+}
+
+/// A Redis for a test: `$REDIS_URL`, else a private server, else a container, else a panic that
+/// says how to get one.
+pub async fn redis() -> TestRedis {
+    if let Ok(url) = std::env::var("REDIS_URL") {
+        return TestRedis { url, server: None, _container: None };
+    }
+    private_redis().await
+}
+
+/// A Redis this test alone uses (for tests that count the server's commands or restart it):
+/// a spawned server, else a container.
+pub async fn private_redis() -> TestRedis {
+    match spawn_server() {
+        Ok(server) => {
+            return TestRedis {
+                url: format!("redis://127.0.0.1:{}", server.port),
+                server: Some(server),
+                _container: None,
+            };
+        }
+        Err(why) => eprintln!("test support: could not spawn redis-server ({why}); trying a container"),
+    }
+    match Redis::default().with_tag("7.2").start().await {
+        Ok(container) => {
+            let port = container.get_host_port_ipv4(6379).await.expect("container port");
+            TestRedis { url: format!("redis://127.0.0.1:{port}"), server: None, _container: Some(container) }
+        }
+        Err(e) => panic!("{HOW_TO_GET_REDIS} (no container either: {e})"),
+    }
+}
+
+fn free_port() -> std::io::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+fn spawn_server() -> Result<Server, String> {
+    let mut last = String::new();
+    for _ in 0..5 {
+        let port = free_port().map_err(|e| e.to_string())?;
+        let dir = std::env::temp_dir().join(format!("redis-breaker-test-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(&dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .map_err(|e| format!("redis-server: {e}"))?;
+        let server = Server { child, port, dir };
+        if wait_for_ping(port, Duration::from_secs(5)) {
+            return Ok(server);
+        }
+        last = format!("redis-server on port {port} did not answer PING");
+    }
+    Err(last)
+}
+
+fn wait_for_ping(port: u16, within: Duration) -> bool {
+    let start = Instant::now();
+    let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).expect("url");
+    while start.elapsed() < within {
+        if let Ok(mut c) = client.get_connection_with_timeout(Duration::from_millis(200))
+            && redis::cmd("PING").query::<String>(&mut c).is_ok()
+        {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    false
+}
+
+/// A breaker name no other test uses.
+pub fn unique(name: &str) -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!("{name}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+}
+
+/// A client of `redis` with the given snapshot lifetime.
+pub async fn client(redis: &TestRedis, cache_ttl: Duration) -> redis_breaker::Client {
+    let config = redis_breaker::ClientConfig::builder()
+        .cache_ttl(cache_ttl)
+        .op_timeout(Duration::from_millis(500))
+        .build()
+        .expect("client config");
+    redis_breaker::Client::connect_with(&redis.url, config).await.expect("client")
+}
+
+/// The state hash of `name` under the default prefix.
+pub async fn state_hash(redis: &TestRedis, name: &str) -> std::collections::HashMap<String, String> {
+    redis::cmd("HGETALL")
+        .arg(format!("breaker:{{{name}}}:state"))
+        .query_async(&mut redis.conn().await)
+        .await
+        .expect("HGETALL")
+}
+
+/// One field of the state hash as a number (0 when absent).
+pub async fn state_field(redis: &TestRedis, name: &str, field: &str) -> u64 {
+    state_hash(redis, name).await.get(field).map_or(0, |v| v.parse().expect("numeric field"))
+}
+
+/// Fails a call through `breaker`.
+pub async fn fail(breaker: &redis_breaker::Breaker) -> Result<(), redis_breaker::Error<&'static str>> {
+    breaker.execute(|| async { Err::<(), _>("downstream failed") }).await
+}
+
+/// Succeeds a call through `breaker`.
+pub async fn succeed(breaker: &redis_breaker::Breaker) -> Result<(), redis_breaker::Error<&'static str>> {
+    breaker.execute(|| async { Ok::<(), &'static str>(()) }).await
+}
