@@ -1,0 +1,203 @@
+//! The key schema as redis-cli sees it, lost and flushed state, and the Redis cost of calls.
+
+mod support;
+
+use redis_breaker::{Client, Config, Error, State, StoreStatus};
+use std::collections::HashMap;
+use std::time::Duration;
+use support::*;
+
+fn key(name: &str, suffix: &str) -> String {
+    format!("breaker:{{{name}}}:{suffix}")
+}
+
+#[tokio::test]
+async fn every_key_has_a_ttl_and_the_state_outlives_open_until() {
+    let redis = redis().await;
+    let client = client(&redis, Duration::ZERO).await;
+    let name = unique("ttl");
+    let config = Config::builder()
+        .failure_threshold(2)
+        .failure_rate(0.9)
+        .minimum_calls(50)
+        .base_recovery(Duration::from_millis(50))
+        .max_recovery(Duration::from_millis(50))
+        .state_ttl(Duration::from_secs(600))
+        .success_threshold(3)
+        .build()
+        .unwrap();
+    let b = client.breaker(&name, config).unwrap();
+    fail(&b).await.unwrap_err();
+    fail(&b).await.unwrap_err();
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    let probe = b.acquire().await.unwrap();
+    let mut conn = redis.conn().await;
+    for suffix in ["state", "probes", "window", "metrics"] {
+        let ttl: i64 = redis::cmd("PTTL").arg(key(&name, suffix)).query_async(&mut conn).await.unwrap();
+        assert!(ttl > 0, "{suffix} has a TTL (PTTL {ttl})");
+    }
+    let metrics_ttl: i64 = redis::cmd("PTTL").arg(key(&name, "metrics")).query_async(&mut conn).await.unwrap();
+    assert!(metrics_ttl > 86_000_000, "metrics keep their own 24h TTL: {metrics_ttl}");
+    drop(probe);
+
+    let long = Config::builder()
+        .failure_threshold(1)
+        .base_recovery(Duration::from_secs(7200))
+        .max_recovery(Duration::from_secs(7200))
+        .jitter(0.0)
+        .state_ttl(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let name2 = unique("ttl-long-open");
+    let b2 = client.breaker(&name2, long).unwrap();
+    fail(&b2).await.unwrap_err();
+    let ttl: i64 = redis::cmd("PTTL").arg(key(&name2, "state")).query_async(&mut conn).await.unwrap();
+    assert!(ttl > 7_200_000, "an open state never expires before open_until: PTTL {ttl}");
+}
+
+#[tokio::test]
+async fn a_missing_state_reads_as_closed_and_a_recreated_one_has_a_new_incarnation() {
+    let redis = redis().await;
+    let client = client(&redis, Duration::ZERO).await;
+    let name = unique("lost");
+    let b = client.breaker(&name, Config::builder().failure_threshold(1).build().unwrap()).unwrap();
+    succeed(&b).await.unwrap();
+    assert_eq!(b.state(), State::Closed, "no keys at all: closed, epoch 0");
+    fail(&b).await.unwrap_err();
+    assert_eq!(b.state(), State::Open);
+    let first = state_hash(&redis, &name).await["incarnation"].clone();
+
+    let mut conn = redis.conn().await;
+    let _: () =
+        redis::cmd("DEL").arg(key(&name, "state")).arg(key(&name, "probes")).query_async(&mut conn).await.unwrap();
+    succeed(&b).await.unwrap();
+    assert_eq!(b.state(), State::Closed, "deleting the keys is always safe: the breaker is closed");
+    fail(&b).await.unwrap_err();
+    let second = state_hash(&redis, &name).await["incarnation"].clone();
+    assert_ne!(first, second, "the recreated state has a new incarnation");
+    assert_eq!(b.snapshot().incarnation.to_string(), second);
+}
+
+#[tokio::test]
+async fn script_flush_is_survived() {
+    let redis = redis().await;
+    let client = client(&redis, Duration::ZERO).await;
+    let name = unique("noscript");
+    let b = client.breaker(&name, Config::builder().failure_threshold(2).build().unwrap()).unwrap();
+    fail(&b).await.unwrap_err();
+    let _: () = redis::cmd("SCRIPT").arg("FLUSH").query_async(&mut redis.conn().await).await.unwrap();
+    fail(&b).await.unwrap_err();
+    assert_eq!(b.state(), State::Open, "the script was reloaded and the failure counted");
+    assert_eq!(state_hash(&redis, &name).await["state"], "open");
+}
+
+#[tokio::test]
+async fn an_open_breaker_and_a_healthy_one_send_no_redis_command_per_call() {
+    let redis = private_redis().await;
+    let client = client(&redis, Duration::from_secs(10)).await;
+    let open = client
+        .breaker(
+            "cost-open",
+            Config::builder().failure_threshold(1).base_recovery(Duration::from_secs(30)).build().unwrap(),
+        )
+        .unwrap();
+    let healthy = client.breaker("cost-healthy", Config::default()).unwrap();
+    fail(&open).await.unwrap_err();
+    succeed(&healthy).await.unwrap();
+
+    let before = redis.calls_of("evalsha").await;
+    for _ in 0..1000 {
+        assert!(matches!(succeed(&open).await, Err(Error::Rejected { state: State::Open, retry_after: Some(_) })));
+        succeed(&healthy).await.unwrap();
+    }
+    assert_eq!(redis.calls_of("evalsha").await - before, 0, "2000 calls decided from the snapshots");
+    client.flush().await.unwrap();
+    assert_eq!(redis.calls_of("evalsha").await - before, 2, "one flush per breaker carries the counts");
+    let mut conn = redis.conn().await;
+    let m: HashMap<String, u64> =
+        redis::cmd("HGETALL").arg(key("cost-open", "metrics")).query_async(&mut conn).await.unwrap();
+    assert_eq!(m["rejected"], 1000);
+    let m: HashMap<String, u64> =
+        redis::cmd("HGETALL").arg(key("cost-healthy", "metrics")).query_async(&mut conn).await.unwrap();
+    assert_eq!((m["calls"], m["successes"]), (1001, 1001));
+}
+
+#[tokio::test]
+async fn a_different_config_in_the_fleet_shows_in_health() {
+    let redis = redis().await;
+    let name = unique("config-drift");
+    let old = client(&redis, Duration::ZERO).await.breaker(&name, Config::default()).unwrap();
+    let new = client(&redis, Duration::ZERO)
+        .await
+        .breaker(&name, Config::builder().failure_threshold(9).build().unwrap())
+        .unwrap();
+    fail(&old).await.unwrap_err();
+    let h = new.health().await.unwrap();
+    assert_eq!(h.store, StoreStatus::Redis);
+    assert!(!h.config_matches, "the state was last written with another config");
+    fail(&new).await.unwrap_err();
+    let h = new.health().await.unwrap();
+    assert!(h.config_matches, "its own write is the last one now");
+    let json = serde_json::to_value(&h).unwrap();
+    assert_eq!(json["snapshot"]["state"], "closed");
+    assert_eq!(json["snapshot"]["failures"], 2);
+}
+
+#[tokio::test]
+async fn breakers_lists_the_names_with_state() {
+    let redis = private_redis().await;
+    let client = client(&redis, Duration::ZERO).await;
+    for name in ["alpha", "beta[1]", "gamma?"] {
+        fail(&client.breaker(name, Config::default()).unwrap()).await.unwrap_err();
+    }
+    assert_eq!(client.breakers().await.unwrap(), vec!["alpha", "beta[1]", "gamma?"]);
+}
+
+#[tokio::test]
+async fn the_same_name_gives_the_same_breaker_and_a_bad_name_touches_nothing() {
+    let redis = private_redis().await;
+    let client = client(&redis, Duration::ZERO).await;
+    let a = client.breaker("same", Config::default()).unwrap();
+    let b = client.breaker("same", Config::default()).unwrap();
+    fail(&a).await.unwrap_err();
+    assert_eq!(b.snapshot().failures, 1, "one breaker, one snapshot");
+    assert!(client.breaker("same", Config::builder().failure_threshold(1).build().unwrap()).is_err());
+
+    let evalsha = redis.calls_of("evalsha").await;
+    let before = redis.total_calls().await;
+    for bad in ["", "has space", "{tag}", "star*", "new\nline", "caf\u{e9}"] {
+        let err = client.breaker(bad, Config::default()).unwrap_err();
+        assert!(err.to_string().contains("printable ASCII"), "{err}");
+    }
+    // Only the INFO of total_calls itself (and its connection's handshake) ran since.
+    let after = redis.total_calls().await;
+    assert!(after - before <= 4, "no breaker command for a bad name ({} commands)", after - before);
+    assert_eq!(redis.calls_of("evalsha").await, evalsha);
+}
+
+#[tokio::test]
+async fn the_in_memory_client_follows_the_same_semantics_on_a_fake_clock() {
+    let clock = redis_breaker::FakeClock::new(1_000_000);
+    let client = Client::in_memory_with_clock(clock.clone());
+    let config = Config::builder()
+        .failure_threshold(2)
+        .base_recovery(Duration::from_secs(30))
+        .jitter(0.0)
+        .success_threshold(1)
+        .build()
+        .unwrap();
+    let b = client.breaker("local", config).unwrap();
+    fail(&b).await.unwrap_err();
+    fail(&b).await.unwrap_err();
+    match succeed(&b).await {
+        Err(Error::Rejected { state: State::Open, retry_after }) => {
+            assert_eq!(retry_after, Some(Duration::from_secs(30)))
+        }
+        other => panic!("expected a rejection, got {other:?}"),
+    }
+    clock.advance(Duration::from_secs(30));
+    succeed(&b).await.unwrap();
+    assert_eq!(b.state(), State::Closed);
+    assert_eq!(b.health().await.unwrap().store, StoreStatus::InMemory);
+    assert_eq!(client.breakers().await.unwrap(), vec!["local"]);
+}
