@@ -155,6 +155,12 @@ local function load(c)
     S.events[#S.events + 1] = { from = 'corrupt', to = 'closed', reason = S.reason }
     S.probes_dirty = true
   end
+  -- An open deadline beyond this caller's max_recovery (set by hand, or by a writer with a longer
+  -- one) is brought back to it, so no value can keep a breaker open for ever.
+  if S.state == 'open' and S.open_until > c.now + c.max then
+    S.open_until = c.now + c.max
+    S.dirty = true
+  end
   return S
 end
 

@@ -288,6 +288,10 @@ impl Machine {
         if call.m.exists && call.m.incarnation == 0 {
             call.dirty = true;
         }
+        if call.m.state == State::Open && call.m.open_until > now + p.max {
+            call.m.open_until = now + p.max;
+            call.dirty = true;
+        }
         let verdict = match op {
             Op::Acquire { permit } => call.acquire(permit),
             Op::Record(r) => call.record(r),

@@ -1,0 +1,153 @@
+//! State corrupted by hand and arguments a script must refuse: never a panic, never a wedged
+//! breaker.
+
+mod support;
+
+use redis_breaker::{Config, State};
+use std::time::Duration;
+use support::*;
+
+fn key(name: &str, suffix: &str) -> String {
+    format!("breaker:{{{name}}}:{suffix}")
+}
+
+/// Trips one failure, corrupts the keys by hand, then makes a success and a failure through it.
+async fn corrupted_then_called(setup: &[&[&str]]) -> (TestRedis, String, std::collections::HashMap<String, String>) {
+    let redis = redis().await;
+    let client = client(&redis, Duration::ZERO).await;
+    let name = unique("corrupt");
+    let b = client.breaker(&name, Config::builder().failure_threshold(3).build().unwrap()).unwrap();
+    fail(&b).await.unwrap_err();
+    let mut conn = redis.conn().await;
+    for args in setup {
+        let mut cmd = redis::cmd(args[0]);
+        for a in &args[1..] {
+            cmd.arg(a.replace("NAME", &name));
+        }
+        let _: redis::Value = cmd.query_async(&mut conn).await.unwrap();
+    }
+    succeed(&b).await.expect("the call goes through a corrupt state");
+    assert_eq!(b.state(), State::Closed);
+    fail(&b).await.unwrap_err();
+    let hash = state_hash(&redis, &name).await;
+    (redis, name, hash)
+}
+
+#[tokio::test]
+async fn an_unknown_state_resets_to_closed_and_says_why() {
+    let (_, _, h) = corrupted_then_called(&[&["HSET", "breaker:{NAME}:state", "state", "banana"]]).await;
+    assert_eq!(h["state"], "closed");
+    assert_eq!(h["reason"], "corrupt state reset to closed: field state was 'banana'");
+    assert_eq!(h["failures"], "1", "the breaker works on from the reset");
+}
+
+#[tokio::test]
+async fn a_non_numeric_counter_resets_to_closed() {
+    let (_, _, h) = corrupted_then_called(&[&["HSET", "breaker:{NAME}:state", "failures", "abc"]]).await;
+    assert_eq!(h["reason"], "corrupt state reset to closed: field failures was 'abc'");
+}
+
+#[tokio::test]
+async fn a_negative_open_until_resets_to_closed() {
+    let (_, _, h) =
+        corrupted_then_called(&[&["HSET", "breaker:{NAME}:state", "state", "open", "open_until", "-5"]]).await;
+    assert_eq!(h["reason"], "corrupt state reset to closed: field open_until was '-5'");
+}
+
+#[tokio::test]
+async fn a_huge_open_until_resets_or_is_capped_at_max_recovery() {
+    let (_, _, h) = corrupted_then_called(&[&[
+        "HSET",
+        "breaker:{NAME}:state",
+        "state",
+        "open",
+        "open_until",
+        "99999999999999999999999",
+    ]])
+    .await;
+    assert!(h["reason"].starts_with("corrupt state reset to closed: field open_until"), "{}", h["reason"]);
+
+    // A value that is a valid integer but centuries away is brought back to max_recovery.
+    let redis = redis().await;
+    let client = client(&redis, Duration::ZERO).await;
+    let name = unique("far-open");
+    let config = Config::builder().max_recovery(Duration::from_secs(60)).build().unwrap();
+    let b = client.breaker(&name, config).unwrap();
+    let mut conn = redis.conn().await;
+    let _: () = redis::cmd("HSET")
+        .arg(key(&name, "state"))
+        .arg(&["state", "open", "incarnation", "7", "epoch", "3", "open_until", "8000000000000000"])
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let rejected = b.acquire().await.expect_err("still open");
+    assert!(rejected.retry_after.unwrap() <= Duration::from_secs(60), "{rejected:?}");
+}
+
+#[tokio::test]
+async fn a_state_key_of_the_wrong_type_is_replaced() {
+    let (_, _, h) =
+        corrupted_then_called(&[&["DEL", "breaker:{NAME}:state"], &["SET", "breaker:{NAME}:state", "x"]]).await;
+    assert_eq!(h["state"], "closed");
+    assert_eq!(h["failures"], "1");
+}
+
+#[tokio::test]
+async fn probes_window_and_metrics_keys_of_the_wrong_type_are_replaced() {
+    let (redis, name, h) = corrupted_then_called(&[
+        &["RPUSH", "breaker:{NAME}:probes", "x"],
+        &["SET", "breaker:{NAME}:window", "x"],
+        &["DEL", "breaker:{NAME}:metrics"],
+        &["LPUSH", "breaker:{NAME}:metrics", "x"],
+    ])
+    .await;
+    assert_eq!(h["failures"], "1", "the state itself was sound and kept working");
+    assert!(!h["reason"].starts_with("corrupt"), "{}", h["reason"]);
+    let mut conn = redis.conn().await;
+    for (suffix, want) in [("metrics", "hash"), ("probes", "none")] {
+        let t: String = redis::cmd("TYPE").arg(key(&name, suffix)).query_async(&mut conn).await.unwrap();
+        assert_eq!(t, want, "{suffix}");
+    }
+}
+
+#[tokio::test]
+async fn scripts_refuse_bad_arguments_with_a_named_error() {
+    let redis = redis().await;
+    let script = format!("{}{}", include_str!("../lua/common.lua"), include_str!("../lua/acquire.lua"));
+    let name = unique("bad-args");
+    let keys = ["state", "probes", "window", "metrics"].map(|s| key(&name, s));
+    let good: Vec<String> = [
+        "", "0.5", "fp", "5", "2", "1", "30000", "300000", "2", "0.1", "30000", "3600000", "86400000", "0", "0", "20",
+        "60000", "", "n", "p1",
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect();
+    let mut conn = redis.conn().await;
+    let run = |args: Vec<String>| {
+        let mut cmd = redis::cmd("EVAL");
+        cmd.arg(&script).arg(4).arg(&keys).arg(args);
+        cmd
+    };
+    let ok: Vec<String> = run(good.clone()).query_async(&mut conn).await.unwrap();
+    assert_eq!(ok[0], "allowed");
+    for (i, bad, field) in [
+        (1, "x", "rand"),
+        (3, "-1", "failure_threshold"),
+        (4, "0", "success_threshold"),
+        (6, "1.5", "base_recovery"),
+        (7, "10", "max_recovery"),
+        (9, "nan", "jitter"),
+        (13, "2", "failure_rate"),
+        (16, "5", "window"),
+        (19, "", "permit id"),
+    ] {
+        let mut args = good.clone();
+        args[i] = bad.to_string();
+        let err = run(args).query_async::<Vec<String>>(&mut conn).await.unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains(&format!("redis-breaker: bad argument {field}")), "{field}: {text}");
+    }
+    let exists: i64 = redis::cmd("EXISTS").arg(&keys).query_async(&mut conn).await.unwrap();
+    assert_eq!(exists, 0, "a refused call wrote nothing");
+}
