@@ -171,21 +171,53 @@ impl Permit {
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        let Some(grant) = self.grant.take() else { return };
-        let (view, probe, local) = match grant {
-            Grant::Probe { view, id } => (view, id, false),
-            Grant::Local { view, probe } if !probe.is_empty() => (view, probe, true),
-            _ => return,
-        };
-        let breaker = self.breaker.clone();
-        let record = breaker.record_args(RecordOutcome::Release, &view, probe, false, false);
-        if local {
-            breaker.run_local(&Op::Record(record));
-        } else if let Ok(handle) = tokio::runtime::Handle::try_current() {
-            // Without a runtime the lease simply expires after probe_lease.
-            handle.spawn(async move { breaker.send_record(record).await });
+        if let Some(grant) = self.grant.take() {
+            self.breaker.release(grant);
         }
     }
+}
+
+/// The grant of one `execute`: borrowed, so the hot path touches no reference count. Dropped
+/// unfinished (the call was cancelled or panicked), it releases its probe lease like a permit.
+struct CallGuard<'b> {
+    breaker: &'b Breaker,
+    grant: Option<Grant>,
+}
+
+impl CallGuard<'_> {
+    async fn finish(mut self, outcome: Outcome, slow: bool, timed_out: bool) {
+        if let Some(grant) = self.grant.take() {
+            self.breaker.finish(grant, outcome, slow, timed_out).await;
+        }
+    }
+}
+
+impl Drop for CallGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(grant) = self.grant.take() {
+            self.breaker.release(grant);
+        }
+    }
+}
+
+/// Runs `fut` with a deadline. The timer is armed only if the first poll does not finish the
+/// call, so a call that completes at once costs no timer registration.
+async fn with_deadline<F: Future>(fut: F, limit: Duration) -> Option<F::Output> {
+    let mut fut = std::pin::pin!(fut);
+    let mut sleep = std::pin::pin!(None::<tokio::time::Sleep>);
+    std::future::poll_fn(|cx| {
+        if let std::task::Poll::Ready(v) = fut.as_mut().poll(cx) {
+            return std::task::Poll::Ready(Some(v));
+        }
+        if sleep.is_none() {
+            sleep.set(Some(tokio::time::sleep(limit)));
+        }
+        match sleep.as_mut().as_pin_mut().map(|s| s.poll(cx)) {
+            Some(std::task::Poll::Ready(())) => std::task::Poll::Ready(None),
+            _ => std::task::Poll::Pending,
+        }
+    })
+    .await
 }
 
 impl Breaker {
@@ -239,17 +271,17 @@ impl Breaker {
         Fut: Future<Output = Result<T, E>>,
         C: FnOnce(&Result<T, E>) -> Outcome,
     {
-        let mut permit = self.acquire().await?;
+        let guard = CallGuard { breaker: self, grant: Some(self.grant().await?) };
         let config = &self.inner.config;
         let started = config.slow_call_rate.is_some().then(Instant::now);
-        match tokio::time::timeout(config.call_timeout, f()).await {
-            Ok(result) => {
+        match with_deadline(f(), config.call_timeout).await {
+            Some(result) => {
                 let slow = started.is_some_and(|s| s.elapsed() >= config.slow_call_duration);
-                permit.finish(classify(&result), slow, false).await;
+                guard.finish(classify(&result), slow, false).await;
                 result.map_err(Error::Inner)
             }
-            Err(_) => {
-                permit.finish(Outcome::Failure, config.slow_call_rate.is_some(), true).await;
+            None => {
+                guard.finish(Outcome::Failure, config.slow_call_rate.is_some(), true).await;
                 Err(Error::Timeout(config.call_timeout))
             }
         }
@@ -260,15 +292,33 @@ impl Breaker {
     /// # Errors
     /// [`Rejected`] when the breaker turns the call away.
     pub async fn acquire(&self) -> Result<Permit, Rejected> {
+        let grant = self.grant().await?;
+        Ok(Permit { breaker: self.clone(), grant: Some(grant) })
+    }
+
+    async fn grant(&self) -> Result<Grant, Rejected> {
         match self.inner.snapshot.decide(Instant::now()) {
-            Local::Allow(view) => Ok(self.permit(Grant::Closed(view))),
+            Local::Allow(view) => Ok(Grant::Closed(view)),
             Local::Reject { state, retry_after } => Err(self.reject(state, retry_after)),
-            Local::Miss => self.acquire_slow().await,
+            Local::Miss => self.grant_slow().await,
         }
     }
 
-    fn permit(&self, grant: Grant) -> Permit {
-        Permit { breaker: self.clone(), grant: Some(grant) }
+    /// Frees the probe lease of a grant that ends with no outcome; records nothing.
+    fn release(&self, grant: Grant) {
+        let (view, probe, local) = match grant {
+            Grant::Probe { view, id } => (view, id, false),
+            Grant::Local { view, probe } if !probe.is_empty() => (view, probe, true),
+            _ => return,
+        };
+        let record = self.record_args(RecordOutcome::Release, &view, probe, false, false);
+        if local {
+            self.run_local(&Op::Record(record));
+        } else if let Ok(handle) = tokio::runtime::Handle::try_current() {
+            // Without a runtime the lease simply expires after probe_lease.
+            let breaker = self.clone();
+            handle.spawn(async move { breaker.send_record(record).await });
+        }
     }
 
     fn reject(&self, state: State, retry_after: Option<Duration>) -> Rejected {
@@ -276,27 +326,27 @@ impl Breaker {
         Rejected { state, retry_after }
     }
 
-    async fn acquire_slow(&self) -> Result<Permit, Rejected> {
+    async fn grant_slow(&self) -> Result<Grant, Rejected> {
         let id = format!("{:016x}", rand::random::<u64>());
         let op = Op::Acquire { permit: id.clone() };
         if let Some(reply) = self.run_redis(&op).await {
             let view = view_of(&reply);
             return match reply.verdict {
-                Verdict::Probe => Ok(self.permit(Grant::Probe { view, id })),
+                Verdict::Probe => Ok(Grant::Probe { view, id }),
                 Verdict::Rejected => Err(self.reject(reply.state, reply.remaining_ms.map(Duration::from_millis))),
-                _ => Ok(self.permit(Grant::Closed(view))),
+                _ => Ok(Grant::Closed(view)),
             };
         }
         match self.degraded_mode() {
-            Degraded::FailOpen => Ok(self.permit(Grant::Free)),
+            Degraded::FailOpen => Ok(Grant::Free),
             Degraded::FailClosed => Err(self.reject(State::Open, Some(FAIL_CLOSED_RETRY))),
             _ => {
                 let reply = self.run_local(&op);
                 let view = view_of(&reply);
                 match reply.verdict {
                     Verdict::Rejected => Err(self.reject(reply.state, reply.remaining_ms.map(Duration::from_millis))),
-                    Verdict::Probe => Ok(self.permit(Grant::Local { view, probe: id })),
-                    _ => Ok(self.permit(Grant::Local { view, probe: String::new() })),
+                    Verdict::Probe => Ok(Grant::Local { view, probe: id }),
+                    _ => Ok(Grant::Local { view, probe: String::new() }),
                 }
             }
         }

@@ -61,6 +61,11 @@ mod scripts;
 mod state;
 mod store;
 
+/// The README's Rust snippets, compiled as doctests so they cannot rot.
+#[cfg(doctest)]
+#[doc = include_str!("../README.md")]
+struct ReadmeDoctests;
+
 pub use breaker::{Breaker, Health, Outcome, Permit, Rejected, Snapshot, StoreStatus};
 pub use client::Client;
 pub use clock::{Clock, FakeClock, SystemClock};

@@ -1,0 +1,69 @@
+//! Calls keep flowing when Redis cannot be reached: the degraded modes.
+
+mod support;
+
+use redis_breaker::{Client, ClientConfig, Config, Degraded, Error, State, StoreStatus};
+use std::time::Duration;
+use support::{fail, succeed};
+
+/// A loopback URL where nothing listens: connections are refused at once.
+fn nowhere() -> String {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    format!("redis://127.0.0.1:{port}")
+}
+
+async fn down_client(mode: Degraded) -> Client {
+    let config = ClientConfig::builder().degraded(mode).op_timeout(Duration::from_millis(50)).build().unwrap();
+    Client::connect_with(&nowhere(), config).await.expect("connecting is lazy: it succeeds while Redis is down")
+}
+
+#[tokio::test]
+async fn a_client_made_while_redis_is_down_decides_by_a_local_breaker() {
+    let client = down_client(Degraded::Local).await;
+    let b = client.breaker("local-fallback", Config::builder().failure_threshold(3).build().unwrap()).unwrap();
+    succeed(&b).await.expect("the call is served");
+    for _ in 0..3 {
+        assert!(matches!(fail(&b).await, Err(Error::Inner(_))));
+    }
+    assert!(matches!(succeed(&b).await, Err(Error::Rejected { state: State::Open, .. })), "the local breaker tripped");
+    let h = b.health().await.unwrap();
+    assert_eq!(h.store, StoreStatus::RedisDown);
+    assert_eq!(h.degraded_mode, "local");
+    assert!(client.flush().await.is_err(), "flush reports that Redis is unreachable");
+}
+
+#[tokio::test]
+async fn fail_open_allows_and_fail_closed_rejects_while_redis_is_down() {
+    let open = down_client(Degraded::FailOpen).await.breaker("fo", Config::default()).unwrap();
+    for _ in 0..20 {
+        assert!(matches!(fail(&open).await, Err(Error::Inner(_))), "fail-open runs every call");
+    }
+    let closed = down_client(Degraded::FailClosed).await.breaker("fc", Config::default()).unwrap();
+    let mut ran = false;
+    let r = closed
+        .execute(|| async {
+            ran = true;
+            Ok::<(), &str>(())
+        })
+        .await;
+    assert!(matches!(r, Err(Error::Rejected { .. })), "{r:?}");
+    assert!(!ran);
+}
+
+#[tokio::test]
+async fn control_operations_report_that_redis_is_unreachable() {
+    let b = down_client(Degraded::Local).await.breaker("ops", Config::default()).unwrap();
+    let err = b.force_open(None).await.expect_err("an operator's command is not applied locally");
+    assert!(err.is_outage(), "{err}");
+    assert!(err.to_string().starts_with("redis"), "{err}");
+}
+
+#[tokio::test]
+async fn a_bad_url_is_a_config_error_that_does_not_echo_the_password() {
+    let err = Client::connect("rediss://user:hunter2@[::1").await.expect_err("unparseable");
+    let text = err.to_string();
+    assert!(text.contains("url"), "{text}");
+    assert!(!text.contains("hunter2"), "{text}");
+    let client = Client::connect("redis://:hunter2@127.0.0.1:1").await.unwrap();
+    assert!(!format!("{client:?}").contains("hunter2"));
+}
