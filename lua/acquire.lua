@@ -1,17 +1,21 @@
 -- redis-breaker: acquire — decide one call and, when half-open, lease a probe.
 -- KEYS: state, probes, window, metrics (see common.lua).
--- ARGV: 1..19 common (see common.lua); 20 permit id (1-64 bytes, unique per permit).
+-- ARGV: 1..19 common (see common.lua); 20 permit id (1-64 bytes, unique per permit);
+--   21..27 the caller's pending batch (see parse_batch in common.lua), counted first.
 -- Reply: { verdict, state, incarnation, epoch, failures, fseq, remaining_ms, stored_config, reason }
 --   verdict: 'allowed' (closed or forced_closed), 'probe' (a half-open lease was taken for the
 --   permit id) or 'rejected' (remaining_ms says how long until it is worth asking again; -1 when
 --   an operator's forced open has no end).
--- Transitions: forced_closed -> closed when its time is up; open or forced_open -> half_open once
---   Redis's clock passes open_until (then a probe is taken at once).
+-- Transitions: forced_closed -> closed when its time is up; closed -> open when the batch makes
+--   a rate rule hold; open or forced_open -> half_open once Redis's clock passes open_until
+--   (then a probe is taken at once).
 local c = parse_config()
 local permit = str_arg(20, 'permit id', 64, false)
+local batch = parse_batch(21)
 local S = load(c)
 
 advance(S, c)
+apply_batch(S, c, batch)
 if (S.state == 'open' or S.state == 'forced_open') and S.open_until > 0 and c.now >= S.open_until then
   to_half_open(S, c, 'recovery timeout elapsed')
 end

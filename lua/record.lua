@@ -5,8 +5,7 @@
 --      frees its probe lease, counts nothing) | 'none' (a flush of the batch alone)
 --   21 permit incarnation  22 permit epoch  23 probe id ('' when the permit holds no lease)
 --   24 slow (0|1)  25 timed out (0|1)  26 fseq the permit's process had seen
---   27 batch incarnation  28 batch epoch  29 batch fseq (the oldest its successes had seen)
---   30 batch successes  31 of them slow  32 batch ignored  33 batch rejected
+--   27..33 the caller's pending batch (see parse_batch in common.lua)
 -- Reply: { verdict, state, incarnation, epoch, failures, fseq, remaining_ms, stored_config, reason }
 --   verdict: 'applied', or 'stale' when the outcome moved no state (its permit belongs to another
 --   incarnation or epoch, or its probe lease is gone). Metrics count both.
@@ -25,31 +24,13 @@ local probe = str_arg(23, 'probe id', 64, true)
 local slow = int_arg(24, 'slow', 0)
 local timed_out = int_arg(25, 'timed out', 0)
 local p_fseq = int_arg(26, 'permit fseq', 0)
-local b_inc = int_arg(27, 'batch incarnation', 0)
-local b_epoch = int_arg(28, 'batch epoch', 0)
-local b_fseq = int_arg(29, 'batch fseq', 0)
-local b_ok = int_arg(30, 'batch successes', 0)
-local b_slow = int_arg(31, 'batch slow', 0)
-local b_ignored = int_arg(32, 'batch ignored', 0)
-local b_rejected = int_arg(33, 'batch rejected', 0)
-if slow > 1 or timed_out > 1 or b_slow > b_ok then fail('flags') end
+local batch = parse_batch(27)
+if slow > 1 or timed_out > 1 then fail('flags') end
 local S = load(c)
 
 advance(S, c)
 purge_leases(S, c)
-
-metric(S, 'calls', b_ok + b_ignored)
-metric(S, 'successes', b_ok)
-metric(S, 'slow', b_slow)
-metric(S, 'rejected', b_rejected)
-if b_ok > 0 and S.state == 'closed' and matches(S, b_inc, b_epoch) then
-  window_add(S, c, b_ok, 0, b_slow)
-  if b_fseq == S.fseq and S.failures > 0 then
-    S.failures = 0
-    S.dirty = true
-  end
-  check_rules(S, c)
-end
+apply_batch(S, c, batch)
 
 local verdict = 'applied'
 local counted = outcome == 'success' or outcome == 'failure' or outcome == 'ignore'

@@ -4,9 +4,10 @@ use crate::cache::{Local, Pending, SnapshotCell, View};
 use crate::client::Shared;
 use crate::config::{Config, Degraded};
 use crate::error::{Error, StoreError, retry_text};
-use crate::machine::{ControlOp, Op, Params, Record, RecordOutcome, Reply, Verdict};
+use crate::machine::{Batch, ControlOp, Op, Params, Record, RecordOutcome, Reply, Verdict};
 use crate::name::Keys;
 use crate::state::State;
+use crate::store::RedisStore;
 use serde::Serialize;
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -328,20 +329,29 @@ impl Breaker {
 
     async fn grant_slow(&self) -> Result<Grant, Rejected> {
         let id = format!("{:016x}", rand::random::<u64>());
-        let op = Op::Acquire { permit: id.clone() };
-        if let Some(reply) = self.run_redis(&op).await {
-            let view = view_of(&reply);
-            return match reply.verdict {
-                Verdict::Probe => Ok(Grant::Probe { view, id }),
-                Verdict::Rejected => Err(self.reject(reply.state, reply.remaining_ms.map(Duration::from_millis))),
-                _ => Ok(Grant::Closed(view)),
-            };
+        if let Some(redis) = self.redis_up() {
+            let op = Op::Acquire { permit: id.clone(), batch: self.inner.pending.take() };
+            match self.try_redis(redis, &op).await {
+                Ok(reply) => {
+                    let view = view_of(&reply);
+                    return match reply.verdict {
+                        Verdict::Probe => Ok(Grant::Probe { view, id }),
+                        Verdict::Rejected => {
+                            Err(self.reject(reply.state, reply.remaining_ms.map(Duration::from_millis)))
+                        }
+                        _ => Ok(Grant::Closed(view)),
+                    };
+                }
+                Err(e) => {
+                    tracing::debug!(breaker = %self.inner.name, error = %e, "redis-breaker: deciding without redis")
+                }
+            }
         }
         match self.degraded_mode() {
             Degraded::FailOpen => Ok(Grant::Free),
             Degraded::FailClosed => Err(self.reject(State::Open, Some(FAIL_CLOSED_RETRY))),
             _ => {
-                let reply = self.run_local(&op);
+                let reply = self.run_local(&Op::Acquire { permit: id.clone(), batch: Batch::default() });
                 let view = view_of(&reply);
                 match reply.verdict {
                     Verdict::Rejected => Err(self.reject(reply.state, reply.remaining_ms.map(Duration::from_millis))),
@@ -356,25 +366,27 @@ impl Breaker {
         if self.inner.shared.redis.is_none() { Degraded::Local } else { self.inner.shared.config.degraded }
     }
 
-    /// Runs `op` on Redis unless Redis is treated as down; `None` when the call must be decided
-    /// without it. The reply refreshes the snapshot.
-    async fn run_redis(&self, op: &Op) -> Option<Reply> {
-        let redis = self.inner.shared.redis.as_ref()?;
-        if redis.skip_redis() {
-            return None;
-        }
+    /// The Redis store, unless there is none or it is treated as down.
+    fn redis_up(&self) -> Option<&RedisStore> {
+        self.inner.shared.redis.as_ref().filter(|r| !r.skip_redis())
+    }
+
+    /// Runs `op` on Redis; the reply refreshes the snapshot. On an error the batch the op
+    /// carried is kept for the next call, unless the request may have been applied (a timeout).
+    async fn try_redis(&self, redis: &RedisStore, op: &Op) -> Result<Reply, StoreError> {
         let inner = &*self.inner;
         let sent = Instant::now();
-        match redis.run(&inner.keys, &inner.params, op, None, rand::random()).await {
-            Ok(reply) => {
-                self.absorb(&reply, sent);
-                Some(reply)
-            }
-            Err(e) => {
-                tracing::debug!(breaker = %inner.name, error = %e, "redis-breaker: deciding without redis");
-                None
+        let result = redis.run(&inner.keys, &inner.params, op, None, rand::random()).await;
+        match &result {
+            Ok(reply) => self.absorb(reply, sent),
+            Err(StoreError::Timeout(_)) => {}
+            Err(_) => {
+                if let Some(batch) = op.batch() {
+                    inner.pending.restore(batch);
+                }
             }
         }
+        result
     }
 
     pub(crate) fn run_local(&self, op: &Op) -> Reply {
@@ -441,23 +453,17 @@ impl Breaker {
     /// Sends a record to Redis; when Redis cannot take it, a batch it carried is kept for the
     /// next flush unless the request may have been applied (a timeout is never resent).
     async fn send_record(&self, record: Record) {
-        let Some(redis) = self.inner.shared.redis.as_ref() else { return };
-        let batch = record.batch;
         let op = Op::Record(record);
-        if redis.skip_redis() {
-            self.inner.pending.restore(&batch);
-            return;
-        }
-        let inner = &*self.inner;
-        let sent = Instant::now();
-        match redis.run(&inner.keys, &inner.params, &op, None, rand::random()).await {
-            Ok(reply) => self.absorb(&reply, sent),
-            Err(StoreError::Timeout(_)) => {
-                tracing::debug!(breaker = %inner.name, "redis-breaker: a record timed out; it may have been applied, so it is not resent");
+        match self.redis_up() {
+            Some(redis) => {
+                if let Err(e) = self.try_redis(redis, &op).await {
+                    tracing::debug!(breaker = %self.inner.name, error = %e, "redis-breaker: an outcome was not delivered");
+                }
             }
-            Err(e) => {
-                tracing::debug!(breaker = %inner.name, error = %e, "redis-breaker: a record was not delivered");
-                self.inner.pending.restore(&batch);
+            None => {
+                if let Some(batch) = op.batch() {
+                    self.inner.pending.restore(batch);
+                }
             }
         }
     }
@@ -488,7 +494,6 @@ impl Breaker {
     /// [`StoreError`] when Redis could not be reached; the counts are kept for the next flush.
     pub async fn flush(&self) -> Result<(), StoreError> {
         let Some(redis) = self.inner.shared.redis.as_ref() else { return Ok(()) };
-        let batch = self.inner.pending.take();
         let record = Record {
             outcome: RecordOutcome::None,
             incarnation: 0,
@@ -497,22 +502,9 @@ impl Breaker {
             slow: false,
             timed_out: false,
             fseq: 0,
-            batch,
+            batch: self.inner.pending.take(),
         };
-        let inner = &*self.inner;
-        let sent = Instant::now();
-        match redis.run(&inner.keys, &inner.params, &Op::Record(record), None, rand::random()).await {
-            Ok(reply) => {
-                self.absorb(&reply, sent);
-                Ok(())
-            }
-            Err(e) => {
-                if !matches!(e, StoreError::Timeout(_)) {
-                    inner.pending.restore(&batch);
-                }
-                Err(e)
-            }
-        }
+        self.try_redis(redis, &Op::Record(record)).await.map(drop)
     }
 
     /// Refreshes the snapshot from Redis (flushing pending counts) and reports health.
@@ -551,11 +543,7 @@ impl Breaker {
                 let reply = self.run_local(&op);
                 self.absorb(&reply, Instant::now());
             }
-            Some(redis) => {
-                let sent = Instant::now();
-                let reply = redis.run(&inner.keys, &inner.params, &op, None, rand::random()).await?;
-                self.absorb(&reply, sent);
-            }
+            Some(redis) => drop(self.try_redis(redis, &op).await?),
         }
         Ok(self.snapshot())
     }

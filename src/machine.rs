@@ -65,9 +65,20 @@ impl Params {
 /// One script call: the operation and what it carries.
 #[derive(Debug, Clone)]
 pub(crate) enum Op {
-    Acquire { permit: String },
+    Acquire { permit: String, batch: Batch },
     Record(Record),
     Control { op: ControlOp, duration_ms: u64 },
+}
+
+impl Op {
+    /// The batch of counts the op carries, if any.
+    pub(crate) fn batch(&self) -> Option<&Batch> {
+        match self {
+            Op::Acquire { batch, .. } => Some(batch),
+            Op::Record(r) => Some(&r.batch),
+            Op::Control { .. } => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -293,7 +304,7 @@ impl Machine {
             call.dirty = true;
         }
         let verdict = match op {
-            Op::Acquire { permit } => call.acquire(permit),
+            Op::Acquire { permit, batch } => call.acquire(permit, batch),
             Op::Record(r) => call.record(r),
             Op::Control { op, duration_ms } => call.control(*op, *duration_ms),
         };
@@ -443,8 +454,25 @@ impl Call<'_> {
         }
     }
 
-    fn acquire(&mut self, permit: &str) -> Verdict {
+    fn batch(&mut self, b: &Batch) {
+        let metrics = &mut self.m.metrics;
+        metrics.calls += b.successes + b.ignored;
+        metrics.successes += b.successes;
+        metrics.slow += b.slow;
+        metrics.rejected += b.rejected;
+        if b.successes > 0 && self.m.state == State::Closed && self.matches(b.incarnation, b.epoch) {
+            self.window_add(b.successes, 0, b.slow);
+            if b.fseq == self.m.fseq && self.m.failures > 0 {
+                self.m.failures = 0;
+                self.dirty = true;
+            }
+            self.check_rules();
+        }
+    }
+
+    fn acquire(&mut self, permit: &str, batch: &Batch) -> Verdict {
         self.advance();
+        self.batch(batch);
         let m = &*self.m;
         if matches!(m.state, State::Open | State::ForcedOpen) && m.open_until > 0 && self.now >= m.open_until {
             self.transition(State::HalfOpen, "recovery timeout elapsed".into());
@@ -467,20 +495,7 @@ impl Call<'_> {
     fn record(&mut self, r: &Record) -> Verdict {
         self.advance();
         self.purge_leases();
-        let b = &r.batch;
-        let metrics = &mut self.m.metrics;
-        metrics.calls += b.successes + b.ignored;
-        metrics.successes += b.successes;
-        metrics.slow += b.slow;
-        metrics.rejected += b.rejected;
-        if b.successes > 0 && self.m.state == State::Closed && self.matches(b.incarnation, b.epoch) {
-            self.window_add(b.successes, 0, b.slow);
-            if b.fseq == self.m.fseq && self.m.failures > 0 {
-                self.m.failures = 0;
-                self.dirty = true;
-            }
-            self.check_rules();
-        }
+        self.batch(&r.batch);
         if r.outcome == RecordOutcome::None {
             return Verdict::Applied;
         }

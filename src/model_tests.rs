@@ -14,8 +14,10 @@ use std::time::Duration;
 
 #[derive(Debug, Clone)]
 enum Step {
+    /// Acquire into `slot`, carrying a batch stamped by the permit in another slot.
     Acquire {
         slot: usize,
+        batch: Option<Counts>,
     },
     Finish {
         slot: usize,
@@ -24,11 +26,7 @@ enum Step {
         timed_out: bool,
     },
     Flush {
-        slot: usize,
-        successes: u64,
-        slow: u64,
-        ignored: u64,
-        rejected: u64,
+        counts: Counts,
     },
     Advance {
         ms: u64,
@@ -44,6 +42,41 @@ enum Step {
 
 const SLOTS: usize = 4;
 
+/// Batched counts, stamped with the snapshot of the permit held in `slot` (or none).
+#[derive(Debug, Clone, Copy)]
+struct Counts {
+    slot: usize,
+    successes: u64,
+    slow: u64,
+    ignored: u64,
+    rejected: u64,
+}
+
+fn counts() -> impl Strategy<Value = Counts> {
+    (0..SLOTS, 0..4u64, 0..3u64, 0..2u64, 0..2u64).prop_map(|(slot, successes, slow, ignored, rejected)| Counts {
+        slot,
+        successes,
+        slow: slow.min(successes),
+        ignored,
+        rejected,
+    })
+}
+
+/// The batch of `counts` as each side names it.
+fn batches(held: &[Option<Held>], counts: &Counts) -> (Batch, Batch) {
+    let h = held[counts.slot].clone().unwrap_or_default();
+    let batch = |incarnation| Batch {
+        incarnation,
+        epoch: h.epoch,
+        fseq: h.fseq,
+        successes: counts.successes,
+        slow: counts.slow,
+        ignored: counts.ignored,
+        rejected: counts.rejected,
+    };
+    (batch(h.redis_incarnation), batch(h.model_incarnation))
+}
+
 fn step() -> impl Strategy<Value = Step> {
     let outcome = prop_oneof![
         Just(RecordOutcome::Success),
@@ -53,12 +86,10 @@ fn step() -> impl Strategy<Value = Step> {
     ];
     let control = prop_oneof![Just(ControlOp::ForceOpen), Just(ControlOp::ForceClose), Just(ControlOp::Reset)];
     prop_oneof![
-        6 => (0..SLOTS).prop_map(|slot| Step::Acquire { slot }),
+        6 => (0..SLOTS, prop::option::weighted(0.3, counts())).prop_map(|(slot, batch)| Step::Acquire { slot, batch }),
         6 => (0..SLOTS, outcome, any::<bool>(), prop::bool::weighted(0.1))
             .prop_map(|(slot, outcome, slow, timed_out)| Step::Finish { slot, outcome, slow, timed_out }),
-        2 => (0..SLOTS, 0..4u64, 0..3u64, 0..2u64, 0..2u64).prop_map(|(slot, successes, slow, ignored, rejected)| {
-            Step::Flush { slot, successes, slow: slow.min(successes), ignored, rejected }
-        }),
+        2 => counts().prop_map(|counts| Step::Flush { counts }),
         4 => prop_oneof![0..50u64, 50..400u64, 400..3000u64].prop_map(|ms| Step::Advance { ms }),
         2 => Just(Step::ToDeadline),
         1 => (control, prop_oneof![Just(0u64), 1..2000u64])
@@ -154,10 +185,15 @@ async fn run_case(
                 model.lose_keys();
                 continue;
             }
-            Step::Acquire { slot } => {
+            Step::Acquire { slot, batch } => {
                 next_permit += 1;
-                let op = Op::Acquire { permit: format!("p{next_permit}") };
-                (op.clone(), op, Some(*slot))
+                let (for_redis, for_model) = batch.map(|c| batches(&held, &c)).unwrap_or_default();
+                let permit = format!("p{next_permit}");
+                (
+                    Op::Acquire { permit: permit.clone(), batch: for_redis },
+                    Op::Acquire { permit, batch: for_model },
+                    Some(*slot),
+                )
             }
             Step::Finish { slot, outcome, slow, timed_out } => {
                 let Some(h) = held[*slot].take() else { continue };
@@ -173,18 +209,9 @@ async fn run_case(
                 };
                 (Op::Record(record(h.redis_incarnation)), Op::Record(record(h.model_incarnation)), None)
             }
-            Step::Flush { slot, successes, slow, ignored, rejected } => {
-                let h = held[*slot].clone().unwrap_or_default();
-                let batch = |incarnation| Batch {
-                    incarnation,
-                    epoch: h.epoch,
-                    fseq: h.fseq,
-                    successes: *successes,
-                    slow: *slow,
-                    ignored: *ignored,
-                    rejected: *rejected,
-                };
-                let record = |incarnation| Record {
+            Step::Flush { counts } => {
+                let (for_redis, for_model) = batches(&held, counts);
+                let record = |batch| Record {
                     outcome: RecordOutcome::None,
                     incarnation: 0,
                     epoch: 0,
@@ -192,9 +219,9 @@ async fn run_case(
                     slow: false,
                     timed_out: false,
                     fseq: 0,
-                    batch: batch(incarnation),
+                    batch,
                 };
-                (Op::Record(record(h.redis_incarnation)), Op::Record(record(h.model_incarnation)), None)
+                (Op::Record(record(for_redis)), Op::Record(record(for_model)), None)
             }
             Step::Control { op, duration_ms } => {
                 let op = Op::Control { op: *op, duration_ms: *duration_ms };

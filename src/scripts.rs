@@ -1,7 +1,7 @@
 //! The Lua scripts of `lua/`, loaded once and run with EVALSHA; their arguments and replies.
 
 use crate::error::StoreError;
-use crate::machine::{Op, Params, Reply, Verdict};
+use crate::machine::{Batch, Op, Params, Reply, Verdict};
 use crate::name::Keys;
 use crate::state::State;
 use redis::{Script, ScriptInvocation};
@@ -68,25 +68,19 @@ impl Scripts {
             .arg(channel)
             .arg(&keys.name);
         match op {
-            Op::Acquire { permit } => {
+            Op::Acquire { permit, batch } => {
                 inv.arg(permit);
+                batch_args(&mut inv, batch);
             }
             Op::Record(r) => {
-                let b = &r.batch;
                 inv.arg(r.outcome.as_str())
                     .arg(r.incarnation)
                     .arg(r.epoch)
                     .arg(&r.probe)
                     .arg(u8::from(r.slow))
                     .arg(u8::from(r.timed_out))
-                    .arg(r.fseq)
-                    .arg(b.incarnation)
-                    .arg(b.epoch)
-                    .arg(b.fseq)
-                    .arg(b.successes)
-                    .arg(b.slow)
-                    .arg(b.ignored)
-                    .arg(b.rejected);
+                    .arg(r.fseq);
+                batch_args(&mut inv, &r.batch);
             }
             Op::Control { op, duration_ms } => {
                 inv.arg(op.as_str()).arg(*duration_ms);
@@ -94,6 +88,10 @@ impl Scripts {
         }
         inv
     }
+}
+
+fn batch_args(inv: &mut ScriptInvocation<'_>, b: &Batch) {
+    inv.arg(b.incarnation).arg(b.epoch).arg(b.fseq).arg(b.successes).arg(b.slow).arg(b.ignored).arg(b.rejected);
 }
 
 /// Reads a script's reply (see the header of `lua/common.lua`).
