@@ -141,8 +141,8 @@ async fn scripts_refuse_bad_arguments_with_a_named_error() {
         (13, "2", "failure_rate"),
         (16, "5", "window"),
         (19, "", "permit id"),
-        (23, "1.5", "batch fseq"),
-        (25, "3", "batch slow"),
+        (22, "1.5", "batch fseq"),
+        (24, "3", "batch slow"),
     ] {
         let mut args = good.clone();
         args[i] = bad.to_string();
