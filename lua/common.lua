@@ -152,7 +152,7 @@ local function load(c)
     S.reason = 'corrupt state reset to closed: ' .. problem
     S.drop[#S.drop + 1] = KEYS[1]
     S.drop[#S.drop + 1] = KEYS[2]
-    S.events[#S.events + 1] = { from = 'corrupt', to = 'closed', reason = S.reason }
+    S.events[#S.events + 1] = { from = 'corrupt', to = 'closed', reason = S.reason, epoch = 0 }
     S.probes_dirty = true
   end
   -- An open deadline beyond this caller's max_recovery (set by hand, or by a writer with a longer
@@ -169,7 +169,7 @@ local function matches(S, inc, epoch)
 end
 
 local function transition(S, c, to, reason)
-  S.events[#S.events + 1] = { from = S.state, to = to, reason = reason }
+  S.events[#S.events + 1] = { from = S.state, to = to, reason = reason, epoch = S.epoch + 1 }
   S.state = to
   S.epoch = S.epoch + 1
   S.changed_at = c.now
@@ -336,12 +336,15 @@ end
 
 local STATE_FIELDS = { 'epoch', 'failures', 'fseq', 'successes', 'trips', 'opened_at', 'open_until', 'changed_at' }
 
-local function json_event(c, S, e)
-  local rem = remaining(S, c)
+-- One event as JSON. Only the last transition of a call knows its deadline; an earlier one says
+-- 0 ("ask Redis"), which no reader caches.
+local function json_event(c, S, e, last)
+  local rem = 0
+  if last then rem = remaining(S, c) end
   return string.format(
-    '{"name":%s,"from":%s,"to":%s,"incarnation":%s,"epoch":%s,"retry_after_ms":%s,"reason":%s}',
-    cjson.encode(c.name), cjson.encode(e.from), cjson.encode(e.to), int(S.incarnation), int(S.epoch),
-    int(rem), cjson.encode(e.reason))
+    '{"name":%s,"from":%s,"to":%s,"incarnation":%s,"epoch":%s,"fseq":%s,"retry_after_ms":%s,"reason":%s}',
+    cjson.encode(c.name), cjson.encode(e.from), cjson.encode(e.to), int(S.incarnation), int(e.epoch),
+    int(S.fseq), int(rem), cjson.encode(e.reason))
 end
 
 -- Writes everything the decision changed, refreshes TTLs, then publishes (last, and with pcall:
@@ -396,7 +399,9 @@ local function commit(S, c)
     redis.call('PEXPIRE', KEYS[4], c.metrics_ttl)
   end
   if c.channel ~= '' then
-    for _, e in ipairs(S.events) do redis.pcall('PUBLISH', c.channel, json_event(c, S, e)) end
+    for i, e in ipairs(S.events) do
+      redis.pcall('PUBLISH', c.channel, json_event(c, S, e, i == #S.events))
+    end
   end
 end
 

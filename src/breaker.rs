@@ -1,9 +1,10 @@
 //! [`Breaker`]: the handle a service calls through, and the [`Permit`] of one call.
 
 use crate::cache::{Local, Pending, SnapshotCell, View};
-use crate::client::Shared;
+use crate::client::{Handle, Shared};
 use crate::config::{Config, Degraded};
 use crate::error::{Error, StoreError, retry_text};
+use crate::events::{Event, Subscription, Wire, local_event};
 use crate::machine::{Batch, ControlOp, Op, Params, Record, RecordOutcome, Reply, Verdict};
 use crate::name::Keys;
 use crate::state::State;
@@ -13,6 +14,7 @@ use std::future::Future;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tokio::sync::broadcast;
 
 /// How a finished call counts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,6 +89,8 @@ pub struct Health {
     pub config_matches: bool,
     /// This process's config fingerprint.
     pub config_fingerprint: String,
+    /// Whether the client's subscription to transitions is live.
+    pub events_subscribed: bool,
 }
 
 pub(crate) struct Inner {
@@ -99,6 +103,7 @@ pub(crate) struct Inner {
     pub(crate) shared: Arc<Shared>,
     config_matches: AtomicBool,
     reason: Mutex<String>,
+    events: broadcast::Sender<Event>,
 }
 
 /// A named breaker whose state is shared by every process that names it. Cheap to clone.
@@ -107,6 +112,8 @@ pub(crate) struct Inner {
 #[derive(Clone)]
 pub struct Breaker {
     pub(crate) inner: Arc<Inner>,
+    /// Keeps the client's background tasks (flush, events) alive while this handle is.
+    pub(crate) _client: Arc<Handle>,
 }
 
 impl std::fmt::Debug for Breaker {
@@ -221,23 +228,42 @@ async fn with_deadline<F: Future>(fut: F, limit: Duration) -> Option<F::Output> 
     .await
 }
 
-impl Breaker {
-    pub(crate) fn new(name: &str, keys: Keys, config: Config, shared: Arc<Shared>) -> Breaker {
-        Breaker {
-            inner: Arc::new(Inner {
-                name: name.to_string(),
-                keys,
-                params: Params::new(&config),
-                config,
-                snapshot: SnapshotCell::new(shared.base),
-                pending: Pending::default(),
-                shared,
-                config_matches: AtomicBool::new(true),
-                reason: Mutex::new(String::new()),
-            }),
-        }
+impl Inner {
+    pub(crate) fn new(name: &str, keys: Keys, config: Config, shared: Arc<Shared>) -> Arc<Inner> {
+        Arc::new(Inner {
+            name: name.to_string(),
+            keys,
+            params: Params::new(&config),
+            config,
+            snapshot: SnapshotCell::new(shared.base),
+            pending: Pending::default(),
+            shared,
+            config_matches: AtomicBool::new(true),
+            reason: Mutex::new(String::new()),
+            events: broadcast::channel(64).0,
+        })
     }
 
+    /// Applies an event from the subscription, received at `at`, and hands it to subscribers.
+    pub(crate) fn on_event(&self, wire: &Wire, at: Instant) {
+        let Some(event) = wire.event() else { return };
+        let reply = Reply {
+            verdict: Verdict::Ok,
+            state: event.to,
+            incarnation: event.incarnation,
+            epoch: event.epoch,
+            failures: 0,
+            fseq: wire.fseq.unwrap_or(0),
+            remaining_ms: u64::try_from(wire.retry_after_ms).ok(),
+            stored_config: String::new(),
+            reason: event.reason.clone(),
+        };
+        self.snapshot.apply(&reply, at, self.shared.cache_ttl());
+        let _ = self.events.send(event);
+    }
+}
+
+impl Breaker {
     /// The breaker's name.
     pub fn name(&self) -> &str {
         &self.inner.name
@@ -391,8 +417,19 @@ impl Breaker {
 
     pub(crate) fn run_local(&self, op: &Op) -> Reply {
         let inner = &*self.inner;
-        let (reply, _) = inner.shared.local.run(&inner.name, &inner.params, op, rand::random());
+        let (reply, transitions) = inner.shared.local.run(&inner.name, &inner.params, op, rand::random());
+        let last = transitions.len().saturating_sub(1);
+        for (i, t) in transitions.iter().enumerate() {
+            let remaining = if i == last { reply.remaining_ms } else { Some(0) };
+            let _ = inner.events.send(local_event(&inner.name, t, reply.incarnation, t.epoch, remaining));
+        }
         reply
+    }
+
+    /// Transitions of this breaker as they happen, in any process (through the client's
+    /// subscription to `<prefix>:events`), or in this one while it decides without Redis.
+    pub fn subscribe(&self) -> Subscription {
+        Subscription { rx: self.inner.events.subscribe() }
     }
 
     fn absorb(&self, reply: &Reply, sent: Instant) {
@@ -531,6 +568,7 @@ impl Breaker {
             },
             config_matches: self.inner.config_matches.load(Ordering::Relaxed),
             config_fingerprint: self.inner.params.fingerprint.clone(),
+            events_subscribed: self.inner.shared.subscribed.load(Ordering::Acquire),
         })
     }
 

@@ -118,6 +118,15 @@ impl SnapshotCell {
         (state, view, self.since_base(Instant::now()) < fresh_until)
     }
 
+    /// Makes the next call ask Redis (the event subscription dropped: events may be lost).
+    pub(crate) fn mark_stale(&self) {
+        let _guard = self.writer.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        self.seq.fetch_add(1, Ordering::Relaxed);
+        fence(Ordering::Release);
+        self.fresh_until.store(0, Ordering::Relaxed);
+        self.seq.fetch_add(1, Ordering::Release);
+    }
+
     /// Applies a reply to a request sent at `sent_at`, unless a newer snapshot is already held.
     pub(crate) fn apply(&self, reply: &Reply, sent_at: Instant, cache_ttl: Duration) {
         let _guard = self.writer.lock().unwrap_or_else(std::sync::PoisonError::into_inner);

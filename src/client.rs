@@ -1,22 +1,28 @@
 //! [`Client`]: the connection, the loaded scripts, and the breakers of one process.
 
-use crate::breaker::Breaker;
+use crate::breaker::{Breaker, Inner};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{ClientConfig, Config};
 use crate::error::{ConfigError, StoreError};
+use crate::events::Wire;
 use crate::name::{Keys, events_channel, name_from_state_key, validate_name};
 use crate::store::{LocalStore, RedisStore};
+use futures_util::StreamExt;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
+use tokio::sync::watch;
 
 pub(crate) struct Shared {
     pub(crate) config: ClientConfig,
     pub(crate) redis: Option<RedisStore>,
     pub(crate) local: LocalStore,
     pub(crate) base: Instant,
-    breakers: Mutex<HashMap<String, Breaker>>,
+    breakers: Mutex<HashMap<String, Arc<Inner>>>,
+    /// True while the subscription to `<prefix>:events` is live.
+    pub(crate) subscribed: AtomicBool,
 }
 
 impl Shared {
@@ -26,15 +32,29 @@ impl Shared {
         if self.redis.is_some() { self.config.cache_ttl } else { Duration::ZERO }
     }
 
-    fn registered(&self) -> Vec<Breaker> {
+    fn registered(&self) -> Vec<Arc<Inner>> {
         self.breakers.lock().unwrap_or_else(std::sync::PoisonError::into_inner).values().cloned().collect()
+    }
+
+    fn breaker_named(&self, name: &str) -> Option<Arc<Inner>> {
+        self.breakers.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(name).cloned()
+    }
+
+    /// Events may have been missed (the subscription dropped or was just made): every snapshot
+    /// asks Redis on its next call.
+    fn mark_all_stale(&self) {
+        for inner in self.registered() {
+            inner.snapshot.mark_stale();
+        }
     }
 }
 
-/// Ends the background flush and breaks the breaker <-> client cycle when the last
-/// [`Client`] clone is dropped.
-struct Handle {
-    shared: Arc<Shared>,
+/// What every [`Client`] and [`Breaker`] handle holds: when the last is dropped, the background
+/// tasks stop and the registry (whose breakers point back at `Shared`) is cleared.
+pub(crate) struct Handle {
+    pub(crate) shared: Arc<Shared>,
+    /// Dropped with the handle: tells the background tasks to stop.
+    _stop: watch::Sender<()>,
 }
 
 impl Drop for Handle {
@@ -97,13 +117,23 @@ impl Client {
             .set_max_delay(Duration::from_millis(200))
             .set_connection_timeout(Some(config.op_timeout))
             .set_response_timeout(Some(config.op_timeout));
-        let manager = ConnectionManager::new_lazy_with_config(client, manager_config).map_err(url_error)?;
-        Ok(Client::from_connection(manager, config))
+        let manager = ConnectionManager::new_lazy_with_config(client.clone(), manager_config).map_err(url_error)?;
+        let built = Client::from_connection(manager, config);
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let handle = &built.handle;
+            let channel = events_channel(&handle.shared.config.prefix);
+            let stop = handle._stop.subscribe();
+            rt.spawn(subscribe_loop(Arc::downgrade(handle), client, channel, handle.shared.config.op_timeout, stop));
+        }
+        Ok(built)
     }
 
     /// Makes a client over a connection the caller built (TLS, Sentinel, a cluster, custom
     /// retry settings). It is cloned for each operation, so it should be a multiplexed or
     /// managed connection. Every operation still has the `op_timeout` deadline.
+    ///
+    /// Such a client has no event subscription (it has no URL to open one with): other
+    /// processes' transitions reach it when its snapshots expire (`cache_ttl`).
     pub fn from_connection<C>(conn: C, config: ClientConfig) -> Client
     where
         C: ConnectionLike + Clone + Send + Sync + 'static,
@@ -133,10 +163,12 @@ impl Client {
             local: LocalStore::new(clock),
             base: Instant::now(),
             breakers: Mutex::new(HashMap::new()),
+            subscribed: AtomicBool::new(false),
         });
-        let handle = Arc::new(Handle { shared });
+        let (stop, _) = watch::channel(());
+        let handle = Arc::new(Handle { shared, _stop: stop });
         if has_redis && let Ok(rt) = tokio::runtime::Handle::try_current() {
-            rt.spawn(flush_loop(Arc::downgrade(&handle), flush_interval));
+            rt.spawn(flush_loop(Arc::downgrade(&handle), flush_interval, handle._stop.subscribe()));
         }
         Client { handle }
     }
@@ -159,17 +191,17 @@ impl Client {
         shared.config.check_breaker(&config)?;
         let mut breakers = shared.breakers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if let Some(existing) = breakers.get(name) {
-            if *existing.config() != config {
+            if existing.config != config {
                 return Err(ConfigError::Name {
                     name: name.to_string(),
                     reason: "this client already has a breaker of that name with a different config".into(),
                 });
             }
-            return Ok(existing.clone());
+            return Ok(Breaker { inner: existing.clone(), _client: self.handle.clone() });
         }
-        let breaker = Breaker::new(name, Keys::new(&shared.config.prefix, name), config, shared.clone());
-        breakers.insert(name.to_string(), breaker.clone());
-        Ok(breaker)
+        let inner = Inner::new(name, Keys::new(&shared.config.prefix, name), config, shared.clone());
+        breakers.insert(name.to_string(), inner.clone());
+        Ok(Breaker { inner, _client: self.handle.clone() })
     }
 
     /// Names of the breakers that have state under this client's prefix (a SCAN of Redis; for
@@ -209,7 +241,8 @@ impl Client {
     /// The first [`StoreError`]; every breaker is still tried, and unsent counts are kept.
     pub async fn flush(&self) -> Result<(), StoreError> {
         let mut first = Ok(());
-        for breaker in self.handle.shared.registered() {
+        for inner in self.handle.shared.registered() {
+            let breaker = Breaker { inner, _client: self.handle.clone() };
             if let Err(e) = breaker.flush().await
                 && first.is_ok()
             {
@@ -228,19 +261,85 @@ impl Client {
     }
 }
 
-async fn flush_loop(handle: Weak<Handle>, every: Duration) {
+async fn flush_loop(handle: Weak<Handle>, every: Duration, mut stop: watch::Receiver<()>) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
     loop {
-        tick.tick().await;
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => return,
+        }
         let Some(handle) = handle.upgrade() else { return };
-        let breakers = handle.shared.registered();
-        drop(handle);
-        for breaker in breakers {
-            if !breaker.inner.pending.is_empty() {
-                let _ = breaker.flush().await;
+        for inner in handle.shared.registered() {
+            if !inner.pending.is_empty() {
+                let _ = Breaker { inner, _client: handle.clone() }.flush().await;
             }
         }
+        drop(handle);
+    }
+}
+
+/// Keeps one subscription to `<prefix>:events` and applies each event to its breaker's
+/// snapshot. Pub/sub is at most once, so whenever the subscription is made or lost every
+/// snapshot is marked stale; it resubscribes with backoff until the client is dropped.
+async fn subscribe_loop(
+    handle: Weak<Handle>,
+    redis: redis::Client,
+    channel: String,
+    op_timeout: Duration,
+    mut stop: watch::Receiver<()>,
+) {
+    const MIN_BACKOFF: Duration = Duration::from_millis(100);
+    let mut backoff = MIN_BACKOFF;
+    let connect = async |redis: &redis::Client| {
+        let mut pubsub = redis.get_async_pubsub().await?;
+        pubsub.subscribe(&channel).await?;
+        Ok::<_, redis::RedisError>(pubsub)
+    };
+    loop {
+        let attempt = tokio::select! {
+            a = tokio::time::timeout(op_timeout.max(Duration::from_secs(1)), connect(&redis)) => a,
+            _ = stop.changed() => return,
+        };
+        let Ok(Ok(pubsub)) = attempt else {
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = stop.changed() => return,
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(5));
+            continue;
+        };
+        backoff = MIN_BACKOFF;
+        match handle.upgrade() {
+            Some(h) => {
+                h.shared.subscribed.store(true, Ordering::Release);
+                h.shared.mark_all_stale();
+            }
+            None => return,
+        }
+        tracing::debug!(channel, "redis-breaker: subscribed to events");
+        let mut messages = pubsub.into_on_message();
+        loop {
+            let msg = tokio::select! {
+                m = messages.next() => m,
+                _ = stop.changed() => return,
+            };
+            let Some(msg) = msg else { break };
+            let at = Instant::now();
+            let Some(h) = handle.upgrade() else { return };
+            match Wire::parse(msg.get_payload_bytes()) {
+                Some(wire) => {
+                    if let Some(inner) = h.shared.breaker_named(&wire.name) {
+                        inner.on_event(&wire, at);
+                    }
+                }
+                None => tracing::debug!(channel, "redis-breaker: ignored an event that is not ours"),
+            }
+        }
+        let Some(h) = handle.upgrade() else { return };
+        h.shared.subscribed.store(false, Ordering::Release);
+        h.shared.mark_all_stale();
+        tracing::warn!(channel, "redis-breaker: the event subscription dropped; resubscribing");
     }
 }

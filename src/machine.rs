@@ -189,6 +189,7 @@ pub(crate) struct Reply {
 pub(crate) struct Transition {
     pub(crate) from: State,
     pub(crate) to: State,
+    pub(crate) epoch: u64,
     pub(crate) reason: String,
 }
 
@@ -342,7 +343,7 @@ impl Call<'_> {
     }
 
     fn transition(&mut self, to: State, reason: String) {
-        self.transitions.push(Transition { from: self.m.state, to, reason: reason.clone() });
+        self.transitions.push(Transition { from: self.m.state, to, epoch: self.m.epoch + 1, reason: reason.clone() });
         let m = &mut *self.m;
         m.state = to;
         m.epoch += 1;

@@ -1,0 +1,93 @@
+//! Transitions as events: published by the scripts on `<prefix>:events`, applied to every
+//! process's snapshots at once, and handed to [`Breaker::subscribe`](crate::Breaker::subscribe).
+
+use crate::machine::Transition;
+use crate::state::State;
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+use tokio::sync::broadcast;
+
+/// One transition of one breaker, or a change in where this process decides calls.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Event {
+    /// The breaker's name.
+    pub name: String,
+    /// The state it left; `None` when that state was unreadable (corrupt) or unknown.
+    pub from: Option<State>,
+    /// The state it entered.
+    pub to: State,
+    /// The incarnation of the stored state.
+    pub incarnation: u64,
+    /// The epoch the transition began.
+    pub epoch: u64,
+    /// Time to the new state's deadline when it has one (open, forced for a time, half-open
+    /// with every probe out).
+    pub retry_after: Option<Duration>,
+    /// Why, in words.
+    pub reason: String,
+}
+
+/// The JSON each script publishes (README, "Redis keys"). Readers tolerate extra fields.
+#[derive(Debug, Deserialize)]
+pub(crate) struct Wire {
+    pub(crate) name: String,
+    pub(crate) from: String,
+    pub(crate) to: String,
+    pub(crate) incarnation: u64,
+    pub(crate) epoch: u64,
+    pub(crate) retry_after_ms: i64,
+    #[serde(default)]
+    pub(crate) fseq: Option<u64>,
+    #[serde(default)]
+    pub(crate) reason: String,
+}
+
+impl Wire {
+    pub(crate) fn parse(payload: &[u8]) -> Option<Wire> {
+        serde_json::from_slice(payload).ok()
+    }
+
+    pub(crate) fn event(&self) -> Option<Event> {
+        Some(Event {
+            name: self.name.clone(),
+            from: State::parse(&self.from),
+            to: State::parse(&self.to)?,
+            incarnation: self.incarnation,
+            epoch: self.epoch,
+            retry_after: u64::try_from(self.retry_after_ms).ok().map(Duration::from_millis),
+            reason: self.reason.clone(),
+        })
+    }
+}
+
+pub(crate) fn local_event(name: &str, t: &Transition, incarnation: u64, epoch: u64, remaining: Option<u64>) -> Event {
+    Event {
+        name: name.to_string(),
+        from: Some(t.from),
+        to: t.to,
+        incarnation,
+        epoch,
+        retry_after: remaining.map(Duration::from_millis),
+        reason: t.reason.clone(),
+    }
+}
+
+/// A stream of one breaker's transitions, from [`Breaker::subscribe`](crate::Breaker::subscribe).
+#[derive(Debug)]
+pub struct Subscription {
+    pub(crate) rx: broadcast::Receiver<Event>,
+}
+
+impl Subscription {
+    /// The next transition. A subscriber that falls more than 64 events behind skips the
+    /// oldest. `None` once the breaker's client is gone.
+    pub async fn recv(&mut self) -> Option<Event> {
+        loop {
+            match self.rx.recv().await {
+                Ok(e) => return Some(e),
+                Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    }
+}

@@ -1,0 +1,98 @@
+//! Transitions reach every process at once through `<prefix>:events`.
+
+mod support;
+
+use redis_breaker::{Client, Config, Error, State};
+use std::time::{Duration, Instant};
+use support::*;
+
+async fn wait_for_state(b: &redis_breaker::Breaker, want: State) -> Duration {
+    let start = Instant::now();
+    while b.state() != want {
+        assert!(start.elapsed() < Duration::from_secs(5), "{} never became {want}", b.name());
+        tokio::time::sleep(Duration::from_micros(200)).await;
+    }
+    start.elapsed()
+}
+
+async fn subscribed(b: &redis_breaker::Breaker) {
+    let start = Instant::now();
+    while !b.health().await.unwrap().events_subscribed {
+        assert!(start.elapsed() < Duration::from_secs(5), "no event subscription");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_trip_in_one_client_reaches_another_before_its_snapshot_expires() {
+    let redis = private_redis().await;
+    let name = unique("propagate");
+    let config = Config::builder().failure_threshold(1).base_recovery(Duration::from_secs(30)).build().unwrap();
+    let a = client(&redis, Duration::from_secs(60)).await.breaker(&name, config.clone()).unwrap();
+    let b = client(&redis, Duration::from_secs(60)).await.breaker(&name, config).unwrap();
+    subscribed(&b).await;
+    succeed(&b).await.unwrap();
+    assert_eq!(b.state(), State::Closed);
+    let mut events = b.subscribe();
+
+    fail(&a).await.unwrap_err();
+    wait_for_state(&b, State::Open).await;
+    let evalsha = redis.calls_of("evalsha").await;
+    match succeed(&b).await {
+        Err(Error::Rejected { state: State::Open, retry_after: Some(d) }) => assert!(d > Duration::from_secs(20)),
+        other => panic!("expected a rejection from the event's snapshot, got {other:?}"),
+    }
+    assert_eq!(redis.calls_of("evalsha").await, evalsha, "the rejection came from the snapshot the event set");
+
+    let e = tokio::time::timeout(Duration::from_secs(5), events.recv()).await.unwrap().unwrap();
+    assert_eq!((e.name.as_str(), e.from, e.to), (name.as_str(), Some(State::Closed), State::Open));
+    assert_eq!(e.reason, "1 consecutive failures");
+    assert!(e.retry_after.unwrap() > Duration::from_secs(20));
+    assert_eq!(e.epoch, 1);
+
+    a.reset().await.unwrap();
+    let e = tokio::time::timeout(Duration::from_secs(5), events.recv()).await.unwrap().unwrap();
+    assert_eq!((e.from, e.to, e.epoch), (Some(State::Open), State::Closed, 2));
+    wait_for_state(&b, State::Closed).await;
+    succeed(&b).await.unwrap();
+}
+
+#[tokio::test]
+async fn events_are_published_as_json_on_the_prefix_channel() {
+    let redis = redis().await;
+    let client = client(&redis, Duration::from_secs(1)).await;
+    let name = unique("json");
+    let b = client.breaker(&name, Config::builder().failure_threshold(1).build().unwrap()).unwrap();
+    let mut pubsub = redis::Client::open(redis.url.as_str()).unwrap().get_async_pubsub().await.unwrap();
+    pubsub.subscribe("breaker:events").await.unwrap();
+    fail(&b).await.unwrap_err();
+    let mut stream = pubsub.on_message();
+    use futures_util::StreamExt;
+    loop {
+        let msg = tokio::time::timeout(Duration::from_secs(5), stream.next()).await.unwrap().unwrap();
+        let v: serde_json::Value = serde_json::from_slice(msg.get_payload_bytes()).unwrap();
+        if v["name"] != name.as_str() {
+            continue;
+        }
+        assert_eq!(v["from"], "closed");
+        assert_eq!(v["to"], "open");
+        assert_eq!(v["epoch"], 1);
+        assert!(v["retry_after_ms"].as_i64().unwrap() > 20_000);
+        assert!(v["incarnation"].as_u64().unwrap() > 1_000_000_000_000_000, "µs since the epoch");
+        assert_eq!(v["reason"], "1 consecutive failures");
+        break;
+    }
+}
+
+#[tokio::test]
+async fn the_in_memory_client_hands_its_transitions_to_subscribers() {
+    let client = Client::in_memory();
+    let b = client.breaker("local-events", Config::builder().failure_threshold(1).build().unwrap()).unwrap();
+    let mut events = b.subscribe();
+    fail(&b).await.unwrap_err();
+    b.force_close(None).await.unwrap();
+    let first = events.recv().await.unwrap();
+    assert_eq!((first.from, first.to), (Some(State::Closed), State::Open));
+    let second = events.recv().await.unwrap();
+    assert_eq!((second.from, second.to, second.retry_after), (Some(State::Open), State::ForcedClosed, None));
+}
