@@ -327,8 +327,32 @@ impl Breaker {
         match self.inner.snapshot.decide(Instant::now()) {
             Local::Allow(view) => Ok(Grant::Closed(view)),
             Local::Reject { state, retry_after } => Err(self.reject(state, retry_after)),
-            Local::Miss => self.grant_slow().await,
+            Local::Miss => match self.stale_while_refreshing() {
+                Some(view) => Ok(Grant::Closed(view)),
+                None => self.grant_slow().await,
+            },
         }
+    }
+
+    /// Single flight: when a closed snapshot has just expired, one task refreshes it from Redis
+    /// while every caller keeps deciding from it. Not while Redis is down (then the degraded
+    /// mode decides) nor without a runtime to refresh on.
+    fn stale_while_refreshing(&self) -> Option<View> {
+        let inner = &*self.inner;
+        let redis = inner.shared.redis.as_ref()?;
+        if redis.is_down() {
+            return None;
+        }
+        let runtime = tokio::runtime::Handle::try_current().ok()?;
+        let (view, claimed) = inner.snapshot.stale_closed(Instant::now(), inner.shared.cache_ttl())?;
+        if claimed {
+            let breaker = self.clone();
+            runtime.spawn(async move {
+                let _ = breaker.flush().await;
+                breaker.inner.snapshot.refreshed();
+            });
+        }
+        Some(view)
     }
 
     /// Frees the probe lease of a grant that ends with no outcome; records nothing.

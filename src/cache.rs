@@ -8,7 +8,7 @@
 use crate::machine::{Batch, Reply};
 use crate::state::State;
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicU8, AtomicU64, Ordering, fence};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering, fence};
 use std::time::{Duration, Instant};
 
 /// What a fresh snapshot decides, or that it is not fresh.
@@ -47,6 +47,8 @@ pub(crate) struct SnapshotCell {
     /// Nanoseconds since `base` of the state's deadline, or `NO_DEADLINE`.
     deadline: AtomicU64,
     writer: Mutex<()>,
+    /// Set while one task refreshes an expired closed snapshot (single flight).
+    refreshing: AtomicBool,
 }
 
 fn nanos(d: Duration) -> u64 {
@@ -66,6 +68,7 @@ impl SnapshotCell {
             fresh_until: AtomicU64::new(0),
             deadline: AtomicU64::new(NO_DEADLINE),
             writer: Mutex::new(()),
+            refreshing: AtomicBool::new(false),
         }
     }
 
@@ -110,6 +113,24 @@ impl SnapshotCell {
                 retry_after: (deadline != NO_DEADLINE).then(|| Duration::from_nanos(deadline.saturating_sub(now))),
             },
         }
+    }
+
+    /// An expired snapshot that may still allow calls while one task refreshes it: closed,
+    /// expired less than `grace` ago. The caller that gets `claimed` must start the refresh
+    /// and call [`refreshed`](Self::refreshed) when it ends.
+    pub(crate) fn stale_closed(&self, now: Instant, grace: Duration) -> Option<(View, bool)> {
+        let (state, view, fresh_until, _) = self.read();
+        let allowed =
+            state.allows_calls() && fresh_until > 0 && self.since_base(now) < fresh_until.saturating_add(nanos(grace));
+        if !allowed {
+            return None;
+        }
+        let claimed = self.refreshing.compare_exchange(false, true, Ordering::AcqRel, Ordering::Relaxed).is_ok();
+        Some((view, claimed))
+    }
+
+    pub(crate) fn refreshed(&self) {
+        self.refreshing.store(false, Ordering::Release);
     }
 
     /// The snapshot as it stands, fresh or not.

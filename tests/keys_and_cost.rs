@@ -201,3 +201,30 @@ async fn the_in_memory_client_follows_the_same_semantics_on_a_fake_clock() {
     assert_eq!(b.health().await.unwrap().store, StoreStatus::InMemory);
     assert_eq!(client.breakers().await.unwrap(), vec!["local"]);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_snapshot_is_refreshed_once_while_callers_keep_deciding() {
+    let redis = private_redis().await;
+    let client = client(&redis, Duration::from_millis(200)).await;
+    let b = client.breaker("single-flight", Config::default()).unwrap();
+    succeed(&b).await.unwrap();
+    client.flush().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let before = redis.calls_of("evalsha").await;
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(100));
+    let tasks: Vec<_> = (0..100)
+        .map(|_| {
+            let (b, barrier) = (b.clone(), barrier.clone());
+            tokio::spawn(async move {
+                barrier.wait().await;
+                succeed(&b).await
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert_eq!(redis.calls_of("evalsha").await - before, 1, "100 callers, one refresh");
+    assert!(b.snapshot().fresh, "the refresh renewed the snapshot");
+}
