@@ -235,13 +235,16 @@ impl Client {
         Ok(names)
     }
 
-    /// Sends every breaker's batched counts now.
+    /// Sends every breaker's batched counts now (breakers with none send nothing).
     ///
     /// # Errors
     /// The first [`StoreError`]; every breaker is still tried, and unsent counts are kept.
     pub async fn flush(&self) -> Result<(), StoreError> {
         let mut first = Ok(());
         for inner in self.handle.shared.registered() {
+            if inner.pending.is_empty() {
+                continue;
+            }
             let breaker = Breaker { inner, _client: self.handle.clone() };
             if let Err(e) = breaker.flush().await
                 && first.is_ok()

@@ -64,12 +64,19 @@ impl TestRedis {
 
     /// Every command the server has run, from INFO commandstats.
     pub async fn total_calls(&self) -> u64 {
+        self.commandstats().await.values().sum()
+    }
+
+    /// Calls per command since the server started, from INFO commandstats.
+    pub async fn commandstats(&self) -> std::collections::BTreeMap<String, u64> {
         let info: String =
             redis::cmd("INFO").arg("commandstats").query_async(&mut self.conn().await).await.expect("INFO");
         info.lines()
-            .filter_map(|l| l.split_once(":calls="))
-            .map(|(_, rest)| rest.split(',').next().unwrap_or("0").parse::<u64>().expect("calls count"))
-            .sum()
+            .filter_map(|l| l.strip_prefix("cmdstat_")?.split_once(":calls="))
+            .map(|(cmd, rest)| {
+                (cmd.to_string(), rest.split(',').next().unwrap_or("0").parse::<u64>().expect("calls count"))
+            })
+            .collect()
     }
 }
 
