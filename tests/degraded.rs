@@ -29,7 +29,7 @@ async fn a_client_made_while_redis_is_down_decides_by_a_local_breaker() {
     let h = b.health().await.unwrap();
     assert_eq!(h.store, StoreStatus::RedisDown);
     assert_eq!(h.degraded_mode, "local");
-    assert!(client.flush().await.is_err(), "flush reports that Redis is unreachable");
+    assert!(b.flush().await.is_err(), "flush reports that Redis is unreachable");
 }
 
 #[tokio::test]

@@ -216,13 +216,16 @@ fn field(line: &str, key: &str) -> u64 {
         .unwrap()
 }
 
+/// A scenario runs against the fleet and returns the figures it measured.
+type Scenario = fn(&tokio::runtime::Runtime, &support::TestRedis, &mut Fleet) -> String;
+
 fn coordinator() {
     let rt = runtime();
     let redis = rt.block_on(support::private_redis());
     let conn = rt.block_on(redis.conn());
     eprintln!("multi_process: redis at {}", redis.url);
     let mut fleet = Fleet { workers: (0..PROCESSES).map(|_| Worker::spawn(&redis.url)).collect(), conn, rounds: 0 };
-    let scenarios: [(&str, fn(&tokio::runtime::Runtime, &support::TestRedis, &mut Fleet) -> String); 4] = [
+    let scenarios: [(&str, Scenario); 4] = [
         ("all_processes_failing_trip_the_breaker_once_and_every_failure_is_counted", all_fail),
         ("half_open_admits_exactly_max_probes_across_processes_200_times", probes),
         ("a_trip_in_one_process_reaches_the_others_within_milliseconds", propagation),
