@@ -23,6 +23,8 @@ pub(crate) struct Shared {
     breakers: Mutex<HashMap<String, Arc<Inner>>>,
     /// True while the subscription to `<prefix>:events` is live.
     pub(crate) subscribed: AtomicBool,
+    /// False for a cluster, where one SCAN sees one node.
+    can_scan: bool,
 }
 
 impl Shared {
@@ -92,6 +94,11 @@ impl std::fmt::Debug for Client {
     }
 }
 
+fn url_error(e: redis::RedisError) -> ConfigError {
+    // The URL itself is never echoed: it may hold a password.
+    ConfigError::Field { field: "url", reason: format!("is not a usable redis URL ({:?})", e.kind()) }
+}
+
 impl Client {
     /// Makes a client for the Redis at `url` with the default [`ClientConfig`]. Connecting is
     /// lazy: this succeeds while Redis is down, and calls are then decided by the degraded mode.
@@ -107,10 +114,6 @@ impl Client {
     /// # Errors
     /// [`ConfigError`] naming `url` when it cannot be parsed.
     pub async fn connect_with(url: &str, config: ClientConfig) -> Result<Client, ConfigError> {
-        let url_error = |e: redis::RedisError| ConfigError::Field {
-            field: "url",
-            reason: format!("is not a usable redis URL ({:?})", e.kind()),
-        };
         let client = redis::Client::open(url).map_err(url_error)?;
         let manager_config = ConnectionManagerConfig::new()
             .set_number_of_retries(1)
@@ -118,14 +121,40 @@ impl Client {
             .set_connection_timeout(Some(config.op_timeout))
             .set_response_timeout(Some(config.op_timeout));
         let manager = ConnectionManager::new_lazy_with_config(client.clone(), manager_config).map_err(url_error)?;
-        let built = Client::from_connection(manager, config);
+        Ok(Client::from_connection(manager, config).with_events(vec![client]))
+    }
+
+    /// Makes a client for a Redis Cluster (feature `cluster`), from the URLs of some of its
+    /// nodes. Connecting is lazy, as for [`connect`](Client::connect). Events are read from one
+    /// node at a time (PUBLISH reaches every node), moving to the next when it fails.
+    /// [`breakers`](Client::breakers) is not available on a cluster client.
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming `url` when a URL cannot be parsed or the list is empty.
+    #[cfg(feature = "cluster")]
+    pub async fn connect_cluster(urls: &[&str], config: ClientConfig) -> Result<Client, ConfigError> {
+        if urls.is_empty() {
+            return Err(ConfigError::Field { field: "url", reason: "list of cluster nodes is empty".into() });
+        }
+        let cluster = redis::cluster::ClusterClient::builder(urls.iter().copied())
+            .connection_timeout(config.op_timeout)
+            .response_timeout(config.op_timeout)
+            .retries(1)
+            .build()
+            .map_err(url_error)?;
+        let nodes = urls.iter().map(|u| redis::Client::open(*u)).collect::<Result<Vec<_>, _>>().map_err(url_error)?;
+        Ok(Client::over(crate::cluster::LazyCluster::new(cluster), config, false).with_events(nodes))
+    }
+
+    /// Starts the subscription to `<prefix>:events` on the first of `nodes` that answers.
+    fn with_events(self, nodes: Vec<redis::Client>) -> Client {
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
-            let handle = &built.handle;
+            let handle = &self.handle;
             let channel = events_channel(&handle.shared.config.prefix);
             let stop = handle._stop.subscribe();
-            rt.spawn(subscribe_loop(Arc::downgrade(handle), client, channel, handle.shared.config.op_timeout, stop));
+            rt.spawn(subscribe_loop(Arc::downgrade(handle), nodes, channel, handle.shared.config.op_timeout, stop));
         }
-        Ok(built)
+        self
     }
 
     /// Makes a client over a connection the caller built (TLS, Sentinel, a cluster, custom
@@ -138,9 +167,16 @@ impl Client {
     where
         C: ConnectionLike + Clone + Send + Sync + 'static,
     {
+        Client::over(conn, config, true)
+    }
+
+    fn over<C>(conn: C, config: ClientConfig, can_scan: bool) -> Client
+    where
+        C: ConnectionLike + Clone + Send + Sync + 'static,
+    {
         let channel = events_channel(&config.prefix);
         let redis = RedisStore::new(Box::new(conn), config.op_timeout, channel, config.store_failure_threshold);
-        Client::build(config, Some(redis), Arc::new(SystemClock))
+        Client::build(config, Some(redis), Arc::new(SystemClock), can_scan)
     }
 
     /// A single-process client with no Redis: the same semantics, decided in memory. For unit
@@ -151,10 +187,10 @@ impl Client {
 
     /// As [`in_memory`](Client::in_memory), on the given clock (e.g. a [`FakeClock`](crate::FakeClock)).
     pub fn in_memory_with_clock(clock: impl Clock) -> Client {
-        Client::build(ClientConfig::default(), None, Arc::new(clock))
+        Client::build(ClientConfig::default(), None, Arc::new(clock), true)
     }
 
-    fn build(config: ClientConfig, redis: Option<RedisStore>, clock: Arc<dyn Clock>) -> Client {
+    fn build(config: ClientConfig, redis: Option<RedisStore>, clock: Arc<dyn Clock>, can_scan: bool) -> Client {
         let flush_interval = config.flush_interval;
         let has_redis = redis.is_some();
         let shared = Arc::new(Shared {
@@ -164,6 +200,7 @@ impl Client {
             base: Instant::now(),
             breakers: Mutex::new(HashMap::new()),
             subscribed: AtomicBool::new(false),
+            can_scan,
         });
         let (stop, _) = watch::channel(());
         let handle = Arc::new(Handle { shared, _stop: stop });
@@ -212,6 +249,11 @@ impl Client {
     pub async fn breakers(&self) -> Result<Vec<String>, StoreError> {
         let shared = &self.handle.shared;
         let Some(redis) = &shared.redis else { return Ok(shared.local.names()) };
+        if !shared.can_scan {
+            return Err(StoreError::Unsupported(
+                "listing breakers needs a SCAN of every master; on a cluster run `redis-cli --cluster call HOST:PORT --scan` instead",
+            ));
+        }
         let prefix = &shared.config.prefix;
         let escaped: String = prefix
             .chars()
@@ -288,11 +330,12 @@ async fn flush_loop(handle: Weak<Handle>, every: Duration, mut stop: watch::Rece
 /// snapshot is marked stale; it resubscribes with backoff until the client is dropped.
 async fn subscribe_loop(
     handle: Weak<Handle>,
-    redis: redis::Client,
+    nodes: Vec<redis::Client>,
     channel: String,
     op_timeout: Duration,
     mut stop: watch::Receiver<()>,
 ) {
+    let mut next_node = 0;
     const MIN_BACKOFF: Duration = Duration::from_millis(100);
     let mut backoff = MIN_BACKOFF;
     let connect = async |redis: &redis::Client| {
@@ -301,8 +344,10 @@ async fn subscribe_loop(
         Ok::<_, redis::RedisError>(pubsub)
     };
     loop {
+        let Some(redis) = nodes.get(next_node % nodes.len().max(1)) else { return };
+        next_node += 1;
         let attempt = tokio::select! {
-            a = tokio::time::timeout(op_timeout.max(Duration::from_secs(1)), connect(&redis)) => a,
+            a = tokio::time::timeout(op_timeout.max(Duration::from_secs(1)), connect(redis)) => a,
             _ = stop.changed() => return,
         };
         let Ok(Ok(pubsub)) = attempt else {

@@ -88,6 +88,9 @@ pub enum StoreError {
         #[source]
         source: redis::RedisError,
     },
+    /// The operation is not available on this kind of client.
+    #[error("not supported: {0}")]
+    Unsupported(&'static str),
     /// Redis answered something this crate cannot read.
     #[error("unexpected reply from redis for {key}: {detail}")]
     Protocol {

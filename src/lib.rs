@@ -52,6 +52,8 @@ mod breaker;
 mod cache;
 mod client;
 mod clock;
+#[cfg(feature = "cluster")]
+mod cluster;
 mod config;
 mod duration;
 mod error;

@@ -192,3 +192,56 @@ pub async fn fail(breaker: &redis_breaker::Breaker) -> Result<(), redis_breaker:
 pub async fn succeed(breaker: &redis_breaker::Breaker) -> Result<(), redis_breaker::Error<&'static str>> {
     breaker.execute(|| async { Ok::<(), &'static str>(()) }).await
 }
+
+/// A 3-master Redis Cluster of spawned redis-servers on loopback ports; stops on drop.
+pub struct TestCluster {
+    pub urls: Vec<String>,
+    _servers: Vec<Server>,
+}
+
+/// Starts a real 3-master cluster (`cluster-enabled yes`, slots split by
+/// `redis-cli --cluster create`), or panics saying how to get redis-server and redis-cli.
+pub fn cluster() -> TestCluster {
+    let mut servers = Vec::new();
+    for _ in 0..3 {
+        let port = free_port().expect("free port");
+        let bus = free_port().expect("free port");
+        let dir = std::env::temp_dir().join(format!("redis-breaker-cluster-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .args(["--cluster-enabled", "yes", "--cluster-port", &bus.to_string()])
+            .args(["--cluster-config-file", &format!("nodes-{port}.conf"), "--cluster-node-timeout", "2000"])
+            .arg("--dir")
+            .arg(&dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("{HOW_TO_GET_REDIS} (redis-server: {e})"));
+        let server = Server { child, port, dir };
+        assert!(wait_for_ping(port, Duration::from_secs(5)), "cluster node on {port} did not answer");
+        servers.push(server);
+    }
+    let addrs: Vec<String> = servers.iter().map(|s| format!("127.0.0.1:{}", s.port)).collect();
+    let out = Command::new("redis-cli")
+        .args(["--cluster", "create"])
+        .args(&addrs)
+        .args(["--cluster-replicas", "0", "--cluster-yes"])
+        .output()
+        .unwrap_or_else(|e| panic!("redis-cli is needed to create the test cluster: {e}"));
+    assert!(out.status.success(), "redis-cli --cluster create failed: {}", String::from_utf8_lossy(&out.stdout));
+    let start = Instant::now();
+    for s in &servers {
+        let client = redis::Client::open(format!("redis://127.0.0.1:{}", s.port)).expect("url");
+        loop {
+            let mut c = client.get_connection().expect("cluster node");
+            let info: String = redis::cmd("CLUSTER").arg("INFO").query(&mut c).expect("CLUSTER INFO");
+            if info.contains("cluster_state:ok") {
+                break;
+            }
+            assert!(start.elapsed() < Duration::from_secs(20), "the test cluster never reached cluster_state:ok");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    TestCluster { urls: servers.iter().map(|s| format!("redis://127.0.0.1:{}", s.port)).collect(), _servers: servers }
+}

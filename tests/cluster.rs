@@ -1,0 +1,61 @@
+//! A real 3-master Redis Cluster: every breaker's keys live in its own slot, breakers spread
+//! over every master, and the semantics and events are those of a single Redis.
+#![cfg(feature = "cluster")]
+
+mod support;
+
+use redis_breaker::{Client, ClientConfig, Config, Error, State};
+use std::time::Duration;
+
+async fn cluster_client(urls: &[String], cache_ttl: Duration) -> Client {
+    let urls: Vec<&str> = urls.iter().map(String::as_str).collect();
+    let config = ClientConfig::builder().cache_ttl(cache_ttl).op_timeout(Duration::from_secs(1)).build().unwrap();
+    Client::connect_cluster(&urls, config).await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn breakers_spread_over_every_master_and_behave_as_on_one_redis() {
+    let cluster = support::cluster();
+    let a = cluster_client(&cluster.urls, Duration::from_secs(60)).await;
+    let b = cluster_client(&cluster.urls, Duration::from_secs(60)).await;
+    let config = Config::builder()
+        .failure_threshold(2)
+        .success_threshold(1)
+        .base_recovery(Duration::from_millis(100))
+        .max_recovery(Duration::from_millis(100))
+        .jitter(0.0)
+        .build()
+        .unwrap();
+
+    let names: Vec<String> = (0..30).map(|i| format!("svc-{i}")).collect();
+    for name in &names {
+        let ba = a.breaker(name, config.clone()).unwrap();
+        let bb = b.breaker(name, config.clone()).unwrap();
+        bb.execute(|| async { Ok::<(), ()>(()) }).await.unwrap();
+        let mut events = bb.subscribe();
+        for _ in 0..2 {
+            assert!(matches!(ba.execute(|| async { Err::<(), _>("down") }).await, Err(Error::Inner(_))));
+        }
+        assert_eq!(ba.state(), State::Open, "{name}");
+        let e = tokio::time::timeout(Duration::from_secs(5), events.recv()).await.expect("an event").unwrap();
+        assert_eq!((e.from, e.to), (Some(State::Closed), State::Open), "{name}: the event crossed the cluster");
+        assert!(matches!(
+            bb.execute(|| async { Ok::<(), ()>(()) }).await,
+            Err(Error::Rejected { state: State::Open, .. })
+        ));
+    }
+    tokio::time::sleep(Duration::from_millis(120)).await;
+    for name in &names {
+        let bb = b.breaker(name, config.clone()).unwrap();
+        bb.execute(|| async { Ok::<(), ()>(()) }).await.expect("the probe runs and closes the breaker");
+        assert_eq!(bb.state(), State::Closed, "{name}");
+    }
+
+    // Every master holds some of the breakers' keys.
+    for url in &cluster.urls {
+        let mut conn = redis::Client::open(url.as_str()).unwrap().get_multiplexed_async_connection().await.unwrap();
+        let keys: Vec<String> = redis::cmd("KEYS").arg("breaker:{svc-*}:state").query_async(&mut conn).await.unwrap();
+        assert!(!keys.is_empty(), "{url} holds no breaker");
+    }
+    assert!(a.breakers().await.is_err(), "listing is refused on a cluster, with the command to use instead");
+}
