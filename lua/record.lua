@@ -5,7 +5,7 @@
 --      frees its probe lease, counts nothing) | 'none' (a flush of the batch alone)
 --   21 permit incarnation  22 permit epoch  23 probe id ('' when the permit holds no lease)
 --   24 slow (0|1)  25 timed out (0|1)  26 fseq the permit's process had seen
---   27..33 the caller's pending batch (see parse_batch in common.lua)
+--   27..35 the caller's pending batch (see parse_batch in common.lua)
 -- Reply: { verdict, state, incarnation, epoch, failures, fseq, remaining_ms, stored_config, reason }
 --   verdict: 'applied', or 'stale' when the outcome moved no state (its permit belongs to another
 --   incarnation or epoch, or its probe lease is gone). Metrics count both.

@@ -494,7 +494,7 @@ impl Breaker {
             Outcome::Ignore => RecordOutcome::Ignore,
         };
         match grant {
-            Grant::Free => {}
+            Grant::Free => self.count_loose(outcome),
             Grant::Closed(_) if outcome == Outcome::Ignore => self.inner.pending.ignored(),
             Grant::Closed(view) if outcome == Outcome::Success && view.failures == 0 => {
                 self.inner.pending.success(&view, slow);
@@ -507,7 +507,19 @@ impl Breaker {
                 let record =
                     Record { batch: Default::default(), ..self.record_args(kind, &view, probe, slow, timed_out) };
                 self.run_local(&Op::Record(record));
+                self.count_loose(outcome);
             }
+        }
+    }
+
+    /// Counts the outcome of a call decided without Redis, for Redis's metrics once it is back.
+    fn count_loose(&self, outcome: Outcome) {
+        if self.inner.shared.redis.is_none() {
+            return;
+        }
+        match outcome {
+            Outcome::Ignore => self.inner.pending.ignored(),
+            _ => self.inner.pending.loose(outcome == Outcome::Success),
         }
     }
 

@@ -185,6 +185,8 @@ pub(crate) struct Pending {
     slow: AtomicU64,
     ignored: AtomicU64,
     rejected: AtomicU64,
+    loose_successes: AtomicU64,
+    loose_failures: AtomicU64,
     incarnation: AtomicU64,
     epoch: AtomicU64,
     fseq: AtomicU64,
@@ -197,6 +199,8 @@ impl Default for Pending {
             slow: AtomicU64::new(0),
             ignored: AtomicU64::new(0),
             rejected: AtomicU64::new(0),
+            loose_successes: AtomicU64::new(0),
+            loose_failures: AtomicU64::new(0),
             incarnation: AtomicU64::new(0),
             epoch: AtomicU64::new(UNSTAMPED),
             fseq: AtomicU64::new(UNSTAMPED),
@@ -228,10 +232,16 @@ impl Pending {
         self.rejected.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Counts an outcome of a call decided without Redis (metrics only).
+    pub(crate) fn loose(&self, success: bool) {
+        let counter = if success { &self.loose_successes } else { &self.loose_failures };
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
     pub(crate) fn is_empty(&self) -> bool {
-        self.successes.load(Ordering::Relaxed) == 0
-            && self.ignored.load(Ordering::Relaxed) == 0
-            && self.rejected.load(Ordering::Relaxed) == 0
+        [&self.successes, &self.ignored, &self.rejected, &self.loose_successes, &self.loose_failures]
+            .iter()
+            .all(|c| c.load(Ordering::Relaxed) == 0)
     }
 
     /// Takes everything counted so far.
@@ -240,12 +250,14 @@ impl Pending {
         let slow = self.slow.swap(0, Ordering::AcqRel).min(successes);
         let ignored = self.ignored.swap(0, Ordering::AcqRel);
         let rejected = self.rejected.swap(0, Ordering::AcqRel);
+        let loose_successes = self.loose_successes.swap(0, Ordering::AcqRel);
+        let loose_failures = self.loose_failures.swap(0, Ordering::AcqRel);
         let incarnation = self.incarnation.load(Ordering::Acquire);
         let epoch = self.epoch.swap(UNSTAMPED, Ordering::AcqRel);
         let fseq = self.fseq.swap(UNSTAMPED, Ordering::AcqRel);
         // A stamp of UNSTAMPED means a success raced the swap: it then matches nothing (metrics only).
         let (epoch, fseq) = if successes == 0 { (0, 0) } else { (epoch, fseq) };
-        Batch { incarnation, epoch, fseq, successes, slow, ignored, rejected }
+        Batch { incarnation, epoch, fseq, successes, slow, ignored, rejected, loose_successes, loose_failures }
     }
 
     /// Puts back a batch that could not be sent.
@@ -260,5 +272,7 @@ impl Pending {
         self.slow.fetch_add(b.slow, Ordering::AcqRel);
         self.ignored.fetch_add(b.ignored, Ordering::Relaxed);
         self.rejected.fetch_add(b.rejected, Ordering::Relaxed);
+        self.loose_successes.fetch_add(b.loose_successes, Ordering::Relaxed);
+        self.loose_failures.fetch_add(b.loose_failures, Ordering::Relaxed);
     }
 }

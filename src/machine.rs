@@ -131,6 +131,10 @@ pub(crate) struct Batch {
     pub(crate) slow: u64,
     pub(crate) ignored: u64,
     pub(crate) rejected: u64,
+    /// Successes of calls decided without Redis: metrics only.
+    pub(crate) loose_successes: u64,
+    /// Failures of calls decided without Redis: metrics only.
+    pub(crate) loose_failures: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -457,8 +461,9 @@ impl Call<'_> {
 
     fn batch(&mut self, b: &Batch) {
         let metrics = &mut self.m.metrics;
-        metrics.calls += b.successes + b.ignored;
-        metrics.successes += b.successes;
+        metrics.calls += b.successes + b.ignored + b.loose_successes + b.loose_failures;
+        metrics.successes += b.successes + b.loose_successes;
+        metrics.failures += b.loose_failures;
         metrics.slow += b.slow;
         metrics.rejected += b.rejected;
         if b.successes > 0 && self.m.state == State::Closed && self.matches(b.incarnation, b.epoch) {

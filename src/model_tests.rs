@@ -50,16 +50,20 @@ struct Counts {
     slow: u64,
     ignored: u64,
     rejected: u64,
+    loose: u64,
 }
 
 fn counts() -> impl Strategy<Value = Counts> {
-    (0..SLOTS, 0..4u64, 0..3u64, 0..2u64, 0..2u64).prop_map(|(slot, successes, slow, ignored, rejected)| Counts {
-        slot,
-        successes,
-        slow: slow.min(successes),
-        ignored,
-        rejected,
-    })
+    (0..SLOTS, 0..4u64, 0..3u64, 0..2u64, 0..2u64, 0..2u64).prop_map(
+        |(slot, successes, slow, ignored, rejected, loose)| Counts {
+            slot,
+            successes,
+            slow: slow.min(successes),
+            ignored,
+            rejected,
+            loose,
+        },
+    )
 }
 
 /// The batch of `counts` as each side names it.
@@ -73,6 +77,8 @@ fn batches(held: &[Option<Held>], counts: &Counts) -> (Batch, Batch) {
         slow: counts.slow,
         ignored: counts.ignored,
         rejected: counts.rejected,
+        loose_successes: counts.loose,
+        loose_failures: counts.loose,
     };
     (batch(h.redis_incarnation), batch(h.model_incarnation))
 }

@@ -91,7 +91,15 @@ impl Scripts {
 }
 
 fn batch_args(inv: &mut ScriptInvocation<'_>, b: &Batch) {
-    inv.arg(b.incarnation).arg(b.epoch).arg(b.fseq).arg(b.successes).arg(b.slow).arg(b.ignored).arg(b.rejected);
+    inv.arg(b.incarnation)
+        .arg(b.epoch)
+        .arg(b.fseq)
+        .arg(b.successes)
+        .arg(b.slow)
+        .arg(b.ignored)
+        .arg(b.rejected)
+        .arg(b.loose_successes)
+        .arg(b.loose_failures);
 }
 
 /// Reads a script's reply (see the header of `lua/common.lua`).

@@ -118,7 +118,7 @@ async fn scripts_refuse_bad_arguments_with_a_named_error() {
     let keys = ["state", "probes", "window", "metrics"].map(|s| key(&name, s));
     let good: Vec<String> = [
         "", "0.5", "fp", "5", "2", "1", "30000", "300000", "2", "0.1", "30000", "3600000", "86400000", "0", "0", "20",
-        "60000", "", "n", "p1", "0", "0", "0", "0", "0", "0", "0",
+        "60000", "", "n", "p1", "0", "0", "0", "0", "0", "0", "0", "0", "0",
     ]
     .iter()
     .map(|s| s.to_string())
