@@ -4,7 +4,7 @@ use crate::cache::{Local, Pending, SnapshotCell, View};
 use crate::client::{Handle, Shared};
 use crate::config::{Config, Degraded};
 use crate::error::{Error, StoreError, retry_text};
-use crate::events::{Event, Subscription, Wire, local_event};
+use crate::events::{Event, EventKind, Subscription, Wire, local_event};
 use crate::machine::{Batch, ControlOp, Op, Params, Record, RecordOutcome, Reply, Verdict};
 use crate::name::Keys;
 use crate::state::State;
@@ -260,6 +260,29 @@ impl Inner {
         };
         self.snapshot.apply(&reply, at, self.shared.cache_ttl());
         let _ = self.events.send(event);
+    }
+
+    /// Tells subscribers that Redis went down or came back for this process.
+    pub(crate) fn store_event(&self, up: bool, mode: Degraded) {
+        let (state, view, _) = self.snapshot.view();
+        let (kind, reason) = if up {
+            (EventKind::StoreUp, "redis answers again: it decides this breaker's calls".to_string())
+        } else {
+            (
+                EventKind::StoreDown,
+                format!("redis is unreachable: calls are decided by the degraded mode ({})", mode_name(mode)),
+            )
+        };
+        let _ = self.events.send(Event {
+            kind,
+            name: self.name.clone(),
+            from: Some(state),
+            to: state,
+            incarnation: view.incarnation,
+            epoch: view.epoch,
+            retry_after: None,
+            reason,
+        });
     }
 }
 
@@ -597,11 +620,7 @@ impl Breaker {
         Ok(Health {
             snapshot: self.snapshot(),
             store,
-            degraded_mode: match self.inner.shared.config.degraded {
-                Degraded::Local => "local",
-                Degraded::FailOpen => "fail-open",
-                Degraded::FailClosed => "fail-closed",
-            },
+            degraded_mode: mode_name(self.inner.shared.config.degraded),
             config_matches: self.inner.config_matches.load(Ordering::Relaxed),
             config_fingerprint: self.inner.params.fingerprint.clone(),
             events_subscribed: self.inner.shared.subscribed.load(Ordering::Acquire),
@@ -647,6 +666,14 @@ impl Breaker {
     /// As [`force_open`](Breaker::force_open).
     pub async fn reset(&self) -> Result<Snapshot, StoreError> {
         self.control(ControlOp::Reset, None).await
+    }
+}
+
+fn mode_name(mode: Degraded) -> &'static str {
+    match mode {
+        Degraded::FailOpen => "fail-open",
+        Degraded::FailClosed => "fail-closed",
+        _ => "local",
     }
 }
 

@@ -6,7 +6,7 @@ use crate::config::{ClientConfig, Config};
 use crate::error::{ConfigError, StoreError};
 use crate::events::Wire;
 use crate::name::{Keys, events_channel, name_from_state_key, validate_name};
-use crate::store::{LocalStore, RedisStore};
+use crate::store::{LocalStore, Reconnect, RedisStore, SharedConn};
 use futures_util::StreamExt;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use std::collections::HashMap;
@@ -40,6 +40,17 @@ impl Shared {
 
     fn breaker_named(&self, name: &str) -> Option<Arc<Inner>> {
         self.breakers.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(name).cloned()
+    }
+
+    /// Tells every breaker's subscribers that Redis went down or came back; when it is back,
+    /// every snapshot asks Redis on its next call (Redis is authoritative again).
+    fn on_store_change(&self, up: bool) {
+        for inner in self.registered() {
+            if up {
+                inner.snapshot.mark_stale();
+            }
+            inner.store_event(up, self.config.degraded);
+        }
     }
 
     /// Events may have been missed (the subscription dropped or was just made): every snapshot
@@ -120,8 +131,14 @@ impl Client {
             .set_max_delay(Duration::from_millis(200))
             .set_connection_timeout(Some(config.op_timeout))
             .set_response_timeout(Some(config.op_timeout));
-        let manager = ConnectionManager::new_lazy_with_config(client.clone(), manager_config).map_err(url_error)?;
-        Ok(Client::from_connection(manager, config).with_events(vec![client]))
+        let manager =
+            ConnectionManager::new_lazy_with_config(client.clone(), manager_config.clone()).map_err(url_error)?;
+        let fresh = client.clone();
+        let reconnect: Reconnect = Box::new(move || {
+            let manager = ConnectionManager::new_lazy_with_config(fresh.clone(), manager_config.clone()).ok()?;
+            Some(Box::new(manager) as Box<dyn SharedConn>)
+        });
+        Ok(Client::over(manager, config, true, Some(reconnect)).with_events(vec![client]))
     }
 
     /// Makes a client for a Redis Cluster (feature `cluster`), from the URLs of some of its
@@ -143,7 +160,7 @@ impl Client {
             .build()
             .map_err(url_error)?;
         let nodes = urls.iter().map(|u| redis::Client::open(*u)).collect::<Result<Vec<_>, _>>().map_err(url_error)?;
-        Ok(Client::over(crate::cluster::LazyCluster::new(cluster), config, false).with_events(nodes))
+        Ok(Client::over(crate::cluster::LazyCluster::new(cluster), config, false, None).with_events(nodes))
     }
 
     /// Starts the subscription to `<prefix>:events` on the first of `nodes` that answers.
@@ -167,15 +184,16 @@ impl Client {
     where
         C: ConnectionLike + Clone + Send + Sync + 'static,
     {
-        Client::over(conn, config, true)
+        Client::over(conn, config, true, None)
     }
 
-    fn over<C>(conn: C, config: ClientConfig, can_scan: bool) -> Client
+    fn over<C>(conn: C, config: ClientConfig, can_scan: bool, reconnect: Option<Reconnect>) -> Client
     where
         C: ConnectionLike + Clone + Send + Sync + 'static,
     {
         let channel = events_channel(&config.prefix);
-        let redis = RedisStore::new(Box::new(conn), config.op_timeout, channel, config.store_failure_threshold);
+        let redis =
+            RedisStore::new(Box::new(conn), reconnect, config.op_timeout, channel, config.store_failure_threshold);
         Client::build(config, Some(redis), Arc::new(SystemClock), can_scan)
     }
 
@@ -192,7 +210,6 @@ impl Client {
 
     fn build(config: ClientConfig, redis: Option<RedisStore>, clock: Arc<dyn Clock>, can_scan: bool) -> Client {
         let flush_interval = config.flush_interval;
-        let has_redis = redis.is_some();
         let shared = Arc::new(Shared {
             config,
             redis,
@@ -204,8 +221,11 @@ impl Client {
         });
         let (stop, _) = watch::channel(());
         let handle = Arc::new(Handle { shared, _stop: stop });
-        if has_redis && let Ok(rt) = tokio::runtime::Handle::try_current() {
+        if let Some(redis) = &handle.shared.redis
+            && let Ok(rt) = tokio::runtime::Handle::try_current()
+        {
             rt.spawn(flush_loop(Arc::downgrade(&handle), flush_interval, handle._stop.subscribe()));
+            rt.spawn(store_loop(Arc::downgrade(&handle), redis.watch_up(), handle._stop.subscribe()));
         }
         Client { handle }
     }
@@ -316,6 +336,10 @@ async fn flush_loop(handle: Weak<Handle>, every: Duration, mut stop: watch::Rece
             _ = stop.changed() => return,
         }
         let Some(handle) = handle.upgrade() else { return };
+        if handle.shared.redis.as_ref().is_some_and(RedisStore::is_down) {
+            // A flush that times out may or may not apply: keep the counts for when Redis is back.
+            continue;
+        }
         for inner in handle.shared.registered() {
             if !inner.pending.is_empty() {
                 let _ = Breaker { inner, _client: handle.clone() }.flush().await;
@@ -389,5 +413,44 @@ async fn subscribe_loop(
         h.shared.subscribed.store(false, Ordering::Release);
         h.shared.mark_all_stale();
         tracing::warn!(channel, "redis-breaker: the event subscription dropped; resubscribing");
+    }
+}
+
+/// Follows the store's up/down verdict. When Redis goes down: tells subscribers, then probes it
+/// with backoff (no call waits on it meanwhile). When it answers: every snapshot asks Redis on
+/// its next call, subscribers are told, and the counts gathered meanwhile are flushed.
+async fn store_loop(handle: Weak<Handle>, mut up: watch::Receiver<bool>, mut stop: watch::Receiver<()>) {
+    const MIN_BACKOFF: Duration = Duration::from_millis(50);
+    const MAX_BACKOFF: Duration = Duration::from_secs(2);
+    loop {
+        tokio::select! {
+            r = up.wait_for(|up| !*up) => if r.is_err() { return },
+            _ = stop.changed() => return,
+        }
+        match handle.upgrade() {
+            Some(h) => h.shared.on_store_change(false),
+            None => return,
+        }
+        let mut backoff = MIN_BACKOFF;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = stop.changed() => return,
+            }
+            let Some(h) = handle.upgrade() else { return };
+            let Some(redis) = h.shared.redis.as_ref() else { return };
+            if redis.ping().await {
+                break;
+            }
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+        let Some(h) = handle.upgrade() else { return };
+        tracing::info!("redis-breaker: redis answers again; breakers are decided by redis");
+        h.shared.on_store_change(true);
+        for inner in h.shared.registered() {
+            if !inner.pending.is_empty() {
+                let _ = Breaker { inner, _client: h.clone() }.flush().await;
+            }
+        }
     }
 }

@@ -7,9 +7,24 @@ use serde::{Deserialize, Serialize};
 use std::time::Duration;
 use tokio::sync::broadcast;
 
+/// What an [`Event`] reports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum EventKind {
+    /// The breaker changed state (in any process).
+    Transition,
+    /// Redis became unreachable: this process decides the breaker's calls by the degraded mode.
+    StoreDown,
+    /// Redis answers again and decides the breaker's calls.
+    StoreUp,
+}
+
 /// One transition of one breaker, or a change in where this process decides calls.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Event {
+    /// What happened.
+    pub kind: EventKind,
     /// The breaker's name.
     pub name: String,
     /// The state it left; `None` when that state was unreadable (corrupt) or unknown.
@@ -49,6 +64,7 @@ impl Wire {
 
     pub(crate) fn event(&self) -> Option<Event> {
         Some(Event {
+            kind: EventKind::Transition,
             name: self.name.clone(),
             from: State::parse(&self.from),
             to: State::parse(&self.to)?,
@@ -62,6 +78,7 @@ impl Wire {
 
 pub(crate) fn local_event(name: &str, t: &Transition, incarnation: u64, epoch: u64, remaining: Option<u64>) -> Event {
     Event {
+        kind: EventKind::Transition,
         name: name.to_string(),
         from: Some(t.from),
         to: t.to,

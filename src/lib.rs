@@ -75,6 +75,6 @@ pub use clock::{Clock, FakeClock, SystemClock};
 pub use config::*;
 pub use duration::{format_duration, parse_duration};
 pub use error::{ConfigError, Error, StoreError};
-pub use events::{Event, Subscription};
+pub use events::{Event, EventKind, Subscription};
 pub use name::{MAX_NAME_LEN, validate_name};
 pub use state::State;

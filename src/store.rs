@@ -9,8 +9,9 @@ use redis::aio::ConnectionLike;
 use redis::{Cmd, Pipeline, RedisFuture, Value};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+use tokio::sync::watch;
 
 /// A connection that can be cloned per operation: a `ConnectionManager`, a
 /// `MultiplexedConnection`, a cluster connection, or the user's own.
@@ -46,80 +47,83 @@ impl ConnectionLike for ConnHandle {
     }
 }
 
-const MIN_BACKOFF_MS: u64 = 250;
-const MAX_BACKOFF_MS: u64 = 5_000;
+/// Makes a fresh connection, for when the current one must be replaced (READONLY: the master
+/// it reached was demoted).
+pub(crate) type Reconnect = Box<dyn Fn() -> Option<Box<dyn SharedConn>> + Send + Sync>;
 
 /// The Redis side: scripts, a deadline on every operation, and the up/down verdict on Redis.
 pub(crate) struct RedisStore {
-    conn: Box<dyn SharedConn>,
+    conn: RwLock<Box<dyn SharedConn>>,
+    reconnect: Option<Reconnect>,
     scripts: Scripts,
     op_timeout: Duration,
     pub(crate) channel: String,
     threshold: u32,
     errors_in_row: AtomicU32,
-    /// While Redis is down: when the next trial call may go (ms since `base`); 0 when up.
-    retry_at: AtomicU64,
-    backoff_ms: AtomicU64,
-    base: Instant,
+    /// `true` while Redis is up; the client's watcher probes Redis while it is `false`.
+    up: watch::Sender<bool>,
 }
 
 impl RedisStore {
-    pub(crate) fn new(conn: Box<dyn SharedConn>, op_timeout: Duration, channel: String, threshold: u32) -> RedisStore {
+    pub(crate) fn new(
+        conn: Box<dyn SharedConn>,
+        reconnect: Option<Reconnect>,
+        op_timeout: Duration,
+        channel: String,
+        threshold: u32,
+    ) -> RedisStore {
         RedisStore {
-            conn,
+            conn: RwLock::new(conn),
+            reconnect,
             scripts: Scripts::new(),
             op_timeout,
             channel,
             threshold,
             errors_in_row: AtomicU32::new(0),
-            retry_at: AtomicU64::new(0),
-            backoff_ms: AtomicU64::new(MIN_BACKOFF_MS),
-            base: Instant::now(),
+            up: watch::channel(true).0,
         }
     }
 
-    fn elapsed_ms(&self) -> u64 {
-        u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX)
-    }
-
-    /// True while Redis is treated as down; the one caller that finds a trial due gets `false`
-    /// (and so tries Redis), every other caller keeps `true` and never waits on Redis.
+    /// True while Redis is treated as down: no call waits on it; a background probe checks it.
     pub(crate) fn skip_redis(&self) -> bool {
-        let retry_at = self.retry_at.load(Ordering::Acquire);
-        if retry_at == 0 {
-            return false;
-        }
-        let now = self.elapsed_ms();
-        if now < retry_at {
-            return true;
-        }
-        let next = now + self.backoff_ms.load(Ordering::Relaxed);
-        self.retry_at.compare_exchange(retry_at, next, Ordering::AcqRel, Ordering::Acquire).is_err()
+        !*self.up.borrow()
     }
 
     pub(crate) fn is_down(&self) -> bool {
-        self.retry_at.load(Ordering::Acquire) != 0
+        self.skip_redis()
+    }
+
+    /// Follows the up/down verdict.
+    pub(crate) fn watch_up(&self) -> watch::Receiver<bool> {
+        self.up.subscribe()
     }
 
     fn note_success(&self) {
-        if self.errors_in_row.swap(0, Ordering::AcqRel) >= self.threshold {
-            tracing::info!("redis-breaker: redis answers again; breakers are decided by redis");
-        }
-        self.retry_at.store(0, Ordering::Release);
-        self.backoff_ms.store(MIN_BACKOFF_MS, Ordering::Relaxed);
+        self.errors_in_row.store(0, Ordering::Release);
+        self.up.send_if_modified(|up| !std::mem::replace(up, true));
     }
 
     fn note_outage(&self, err: &StoreError) {
         let n = self.errors_in_row.fetch_add(1, Ordering::AcqRel) + 1;
-        if n < self.threshold {
-            return;
-        }
-        if n == self.threshold {
+        if n >= self.threshold && self.up.send_if_modified(|up| std::mem::replace(up, false)) {
             tracing::warn!(error = %err, "redis-breaker: redis is down after {n} errors in a row; deciding calls by the degraded mode");
         }
-        let backoff = self.backoff_ms.load(Ordering::Relaxed);
-        self.backoff_ms.store((backoff * 2).min(MAX_BACKOFF_MS), Ordering::Relaxed);
-        self.retry_at.store(self.elapsed_ms() + backoff, Ordering::Release);
+    }
+
+    fn handle(&self) -> ConnHandle {
+        self.conn.read().unwrap_or_else(std::sync::PoisonError::into_inner).handle()
+    }
+
+    /// Replaces the connection, when this store knows how to make one.
+    fn replace_connection(&self) {
+        if let Some(conn) = self.reconnect.as_ref().and_then(|make| make()) {
+            *self.conn.write().unwrap_or_else(std::sync::PoisonError::into_inner) = conn;
+        }
+    }
+
+    /// One PING with the deadline: the background probe while Redis is down.
+    pub(crate) async fn ping(&self) -> bool {
+        self.query::<String>(&redis::cmd("PING"), "PING").await.is_ok()
     }
 
     /// Runs one script with the `op_timeout` deadline. A timed-out call may still have run on
@@ -133,14 +137,14 @@ impl RedisStore {
         rand: f64,
     ) -> Result<Reply, StoreError> {
         let inv = self.scripts.invocation(keys, p, &self.channel, now_ms, rand, op);
-        let mut conn = self.conn.handle();
+        let mut conn = self.handle();
         let reply = self.deadline(keys.state(), inv.invoke_async::<Vec<String>>(&mut conn)).await?;
         parse_reply(reply, keys.state())
     }
 
     /// Runs one plain command with the `op_timeout` deadline.
     pub(crate) async fn query<T: redis::FromRedisValue>(&self, cmd: &Cmd, key: &str) -> Result<T, StoreError> {
-        let mut conn = self.conn.handle();
+        let mut conn = self.handle();
         self.deadline(key, cmd.query_async(&mut conn)).await
     }
 
@@ -151,7 +155,14 @@ impl RedisStore {
     ) -> Result<T, StoreError> {
         let result = match tokio::time::timeout(self.op_timeout, fut).await {
             Err(_) => Err(StoreError::Timeout(self.op_timeout)),
-            Ok(r) => r.map_err(|e| StoreError::from_redis(e, key)),
+            Ok(r) => r.map_err(|e| {
+                if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly) {
+                    tracing::warn!(key, "redis-breaker: redis answered READONLY (a demoted master); reconnecting");
+                    self.replace_connection();
+                    return StoreError::Unreachable(e);
+                }
+                StoreError::from_redis(e, key)
+            }),
         };
         match &result {
             Ok(_) => self.note_success(),
