@@ -1,6 +1,6 @@
 //! [`Client`]: the connection, the loaded scripts, and the breakers of one process.
 
-use crate::breaker::{Breaker, Inner};
+use crate::breaker::{Breaker, Inner, StoreStatus};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{ClientConfig, Config};
 use crate::error::{ConfigError, StoreError};
@@ -230,6 +230,15 @@ impl Client {
         Client { handle }
     }
 
+    /// Where this client decides calls right now; no Redis command.
+    pub fn store_status(&self) -> StoreStatus {
+        match &self.handle.shared.redis {
+            None => StoreStatus::InMemory,
+            Some(redis) if redis.is_down() => StoreStatus::RedisDown,
+            Some(_) => StoreStatus::Redis,
+        }
+    }
+
     /// The client-wide settings.
     pub fn config(&self) -> &ClientConfig {
         &self.handle.shared.config
@@ -421,7 +430,7 @@ async fn subscribe_loop(
 /// its next call, subscribers are told, and the counts gathered meanwhile are flushed.
 async fn store_loop(handle: Weak<Handle>, mut up: watch::Receiver<bool>, mut stop: watch::Receiver<()>) {
     const MIN_BACKOFF: Duration = Duration::from_millis(50);
-    const MAX_BACKOFF: Duration = Duration::from_secs(2);
+    const MAX_BACKOFF: Duration = Duration::from_millis(500);
     loop {
         tokio::select! {
             r = up.wait_for(|up| !*up) => if r.is_err() { return },

@@ -46,6 +46,20 @@ impl TestRedis {
             .expect("connect to the test redis")
     }
 
+    /// Kills the spawned server with SIGKILL (no shutdown, no save).
+    pub fn kill(&mut self) {
+        let server = self.server.as_mut().expect("only a spawned redis-server can be killed");
+        let _ = server.child.kill();
+        let _ = server.child.wait();
+    }
+
+    /// Starts the spawned server again, empty, on the same port.
+    pub fn restart(&mut self) {
+        let server = self.server.as_mut().expect("only a spawned redis-server can be restarted");
+        server.child = start_server(server.port, &server.dir).expect("restart redis-server");
+        assert!(wait_for_ping(server.port, Duration::from_secs(5)), "restarted redis-server did not answer");
+    }
+
     /// The port of a server this test spawned (None for REDIS_URL or a container).
     pub fn port(&self) -> Option<u16> {
         self.server.as_ref().map(|s| s.port)
@@ -121,14 +135,7 @@ fn spawn_server() -> Result<Server, String> {
         let port = free_port().map_err(|e| e.to_string())?;
         let dir = std::env::temp_dir().join(format!("redis-breaker-test-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(&dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .map_err(|e| format!("redis-server: {e}"))?;
+        let child = start_server(port, &dir)?;
         let server = Server { child, port, dir };
         if wait_for_ping(port, Duration::from_secs(5)) {
             return Ok(server);
@@ -136,6 +143,32 @@ fn spawn_server() -> Result<Server, String> {
         last = format!("redis-server on port {port} did not answer PING");
     }
     Err(last)
+}
+
+fn start_server(port: u16, dir: &std::path::Path) -> Result<Child, String> {
+    Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        .arg("--dir")
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("redis-server: {e}"))
+}
+
+/// A spawned server on a port chosen by the test (e.g. one a client was already pointed at).
+pub fn redis_on_port(port: u16) -> TestRedis {
+    let dir = std::env::temp_dir().join(format!("redis-breaker-test-{}-{port}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let child = start_server(port, &dir).unwrap_or_else(|e| panic!("{HOW_TO_GET_REDIS} ({e})"));
+    let server = Server { child, port, dir };
+    assert!(wait_for_ping(port, Duration::from_secs(5)), "redis-server on {port} did not answer");
+    TestRedis { url: format!("redis://127.0.0.1:{port}"), server: Some(server), _container: None }
+}
+
+/// A loopback port with nothing listening on it.
+pub fn unused_port() -> u16 {
+    free_port().expect("free port")
 }
 
 fn wait_for_ping(port: u16, within: Duration) -> bool {

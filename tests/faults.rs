@@ -1,0 +1,380 @@
+//! Redis failing under load: killed, restarted empty, slow, blackholed, flushed, or refusing
+//! permissions. Nothing panics, nothing hangs, no breaker is wedged. Each test prints the
+//! figures it measured (run with `--nocapture` to see them).
+
+mod support;
+
+use redis_breaker::{Client, ClientConfig, Config, Degraded, Error, EventKind, State, StoreStatus};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+use support::*;
+
+const OP_TIMEOUT: Duration = Duration::from_millis(100);
+
+async fn faulty_client(url: &str, mode: Degraded) -> Client {
+    let config = ClientConfig::builder()
+        .op_timeout(OP_TIMEOUT)
+        .cache_ttl(Duration::from_millis(50))
+        .degraded(mode)
+        .build()
+        .unwrap();
+    Client::connect_with(url, config).await.unwrap()
+}
+
+async fn wait_for_status(client: &Client, want: StoreStatus, within: Duration) -> Duration {
+    let start = Instant::now();
+    while client.store_status() != want {
+        assert!(start.elapsed() < within, "the client never became {want:?}");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    start.elapsed()
+}
+
+/// Load from several tasks: counts outcomes and the longest `execute` since `measure` was set.
+struct Load {
+    stop: Arc<AtomicBool>,
+    measure: Arc<AtomicBool>,
+    longest_us: Arc<AtomicU64>,
+    rejected: Arc<AtomicU64>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Load {
+    fn start(breakers: &[redis_breaker::Breaker], failing: Arc<AtomicBool>) -> Load {
+        let stop = Arc::new(AtomicBool::new(false));
+        let measure = Arc::new(AtomicBool::new(false));
+        let longest_us = Arc::new(AtomicU64::new(0));
+        let rejected = Arc::new(AtomicU64::new(0));
+        let mut tasks = Vec::new();
+        for b in breakers {
+            for _ in 0..3 {
+                let (b, stop, measure, longest, rejected, failing) =
+                    (b.clone(), stop.clone(), measure.clone(), longest_us.clone(), rejected.clone(), failing.clone());
+                tasks.push(tokio::spawn(async move {
+                    while !stop.load(Ordering::Relaxed) {
+                        let fail = failing.load(Ordering::Relaxed);
+                        let measured = measure.load(Ordering::Relaxed);
+                        let started = Instant::now();
+                        let r = b.execute(|| async move { if fail { Err("down") } else { Ok(()) } }).await;
+                        if measured {
+                            longest.fetch_max(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+                        }
+                        if matches!(r, Err(Error::Rejected { .. })) {
+                            rejected.fetch_add(1, Ordering::Relaxed);
+                        }
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                }));
+            }
+        }
+        Load { stop, measure, longest_us, rejected, tasks }
+    }
+
+    async fn stop(self) {
+        self.stop.store(true, Ordering::Relaxed);
+        for t in self.tasks {
+            t.await.expect("no load task panicked");
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_under_load_then_restart_falls_back_locally_and_returns_to_redis() {
+    let mut redis = private_redis().await;
+    let name = unique("sigkill");
+    let config = Config::builder().failure_threshold(5).base_recovery(Duration::from_secs(30)).build().unwrap();
+    let clients = [faulty_client(&redis.url, Degraded::Local).await, faulty_client(&redis.url, Degraded::Local).await];
+    let breakers: Vec<_> = clients.iter().map(|c| c.breaker(&name, config.clone()).unwrap()).collect();
+    let failing = Arc::new(AtomicBool::new(false));
+
+    // While Redis is up, every outcome reaches it.
+    let (mut made, mut failed) = (0u64, 0u64);
+    for i in 0..60 {
+        let b = &breakers[i % 2];
+        let fail = i % 7 == 0;
+        let _ = b.execute(|| async move { if fail { Err("down") } else { Ok(()) } }).await;
+        made += 1;
+        failed += u64::from(fail);
+    }
+    for c in &clients {
+        c.flush().await.unwrap();
+    }
+    let metrics: std::collections::HashMap<String, u64> = redis::cmd("HGETALL")
+        .arg(format!("breaker:{{{name}}}:metrics"))
+        .query_async(&mut redis.conn().await)
+        .await
+        .unwrap();
+    assert_eq!((metrics["calls"], metrics["failures"]), (made, failed), "no outcome lost while Redis was up");
+
+    let load = Load::start(&breakers, failing.clone());
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let mut down_events = breakers[0].subscribe();
+    redis.kill();
+    let mut detected = Duration::ZERO;
+    for c in &clients {
+        detected = detected.max(wait_for_status(c, StoreStatus::RedisDown, Duration::from_secs(10)).await);
+    }
+    load.measure.store(true, Ordering::Relaxed);
+    failing.store(true, Ordering::Relaxed); // the downstream fails during the outage too
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    let longest = Duration::from_micros(load.longest_us.load(Ordering::Relaxed));
+    assert!(longest < OP_TIMEOUT, "after detection no call waits on Redis: longest execute {longest:?}");
+    assert!(load.rejected.load(Ordering::Relaxed) > 0, "the local breakers tripped on the failures");
+    loop {
+        let e = tokio::time::timeout(Duration::from_secs(5), down_events.recv()).await.unwrap().unwrap();
+        if e.kind == EventKind::StoreDown {
+            assert!(e.reason.contains("local"), "{}", e.reason);
+            break;
+        }
+    }
+
+    failing.store(false, Ordering::Relaxed);
+    redis.restart();
+    let restarted = Instant::now();
+    for c in &clients {
+        wait_for_status(c, StoreStatus::Redis, Duration::from_secs(10)).await;
+    }
+    let back = restarted.elapsed();
+    load.stop().await;
+    for c in &clients {
+        c.flush().await.unwrap();
+    }
+    let calls: Option<u64> = redis::cmd("HGET")
+        .arg(format!("breaker:{{{name}}}:metrics"))
+        .arg("calls")
+        .query_async(&mut redis.conn().await)
+        .await
+        .unwrap();
+    assert!(calls.unwrap_or(0) > 0, "the calls decided locally reach the restarted Redis's metrics");
+    assert_eq!(breakers[0].state(), State::Closed, "the restarted (empty) Redis decides again: closed");
+    println!(
+        "figures: outage detected after {detected:?}; longest execute after detection {longest:?}; back on Redis {back:?} after the restart; 0 of {made} outcomes lost while Redis was up"
+    );
+    assert!(back < Duration::from_secs(5), "back on Redis within 5s of the restart: {back:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_made_while_redis_is_down_serves_at_once_and_joins_redis_when_it_comes() {
+    let port = unused_port();
+    let client = faulty_client(&format!("redis://127.0.0.1:{port}"), Degraded::Local).await;
+    let name = unique("cold-start");
+    let b = client.breaker(&name, Config::builder().failure_threshold(2).build().unwrap()).unwrap();
+    for _ in 0..5 {
+        let started = Instant::now();
+        b.execute(|| async { Ok::<(), ()>(()) }).await.expect("served without Redis");
+        assert!(started.elapsed() < OP_TIMEOUT * 2, "{:?}", started.elapsed());
+    }
+    wait_for_status(&client, StoreStatus::RedisDown, Duration::from_secs(5)).await;
+
+    let redis = redis_on_port(port);
+    let joined = wait_for_status(&client, StoreStatus::Redis, Duration::from_secs(10)).await;
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    let _ = b.execute(|| async { Err::<(), _>("down") }).await;
+    let _ = b.execute(|| async { Err::<(), _>("down") }).await;
+    assert_eq!(state_hash(&redis, &name).await["state"], "open", "the failures went to Redis");
+    println!("figures: joined Redis {joined:?} after it started");
+}
+
+/// A loopback TCP proxy that can add latency to every chunk, or stop forwarding altogether.
+struct Proxy {
+    port: u16,
+    delay_ms: Arc<AtomicU64>,
+    blackhole: Arc<AtomicBool>,
+}
+
+impl Proxy {
+    async fn start(upstream: String) -> Proxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let delay_ms = Arc::new(AtomicU64::new(0));
+        let blackhole = Arc::new(AtomicBool::new(false));
+        let (d, bh) = (delay_ms.clone(), blackhole.clone());
+        tokio::spawn(async move {
+            while let Ok((inbound, _)) = listener.accept().await {
+                let Ok(outbound) = tokio::net::TcpStream::connect(&upstream).await else { continue };
+                let (ri, wi) = inbound.into_split();
+                let (ro, wo) = outbound.into_split();
+                tokio::spawn(pipe(ri, wo, d.clone(), bh.clone()));
+                tokio::spawn(pipe(ro, wi, d.clone(), bh.clone()));
+            }
+        });
+        Proxy { port, delay_ms, blackhole }
+    }
+}
+
+async fn pipe(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    delay_ms: Arc<AtomicU64>,
+    blackhole: Arc<AtomicBool>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        let delay = delay_ms.load(Ordering::Relaxed);
+        if delay > 0 {
+            tokio::time::sleep(Duration::from_millis(delay)).await;
+        }
+        while blackhole.load(Ordering::Relaxed) {
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn op_timeout_holds_through_latency_and_a_blackhole() {
+    let redis = private_redis().await;
+    let upstream = redis.url.trim_start_matches("redis://").to_string();
+    let proxy = Proxy::start(upstream).await;
+    let client = faulty_client(&format!("redis://127.0.0.1:{}", proxy.port), Degraded::Local).await;
+    let name = unique("slow");
+    let b = client.breaker(&name, Config::default()).unwrap();
+    b.execute(|| async { Ok::<(), ()>(()) }).await.unwrap();
+    assert_eq!(client.store_status(), StoreStatus::Redis);
+
+    proxy.delay_ms.store(20, Ordering::Relaxed);
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    b.execute(|| async { Ok::<(), ()>(()) }).await.unwrap();
+    assert_eq!(client.store_status(), StoreStatus::Redis, "20ms of latency is within op_timeout");
+
+    let mut longest = Duration::ZERO;
+    for (delay, blackhole) in [(400, false), (0, true)] {
+        proxy.delay_ms.store(delay, Ordering::Relaxed);
+        proxy.blackhole.store(blackhole, Ordering::Relaxed);
+        let phase = Instant::now();
+        while phase.elapsed() < Duration::from_millis(700) {
+            let started = Instant::now();
+            b.execute(|| async { Ok::<(), ()>(()) }).await.expect("served by the local breaker");
+            longest = longest.max(started.elapsed());
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        assert_eq!(client.store_status(), StoreStatus::RedisDown);
+    }
+    assert!(longest < OP_TIMEOUT * 3, "op_timeout bounds every call: longest {longest:?}");
+
+    proxy.blackhole.store(false, Ordering::Relaxed);
+    proxy.delay_ms.store(0, Ordering::Relaxed);
+    let back = wait_for_status(&client, StoreStatus::Redis, Duration::from_secs(10)).await;
+    b.execute(|| async { Ok::<(), ()>(()) }).await.unwrap();
+    println!(
+        "figures: longest execute through 400ms latency and a blackhole: {longest:?}; back {back:?} after the path healed"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn script_flush_and_flushall_under_load_wedge_nothing() {
+    let redis = private_redis().await;
+    let name = unique("flushes");
+    let config = Config::builder().failure_threshold(3).build().unwrap();
+    let client = faulty_client(&redis.url, Degraded::FailClosed).await;
+    let b = client.breaker(&name, config).unwrap();
+    let load = Load::start(std::slice::from_ref(&b), Arc::new(AtomicBool::new(false)));
+    let mut conn = redis.conn().await;
+    for _ in 0..5 {
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        let _: () = redis::cmd("SCRIPT").arg("FLUSH").query_async(&mut conn).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        let _: () = redis::cmd("FLUSHALL").query_async(&mut conn).await.unwrap();
+    }
+    let rejected_under_load = load.rejected.load(Ordering::Relaxed);
+    load.stop().await;
+    assert_eq!(rejected_under_load, 0, "fail-closed never had to reject: every call reached Redis");
+    assert_eq!(client.store_status(), StoreStatus::Redis);
+    for _ in 0..3 {
+        let _ = b.execute(|| async { Err::<(), _>("down") }).await;
+    }
+    assert_eq!(b.state(), State::Open, "the breaker still trips after the flushes");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_restarted_empty_while_a_breaker_is_open_reads_as_closed() {
+    let mut redis = private_redis().await;
+    let name = unique("restart-open");
+    let client = faulty_client(&redis.url, Degraded::FailClosed).await;
+    let b = client
+        .breaker(&name, Config::builder().failure_threshold(1).base_recovery(Duration::from_secs(60)).build().unwrap())
+        .unwrap();
+    let _ = b.execute(|| async { Err::<(), _>("down") }).await;
+    assert_eq!(b.state(), State::Open);
+    redis.kill();
+    redis.restart();
+    let start = Instant::now();
+    loop {
+        if b.execute(|| async { Ok::<(), ()>(()) }).await.is_ok() {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "the breaker stayed wedged open");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(b.state(), State::Closed, "an empty Redis has no state: closed");
+}
+
+#[tokio::test]
+async fn a_user_without_evalsha_gets_an_error_naming_the_permission() {
+    let redis = private_redis().await;
+    let mut conn = redis.conn().await;
+    let _: () = redis::cmd("ACL")
+        .arg(&["SETUSER", "limited", "on", ">secret", "~*", "&*", "+@all", "-evalsha", "-eval"])
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let url = redis.url.replace("redis://", "redis://limited:secret@");
+    let client = faulty_client(&url, Degraded::Local).await;
+    let b = client.breaker(&unique("acl"), Config::default()).unwrap();
+    b.execute(|| async { Ok::<(), ()>(()) }).await.expect("the call is decided by the degraded mode");
+    let err = b.force_open(None).await.expect_err("the script is refused");
+    let text = err.to_string();
+    assert!(!err.is_outage(), "a missing permission is not an outage: {text}");
+    assert!(text.to_lowercase().contains("noperm") && text.contains("evalsha"), "{text}");
+    assert!(text.contains("breaker:{acl-"), "the error names the key: {text}");
+    assert!(!text.contains("secret"));
+    assert_eq!(client.store_status(), StoreStatus::Redis, "one refused breaker does not mark Redis down");
+}
+
+/// The minimal ACL the README documents is enough for every operation.
+#[tokio::test]
+async fn the_readme_minimal_acl_is_enough() {
+    let redis = private_redis().await;
+    let mut conn = redis.conn().await;
+    let readme = include_str!("../README.md");
+    let line = readme.lines().find(|l| l.starts_with("ACL SETUSER breaker ")).expect("the README's ACL line");
+    let mut cmd = redis::cmd("ACL");
+    for word in line.split_whitespace().skip(1) {
+        cmd.arg(word);
+    }
+    let _: () = cmd.query_async(&mut conn).await.unwrap();
+    let url = redis.url.replace("redis://", "redis://breaker:secret@");
+    let client = faulty_client(&url, Degraded::FailClosed).await;
+    let watcher = faulty_client(&url, Degraded::FailClosed).await;
+    let name = unique("acl-min");
+    let config = Config::builder()
+        .failure_threshold(1)
+        .base_recovery(Duration::from_millis(50))
+        .max_recovery(Duration::from_millis(50))
+        .build()
+        .unwrap();
+    let b = client.breaker(&name, config.clone()).unwrap();
+    let w = watcher.breaker(&name, config).unwrap();
+    let mut events = w.subscribe();
+    let _: () = redis::cmd("SCRIPT").arg("FLUSH").query_async(&mut conn).await.unwrap();
+    b.execute(|| async { Ok::<(), ()>(()) }).await.expect("allowed through Redis");
+    let _ = b.execute(|| async { Err::<(), _>("down") }).await;
+    assert_eq!(b.state(), State::Open);
+    let e = tokio::time::timeout(Duration::from_secs(5), events.recv()).await.unwrap().unwrap();
+    assert_eq!(e.to, State::Open, "events arrive under the minimal ACL");
+    tokio::time::sleep(Duration::from_millis(60)).await;
+    b.execute(|| async { Ok::<(), ()>(()) }).await.expect("a probe through Redis");
+    b.force_open(None).await.unwrap();
+    b.reset().await.unwrap();
+    b.health().await.unwrap();
+    assert_eq!(client.breakers().await.unwrap(), vec![name.clone()]);
+    assert_eq!(client.store_status(), StoreStatus::Redis);
+}
