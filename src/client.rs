@@ -388,7 +388,7 @@ async fn subscribe_loop(
                 _ = tokio::time::sleep(backoff) => {}
                 _ = stop.changed() => return,
             }
-            backoff = (backoff * 2).min(Duration::from_secs(5));
+            backoff = (backoff * 2).min(Duration::from_secs(1));
             continue;
         };
         backoff = MIN_BACKOFF;

@@ -148,6 +148,22 @@ async fn sigkill_under_load_then_restart_falls_back_locally_and_returns_to_redis
         .unwrap();
     assert!(calls.unwrap_or(0) > 0, "the calls decided locally reach the restarted Redis's metrics");
     assert_eq!(breakers[0].state(), State::Closed, "the restarted (empty) Redis decides again: closed");
+
+    // The event subscriptions came back by themselves: a trip in one client reaches the other.
+    let start = Instant::now();
+    while !breakers[1].health().await.unwrap().events_subscribed {
+        assert!(start.elapsed() < Duration::from_secs(10), "the subscription never came back");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let mut events = breakers[1].subscribe();
+    breakers[0].force_open(None).await.unwrap();
+    loop {
+        let e = tokio::time::timeout(Duration::from_secs(5), events.recv()).await.unwrap().unwrap();
+        if e.kind == EventKind::Transition {
+            assert_eq!(e.to, State::ForcedOpen);
+            break;
+        }
+    }
     println!(
         "figures: outage detected after {detected:?}; longest execute after detection {longest:?}; back on Redis {back:?} after the restart; 0 of {made} outcomes lost while Redis was up"
     );
