@@ -170,6 +170,14 @@ impl Permit {
         self.finish(Outcome::Ignore, false, false).await;
     }
 
+    /// Gives the permit back without an outcome, and waits until its probe lease (if it holds
+    /// one) is freed in Redis. Dropping a permit does the same in the background.
+    pub async fn release(mut self) {
+        if let Some(record) = self.grant.take().and_then(|g| self.breaker.release_record(g)) {
+            self.breaker.send_record(record).await;
+        }
+    }
+
     async fn finish(&mut self, outcome: Outcome, slow: bool, timed_out: bool) {
         if let Some(grant) = self.grant.take() {
             self.breaker.finish(grant, outcome, slow, timed_out).await;
@@ -380,19 +388,29 @@ impl Breaker {
 
     /// Frees the probe lease of a grant that ends with no outcome; records nothing.
     fn release(&self, grant: Grant) {
-        let (view, probe, local) = match grant {
-            Grant::Probe { view, id } => (view, id, false),
-            Grant::Local { view, probe } if !probe.is_empty() => (view, probe, true),
-            _ => return,
-        };
-        let record = self.record_args(RecordOutcome::Release, &view, probe, false, false);
-        if local {
-            self.run_local(&Op::Record(record));
-        } else if let Ok(handle) = tokio::runtime::Handle::try_current() {
+        if let Some(record) = self.release_record(grant)
+            && let Ok(handle) = tokio::runtime::Handle::try_current()
+        {
             // Without a runtime the lease simply expires after probe_lease.
             let breaker = self.clone();
             handle.spawn(async move { breaker.send_record(record).await });
         }
+    }
+
+    /// The record that frees a grant's Redis probe lease, if it holds one; a local lease is
+    /// freed here and now.
+    fn release_record(&self, grant: Grant) -> Option<Record> {
+        let (view, probe, local) = match grant {
+            Grant::Probe { view, id } => (view, id, false),
+            Grant::Local { view, probe } if !probe.is_empty() => (view, probe, true),
+            _ => return None,
+        };
+        let record = self.record_args(RecordOutcome::Release, &view, probe, false, false);
+        if local {
+            self.run_local(&Op::Record(record));
+            return None;
+        }
+        Some(record)
     }
 
     fn reject(&self, state: State, retry_after: Option<Duration>) -> Rejected {
@@ -468,7 +486,9 @@ impl Breaker {
         let last = transitions.len().saturating_sub(1);
         for (i, t) in transitions.iter().enumerate() {
             let remaining = if i == last { reply.remaining_ms } else { Some(0) };
-            let _ = inner.events.send(local_event(&inner.name, t, reply.incarnation, t.epoch, remaining));
+            let event = local_event(&inner.name, t, reply.incarnation, t.epoch, remaining);
+            let _ = inner.shared.all_events.send(event.clone());
+            let _ = inner.events.send(event);
         }
         reply
     }
@@ -639,6 +659,20 @@ impl Breaker {
             Some(redis) => drop(self.try_redis(redis, &op).await?),
         }
         Ok(self.snapshot())
+    }
+
+    /// Reads everything Redis holds about this breaker (state, probes, metrics, TTLs) in one
+    /// read-only script. For an in-memory client, the local machine's view.
+    ///
+    /// # Errors
+    /// [`StoreError`] when Redis could not be read.
+    pub async fn status(&self) -> Result<crate::Status, StoreError> {
+        let inner = &*self.inner;
+        let raw = match inner.shared.redis.as_ref() {
+            Some(redis) => redis.status(&inner.keys).await?,
+            None => inner.shared.local.status(&inner.name),
+        };
+        Ok(crate::Status::from_raw(&inner.name, raw))
     }
 
     /// Opens the breaker for every process: for `duration`, after which it behaves as an

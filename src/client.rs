@@ -4,7 +4,7 @@ use crate::breaker::{Breaker, Inner, StoreStatus};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{ClientConfig, Config};
 use crate::error::{ConfigError, StoreError};
-use crate::events::Wire;
+use crate::events::{Event, Subscription, Wire};
 use crate::name::{Keys, events_channel, name_from_state_key, validate_name};
 use crate::store::{LocalStore, Reconnect, RedisStore, SharedConn};
 use futures_util::StreamExt;
@@ -13,6 +13,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
+use tokio::sync::broadcast;
 use tokio::sync::watch;
 
 pub(crate) struct Shared {
@@ -25,6 +26,8 @@ pub(crate) struct Shared {
     pub(crate) subscribed: AtomicBool,
     /// False for a cluster, where one SCAN sees one node.
     can_scan: bool,
+    /// Every event this client sees, of any breaker under the prefix.
+    pub(crate) all_events: broadcast::Sender<Event>,
 }
 
 impl Shared {
@@ -218,6 +221,7 @@ impl Client {
             breakers: Mutex::new(HashMap::new()),
             subscribed: AtomicBool::new(false),
             can_scan,
+            all_events: broadcast::channel(1024).0,
         });
         let (stop, _) = watch::channel(());
         let handle = Arc::new(Handle { shared, _stop: stop });
@@ -228,6 +232,11 @@ impl Client {
             rt.spawn(store_loop(Arc::downgrade(&handle), redis.watch_up(), handle._stop.subscribe()));
         }
         Client { handle }
+    }
+
+    /// Whether the subscription to `<prefix>:events` is live.
+    pub fn events_subscribed(&self) -> bool {
+        self.handle.shared.subscribed.load(Ordering::Acquire)
     }
 
     /// Where this client decides calls right now; no Redis command.
@@ -268,6 +277,13 @@ impl Client {
         let inner = Inner::new(name, Keys::new(&shared.config.prefix, name), config, shared.clone());
         breakers.insert(name.to_string(), inner.clone());
         Ok(Breaker { inner, _client: self.handle.clone() })
+    }
+
+    /// Transitions of every breaker under this client's prefix, from any process (including
+    /// breakers this client has not made). For one breaker, see
+    /// [`Breaker::subscribe`](crate::Breaker::subscribe).
+    pub fn subscribe_all(&self) -> Subscription {
+        Subscription { rx: self.handle.shared.all_events.subscribe() }
     }
 
     /// Names of the breakers that have state under this client's prefix (a SCAN of Redis; for
@@ -413,6 +429,9 @@ async fn subscribe_loop(
                 Some(wire) => {
                     if let Some(inner) = h.shared.breaker_named(&wire.name) {
                         inner.on_event(&wire, at);
+                    }
+                    if let Some(event) = wire.event() {
+                        let _ = h.shared.all_events.send(event);
                     }
                 }
                 None => tracing::debug!(channel, "redis-breaker: ignored an event that is not ours"),

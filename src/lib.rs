@@ -62,6 +62,7 @@ mod machine;
 mod name;
 mod scripts;
 mod state;
+mod status;
 mod store;
 
 /// The README's Rust snippets, compiled as doctests so they cannot rot.
@@ -78,3 +79,4 @@ pub use error::{ConfigError, Error, StoreError};
 pub use events::{Event, EventKind, Subscription};
 pub use name::{MAX_NAME_LEN, validate_name};
 pub use state::State;
+pub use status::{KeyTtls, Metrics, Probe, Status};

@@ -269,6 +269,43 @@ impl Machine {
         *self = Machine { metrics, ..Machine::default() };
     }
 
+    /// The stored state as Redis's flat hashes would read (for `Breaker::status` in memory).
+    pub(crate) fn flat(&self) -> (Vec<String>, Vec<String>, Vec<String>) {
+        let mut state = vec!["state".to_string(), self.state.as_str().to_string()];
+        for (f, v) in [
+            ("incarnation", self.incarnation),
+            ("epoch", self.epoch),
+            ("failures", self.failures),
+            ("fseq", self.fseq),
+            ("successes", self.successes),
+            ("trips", self.trips),
+            ("opened_at", self.opened_at),
+            ("open_until", self.open_until),
+        ] {
+            state.push(f.to_string());
+            state.push(v.to_string());
+        }
+        state.extend(["reason".to_string(), self.reason.clone(), "config".to_string(), self.config.clone()]);
+        if !self.exists {
+            state.clear();
+        }
+        let probes = self.probes.iter().flat_map(|(id, exp)| [id.clone(), exp.to_string()]).collect();
+        let m = &self.metrics;
+        let metrics = [
+            ("calls", m.calls),
+            ("successes", m.successes),
+            ("failures", m.failures),
+            ("slow", m.slow),
+            ("rejected", m.rejected),
+            ("timeouts", m.timeouts),
+            ("opened", m.opened),
+        ]
+        .iter()
+        .flat_map(|(f, v)| [f.to_string(), v.to_string()])
+        .collect();
+        (state, probes, metrics)
+    }
+
     #[cfg(test)]
     pub(crate) fn trips(&self) -> u64 {
         self.trips

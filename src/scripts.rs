@@ -19,11 +19,26 @@ pub(crate) struct Scripts {
     acquire: Script,
     record: Script,
     control: Script,
+    status: Script,
 }
 
 impl Scripts {
     pub(crate) fn new() -> Scripts {
-        Scripts { acquire: script!("acquire.lua"), record: script!("record.lua"), control: script!("control.lua") }
+        Scripts {
+            acquire: script!("acquire.lua"),
+            record: script!("record.lua"),
+            control: script!("control.lua"),
+            status: Script::new(include_str!("../lua/status.lua")),
+        }
+    }
+
+    /// Reads one breaker's keys (`lua/status.lua`, read-only, no prelude).
+    pub(crate) fn status(&self, keys: &Keys) -> ScriptInvocation<'_> {
+        let mut inv = self.status.prepare_invoke();
+        for key in &keys.all {
+            inv.key(key);
+        }
+        inv
     }
 
     /// One invocation: the breaker's keys, the common arguments, then the operation's own.

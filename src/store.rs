@@ -142,6 +142,20 @@ impl RedisStore {
         parse_reply(reply, keys.state())
     }
 
+    /// Reads one breaker's keys for operators.
+    pub(crate) async fn status(&self, keys: &Keys) -> Result<crate::status::Raw, StoreError> {
+        type Reply = (String, Vec<String>, Vec<String>, Vec<String>, i64, i64, i64, i64);
+        let inv = self.scripts.status(keys);
+        let mut conn = self.handle();
+        let (now, state, probes, metrics, a, b, c, d): Reply =
+            self.deadline(keys.state(), inv.invoke_async(&mut conn)).await?;
+        let now_ms = now.parse().map_err(|_| StoreError::Protocol {
+            key: keys.state().to_string(),
+            detail: format!("status time is {now:?}"),
+        })?;
+        Ok(crate::status::Raw { now_ms, state, probes, metrics, pttl: [a, b, c, d] })
+    }
+
     /// Runs one plain command with the `op_timeout` deadline.
     pub(crate) async fn query<T: redis::FromRedisValue>(&self, cmd: &Cmd, key: &str) -> Result<T, StoreError> {
         let mut conn = self.handle();
@@ -195,6 +209,14 @@ impl LocalStore {
         let mut machines = self.machines.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let machine = machines.entry(name.to_string()).or_default();
         machine.run(p, now, rand, incarnation, op)
+    }
+
+    /// The machine of `name` in the shape `lua/status.lua` returns.
+    pub(crate) fn status(&self, name: &str) -> crate::status::Raw {
+        let now_ms = self.clock.now_ms();
+        let machines = self.machines.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (state, probes, metrics) = machines.get(name).map(|m| m.flat()).unwrap_or_default();
+        crate::status::Raw { now_ms, state, probes, metrics, pttl: [-1, -1, -1, -1] }
     }
 
     pub(crate) fn names(&self) -> Vec<String> {

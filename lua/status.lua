@@ -1,0 +1,26 @@
+-- redis-breaker: status — read one breaker's keys for operators (the CLI's `status` and `list`).
+-- Reads only; runs without the common prelude.
+-- KEYS: state, probes, window, metrics (as in common.lua).
+-- ARGV: none.
+-- Reply: { now_ms, state_hash_flat, probes_flat (member, score, ...), metrics_flat,
+--          pttl_state, pttl_probes, pttl_window, pttl_metrics } where a key of the wrong type
+--          reads as empty (the next write resets it).
+-- Transitions: none.
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+
+local function read(key, want, cmd, ...)
+  if redis.call('TYPE', key)['ok'] ~= want then return {} end
+  return redis.call(cmd, key, ...)
+end
+
+return {
+  string.format('%d', now),
+  read(KEYS[1], 'hash', 'HGETALL'),
+  read(KEYS[2], 'zset', 'ZRANGE', 0, -1, 'WITHSCORES'),
+  read(KEYS[4], 'hash', 'HGETALL'),
+  redis.call('PTTL', KEYS[1]),
+  redis.call('PTTL', KEYS[2]),
+  redis.call('PTTL', KEYS[3]),
+  redis.call('PTTL', KEYS[4]),
+}

@@ -1,0 +1,186 @@
+//! `exec NAME [options] -- CMD [ARGS...]`: run a command through a shared breaker.
+
+use crate::{Failure, duration};
+use clap::{Args, ValueEnum};
+use redis_breaker::{Client, Config, Degraded};
+use std::process::ExitCode;
+use std::time::Duration;
+
+const EXIT_TIMEOUT: u8 = 124;
+const EXIT_CANNOT_EXECUTE: u8 = 126;
+const EXIT_NOT_FOUND: u8 = 127;
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+pub(crate) enum DegradedArg {
+    Local,
+    FailOpen,
+    FailClosed,
+}
+
+impl From<DegradedArg> for Degraded {
+    fn from(d: DegradedArg) -> Degraded {
+        match d {
+            DegradedArg::Local => Degraded::Local,
+            DegradedArg::FailOpen => Degraded::FailOpen,
+            DegradedArg::FailClosed => Degraded::FailClosed,
+        }
+    }
+}
+
+#[derive(Debug, Args)]
+pub(crate) struct ExecArgs {
+    /// The breaker's name.
+    name: String,
+    #[command(flatten)]
+    breaker: BreakerOpts,
+    /// Exit status when the breaker rejects the command (it does not run).
+    #[arg(long, default_value_t = 75)]
+    rejected_exit_code: u8,
+    /// Exit statuses besides 0 that count as success, e.g. 1,3.
+    #[arg(long, value_delimiter = ',')]
+    success_codes: Vec<i32>,
+    /// What decides when Redis is unreachable.
+    #[arg(long, value_enum, default_value = "local")]
+    pub(crate) degraded: DegradedArg,
+    /// The command and its arguments, after `--`.
+    #[arg(last = true, required = true, num_args = 1..)]
+    command: Vec<String>,
+}
+
+/// The breaker's config, as options (defaults as in the library).
+#[derive(Debug, Args)]
+struct BreakerOpts {
+    /// Consecutive failures that open the breaker (0 turns the rule off).
+    #[arg(long)]
+    failure_threshold: Option<u32>,
+    /// Probe successes that close it.
+    #[arg(long)]
+    success_threshold: Option<u32>,
+    /// Probes out at once across the fleet.
+    #[arg(long)]
+    half_open_max_probes: Option<u32>,
+    /// Open time after the first trip.
+    #[arg(long, value_parser = duration)]
+    base_recovery: Option<Duration>,
+    /// Cap on the open time.
+    #[arg(long, value_parser = duration)]
+    max_recovery: Option<Duration>,
+    /// Growth of the open time per further trip.
+    #[arg(long)]
+    multiplier: Option<f64>,
+    /// Spread of the open time, in [0, 1).
+    #[arg(long)]
+    jitter: Option<f64>,
+    /// How long a probe holds its permit.
+    #[arg(long, value_parser = duration)]
+    probe_lease: Option<Duration>,
+    /// Longest the command may run; it is then killed (exit 124) and counted as a failure.
+    #[arg(long, value_parser = duration)]
+    call_timeout: Option<Duration>,
+    /// Failure-rate rule threshold, e.g. 0.5.
+    #[arg(long)]
+    failure_rate: Option<f64>,
+    /// Calls in the window before the rate rule may trip.
+    #[arg(long)]
+    minimum_calls: Option<u32>,
+    /// Length of the rate rule's window.
+    #[arg(long, value_parser = duration)]
+    window: Option<Duration>,
+}
+
+impl BreakerOpts {
+    fn config(&self) -> Result<Config, Failure> {
+        let mut b = Config::builder();
+        macro_rules! set {
+            ($($field:ident),*) => { $( if let Some(v) = self.$field { b = b.$field(v); } )* };
+        }
+        set!(failure_threshold, success_threshold, half_open_max_probes, base_recovery, max_recovery, multiplier);
+        set!(jitter, probe_lease, call_timeout, failure_rate, minimum_calls, window);
+        // A lease shorter than the default call timeout lowers the timeout with it.
+        if let (Some(lease), None) = (self.probe_lease, self.call_timeout) {
+            b = b.call_timeout(lease.min(redis_breaker::DEFAULT_CALL_TIMEOUT));
+        }
+        Ok(b.build()?)
+    }
+}
+
+pub(crate) async fn run(client: Client, args: &ExecArgs) -> Result<ExitCode, Failure> {
+    let config = args.breaker.config()?;
+    let call_timeout = config.call_timeout();
+    let breaker = client.breaker(&args.name, config)?;
+    let permit = match breaker.acquire().await {
+        Ok(p) => p,
+        Err(rejected) => {
+            eprintln!("redis-breaker: {} is {}; {}", args.name, rejected.state, retry_text(rejected.retry_after));
+            let _ = client.shutdown().await;
+            return Ok(ExitCode::from(args.rejected_exit_code));
+        }
+    };
+    let (program, rest) = args.command.split_first().ok_or_else(|| Failure::Usage("no command given".into()))?;
+    let mut child = match tokio::process::Command::new(program).args(rest).kill_on_drop(true).spawn() {
+        Ok(child) => child,
+        Err(e) => {
+            // The downstream was never called: release the permit, record nothing.
+            permit.release().await;
+            let _ = client.shutdown().await;
+            eprintln!("redis-breaker: cannot run {program}: {e}");
+            let code = if e.kind() == std::io::ErrorKind::NotFound { EXIT_NOT_FOUND } else { EXIT_CANNOT_EXECUTE };
+            return Ok(ExitCode::from(code));
+        }
+    };
+    let pid = child.id();
+    let mut sigint = signal(tokio::signal::unix::SignalKind::interrupt())?;
+    let mut sigterm = signal(tokio::signal::unix::SignalKind::terminate())?;
+    let deadline = tokio::time::sleep(call_timeout);
+    tokio::pin!(deadline);
+    let mut interrupted = false;
+    let status = loop {
+        tokio::select! {
+            status = child.wait() => break status,
+            _ = &mut deadline, if !interrupted => {
+                let _ = child.kill().await;
+                permit.failure().await;
+                let _ = client.shutdown().await;
+                eprintln!("redis-breaker: {program} ran longer than {}ms; killed", call_timeout.as_millis());
+                return Ok(ExitCode::from(EXIT_TIMEOUT));
+            }
+            _ = sigint.recv() => { forward(pid, nix::sys::signal::Signal::SIGINT); interrupted = true; }
+            _ = sigterm.recv() => { forward(pid, nix::sys::signal::Signal::SIGTERM); interrupted = true; }
+        }
+    };
+    let status = status.map_err(|e| Failure::Other(format!("waiting for {program}: {e}")))?;
+    let code = exit_code(&status);
+    if interrupted {
+        // Stopped from outside: says nothing about the downstream; the lease is released.
+        permit.release().await;
+    } else if code == 0 || args.success_codes.contains(&code) {
+        permit.success().await;
+    } else {
+        permit.failure().await;
+    }
+    let _ = client.shutdown().await;
+    Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
+}
+
+fn signal(kind: tokio::signal::unix::SignalKind) -> Result<tokio::signal::unix::Signal, Failure> {
+    tokio::signal::unix::signal(kind).map_err(|e| Failure::Other(format!("cannot handle signals: {e}")))
+}
+
+fn forward(pid: Option<u32>, sig: nix::sys::signal::Signal) {
+    if let Some(pid) = pid.and_then(|p| i32::try_from(p).ok()) {
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig);
+    }
+}
+
+/// The command's exit status, or 128+N when signal N ended it.
+fn exit_code(status: &std::process::ExitStatus) -> i32 {
+    use std::os::unix::process::ExitStatusExt;
+    status.code().or_else(|| status.signal().map(|s| 128 + s)).unwrap_or(1)
+}
+
+fn retry_text(retry_after: Option<Duration>) -> String {
+    match retry_after {
+        Some(d) => format!("retry after {:.1}s", d.as_secs_f64()),
+        None => "forced open until `redis-breaker reset`".to_string(),
+    }
+}

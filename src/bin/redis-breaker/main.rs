@@ -1,0 +1,199 @@
+//! `redis-breaker`: inspect and control shared circuit breakers, and run commands through one.
+//!
+//! Exit status: 0 ok, 2 bad usage or input, 69 Redis unreachable; `exec` returns the command's
+//! own status, 75 when rejected, 124 when `--call-timeout` killed it, 126/127 when it could
+//! not be run, 128+N when it died of signal N. Results go to stdout, errors (one line) to stderr.
+
+mod exec;
+mod output;
+
+use clap::{Parser, Subcommand};
+use redis_breaker::{Client, ClientConfig, ConfigError, Degraded, StoreError, parse_duration};
+use std::process::ExitCode;
+use std::time::Duration;
+
+/// Inspect and control circuit breakers shared through Redis.
+#[derive(Debug, Parser)]
+#[command(name = "redis-breaker", version, about)]
+struct Cli {
+    /// Redis URL.
+    #[arg(long, global = true, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379", hide_env_values = true)]
+    url: String,
+    /// Key prefix of the breakers.
+    #[arg(long, global = true, default_value = "breaker")]
+    prefix: String,
+    /// Print JSON instead of tables (one object per line for `watch`).
+    #[arg(long, global = true)]
+    json: bool,
+    /// Deadline of each Redis operation, e.g. 500ms or 2s.
+    #[arg(long, global = true, default_value = "1s", value_parser = duration)]
+    timeout: Duration,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Every breaker under the prefix: name, state, failures, retry-after, calls, failure rate.
+    List,
+    /// One breaker's state, probes in flight, metrics and key TTLs.
+    Status {
+        /// The breaker's name.
+        name: String,
+    },
+    /// Force a breaker open for the whole fleet.
+    Open {
+        /// The breaker's name.
+        name: String,
+        /// How long; without it, until `reset`.
+        #[arg(long = "for", value_parser = duration)]
+        duration: Option<Duration>,
+    },
+    /// Force a breaker closed (it never trips) for the whole fleet.
+    Close {
+        /// The breaker's name.
+        name: String,
+        /// How long; without it, until `reset`.
+        #[arg(long = "for", value_parser = duration)]
+        duration: Option<Duration>,
+    },
+    /// Return a breaker to closed, with failures, trips and probes cleared.
+    Reset {
+        /// The breaker's name.
+        name: String,
+    },
+    /// Print transitions as they happen (all breakers, or the names given).
+    Watch {
+        /// Breakers to watch; all when none.
+        names: Vec<String>,
+    },
+    /// Run a command through a breaker: rejected commands do not run.
+    Exec(exec::ExecArgs),
+}
+
+fn duration(s: &str) -> Result<Duration, String> {
+    parse_duration(s)
+}
+
+/// Why the tool stopped, and with which status.
+enum Failure {
+    Usage(String),
+    Unreachable(String),
+    Other(String),
+}
+
+impl From<ConfigError> for Failure {
+    fn from(e: ConfigError) -> Self {
+        Failure::Usage(e.to_string())
+    }
+}
+
+impl From<StoreError> for Failure {
+    fn from(e: StoreError) -> Self {
+        if e.is_outage() { Failure::Unreachable(e.to_string()) } else { Failure::Other(e.to_string()) }
+    }
+}
+
+const EXIT_USAGE: u8 = 2;
+const EXIT_UNAVAILABLE: u8 = 69;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => return fail(Failure::Other(format!("cannot start the runtime: {e}"))),
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(code) => code,
+        Err(f) => fail(f),
+    }
+}
+
+fn fail(f: Failure) -> ExitCode {
+    let (code, text) = match f {
+        Failure::Usage(t) => (EXIT_USAGE, t),
+        Failure::Unreachable(t) => (EXIT_UNAVAILABLE, t),
+        Failure::Other(t) => (1, t),
+    };
+    eprintln!("redis-breaker: {text}");
+    ExitCode::from(code)
+}
+
+async fn client(cli: &Cli, degraded: Degraded) -> Result<Client, Failure> {
+    let config = ClientConfig::builder()
+        .prefix(cli.prefix.as_str())
+        .op_timeout(cli.timeout)
+        .degraded(degraded)
+        .cache_ttl(Duration::ZERO)
+        .store_failure_threshold(1)
+        .build()?;
+    Ok(Client::connect_with(&cli.url, config).await?)
+}
+
+async fn run(cli: Cli) -> Result<ExitCode, Failure> {
+    if let Command::Exec(args) = &cli.command {
+        let degraded = args.degraded.into();
+        return exec::run(client(&cli, degraded).await?, args).await;
+    }
+    let client = client(&cli, Degraded::FailClosed).await?;
+    let out = output::Out { json: cli.json };
+    match &cli.command {
+        Command::List => {
+            let mut statuses = Vec::new();
+            for name in client.breakers().await? {
+                statuses.push(breaker(&client, &name)?.status().await?);
+            }
+            out.list(&statuses);
+        }
+        Command::Status { name } => out.status(&breaker(&client, name)?.status().await?),
+        Command::Open { name, duration } => {
+            let b = breaker(&client, name)?;
+            b.force_open(*duration).await?;
+            out.control(&b.status().await?, "forced open", *duration);
+        }
+        Command::Close { name, duration } => {
+            let b = breaker(&client, name)?;
+            b.force_close(*duration).await?;
+            out.control(&b.status().await?, "forced closed", *duration);
+        }
+        Command::Reset { name } => {
+            let b = breaker(&client, name)?;
+            b.reset().await?;
+            out.control(&b.status().await?, "reset", None);
+        }
+        Command::Watch { names } => return watch(&client, names, &out).await,
+        Command::Exec(_) => {}
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn breaker(client: &Client, name: &str) -> Result<redis_breaker::Breaker, Failure> {
+    Ok(client.breaker(name, redis_breaker::Config::default())?)
+}
+
+async fn watch(client: &Client, names: &[String], out: &output::Out) -> Result<ExitCode, Failure> {
+    for name in names {
+        redis_breaker::validate_name(name)?;
+    }
+    let mut events = client.subscribe_all();
+    let mut said = false;
+    let started = std::time::Instant::now();
+    loop {
+        if !said && client.events_subscribed() {
+            eprintln!("redis-breaker: watching {}:events", client.config().prefix());
+            said = true;
+        }
+        if !said && started.elapsed() > client.config().op_timeout() * 5 {
+            return Err(Failure::Unreachable("could not subscribe to events: redis is unreachable".into()));
+        }
+        let next = tokio::select! {
+            e = tokio::time::timeout(Duration::from_millis(50), events.recv()) => e,
+            _ = tokio::signal::ctrl_c() => return Ok(ExitCode::SUCCESS),
+        };
+        match next {
+            Ok(Some(e)) if names.is_empty() || names.contains(&e.name) => out.event(&e),
+            Ok(None) => return Ok(ExitCode::SUCCESS),
+            _ => {}
+        }
+    }
+}

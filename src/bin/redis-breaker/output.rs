@@ -1,0 +1,119 @@
+//! What the tool prints on stdout: readable tables, or JSON with `--json`.
+
+use redis_breaker::{Event, Status, format_duration};
+use serde_json::json;
+use std::io::Write;
+use std::time::Duration;
+
+pub(crate) struct Out {
+    pub(crate) json: bool,
+}
+
+/// One line on stdout, flushed at once (a pipe reads it without waiting for more).
+fn line(text: impl std::fmt::Display) {
+    let mut stdout = std::io::stdout().lock();
+    let _ = writeln!(stdout, "{text}");
+    let _ = stdout.flush();
+}
+
+fn ms(ms: Option<u64>) -> String {
+    ms.map_or_else(|| "-".to_string(), |ms| format!("{:.1}s", ms as f64 / 1000.0))
+}
+
+fn rate(s: &Status) -> Option<f64> {
+    s.metrics.failure_rate().map(|r| (r * 1000.0).round() / 1000.0)
+}
+
+impl Out {
+    pub(crate) fn list(&self, statuses: &[Status]) {
+        if self.json {
+            let breakers: Vec<_> = statuses
+                .iter()
+                .map(|s| {
+                    json!({
+                        "name": s.name, "state": s.state, "failures": s.failures,
+                        "retry_after_ms": s.retry_after_ms, "calls": s.metrics.calls, "failure_rate": rate(s),
+                    })
+                })
+                .collect();
+            line(json!({ "breakers": breakers }));
+            return;
+        }
+        let width = statuses.iter().map(|s| s.name.len()).max().unwrap_or(4).max(4);
+        line(format_args!(
+            "{:<width$}  {:<13}  {:>8}  {:>11}  {:>8}  {:>12}",
+            "NAME", "STATE", "FAILURES", "RETRY-AFTER", "CALLS", "FAILURE-RATE"
+        ));
+        for s in statuses {
+            line(format_args!(
+                "{:<width$}  {:<13}  {:>8}  {:>11}  {:>8}  {:>12}",
+                s.name,
+                s.state.as_str(),
+                s.failures,
+                ms(s.retry_after_ms),
+                s.metrics.calls,
+                rate(s).map_or_else(|| "-".to_string(), |r| format!("{r:.3}")),
+            ));
+        }
+    }
+
+    pub(crate) fn status(&self, s: &Status) {
+        if self.json {
+            line(serde_json::to_string(s).unwrap_or_default());
+            return;
+        }
+        let m = &s.metrics;
+        line(format_args!("name:        {}", s.name));
+        line(format_args!("state:       {}", s.state));
+        line(format_args!("reason:      {}", if s.reason.is_empty() { "-" } else { &s.reason }));
+        line(format_args!("retry after: {}", ms(s.retry_after_ms)));
+        line(format_args!("epoch:       {} (incarnation {})", s.epoch, s.incarnation));
+        line(format_args!("failures:    {} (fseq {})", s.failures, s.fseq));
+        line(format_args!("trips:       {}", s.trips));
+        let probes: Vec<String> = s.probes.iter().map(|p| format!("{} ({}ms left)", p.id, p.expires_in_ms)).collect();
+        line(format_args!("probes:      {}", if probes.is_empty() { "none".to_string() } else { probes.join(", ") }));
+        line(format_args!(
+            "metrics:     calls {} successes {} failures {} slow {} rejected {} timeouts {} opened {}",
+            m.calls, m.successes, m.failures, m.slow, m.rejected, m.timeouts, m.opened
+        ));
+        let ttl = |t: Option<i64>| match t {
+            None => "absent".to_string(),
+            Some(-1) => "no expiry".to_string(),
+            Some(ms) => format!("{:.0}s", ms as f64 / 1000.0),
+        };
+        line(format_args!(
+            "ttl:         state {}, probes {}, window {}, metrics {}",
+            ttl(s.ttl_ms.state),
+            ttl(s.ttl_ms.probes),
+            ttl(s.ttl_ms.window),
+            ttl(s.ttl_ms.metrics)
+        ));
+    }
+
+    pub(crate) fn control(&self, s: &Status, what: &str, duration: Option<Duration>) {
+        if self.json {
+            line(serde_json::to_string(s).unwrap_or_default());
+            return;
+        }
+        let how_long = match (what, duration) {
+            ("reset", _) => String::new(),
+            (_, Some(d)) => format!(" for {}", format_duration(d)),
+            (_, None) => format!(" until `redis-breaker reset {}`", s.name),
+        };
+        line(format_args!("{}: {what}{how_long} (state {}, epoch {})", s.name, s.state, s.epoch));
+    }
+
+    pub(crate) fn event(&self, e: &Event) {
+        let retry_after_ms = e.retry_after.map(|d| d.as_millis() as u64);
+        let from = e.from.map_or("corrupt", |s| s.as_str());
+        if self.json {
+            line(json!({
+                "name": e.name, "from": from, "to": e.to, "incarnation": e.incarnation, "epoch": e.epoch,
+                "retry_after_ms": retry_after_ms.map_or(-1, |ms| ms as i64), "reason": e.reason,
+            }));
+            return;
+        }
+        let retry = retry_after_ms.map(|ms| format!(" (retry after {ms}ms)")).unwrap_or_default();
+        line(format_args!("{} {} -> {}{retry}: {}", e.name, from, e.to, e.reason));
+    }
+}

@@ -1,0 +1,171 @@
+//! What operators read about one breaker: its state hash, probes, metrics and TTLs.
+
+use crate::state::State;
+use serde::Serialize;
+use std::collections::HashMap;
+
+/// Everything Redis holds about one breaker, read in one script (`lua/status.lua`). A breaker
+/// with no keys reads as closed, epoch 0.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Status {
+    /// The breaker's name.
+    pub name: String,
+    /// Its state.
+    pub state: State,
+    /// Changes whenever the stored state was lost and recreated (0: no state stored).
+    pub incarnation: u64,
+    /// +1 on every transition.
+    pub epoch: u64,
+    /// Failures counted toward the consecutive rule.
+    pub failures: u64,
+    /// +1 on every recorded failure.
+    pub fseq: u64,
+    /// Probe successes this half-open epoch.
+    pub successes: u64,
+    /// Opens since the last full close (the backoff exponent).
+    pub trips: u64,
+    /// Start of this open epoch (ms since the Unix epoch, Redis clock; 0 when not open).
+    pub opened_at_ms: u64,
+    /// End of the open or forced epoch (0 when none, or forced until reset).
+    pub open_until_ms: u64,
+    /// Time of the last transition.
+    pub changed_at_ms: u64,
+    /// Time left until the state's deadline, when it has one.
+    pub retry_after_ms: Option<u64>,
+    /// Why the breaker is in its state.
+    pub reason: String,
+    /// Fingerprint of the config of the last writer.
+    pub config: String,
+    /// Half-open probes out now.
+    pub probes: Vec<Probe>,
+    /// Cumulative outcome counters.
+    pub metrics: Metrics,
+    /// Remaining TTL of each key in ms: `None` for a key that does not exist, -1 for no TTL.
+    pub ttl_ms: KeyTtls,
+}
+
+/// A leased half-open probe.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Probe {
+    /// The permit id.
+    pub id: String,
+    /// Time left on its lease.
+    pub expires_in_ms: i64,
+}
+
+/// The metrics hash.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct Metrics {
+    /// Calls that ran (successes, failures and ignored).
+    pub calls: u64,
+    /// Successful calls.
+    pub successes: u64,
+    /// Failed calls (timeouts included).
+    pub failures: u64,
+    /// Calls at least `slow_call_duration` long.
+    pub slow: u64,
+    /// Calls rejected without running.
+    pub rejected: u64,
+    /// Calls that exceeded `call_timeout`.
+    pub timeouts: u64,
+    /// Times the breaker opened.
+    pub opened: u64,
+    /// When the metrics hash was created (ms since the Unix epoch).
+    pub since_ms: u64,
+}
+
+impl Metrics {
+    /// Failures over calls that succeeded or failed; `None` before any.
+    pub fn failure_rate(&self) -> Option<f64> {
+        let decided = self.successes + self.failures;
+        (decided > 0).then(|| self.failures as f64 / decided as f64)
+    }
+}
+
+/// Remaining TTL of each key of a breaker.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct KeyTtls {
+    /// The state hash.
+    pub state: Option<i64>,
+    /// The probes sorted set.
+    pub probes: Option<i64>,
+    /// The rate-rule window.
+    pub window: Option<i64>,
+    /// The metrics hash.
+    pub metrics: Option<i64>,
+}
+
+fn ttl(pttl: i64) -> Option<i64> {
+    (pttl != -2).then_some(pttl)
+}
+
+fn pairs(flat: &[String]) -> HashMap<&str, &str> {
+    flat.chunks_exact(2).map(|kv| (kv[0].as_str(), kv[1].as_str())).collect()
+}
+
+/// What `lua/status.lua` returns.
+pub(crate) struct Raw {
+    pub(crate) now_ms: u64,
+    pub(crate) state: Vec<String>,
+    pub(crate) probes: Vec<String>,
+    pub(crate) metrics: Vec<String>,
+    pub(crate) pttl: [i64; 4],
+}
+
+impl Status {
+    pub(crate) fn from_raw(name: &str, raw: Raw) -> Status {
+        let h = pairs(&raw.state);
+        let num = |f: &str| h.get(f).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        let stored = h.get("state").copied();
+        let state = stored.and_then(State::parse).unwrap_or(State::Closed);
+        let mut reason = h.get("reason").map(|r| r.to_string()).unwrap_or_default();
+        if let Some(bad) = stored.filter(|s| State::parse(s).is_none()) {
+            reason = format!("corrupt state {bad:?}: the next call resets it to closed");
+        }
+        let open_until = num("open_until");
+        let has_deadline = matches!(state, State::Open | State::ForcedOpen | State::ForcedClosed) && open_until > 0;
+        let m = pairs(&raw.metrics);
+        let metric = |f: &str| m.get(f).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        let probes = raw
+            .probes
+            .chunks_exact(2)
+            .map(|p| Probe {
+                id: p[0].clone(),
+                expires_in_ms: p[1].parse::<i64>().unwrap_or(0) - i64::try_from(raw.now_ms).unwrap_or(i64::MAX),
+            })
+            .collect();
+        Status {
+            name: name.to_string(),
+            state,
+            incarnation: num("incarnation"),
+            epoch: num("epoch"),
+            failures: num("failures"),
+            fseq: num("fseq"),
+            successes: num("successes"),
+            trips: num("trips"),
+            opened_at_ms: num("opened_at"),
+            open_until_ms: open_until,
+            changed_at_ms: num("changed_at"),
+            retry_after_ms: has_deadline.then(|| open_until.saturating_sub(raw.now_ms)),
+            reason,
+            config: h.get("config").map(|c| c.to_string()).unwrap_or_default(),
+            probes,
+            metrics: Metrics {
+                calls: metric("calls"),
+                successes: metric("successes"),
+                failures: metric("failures"),
+                slow: metric("slow"),
+                rejected: metric("rejected"),
+                timeouts: metric("timeouts"),
+                opened: metric("opened"),
+                since_ms: metric("since"),
+            },
+            ttl_ms: KeyTtls {
+                state: ttl(raw.pttl[0]),
+                probes: ttl(raw.pttl[1]),
+                window: ttl(raw.pttl[2]),
+                metrics: ttl(raw.pttl[3]),
+            },
+        }
+    }
+}

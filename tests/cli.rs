@@ -1,0 +1,233 @@
+//! The `redis-breaker` binary, run as a user would, against a real Redis.
+#![cfg(feature = "cli")]
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+use support::*;
+
+fn cli(redis: &TestRedis) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_redis-breaker"));
+    c.env("REDIS_URL", &redis.url);
+    c
+}
+
+fn run(redis: &TestRedis, args: &[&str]) -> Output {
+    cli(redis).args(args).output().expect("run redis-breaker")
+}
+
+fn code(o: &Output) -> i32 {
+    o.status.code().expect("exit status")
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[tokio::test]
+async fn exec_passes_the_commands_status_and_trips_the_breaker() {
+    let redis = redis().await;
+    let name = unique("cli-exec");
+    let o = run(&redis, &["exec", &name, "--failure-threshold", "2", "--", "sh", "-c", "exit 3"]);
+    assert_eq!(code(&o), 3, "the command's own status");
+    let o = run(&redis, &["exec", &name, "--failure-threshold", "2", "--", "sh", "-c", "exit 3"]);
+    assert_eq!(code(&o), 3);
+    let o = run(&redis, &["exec", &name, "--failure-threshold", "2", "--", "sh", "-c", "echo ran; exit 0"]);
+    assert_eq!(code(&o), 75, "rejected: {}", stderr(&o));
+    assert!(stdout(&o).is_empty(), "a rejected command does not run");
+    assert!(stderr(&o).contains("is open; retry after"), "{}", stderr(&o));
+    assert_eq!(stderr(&o).lines().count(), 1);
+    let o = run(&redis, &["exec", &name, "--rejected-exit-code", "9", "--", "true"]);
+    assert_eq!(code(&o), 9);
+    assert_eq!(state_hash(&redis, &name).await["state"], "open");
+}
+
+#[tokio::test]
+async fn exec_statuses_for_timeouts_missing_commands_signals_and_success_codes() {
+    let redis = redis().await;
+    let name = unique("cli-codes");
+    let o = run(&redis, &["exec", &name, "--success-codes", "1,3", "--", "sh", "-c", "exit 3"]);
+    assert_eq!(code(&o), 3);
+    assert_eq!(state_field(&redis, &name, "failures").await, 0, "3 is listed as a success");
+
+    let o = run(&redis, &["exec", &name, "--call-timeout", "200ms", "--", "sleep", "5"]);
+    assert_eq!(code(&o), 124, "{}", stderr(&o));
+    assert_eq!(state_field(&redis, &name, "failures").await, 1, "a timeout is a failure");
+
+    let o = run(&redis, &["exec", &name, "--", "/nonexistent/command"]);
+    assert_eq!(code(&o), 127);
+    let dir = std::env::temp_dir().join(format!("rb-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let not_executable = dir.join("script.sh");
+    std::fs::write(&not_executable, "#!/bin/sh\nexit 0\n").unwrap();
+    let o = run(&redis, &["exec", &name, "--", not_executable.to_str().unwrap()]);
+    assert_eq!(code(&o), 126);
+    assert_eq!(state_field(&redis, &name, "failures").await, 1, "126/127 are not counted");
+
+    let o = run(&redis, &["exec", &name, "--", "sh", "-c", "kill -TERM $$"]);
+    assert_eq!(code(&o), 128 + 15, "killed by SIGTERM: 128+15");
+    assert_eq!(state_field(&redis, &name, "failures").await, 2);
+    let calls: u64 = redis::cmd("HGET")
+        .arg(format!("breaker:{{{name}}}:metrics"))
+        .arg("calls")
+        .query_async(&mut redis.conn().await)
+        .await
+        .unwrap();
+    assert_eq!(calls, 3, "the success, the timeout and the signal; not the commands that never ran");
+}
+
+#[tokio::test]
+async fn concurrent_exec_processes_share_one_breaker() {
+    let redis = redis().await;
+    let name = unique("cli-fleet");
+    let children: Vec<_> = (0..16)
+        .map(|_| {
+            cli(&redis)
+                .args(["exec", &name, "--failure-threshold", "5", "--", "false"])
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let codes: Vec<i32> = children.into_iter().map(|c| c.wait_with_output().unwrap().status.code().unwrap()).collect();
+    let failed = codes.iter().filter(|c| **c == 1).count() as u64;
+    let rejected = codes.iter().filter(|c| **c == 75).count() as u64;
+    assert_eq!(failed + rejected, 16, "{codes:?}");
+    let h = state_hash(&redis, &name).await;
+    assert_eq!((h["state"].as_str(), h["epoch"].as_str()), ("open", "1"), "one trip for the whole fleet");
+    let m: std::collections::HashMap<String, u64> = redis::cmd("HGETALL")
+        .arg(format!("breaker:{{{name}}}:metrics"))
+        .query_async(&mut redis.conn().await)
+        .await
+        .unwrap();
+    assert_eq!(m["failures"], failed);
+    assert_eq!(m.get("rejected").copied().unwrap_or(0), rejected);
+}
+
+#[tokio::test]
+async fn sigterm_is_forwarded_and_the_probe_lease_released() {
+    let redis = redis().await;
+    let name = unique("cli-signal");
+    let opts =
+        ["--failure-threshold", "1", "--base-recovery", "50ms", "--max-recovery", "50ms", "--probe-lease", "20s"];
+    let mut args = vec!["exec", name.as_str()];
+    args.extend(opts);
+    let trip: Vec<&str> = args.iter().copied().chain(["--", "false"]).collect();
+    assert_eq!(code(&run(&redis, &trip)), 1);
+    std::thread::sleep(Duration::from_millis(80));
+    let probe: Vec<&str> = args.iter().copied().chain(["--", "sleep", "30"]).collect();
+    let child = cli(&redis).args(&probe).spawn().unwrap();
+    let probes_key = format!("breaker:{{{name}}}:probes");
+    let zcard =
+        || async { redis::cmd("ZCARD").arg(&probes_key).query_async::<u64>(&mut redis.conn().await).await.unwrap() };
+    let start = Instant::now();
+    while zcard().await == 0 {
+        assert!(start.elapsed() < Duration::from_secs(5), "the probe never started");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(128 + 15), "sleep died of the forwarded SIGTERM");
+    assert_eq!(zcard().await, 0, "the lease was released, long before its 20s expiry");
+    assert_eq!(state_hash(&redis, &name).await["state"], "half_open", "an interrupted probe records nothing");
+}
+
+#[tokio::test]
+async fn watch_json_prints_a_transition_as_it_happens() {
+    let redis = redis().await;
+    let name = unique("cli-watch");
+    let mut watch =
+        cli(&redis).args(["watch", &name, "--json"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut err = BufReader::new(watch.stderr.take().unwrap());
+    let mut line = String::new();
+    err.read_line(&mut line).unwrap();
+    assert!(line.contains("watching breaker:events"), "{line}");
+    assert_eq!(code(&run(&redis, &["open", &name, "--for", "30s"])), 0);
+    let mut out = BufReader::new(watch.stdout.take().unwrap());
+    let mut event = String::new();
+    out.read_line(&mut event).unwrap();
+    let _ = watch.kill();
+    let _ = watch.wait();
+    let v: serde_json::Value = serde_json::from_str(&event).unwrap();
+    assert_eq!(v["name"], name.as_str());
+    assert_eq!((v["from"].as_str(), v["to"].as_str()), (Some("closed"), Some("forced_open")));
+    assert!(v["retry_after_ms"].as_i64().unwrap() > 29_000);
+    assert_eq!(v["epoch"], 1);
+}
+
+#[tokio::test]
+async fn status_list_and_control_commands() {
+    let redis = private_redis().await;
+    let o = run(&redis, &["status", "never-used", "--json"]);
+    assert_eq!(code(&o), 0);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(
+        (v["name"].as_str(), v["state"].as_str(), v["epoch"].as_u64()),
+        (Some("never-used"), Some("closed"), Some(0))
+    );
+    assert!(v["failures"].is_u64() && v["metrics"].is_object() && v.get("retry_after_ms").is_some());
+
+    let o = run(&redis, &["--json", "open", "payments", "--for", "1m"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let o = run(&redis, &["close", "search"]);
+    assert!(stdout(&o).contains("until `redis-breaker reset search`"), "{}", stdout(&o));
+    let o = run(&redis, &["list", "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let breakers = v["breakers"].as_array().unwrap();
+    assert_eq!(breakers.len(), 2);
+    assert_eq!((breakers[0]["name"].as_str(), breakers[0]["state"].as_str()), (Some("payments"), Some("forced_open")));
+    assert!(breakers[0]["retry_after_ms"].as_u64().unwrap() > 50_000);
+    let table = stdout(&run(&redis, &["list"]));
+    assert!(table.starts_with("NAME"), "{table}");
+    assert!(table.contains("search") && table.contains("forced_closed"), "{table}");
+    let o = run(&redis, &["reset", "payments"]);
+    assert!(stdout(&o).contains("payments: reset (state closed"), "{}", stdout(&o));
+    let human = stdout(&run(&redis, &["status", "payments"]));
+    assert!(human.contains("reason:      reset by operator"), "{human}");
+}
+
+#[tokio::test]
+async fn bad_input_and_an_unreachable_redis_get_one_line_and_a_status() {
+    let redis = redis().await;
+    for (args, want) in [
+        (vec!["status", "has space"], 2),
+        (vec!["open", "x", "--for", "soon"], 2),
+        (vec!["exec", "x", "--jitter", "2", "--", "true"], 2),
+        (vec!["exec", "x", "--call-timeout", "1m", "--", "true"], 2),
+        (vec!["frobnicate"], 2),
+    ] {
+        let o = run(&redis, &args);
+        assert_eq!(code(&o), want, "{args:?}: {}", stderr(&o));
+        assert!(!stderr(&o).contains("panicked"), "{}", stderr(&o));
+    }
+    let o = run(&redis, &["exec", "x", "--jitter", "2", "--", "true"]);
+    assert_eq!(stderr(&o).trim().lines().count(), 1);
+    assert!(stderr(&o).contains("jitter"), "{}", stderr(&o));
+
+    let nowhere = format!("redis://:hunter2@127.0.0.1:{}", unused_port());
+    for args in [vec!["list"], vec!["status", "x"], vec!["reset", "x"], vec!["--timeout", "200ms", "watch"]] {
+        let o =
+            Command::new(env!("CARGO_BIN_EXE_redis-breaker")).args(&args).args(["--url", &nowhere]).output().unwrap();
+        assert_eq!(code(&o), 69, "{args:?}: {}", stderr(&o));
+        assert_eq!(stderr(&o).lines().count(), 1, "{}", stderr(&o));
+        assert!(!stderr(&o).contains("hunter2"));
+    }
+    // exec follows the degraded mode when Redis is unreachable.
+    let o = Command::new(env!("CARGO_BIN_EXE_redis-breaker"))
+        .args(["exec", "x", "--url", &nowhere, "--", "true"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 0, "local: allowed");
+    let o = Command::new(env!("CARGO_BIN_EXE_redis-breaker"))
+        .args(["exec", "x", "--degraded", "fail-closed", "--url", &nowhere, "--", "true"])
+        .output()
+        .unwrap();
+    assert_eq!(code(&o), 75, "fail-closed: rejected");
+}
