@@ -64,6 +64,8 @@ mod scripts;
 mod state;
 mod status;
 mod store;
+#[cfg(feature = "tower")]
+pub mod tower;
 
 /// The README's Rust snippets, compiled as doctests so they cannot rot.
 #[cfg(doctest)]
