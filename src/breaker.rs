@@ -6,6 +6,7 @@ use crate::config::{Config, Degraded};
 use crate::error::{Error, StoreError, retry_text};
 use crate::events::{Event, EventKind, Subscription, Wire, local_event};
 use crate::machine::{Batch, ControlOp, Op, Params, Record, RecordOutcome, Reply, Verdict};
+use crate::meters::Meters;
 use crate::name::Keys;
 use crate::state::State;
 use crate::store::RedisStore;
@@ -104,6 +105,7 @@ pub(crate) struct Inner {
     config_matches: AtomicBool,
     reason: Mutex<String>,
     events: broadcast::Sender<Event>,
+    meters: Meters,
 }
 
 /// A named breaker whose state is shared by every process that names it. Cheap to clone.
@@ -249,6 +251,7 @@ impl Inner {
             config_matches: AtomicBool::new(true),
             reason: Mutex::new(String::new()),
             events: broadcast::channel(64).0,
+            meters: Meters::new(name),
         })
     }
 
@@ -267,6 +270,7 @@ impl Inner {
             reason: event.reason.clone(),
         };
         self.snapshot.apply(&reply, at, self.shared.cache_ttl());
+        self.meters.transition(event.from, event.to);
         let _ = self.events.send(event);
     }
 
@@ -414,6 +418,7 @@ impl Breaker {
     }
 
     fn reject(&self, state: State, retry_after: Option<Duration>) -> Rejected {
+        self.inner.meters.rejected();
         self.inner.pending.rejected();
         Rejected { state, retry_after }
     }
@@ -487,6 +492,7 @@ impl Breaker {
         for (i, t) in transitions.iter().enumerate() {
             let remaining = if i == last { reply.remaining_ms } else { Some(0) };
             let event = local_event(&inner.name, t, reply.incarnation, t.epoch, remaining);
+            inner.meters.transition(event.from, event.to);
             let _ = inner.shared.all_events.send(event.clone());
             let _ = inner.events.send(event);
         }
@@ -502,6 +508,7 @@ impl Breaker {
     fn absorb(&self, reply: &Reply, sent: Instant) {
         let inner = &*self.inner;
         inner.snapshot.apply(reply, sent, inner.shared.cache_ttl());
+        inner.meters.state(reply.state);
         let matches = reply.stored_config.is_empty() || reply.stored_config == inner.params.fingerprint;
         if inner.config_matches.swap(matches, Ordering::Relaxed) && !matches {
             tracing::warn!(
@@ -531,6 +538,7 @@ impl Breaker {
     }
 
     async fn finish(&self, grant: Grant, outcome: Outcome, slow: bool, timed_out: bool) {
+        self.inner.meters.outcome(outcome, timed_out);
         let kind = match outcome {
             Outcome::Success => RecordOutcome::Success,
             Outcome::Failure => RecordOutcome::Failure,

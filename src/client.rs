@@ -48,6 +48,7 @@ impl Shared {
     /// Tells every breaker's subscribers that Redis went down or came back; when it is back,
     /// every snapshot asks Redis on its next call (Redis is authoritative again).
     fn on_store_change(&self, up: bool) {
+        crate::meters::store_up(&self.config.prefix, up);
         for inner in self.registered() {
             if up {
                 inner.snapshot.mark_stale();
@@ -228,6 +229,7 @@ impl Client {
         if let Some(redis) = &handle.shared.redis
             && let Ok(rt) = tokio::runtime::Handle::try_current()
         {
+            crate::meters::store_up(&handle.shared.config.prefix, true);
             rt.spawn(flush_loop(Arc::downgrade(&handle), flush_interval, handle._stop.subscribe()));
             rt.spawn(store_loop(Arc::downgrade(&handle), redis.watch_up(), handle._stop.subscribe()));
         }

@@ -59,6 +59,7 @@ mod duration;
 mod error;
 mod events;
 mod machine;
+mod meters;
 mod name;
 mod scripts;
 mod state;
