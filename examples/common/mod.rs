@@ -28,11 +28,16 @@ pub fn redis() -> Result<ExampleRedis, String> {
     if let Ok(url) = std::env::var("REDIS_URL") {
         return Ok(ExampleRedis { url, child: None, dir: None });
     }
+    spawn_server()
+}
+
+/// A throwaway redis-server of the example's own, whatever `REDIS_URL` says.
+pub fn spawn_server() -> Result<ExampleRedis, String> {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .and_then(|l| l.local_addr())
         .map_err(|e| format!("no free port: {e}"))?
         .port();
-    let dir = std::env::temp_dir().join(format!("redis-breaker-example-{}", std::process::id()));
+    let dir = std::env::temp_dir().join(format!("redis-breaker-example-{}-{port}", std::process::id()));
     std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
     let child = Command::new("redis-server")
         .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
