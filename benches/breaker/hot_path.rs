@@ -1,0 +1,67 @@
+//! A closed breaker whose snapshot is fresh: no Redis command, against a bare call and the
+//! in-process breakers failsafe and recloser, in the same executor harness.
+
+use crate::harness::{Ratios, median_per_call, runtime};
+use criterion::Criterion;
+use failsafe::futures::CircuitBreaker as _;
+use redis_breaker::{Client, ClientConfig, Config};
+use std::hint::black_box;
+use std::time::Duration;
+
+async fn downstream() -> Result<u64, ()> {
+    Ok(black_box(1))
+}
+
+pub fn bench(c: &mut Criterion, url: &str, ratios: &mut Ratios) {
+    for threads in [1usize, 2] {
+        let rt = runtime(threads);
+        let client = rt.block_on(async {
+            let config = ClientConfig::builder().cache_ttl(Duration::from_secs(3600)).build().expect("config");
+            Client::connect_with(url, config).await.expect("client")
+        });
+        let ours = client.breaker(&format!("bench-hot-{threads}"), Config::default()).expect("breaker");
+        rt.block_on(async { ours.execute(downstream).await.expect("warm the snapshot") });
+        let failsafe = failsafe::Config::new().build();
+        let recloser = recloser::AsyncRecloser::from(recloser::Recloser::default());
+
+        let label = if threads == 1 { "one thread" } else { "two threads" };
+        let mut g = c.benchmark_group(format!("hot path, {label}"));
+        let iters = 10_000;
+        macro_rules! case {
+            ($name:expr, $call:expr) => {{
+                let call = $call;
+                g.bench_function($name, |b| {
+                    b.iter_custom(|n| crate::harness::concurrent(&rt, threads, n, call.clone()))
+                });
+                median_per_call(&rt, threads, iters, call)
+            }};
+        }
+        let bare = case!("baseline: bare async call", || async { downstream().await });
+        let ours_ns = case!("redis-breaker execute", {
+            let b = ours.clone();
+            move || {
+                let b = b.clone();
+                async move { b.execute(downstream).await.is_ok() }
+            }
+        });
+        let failsafe_ns = case!("failsafe call", {
+            let f = failsafe.clone();
+            move || {
+                let f = f.clone();
+                async move { f.call(downstream()).await.is_ok() }
+            }
+        });
+        let recloser_ns = case!("recloser call", {
+            let r = recloser.clone();
+            move || {
+                let r = r.clone();
+                async move { r.call(downstream()).await.is_ok() }
+            }
+        });
+        g.finish();
+        let over = |ns: f64| (ns - bare).max(0.1);
+        ratios.add(&format!("execute overhead, {label}"), "failsafe overhead", over(ours_ns), over(failsafe_ns));
+        ratios.add(&format!("execute overhead, {label}"), "recloser overhead", over(ours_ns), over(recloser_ns));
+        ratios.add(&format!("execute, {label}"), "bare async call", ours_ns, bare);
+    }
+}

@@ -1,0 +1,71 @@
+//! The paths that reach Redis: a snapshot miss (one EVALSHA acquire) and a recorded failure
+//! (one EVALSHA record), against a PING round trip on the same server and connection kind.
+
+use crate::harness::{Ratios, median_per_call, runtime};
+use criterion::Criterion;
+use redis_breaker::{Client, ClientConfig, Config};
+use std::time::Duration;
+
+pub fn bench(c: &mut Criterion, url: &str, ratios: &mut Ratios) {
+    let rt = runtime(1);
+    let (miss_client, conn) = rt.block_on(async {
+        let config = ClientConfig::builder()
+            .cache_ttl(Duration::ZERO)
+            .op_timeout(Duration::from_secs(1))
+            .build()
+            .expect("config");
+        let client = Client::connect_with(url, config).await.expect("client");
+        let conn = redis::Client::open(url).expect("url").get_multiplexed_async_connection().await.expect("connect");
+        (client, conn)
+    });
+    // Never trips: every failure is recorded, none rejected.
+    let never = Config::builder().failure_threshold(u32::MAX).build().expect("config");
+    let miss = miss_client.breaker("bench-miss", Config::default()).expect("breaker");
+    let fresh_client = rt.block_on(async {
+        let config = ClientConfig::builder()
+            .cache_ttl(Duration::from_secs(3600))
+            .op_timeout(Duration::from_secs(1))
+            .build()
+            .expect("config");
+        Client::connect_with(url, config).await.expect("client")
+    });
+    let failing = fresh_client.breaker("bench-record", never).expect("breaker");
+    rt.block_on(async {
+        miss.execute(|| async { Ok::<(), ()>(()) }).await.expect("load the scripts");
+        let _ = failing.execute(|| async { Err::<(), ()>(()) }).await;
+    });
+
+    let mut g = c.benchmark_group("redis round trips");
+    let iters = 2_000;
+    macro_rules! case {
+        ($name:expr, $call:expr) => {{
+            let call = $call;
+            g.bench_function($name, |b| b.iter_custom(|n| crate::harness::concurrent(&rt, 1, n, call.clone())));
+            median_per_call(&rt, 1, iters, call)
+        }};
+    }
+    let ping = case!("baseline: PING", {
+        let conn = conn.clone();
+        move || {
+            let mut conn = conn.clone();
+            async move { redis::cmd("PING").query_async::<String>(&mut conn).await.is_ok() }
+        }
+    });
+    let miss_ns = case!("execute on a miss (EVALSHA acquire)", {
+        let b = miss.clone();
+        move || {
+            let b = b.clone();
+            async move { b.execute(|| async { Ok::<(), ()>(()) }).await.is_ok() }
+        }
+    });
+    let record_ns = case!("execute recording a failure (EVALSHA record)", {
+        let b = failing.clone();
+        move || {
+            let b = b.clone();
+            async move { b.execute(|| async { Err::<(), ()>(()) }).await.is_err() }
+        }
+    });
+    g.finish();
+    ratios.add("miss path (acquire)", "PING round trip", miss_ns, ping);
+    ratios.add("recording a failure", "PING round trip", record_ns, ping);
+}

@@ -1,0 +1,76 @@
+//! An open breaker rejecting from its fresh snapshot, against the in-process breakers rejecting.
+
+use crate::harness::{Ratios, median_per_call, runtime};
+use criterion::Criterion;
+use failsafe::futures::CircuitBreaker as _;
+use redis_breaker::{Client, ClientConfig, Config};
+use std::hint::black_box;
+use std::time::Duration;
+
+async fn downstream() -> Result<u64, ()> {
+    Ok(black_box(1))
+}
+
+async fn failing() -> Result<u64, ()> {
+    Err(())
+}
+
+pub fn bench(c: &mut Criterion, url: &str, ratios: &mut Ratios) {
+    let rt = runtime(1);
+    let hour = Duration::from_secs(3600);
+    let client = rt.block_on(async {
+        Client::connect_with(url, ClientConfig::builder().cache_ttl(hour).build().expect("config"))
+            .await
+            .expect("client")
+    });
+    let config = Config::builder().failure_threshold(1).base_recovery(hour).max_recovery(hour).build().expect("config");
+    let ours = client.breaker("bench-open", config).expect("breaker");
+    let failsafe = failsafe::Config::new().build();
+    let recloser = recloser::AsyncRecloser::from(recloser::Recloser::custom().error_rate(0.01).closed_len(1).build());
+    rt.block_on(async {
+        ours.reset().await.expect("reset");
+        let _ = ours.execute(failing).await;
+        for _ in 0..20 {
+            let _ = failsafe.call(failing()).await;
+            let _ = recloser.call(failing()).await;
+        }
+        assert!(ours.execute(downstream).await.is_err_and(|e| e.is_rejected()), "open");
+        assert!(!failsafe.is_call_permitted(), "failsafe open");
+    });
+
+    let mut g = c.benchmark_group("rejection, one thread");
+    let iters = 10_000;
+    macro_rules! case {
+        ($name:expr, $call:expr) => {{
+            let call = $call;
+            g.bench_function($name, |b| b.iter_custom(|n| crate::harness::concurrent(&rt, 1, n, call.clone())));
+            median_per_call(&rt, 1, iters, call)
+        }};
+    }
+    let bare = case!("baseline: bare async call", || async { downstream().await });
+    let ours_ns = case!("redis-breaker execute (rejected)", {
+        let b = ours.clone();
+        move || {
+            let b = b.clone();
+            async move { b.execute(downstream).await.is_err() }
+        }
+    });
+    let failsafe_ns = case!("failsafe call (rejected)", {
+        let f = failsafe.clone();
+        move || {
+            let f = f.clone();
+            async move { f.call(downstream()).await.is_err() }
+        }
+    });
+    let recloser_ns = case!("recloser call (rejected)", {
+        let r = recloser.clone();
+        move || {
+            let r = r.clone();
+            async move { r.call(downstream()).await.is_err() }
+        }
+    });
+    g.finish();
+    ratios.add("rejection", "failsafe rejection", ours_ns, failsafe_ns);
+    ratios.add("rejection", "recloser rejection", ours_ns, recloser_ns);
+    ratios.add("rejection", "bare async call", ours_ns, bare);
+}
