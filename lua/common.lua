@@ -85,27 +85,37 @@ local function parse_config()
   return c
 end
 
-local function key_ok(key, want)
-  local t = redis.call('TYPE', key)['ok']
-  return t == 'none' or t == want, t
+-- A read that Redis refuses (WRONGTYPE: a key set by hand) answers nil: the key then reads as
+-- missing and is replaced by the next write.
+local function read(cmd, key, ...)
+  local r = redis.pcall(cmd, key, ...)
+  if type(r) == 'table' and r.err then return nil end
+  return r
 end
 
--- Reads every key into S (the state), P (probe leases) and W (window buckets); writes nothing.
--- A corrupt state (bad field, wrong key type) is replaced by a fresh closed one, and the reason
--- says what was wrong; the deletes it needs are queued for `commit`.
+local function key_type(key)
+  return redis.call('TYPE', key)['ok']
+end
+
+-- Reads what the call needs into S (the state), P (probe leases) and W (window buckets); writes
+-- nothing. Probes are read only while half-open and the window only while closed with a rate
+-- rule on: every transition clears them. A corrupt state (bad field, wrong key type) is
+-- replaced by a fresh closed one, and the reason says what was wrong; the deletes it needs are
+-- queued for `commit`.
 local function load(c)
   local S = { exists = false, state = 'closed', reason = '', config = '', dirty = false,
     events = {}, drop = {}, metrics = {}, P = {}, W = {}, fresh_window = false }
   for _, f in ipairs(INT_FIELDS) do S[f] = 0 end
 
   local problem = nil
-  local ok, t = key_ok(KEYS[1], 'hash')
-  if not ok then
-    problem = 'state key had type ' .. t
+  local raw = read('HMGET', KEYS[1], 'state', 'reason', 'config', unpack(INT_FIELDS))
+  if not raw then
+    problem = 'state key had type ' .. key_type(KEYS[1])
     S.drop[#S.drop + 1] = KEYS[1]
   else
-    local raw = redis.call('HMGET', KEYS[1], 'state', 'reason', 'config', unpack(INT_FIELDS))
-    S.exists = redis.call('EXISTS', KEYS[1]) == 1
+    for i = 1, #INT_FIELDS + 3 do
+      if raw[i] then S.exists = true end
+    end
     if S.exists then
       if raw[1] then S.state = raw[1] end
       if not STATES[S.state] then problem = "field state was '" .. S.state .. "'" end
@@ -126,24 +136,25 @@ local function load(c)
     end
   end
 
-  local pok, pt = key_ok(KEYS[2], 'zset')
-  if not pok then
-    S.drop[#S.drop + 1] = KEYS[2]
-  else
-    local flat = redis.call('ZRANGE', KEYS[2], 0, -1, 'WITHSCORES')
-    for i = 1, #flat, 2 do S.P[flat[i]] = tonumber(flat[i + 1]) end
-  end
-  local wok = key_ok(KEYS[3], 'hash')
-  if not wok then
-    S.drop[#S.drop + 1] = KEYS[3]
-  elseif c.windowed then
-    local flat = redis.call('HGETALL', KEYS[3])
-    for i = 1, #flat, 2 do
-      local n = tonumber(flat[i + 1])
-      if n then S.W[flat[i]] = n end
+  if S.state == 'half_open' and not problem then
+    local flat = read('ZRANGE', KEYS[2], 0, -1, 'WITHSCORES')
+    if not flat then
+      S.drop[#S.drop + 1] = KEYS[2]
+    else
+      for i = 1, #flat, 2 do S.P[flat[i]] = tonumber(flat[i + 1]) end
     end
   end
-  if not key_ok(KEYS[4], 'hash') then S.drop[#S.drop + 1] = KEYS[4] end
+  if c.windowed and S.state == 'closed' and not problem then
+    local flat = read('HGETALL', KEYS[3])
+    if not flat then
+      S.drop[#S.drop + 1] = KEYS[3]
+    else
+      for i = 1, #flat, 2 do
+        local n = tonumber(flat[i + 1])
+        if n then S.W[flat[i]] = n end
+      end
+    end
+  end
 
   if problem then
     S = { exists = false, state = 'closed', config = '', dirty = true, events = {}, drop = S.drop,
@@ -354,6 +365,11 @@ end
 -- Writes everything the decision changed, refreshes TTLs, then publishes (last, and with pcall:
 -- a refused PUBLISH must not turn an applied transition into an error).
 local function commit(S, c)
+  -- The last check before the first write: a metrics key of the wrong type is replaced.
+  if next(S.metrics) ~= nil then
+    local t = key_type(KEYS[4])
+    if t ~= 'none' and t ~= 'hash' then S.drop[#S.drop + 1] = KEYS[4] end
+  end
   for _, k in ipairs(S.drop) do redis.call('DEL', k) end
   local ttl = c.state_ttl
   if S.open_until > c.now then ttl = ttl + (S.open_until - c.now) end

@@ -104,10 +104,33 @@ async fn probes_window_and_metrics_keys_of_the_wrong_type_are_replaced() {
     assert_eq!(h["failures"], "1", "the state itself was sound and kept working");
     assert!(!h["reason"].starts_with("corrupt"), "{}", h["reason"]);
     let mut conn = redis.conn().await;
-    for (suffix, want) in [("metrics", "hash"), ("probes", "none")] {
-        let t: String = redis::cmd("TYPE").arg(key(&name, suffix)).query_async(&mut conn).await.unwrap();
-        assert_eq!(t, want, "{suffix}");
-    }
+    let t: String = redis::cmd("TYPE").arg(key(&name, "metrics")).query_async(&mut conn).await.unwrap();
+    assert_eq!(t, "hash", "the metrics key was replaced");
+}
+
+#[tokio::test]
+async fn a_probes_key_of_the_wrong_type_does_not_block_recovery() {
+    let redis = redis().await;
+    let client = client(&redis, Duration::ZERO).await;
+    let name = unique("bad-probes");
+    let config = Config::builder()
+        .failure_threshold(1)
+        .success_threshold(1)
+        .base_recovery(Duration::from_millis(30))
+        .max_recovery(Duration::from_millis(30))
+        .build()
+        .unwrap();
+    let b = client.breaker(&name, config).unwrap();
+    fail(&b).await.unwrap_err();
+    let mut conn = redis.conn().await;
+    let _: () = redis::cmd("RPUSH").arg(key(&name, "probes")).arg("x").query_async(&mut conn).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(40)).await;
+    let probe = b.acquire().await.expect("the probe is granted");
+    assert!(probe.is_probe());
+    let t: String = redis::cmd("TYPE").arg(key(&name, "probes")).query_async(&mut conn).await.unwrap();
+    assert_eq!(t, "zset", "the list was replaced by the lease");
+    probe.success().await;
+    assert_eq!(b.state(), State::Closed);
 }
 
 #[tokio::test]
