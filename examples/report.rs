@@ -148,7 +148,7 @@ async fn script_costs(
     let control = client.breaker("report-control", Config::default())?;
     acquire.execute(|| async { Ok::<(), ()>(()) }).await.ok();
     let n = 2_000;
-    println!("server time per script call (INFO commandstats usec_per_call, {n} calls each):");
+    println!("server time per script call (INFO commandstats usec_per_call, {n} calls each from 16 callers):");
     for (label, which) in [
         ("acquire (closed)", 0),
         ("record (failure, with the rate window)", 1),
@@ -156,15 +156,23 @@ async fn script_costs(
         ("status (read-only)", 3),
     ] {
         let _: () = redis::cmd("CONFIG").arg("RESETSTAT").query_async(admin).await?;
-        for i in 0..n {
-            match which {
-                0 => drop(acquire.execute(|| async { Ok::<(), ()>(()) }).await),
-                1 => drop(record.execute(|| async { Err::<(), ()>(()) }).await),
-                2 if i % 2 == 0 => drop(control.force_open(None).await?),
-                2 => drop(control.reset().await?),
-                _ => drop(control.status().await?),
+        // 16 callers at once, as a fleet would: a server that idles between calls measures
+        // its own wake-up, not the script.
+        let callers = (0..16).map(|k| {
+            let (acquire, record, control) = (&acquire, &record, &control);
+            async move {
+                for i in 0..n / 16 {
+                    match which {
+                        0 => drop(acquire.execute(|| async { Ok::<(), ()>(()) }).await),
+                        1 => drop(record.execute(|| async { Err::<(), ()>(()) }).await),
+                        2 if (i + k) % 2 == 0 => drop(control.force_open(None).await),
+                        2 => drop(control.reset().await),
+                        _ => drop(control.status().await),
+                    }
+                }
             }
-        }
+        });
+        futures_util::future::join_all(callers).await;
         let stats = commandstats(admin).await?;
         let (calls, usec) = stats.get("evalsha").copied().unwrap_or((0, 0.0));
         println!("  {label:<40} {usec:>6.2} µs  ({calls} EVALSHA)");

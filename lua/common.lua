@@ -104,7 +104,7 @@ end
 -- queued for `commit`.
 local function load(c)
   local S = { exists = false, state = 'closed', reason = '', config = '', dirty = false,
-    events = {}, drop = {}, metrics = {}, P = {}, W = {}, fresh_window = false }
+    events = {}, drop = {}, metrics = {}, P = {}, W = {}, fresh_window = false, Wadd = {}, Wdel = {} }
   for _, f in ipairs(INT_FIELDS) do S[f] = 0 end
 
   local problem = nil
@@ -158,7 +158,7 @@ local function load(c)
 
   if problem then
     S = { exists = false, state = 'closed', config = '', dirty = true, events = {}, drop = S.drop,
-      metrics = {}, P = {}, W = {}, fresh_window = true }
+      metrics = {}, P = {}, W = {}, fresh_window = true, Wadd = {}, Wdel = {} }
     for _, f in ipairs(INT_FIELDS) do S[f] = 0 end
     S.reason = 'corrupt state reset to closed: ' .. problem
     S.drop[#S.drop + 1] = KEYS[1]
@@ -202,6 +202,8 @@ local function close(S, c, reason)
   S.opened_at = 0
   S.open_until = 0
   S.W = {}
+  S.Wadd = {}
+  S.Wdel = {}
   S.fresh_window = true
 end
 
@@ -261,7 +263,7 @@ local function window_sums(S, c)
     b = tonumber(b)
     if b == nil or b <= cur - 10 or b > cur then
       S.W[k] = nil
-      S.window_dirty = true
+      S.Wdel[#S.Wdel + 1] = k
     elseif kind == 'c' then calls = calls + n
     elseif kind == 'f' then fails = fails + n
     elseif kind == 's' then slow = slow + n
@@ -277,9 +279,9 @@ local function window_add(S, c, calls, fails, slow)
     if n > 0 then
       local k = int(cur) .. ':' .. kind
       S.W[k] = (S.W[k] or 0) + n
+      S.Wadd[k] = (S.Wadd[k] or 0) + n
     end
   end
-  S.window_dirty = true
 end
 
 -- Opens the breaker when a trip rule holds (closed state only).
@@ -401,17 +403,15 @@ local function commit(S, c)
       redis.call('PEXPIRE', KEYS[2], ttl)
     end
   end
-  if (c.windowed and S.window_dirty) or S.fresh_window then
+  -- The window changes in place: expired buckets deleted, new counts added.
+  if S.fresh_window then
     redis.call('DEL', KEYS[3])
-    local args = {}
-    for k, n in pairs(S.W) do
-      args[#args + 1] = k
-      args[#args + 1] = int(n)
-    end
-    if #args > 0 then
-      redis.call('HSET', KEYS[3], unpack(args))
-      redis.call('PEXPIRE', KEYS[3], c.window + c.bucket)
-    end
+  elseif #S.Wdel > 0 then
+    redis.call('HDEL', KEYS[3], unpack(S.Wdel))
+  end
+  if next(S.Wadd) ~= nil then
+    for k, n in pairs(S.Wadd) do redis.call('HINCRBY', KEYS[3], k, n) end
+    redis.call('PEXPIRE', KEYS[3], c.window + c.bucket)
   end
   if next(S.metrics) ~= nil then
     for f, n in pairs(S.metrics) do redis.call('HINCRBY', KEYS[4], f, n) end
