@@ -73,12 +73,7 @@ async fn exec_statuses_for_timeouts_missing_commands_signals_and_success_codes()
     let o = run(&redis, &["exec", &name, "--", "sh", "-c", "kill -TERM $$"]);
     assert_eq!(code(&o), 128 + 15, "killed by SIGTERM: 128+15");
     assert_eq!(state_field(&redis, &name, "failures").await, 2);
-    let calls: u64 = redis::cmd("HGET")
-        .arg(format!("breaker:{{{name}}}:metrics"))
-        .arg("calls")
-        .query_async(&mut redis.conn().await)
-        .await
-        .unwrap();
+    let calls: u64 = metric(&redis, &name, "calls").await;
     assert_eq!(calls, 3, "the success, the timeout and the signal; not the commands that never ran");
 }
 
@@ -101,11 +96,7 @@ async fn concurrent_exec_processes_share_one_breaker() {
     assert_eq!(failed + rejected, 16, "{codes:?}");
     let h = state_hash(&redis, &name).await;
     assert_eq!((h["state"].as_str(), h["epoch"].as_str()), ("open", "1"), "one trip for the whole fleet");
-    let m: std::collections::HashMap<String, u64> = redis::cmd("HGETALL")
-        .arg(format!("breaker:{{{name}}}:metrics"))
-        .query_async(&mut redis.conn().await)
-        .await
-        .unwrap();
+    let m: std::collections::HashMap<String, u64> = metrics_hash(&redis, &name).await;
     assert_eq!(m["failures"], failed);
     assert_eq!(m.get("rejected").copied().unwrap_or(0), rejected);
 }

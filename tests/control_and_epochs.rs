@@ -63,12 +63,7 @@ async fn force_close_never_trips_and_still_records_metrics() {
     }
     assert_eq!(state_hash(&redis, &name).await["state"], "forced_closed");
     assert_eq!(pttl(&redis, &name).await, -1);
-    let failures: u64 = redis::cmd("HGET")
-        .arg(format!("breaker:{{{name}}}:metrics"))
-        .arg("failures")
-        .query_async(&mut redis.conn().await)
-        .await
-        .unwrap();
+    let failures: u64 = metric(&redis, &name, "failures").await;
     assert_eq!(failures, 10);
     b.reset().await.unwrap();
     fail(&b).await.unwrap_err();
@@ -139,12 +134,7 @@ async fn a_late_outcome_from_an_old_epoch_moves_nothing() {
     let hash = state_hash(&redis, &name).await;
     assert_eq!((hash["state"].as_str(), hash["failures"].as_str()), ("closed", "0"), "a stale failure moves nothing");
     assert_eq!(state_field(&redis, &name, "epoch").await, epoch);
-    let failures: u64 = redis::cmd("HGET")
-        .arg(format!("breaker:{{{name}}}:metrics"))
-        .arg("failures")
-        .query_async(&mut redis.conn().await)
-        .await
-        .unwrap();
+    let failures: u64 = metric(&redis, &name, "failures").await;
     assert_eq!(failures, 3, "it still counts in metrics");
 }
 

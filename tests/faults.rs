@@ -100,11 +100,7 @@ async fn sigkill_under_load_then_restart_falls_back_locally_and_returns_to_redis
     for c in &clients {
         c.flush().await.unwrap();
     }
-    let metrics: std::collections::HashMap<String, u64> = redis::cmd("HGETALL")
-        .arg(format!("breaker:{{{name}}}:metrics"))
-        .query_async(&mut redis.conn().await)
-        .await
-        .unwrap();
+    let metrics: std::collections::HashMap<String, u64> = metrics_hash(&redis, &name).await;
     assert_eq!((metrics["calls"], metrics["failures"]), (made, failed), "no outcome lost while Redis was up");
 
     let load = Load::start(&breakers, failing.clone());
@@ -140,13 +136,8 @@ async fn sigkill_under_load_then_restart_falls_back_locally_and_returns_to_redis
     for c in &clients {
         c.flush().await.unwrap();
     }
-    let calls: Option<u64> = redis::cmd("HGET")
-        .arg(format!("breaker:{{{name}}}:metrics"))
-        .arg("calls")
-        .query_async(&mut redis.conn().await)
-        .await
-        .unwrap();
-    assert!(calls.unwrap_or(0) > 0, "the calls decided locally reach the restarted Redis's metrics");
+    let calls = metric(&redis, &name, "calls").await;
+    assert!(calls > 0, "the calls decided locally reach the restarted Redis's metrics");
     assert_eq!(breakers[0].state(), State::Closed, "the restarted (empty) Redis decides again: closed");
 
     // The event subscriptions came back by themselves: a trip in one client reaches the other.

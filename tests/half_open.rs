@@ -117,11 +117,7 @@ async fn a_dropped_permit_frees_its_probe_at_once() {
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     assert!(freed, "the cancelled call's lease was released, long before probe_lease");
-    let metrics: std::collections::HashMap<String, u64> = redis::cmd("HGETALL")
-        .arg(format!("breaker:{{{name}}}:metrics"))
-        .query_async(&mut redis.conn().await)
-        .await
-        .unwrap();
+    let metrics: std::collections::HashMap<String, u64> = metrics_hash(&redis, &name).await;
     assert_eq!(metrics.get("calls"), Some(&1), "a released permit records nothing: only the first failure counts");
 }
 

@@ -78,11 +78,7 @@ async fn batched_successes_cannot_erase_a_later_failure() {
     assert_eq!(state_field(&redis, &name, "failures").await, 2, "A's older successes must not reset B's failures");
     fail(&b).await.unwrap_err();
     assert_eq!(state_hash(&redis, &name).await["state"], "open");
-    let metrics: std::collections::HashMap<String, u64> = redis::cmd("HGETALL")
-        .arg(format!("breaker:{{{name}}}:metrics"))
-        .query_async(&mut redis.conn().await)
-        .await
-        .unwrap();
+    let metrics: std::collections::HashMap<String, u64> = metrics_hash(&redis, &name).await;
     assert_eq!(metrics["successes"], 10, "the batch still counts in metrics");
     assert_eq!(metrics["failures"], 3);
 }
@@ -175,10 +171,6 @@ async fn a_call_past_call_timeout_is_a_failure() {
         .await;
     assert!(matches!(r, Err(Error::Timeout(d)) if d == Duration::from_millis(30)), "{r:?}");
     assert_eq!(b.state(), State::Open);
-    let metrics: std::collections::HashMap<String, u64> = redis::cmd("HGETALL")
-        .arg(format!("breaker:{{{name}}}:metrics"))
-        .query_async(&mut redis.conn().await)
-        .await
-        .unwrap();
+    let metrics: std::collections::HashMap<String, u64> = metrics_hash(&redis, &name).await;
     assert_eq!((metrics["failures"], metrics["timeouts"]), (1, 1));
 }

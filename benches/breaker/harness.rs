@@ -53,6 +53,24 @@ where
     samples[samples.len() / 2]
 }
 
+/// Benches `call` under criterion in `group`, then returns its median time per call for the
+/// ratio table.
+pub fn case<F, Fut>(
+    group: &mut criterion::BenchmarkGroup<'_, criterion::measurement::WallTime>,
+    rt: &tokio::runtime::Runtime,
+    threads: usize,
+    iters: u64,
+    name: &str,
+    call: F,
+) -> f64
+where
+    F: Fn() -> Fut + Clone + Send + 'static,
+    Fut: Future + Send,
+{
+    group.bench_function(name, |b| b.iter_custom(|n| concurrent(rt, threads, n, call.clone())));
+    median_per_call(rt, threads, iters, call)
+}
+
 #[derive(Default)]
 pub struct Ratios {
     rows: Vec<(String, String, f64, f64)>,

@@ -1,7 +1,7 @@
 //! A closed breaker whose snapshot is fresh: no Redis command, against a bare call and the
 //! in-process breakers failsafe and recloser, in the same executor harness.
 
-use crate::harness::{Ratios, median_per_call, runtime};
+use crate::harness::{Ratios, case, runtime};
 use criterion::Criterion;
 use failsafe::futures::CircuitBreaker as _;
 use redis_breaker::{Client, ClientConfig, Config};
@@ -27,31 +27,22 @@ pub fn bench(c: &mut Criterion, url: &str, ratios: &mut Ratios) {
         let label = if threads == 1 { "one thread" } else { "two threads" };
         let mut g = c.benchmark_group(format!("hot path, {label}"));
         let iters = 10_000;
-        macro_rules! case {
-            ($name:expr, $call:expr) => {{
-                let call = $call;
-                g.bench_function($name, |b| {
-                    b.iter_custom(|n| crate::harness::concurrent(&rt, threads, n, call.clone()))
-                });
-                median_per_call(&rt, threads, iters, call)
-            }};
-        }
-        let bare = case!("baseline: bare async call", || async { downstream().await });
-        let ours_ns = case!("redis-breaker execute", {
+        let bare = case(&mut g, &rt, threads, iters, "baseline: bare async call", || async { downstream().await });
+        let ours_ns = case(&mut g, &rt, threads, iters, "redis-breaker execute", {
             let b = ours.clone();
             move || {
                 let b = b.clone();
                 async move { b.execute(downstream).await.is_ok() }
             }
         });
-        let failsafe_ns = case!("failsafe call", {
+        let failsafe_ns = case(&mut g, &rt, threads, iters, "failsafe call", {
             let f = failsafe.clone();
             move || {
                 let f = f.clone();
                 async move { f.call(downstream()).await.is_ok() }
             }
         });
-        let recloser_ns = case!("recloser call", {
+        let recloser_ns = case(&mut g, &rt, threads, iters, "recloser call", {
             let r = recloser.clone();
             move || {
                 let r = r.clone();

@@ -1,7 +1,7 @@
 //! The paths that reach Redis: a snapshot miss (one EVALSHA acquire) and a recorded failure
 //! (one EVALSHA record), against a PING round trip on the same server and connection kind.
 
-use crate::harness::{Ratios, median_per_call, runtime};
+use crate::harness::{Ratios, case, runtime};
 use criterion::Criterion;
 use redis_breaker::{Client, ClientConfig, Config};
 use std::time::Duration;
@@ -37,28 +37,21 @@ pub fn bench(c: &mut Criterion, url: &str, ratios: &mut Ratios) {
 
     let mut g = c.benchmark_group("redis round trips");
     let iters = 2_000;
-    macro_rules! case {
-        ($name:expr, $call:expr) => {{
-            let call = $call;
-            g.bench_function($name, |b| b.iter_custom(|n| crate::harness::concurrent(&rt, 1, n, call.clone())));
-            median_per_call(&rt, 1, iters, call)
-        }};
-    }
-    let ping = case!("baseline: PING", {
+    let ping = case(&mut g, &rt, 1, iters, "baseline: PING", {
         let conn = conn.clone();
         move || {
             let mut conn = conn.clone();
             async move { redis::cmd("PING").query_async::<String>(&mut conn).await.is_ok() }
         }
     });
-    let miss_ns = case!("execute on a miss (EVALSHA acquire)", {
+    let miss_ns = case(&mut g, &rt, 1, iters, "execute on a miss (EVALSHA acquire)", {
         let b = miss.clone();
         move || {
             let b = b.clone();
             async move { b.execute(|| async { Ok::<(), ()>(()) }).await.is_ok() }
         }
     });
-    let record_ns = case!("execute recording a failure (EVALSHA record)", {
+    let record_ns = case(&mut g, &rt, 1, iters, "execute recording a failure (EVALSHA record)", {
         let b = failing.clone();
         move || {
             let b = b.clone();

@@ -1,6 +1,6 @@
 //! An open breaker rejecting from its fresh snapshot, against the in-process breakers rejecting.
 
-use crate::harness::{Ratios, median_per_call, runtime};
+use crate::harness::{Ratios, case, runtime};
 use criterion::Criterion;
 use failsafe::futures::CircuitBreaker as _;
 use redis_breaker::{Client, ClientConfig, Config};
@@ -40,29 +40,22 @@ pub fn bench(c: &mut Criterion, url: &str, ratios: &mut Ratios) {
 
     let mut g = c.benchmark_group("rejection, one thread");
     let iters = 10_000;
-    macro_rules! case {
-        ($name:expr, $call:expr) => {{
-            let call = $call;
-            g.bench_function($name, |b| b.iter_custom(|n| crate::harness::concurrent(&rt, 1, n, call.clone())));
-            median_per_call(&rt, 1, iters, call)
-        }};
-    }
-    let bare = case!("baseline: bare async call", || async { downstream().await });
-    let ours_ns = case!("redis-breaker execute (rejected)", {
+    let bare = case(&mut g, &rt, 1, iters, "baseline: bare async call", || async { downstream().await });
+    let ours_ns = case(&mut g, &rt, 1, iters, "redis-breaker execute (rejected)", {
         let b = ours.clone();
         move || {
             let b = b.clone();
             async move { b.execute(downstream).await.is_err() }
         }
     });
-    let failsafe_ns = case!("failsafe call (rejected)", {
+    let failsafe_ns = case(&mut g, &rt, 1, iters, "failsafe call (rejected)", {
         let f = failsafe.clone();
         move || {
             let f = f.clone();
             async move { f.call(downstream()).await.is_err() }
         }
     });
-    let recloser_ns = case!("recloser call (rejected)", {
+    let recloser_ns = case(&mut g, &rt, 1, iters, "recloser call (rejected)", {
         let r = recloser.clone();
         move || {
             let r = r.clone();

@@ -278,3 +278,17 @@ pub fn cluster() -> TestCluster {
     }
     TestCluster { urls: servers.iter().map(|s| format!("redis://127.0.0.1:{}", s.port)).collect(), _servers: servers }
 }
+
+/// The metrics hash of `name` under the default prefix (empty when absent).
+pub async fn metrics_hash(redis: &TestRedis, name: &str) -> std::collections::HashMap<String, u64> {
+    redis::cmd("HGETALL")
+        .arg(format!("breaker:{{{name}}}:metrics"))
+        .query_async(&mut redis.conn().await)
+        .await
+        .expect("HGETALL")
+}
+
+/// One metrics counter of `name` (0 when absent).
+pub async fn metric(redis: &TestRedis, name: &str, field: &str) -> u64 {
+    metrics_hash(redis, name).await.get(field).copied().unwrap_or(0)
+}
