@@ -29,25 +29,16 @@ pub fn bench(c: &mut Criterion, url: &str, ratios: &mut Ratios) {
         let iters = 10_000;
         let bare = case(&mut g, &rt, threads, iters, "baseline: bare async call", || async { downstream().await });
         let ours_ns = case(&mut g, &rt, threads, iters, "redis-breaker execute", {
-            let b = ours.clone();
-            move || {
-                let b = b.clone();
-                async move { b.execute(downstream).await.is_ok() }
-            }
+            let b: &'static _ = Box::leak(Box::new(ours.clone()));
+            move || async move { b.execute(downstream).await.is_ok() }
         });
         let failsafe_ns = case(&mut g, &rt, threads, iters, "failsafe call", {
-            let f = failsafe.clone();
-            move || {
-                let f = f.clone();
-                async move { f.call(downstream()).await.is_ok() }
-            }
+            let f: &'static _ = Box::leak(Box::new(failsafe.clone()));
+            move || async move { f.call(downstream()).await.is_ok() }
         });
         let recloser_ns = case(&mut g, &rt, threads, iters, "recloser call", {
-            let r = recloser.clone();
-            move || {
-                let r = r.clone();
-                async move { r.call(downstream()).await.is_ok() }
-            }
+            let r: &'static _ = Box::leak(Box::new(recloser.clone()));
+            move || async move { r.call(downstream()).await.is_ok() }
         });
         g.finish();
         let over = |ns: f64| (ns - bare).max(0.1);

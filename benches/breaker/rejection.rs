@@ -42,25 +42,16 @@ pub fn bench(c: &mut Criterion, url: &str, ratios: &mut Ratios) {
     let iters = 10_000;
     let bare = case(&mut g, &rt, 1, iters, "baseline: bare async call", || async { downstream().await });
     let ours_ns = case(&mut g, &rt, 1, iters, "redis-breaker execute (rejected)", {
-        let b = ours.clone();
-        move || {
-            let b = b.clone();
-            async move { b.execute(downstream).await.is_err() }
-        }
+        let b: &'static _ = Box::leak(Box::new(ours.clone()));
+        move || async move { b.execute(downstream).await.is_err() }
     });
     let failsafe_ns = case(&mut g, &rt, 1, iters, "failsafe call (rejected)", {
-        let f = failsafe.clone();
-        move || {
-            let f = f.clone();
-            async move { f.call(downstream()).await.is_err() }
-        }
+        let f: &'static _ = Box::leak(Box::new(failsafe.clone()));
+        move || async move { f.call(downstream()).await.is_err() }
     });
     let recloser_ns = case(&mut g, &rt, 1, iters, "recloser call (rejected)", {
-        let r = recloser.clone();
-        move || {
-            let r = r.clone();
-            async move { r.call(downstream()).await.is_err() }
-        }
+        let r: &'static _ = Box::leak(Box::new(recloser.clone()));
+        move || async move { r.call(downstream()).await.is_err() }
     });
     g.finish();
     ratios.add("rejection", "failsafe rejection", ours_ns, failsafe_ns);
