@@ -39,7 +39,22 @@
 //! - When Redis is down or slow (every operation has an `op_timeout`), calls are decided by
 //!   the [`Degraded`] mode: by default an in-process breaker with the same config.
 //!
-//! The README documents the key schema, the semantics and the configuration in full.
+//! # Features
+//!
+//! | feature | adds |
+//! |---|---|
+//! | `cluster` | `Client::connect_cluster` for Redis Cluster |
+//! | `tower` | `tower::BreakerLayer` and `tower::BreakerService` |
+//! | `metrics` | counters and gauges through the `metrics` facade |
+//! | `cli` | the `redis-breaker` binary |
+//!
+//! # Keys
+//!
+//! For a breaker `payments` under the default prefix: `breaker:{payments}:state` (HASH),
+//! `breaker:{payments}:probes` (ZSET of leases), `breaker:{payments}:window` (HASH, rate rules
+//! only), `breaker:{payments}:metrics` (HASH); transitions on the channel `breaker:events`.
+//! A missing state key means closed, so deleting keys is always safe. The README documents the
+//! key schema, the semantics and the configuration in full.
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 

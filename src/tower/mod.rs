@@ -1,7 +1,7 @@
 //! A tower [`Layer`](tower_layer::Layer) and [`Service`](tower_service::Service) that put a
 //! breaker in front of any service (feature `tower`).
 //!
-//! An open breaker keeps the service ready and fails each `call` at once with [`Rejected`],
+//! An open breaker keeps the service ready and fails each `call` at once with [`Rejected`](crate::Rejected),
 //! which callers find with `downcast_ref` on the boxed error:
 //!
 //! ```
