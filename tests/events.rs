@@ -29,7 +29,8 @@ async fn a_trip_in_one_client_reaches_another_before_its_snapshot_expires() {
     let name = unique("propagate");
     let config = Config::builder().failure_threshold(1).base_recovery(Duration::from_secs(30)).build().unwrap();
     let a = client(&redis, Duration::from_secs(60)).await.breaker(&name, config.clone()).unwrap();
-    let b = client(&redis, Duration::from_secs(60)).await.breaker(&name, config).unwrap();
+    let quiet = Duration::from_secs(600); // no background flush between the command counts
+    let b = client_flushing_every(&redis, Duration::from_secs(60), quiet).await.breaker(&name, config).unwrap();
     subscribed(&b).await;
     succeed(&b).await.unwrap();
     assert_eq!(b.state(), State::Closed);

@@ -94,7 +94,7 @@ async fn script_flush_is_survived() {
 #[tokio::test]
 async fn an_open_breaker_and_a_healthy_one_send_no_redis_command_per_call() {
     let redis = private_redis().await;
-    let client = client(&redis, Duration::from_secs(10)).await;
+    let client = client_flushing_every(&redis, Duration::from_secs(10), Duration::from_secs(600)).await;
     let open = client
         .breaker(
             "cost-open",
@@ -205,7 +205,7 @@ async fn the_in_memory_client_follows_the_same_semantics_on_a_fake_clock() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_snapshot_is_refreshed_once_while_callers_keep_deciding() {
     let redis = private_redis().await;
-    let client = client(&redis, Duration::from_millis(200)).await;
+    let client = client_flushing_every(&redis, Duration::from_millis(200), Duration::from_secs(600)).await;
     let b = client.breaker("single-flight", Config::default()).unwrap();
     succeed(&b).await.unwrap();
     client.flush().await.unwrap();

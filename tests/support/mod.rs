@@ -56,8 +56,8 @@ impl TestRedis {
     /// Starts the spawned server again, empty, on the same port.
     pub fn restart(&mut self) {
         let server = self.server.as_mut().expect("only a spawned redis-server can be restarted");
-        server.child = start_server(server.port, &server.dir).expect("restart redis-server");
-        assert!(wait_for_ping(server.port, Duration::from_secs(5)), "restarted redis-server did not answer");
+        server.child = start_server(server.port, &server.dir, &[]).expect("restart redis-server");
+        assert!(wait_until_ours(server, Duration::from_secs(5)), "restarted redis-server did not answer");
     }
 
     /// The port of a server this test spawned (None for REDIS_URL or a container).
@@ -130,24 +130,30 @@ fn free_port() -> std::io::Result<u16> {
 }
 
 fn spawn_server() -> Result<Server, String> {
+    spawn_on_free_port(|_| Vec::new())
+}
+
+/// Starts redis-server on a free port (with `extra` arguments for that port), retrying when
+/// another process took the port first: a free port can be taken between the check and the bind.
+fn spawn_on_free_port(extra: impl Fn(u16) -> Vec<String>) -> Result<Server, String> {
     let mut last = String::new();
-    for _ in 0..5 {
+    for _ in 0..10 {
         let port = free_port().map_err(|e| e.to_string())?;
         let dir = std::env::temp_dir().join(format!("redis-breaker-test-{}-{port}", std::process::id()));
         std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
-        let child = start_server(port, &dir)?;
-        let server = Server { child, port, dir };
-        if wait_for_ping(port, Duration::from_secs(5)) {
+        let mut server = Server { child: start_server(port, &dir, &extra(port))?, port, dir };
+        if wait_until_ours(&mut server, Duration::from_secs(5)) {
             return Ok(server);
         }
-        last = format!("redis-server on port {port} did not answer PING");
+        last = format!("redis-server on port {port} did not start");
     }
     Err(last)
 }
 
-fn start_server(port: u16, dir: &std::path::Path) -> Result<Child, String> {
+fn start_server(port: u16, dir: &std::path::Path, extra: &[String]) -> Result<Child, String> {
     Command::new("redis-server")
         .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        .args(extra)
         .arg("--dir")
         .arg(dir)
         .stdout(Stdio::null())
@@ -156,33 +162,39 @@ fn start_server(port: u16, dir: &std::path::Path) -> Result<Child, String> {
         .map_err(|e| format!("redis-server: {e}"))
 }
 
+/// Waits until the server on `server.port` answers and is the process this test started (not
+/// another test's server that won the port).
+fn wait_until_ours(server: &mut Server, within: Duration) -> bool {
+    let start = Instant::now();
+    let client = redis::Client::open(format!("redis://127.0.0.1:{}", server.port)).expect("url");
+    let pid = server.child.id().to_string();
+    while start.elapsed() < within {
+        if !matches!(server.child.try_wait(), Ok(None)) {
+            return false;
+        }
+        if let Ok(mut c) = client.get_connection_with_timeout(Duration::from_millis(200))
+            && let Ok(info) = redis::cmd("INFO").arg("server").query::<String>(&mut c)
+        {
+            return info.lines().any(|l| l.strip_prefix("process_id:") == Some(pid.as_str()));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    false
+}
+
 /// A spawned server on a port chosen by the test (e.g. one a client was already pointed at).
 pub fn redis_on_port(port: u16) -> TestRedis {
     let dir = std::env::temp_dir().join(format!("redis-breaker-test-{}-{port}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("temp dir");
-    let child = start_server(port, &dir).unwrap_or_else(|e| panic!("{HOW_TO_GET_REDIS} ({e})"));
-    let server = Server { child, port, dir };
-    assert!(wait_for_ping(port, Duration::from_secs(5)), "redis-server on {port} did not answer");
+    let child = start_server(port, &dir, &[]).unwrap_or_else(|e| panic!("{HOW_TO_GET_REDIS} ({e})"));
+    let mut server = Server { child, port, dir };
+    assert!(wait_until_ours(&mut server, Duration::from_secs(5)), "redis-server on {port} did not start");
     TestRedis { url: format!("redis://127.0.0.1:{port}"), server: Some(server), _container: None }
 }
 
 /// A loopback port with nothing listening on it.
 pub fn unused_port() -> u16 {
     free_port().expect("free port")
-}
-
-fn wait_for_ping(port: u16, within: Duration) -> bool {
-    let start = Instant::now();
-    let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).expect("url");
-    while start.elapsed() < within {
-        if let Ok(mut c) = client.get_connection_with_timeout(Duration::from_millis(200))
-            && redis::cmd("PING").query::<String>(&mut c).is_ok()
-        {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    false
 }
 
 /// A breaker name no other test uses.
@@ -194,8 +206,19 @@ pub fn unique(name: &str) -> String {
 
 /// A client of `redis` with the given snapshot lifetime.
 pub async fn client(redis: &TestRedis, cache_ttl: Duration) -> redis_breaker::Client {
+    client_flushing_every(redis, cache_ttl, redis_breaker::DEFAULT_FLUSH_INTERVAL).await
+}
+
+/// A client whose background flush runs every `flush_interval` (a long one keeps it out of a
+/// test that counts commands on a slow machine).
+pub async fn client_flushing_every(
+    redis: &TestRedis,
+    cache_ttl: Duration,
+    flush_interval: Duration,
+) -> redis_breaker::Client {
     let config = redis_breaker::ClientConfig::builder()
         .cache_ttl(cache_ttl)
+        .flush_interval(flush_interval)
         .op_timeout(Duration::from_millis(500))
         .build()
         .expect("client config");
@@ -237,22 +260,15 @@ pub struct TestCluster {
 pub fn cluster() -> TestCluster {
     let mut servers = Vec::new();
     for _ in 0..3 {
-        let port = free_port().expect("free port");
-        let bus = free_port().expect("free port");
-        let dir = std::env::temp_dir().join(format!("redis-breaker-cluster-{}-{port}", std::process::id()));
-        std::fs::create_dir_all(&dir).expect("temp dir");
-        let child = Command::new("redis-server")
-            .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .args(["--cluster-enabled", "yes", "--cluster-port", &bus.to_string()])
-            .args(["--cluster-config-file", &format!("nodes-{port}.conf"), "--cluster-node-timeout", "2000"])
-            .arg("--dir")
-            .arg(&dir)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap_or_else(|e| panic!("{HOW_TO_GET_REDIS} (redis-server: {e})"));
-        let server = Server { child, port, dir };
-        assert!(wait_for_ping(port, Duration::from_secs(5)), "cluster node on {port} did not answer");
+        let server = spawn_on_free_port(|port| {
+            let bus = free_port().expect("free port").to_string();
+            ["--cluster-enabled", "yes", "--cluster-port", &bus, "--cluster-node-timeout", "2000"]
+                .iter()
+                .map(|a| a.to_string())
+                .chain(["--cluster-config-file".to_string(), format!("nodes-{port}.conf")])
+                .collect()
+        })
+        .unwrap_or_else(|e| panic!("{HOW_TO_GET_REDIS} ({e})"));
         servers.push(server);
     }
     let addrs: Vec<String> = servers.iter().map(|s| format!("127.0.0.1:{}", s.port)).collect();
