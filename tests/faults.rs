@@ -13,8 +13,17 @@ use support::*;
 const OP_TIMEOUT: Duration = Duration::from_millis(100);
 
 async fn faulty_client(url: &str, mode: Degraded) -> Client {
+    client_with_timeout(url, mode, OP_TIMEOUT).await
+}
+
+/// For tests that are not about timeouts: a deadline a loaded machine cannot miss.
+async fn patient_client(url: &str, mode: Degraded) -> Client {
+    client_with_timeout(url, mode, Duration::from_secs(2)).await
+}
+
+async fn client_with_timeout(url: &str, mode: Degraded, op_timeout: Duration) -> Client {
     let config = ClientConfig::builder()
-        .op_timeout(OP_TIMEOUT)
+        .op_timeout(op_timeout)
         .cache_ttl(Duration::from_millis(50))
         .degraded(mode)
         .build()
@@ -282,7 +291,7 @@ async fn script_flush_and_flushall_under_load_wedge_nothing() {
     let redis = private_redis().await;
     let name = unique("flushes");
     let config = Config::builder().failure_threshold(3).build().unwrap();
-    let client = faulty_client(&redis.url, Degraded::FailClosed).await;
+    let client = patient_client(&redis.url, Degraded::FailClosed).await;
     let b = client.breaker(&name, config).unwrap();
     let load = Load::start(std::slice::from_ref(&b), Arc::new(AtomicBool::new(false)));
     let mut conn = redis.conn().await;
@@ -306,7 +315,7 @@ async fn script_flush_and_flushall_under_load_wedge_nothing() {
 async fn redis_restarted_empty_while_a_breaker_is_open_reads_as_closed() {
     let mut redis = private_redis().await;
     let name = unique("restart-open");
-    let client = faulty_client(&redis.url, Degraded::FailClosed).await;
+    let client = patient_client(&redis.url, Degraded::FailClosed).await;
     let b = client
         .breaker(&name, Config::builder().failure_threshold(1).base_recovery(Duration::from_secs(60)).build().unwrap())
         .unwrap();
@@ -335,7 +344,7 @@ async fn a_user_without_evalsha_gets_an_error_naming_the_permission() {
         .await
         .unwrap();
     let url = redis.url.replace("redis://", "redis://limited:secret@");
-    let client = faulty_client(&url, Degraded::Local).await;
+    let client = patient_client(&url, Degraded::Local).await;
     let b = client.breaker(&unique("acl"), Config::default()).unwrap();
     b.execute(|| async { Ok::<(), ()>(()) }).await.expect("the call is decided by the degraded mode");
     let err = b.force_open(None).await.expect_err("the script is refused");
@@ -360,8 +369,8 @@ async fn the_readme_minimal_acl_is_enough() {
     }
     let _: () = cmd.query_async(&mut conn).await.unwrap();
     let url = redis.url.replace("redis://", "redis://breaker:secret@");
-    let client = faulty_client(&url, Degraded::FailClosed).await;
-    let watcher = faulty_client(&url, Degraded::FailClosed).await;
+    let client = patient_client(&url, Degraded::FailClosed).await;
+    let watcher = patient_client(&url, Degraded::FailClosed).await;
     let name = unique("acl-min");
     let config = Config::builder()
         .failure_threshold(1)

@@ -205,11 +205,12 @@ async fn the_in_memory_client_follows_the_same_semantics_on_a_fake_clock() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_snapshot_is_refreshed_once_while_callers_keep_deciding() {
     let redis = private_redis().await;
-    let client = client_flushing_every(&redis, Duration::from_millis(200), Duration::from_secs(600)).await;
+    // A snapshot is used stale for at most one more cache_ttl: 2s leaves a slow machine room.
+    let client = client_flushing_every(&redis, Duration::from_secs(2), Duration::from_secs(600)).await;
     let b = client.breaker("single-flight", Config::default()).unwrap();
     succeed(&b).await.unwrap();
     client.flush().await.unwrap();
-    tokio::time::sleep(Duration::from_millis(250)).await;
+    tokio::time::sleep(Duration::from_millis(2100)).await;
     let before = redis.calls_of("evalsha").await;
     let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(100));
     let tasks: Vec<_> = (0..100)
