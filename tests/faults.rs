@@ -395,3 +395,35 @@ async fn the_readme_minimal_acl_is_enough() {
     assert_eq!(client.breakers().await.unwrap(), vec![name.clone()]);
     assert_eq!(client.store_status(), StoreStatus::Redis);
 }
+
+/// A demoted master answers READONLY: the client treats it as an outage, replaces its
+/// connection, and works again once the node is a master.
+#[tokio::test]
+async fn readonly_from_a_demoted_master_replaces_the_connection() {
+    let master = private_redis().await;
+    let replica = private_redis().await;
+    let master_port = master.port().expect("a spawned master");
+    let mut rconn = replica.conn().await;
+    let _: () = redis::cmd("REPLICAOF").arg("127.0.0.1").arg(master_port).query_async(&mut rconn).await.unwrap();
+    let client = patient_client(&replica.url, Degraded::FailClosed).await;
+    let b = client.breaker(&unique("readonly"), Config::builder().failure_threshold(1).build().unwrap()).unwrap();
+    let connections = |mut conn: redis::aio::MultiplexedConnection| async move {
+        let info: String = redis::cmd("INFO").arg("stats").query_async(&mut conn).await.unwrap();
+        info.lines().find_map(|l| l.strip_prefix("total_connections_received:")?.trim().parse::<u64>().ok()).unwrap()
+    };
+    let err = b.force_open(None).await.expect_err("a replica refuses the write");
+    assert!(err.is_outage(), "READONLY counts as an outage: {err}");
+    assert!(err.to_string().contains("read only replica"), "{err}");
+    let before = connections(rconn.clone()).await;
+    let _ = b.force_open(None).await;
+    let after = connections(rconn.clone()).await;
+    assert!(after > before, "the next operation came on a new connection ({before} -> {after} connections received)");
+
+    let _: () = redis::cmd("REPLICAOF").arg("NO").arg("ONE").query_async(&mut rconn).await.unwrap();
+    let start = Instant::now();
+    while b.force_open(None).await.is_err() {
+        assert!(start.elapsed() < Duration::from_secs(10), "the promoted node never took the write");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(b.state(), State::ForcedOpen);
+}
