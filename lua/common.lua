@@ -20,6 +20,11 @@
 --   stored_config, reason }. remaining_ms is the time left to the state's next deadline (open_until,
 --   the earliest probe lease when all are out, a forced state's end) or -1 when it has none.
 
+-- Library functions as locals: every global use is a table lookup in the script's environment.
+local tonumber, unpack, pairs, ipairs, next, type = tonumber, unpack, pairs, ipairs, next, type
+local floor, mmin, mmax, fmt = math.floor, math.min, math.max, string.format
+local rcall, rpcall = redis.call, redis.pcall
+
 local MAX_INT = 9007199254740991
 local STATES = { closed = true, open = true, half_open = true, forced_open = true, forced_closed = true }
 local INT_FIELDS = { 'incarnation', 'epoch', 'failures', 'fseq', 'successes', 'trips', 'opened_at',
@@ -31,7 +36,7 @@ end
 
 local function int_arg(i, name, min)
   local v = tonumber(ARGV[i])
-  if v == nil or v ~= v or v < min or v > MAX_INT or v ~= math.floor(v) then fail(name) end
+  if v == nil or v ~= v or v < min or v > MAX_INT or v ~= floor(v) then fail(name) end
   return v
 end
 
@@ -48,12 +53,12 @@ local function str_arg(i, name, max_len, allow_empty)
 end
 
 local function int(n)
-  return string.format('%d', n)
+  return fmt('%d', n)
 end
 
 local function redis_now_ms()
-  local t = redis.call('TIME')
-  return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000), tonumber(t[1]) * 1000000 + tonumber(t[2])
+  local t = rcall('TIME')
+  return tonumber(t[1]) * 1000 + floor(tonumber(t[2]) / 1000), tonumber(t[1]) * 1000000 + tonumber(t[2])
 end
 
 local function parse_config()
@@ -80,7 +85,7 @@ local function parse_config()
   c.window = int_arg(17, 'window', 10)
   c.channel = str_arg(18, 'events channel', 512, true)
   c.name = str_arg(19, 'name', 200, false)
-  c.bucket = math.floor(c.window / 10)
+  c.bucket = floor(c.window / 10)
   c.windowed = c.failure_rate > 0 or c.slow_rate > 0
   return c
 end
@@ -88,13 +93,13 @@ end
 -- A read that Redis refuses (WRONGTYPE: a key set by hand) answers nil: the key then reads as
 -- missing and is replaced by the next write.
 local function read(cmd, key, ...)
-  local r = redis.pcall(cmd, key, ...)
+  local r = rpcall(cmd, key, ...)
   if type(r) == 'table' and r.err then return nil end
   return r
 end
 
 local function key_type(key)
-  return redis.call('TYPE', key)['ok']
+  return rcall('TYPE', key)['ok']
 end
 
 -- Reads what the call needs into S (the state), P (probe leases) and W (window buckets); writes
@@ -125,7 +130,7 @@ local function load(c)
         local v = raw[i + 3]
         if v then
           local n = tonumber(v)
-          if n == nil or n ~= n or n < 0 or n > MAX_INT or n ~= math.floor(n) then
+          if n == nil or n ~= n or n < 0 or n > MAX_INT or n ~= floor(n) then
             problem = problem or ("field " .. f .. " was '" .. string.sub(v, 1, 40) .. "'")
           else
             S[f] = n
@@ -213,10 +218,10 @@ end
 
 local function trip(S, c, reason)
   S.trips = S.trips + 1
-  local d = math.min(c.max, c.base * c.multiplier ^ (S.trips - 1))
+  local d = mmin(c.max, c.base * c.multiplier ^ (S.trips - 1))
   local lo = d * (1 - c.jitter)
-  local hi = math.min(c.max, d * (1 + c.jitter))
-  local open_ms = math.floor(lo + c.rand * (hi - lo))
+  local hi = mmin(c.max, d * (1 + c.jitter))
+  local open_ms = floor(lo + c.rand * (hi - lo))
   if open_ms < 1 then open_ms = 1 end
   transition(S, c, 'open', reason)
   S.opened_at = c.now
@@ -256,7 +261,7 @@ local function earliest_lease(S)
 end
 
 local function window_sums(S, c)
-  local cur = math.floor(c.now / c.bucket)
+  local cur = floor(c.now / c.bucket)
   local calls, fails, slow = 0, 0, 0
   for k, n in pairs(S.W) do
     local b, kind = string.match(k, '^(%d+):(%a)$')
@@ -274,7 +279,7 @@ end
 
 local function window_add(S, c, calls, fails, slow)
   if not c.windowed or calls == 0 then return end
-  local cur = math.floor(c.now / c.bucket)
+  local cur = floor(c.now / c.bucket)
   for kind, n in pairs({ c = calls, f = fails, s = slow }) do
     if n > 0 then
       local k = int(cur) .. ':' .. kind
@@ -288,16 +293,16 @@ end
 local function check_rules(S, c)
   if S.state ~= 'closed' then return end
   if c.failure_threshold > 0 and S.failures >= c.failure_threshold then
-    trip(S, c, string.format('%d consecutive failures', S.failures))
+    trip(S, c, fmt('%d consecutive failures', S.failures))
     return
   end
   if not c.windowed then return end
   local calls, fails, slow = window_sums(S, c)
   if calls < c.minimum_calls then return end
   if c.failure_rate > 0 and fails / calls >= c.failure_rate then
-    trip(S, c, string.format('failure rate %.2f >= %.2f over %d calls', fails / calls, c.failure_rate, calls))
+    trip(S, c, fmt('failure rate %.2f >= %.2f over %d calls', fails / calls, c.failure_rate, calls))
   elseif c.slow_rate > 0 and slow / calls >= c.slow_rate then
-    trip(S, c, string.format('slow call rate %.2f >= %.2f over %d calls', slow / calls, c.slow_rate, calls))
+    trip(S, c, fmt('slow call rate %.2f >= %.2f over %d calls', slow / calls, c.slow_rate, calls))
   end
 end
 
@@ -343,10 +348,10 @@ local function remaining(S, c)
   local st = S.state
   if st == 'open' or st == 'forced_open' or st == 'forced_closed' then
     if S.open_until == 0 then return -1 end
-    return math.max(0, S.open_until - c.now)
+    return mmax(0, S.open_until - c.now)
   elseif st == 'half_open' then
     if lease_count(S) < c.max_probes then return 0 end
-    return math.max(0, earliest_lease(S) - c.now)
+    return mmax(0, earliest_lease(S) - c.now)
   end
   return -1
 end
@@ -358,7 +363,7 @@ local STATE_FIELDS = { 'epoch', 'failures', 'fseq', 'successes', 'trips', 'opene
 local function json_event(c, S, e, last)
   local rem = 0
   if last then rem = remaining(S, c) end
-  return string.format(
+  return fmt(
     '{"name":%s,"from":%s,"to":%s,"incarnation":%s,"epoch":%s,"fseq":%s,"retry_after_ms":%s,"reason":%s}',
     cjson.encode(c.name), cjson.encode(e.from), cjson.encode(e.to), int(S.incarnation), int(e.epoch),
     int(S.fseq), int(rem), cjson.encode(e.reason))
@@ -372,7 +377,7 @@ local function commit(S, c)
     local t = key_type(KEYS[4])
     if t ~= 'none' and t ~= 'hash' then S.drop[#S.drop + 1] = KEYS[4] end
   end
-  for _, k in ipairs(S.drop) do redis.call('DEL', k) end
+  for _, k in ipairs(S.drop) do rcall('DEL', k) end
   local ttl = c.state_ttl
   if S.open_until > c.now then ttl = ttl + (S.open_until - c.now) end
   if ttl < c.lease then ttl = c.lease end
@@ -384,43 +389,43 @@ local function commit(S, c)
       args[#args + 1] = f
       args[#args + 1] = int(S[f])
     end
-    redis.call('HSET', KEYS[1], unpack(args))
+    rcall('HSET', KEYS[1], unpack(args))
     if (S.state == 'forced_open' or S.state == 'forced_closed') and S.open_until == 0 then
-      redis.call('PERSIST', KEYS[1])
+      rcall('PERSIST', KEYS[1])
     else
-      redis.call('PEXPIRE', KEYS[1], ttl)
+      rcall('PEXPIRE', KEYS[1], ttl)
     end
   end
   if S.probes_dirty then
-    redis.call('DEL', KEYS[2])
+    rcall('DEL', KEYS[2])
     local args = {}
     for id, exp in pairs(S.P) do
       args[#args + 1] = int(exp)
       args[#args + 1] = id
     end
     if #args > 0 then
-      redis.call('ZADD', KEYS[2], unpack(args))
-      redis.call('PEXPIRE', KEYS[2], ttl)
+      rcall('ZADD', KEYS[2], unpack(args))
+      rcall('PEXPIRE', KEYS[2], ttl)
     end
   end
   -- The window changes in place: expired buckets deleted, new counts added.
   if S.fresh_window then
-    redis.call('DEL', KEYS[3])
+    rcall('DEL', KEYS[3])
   elseif #S.Wdel > 0 then
-    redis.call('HDEL', KEYS[3], unpack(S.Wdel))
+    rcall('HDEL', KEYS[3], unpack(S.Wdel))
   end
   if next(S.Wadd) ~= nil then
-    for k, n in pairs(S.Wadd) do redis.call('HINCRBY', KEYS[3], k, n) end
-    redis.call('PEXPIRE', KEYS[3], c.window + c.bucket)
+    for k, n in pairs(S.Wadd) do rcall('HINCRBY', KEYS[3], k, n) end
+    rcall('PEXPIRE', KEYS[3], c.window + c.bucket)
   end
   if next(S.metrics) ~= nil then
-    for f, n in pairs(S.metrics) do redis.call('HINCRBY', KEYS[4], f, n) end
-    redis.call('HSETNX', KEYS[4], 'since', int(c.now))
-    redis.call('PEXPIRE', KEYS[4], c.metrics_ttl)
+    for f, n in pairs(S.metrics) do rcall('HINCRBY', KEYS[4], f, n) end
+    rcall('HSETNX', KEYS[4], 'since', int(c.now))
+    rcall('PEXPIRE', KEYS[4], c.metrics_ttl)
   end
   if c.channel ~= '' then
     for i, e in ipairs(S.events) do
-      redis.pcall('PUBLISH', c.channel, json_event(c, S, e, i == #S.events))
+      rpcall('PUBLISH', c.channel, json_event(c, S, e, i == #S.events))
     end
   end
 end

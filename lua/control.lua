@@ -14,7 +14,7 @@ local S = load(c)
 
 local function lasting(what)
   if duration == 0 then return what .. ' by operator until reset' end
-  return string.format('%s by operator for %dms', what, duration)
+  return fmt('%s by operator for %dms', what, duration)
 end
 
 if op == 'reset' then

@@ -69,7 +69,7 @@ if outcome ~= 'none' then
         S.successes = S.successes + 1
         S.dirty = true
         if S.successes >= c.success_threshold then
-          close(S, c, string.format('%d probe successes', S.successes))
+          close(S, c, fmt('%d probe successes', S.successes))
         end
       elseif outcome == 'failure' then
         trip(S, c, 'probe failed')

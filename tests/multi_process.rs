@@ -254,6 +254,7 @@ fn coordinator() {
     }
     println!("\n{passed} passed, {failed} failed");
     drop(fleet);
+    drop(redis); // exit() skips destructors: stop the server first
     if failed > 0 {
         std::process::exit(1);
     }
