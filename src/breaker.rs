@@ -464,7 +464,7 @@ impl Breaker {
 
     /// The Redis store, unless there is none or it is treated as down.
     fn redis_up(&self) -> Option<&RedisStore> {
-        self.inner.shared.redis.as_ref().filter(|r| !r.skip_redis())
+        self.inner.shared.redis.as_ref().filter(|r| !r.is_down())
     }
 
     /// Runs `op` on Redis; the reply refreshes the snapshot. On an error the batch the op

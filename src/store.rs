@@ -85,12 +85,8 @@ impl RedisStore {
     }
 
     /// True while Redis is treated as down: no call waits on it; a background probe checks it.
-    pub(crate) fn skip_redis(&self) -> bool {
-        !*self.up.borrow()
-    }
-
     pub(crate) fn is_down(&self) -> bool {
-        self.skip_redis()
+        !*self.up.borrow()
     }
 
     /// Follows the up/down verdict.

@@ -7,10 +7,6 @@ use redis_breaker::{Config, State};
 use std::time::Duration;
 use support::*;
 
-fn key(name: &str, suffix: &str) -> String {
-    format!("breaker:{{{name}}}:{suffix}")
-}
-
 /// Trips one failure, corrupts the keys by hand, then makes a success and a failure through it.
 async fn corrupted_then_called(setup: &[&[&str]]) -> (TestRedis, String, std::collections::HashMap<String, String>) {
     let redis = redis().await;

@@ -7,10 +7,6 @@ use std::collections::HashMap;
 use std::time::Duration;
 use support::*;
 
-fn key(name: &str, suffix: &str) -> String {
-    format!("breaker:{{{name}}}:{suffix}")
-}
-
 #[tokio::test]
 async fn every_key_has_a_ttl_and_the_state_outlives_open_until() {
     let redis = redis().await;

@@ -225,6 +225,11 @@ pub async fn client_flushing_every(
     redis_breaker::Client::connect_with(&redis.url, config).await.expect("client")
 }
 
+/// The key `suffix` (state, probes, window, metrics) of `name` under the default prefix.
+pub fn key(name: &str, suffix: &str) -> String {
+    format!("breaker:{{{name}}}:{suffix}")
+}
+
 /// The state hash of `name` under the default prefix.
 pub async fn state_hash(redis: &TestRedis, name: &str) -> std::collections::HashMap<String, String> {
     redis::cmd("HGETALL")
