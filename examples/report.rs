@@ -201,7 +201,7 @@ async fn memory(
         .base_recovery(Duration::from_millis(1))
         .max_recovery(Duration::from_millis(1))
         .probe_lease(lease)
-        .call_timeout(lease)
+        .call_timeout(lease / 2)
         .build()?;
     let names: Vec<String> = (0..o.breakers).map(|i| format!("svc-{i:05}")).collect();
     let started = Instant::now();

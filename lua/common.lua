@@ -26,6 +26,12 @@ local floor, mmin, mmax, fmt = math.floor, math.min, math.max, string.format
 local rcall, rpcall = redis.call, redis.pcall
 
 local MAX_INT = 9007199254740991
+-- The longest duration any argument may carry (2^43 ms, about 278 years): a deadline now + this
+-- stays an exact integer. A stored deadline further away than this was not written by us.
+local MAX_DURATION = 8796093022208
+-- What a caller rejected while every half-open probe is out is told to wait at most: a probe
+-- usually ends long before its lease, and its outcome's event refreshes every snapshot.
+local HALF_OPEN_RETRY = 1000
 local STATES = { closed = true, open = true, half_open = true, forced_open = true, forced_closed = true }
 local INT_FIELDS = { 'incarnation', 'epoch', 'failures', 'fseq', 'successes', 'trips', 'opened_at',
   'open_until', 'changed_at' }
@@ -83,9 +89,9 @@ local function parse_config()
   c.slow_rate = float_arg(15, 'slow_call_rate', 0, 1)
   c.minimum_calls = int_arg(16, 'minimum_calls', 1)
   c.window = int_arg(17, 'window', 10)
+  if c.window > MAX_DURATION then fail('window') end
   c.channel = str_arg(18, 'events channel', 512, true)
   c.name = str_arg(19, 'name', 200, false)
-  c.bucket = floor(c.window / 10)
   c.windowed = c.failure_rate > 0 or c.slow_rate > 0
   return c
 end
@@ -109,7 +115,8 @@ end
 -- queued for `commit`.
 local function load(c)
   local S = { exists = false, state = 'closed', reason = '', config = '', dirty = false,
-    events = {}, drop = {}, metrics = {}, P = {}, W = {}, fresh_window = false, Wadd = {}, Wdel = {} }
+    events = {}, drop = {}, metrics = {}, P = {}, W = {}, fresh_window = false, Wadd = {}, Wdel = {},
+    window = c.window, window_stored = false }
   for _, f in ipairs(INT_FIELDS) do S[f] = 0 end
 
   local problem = nil
@@ -141,12 +148,31 @@ local function load(c)
     end
   end
 
+  -- A state with a deadline must have a sane one: open with none, or any deadline further away
+  -- than the longest duration we accept, was set by hand and would hold the breaker for ever.
+  if not problem then
+    if S.state == 'open' and S.open_until == 0 then
+      problem = 'open state had no deadline'
+    elseif S.open_until > c.now + MAX_DURATION then
+      problem = 'deadline open_until was ' .. int(S.open_until)
+    end
+  end
+
   if S.state == 'half_open' and not problem then
     local flat = read('ZRANGE', KEYS[2], 0, -1, 'WITHSCORES')
     if not flat then
       S.drop[#S.drop + 1] = KEYS[2]
     else
-      for i = 1, #flat, 2 do S.P[flat[i]] = tonumber(flat[i + 1]) end
+      -- A lease ends at most probe_lease from now: a score set by hand (+inf, 1e300, text) is
+      -- brought back to that, so no value can hold a probe slot for ever.
+      for i = 1, #flat, 2 do
+        local exp = tonumber(flat[i + 1])
+        if exp == nil or exp ~= exp or exp ~= floor(exp) or exp > c.now + c.lease then
+          exp = c.now + c.lease
+          S.probes_dirty = true
+        end
+        S.P[flat[i]] = exp
+      end
     end
   end
   if c.windowed and S.state == 'closed' and not problem then
@@ -154,16 +180,32 @@ local function load(c)
     if not flat then
       S.drop[#S.drop + 1] = KEYS[3]
     else
+      -- Buckets are counted on the scale of the window length stored with them (the first
+      -- writer's), so processes with different windows add to one window instead of deleting
+      -- each other's buckets. A count that is not a sane integer is deleted before any write.
       for i = 1, #flat, 2 do
-        local n = tonumber(flat[i + 1])
-        if n then S.W[flat[i]] = n end
+        local k, n = flat[i], tonumber(flat[i + 1])
+        local sane = n ~= nil and n == n and n >= 0 and n <= MAX_INT and n == floor(n)
+        if k == 'len' then
+          if sane and n >= 10 and n <= MAX_DURATION then
+            S.window = n
+            S.window_stored = true
+          else
+            S.Wdel[#S.Wdel + 1] = k
+          end
+        elseif sane then
+          S.W[k] = n
+        else
+          S.Wdel[#S.Wdel + 1] = k
+        end
       end
     end
   end
 
   if problem then
     S = { exists = false, state = 'closed', config = '', dirty = true, events = {}, drop = S.drop,
-      metrics = {}, P = {}, W = {}, fresh_window = true, Wadd = {}, Wdel = {} }
+      metrics = {}, P = {}, W = {}, fresh_window = true, Wadd = {}, Wdel = {}, window = c.window,
+      window_stored = false }
     for _, f in ipairs(INT_FIELDS) do S[f] = 0 end
     S.reason = 'corrupt state reset to closed: ' .. problem
     S.drop[#S.drop + 1] = KEYS[1]
@@ -201,15 +243,21 @@ local function metric(S, field, n)
   if n > 0 then S.metrics[field] = (S.metrics[field] or 0) + n end
 end
 
+local function clear_window(S, c)
+  S.W = {}
+  S.Wadd = {}
+  S.Wdel = {}
+  S.fresh_window = true
+  S.window = c.window
+  S.window_stored = false
+end
+
 local function close(S, c, reason)
   transition(S, c, 'closed', reason)
   S.trips = 0
   S.opened_at = 0
   S.open_until = 0
-  S.W = {}
-  S.Wadd = {}
-  S.Wdel = {}
-  S.fresh_window = true
+  clear_window(S, c)
 end
 
 local function to_half_open(S, c, reason)
@@ -261,7 +309,7 @@ local function earliest_lease(S)
 end
 
 local function window_sums(S, c)
-  local cur = floor(c.now / c.bucket)
+  local cur = floor(c.now / floor(S.window / 10))
   local calls, fails, slow = 0, 0, 0
   for k, n in pairs(S.W) do
     local b, kind = string.match(k, '^(%d+):(%a)$')
@@ -279,7 +327,7 @@ end
 
 local function window_add(S, c, calls, fails, slow)
   if not c.windowed or calls == 0 then return end
-  local cur = floor(c.now / c.bucket)
+  local cur = floor(c.now / floor(S.window / 10))
   for kind, n in pairs({ c = calls, f = fails, s = slow }) do
     if n > 0 then
       local k = int(cur) .. ':' .. kind
@@ -351,7 +399,7 @@ local function remaining(S, c)
     return mmax(0, S.open_until - c.now)
   elseif st == 'half_open' then
     if lease_count(S) < c.max_probes then return 0 end
-    return mmax(0, earliest_lease(S) - c.now)
+    return mmin(HALF_OPEN_RETRY, mmax(0, earliest_lease(S) - c.now))
   end
   return -1
 end
@@ -369,6 +417,26 @@ local function json_event(c, S, e, last)
     int(S.fseq), int(rem), cjson.encode(e.reason))
 end
 
+-- How long the state and probe keys must live from now: state_ttl past the furthest deadline
+-- the state holds (open_until, the last probe lease), so a state never expires while in force.
+local function state_key_ttl(S, c)
+  local horizon = S.open_until
+  for _, exp in pairs(S.P) do
+    if exp > horizon then horizon = exp end
+  end
+  local ttl = c.state_ttl
+  if horizon > c.now then ttl = ttl + (horizon - c.now) end
+  return ttl
+end
+
+-- HINCRBY that repairs instead of failing: a value set by hand that is not an integer, or one
+-- that would overflow, is replaced by the increment (the script has already written; an error
+-- now would half-apply it).
+local function incr(key, field, n)
+  local r = rpcall('HINCRBY', key, field, n)
+  if type(r) == 'table' and r.err then rcall('HSET', key, field, int(n)) end
+end
+
 -- Writes everything the decision changed, refreshes TTLs, then publishes (last, and with pcall:
 -- a refused PUBLISH must not turn an applied transition into an error).
 local function commit(S, c)
@@ -378,19 +446,23 @@ local function commit(S, c)
     if t ~= 'none' and t ~= 'hash' then S.drop[#S.drop + 1] = KEYS[4] end
   end
   for _, k in ipairs(S.drop) do rcall('DEL', k) end
-  local ttl = c.state_ttl
-  if S.open_until > c.now then ttl = ttl + (S.open_until - c.now) end
-  if ttl < c.lease then ttl = c.lease end
+  local ttl = state_key_ttl(S, c)
+  local forever = (S.state == 'forced_open' or S.state == 'forced_closed') and S.open_until == 0
+  -- Any state but closed is kept alive by every script that reads it, written or not.
+  local in_force = S.state ~= 'closed' and S.exists
   if S.dirty then
     if S.incarnation == 0 then S.incarnation = c.clock_us end
-    local args = { 'state', S.state, 'incarnation', int(S.incarnation), 'reason', S.reason, 'config',
-      c.fingerprint }
+    local config = c.fingerprint
+    if S.keep_config then config = S.config end
+    local args = { 'state', S.state, 'incarnation', int(S.incarnation), 'reason', S.reason, 'config', config }
     for _, f in ipairs(STATE_FIELDS) do
       args[#args + 1] = f
       args[#args + 1] = int(S[f])
     end
     rcall('HSET', KEYS[1], unpack(args))
-    if (S.state == 'forced_open' or S.state == 'forced_closed') and S.open_until == 0 then
+  end
+  if S.dirty or in_force then
+    if forever then
       rcall('PERSIST', KEYS[1])
     else
       rcall('PEXPIRE', KEYS[1], ttl)
@@ -407,6 +479,8 @@ local function commit(S, c)
       rcall('ZADD', KEYS[2], unpack(args))
       rcall('PEXPIRE', KEYS[2], ttl)
     end
+  elseif in_force and next(S.P) ~= nil then
+    rcall('PEXPIRE', KEYS[2], ttl)
   end
   -- The window changes in place: expired buckets deleted, new counts added.
   if S.fresh_window then
@@ -415,11 +489,12 @@ local function commit(S, c)
     rcall('HDEL', KEYS[3], unpack(S.Wdel))
   end
   if next(S.Wadd) ~= nil then
-    for k, n in pairs(S.Wadd) do rcall('HINCRBY', KEYS[3], k, n) end
-    rcall('PEXPIRE', KEYS[3], c.window + c.bucket)
+    for k, n in pairs(S.Wadd) do incr(KEYS[3], k, n) end
+    if not S.window_stored then rcall('HSET', KEYS[3], 'len', int(S.window)) end
+    rcall('PEXPIRE', KEYS[3], S.window + floor(S.window / 10))
   end
   if next(S.metrics) ~= nil then
-    for f, n in pairs(S.metrics) do rcall('HINCRBY', KEYS[4], f, n) end
+    for f, n in pairs(S.metrics) do incr(KEYS[4], f, n) end
     rcall('HSETNX', KEYS[4], 'since', int(c.now))
     rcall('PEXPIRE', KEYS[4], c.metrics_ttl)
   end

@@ -4,20 +4,33 @@
 --   20 op: 'force_open' | 'force_close' | 'reset'   21 duration_ms (0 = until reset)
 -- Reply: { 'ok', state, incarnation, epoch, failures, fseq, remaining_ms, stored_config, reason }
 -- Transitions: any -> forced_open (trips kept; after the duration it acts as an expired open);
---   any -> forced_closed (never trips; after the duration, closed); any -> closed on reset
---   (failures, trips, probes and window cleared; metrics kept). Each is a new epoch.
+--   any -> forced_closed (never trips; after the duration, closed); any other state -> closed on
+--   reset (failures, trips, probes and window cleared; metrics kept). Each is a new epoch. A reset
+--   of a closed breaker clears its failures and window and is no transition. The stored config
+--   fingerprint is kept (an operator is not a process with a config).
 local c = parse_config()
 local op = ARGV[20]
 if op ~= 'force_open' and op ~= 'force_close' and op ~= 'reset' then fail('op') end
 local duration = int_arg(21, 'duration_ms', 0)
+if duration > MAX_DURATION then fail('duration_ms') end
 local S = load(c)
+-- An operator's write keeps the config fingerprint of the last process that wrote: it is not a
+-- process's config, and must not make the fleet report drift.
+S.keep_config = true
 
 local function lasting(what)
   if duration == 0 then return what .. ' by operator until reset' end
   return fmt('%s by operator for %dms', what, duration)
 end
 
-if op == 'reset' then
+if op == 'reset' and S.state == 'closed' then
+  -- Already closed: no transition (no new epoch, no event); only the counts are cleared.
+  if S.failures > 0 then
+    S.failures = 0
+    S.dirty = true
+  end
+  clear_window(S, c)
+elseif op == 'reset' then
   close(S, c, 'reset by operator')
 else
   local to = 'forced_open'

@@ -8,7 +8,10 @@
 --   27..35 the caller's pending batch (see parse_batch in common.lua)
 -- Reply: { verdict, state, incarnation, epoch, failures, fseq, remaining_ms, stored_config, reason }
 --   verdict: 'applied', or 'stale' when the outcome moved no state (its permit belongs to another
---   incarnation or epoch, or its probe lease is gone). Metrics count both.
+--   incarnation or epoch, or its probe lease is gone). Metrics count both. A probe's own lease
+--   is judged before expired ones are swept: one that outlived its lease still counts until
+--   another caller takes the slot; a 'release' of a lease still held frees it whatever epoch
+--   it names.
 -- Transitions: closed -> open (consecutive, failure-rate or slow-call rule);
 --   half_open -> closed (success_threshold probe successes); half_open -> open (a probe failed,
 --   trips + 1); forced_closed -> closed when its time is up.
@@ -28,6 +31,9 @@ local batch = parse_batch(27)
 if slow > 1 or timed_out > 1 then fail('flags') end
 local S = load(c)
 
+-- A permit's own lease is judged before expired leases are swept: a probe that reports after
+-- its lease ran out (a hung downstream timing out) still counts while nobody took its slot.
+local own_lease = probe ~= '' and S.P[probe] ~= nil
 advance(S, c)
 purge_leases(S, c)
 apply_batch(S, c, batch)
@@ -42,8 +48,22 @@ if counted then
   metric(S, 'timeouts', timed_out)
 end
 if outcome ~= 'none' then
-
-  if not matches(S, p_inc, p_epoch) then
+  -- Leases are cleared on every transition, so a lease still held belongs to this half-open
+  -- epoch: its outcome applies even from a caller that never learnt the epoch (the release of
+  -- an acquire whose reply was lost).
+  if S.state == 'half_open' and own_lease then
+    S.P[probe] = nil
+    S.probes_dirty = true
+    if outcome == 'success' then
+      S.successes = S.successes + 1
+      S.dirty = true
+      if S.successes >= c.success_threshold then
+        close(S, c, fmt('%d probe successes', S.successes))
+      end
+    elseif outcome == 'failure' then
+      trip(S, c, 'probe failed')
+    end
+  elseif not matches(S, p_inc, p_epoch) then
     verdict = 'stale'
   elseif S.state == 'closed' and (outcome == 'success' or outcome == 'failure') then
     if outcome == 'failure' then
@@ -60,21 +80,7 @@ if outcome ~= 'none' then
     end
     check_rules(S, c)
   elseif S.state == 'half_open' then
-    if probe == '' or S.P[probe] == nil then
-      verdict = 'stale'
-    else
-      S.P[probe] = nil
-      S.probes_dirty = true
-      if outcome == 'success' then
-        S.successes = S.successes + 1
-        S.dirty = true
-        if S.successes >= c.success_threshold then
-          close(S, c, fmt('%d probe successes', S.successes))
-        end
-      elseif outcome == 'failure' then
-        trip(S, c, 'probe failed')
-      end
-    end
+    verdict = 'stale'
   elseif outcome == 'success' or outcome == 'failure' then
     verdict = 'stale'
   end

@@ -21,8 +21,9 @@ pub const DEFAULT_MULTIPLIER: f64 = 2.0;
 pub const DEFAULT_JITTER: f64 = 0.1;
 /// Default `call_timeout`: a call that takes longer fails with [`Error::Timeout`](crate::Error::Timeout).
 pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(30);
-/// Default `probe_lease`: how long a half-open probe holds its permit at most.
-pub const DEFAULT_PROBE_LEASE: Duration = Duration::from_secs(30);
+/// Default `probe_lease`: how long a half-open probe holds its permit at most. It outlives the
+/// default `call_timeout` by more than the required margin (a tenth of the call timeout).
+pub const DEFAULT_PROBE_LEASE: Duration = Duration::from_secs(35);
 /// Default `state_ttl`: an idle breaker's keys expire this long after the last write.
 pub const DEFAULT_STATE_TTL: Duration = Duration::from_secs(3600);
 /// Default `metrics_ttl`: the metrics hash expires this long after the last write.
@@ -165,9 +166,10 @@ setters_and_getters! {
     multiplier: f64;
     /// Spread of the open time, a fraction in `[0, 1)` (default 0.1).
     jitter: f64;
-    /// Longest a call may take; a longer one is a failure (default 30s, at most `probe_lease`).
+    /// Longest a call may take; a longer one is a failure (default 30s). `probe_lease` must
+    /// outlive it by a tenth of it: `call_timeout + call_timeout / 10 <= probe_lease`.
     call_timeout: Duration;
-    /// Longest a half-open probe holds its permit (default 30s).
+    /// Longest a half-open probe holds its permit (default 35s); see `call_timeout`.
     probe_lease: Duration;
     /// How long an idle breaker's keys live after the last write (default 1h).
     state_ttl: Duration;
@@ -249,8 +251,9 @@ fn fraction(rate: Option<f64>, field: &'static str) -> Result<(), ConfigError> {
     }
 }
 
-/// Longest duration a script argument may carry (about 285 years, well inside Lua's integers).
-const MAX_DURATION: Duration = Duration::from_millis(1 << 53 >> 10);
+/// Longest duration a script argument may carry: 2^43 ms, about 278 years, so that a deadline
+/// `now + duration` stays an exact integer in Lua (`MAX_DURATION` in `lua/common.lua`).
+pub(crate) const MAX_DURATION: Duration = Duration::from_millis(1 << 43);
 
 impl Config {
     /// A builder with every field at its default.
@@ -298,9 +301,12 @@ impl Config {
             format!("must be between 1 and 1000, got {}", self.multiplier)
         })?;
         check((0.0..1.0).contains(&self.jitter), "jitter", || format!("must be in [0, 1), got {}", self.jitter))?;
-        check(self.call_timeout <= self.probe_lease, "call_timeout", || {
+        // The lease starts on Redis's clock before the acquire reply travels, the call's timer
+        // after it arrives: the lease must outlive the call by a margin, or a hung probe's
+        // timeout reaches Redis after its lease and the breaker stays half-open for ever.
+        check(self.call_timeout + self.call_timeout / 10 <= self.probe_lease, "call_timeout", || {
             format!(
-                "must be at most probe_lease ({}), got {}: a probe could outlive its lease",
+                "must leave probe_lease ({}) a tenth more than itself (call_timeout + call_timeout/10 <= probe_lease), got {}: a timed-out probe could outlive its lease",
                 format_duration(self.probe_lease),
                 format_duration(self.call_timeout)
             )
@@ -363,6 +369,8 @@ pub const DEFAULT_PREFIX: &str = "breaker";
 pub const DEFAULT_OP_TIMEOUT: Duration = Duration::from_millis(100);
 /// Default lifetime of a local snapshot.
 pub const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(1);
+/// Longest `cache_ttl` accepted.
+const MAX_CACHE_TTL: Duration = Duration::from_secs(60);
 /// Default interval between flushes of batched counts.
 pub const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
 /// Default count of Redis errors in a row after which the store is treated as down.
@@ -440,7 +448,7 @@ impl ClientConfigBuilder {
         self.degraded = Some(mode);
         self
     }
-    /// Lifetime of a local snapshot (default 1s; zero asks Redis on every call).
+    /// Lifetime of a local snapshot (default 1s, at most 1m; zero asks Redis on every call).
     #[must_use]
     pub fn cache_ttl(mut self, d: Duration) -> Self {
         self.cache_ttl = Some(d);
@@ -478,6 +486,13 @@ impl ClientConfigBuilder {
         })?;
         at_least_1ms(c.op_timeout, "op_timeout")?;
         at_least_1ms(c.flush_interval, "flush_interval")?;
+        check(c.cache_ttl <= MAX_CACHE_TTL, "cache_ttl", || {
+            format!(
+                "must be at most {}, got {}: a process would miss other processes' transitions for that long when an event is lost",
+                format_duration(MAX_CACHE_TTL),
+                format_duration(c.cache_ttl)
+            )
+        })?;
         check(c.store_failure_threshold >= 1, "store_failure_threshold", || "must be at least 1".into())?;
         Ok(c)
     }
@@ -555,6 +570,12 @@ mod tests {
         assert_eq!(field_of(b().jitter(1.0).build()), "jitter");
         assert_eq!(field_of(b().jitter(-0.1).build()), "jitter");
         assert_eq!(field_of(b().call_timeout(Duration::from_secs(60)).build()), "call_timeout");
+        let equal = Duration::from_secs(10);
+        assert_eq!(field_of(b().call_timeout(equal).probe_lease(equal).build()), "call_timeout");
+        let lease = Duration::from_secs(11);
+        assert!(b().call_timeout(equal).probe_lease(lease).build().is_ok(), "a tenth more is enough");
+        let d = Config::default();
+        assert!(d.call_timeout() + d.call_timeout() / 10 <= d.probe_lease(), "the defaults keep the margin");
         assert_eq!(field_of(b().probe_lease(Duration::ZERO).build()), "probe_lease");
         assert_eq!(field_of(b().state_ttl(Duration::ZERO).build()), "state_ttl");
         assert_eq!(field_of(b().metrics_ttl(Duration::ZERO).build()), "metrics_ttl");
@@ -584,6 +605,13 @@ mod tests {
         let client: ClientConfig =
             serde_json::from_str(r#"{"prefix":"svc","degraded":"fail-closed","op_timeout":"50ms"}"#).expect("valid");
         assert_eq!(client.degraded(), Degraded::FailClosed);
+    }
+
+    #[test]
+    fn cache_ttl_has_an_upper_bound() {
+        let err = ClientConfig::builder().cache_ttl(Duration::from_secs(3600)).build().expect_err("too long");
+        assert!(matches!(err, ConfigError::Field { field: "cache_ttl", .. }), "{err}");
+        assert!(ClientConfig::builder().cache_ttl(Duration::from_secs(60)).build().is_ok());
     }
 
     #[test]

@@ -56,11 +56,11 @@ impl Params {
     fn windowed(&self) -> bool {
         self.failure_rate > 0.0 || self.slow_rate > 0.0
     }
-
-    fn bucket(&self) -> u64 {
-        self.window / 10
-    }
 }
+
+/// What a caller rejected while every half-open probe is out is told to wait at most (ms), as
+/// `HALF_OPEN_RETRY` in `lua/common.lua`: a probe usually ends long before its lease.
+pub(crate) const HALF_OPEN_RETRY_MS: u64 = 1000;
 
 /// One script call: the operation and what it carries.
 #[derive(Debug, Clone)]
@@ -226,6 +226,8 @@ pub(crate) struct Machine {
     config: String,
     probes: BTreeMap<String, u64>,
     window: BTreeMap<(u64, u8), u64>,
+    /// The window length the buckets are counted in (the first writer's), once stored.
+    window_len: Option<u64>,
     pub(crate) metrics: Metrics,
 }
 
@@ -246,6 +248,7 @@ impl Default for Machine {
             config: String::new(),
             probes: BTreeMap::new(),
             window: BTreeMap::new(),
+            window_len: None,
             metrics: Metrics::default(),
         }
     }
@@ -327,6 +330,37 @@ impl Machine {
         self.probes.len()
     }
 
+    /// The TTL (ms) a script leaves on the state key at `now` while the state is in force (not
+    /// closed), as `state_key_ttl` in `lua/common.lua`; `None` for a forced state with no end.
+    #[cfg(test)]
+    pub(crate) fn state_key_ttl(&self, p: &Params, now: u64) -> Option<u64> {
+        let forever = matches!(self.state, State::ForcedOpen | State::ForcedClosed) && self.open_until == 0;
+        if forever {
+            return None;
+        }
+        let horizon = self.probes.values().copied().chain([self.open_until]).max().unwrap_or(0);
+        Some(p.state_ttl + horizon.saturating_sub(now))
+    }
+
+    /// Forgets one window count, as a script does with a count it cannot read (`b:k` field).
+    #[cfg(test)]
+    pub(crate) fn forget_bucket(&mut self, field: &str) {
+        let parsed = field.split_once(':').and_then(|(b, k)| Some((b.parse::<u64>().ok()?, *k.as_bytes().first()?)));
+        if let Some(key) = parsed {
+            self.window.remove(&key);
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn state(&self) -> State {
+        self.state
+    }
+
+    #[cfg(test)]
+    pub(crate) fn exists(&self) -> bool {
+        self.exists
+    }
+
     /// Runs one operation at `now` (ms). `new_incarnation` is used when the state is created.
     pub(crate) fn run(
         &mut self,
@@ -355,7 +389,10 @@ impl Machine {
                 call.m.incarnation = new_incarnation;
             }
             call.m.exists = true;
-            call.m.config = p.fingerprint.clone();
+            // An operator's write keeps the fingerprint of the last process that wrote.
+            if !matches!(op, Op::Control { .. }) {
+                call.m.config = p.fingerprint.clone();
+            }
         }
         let transitions = std::mem::take(&mut call.transitions);
         let mut reply = call.reply(verdict);
@@ -401,7 +438,17 @@ impl Call<'_> {
         m.trips = 0;
         m.opened_at = 0;
         m.open_until = 0;
-        m.window.clear();
+        self.clear_window();
+    }
+
+    fn clear_window(&mut self) {
+        self.m.window.clear();
+        self.m.window_len = None;
+    }
+
+    /// The bucket length (ms) of the window: a tenth of the stored window length, else of ours.
+    fn bucket(&self) -> u64 {
+        self.m.window_len.unwrap_or(self.p.window) / 10
     }
 
     fn trip(&mut self, reason: String) {
@@ -430,7 +477,7 @@ impl Call<'_> {
     }
 
     fn window_sums(&mut self) -> (u64, u64, u64) {
-        let cur = self.now / self.p.bucket();
+        let cur = self.now / self.bucket();
         self.m.window.retain(|(b, _), _| *b + 10 > cur && *b <= cur);
         let mut sums = (0, 0, 0);
         for ((_, kind), n) in &self.m.window {
@@ -447,12 +494,13 @@ impl Call<'_> {
         if !self.p.windowed() || calls == 0 {
             return;
         }
-        let cur = self.now / self.p.bucket();
+        let cur = self.now / self.bucket();
         for (kind, n) in [(b'c', calls), (b'f', fails), (b's', slow)] {
             if n > 0 {
                 *self.m.window.entry((cur, kind)).or_insert(0) += n;
             }
         }
+        self.m.window_len.get_or_insert(self.p.window);
     }
 
     fn check_rules(&mut self) {
@@ -489,7 +537,7 @@ impl Call<'_> {
                 if (self.m.probes.len() as u64) < self.p.max_probes {
                     Some(0)
                 } else {
-                    self.m.probes.values().min().map(|e| e.saturating_sub(self.now))
+                    self.m.probes.values().min().map(|e| e.saturating_sub(self.now).min(HALF_OPEN_RETRY_MS))
                 }
             }
             State::Closed => None,
@@ -536,6 +584,8 @@ impl Call<'_> {
     }
 
     fn record(&mut self, r: &Record) -> Verdict {
+        // A permit's own lease is judged before expired leases are swept.
+        let own_lease = !r.probe.is_empty() && self.m.probes.contains_key(&r.probe);
         self.advance();
         self.purge_leases();
         self.batch(&r.batch);
@@ -551,6 +601,24 @@ impl Call<'_> {
             metrics.timeouts += u64::from(r.timed_out);
         }
 
+        // Leases are cleared on every transition: one still held belongs to this half-open
+        // epoch, whatever epoch the caller names (the release of an acquire whose reply was lost).
+        if self.m.state == State::HalfOpen && own_lease {
+            self.m.probes.remove(&r.probe);
+            match r.outcome {
+                RecordOutcome::Success => {
+                    self.m.successes += 1;
+                    self.dirty = true;
+                    if self.m.successes >= self.p.success_threshold {
+                        let reason = format!("{} probe successes", self.m.successes);
+                        self.close(reason);
+                    }
+                }
+                RecordOutcome::Failure => self.trip("probe failed".into()),
+                _ => {}
+            }
+            return Verdict::Applied;
+        }
         if !self.matches(r.incarnation, r.epoch) {
             return Verdict::Stale;
         }
@@ -573,24 +641,7 @@ impl Call<'_> {
                 Verdict::Applied
             }
             (State::Closed, _) => Verdict::Applied,
-            (State::HalfOpen, outcome) => {
-                if self.m.probes.remove(&r.probe).is_none() {
-                    return Verdict::Stale;
-                }
-                match outcome {
-                    RecordOutcome::Success => {
-                        self.m.successes += 1;
-                        self.dirty = true;
-                        if self.m.successes >= self.p.success_threshold {
-                            let reason = format!("{} probe successes", self.m.successes);
-                            self.close(reason);
-                        }
-                    }
-                    RecordOutcome::Failure => self.trip("probe failed".into()),
-                    _ => {}
-                }
-                Verdict::Applied
-            }
+            (State::HalfOpen, _) => Verdict::Stale,
             (_, RecordOutcome::Ignore | RecordOutcome::Release) => Verdict::Applied,
             _ => Verdict::Stale,
         }
@@ -605,6 +656,14 @@ impl Call<'_> {
             }
         };
         match op {
+            // Already closed: no transition; only the counts are cleared.
+            ControlOp::Reset if self.m.state == State::Closed => {
+                if self.m.failures > 0 {
+                    self.m.failures = 0;
+                    self.dirty = true;
+                }
+                self.clear_window();
+            }
             ControlOp::Reset => self.close("reset by operator".into()),
             ControlOp::ForceOpen | ControlOp::ForceClose => {
                 let (to, what) = if op == ControlOp::ForceOpen {

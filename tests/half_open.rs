@@ -73,7 +73,7 @@ async fn a_dead_workers_lease_expires_after_probe_lease() {
     let redis = redis().await;
     let name = unique("lease");
     let lease = Duration::from_millis(300);
-    let config = recovering(1).probe_lease(lease).call_timeout(lease).build().unwrap();
+    let config = recovering(1).probe_lease(lease).call_timeout(lease / 2).build().unwrap();
     let worker = client(&redis, Duration::from_secs(1)).await.breaker(&name, config.clone()).unwrap();
     let other = client(&redis, Duration::from_secs(1)).await.breaker(&name, config).unwrap();
     fail(&worker).await.unwrap_err();
