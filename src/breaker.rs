@@ -1,9 +1,9 @@
 //! [`Breaker`]: the handle a service calls through, and the [`Permit`] of one call.
 
-use crate::cache::{Local, Pending, SnapshotCell, View};
+use crate::cache::{Local, Pending, SnapshotCell, Source, View};
 use crate::client::{Handle, Shared};
-use crate::config::{Config, Degraded};
-use crate::error::{Error, StoreError, retry_text};
+use crate::config::{Config, Degraded, MAX_DURATION};
+use crate::error::{ConfigError, Error, StoreError, retry_text};
 use crate::events::{Event, EventKind, Subscription, Wire, local_event};
 use crate::machine::{Batch, ControlOp, Op, Params, Record, RecordOutcome, Reply, Verdict};
 use crate::meters::Meters;
@@ -269,7 +269,7 @@ impl Inner {
             stored_config: String::new(),
             reason: event.reason.clone(),
         };
-        self.snapshot.apply(&reply, at, self.shared.cache_ttl());
+        self.snapshot.apply(&reply, Source::Event(at), self.shared.cache_ttl());
         self.meters.transition(event.from, event.to);
         let _ = self.events.send(event);
     }
@@ -333,14 +333,22 @@ impl Breaker {
         Fut: Future<Output = Result<T, E>>,
         C: FnOnce(&Result<T, E>) -> Outcome,
     {
+        use futures_util::FutureExt;
         let guard = CallGuard { breaker: self, grant: Some(self.grant().await?) };
         let config = &self.inner.config;
         let started = config.slow_call_rate.is_some().then(Instant::now);
-        match with_deadline(f(), config.call_timeout).await {
-            Some(result) => {
+        // A panic inside the call is the downstream's client failing: it counts as a failure
+        // (and frees a probe), then keeps unwinding.
+        let call = std::panic::AssertUnwindSafe(f()).catch_unwind();
+        match with_deadline(call, config.call_timeout).await {
+            Some(Ok(result)) => {
                 let slow = started.is_some_and(|s| s.elapsed() >= config.slow_call_duration);
                 guard.finish(classify(&result), slow, false).await;
                 result.map_err(Error::Inner)
+            }
+            Some(Err(panic)) => {
+                guard.finish(Outcome::Failure, false, false).await;
+                std::panic::resume_unwind(panic)
             }
             None => {
                 guard.finish(Outcome::Failure, config.slow_call_rate.is_some(), true).await;
@@ -409,12 +417,11 @@ impl Breaker {
             Grant::Local { view, probe } if !probe.is_empty() => (view, probe, true),
             _ => return None,
         };
-        let record = self.record_args(RecordOutcome::Release, &view, probe, false, false);
         if local {
-            self.run_local(&Op::Record(record));
+            self.run_local(&Op::Record(local_record(RecordOutcome::Release, &view, probe, false, false)));
             return None;
         }
-        Some(record)
+        Some(self.record_args(RecordOutcome::Release, &view, probe, false, false))
     }
 
     fn reject(&self, state: State, retry_after: Option<Duration>) -> Rejected {
@@ -427,7 +434,15 @@ impl Breaker {
         let id = format!("{:016x}", rand::random::<u64>());
         if let Some(redis) = self.redis_up() {
             let op = Op::Acquire { permit: id.clone(), batch: self.inner.pending.take() };
-            match self.try_redis(redis, &op).await {
+            // Until the reply is read, the acquire may have leased a probe for `id` that nobody
+            // would free: a timeout, or this future dropped, releases it (a no-op otherwise).
+            let mut unanswered = UnansweredAcquire { breaker: self, id: Some(id.clone()) };
+            let result = self.try_redis(redis, &op).await;
+            if matches!(&result, Ok(_) | Err(StoreError::Refused { .. } | StoreError::Invalid(_))) {
+                unanswered.id = None;
+            }
+            drop(unanswered);
+            match result {
                 Ok(reply) => {
                     let view = view_of(&reply);
                     return match reply.verdict {
@@ -467,20 +482,27 @@ impl Breaker {
         self.inner.shared.redis.as_ref().filter(|r| !r.is_down())
     }
 
-    /// Runs `op` on Redis; the reply refreshes the snapshot. On an error the batch the op
-    /// carried is kept for the next call, unless the request may have been applied (a timeout).
+    /// Runs `op` on Redis; the reply refreshes the snapshot. When Redis could not be reached
+    /// the batch the op carried is kept for the next call. It is not kept when the request may
+    /// have been applied (a timeout; a reply that could not be read) nor when Redis refused it
+    /// (the same batch would be refused again, for ever).
     async fn try_redis(&self, redis: &RedisStore, op: &Op) -> Result<Reply, StoreError> {
         let inner = &*self.inner;
         let sent = Instant::now();
         let result = redis.run(&inner.keys, &inner.params, op, None, rand::random()).await;
         match &result {
             Ok(reply) => self.absorb(reply, sent),
-            Err(StoreError::Timeout(_)) => {}
-            Err(_) => {
+            Err(StoreError::Unreachable(_)) => {
                 if let Some(batch) = op.batch() {
                     inner.pending.restore(batch);
                 }
             }
+            Err(e @ (StoreError::Refused { .. } | StoreError::Protocol { .. })) => {
+                if op.batch().is_some_and(|b| *b != Batch::default()) {
+                    tracing::warn!(breaker = %inner.name, error = %e, "batched counts dropped: redis refused them");
+                }
+            }
+            Err(_) => {}
         }
         result
     }
@@ -488,6 +510,9 @@ impl Breaker {
     pub(crate) fn run_local(&self, op: &Op) -> Reply {
         let inner = &*self.inner;
         let (reply, transitions) = inner.shared.local.run(&inner.name, &inner.params, op, rand::random());
+        // The snapshot shows what decides the calls (for `state()`, `snapshot()`, `health()`), but
+        // is never fresh: the next call asks the local machine, or Redis once it is back.
+        inner.snapshot.apply(&reply, Source::Local, Duration::ZERO);
         let last = transitions.len().saturating_sub(1);
         for (i, t) in transitions.iter().enumerate() {
             let remaining = if i == last { reply.remaining_ms } else { Some(0) };
@@ -507,7 +532,7 @@ impl Breaker {
 
     fn absorb(&self, reply: &Reply, sent: Instant) {
         let inner = &*self.inner;
-        inner.snapshot.apply(reply, sent, inner.shared.cache_ttl());
+        inner.snapshot.apply(reply, Source::Reply(sent), inner.shared.cache_ttl());
         inner.meters.state(reply.state);
         let matches = reply.stored_config.is_empty() || reply.stored_config == inner.params.fingerprint;
         if inner.config_matches.swap(matches, Ordering::Relaxed) && !matches {
@@ -551,15 +576,26 @@ impl Breaker {
                 self.inner.pending.success(&view, slow);
             }
             Grant::Closed(view) => {
-                self.send_record(self.record_args(kind, &view, String::new(), slow, timed_out)).await
+                self.deliver(self.record_args(kind, &view, String::new(), slow, timed_out)).await;
             }
-            Grant::Probe { view, id } => self.send_record(self.record_args(kind, &view, id, slow, timed_out)).await,
+            Grant::Probe { view, id } => self.deliver(self.record_args(kind, &view, id, slow, timed_out)).await,
             Grant::Local { view, probe } => {
-                let record =
-                    Record { batch: Default::default(), ..self.record_args(kind, &view, probe, slow, timed_out) };
-                self.run_local(&Op::Record(record));
+                // The pending batch stays pending: it goes to Redis when Redis is back.
+                self.run_local(&Op::Record(local_record(kind, &view, probe, slow, timed_out)));
                 self.count_loose(outcome);
             }
+        }
+    }
+
+    /// Sends an outcome on a task of its own and waits for it: a caller that stops waiting
+    /// (a cancelled future) does not cancel the record, which is sent exactly once.
+    async fn deliver(&self, record: Record) {
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                let breaker = self.clone();
+                let _ = runtime.spawn(async move { breaker.send_record(record).await }).await;
+            }
+            Err(_) => self.send_record(record).await,
         }
     }
 
@@ -575,20 +611,34 @@ impl Breaker {
     }
 
     /// Sends a record to Redis; when Redis cannot take it, a batch it carried is kept for the
-    /// next flush unless the request may have been applied (a timeout is never resent).
+    /// next flush unless the request may have been applied (a timeout is never resent), and the
+    /// outcome itself is counted for Redis's metrics (it moves no state: Redis did not see it).
     async fn send_record(&self, record: Record) {
+        let outcome = match record.outcome {
+            RecordOutcome::Success => Some(Outcome::Success),
+            RecordOutcome::Failure => Some(Outcome::Failure),
+            RecordOutcome::Ignore => Some(Outcome::Ignore),
+            RecordOutcome::Release | RecordOutcome::None => None,
+        };
         let op = Op::Record(record);
-        match self.redis_up() {
-            Some(redis) => {
-                if let Err(e) = self.try_redis(redis, &op).await {
-                    tracing::debug!(breaker = %self.inner.name, error = %e, "redis-breaker: an outcome was not delivered");
+        let delivered = match self.redis_up() {
+            Some(redis) => match self.try_redis(redis, &op).await {
+                Ok(_) => true,
+                Err(e) => {
+                    tracing::debug!(breaker = %self.inner.name, error = %e, "an outcome was not delivered");
+                    // A timed-out record may have been applied: counting it again would count it twice.
+                    matches!(e, StoreError::Timeout(_))
                 }
-            }
+            },
             None => {
                 if let Some(batch) = op.batch() {
                     self.inner.pending.restore(batch);
                 }
+                false
             }
+        };
+        if let (false, Some(outcome)) = (delivered, outcome) {
+            self.count_loose(outcome);
         }
     }
 
@@ -656,6 +706,16 @@ impl Breaker {
     }
 
     async fn control(&self, op: ControlOp, duration: Option<Duration>) -> Result<Snapshot, StoreError> {
+        if let Some(d) = duration.filter(|d| *d > MAX_DURATION) {
+            return Err(StoreError::Invalid(ConfigError::Field {
+                field: "duration",
+                reason: format!(
+                    "must be at most {} (2^43 ms), got {}s",
+                    crate::duration::format_duration(MAX_DURATION),
+                    d.as_secs()
+                ),
+            }));
+        }
         let duration_ms = duration.map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1));
         let op = Op::Control { op, duration_ms };
         let inner = &*self.inner;
@@ -721,6 +781,39 @@ fn mode_name(mode: Degraded) -> &'static str {
 
 /// What `Degraded::FailClosed` tells a rejected caller while Redis is down.
 const FAIL_CLOSED_RETRY: Duration = Duration::from_secs(1);
+
+/// The record of an outcome decided by the local machine: it carries no batch (the pending
+/// counts stay pending for Redis).
+fn local_record(outcome: RecordOutcome, view: &View, probe: String, slow: bool, timed_out: bool) -> Record {
+    Record {
+        outcome,
+        incarnation: view.incarnation,
+        epoch: view.epoch,
+        probe,
+        slow,
+        timed_out,
+        fseq: view.fseq,
+        batch: Batch::default(),
+    }
+}
+
+/// An acquire sent to Redis whose reply has not been read: dropped while it still holds the
+/// permit id, it releases that id in the background (a probe lease the acquire may have taken).
+struct UnansweredAcquire<'b> {
+    breaker: &'b Breaker,
+    id: Option<String>,
+}
+
+impl Drop for UnansweredAcquire<'_> {
+    fn drop(&mut self) {
+        let Some(id) = self.id.take() else { return };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        let breaker = self.breaker.clone();
+        // The permit's epoch is unknown; a lease still held is freed whatever epoch it names.
+        let record = local_record(RecordOutcome::Release, &View::default(), id, false, false);
+        runtime.spawn(async move { breaker.send_record(record).await });
+    }
+}
 
 fn view_of(reply: &Reply) -> View {
     View { incarnation: reply.incarnation, epoch: reply.epoch, failures: reply.failures, fseq: reply.fseq }

@@ -33,6 +33,19 @@ pub(crate) struct View {
 
 const NO_DEADLINE: u64 = u64::MAX;
 
+/// Where a snapshot update comes from, and when: it decides whether the update replaces what
+/// the process holds.
+#[derive(Debug, Clone, Copy)]
+pub(crate) enum Source {
+    /// The reply to a request sent at this instant: it reflects Redis at some time after it.
+    Reply(Instant),
+    /// An event received at this instant: it reflects Redis at some time before it.
+    Event(Instant),
+    /// The in-process breaker decided (in-memory client, degraded `Local`): shown by `state()`
+    /// and `snapshot()`, never fresh, so every call still asks the deciding machine (or Redis,
+    /// once it is back), and replaced by the next reply from Redis.
+    Local,
+}
 #[derive(Debug)]
 pub(crate) struct SnapshotCell {
     base: Instant,
@@ -46,6 +59,9 @@ pub(crate) struct SnapshotCell {
     fresh_until: AtomicU64,
     /// Nanoseconds since `base` of the state's deadline, or `NO_DEADLINE`.
     deadline: AtomicU64,
+    /// Nanoseconds since `base` of the latest instant the held snapshot is known to reflect
+    /// (a reply's send time, an event's arrival); written under `writer` only.
+    known_at: AtomicU64,
     writer: Mutex<()>,
     /// Set while one task refreshes an expired closed snapshot (single flight).
     refreshing: AtomicBool,
@@ -67,6 +83,7 @@ impl SnapshotCell {
             fseq: AtomicU64::new(0),
             fresh_until: AtomicU64::new(0),
             deadline: AtomicU64::new(NO_DEADLINE),
+            known_at: AtomicU64::new(0),
             writer: Mutex::new(()),
             refreshing: AtomicBool::new(false),
         }
@@ -148,19 +165,36 @@ impl SnapshotCell {
         self.seq.fetch_add(1, Ordering::Release);
     }
 
-    /// Applies a reply to a request sent at `sent_at`, unless a newer snapshot is already held.
-    pub(crate) fn apply(&self, reply: &Reply, sent_at: Instant, cache_ttl: Duration) {
+    /// Applies what Redis said, unless what the process holds is known to be newer.
+    ///
+    /// Redis is the truth: a reply to a request sent after everything the held snapshot
+    /// reflects replaces it, whatever its epoch (Redis restarted from an older RDB, a lagging
+    /// replica promoted, a forged event). A reply that raced a newer update (its request was
+    /// sent before that update arrived), or an event (it may have been published before what
+    /// is held), replaces it only when its (incarnation, epoch, fseq) is not older; an
+    /// incarnation is Redis's clock when the state was created, so a larger one is newer.
+    pub(crate) fn apply(&self, reply: &Reply, source: Source, cache_ttl: Duration) {
         let _guard = self.writer.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let (_, held, _, _) = self.read();
-        let newer = reply.incarnation != held.incarnation
-            || reply.epoch > held.epoch
-            || (reply.epoch == held.epoch && reply.fseq >= held.fseq);
-        if !newer {
+        let known_at = self.known_at.load(Ordering::Relaxed);
+        let (at, after_everything_held) = match source {
+            Source::Reply(sent) => (self.since_base(sent), self.since_base(sent) >= known_at),
+            Source::Event(received) => (self.since_base(received), false),
+            Source::Local => (self.since_base(Instant::now()), true),
+        };
+        let not_older = (reply.incarnation, reply.epoch, reply.fseq) >= (held.incarnation, held.epoch, held.fseq);
+        if !after_everything_held && !not_older {
             return;
         }
-        let sent = self.since_base(sent_at);
+        let sent = at;
         let deadline = reply.remaining_ms.map_or(NO_DEADLINE, |ms| sent.saturating_add(ms.saturating_mul(1_000_000)));
-        let fresh_until = sent.saturating_add(nanos(cache_ttl)).min(deadline);
+        let fresh_until = match source {
+            Source::Local => 0,
+            _ => {
+                self.known_at.store(known_at.max(at), Ordering::Relaxed);
+                sent.saturating_add(nanos(cache_ttl)).min(deadline)
+            }
+        };
         self.seq.fetch_add(1, Ordering::Relaxed);
         fence(Ordering::Release);
         self.state.store(reply.state.to_u8(), Ordering::Relaxed);

@@ -91,6 +91,10 @@ pub enum StoreError {
     /// The operation is not available on this kind of client.
     #[error("not supported: {0}")]
     Unsupported(&'static str),
+    /// An argument of the operation is out of range (e.g. a `force_open` duration beyond what
+    /// the scripts accept); nothing was sent to Redis.
+    #[error(transparent)]
+    Invalid(#[from] ConfigError),
     /// Redis answered something this crate cannot read.
     #[error("unexpected reply from redis for {key}: {detail}")]
     Protocol {

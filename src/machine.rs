@@ -222,6 +222,7 @@ pub(crate) struct Machine {
     trips: u64,
     opened_at: u64,
     open_until: u64,
+    changed_at: u64,
     reason: String,
     config: String,
     probes: BTreeMap<String, u64>,
@@ -244,6 +245,7 @@ impl Default for Machine {
             trips: 0,
             opened_at: 0,
             open_until: 0,
+            changed_at: 0,
             reason: String::new(),
             config: String::new(),
             probes: BTreeMap::new(),
@@ -284,6 +286,7 @@ impl Machine {
             ("trips", self.trips),
             ("opened_at", self.opened_at),
             ("open_until", self.open_until),
+            ("changed_at", self.changed_at),
         ] {
             state.push(f.to_string());
             state.push(v.to_string());
@@ -312,6 +315,11 @@ impl Machine {
     #[cfg(test)]
     pub(crate) fn trips(&self) -> u64 {
         self.trips
+    }
+
+    #[cfg(test)]
+    pub(crate) fn changed_at(&self) -> u64 {
+        self.changed_at
     }
 
     #[cfg(test)]
@@ -425,6 +433,7 @@ impl Call<'_> {
         let m = &mut *self.m;
         m.state = to;
         m.epoch += 1;
+        m.changed_at = self.now;
         m.reason = reason;
         m.failures = 0;
         m.successes = 0;

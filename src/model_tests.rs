@@ -320,13 +320,15 @@ async fn run_case(
                 permit: format!("p{next_permit}"),
             });
         }
-        let stored: (Option<u64>, Option<u64>, u64) = redis::pipe()
+        let stored: (Option<u64>, Option<u64>, u64, Option<u64>) = redis::pipe()
             .hget(&keys.all[0], "trips")
             .hget(&keys.all[0], "open_until")
             .zcard(&keys.all[1])
+            .hget(&keys.all[0], "changed_at")
             .query_async(conn)
             .await
             .unwrap();
+        prop_assert_eq!(stored.3.unwrap_or(0), model.changed_at(), "changed_at after {:?}", step);
         prop_assert_eq!(stored.0.unwrap_or(0), model.trips(), "trips after {:?}", step);
         prop_assert_eq!(stored.1.unwrap_or(0), model.open_until(), "open_until after {:?}", step);
         prop_assert_eq!(stored.2, model.probe_count() as u64, "probe leases after {:?}", step);

@@ -30,8 +30,11 @@ pub struct Status {
     pub open_until_ms: u64,
     /// Time of the last transition.
     pub changed_at_ms: u64,
-    /// Time left until the state's deadline, when it has one.
+    /// Time left until the state's deadline, when it has one (0 once it has passed).
     pub retry_after_ms: Option<u64>,
+    /// True when an open (or forced open) breaker's deadline has passed: the next call moves it
+    /// to half-open and takes a probe.
+    pub recovery_due: bool,
     /// Why the breaker is in its state.
     pub reason: String,
     /// Fingerprint of the config of the last writer.
@@ -131,7 +134,8 @@ impl Status {
             .chunks_exact(2)
             .map(|p| Probe {
                 id: p[0].clone(),
-                expires_in_ms: p[1].parse::<i64>().unwrap_or(0) - i64::try_from(raw.now_ms).unwrap_or(i64::MAX),
+                expires_in_ms: (p[1].parse::<i64>().unwrap_or(0) - i64::try_from(raw.now_ms).unwrap_or(i64::MAX))
+                    .max(0),
             })
             .collect();
         Status {
@@ -147,6 +151,7 @@ impl Status {
             open_until_ms: open_until,
             changed_at_ms: num("changed_at"),
             retry_after_ms: has_deadline.then(|| open_until.saturating_sub(raw.now_ms)),
+            recovery_due: matches!(state, State::Open | State::ForcedOpen) && has_deadline && open_until <= raw.now_ms,
             reason,
             config: h.get("config").map(|c| c.to_string()).unwrap_or_default(),
             probes,

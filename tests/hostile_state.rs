@@ -63,16 +63,34 @@ async fn a_huge_open_until_resets_or_is_capped_at_max_recovery() {
     .await;
     assert!(h["reason"].starts_with("corrupt state reset to closed: field open_until"), "{}", h["reason"]);
 
-    // A value that is a valid integer but centuries away is brought back to max_recovery.
+    // A valid integer but centuries away (beyond any duration the crate writes) is corrupt.
+    let (_, _, h) = corrupted_then_called(&[&[
+        "HSET",
+        "breaker:{NAME}:state",
+        "state",
+        "open",
+        "incarnation",
+        "7",
+        "epoch",
+        "3",
+        "open_until",
+        "8000000000000000",
+    ]])
+    .await;
+    assert!(h["reason"].starts_with("corrupt state reset to closed: deadline open_until"), "{}", h["reason"]);
+
+    // A deadline a day away, longer than this caller's max_recovery, is brought back to it.
     let redis = redis().await;
     let client = client(&redis, Duration::ZERO).await;
     let name = unique("far-open");
     let config = Config::builder().max_recovery(Duration::from_secs(60)).build().unwrap();
     let b = client.breaker(&name, config).unwrap();
     let mut conn = redis.conn().await;
+    let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    let day_away = (now_ms + 86_400_000).to_string();
     let _: () = redis::cmd("HSET")
         .arg(key(&name, "state"))
-        .arg(&["state", "open", "incarnation", "7", "epoch", "3", "open_until", "8000000000000000"])
+        .arg(&["state", "open", "incarnation", "7", "epoch", "3", "open_until", day_away.as_str()])
         .query_async(&mut conn)
         .await
         .unwrap();

@@ -90,7 +90,11 @@ impl From<ConfigError> for Failure {
 
 impl From<StoreError> for Failure {
     fn from(e: StoreError) -> Self {
-        if e.is_outage() { Failure::Unreachable(e.to_string()) } else { Failure::Other(e.to_string()) }
+        match e {
+            StoreError::Invalid(e) => Failure::Usage(e.to_string()),
+            e if e.is_outage() => Failure::Unreachable(e.to_string()),
+            e => Failure::Other(e.to_string()),
+        }
     }
 }
 
@@ -119,12 +123,13 @@ fn fail(f: Failure) -> ExitCode {
     ExitCode::from(code)
 }
 
-async fn client(cli: &Cli, degraded: Degraded) -> Result<Client, Failure> {
+async fn client(cli: &Cli, degraded: Degraded, flush_interval: Duration) -> Result<Client, Failure> {
     let config = ClientConfig::builder()
         .prefix(cli.prefix.as_str())
         .op_timeout(cli.timeout)
         .degraded(degraded)
         .cache_ttl(Duration::ZERO)
+        .flush_interval(flush_interval)
         .store_failure_threshold(1)
         .build()?;
     Ok(Client::connect_with(&cli.url, config).await?)
@@ -133,9 +138,9 @@ async fn client(cli: &Cli, degraded: Degraded) -> Result<Client, Failure> {
 async fn run(cli: Cli) -> Result<ExitCode, Failure> {
     if let Command::Exec(args) = &cli.command {
         let degraded = args.degraded.into();
-        return exec::run(client(&cli, degraded).await?, args).await;
+        return exec::run(client(&cli, degraded, args.flush_interval()).await?, args).await;
     }
-    let client = client(&cli, Degraded::FailClosed).await?;
+    let client = client(&cli, Degraded::FailClosed, redis_breaker::DEFAULT_FLUSH_INTERVAL).await?;
     let out = output::Out { json: cli.json };
     match &cli.command {
         Command::List => {

@@ -66,7 +66,11 @@ impl Out {
         line(format_args!("name:        {}", s.name));
         line(format_args!("state:       {}", s.state));
         line(format_args!("reason:      {}", if s.reason.is_empty() { "-" } else { &s.reason }));
-        line(format_args!("retry after: {}", ms(s.retry_after_ms)));
+        if s.recovery_due {
+            line(format_args!("retry after: due (the next call moves it to half-open)"));
+        } else {
+            line(format_args!("retry after: {}", ms(s.retry_after_ms)));
+        }
         line(format_args!("epoch:       {} (incarnation {})", s.epoch, s.incarnation));
         line(format_args!("failures:    {} (fseq {})", s.failures, s.fseq));
         line(format_args!("trips:       {}", s.trips));
