@@ -8,13 +8,14 @@
 --   3 window  HASH  breaker:{name}:window   rolling-window buckets "<bucket>:c|f|s"
 --   4 metrics HASH  breaker:{name}:metrics  cumulative outcome counters
 --
--- ARGV 1..19 (every script): the caller's clock override and config; from 20 on, the script's own.
+-- ARGV 1..21 (every script): the caller's clock override, config and id; from 22 on, the script's own.
 --   1 now_ms ('' = Redis TIME; only tests send a value)   2 rand in [0,1) for the jitter
 --   3 config fingerprint      4 failure_threshold (0 = rule off)   5 success_threshold
 --   6 half_open_max_probes    7 base_recovery_ms   8 max_recovery_ms   9 multiplier  10 jitter
 --   11 probe_lease_ms  12 state_ttl_ms  13 metrics_ttl_ms  14 failure_rate (0 = rule off)
 --   15 slow_call_rate (0 = rule off)  16 minimum_calls  17 window_ms  18 events channel ('' = none)
---   19 breaker name (for events)
+--   19 breaker name (for events)   20 failure_expiry_ms   21 origin: the caller's client id (for
+--   events, so each process can tell the transitions it caused; '' = none)
 --
 -- Reply (every script): { verdict, state, incarnation, epoch, failures, fseq, remaining_ms,
 --   stored_config, reason }. remaining_ms is the time left to the state's next deadline (open_until,
@@ -34,7 +35,7 @@ local MAX_DURATION = 8796093022208
 local HALF_OPEN_RETRY = 1000
 local STATES = { closed = true, open = true, half_open = true, forced_open = true, forced_closed = true }
 local INT_FIELDS = { 'incarnation', 'epoch', 'failures', 'fseq', 'successes', 'trips', 'opened_at',
-  'open_until', 'changed_at' }
+  'open_until', 'changed_at', 'failed_at' }
 
 local function fail(what)
   error({ err = 'ERR redis-breaker: bad argument ' .. what })
@@ -92,6 +93,9 @@ local function parse_config()
   if c.window > MAX_DURATION then fail('window') end
   c.channel = str_arg(18, 'events channel', 512, true)
   c.name = str_arg(19, 'name', 200, false)
+  c.failure_expiry = int_arg(20, 'failure_expiry', 1)
+  if c.failure_expiry > MAX_DURATION then fail('failure_expiry') end
+  c.origin = str_arg(21, 'origin', 64, true)
   c.windowed = c.failure_rate > 0 or c.slow_rate > 0
   return c
 end
@@ -277,10 +281,16 @@ local function trip(S, c, reason)
   metric(S, 'opened', 1)
 end
 
--- Time-driven moves every script makes before its own: a forced close that has run its course.
+-- Time-driven moves every script makes before its own: a forced close that has run its course;
+-- failures of the consecutive rule that are older than failure_expiry (the count starts again
+-- when no failure was recorded for that long).
 local function advance(S, c)
   if S.state == 'forced_closed' and S.open_until > 0 and c.now >= S.open_until then
     close(S, c, 'forced close expired')
+  end
+  if S.state == 'closed' and S.failures > 0 and c.now - S.failed_at >= c.failure_expiry then
+    S.failures = 0
+    S.dirty = true
   end
 end
 
@@ -404,7 +414,8 @@ local function remaining(S, c)
   return -1
 end
 
-local STATE_FIELDS = { 'epoch', 'failures', 'fseq', 'successes', 'trips', 'opened_at', 'open_until', 'changed_at' }
+local STATE_FIELDS = { 'epoch', 'failures', 'fseq', 'successes', 'trips', 'opened_at', 'open_until', 'changed_at',
+  'failed_at' }
 
 -- One event as JSON. Only the last transition of a call knows its deadline; an earlier one says
 -- 0 ("ask Redis"), which no reader caches.
@@ -412,9 +423,9 @@ local function json_event(c, S, e, last)
   local rem = 0
   if last then rem = remaining(S, c) end
   return fmt(
-    '{"name":%s,"from":%s,"to":%s,"incarnation":%s,"epoch":%s,"fseq":%s,"retry_after_ms":%s,"reason":%s}',
+    '{"name":%s,"from":%s,"to":%s,"incarnation":%s,"epoch":%s,"fseq":%s,"retry_after_ms":%s,"reason":%s,"origin":%s}',
     cjson.encode(c.name), cjson.encode(e.from), cjson.encode(e.to), int(S.incarnation), int(e.epoch),
-    int(S.fseq), int(rem), cjson.encode(e.reason))
+    int(S.fseq), int(rem), cjson.encode(e.reason), cjson.encode(c.origin))
 end
 
 -- How long the state and probe keys must live from now: state_ttl past the furthest deadline

@@ -1,11 +1,11 @@
 -- redis-breaker: record — report one call's outcome; batched counters ride along.
 -- KEYS: state, probes, window, metrics (see common.lua).
--- ARGV: 1..19 common (see common.lua), then
---   20 outcome: 'success' | 'failure' | 'ignore' | 'release' (a permit dropped with no outcome:
+-- ARGV: 1..21 common (see common.lua), then
+--   22 outcome: 'success' | 'failure' | 'ignore' | 'release' (a permit dropped with no outcome:
 --      frees its probe lease, counts nothing) | 'none' (a flush of the batch alone)
---   21 permit incarnation  22 permit epoch  23 probe id ('' when the permit holds no lease)
---   24 slow (0|1)  25 timed out (0|1)  26 fseq the permit's process had seen
---   27..35 the caller's pending batch (see parse_batch in common.lua)
+--   23 permit incarnation  24 permit epoch  25 probe id ('' when the permit holds no lease)
+--   26 slow (0|1)  27 timed out (0|1)  28 fseq the permit's process had seen
+--   29..37 the caller's pending batch (see parse_batch in common.lua)
 -- Reply: { verdict, state, incarnation, epoch, failures, fseq, remaining_ms, stored_config, reason }
 --   verdict: 'applied', or 'stale' when the outcome moved no state (its permit belongs to another
 --   incarnation or epoch, or its probe lease is gone). Metrics count both. A probe's own lease
@@ -16,18 +16,18 @@
 --   half_open -> closed (success_threshold probe successes); half_open -> open (a probe failed,
 --   trips + 1); forced_closed -> closed when its time is up.
 local c = parse_config()
-local outcome = ARGV[20]
+local outcome = ARGV[22]
 local OUTCOMES = { success = true, failure = true, ignore = true, release = true, none = true }
 if not OUTCOMES[outcome] then
   fail('outcome')
 end
-local p_inc = int_arg(21, 'permit incarnation', 0)
-local p_epoch = int_arg(22, 'permit epoch', 0)
-local probe = str_arg(23, 'probe id', 64, true)
-local slow = int_arg(24, 'slow', 0)
-local timed_out = int_arg(25, 'timed out', 0)
-local p_fseq = int_arg(26, 'permit fseq', 0)
-local batch = parse_batch(27)
+local p_inc = int_arg(23, 'permit incarnation', 0)
+local p_epoch = int_arg(24, 'permit epoch', 0)
+local probe = str_arg(25, 'probe id', 64, true)
+local slow = int_arg(26, 'slow', 0)
+local timed_out = int_arg(27, 'timed out', 0)
+local p_fseq = int_arg(28, 'permit fseq', 0)
+local batch = parse_batch(29)
 if slow > 1 or timed_out > 1 then fail('flags') end
 local S = load(c)
 
@@ -69,6 +69,7 @@ if outcome ~= 'none' then
     if outcome == 'failure' then
       S.failures = S.failures + 1
       S.fseq = S.fseq + 1
+      S.failed_at = c.now
       S.dirty = true
       window_add(S, c, 1, 1, slow)
     else

@@ -92,6 +92,8 @@ pub struct Health {
     pub config_fingerprint: String,
     /// Whether the client's subscription to transitions is live.
     pub events_subscribed: bool,
+    /// This client's id ([`Client::id`](crate::Client::id)).
+    pub client_id: String,
 }
 
 pub(crate) struct Inner {
@@ -257,7 +259,7 @@ impl Inner {
 
     /// Applies an event from the subscription, received at `at`, and hands it to subscribers.
     pub(crate) fn on_event(&self, wire: &Wire, at: Instant) {
-        let Some(event) = wire.event() else { return };
+        let Some(event) = wire.event(&self.shared.id) else { return };
         let reply = Reply {
             verdict: Verdict::Ok,
             state: event.to,
@@ -294,6 +296,8 @@ impl Inner {
             epoch: view.epoch,
             retry_after: None,
             reason,
+            origin: None,
+            caused_here: true,
         });
     }
 }
@@ -516,7 +520,7 @@ impl Breaker {
         let last = transitions.len().saturating_sub(1);
         for (i, t) in transitions.iter().enumerate() {
             let remaining = if i == last { reply.remaining_ms } else { Some(0) };
-            let event = local_event(&inner.name, t, reply.incarnation, t.epoch, remaining);
+            let event = local_event(&inner.name, &inner.shared.id, t, reply.incarnation, t.epoch, remaining);
             inner.meters.transition(event.from, event.to);
             let _ = inner.shared.all_events.send(event.clone());
             let _ = inner.events.send(event);
@@ -702,6 +706,7 @@ impl Breaker {
             config_matches: self.inner.config_matches.load(Ordering::Relaxed),
             config_fingerprint: self.inner.params.fingerprint.clone(),
             events_subscribed: self.inner.shared.subscribed.load(Ordering::Acquire),
+            client_id: self.inner.shared.id.clone(),
         })
     }
 

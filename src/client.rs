@@ -21,6 +21,8 @@ pub(crate) struct Shared {
     pub(crate) redis: Option<RedisStore>,
     pub(crate) local: LocalStore,
     pub(crate) base: Instant,
+    /// This client's id: events caused by its script calls carry it.
+    pub(crate) id: String,
     breakers: Mutex<HashMap<String, Arc<Inner>>>,
     /// True while the subscription to `<prefix>:events` is live.
     pub(crate) subscribed: AtomicBool,
@@ -196,9 +198,16 @@ impl Client {
         C: ConnectionLike + Clone + Send + Sync + 'static,
     {
         let channel = events_channel(&config.prefix);
-        let redis =
-            RedisStore::new(Box::new(conn), reconnect, config.op_timeout, channel, config.store_failure_threshold);
-        Client::build(config, Some(redis), Arc::new(SystemClock), can_scan)
+        let id = client_id(&config);
+        let redis = RedisStore::new(
+            Box::new(conn),
+            reconnect,
+            config.op_timeout,
+            channel,
+            id.clone(),
+            config.store_failure_threshold,
+        );
+        Client::build(config, Some(redis), Arc::new(SystemClock), can_scan, id)
     }
 
     /// A single-process client with no Redis: the same semantics, decided in memory. For unit
@@ -209,16 +218,25 @@ impl Client {
 
     /// As [`in_memory`](Client::in_memory), on the given clock (e.g. a [`FakeClock`](crate::FakeClock)).
     pub fn in_memory_with_clock(clock: impl Clock) -> Client {
-        Client::build(ClientConfig::default(), None, Arc::new(clock), true)
+        let config = ClientConfig::default();
+        let id = client_id(&config);
+        Client::build(config, None, Arc::new(clock), true, id)
     }
 
-    fn build(config: ClientConfig, redis: Option<RedisStore>, clock: Arc<dyn Clock>, can_scan: bool) -> Client {
+    fn build(
+        config: ClientConfig,
+        redis: Option<RedisStore>,
+        clock: Arc<dyn Clock>,
+        can_scan: bool,
+        id: String,
+    ) -> Client {
         let flush_interval = config.flush_interval;
         let shared = Arc::new(Shared {
             config,
             redis,
             local: LocalStore::new(clock),
             base: Instant::now(),
+            id,
             breakers: Mutex::new(HashMap::new()),
             subscribed: AtomicBool::new(false),
             can_scan,
@@ -234,6 +252,12 @@ impl Client {
             rt.spawn(store_loop(Arc::downgrade(&handle), redis.watch_up(), handle._stop.subscribe()));
         }
         Client { handle }
+    }
+
+    /// This client's id (from [`ClientConfig`], else random): the events its script calls
+    /// cause carry it, and [`Event::caused_here`](crate::Event) compares with it.
+    pub fn id(&self) -> &str {
+        &self.handle.shared.id
     }
 
     /// Whether the subscription to `<prefix>:events` is live.
@@ -353,6 +377,11 @@ impl Client {
     }
 }
 
+/// The configured client id, else 16 random hex digits.
+fn client_id(config: &ClientConfig) -> String {
+    config.client_id.clone().unwrap_or_else(|| format!("{:016x}", rand::random::<u64>()))
+}
+
 async fn flush_loop(handle: Weak<Handle>, every: Duration, mut stop: watch::Receiver<()>) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -432,7 +461,7 @@ async fn subscribe_loop(
                     if let Some(inner) = h.shared.breaker_named(&wire.name) {
                         inner.on_event(&wire, at);
                     }
-                    if let Some(event) = wire.event() {
+                    if let Some(event) = wire.event(&h.shared.id) {
                         let _ = h.shared.all_events.send(event);
                     }
                 }

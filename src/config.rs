@@ -28,6 +28,9 @@ pub const DEFAULT_PROBE_LEASE: Duration = Duration::from_secs(35);
 pub const DEFAULT_STATE_TTL: Duration = Duration::from_secs(3600);
 /// Default `metrics_ttl`: the metrics hash expires this long after the last write.
 pub const DEFAULT_METRICS_TTL: Duration = Duration::from_secs(86_400);
+/// Default `failure_expiry`: failures of the consecutive rule are forgotten when none was
+/// recorded for this long, so sparse failures of a quiet service do not add up to a trip.
+pub const DEFAULT_FAILURE_EXPIRY: Duration = Duration::from_secs(60);
 /// Default `minimum_calls` in the window before a rate rule may trip.
 pub const DEFAULT_MINIMUM_CALLS: u32 = 20;
 /// Default `window` of the rate rules.
@@ -70,6 +73,7 @@ pub struct Config {
     pub(crate) slow_call_duration: Duration,
     pub(crate) minimum_calls: u32,
     pub(crate) window: Duration,
+    pub(crate) failure_expiry: Duration,
 }
 
 impl Default for Config {
@@ -91,6 +95,7 @@ impl Default for Config {
             slow_call_duration: DEFAULT_SLOW_CALL_DURATION,
             minimum_calls: DEFAULT_MINIMUM_CALLS,
             window: DEFAULT_WINDOW,
+            failure_expiry: DEFAULT_FAILURE_EXPIRY,
         }
     }
 }
@@ -126,6 +131,8 @@ pub struct ConfigBuilder {
     minimum_calls: Option<u32>,
     #[serde(with = "serde_human::option")]
     window: Option<Duration>,
+    #[serde(with = "serde_human::option")]
+    failure_expiry: Option<Duration>,
 }
 
 macro_rules! setters_and_getters {
@@ -181,6 +188,9 @@ setters_and_getters! {
     minimum_calls: u32;
     /// Length of the rolling window of the rate rules, 10 buckets (default 60s).
     window: Duration;
+    /// The consecutive-failure count starts again when no failure was recorded for this long
+    /// (default 1m): two failures half an hour apart are not consecutive.
+    failure_expiry: Duration;
 }
 
 impl ConfigBuilder {
@@ -223,6 +233,7 @@ impl ConfigBuilder {
             slow_call_duration: self.slow_call_duration.unwrap_or(d.slow_call_duration),
             minimum_calls: self.minimum_calls.unwrap_or(d.minimum_calls),
             window: self.window.unwrap_or(d.window),
+            failure_expiry: self.failure_expiry.unwrap_or(d.failure_expiry),
         };
         c.validate()?;
         Ok(c)
@@ -286,6 +297,7 @@ impl Config {
             (self.state_ttl, "state_ttl"),
             (self.metrics_ttl, "metrics_ttl"),
             (self.slow_call_duration, "slow_call_duration"),
+            (self.failure_expiry, "failure_expiry"),
         ] {
             at_least_1ms(d, field)?;
             check(d <= MAX_DURATION, field, || "is too long".into())?;
@@ -326,7 +338,7 @@ impl Config {
     /// last writer's, so a fleet running two configs shows it.
     pub(crate) fn fingerprint(&self) -> String {
         let text = format!(
-            "{}|{}|{}|{}|{}|{}|{}|{}|{}|{:?}|{:?}|{}|{}",
+            "{}|{}|{}|{}|{}|{}|{}|{}|{}|{:?}|{:?}|{}|{}|{}",
             self.failure_threshold,
             self.success_threshold,
             self.half_open_max_probes,
@@ -340,6 +352,7 @@ impl Config {
             self.slow_call_rate,
             self.minimum_calls,
             self.window.as_millis(),
+            self.failure_expiry.as_millis(),
         );
         // FNV-1a, 64 bits: stable across builds and platforms, unlike std's hasher.
         let hash =
@@ -399,6 +412,7 @@ pub struct ClientConfig {
     pub(crate) cache_ttl: Duration,
     pub(crate) flush_interval: Duration,
     pub(crate) store_failure_threshold: u32,
+    pub(crate) client_id: Option<String>,
 }
 
 impl Default for ClientConfig {
@@ -410,6 +424,7 @@ impl Default for ClientConfig {
             cache_ttl: DEFAULT_CACHE_TTL,
             flush_interval: DEFAULT_FLUSH_INTERVAL,
             store_failure_threshold: DEFAULT_STORE_FAILURE_THRESHOLD,
+            client_id: None,
         }
     }
 }
@@ -427,6 +442,7 @@ pub struct ClientConfigBuilder {
     #[serde(with = "serde_human::option")]
     flush_interval: Option<Duration>,
     store_failure_threshold: Option<u32>,
+    client_id: Option<String>,
 }
 
 impl ClientConfigBuilder {
@@ -466,6 +482,13 @@ impl ClientConfigBuilder {
         self.store_failure_threshold = Some(n);
         self
     }
+    /// This client's id, carried by the events its script calls cause (default: 16 random hex
+    /// digits, new for each client). 1-64 bytes of printable ASCII without whitespace.
+    #[must_use]
+    pub fn client_id(mut self, id: impl Into<String>) -> Self {
+        self.client_id = Some(id.into());
+        self
+    }
 
     /// Validates and builds.
     ///
@@ -480,7 +503,13 @@ impl ClientConfigBuilder {
             cache_ttl: self.cache_ttl.unwrap_or(d.cache_ttl),
             flush_interval: self.flush_interval.unwrap_or(d.flush_interval),
             store_failure_threshold: self.store_failure_threshold.unwrap_or(d.store_failure_threshold),
+            client_id: self.client_id,
         };
+        if let Some(id) = &c.client_id {
+            check(!id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_graphic()), "client_id", || {
+                format!("must be 1-64 bytes of printable ASCII without whitespace, got {id:?}")
+            })?;
+        }
         check(crate::name::valid_prefix(&c.prefix), "prefix", || {
             format!("must be 1-100 bytes of printable ASCII without whitespace, `{{`, `}}` or `*`, got {:?}", c.prefix)
         })?;
@@ -533,6 +562,10 @@ impl ClientConfig {
     /// Redis errors in a row after which the store is treated as down.
     pub fn store_failure_threshold(&self) -> u32 {
         self.store_failure_threshold
+    }
+    /// The client id set in the config, if any (see [`Client::id`](crate::Client::id)).
+    pub fn client_id(&self) -> Option<&str> {
+        self.client_id.as_deref()
     }
 
     /// Checks what depends on both configs: batches must flush several times per window.

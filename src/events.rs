@@ -40,6 +40,14 @@ pub struct Event {
     pub retry_after: Option<Duration>,
     /// Why, in words.
     pub reason: String,
+    /// The id of the client whose script call caused the transition
+    /// ([`Client::id`](crate::Client::id)), when the event says (events of older versions do
+    /// not); `None` for store up/down events.
+    pub origin: Option<String>,
+    /// True when this process caused the event (its own script call, its in-process breaker,
+    /// or its view of Redis going down or up): alerting from every instance of a fleet can act
+    /// on these alone and page once, not once per instance.
+    pub caused_here: bool,
 }
 
 /// The JSON each script publishes (README, "Redis keys"). Readers tolerate extra fields.
@@ -55,6 +63,8 @@ pub(crate) struct Wire {
     pub(crate) fseq: Option<u64>,
     #[serde(default)]
     pub(crate) reason: String,
+    #[serde(default)]
+    pub(crate) origin: Option<String>,
 }
 
 impl Wire {
@@ -62,7 +72,8 @@ impl Wire {
         serde_json::from_slice(payload).ok()
     }
 
-    pub(crate) fn event(&self) -> Option<Event> {
+    /// The event as the client `me` sees it.
+    pub(crate) fn event(&self, me: &str) -> Option<Event> {
         Some(Event {
             kind: EventKind::Transition,
             name: self.name.clone(),
@@ -72,12 +83,23 @@ impl Wire {
             epoch: self.epoch,
             retry_after: u64::try_from(self.retry_after_ms).ok().map(Duration::from_millis),
             reason: self.reason.clone(),
+            origin: self.origin.clone().filter(|o| !o.is_empty()),
+            caused_here: self.origin.as_deref() == Some(me),
         })
     }
 }
 
-pub(crate) fn local_event(name: &str, t: &Transition, incarnation: u64, epoch: u64, remaining: Option<u64>) -> Event {
+pub(crate) fn local_event(
+    name: &str,
+    me: &str,
+    t: &Transition,
+    incarnation: u64,
+    epoch: u64,
+    remaining: Option<u64>,
+) -> Event {
     Event {
+        origin: Some(me.to_string()),
+        caused_here: true,
         kind: EventKind::Transition,
         name: name.to_string(),
         from: Some(t.from),

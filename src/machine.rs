@@ -26,6 +26,7 @@ pub(crate) struct Params {
     pub(crate) slow_rate: f64,
     pub(crate) minimum_calls: u64,
     pub(crate) window: u64,
+    pub(crate) failure_expiry: u64,
 }
 
 fn ms(d: std::time::Duration) -> u64 {
@@ -50,6 +51,7 @@ impl Params {
             slow_rate: c.slow_call_rate.unwrap_or(0.0),
             minimum_calls: c.minimum_calls.into(),
             window: ms(c.window),
+            failure_expiry: ms(c.failure_expiry),
         }
     }
 
@@ -223,6 +225,8 @@ pub(crate) struct Machine {
     opened_at: u64,
     open_until: u64,
     changed_at: u64,
+    /// When the last failure of the consecutive rule was recorded.
+    failed_at: u64,
     reason: String,
     config: String,
     probes: BTreeMap<String, u64>,
@@ -246,6 +250,7 @@ impl Default for Machine {
             opened_at: 0,
             open_until: 0,
             changed_at: 0,
+            failed_at: 0,
             reason: String::new(),
             config: String::new(),
             probes: BTreeMap::new(),
@@ -287,6 +292,7 @@ impl Machine {
             ("opened_at", self.opened_at),
             ("open_until", self.open_until),
             ("changed_at", self.changed_at),
+            ("failed_at", self.failed_at),
         ] {
             state.push(f.to_string());
             state.push(v.to_string());
@@ -315,6 +321,11 @@ impl Machine {
     #[cfg(test)]
     pub(crate) fn trips(&self) -> u64 {
         self.trips
+    }
+
+    #[cfg(test)]
+    pub(crate) fn failed_at(&self) -> u64 {
+        self.failed_at
     }
 
     #[cfg(test)]
@@ -478,6 +489,11 @@ impl Call<'_> {
         if self.m.state == State::ForcedClosed && self.m.open_until > 0 && self.now >= self.m.open_until {
             self.close("forced close expired".into());
         }
+        let m = &mut *self.m;
+        if m.state == State::Closed && m.failures > 0 && self.now.saturating_sub(m.failed_at) >= self.p.failure_expiry {
+            m.failures = 0;
+            self.dirty = true;
+        }
     }
 
     fn purge_leases(&mut self) {
@@ -635,6 +651,7 @@ impl Call<'_> {
             (State::Closed, RecordOutcome::Failure) => {
                 self.m.failures += 1;
                 self.m.fseq += 1;
+                self.m.failed_at = self.now;
                 self.dirty = true;
                 self.window_add(1, 1, u64::from(r.slow));
                 self.check_rules();

@@ -124,10 +124,11 @@ fn config() -> impl Strategy<Value = Config> {
         (0..4u32, 1..4u32, 1..4u32),
         (50..500u64, 0..3000u64, 1.0..3.0f64, 0.0..0.5f64),
         (50..600u64, prop::option::of(0.3..1.0f64), prop::option::of(0.3..1.0f64), 1..6u32, 500..3000u64),
+        100..5000u64,
     )
         .prop_filter_map(
             "no trip rule",
-            |((ft, st, probes), (base, extra, mult, jitter), (lease, fr, sr, min, win))| {
+            |((ft, st, probes), (base, extra, mult, jitter), (lease, fr, sr, min, win), expiry)| {
                 let mut b = Config::builder()
                     .failure_threshold(ft)
                     .success_threshold(st)
@@ -139,7 +140,8 @@ fn config() -> impl Strategy<Value = Config> {
                     .probe_lease(Duration::from_millis(lease))
                     .call_timeout(Duration::from_millis(lease * 10 / 11))
                     .minimum_calls(min)
-                    .window(Duration::from_millis(win));
+                    .window(Duration::from_millis(win))
+                    .failure_expiry(Duration::from_millis(expiry));
                 if let Some(r) = fr {
                     b = b.failure_rate(r);
                 }
@@ -320,15 +322,17 @@ async fn run_case(
                 permit: format!("p{next_permit}"),
             });
         }
-        let stored: (Option<u64>, Option<u64>, u64, Option<u64>) = redis::pipe()
+        let stored: (Option<u64>, Option<u64>, u64, Option<u64>, Option<u64>) = redis::pipe()
             .hget(&keys.all[0], "trips")
             .hget(&keys.all[0], "open_until")
             .zcard(&keys.all[1])
             .hget(&keys.all[0], "changed_at")
+            .hget(&keys.all[0], "failed_at")
             .query_async(conn)
             .await
             .unwrap();
         prop_assert_eq!(stored.3.unwrap_or(0), model.changed_at(), "changed_at after {:?}", step);
+        prop_assert_eq!(stored.4.unwrap_or(0), model.failed_at(), "failed_at after {:?}", step);
         prop_assert_eq!(stored.0.unwrap_or(0), model.trips(), "trips after {:?}", step);
         prop_assert_eq!(stored.1.unwrap_or(0), model.open_until(), "open_until after {:?}", step);
         prop_assert_eq!(stored.2, model.probe_count() as u64, "probe leases after {:?}", step);
@@ -371,7 +375,7 @@ fn lua_scripts_and_the_rust_machine_agree_step_by_step() {
     let server = rt.block_on(support::redis());
     let (store, conn) = rt.block_on(async {
         let conn = server.conn().await;
-        (RedisStore::new(Box::new(conn.clone()), None, Duration::from_secs(5), String::new(), 3), conn)
+        (RedisStore::new(Box::new(conn.clone()), None, Duration::from_secs(5), String::new(), "model".into(), 3), conn)
     });
     let cases: u32 = std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(128);
     let mut runner = TestRunner::new(RunnerConfig {

@@ -20,15 +20,21 @@ pub(crate) struct Scripts {
     record: Script,
     control: Script,
     status: Script,
+    /// The events channel the scripts publish on (`''`: none).
+    channel: String,
+    /// This client's id, sent with every call: the events it causes name it.
+    origin: String,
 }
 
 impl Scripts {
-    pub(crate) fn new() -> Scripts {
+    pub(crate) fn new(channel: String, origin: String) -> Scripts {
         Scripts {
             acquire: script!("acquire.lua"),
             record: script!("record.lua"),
             control: script!("control.lua"),
             status: Script::new(include_str!("../lua/status.lua")),
+            channel,
+            origin,
         }
     }
 
@@ -46,7 +52,6 @@ impl Scripts {
         &'s self,
         keys: &Keys,
         p: &Params,
-        channel: &str,
         now_ms: Option<u64>,
         rand: f64,
         op: &Op,
@@ -80,8 +85,10 @@ impl Scripts {
             .arg(p.slow_rate.to_string())
             .arg(p.minimum_calls)
             .arg(p.window)
-            .arg(channel)
-            .arg(&keys.name);
+            .arg(&self.channel)
+            .arg(&keys.name)
+            .arg(p.failure_expiry)
+            .arg(&self.origin);
         match op {
             Op::Acquire { permit, batch } => {
                 inv.arg(permit);

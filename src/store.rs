@@ -57,7 +57,6 @@ pub(crate) struct RedisStore {
     reconnect: Option<Reconnect>,
     scripts: Scripts,
     op_timeout: Duration,
-    pub(crate) channel: String,
     threshold: u32,
     errors_in_row: AtomicU32,
     /// `true` while Redis is up; the client's watcher probes Redis while it is `false`.
@@ -70,14 +69,14 @@ impl RedisStore {
         reconnect: Option<Reconnect>,
         op_timeout: Duration,
         channel: String,
+        origin: String,
         threshold: u32,
     ) -> RedisStore {
         RedisStore {
             conn: RwLock::new(conn),
             reconnect,
-            scripts: Scripts::new(),
+            scripts: Scripts::new(channel, origin),
             op_timeout,
-            channel,
             threshold,
             errors_in_row: AtomicU32::new(0),
             up: watch::channel(true).0,
@@ -132,7 +131,7 @@ impl RedisStore {
         now_ms: Option<u64>,
         rand: f64,
     ) -> Result<Reply, StoreError> {
-        let inv = self.scripts.invocation(keys, p, &self.channel, now_ms, rand, op);
+        let inv = self.scripts.invocation(keys, p, now_ms, rand, op);
         let mut conn = self.handle();
         let reply = self.deadline(keys.state(), inv.invoke_async::<Vec<String>>(&mut conn)).await?;
         parse_reply(reply, keys.state())

@@ -97,3 +97,26 @@ async fn the_in_memory_client_hands_its_transitions_to_subscribers() {
     let second = events.recv().await.unwrap();
     assert_eq!((second.from, second.to, second.retry_after), (Some(State::Open), State::ForcedClosed, None));
 }
+
+/// Every instance of a fleet sees each transition; exactly one of them is told it caused it, so
+/// alerting from `subscribe()` in every instance pages once.
+#[tokio::test]
+async fn each_event_says_whether_this_process_caused_it() {
+    let redis = redis().await;
+    let name = unique("origin");
+    let config = Config::builder().failure_threshold(1).build().unwrap();
+    let (ca, cb) = (client(&redis, Duration::from_secs(1)).await, client(&redis, Duration::from_secs(1)).await);
+    assert_ne!(ca.id(), cb.id(), "each client has its own id");
+    let (a, b) = (ca.breaker(&name, config.clone()).unwrap(), cb.breaker(&name, config).unwrap());
+    subscribed(&a).await;
+    subscribed(&b).await;
+    let (mut ea, mut eb) = (a.subscribe(), b.subscribe());
+    fail(&a).await.unwrap_err();
+    let got_a = tokio::time::timeout(Duration::from_secs(5), ea.recv()).await.unwrap().unwrap();
+    let got_b = tokio::time::timeout(Duration::from_secs(5), eb.recv()).await.unwrap().unwrap();
+    assert_eq!((got_a.to, got_b.to), (State::Open, State::Open));
+    assert!(got_a.caused_here, "the process whose failure tripped it caused it");
+    assert!(!got_b.caused_here, "the other process only saw it");
+    assert_eq!(got_b.origin.as_deref(), Some(ca.id()), "the event names the client that caused it");
+    assert_eq!(a.health().await.unwrap().client_id, ca.id());
+}

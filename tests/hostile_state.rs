@@ -155,7 +155,7 @@ async fn scripts_refuse_bad_arguments_with_a_named_error() {
     let keys = ["state", "probes", "window", "metrics"].map(|s| key(&name, s));
     let good: Vec<String> = [
         "", "0.5", "fp", "5", "2", "1", "30000", "300000", "2", "0.1", "30000", "3600000", "86400000", "0", "0", "20",
-        "60000", "", "n", "p1", "0", "0", "0", "0", "0", "0", "0", "0", "0",
+        "60000", "", "n", "60000", "client-a", "p1", "0", "0", "0", "0", "0", "0", "0", "0", "0",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -177,9 +177,10 @@ async fn scripts_refuse_bad_arguments_with_a_named_error() {
         (9, "nan", "jitter"),
         (13, "2", "failure_rate"),
         (16, "5", "window"),
-        (19, "", "permit id"),
-        (22, "1.5", "batch fseq"),
-        (24, "3", "batch slow"),
+        (19, "0", "failure_expiry"),
+        (21, "", "permit id"),
+        (24, "1.5", "batch fseq"),
+        (26, "3", "batch slow"),
     ] {
         let mut args = good.clone();
         args[i] = bad.to_string();

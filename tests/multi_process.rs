@@ -120,6 +120,50 @@ fn worker() {
                     client.flush().await.unwrap();
                     format!("calls={calls}")
                 }
+                ["sparse", name, rate, secs, nth, offset, go] => {
+                    // A healthy busy process with the default client settings: one call in
+                    // `nth` fails, at its own offset.
+                    let client = Client::connect(&url).await.unwrap();
+                    let b = client.breaker(name, config(5, 1, Duration::from_secs(60))).unwrap();
+                    ready_then_wait(&mut control, go).await;
+                    let every = Duration::from_secs(1) / rate.parse::<u32>().unwrap();
+                    let until = Instant::now() + Duration::from_secs(secs.parse().unwrap());
+                    let (nth, offset): (u64, u64) = (nth.parse().unwrap(), offset.parse().unwrap());
+                    let mut tick = tokio::time::interval(every);
+                    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+                    let (mut calls, mut failed, mut rejected) = (0u64, 0u64, 0u64);
+                    while Instant::now() < until {
+                        tick.tick().await;
+                        let fail = (calls + offset) % nth == 0;
+                        match b.execute(|| async move { if fail { Err("down") } else { Ok(()) } }).await {
+                            Ok(()) => {}
+                            Err(Error::Inner(_)) => failed += 1,
+                            Err(Error::Rejected { .. }) => rejected += 1,
+                            Err(other) => panic!("unexpected {other:?}"),
+                        }
+                        calls += 1;
+                    }
+                    client.flush().await.unwrap();
+                    format!("calls={calls} failed={failed} rejected={rejected}")
+                }
+                ["outage", name, go] => {
+                    // The downstream is down for everyone: fail until the breaker rejects.
+                    let b = client.breaker(name, config(5, 1, Duration::from_secs(60))).unwrap();
+                    b.execute(|| async { Ok::<(), ()>(()) }).await.unwrap();
+                    ready_then_wait(&mut control, go).await;
+                    let mut failed = 0u64;
+                    let start = Instant::now();
+                    loop {
+                        match b.execute(|| async { Err::<(), _>("down") }).await {
+                            Err(Error::Inner(_)) => failed += 1,
+                            Err(Error::Rejected { .. }) => break,
+                            other => panic!("unexpected {other:?}"),
+                        }
+                        assert!(start.elapsed() < Duration::from_secs(20), "the outage never tripped");
+                        tokio::time::sleep(Duration::from_millis(1)).await;
+                    }
+                    format!("failed={failed}")
+                }
                 _ => format!("error: unknown command {line:?}"),
             };
             println!("{answer}");
@@ -225,11 +269,13 @@ fn coordinator() {
     let conn = rt.block_on(redis.conn());
     eprintln!("multi_process: redis at {}", redis.url);
     let mut fleet = Fleet { workers: (0..PROCESSES).map(|_| Worker::spawn(&redis.url)).collect(), conn, rounds: 0 };
-    let scenarios: [(&str, Scenario); 4] = [
+    let scenarios: [(&str, Scenario); 6] = [
         ("all_processes_failing_trip_the_breaker_once_and_every_failure_is_counted", all_fail),
         ("half_open_admits_exactly_max_probes_across_processes_200_times", probes),
         ("a_trip_in_one_process_reaches_the_others_within_milliseconds", propagation),
         ("a_steady_healthy_load_costs_redis_almost_nothing", steady),
+        ("sparse_failures_spread_over_a_busy_fleet_do_not_trip_the_consecutive_rule", sparse),
+        ("a_real_outage_still_trips_the_busy_fleet_at_once", outage),
     ];
     let (mut passed, mut failed) = (0, 0);
     let only = std::env::var("RB_SCENARIO").ok();
@@ -345,4 +391,35 @@ fn steady(rt: &tokio::runtime::Runtime, redis: &support::TestRedis, fleet: &mut 
     format!(
         "[{processes} processes x {rate} calls/s x {secs}s = {calls} calls, {commands} EVALSHA: {per_call:.4} per call]"
     )
+}
+
+fn sparse(rt: &tokio::runtime::Runtime, redis: &support::TestRedis, fleet: &mut Fleet) -> String {
+    let name = support::unique("mp-sparse");
+    let secs: u64 = std::env::var("RB_SPARSE_SECS").ok().and_then(|s| s.parse().ok()).unwrap_or(30);
+    let (rate, nth) = (1000u64, 1000u64);
+    // Offsets spread the failures evenly over the fleet: one every nth/PROCESSES calls.
+    let answers = rt.block_on(fleet.round(0..PROCESSES, |i, go| {
+        format!("sparse {name} {rate} {secs} {nth} {} {go}", i as u64 * nth / PROCESSES as u64)
+    }));
+    let calls: u64 = answers.iter().map(|a| field(a, "calls")).sum();
+    let failed: u64 = answers.iter().map(|a| field(a, "failed")).sum();
+    let rejected: u64 = answers.iter().map(|a| field(a, "rejected")).sum();
+    let state = rt.block_on(support::state_hash(redis, &name));
+    assert!(failed >= 8, "the load made failures: {answers:?}");
+    assert_eq!(rejected, 0, "no call was rejected: {answers:?}, state {state:?}");
+    assert_eq!(state.get("trips").map_or("0", String::as_str), "0", "never tripped: {state:?}");
+    format!("[{PROCESSES} processes, {calls} calls in {secs}s, {failed} failures (1 in {nth}), 0 trips]")
+}
+
+fn outage(rt: &tokio::runtime::Runtime, redis: &support::TestRedis, fleet: &mut Fleet) -> String {
+    let name = support::unique("mp-outage");
+    let answers = rt.block_on(fleet.round(0..PROCESSES, |_, go| format!("outage {name} {go}")));
+    let failed: u64 = answers.iter().map(|a| field(a, "failed")).sum();
+    let state = rt.block_on(support::state_hash(redis, &name));
+    assert_eq!(state["state"], "open");
+    assert_eq!(state["epoch"], "1", "one trip");
+    // Each failure is recorded before execute returns: the trip needs threshold failures, plus
+    // at most those in flight in the other processes when it happened.
+    assert!(failed <= 5 + PROCESSES as u64 * 2, "{failed} failures before the fleet stopped: {answers:?}");
+    format!("[{failed} failures across {PROCESSES} processes before every process was rejected]")
 }

@@ -174,3 +174,25 @@ async fn a_call_past_call_timeout_is_a_failure() {
     let metrics: std::collections::HashMap<String, u64> = metrics_hash(&redis, &name).await;
     assert_eq!((metrics["failures"], metrics["timeouts"]), (1, 1));
 }
+
+/// Sparse failures of a quiet service do not add up: the consecutive count starts again when no
+/// failure was recorded for `failure_expiry`.
+#[tokio::test]
+async fn failures_older_than_failure_expiry_do_not_count_toward_a_trip() {
+    let redis = redis().await;
+    let client = client(&redis, Duration::ZERO).await;
+    let name = unique("expiry");
+    let expiry = Duration::from_millis(300);
+    let b = client.breaker(&name, quick().failure_threshold(3).failure_expiry(expiry).build().unwrap()).unwrap();
+    fail(&b).await.unwrap_err();
+    fail(&b).await.unwrap_err();
+    assert_eq!(state_field(&redis, &name, "failures").await, 2);
+    tokio::time::sleep(expiry + Duration::from_millis(50)).await;
+    fail(&b).await.unwrap_err();
+    let hash = state_hash(&redis, &name).await;
+    assert_eq!((hash["state"].as_str(), hash["failures"].as_str()), ("closed", "1"), "the old two expired");
+    // Failures close together still trip.
+    fail(&b).await.unwrap_err();
+    fail(&b).await.unwrap_err();
+    assert_eq!(state_hash(&redis, &name).await["state"], "open");
+}

@@ -86,6 +86,9 @@ struct BreakerOpts {
     /// Length of the rate rule's window.
     #[arg(long, value_parser = duration)]
     window: Option<Duration>,
+    /// The consecutive-failure count starts again after this long without a failure.
+    #[arg(long, value_parser = duration)]
+    failure_expiry: Option<Duration>,
 }
 
 impl BreakerOpts {
@@ -95,7 +98,7 @@ impl BreakerOpts {
             ($($field:ident),*) => { $( if let Some(v) = self.$field { b = b.$field(v); } )* };
         }
         set!(failure_threshold, success_threshold, half_open_max_probes, base_recovery, max_recovery, multiplier);
-        set!(jitter, probe_lease, call_timeout, failure_rate, minimum_calls, window);
+        set!(jitter, probe_lease, call_timeout, failure_rate, minimum_calls, window, failure_expiry);
         // A lease too short for the default call timeout lowers the timeout with it, keeping
         // the margin the library requires (call_timeout + call_timeout/10 <= probe_lease).
         if let (Some(lease), None) = (self.probe_lease, self.call_timeout) {

@@ -68,7 +68,7 @@ enum Command {
         names: Vec<String>,
     },
     /// Run a command through a breaker: rejected commands do not run.
-    Exec(exec::ExecArgs),
+    Exec(Box<exec::ExecArgs>),
 }
 
 fn duration(s: &str) -> Result<Duration, String> {
