@@ -5,7 +5,7 @@ use crate::client::{Handle, Shared};
 use crate::config::{Config, Degraded, MAX_DURATION};
 use crate::error::{ConfigError, Error, StoreError, retry_text};
 use crate::events::{Event, EventKind, Subscription, Wire, local_event};
-use crate::machine::{Batch, ControlOp, Op, Params, Record, RecordOutcome, Reply, Verdict};
+use crate::machine::{Batch, ControlOp, Machine, Op, Params, Record, RecordOutcome, Reply, Verdict};
 use crate::meters::Meters;
 use crate::name::Keys;
 use crate::state::State;
@@ -105,6 +105,9 @@ pub(crate) struct Inner {
     pub(crate) pending: Pending,
     pub(crate) shared: Arc<Shared>,
     config_matches: AtomicBool,
+    /// False until the in-process breaker has been started from the snapshot since the last
+    /// reply from Redis (degraded `Local` continues from what the process knew).
+    local_seeded: AtomicBool,
     reason: Mutex<String>,
     events: broadcast::Sender<Event>,
     meters: Meters,
@@ -251,6 +254,7 @@ impl Inner {
             pending: Pending::default(),
             shared,
             config_matches: AtomicBool::new(true),
+            local_seeded: AtomicBool::new(false),
             reason: Mutex::new(String::new()),
             events: broadcast::channel(64).0,
             meters: Meters::new(name),
@@ -466,6 +470,7 @@ impl Breaker {
             Degraded::FailOpen => Ok(Grant::Free),
             Degraded::FailClosed => Err(self.reject(State::Open, Some(FAIL_CLOSED_RETRY))),
             _ => {
+                self.seed_local();
                 let reply = self.run_local(&Op::Acquire { permit: id.clone(), batch: Batch::default() });
                 let view = view_of(&reply);
                 match reply.verdict {
@@ -475,6 +480,19 @@ impl Breaker {
                 }
             }
         }
+    }
+
+    /// Starts the in-process breaker of a Redis client from the snapshot, once after each reply
+    /// from Redis: a breaker the process saw open stays open until the deadline it saw.
+    fn seed_local(&self) {
+        let inner = &*self.inner;
+        if inner.shared.redis.is_none() || inner.local_seeded.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let (state, view, left) = inner.snapshot.with_deadline(Instant::now());
+        let now = inner.shared.local.clock.now_ms();
+        let open_until = left.map_or(0, |d| now + u64::try_from(d.as_millis()).unwrap_or(u64::MAX / 4).max(1));
+        inner.shared.local.seed(&inner.name, Machine::seeded(state, view.failures, open_until, now));
     }
 
     fn degraded_mode(&self) -> Degraded {
@@ -537,6 +555,7 @@ impl Breaker {
     fn absorb(&self, reply: &Reply, sent: Instant) {
         let inner = &*self.inner;
         inner.snapshot.apply(reply, Source::Reply(sent), inner.shared.cache_ttl());
+        inner.local_seeded.store(false, Ordering::Release);
         inner.meters.state(reply.state);
         let matches = reply.stored_config.is_empty() || reply.stored_config == inner.params.fingerprint;
         if inner.config_matches.swap(matches, Ordering::Relaxed) && !matches {

@@ -156,6 +156,14 @@ impl SnapshotCell {
         (state, view, self.since_base(Instant::now()) < fresh_until)
     }
 
+    /// The snapshot with the time left to its deadline at `now` (`None`: no deadline).
+    pub(crate) fn with_deadline(&self, now: Instant) -> (State, View, Option<Duration>) {
+        let (state, view, _, deadline) = self.read();
+        let left =
+            (deadline != NO_DEADLINE).then(|| Duration::from_nanos(deadline.saturating_sub(self.since_base(now))));
+        (state, view, left)
+    }
+
     /// Makes the next call ask Redis (the event subscription dropped: events may be lost).
     pub(crate) fn mark_stale(&self) {
         let _guard = self.writer.lock().unwrap_or_else(std::sync::PoisonError::into_inner);

@@ -279,6 +279,24 @@ impl Machine {
         *self = Machine { metrics, ..Machine::default() };
     }
 
+    /// A machine that starts from what a process last knew of Redis's state: the in-process
+    /// breaker of `Degraded::Local` begins there, not from closed. `open_until` is on the local
+    /// machine's clock; a half-open state starts with no probe out; `trips` is unknown, so 1.
+    pub(crate) fn seeded(state: State, failures: u64, open_until: u64, now: u64) -> Machine {
+        let mut m = Machine { exists: true, state, failures, changed_at: now, ..Machine::default() };
+        m.reason = "continued from the last state seen in redis".to_string();
+        match state {
+            State::Open | State::ForcedOpen | State::HalfOpen => {
+                m.trips = 1;
+                m.opened_at = now;
+                m.open_until = open_until;
+            }
+            State::ForcedClosed => m.open_until = open_until,
+            State::Closed => m.failed_at = now,
+        }
+        m
+    }
+
     /// The stored state as Redis's flat hashes would read (for `Breaker::status` in memory).
     pub(crate) fn flat(&self) -> (Vec<String>, Vec<String>, Vec<String>) {
         let mut state = vec!["state".to_string(), self.state.as_str().to_string()];

@@ -206,6 +206,15 @@ impl LocalStore {
         machine.run(p, now, rand, incarnation, op)
     }
 
+    /// Replaces the machine of `name` (keeping its metrics).
+    pub(crate) fn seed(&self, name: &str, mut machine: Machine) {
+        let mut machines = self.machines.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if let Some(old) = machines.get_mut(name) {
+            machine.metrics = std::mem::take(&mut old.metrics);
+        }
+        machines.insert(name.to_string(), machine);
+    }
+
     /// The machine of `name` in the shape `lua/status.lua` returns.
     pub(crate) fn status(&self, name: &str) -> crate::status::Raw {
         let now_ms = self.clock.now_ms();

@@ -67,3 +67,56 @@ async fn a_bad_url_is_a_config_error_that_does_not_echo_the_password() {
     let client = Client::connect("redis://:hunter2@127.0.0.1:1").await.unwrap();
     assert!(!format!("{client:?}").contains("hunter2"));
 }
+
+/// Degraded `Local` starts from what the process knew: a breaker it saw open stays open until
+/// the deadline it saw, instead of one store error letting a call through.
+#[tokio::test]
+async fn degraded_local_continues_from_the_last_snapshot_not_from_closed() {
+    let mut redis = support::private_redis().await;
+    let config = ClientConfig::builder()
+        .cache_ttl(Duration::from_millis(50))
+        .op_timeout(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    let client = Client::connect_with(&redis.url, config).await.unwrap();
+    let name = support::unique("seeded");
+    let b = client
+        .breaker(&name, Config::builder().failure_threshold(1).base_recovery(Duration::from_secs(30)).build().unwrap())
+        .unwrap();
+    fail(&b).await.unwrap_err();
+    assert_eq!(b.state(), State::Open);
+    redis.kill();
+    tokio::time::sleep(Duration::from_millis(80)).await; // the snapshot is no longer fresh
+    let mut ran = false;
+    let r = b
+        .execute(|| async {
+            ran = true;
+            Ok::<(), &str>(())
+        })
+        .await;
+    match r {
+        Err(Error::Rejected { state: State::Open, retry_after: Some(d) }) => {
+            assert!(d > Duration::from_secs(20) && d <= Duration::from_secs(33), "the deadline Redis gave: {d:?}")
+        }
+        other => panic!("the breaker the process saw open let a call through: {other:?}"),
+    }
+    assert!(!ran);
+    assert_eq!(b.state(), State::Open, "state() shows what decides the calls");
+}
+
+/// `state()` tells the truth when the process decides: in memory, and in degraded `Local`.
+#[tokio::test]
+async fn state_shows_the_in_process_breaker_that_decides() {
+    let b = Client::in_memory().breaker("mem", Config::builder().failure_threshold(1).build().unwrap()).unwrap();
+    fail(&b).await.unwrap_err();
+    assert_eq!(b.state(), State::Open);
+    assert_eq!(b.status().await.unwrap().state, State::Open);
+
+    let b = down_client(Degraded::Local)
+        .await
+        .breaker("down-mem", Config::builder().failure_threshold(1).build().unwrap())
+        .unwrap();
+    fail(&b).await.unwrap_err();
+    assert!(matches!(succeed(&b).await, Err(Error::Rejected { .. })));
+    assert_eq!(b.state(), State::Open, "state() agrees with the rejections");
+}
