@@ -380,8 +380,29 @@ impl Breaker {
             Local::Reject { state, retry_after } => Err(self.reject(state, retry_after)),
             Local::Miss => match self.stale_while_refreshing() {
                 Some(view) => Ok(Grant::Closed(view)),
-                None => self.grant_slow().await,
+                None => self.grant_single_flight().await,
             },
+        }
+    }
+
+    /// A snapshot that cannot decide (cold, expired, marked stale after a Redis restart):
+    /// one caller asks Redis for the whole process while the others wait for its reply (at
+    /// most `op_timeout`) and decide from the snapshot it brings. A caller that still cannot
+    /// decide (a half-open probe of its own) asks Redis itself.
+    async fn grant_single_flight(&self) -> Result<Grant, Rejected> {
+        let inner = &*self.inner;
+        if self.redis_up().is_none() || tokio::runtime::Handle::try_current().is_err() {
+            return self.grant_slow().await;
+        }
+        if inner.snapshot.claim_refresh() {
+            let _claim = RefreshClaim(&inner.snapshot);
+            return self.grant_slow().await;
+        }
+        inner.snapshot.wait_for_refresh(inner.shared.config.op_timeout).await;
+        match inner.snapshot.decide(Instant::now()) {
+            Local::Allow(view) => Ok(Grant::Closed(view)),
+            Local::Reject { state, retry_after } => Err(self.reject(state, retry_after)),
+            Local::Miss => self.grant_slow().await,
         }
     }
 
@@ -818,6 +839,16 @@ fn local_record(outcome: RecordOutcome, view: &View, probe: String, slow: bool, 
         timed_out,
         fseq: view.fseq,
         batch: Batch::default(),
+    }
+}
+
+/// The claim of a breaker's one refresh; ended (and the waiters woken) when dropped, also when
+/// the claiming caller is cancelled.
+struct RefreshClaim<'s>(&'s SnapshotCell);
+
+impl Drop for RefreshClaim<'_> {
+    fn drop(&mut self) {
+        self.0.refreshed();
     }
 }
 

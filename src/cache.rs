@@ -63,8 +63,10 @@ pub(crate) struct SnapshotCell {
     /// (a reply's send time, an event's arrival); written under `writer` only.
     known_at: AtomicU64,
     writer: Mutex<()>,
-    /// Set while one task refreshes an expired closed snapshot (single flight).
+    /// Set while one task asks Redis for this breaker on behalf of the process (single flight).
     refreshing: AtomicBool,
+    /// Wakes the callers that wait for that task.
+    refreshed: tokio::sync::Notify,
 }
 
 fn nanos(d: Duration) -> u64 {
@@ -86,6 +88,7 @@ impl SnapshotCell {
             known_at: AtomicU64::new(0),
             writer: Mutex::new(()),
             refreshing: AtomicBool::new(false),
+            refreshed: tokio::sync::Notify::new(),
         }
     }
 
@@ -146,8 +149,24 @@ impl SnapshotCell {
         Some((view, claimed))
     }
 
+    /// Ends a refresh claimed by [`stale_closed`](Self::stale_closed) or
+    /// [`claim_refresh`](Self::claim_refresh), and wakes the callers waiting for it.
     pub(crate) fn refreshed(&self) {
         self.refreshing.store(false, Ordering::Release);
+        self.refreshed.notify_waiters();
+    }
+
+    /// Claims the one refresh of this breaker; `false` when another task holds it.
+    pub(crate) fn claim_refresh(&self) -> bool {
+        self.refreshing.compare_exchange(false, true, Ordering::AcqRel, Ordering::Relaxed).is_ok()
+    }
+
+    /// Waits (at most `limit`) for the refresh another task is making.
+    pub(crate) async fn wait_for_refresh(&self, limit: Duration) {
+        let notified = self.refreshed.notified();
+        if self.refreshing.load(Ordering::Acquire) {
+            let _ = tokio::time::timeout(limit, notified).await;
+        }
     }
 
     /// The snapshot as it stands, fresh or not.

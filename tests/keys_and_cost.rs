@@ -225,3 +225,68 @@ async fn an_expired_snapshot_is_refreshed_once_while_callers_keep_deciding() {
     assert_eq!(redis.calls_of("evalsha").await - before, 1, "100 callers, one refresh");
     assert!(b.snapshot().fresh, "the refresh renewed the snapshot");
 }
+
+/// Callers that start together on a snapshot that cannot decide (cold, or marked stale after a
+/// Redis restart, or expired open) send one script call for the process, not one each.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cold_or_stale_snapshot_is_refreshed_once_for_all_waiting_callers() {
+    let redis = private_redis().await;
+    let client = client_flushing_every(&redis, Duration::from_secs(1), Duration::from_secs(600)).await;
+    let callers = 500;
+    let race = |b: redis_breaker::Breaker| async move {
+        let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(callers));
+        let tasks: Vec<_> = (0..callers)
+            .map(|_| {
+                let (b, barrier) = (b.clone(), barrier.clone());
+                tokio::spawn(async move {
+                    barrier.wait().await;
+                    succeed(&b).await.is_ok()
+                })
+            })
+            .collect();
+        let mut allowed = 0;
+        for t in tasks {
+            allowed += usize::from(t.await.unwrap());
+        }
+        allowed
+    };
+
+    // Cold: the process has never asked Redis about this breaker.
+    let cold = client.breaker(&unique("cold"), Config::default()).unwrap();
+    let before = redis.calls_of("evalsha").await;
+    assert_eq!(race(cold).await, callers, "every call is allowed");
+    let spent = redis.calls_of("evalsha").await - before;
+    assert!(spent <= 2, "{callers} callers on a cold snapshot sent {spent} script calls");
+
+    // Expired open: the deadline passed; one caller takes the probe, the others learn from it.
+    let name = unique("reopening");
+    let config = Config::builder()
+        .failure_threshold(1)
+        .success_threshold(1000)
+        .base_recovery(Duration::from_millis(100))
+        .max_recovery(Duration::from_millis(100))
+        .jitter(0.0)
+        .build()
+        .unwrap();
+    let open = client.breaker(&name, config).unwrap();
+    fail(&open).await.unwrap_err();
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    let before = redis.calls_of("evalsha").await;
+    let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(callers));
+    let tasks: Vec<_> = (0..callers)
+        .map(|_| {
+            let (b, barrier) = (open.clone(), barrier.clone());
+            tokio::spawn(async move {
+                barrier.wait().await;
+                b.acquire().await.ok() // held: a probe stays out while the others decide
+            })
+        })
+        .collect();
+    let mut permits = Vec::new();
+    for t in tasks {
+        permits.extend(t.await.unwrap());
+    }
+    let spent = redis.calls_of("evalsha").await - before;
+    assert_eq!(permits.len(), 1, "one probe");
+    assert!(spent <= 3, "{callers} callers on an expired open snapshot sent {spent} script calls");
+}
