@@ -175,7 +175,8 @@ impl Client {
             let handle = &self.handle;
             let channel = events_channel(&handle.shared.config.prefix);
             let stop = handle._stop.subscribe();
-            rt.spawn(subscribe_loop(Arc::downgrade(handle), nodes, channel, handle.shared.config.op_timeout, stop));
+            let (op_timeout, keepalive) = (handle.shared.config.op_timeout, handle.shared.config.events_keepalive);
+            rt.spawn(subscribe_loop(Arc::downgrade(handle), nodes, channel, op_timeout, keepalive, stop));
         }
         self
     }
@@ -407,14 +408,18 @@ async fn flush_loop(handle: Weak<Handle>, every: Duration, mut stop: watch::Rece
 
 /// Keeps one subscription to `<prefix>:events` and applies each event to its breaker's
 /// snapshot. Pub/sub is at most once, so whenever the subscription is made or lost every
-/// snapshot is marked stale; it resubscribes with backoff until the client is dropped.
+/// snapshot is marked stale; it resubscribes with backoff until the client is dropped. A PING
+/// every `keepalive` notices a connection that is open but dead (a blackholed path): no answer
+/// within `max(op_timeout, 1s)` counts as a drop.
 async fn subscribe_loop(
     handle: Weak<Handle>,
     nodes: Vec<redis::Client>,
     channel: String,
     op_timeout: Duration,
+    keepalive: Duration,
     mut stop: watch::Receiver<()>,
 ) {
+    let answer_within = op_timeout.max(Duration::from_secs(1));
     let mut next_node = 0;
     const MIN_BACKOFF: Duration = Duration::from_millis(100);
     let mut backoff = MIN_BACKOFF;
@@ -447,10 +452,23 @@ async fn subscribe_loop(
             None => return,
         }
         tracing::debug!(channel, "redis-breaker: subscribed to events");
-        let mut messages = pubsub.into_on_message();
+        let (mut sink, mut messages) = pubsub.split();
+        let mut ping = tokio::time::interval(keepalive);
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ping.tick().await;
         loop {
             let msg = tokio::select! {
                 m = messages.next() => m,
+                _ = ping.tick() => {
+                    // Messages that arrive meanwhile wait in the stream, in order.
+                    match tokio::time::timeout(answer_within, sink.ping::<redis::Value>()).await {
+                        Ok(Ok(_)) => continue,
+                        _ => {
+                            tracing::debug!(channel, "the event subscription did not answer a PING");
+                            break;
+                        }
+                    }
+                }
                 _ = stop.changed() => return,
             };
             let Some(msg) = msg else { break };

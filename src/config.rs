@@ -382,6 +382,8 @@ pub const DEFAULT_PREFIX: &str = "breaker";
 pub const DEFAULT_OP_TIMEOUT: Duration = Duration::from_millis(100);
 /// Default lifetime of a local snapshot.
 pub const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(1);
+/// Default interval of the PING that checks the event subscription.
+pub const DEFAULT_EVENTS_KEEPALIVE: Duration = Duration::from_secs(2);
 /// Longest `cache_ttl` accepted.
 const MAX_CACHE_TTL: Duration = Duration::from_secs(60);
 /// Default interval between flushes of batched counts.
@@ -413,6 +415,7 @@ pub struct ClientConfig {
     pub(crate) flush_interval: Duration,
     pub(crate) store_failure_threshold: u32,
     pub(crate) client_id: Option<String>,
+    pub(crate) events_keepalive: Duration,
 }
 
 impl Default for ClientConfig {
@@ -425,6 +428,7 @@ impl Default for ClientConfig {
             flush_interval: DEFAULT_FLUSH_INTERVAL,
             store_failure_threshold: DEFAULT_STORE_FAILURE_THRESHOLD,
             client_id: None,
+            events_keepalive: DEFAULT_EVENTS_KEEPALIVE,
         }
     }
 }
@@ -443,6 +447,8 @@ pub struct ClientConfigBuilder {
     flush_interval: Option<Duration>,
     store_failure_threshold: Option<u32>,
     client_id: Option<String>,
+    #[serde(with = "serde_human::option")]
+    events_keepalive: Option<Duration>,
 }
 
 impl ClientConfigBuilder {
@@ -482,6 +488,15 @@ impl ClientConfigBuilder {
         self.store_failure_threshold = Some(n);
         self
     }
+    /// How often the event subscription is checked with a PING (default 2s). A subscription
+    /// that does not answer within `max(op_timeout, 1s)` is dropped and made again, and every
+    /// snapshot asks Redis meanwhile: a silently dead connection is noticed within about
+    /// this interval plus that deadline.
+    #[must_use]
+    pub fn events_keepalive(mut self, d: Duration) -> Self {
+        self.events_keepalive = Some(d);
+        self
+    }
     /// This client's id, carried by the events its script calls cause (default: 16 random hex
     /// digits, new for each client). 1-64 bytes of printable ASCII without whitespace.
     #[must_use]
@@ -504,6 +519,7 @@ impl ClientConfigBuilder {
             flush_interval: self.flush_interval.unwrap_or(d.flush_interval),
             store_failure_threshold: self.store_failure_threshold.unwrap_or(d.store_failure_threshold),
             client_id: self.client_id,
+            events_keepalive: self.events_keepalive.unwrap_or(d.events_keepalive),
         };
         if let Some(id) = &c.client_id {
             check(!id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_graphic()), "client_id", || {
@@ -515,6 +531,7 @@ impl ClientConfigBuilder {
         })?;
         at_least_1ms(c.op_timeout, "op_timeout")?;
         at_least_1ms(c.flush_interval, "flush_interval")?;
+        at_least_1ms(c.events_keepalive, "events_keepalive")?;
         check(c.cache_ttl <= MAX_CACHE_TTL, "cache_ttl", || {
             format!(
                 "must be at most {}, got {}: a process would miss other processes' transitions for that long when an event is lost",
@@ -562,6 +579,10 @@ impl ClientConfig {
     /// Redis errors in a row after which the store is treated as down.
     pub fn store_failure_threshold(&self) -> u32 {
         self.store_failure_threshold
+    }
+    /// How often the event subscription is checked.
+    pub fn events_keepalive(&self) -> Duration {
+        self.events_keepalive
     }
     /// The client id set in the config, if any (see [`Client::id`](crate::Client::id)).
     pub fn client_id(&self) -> Option<&str> {

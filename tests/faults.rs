@@ -427,3 +427,45 @@ async fn readonly_from_a_demoted_master_replaces_the_connection() {
     }
     assert_eq!(b.state(), State::ForcedOpen);
 }
+
+/// A subscription that stays connected but carries nothing (a blackholed path) is noticed by
+/// its keepalive: the client says it is not subscribed, snapshots stop being trusted, and it
+/// subscribes again when the path heals.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silently_dead_subscription_is_noticed_and_snapshots_go_stale() {
+    let redis = private_redis().await;
+    let proxy = Proxy::start(redis.url.trim_start_matches("redis://").to_string()).await;
+    let config = ClientConfig::builder()
+        .cache_ttl(Duration::from_secs(60))
+        .op_timeout(Duration::from_millis(100))
+        .events_keepalive(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    let client = Client::connect_with(&format!("redis://127.0.0.1:{}", proxy.port), config).await.unwrap();
+    let b = client.breaker(&unique("keepalive"), Config::default()).unwrap();
+    b.execute(|| async { Ok::<(), ()>(()) }).await.unwrap();
+    let start = Instant::now();
+    while !client.events_subscribed() {
+        assert!(start.elapsed() < Duration::from_secs(5), "never subscribed");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    b.execute(|| async { Ok::<(), ()>(()) }).await.unwrap();
+    assert!(b.snapshot().fresh);
+
+    proxy.blackhole.store(true, Ordering::Relaxed);
+    let start = Instant::now();
+    while client.events_subscribed() {
+        assert!(start.elapsed() < Duration::from_secs(10), "the dead subscription was never noticed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let noticed = start.elapsed();
+    assert!(!b.snapshot().fresh, "a snapshot no event can correct is not trusted");
+
+    proxy.blackhole.store(false, Ordering::Relaxed);
+    let start = Instant::now();
+    while !client.events_subscribed() {
+        assert!(start.elapsed() < Duration::from_secs(10), "never subscribed again");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    println!("figures: a blackholed subscription noticed after {noticed:?} (keepalive 200ms)");
+}
