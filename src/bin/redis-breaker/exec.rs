@@ -118,6 +118,10 @@ impl ExecArgs {
 }
 
 pub(crate) async fn run(client: Client, args: &ExecArgs) -> Result<ExitCode, Failure> {
+    // Handlers first: a SIGINT or SIGTERM that arrives while the permit is being taken is
+    // queued, forwarded once CMD runs, and the permit released.
+    let mut sigint = signal(tokio::signal::unix::SignalKind::interrupt())?;
+    let mut sigterm = signal(tokio::signal::unix::SignalKind::terminate())?;
     let config = args.breaker.config()?;
     let call_timeout = config.call_timeout();
     let breaker = client.breaker(&args.name, config)?;
@@ -130,7 +134,10 @@ pub(crate) async fn run(client: Client, args: &ExecArgs) -> Result<ExitCode, Fai
         }
     };
     let (program, rest) = args.command.split_first().ok_or_else(|| Failure::Usage("no command given".into()))?;
-    let mut child = match tokio::process::Command::new(program).args(rest).kill_on_drop(true).spawn() {
+    // CMD leads a process group of its own: signals and the call-timeout kill reach everything
+    // it started, not only CMD.
+    let mut child = match tokio::process::Command::new(program).args(rest).process_group(0).kill_on_drop(true).spawn()
+    {
         Ok(child) => child,
         Err(e) => {
             // The downstream was never called: release the permit, record nothing.
@@ -142,8 +149,6 @@ pub(crate) async fn run(client: Client, args: &ExecArgs) -> Result<ExitCode, Fai
         }
     };
     let pid = child.id();
-    let mut sigint = signal(tokio::signal::unix::SignalKind::interrupt())?;
-    let mut sigterm = signal(tokio::signal::unix::SignalKind::terminate())?;
     let deadline = tokio::time::sleep(call_timeout);
     tokio::pin!(deadline);
     let mut interrupted = false;
@@ -151,6 +156,7 @@ pub(crate) async fn run(client: Client, args: &ExecArgs) -> Result<ExitCode, Fai
         tokio::select! {
             status = child.wait() => break status,
             _ = &mut deadline, if !interrupted => {
+                forward(pid, nix::sys::signal::Signal::SIGKILL);
                 let _ = child.kill().await;
                 permit.failure().await;
                 let _ = client.shutdown().await;
@@ -179,9 +185,10 @@ fn signal(kind: tokio::signal::unix::SignalKind) -> Result<tokio::signal::unix::
     tokio::signal::unix::signal(kind).map_err(|e| Failure::Other(format!("cannot handle signals: {e}")))
 }
 
+/// Sends `sig` to CMD's process group (CMD and everything it started).
 fn forward(pid: Option<u32>, sig: nix::sys::signal::Signal) {
     if let Some(pid) = pid.and_then(|p| i32::try_from(p).ok()) {
-        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), sig);
+        let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), sig);
     }
 }
 
