@@ -222,3 +222,59 @@ async fn bad_input_and_an_unreachable_redis_get_one_line_and_a_status() {
         .unwrap();
     assert_eq!(code(&o), 75, "fail-closed: rejected");
 }
+
+/// `exec` keeps the call inside its probe lease: the default timeout is lowered, a longer one refused.
+#[tokio::test]
+async fn exec_keeps_the_call_timeout_inside_a_short_probe_lease() {
+    let redis = redis().await;
+    let name = unique("cli-lease");
+    let o = run(&redis, &["exec", &name, "--probe-lease", "1s", "--", "true"]);
+    assert_eq!(code(&o), 0, "the call timeout is lowered to fit the lease: {}", stderr(&o));
+    let o = run(&redis, &["exec", &name, "--probe-lease", "1s", "--call-timeout", "1s", "--", "sh", "-c", "echo ran"]);
+    assert_eq!(code(&o), 2, "a lease no longer than the call is refused: {}", stderr(&o));
+    assert!(stdout(&o).is_empty(), "the command did not run");
+    assert_eq!(stderr(&o).trim().lines().count(), 1, "{}", stderr(&o));
+    assert!(stderr(&o).contains("call_timeout"), "{}", stderr(&o));
+}
+
+/// `open`, `close` and `reset` from the CLI keep the services' config fingerprint (no fake drift).
+#[tokio::test]
+async fn cli_control_commands_keep_the_services_config_fingerprint() {
+    let redis = redis().await;
+    let name = unique("cli-fingerprint");
+    let service = client(&redis, Duration::from_secs(1)).await;
+    let b = service.breaker(&name, redis_breaker::Config::builder().failure_threshold(7).build().unwrap()).unwrap();
+    fail(&b).await.unwrap_err();
+    let fingerprint = state_hash(&redis, &name).await["config"].clone();
+    assert_eq!(fingerprint, b.health().await.unwrap().config_fingerprint);
+    for args in [vec!["open", name.as_str(), "--for", "1s"], vec!["close", name.as_str()], vec!["reset", name.as_str()]]
+    {
+        let o = run(&redis, &args);
+        assert_eq!(code(&o), 0, "{args:?}: {}", stderr(&o));
+        assert_eq!(state_hash(&redis, &name).await["config"], fingerprint, "`{}` rewrote the fingerprint", args[0]);
+        assert!(b.health().await.unwrap().config_matches, "after `{}` the service reports a config drift", args[0]);
+    }
+}
+
+/// `open --for` with a duration the scripts cannot hold is bad input: exit 2, one line, no write.
+#[tokio::test]
+async fn open_refuses_a_duration_the_scripts_cannot_hold() {
+    let redis = redis().await;
+    let name = unique("cli-huge");
+    let o = run(&redis, &["open", &name, "--for", "104230000d"]);
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+    assert_eq!(stderr(&o).trim().lines().count(), 1, "{}", stderr(&o));
+    assert!(!stderr(&o).contains("panicked"), "{}", stderr(&o));
+    let exists: u64 = redis::cmd("EXISTS").arg(key(&name, "state")).query_async(&mut redis.conn().await).await.unwrap();
+    assert_eq!(exists, 0, "nothing was written");
+}
+
+/// `exec` accepts a rate rule over a short window and runs the command through it.
+#[tokio::test]
+async fn exec_accepts_a_rate_rule_over_a_short_window() {
+    let redis = redis().await;
+    let name = unique("cli-rate");
+    let o = run(&redis, &["exec", &name, "--failure-rate", "0.5", "--window", "5s", "--", "true"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert_eq!(metric(&redis, &name, "calls").await, 1, "the call went through the breaker");
+}

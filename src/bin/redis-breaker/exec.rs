@@ -136,8 +136,7 @@ pub(crate) async fn run(client: Client, args: &ExecArgs) -> Result<ExitCode, Fai
     let (program, rest) = args.command.split_first().ok_or_else(|| Failure::Usage("no command given".into()))?;
     // CMD leads a process group of its own: signals and the call-timeout kill reach everything
     // it started, not only CMD.
-    let mut child = match tokio::process::Command::new(program).args(rest).process_group(0).kill_on_drop(true).spawn()
-    {
+    let mut child = match tokio::process::Command::new(program).args(rest).process_group(0).kill_on_drop(true).spawn() {
         Ok(child) => child,
         Err(e) => {
             // The downstream was never called: release the permit, record nothing.
