@@ -278,3 +278,34 @@ async fn exec_accepts_a_rate_rule_over_a_short_window() {
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     assert_eq!(metric(&redis, &name, "calls").await, 1, "the call went through the breaker");
 }
+
+/// `exec` owns CMD's whole process tree: the call-timeout kill reaches what CMD started.
+#[tokio::test]
+async fn exec_call_timeout_kills_the_commands_children_too() {
+    let redis = redis().await;
+    let name = unique("cli-tree");
+    let dir = std::env::temp_dir().join(unique("cli-tree"));
+    std::fs::create_dir_all(&dir).unwrap();
+    let pidfile = dir.join("grandchild.pid");
+    let script = format!("sleep 30 & echo $! > {}; wait", pidfile.display());
+    // No pipes: a surviving grandchild would hold them open and make the wait its own.
+    let status = cli(&redis)
+        .args(["exec", &name, "--call-timeout", "300ms", "--", "sh", "-c", &script])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .status()
+        .unwrap();
+    assert_eq!(status.code(), Some(124));
+    let pid: i32 = std::fs::read_to_string(&pidfile).unwrap().trim().parse().unwrap();
+    // Gone, or a zombie waiting for init to reap it: either way it no longer runs.
+    let running = || {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .is_ok_and(|stat| stat.rsplit(')').next().is_some_and(|rest| !rest.trim_start().starts_with('Z')))
+    };
+    let start = Instant::now();
+    while running() {
+        assert!(start.elapsed() < Duration::from_secs(3), "the grandchild {pid} outlived the call timeout");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
