@@ -5,7 +5,7 @@
 //! computed from the *remaining* time Redis returned, counted from when the request was sent, so
 //! no clock is ever compared with Redis's.
 
-use crate::machine::{Batch, Reply};
+use crate::protocol::{Batch, Reply};
 use crate::state::State;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering, fence};

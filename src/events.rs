@@ -1,7 +1,7 @@
 //! Transitions as events: published by the scripts on `<prefix>:events`, applied to every
 //! process's snapshots at once, and handed to [`Breaker::subscribe`](crate::Breaker::subscribe).
 
-use crate::machine::Transition;
+use crate::protocol::Transition;
 use crate::state::State;
 use serde::{Deserialize, Serialize};
 use std::time::Duration;

@@ -76,6 +76,7 @@ mod events;
 mod machine;
 mod meters;
 mod name;
+mod protocol;
 mod scripts;
 mod state;
 mod status;

@@ -4,200 +4,13 @@
 //! and the property test, which runs it beside the real scripts and compares every reply. Keep
 //! each function here in the same shape as its namesake in `lua/common.lua`.
 
-use crate::config::Config;
+use crate::protocol::{Batch, ControlOp, Op, Params, Record, RecordOutcome, Reply, Transition, Verdict};
 use crate::state::State;
 use std::collections::BTreeMap;
-
-/// Everything a script call needs from the caller's config, in script units (ms).
-#[derive(Debug, Clone)]
-pub(crate) struct Params {
-    pub(crate) fingerprint: String,
-    pub(crate) failure_threshold: u64,
-    pub(crate) success_threshold: u64,
-    pub(crate) max_probes: u64,
-    pub(crate) base: u64,
-    pub(crate) max: u64,
-    pub(crate) multiplier: f64,
-    pub(crate) jitter: f64,
-    pub(crate) lease: u64,
-    pub(crate) state_ttl: u64,
-    pub(crate) metrics_ttl: u64,
-    pub(crate) failure_rate: f64,
-    pub(crate) slow_rate: f64,
-    pub(crate) minimum_calls: u64,
-    pub(crate) window: u64,
-    pub(crate) failure_expiry: u64,
-}
-
-fn ms(d: std::time::Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
-}
-
-impl Params {
-    pub(crate) fn new(c: &Config) -> Params {
-        Params {
-            fingerprint: c.fingerprint(),
-            failure_threshold: c.failure_threshold.into(),
-            success_threshold: c.success_threshold.into(),
-            max_probes: c.half_open_max_probes.into(),
-            base: ms(c.base_recovery),
-            max: ms(c.max_recovery),
-            multiplier: c.multiplier,
-            jitter: c.jitter,
-            lease: ms(c.probe_lease),
-            state_ttl: ms(c.state_ttl),
-            metrics_ttl: ms(c.metrics_ttl),
-            failure_rate: c.failure_rate.unwrap_or(0.0),
-            slow_rate: c.slow_call_rate.unwrap_or(0.0),
-            minimum_calls: c.minimum_calls.into(),
-            window: ms(c.window),
-            failure_expiry: ms(c.failure_expiry),
-        }
-    }
-
-    fn windowed(&self) -> bool {
-        self.failure_rate > 0.0 || self.slow_rate > 0.0
-    }
-}
 
 /// What a caller rejected while every half-open probe is out is told to wait at most (ms), as
 /// `HALF_OPEN_RETRY` in `lua/common.lua`: a probe usually ends long before its lease.
 pub(crate) const HALF_OPEN_RETRY_MS: u64 = 1000;
-
-/// One script call: the operation and what it carries.
-#[derive(Debug, Clone)]
-pub(crate) enum Op {
-    Acquire { permit: String, batch: Batch },
-    Record(Record),
-    Control { op: ControlOp, duration_ms: u64 },
-}
-
-impl Op {
-    /// The batch of counts the op carries, if any.
-    pub(crate) fn batch(&self) -> Option<&Batch> {
-        match self {
-            Op::Acquire { batch, .. } => Some(batch),
-            Op::Record(r) => Some(&r.batch),
-            Op::Control { .. } => None,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum ControlOp {
-    ForceOpen,
-    ForceClose,
-    Reset,
-}
-
-impl ControlOp {
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            ControlOp::ForceOpen => "force_open",
-            ControlOp::ForceClose => "force_close",
-            ControlOp::Reset => "reset",
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum RecordOutcome {
-    Success,
-    Failure,
-    Ignore,
-    /// A permit dropped with no outcome: frees its probe lease, counts nothing.
-    Release,
-    /// No outcome: the record carries the batch alone (a flush).
-    None,
-}
-
-impl RecordOutcome {
-    pub(crate) fn as_str(self) -> &'static str {
-        match self {
-            RecordOutcome::Success => "success",
-            RecordOutcome::Failure => "failure",
-            RecordOutcome::Ignore => "ignore",
-            RecordOutcome::Release => "release",
-            RecordOutcome::None => "none",
-        }
-    }
-}
-
-/// Counts gathered locally and sent with the next script call.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) struct Batch {
-    pub(crate) incarnation: u64,
-    pub(crate) epoch: u64,
-    pub(crate) fseq: u64,
-    pub(crate) successes: u64,
-    pub(crate) slow: u64,
-    pub(crate) ignored: u64,
-    pub(crate) rejected: u64,
-    /// Successes of calls decided without Redis: metrics only.
-    pub(crate) loose_successes: u64,
-    /// Failures of calls decided without Redis: metrics only.
-    pub(crate) loose_failures: u64,
-}
-
-#[derive(Debug, Clone)]
-pub(crate) struct Record {
-    pub(crate) outcome: RecordOutcome,
-    pub(crate) incarnation: u64,
-    pub(crate) epoch: u64,
-    pub(crate) probe: String,
-    pub(crate) slow: bool,
-    pub(crate) timed_out: bool,
-    pub(crate) fseq: u64,
-    pub(crate) batch: Batch,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Verdict {
-    Allowed,
-    Probe,
-    Rejected,
-    Applied,
-    Stale,
-    Ok,
-}
-
-impl Verdict {
-    pub(crate) fn parse(s: &str) -> Option<Verdict> {
-        Some(match s {
-            "allowed" => Verdict::Allowed,
-            "probe" => Verdict::Probe,
-            "rejected" => Verdict::Rejected,
-            "applied" => Verdict::Applied,
-            "stale" => Verdict::Stale,
-            "ok" => Verdict::Ok,
-            _ => return None,
-        })
-    }
-}
-
-/// A script's reply, whichever side ran it.
-#[derive(Debug, Clone, PartialEq)]
-pub(crate) struct Reply {
-    pub(crate) verdict: Verdict,
-    pub(crate) state: State,
-    pub(crate) incarnation: u64,
-    pub(crate) epoch: u64,
-    pub(crate) failures: u64,
-    pub(crate) fseq: u64,
-    /// Time to the state's next deadline, or `None` when it has none.
-    pub(crate) remaining_ms: Option<u64>,
-    pub(crate) stored_config: String,
-    pub(crate) reason: String,
-}
-
-/// A transition a call caused (published as an event).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Transition {
-    pub(crate) from: State,
-    pub(crate) to: State,
-    pub(crate) epoch: u64,
-    pub(crate) reason: String,
-}
 
 /// Cumulative outcome counters, as in the metrics hash.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -209,6 +22,17 @@ pub(crate) struct Metrics {
     pub(crate) rejected: u64,
     pub(crate) timeouts: u64,
     pub(crate) opened: u64,
+}
+
+/// How long the breaker stays open after its `trips`-th trip in a row (`trip` in
+/// `lua/common.lua`): `d = min(max, base * multiplier^(trips-1))`, drawn uniformly from
+/// `[d*(1-jitter), min(max, d*(1+jitter))]` by `draw` in `[0, 1)`; at least 1 ms.
+pub(crate) fn recovery_ms(trips: u64, p: &Params, draw: f64) -> u64 {
+    let exponent = trips.saturating_sub(1) as f64;
+    let d = (p.max as f64).min(p.base as f64 * p.multiplier.powf(exponent));
+    let lo = d * (1.0 - p.jitter);
+    let hi = (p.max as f64).min(d * (1.0 + p.jitter));
+    ((lo + draw * (hi - lo)).floor() as u64).max(1)
 }
 
 /// The stored state of one breaker: the state hash, the probe leases and the window.
@@ -490,13 +314,8 @@ impl Call<'_> {
     }
 
     fn trip(&mut self, reason: String) {
-        let p = self.p;
         self.m.trips += 1;
-        let exponent = self.m.trips as f64 - 1.0;
-        let d = (p.max as f64).min(p.base as f64 * p.multiplier.powf(exponent));
-        let lo = d * (1.0 - p.jitter);
-        let hi = (p.max as f64).min(d * (1.0 + p.jitter));
-        let open_ms = ((lo + self.rand * (hi - lo)).floor() as u64).max(1);
+        let open_ms = recovery_ms(self.m.trips, self.p, self.rand);
         self.transition(State::Open, reason);
         self.m.opened_at = self.now;
         self.m.open_until = self.now + open_ms;
@@ -723,5 +542,47 @@ impl Call<'_> {
             }
         }
         Verdict::Ok
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use std::time::Duration;
+
+    fn params(base_ms: u64, max_ms: u64, multiplier: f64, jitter: f64) -> Params {
+        Params::new(
+            &Config::builder()
+                .base_recovery(Duration::from_millis(base_ms))
+                .max_recovery(Duration::from_millis(max_ms))
+                .multiplier(multiplier)
+                .jitter(jitter)
+                .build()
+                .expect("valid config"),
+        )
+    }
+
+    #[test]
+    fn recovery_grows_by_the_multiplier_and_stops_at_the_cap() {
+        let p = params(1000, 5000, 2.0, 0.0);
+        let open: Vec<u64> = (1..=5).map(|trips| recovery_ms(trips, &p, 0.5)).collect();
+        assert_eq!(open, [1000, 2000, 4000, 5000, 5000]);
+    }
+
+    #[test]
+    fn jitter_spreads_the_draw_and_never_passes_the_cap() {
+        let p = params(1000, 1050, 2.0, 0.1);
+        assert_eq!(recovery_ms(1, &p, 0.0), 900, "d * (1 - jitter)");
+        assert_eq!(recovery_ms(1, &p, 0.999_999), 1049, "up to min(max, d * (1 + jitter))");
+        assert_eq!(recovery_ms(3, &p, 0.0), 945, "the capped d is jittered downwards only");
+        assert_eq!(recovery_ms(3, &p, 0.999_999), 1049);
+    }
+
+    #[test]
+    fn recovery_is_at_least_one_millisecond_and_survives_huge_trip_counts() {
+        let p = params(1, 1, 1000.0, 0.9);
+        assert_eq!(recovery_ms(1, &p, 0.0), 1);
+        assert_eq!(recovery_ms(u64::MAX, &params(1000, 300_000, 1000.0, 0.0), 0.5), 300_000);
     }
 }

@@ -5,8 +5,9 @@
 mod support;
 
 use crate::config::Config;
-use crate::machine::{Batch, ControlOp, Machine, Op, Params, Record, RecordOutcome, Reply};
+use crate::machine::Machine;
 use crate::name::Keys;
+use crate::protocol::{Batch, ControlOp, Op, Params, Record, RecordOutcome, Reply, Verdict};
 use crate::store::RedisStore;
 use proptest::prelude::*;
 use proptest::test_runner::{Config as RunnerConfig, FileFailurePersistence, TestRunner};
@@ -308,17 +309,13 @@ async fn run_case(
         last_incarnations = pair;
 
         if let Some(slot) = slot_for_grant {
-            let granted = matches!(got.verdict, crate::machine::Verdict::Allowed | crate::machine::Verdict::Probe);
+            let granted = matches!(got.verdict, Verdict::Allowed | Verdict::Probe);
             held[slot] = granted.then(|| Held {
                 redis_incarnation: got.incarnation,
                 model_incarnation: want.incarnation,
                 epoch: got.epoch,
                 fseq: got.fseq,
-                probe: if got.verdict == crate::machine::Verdict::Probe {
-                    format!("p{next_permit}")
-                } else {
-                    String::new()
-                },
+                probe: if got.verdict == Verdict::Probe { format!("p{next_permit}") } else { String::new() },
                 permit: format!("p{next_permit}"),
             });
         }

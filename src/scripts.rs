@@ -1,8 +1,8 @@
 //! The Lua scripts of `lua/`, loaded once and run with EVALSHA; their arguments and replies.
 
 use crate::error::StoreError;
-use crate::machine::{Batch, Op, Params, Reply, Verdict};
 use crate::name::Keys;
+use crate::protocol::{Batch, Op, Params, Reply, Verdict};
 use crate::state::State;
 use redis::{Script, ScriptInvocation};
 

@@ -2,8 +2,9 @@
 
 use crate::clock::Clock;
 use crate::error::StoreError;
-use crate::machine::{Machine, Op, Params, Reply, Transition};
+use crate::machine::Machine;
 use crate::name::Keys;
+use crate::protocol::{Op, Params, Reply, Transition};
 use crate::scripts::{Scripts, parse_reply};
 use redis::aio::ConnectionLike;
 use redis::{Cmd, Pipeline, RedisFuture, Value};

@@ -1,0 +1,195 @@
+//! The calling convention of the Lua scripts, shared by both sides of it: what a script call
+//! carries (the caller's config as [`Params`], an [`Op`] with its [`Batch`] of counts) and what
+//! it answers ([`Reply`], [`Verdict`]). `lua/common.lua` documents the same arguments by
+//! position; `scripts.rs` puts them on the wire and the Rust machine (`machine.rs`) takes them
+//! as they are.
+
+use crate::config::Config;
+use crate::state::State;
+
+/// Everything a script call needs from the caller's config, in script units (ms).
+#[derive(Debug, Clone)]
+pub(crate) struct Params {
+    pub(crate) fingerprint: String,
+    pub(crate) failure_threshold: u64,
+    pub(crate) success_threshold: u64,
+    pub(crate) max_probes: u64,
+    pub(crate) base: u64,
+    pub(crate) max: u64,
+    pub(crate) multiplier: f64,
+    pub(crate) jitter: f64,
+    pub(crate) lease: u64,
+    pub(crate) state_ttl: u64,
+    pub(crate) metrics_ttl: u64,
+    pub(crate) failure_rate: f64,
+    pub(crate) slow_rate: f64,
+    pub(crate) minimum_calls: u64,
+    pub(crate) window: u64,
+    pub(crate) failure_expiry: u64,
+}
+
+fn ms(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+impl Params {
+    pub(crate) fn new(c: &Config) -> Params {
+        Params {
+            fingerprint: c.fingerprint(),
+            failure_threshold: c.failure_threshold.into(),
+            success_threshold: c.success_threshold.into(),
+            max_probes: c.half_open_max_probes.into(),
+            base: ms(c.base_recovery),
+            max: ms(c.max_recovery),
+            multiplier: c.multiplier,
+            jitter: c.jitter,
+            lease: ms(c.probe_lease),
+            state_ttl: ms(c.state_ttl),
+            metrics_ttl: ms(c.metrics_ttl),
+            failure_rate: c.failure_rate.unwrap_or(0.0),
+            slow_rate: c.slow_call_rate.unwrap_or(0.0),
+            minimum_calls: c.minimum_calls.into(),
+            window: ms(c.window),
+            failure_expiry: ms(c.failure_expiry),
+        }
+    }
+
+    pub(crate) fn windowed(&self) -> bool {
+        self.failure_rate > 0.0 || self.slow_rate > 0.0
+    }
+}
+
+/// One script call: the operation and what it carries.
+#[derive(Debug, Clone)]
+pub(crate) enum Op {
+    Acquire { permit: String, batch: Batch },
+    Record(Record),
+    Control { op: ControlOp, duration_ms: u64 },
+}
+
+impl Op {
+    /// The batch of counts the op carries, if any.
+    pub(crate) fn batch(&self) -> Option<&Batch> {
+        match self {
+            Op::Acquire { batch, .. } => Some(batch),
+            Op::Record(r) => Some(&r.batch),
+            Op::Control { .. } => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ControlOp {
+    ForceOpen,
+    ForceClose,
+    Reset,
+}
+
+impl ControlOp {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            ControlOp::ForceOpen => "force_open",
+            ControlOp::ForceClose => "force_close",
+            ControlOp::Reset => "reset",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RecordOutcome {
+    Success,
+    Failure,
+    Ignore,
+    /// A permit dropped with no outcome: frees its probe lease, counts nothing.
+    Release,
+    /// No outcome: the record carries the batch alone (a flush).
+    None,
+}
+
+impl RecordOutcome {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            RecordOutcome::Success => "success",
+            RecordOutcome::Failure => "failure",
+            RecordOutcome::Ignore => "ignore",
+            RecordOutcome::Release => "release",
+            RecordOutcome::None => "none",
+        }
+    }
+}
+
+/// Counts gathered locally and sent with the next script call.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Batch {
+    pub(crate) incarnation: u64,
+    pub(crate) epoch: u64,
+    pub(crate) fseq: u64,
+    pub(crate) successes: u64,
+    pub(crate) slow: u64,
+    pub(crate) ignored: u64,
+    pub(crate) rejected: u64,
+    /// Successes of calls decided without Redis: metrics only.
+    pub(crate) loose_successes: u64,
+    /// Failures of calls decided without Redis: metrics only.
+    pub(crate) loose_failures: u64,
+}
+
+#[derive(Debug, Clone)]
+pub(crate) struct Record {
+    pub(crate) outcome: RecordOutcome,
+    pub(crate) incarnation: u64,
+    pub(crate) epoch: u64,
+    pub(crate) probe: String,
+    pub(crate) slow: bool,
+    pub(crate) timed_out: bool,
+    pub(crate) fseq: u64,
+    pub(crate) batch: Batch,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Verdict {
+    Allowed,
+    Probe,
+    Rejected,
+    Applied,
+    Stale,
+    Ok,
+}
+
+impl Verdict {
+    pub(crate) fn parse(s: &str) -> Option<Verdict> {
+        Some(match s {
+            "allowed" => Verdict::Allowed,
+            "probe" => Verdict::Probe,
+            "rejected" => Verdict::Rejected,
+            "applied" => Verdict::Applied,
+            "stale" => Verdict::Stale,
+            "ok" => Verdict::Ok,
+            _ => return None,
+        })
+    }
+}
+
+/// A script's reply, whichever side ran it.
+#[derive(Debug, Clone, PartialEq)]
+pub(crate) struct Reply {
+    pub(crate) verdict: Verdict,
+    pub(crate) state: State,
+    pub(crate) incarnation: u64,
+    pub(crate) epoch: u64,
+    pub(crate) failures: u64,
+    pub(crate) fseq: u64,
+    /// Time to the state's next deadline, or `None` when it has none.
+    pub(crate) remaining_ms: Option<u64>,
+    pub(crate) stored_config: String,
+    pub(crate) reason: String,
+}
+
+/// A transition a call caused (published as an event).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Transition {
+    pub(crate) from: State,
+    pub(crate) to: State,
+    pub(crate) epoch: u64,
+    pub(crate) reason: String,
+}
