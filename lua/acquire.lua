@@ -1,7 +1,7 @@
 -- redis-breaker: acquire — decide one call and, when half-open, lease a probe.
--- KEYS: state, probes, window, metrics (see common.lua).
--- ARGV: 1..21 common (see common.lua); 22 permit id (1-64 bytes, unique per permit);
---   23..31 the caller's pending batch (see parse_batch in common.lua), counted first.
+-- KEYS: state, probes, window, metrics (see lib/args.lua).
+-- ARGV: 1..21 common (see lib/args.lua); 22 permit id (1-64 bytes, unique per permit);
+--   23..31 the caller's pending batch (see parse_batch in lib/batch.lua), counted first.
 -- Reply: { verdict, state, incarnation, epoch, failures, fseq, remaining_ms, stored_config, reason }
 --   verdict: 'allowed' (closed or forced_closed), 'probe' (a half-open lease was taken for the
 --   permit id) or 'rejected' (remaining_ms says how long until it is worth asking again; -1 when

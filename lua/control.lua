@@ -1,6 +1,6 @@
 -- redis-breaker: control — an operator's force_open, force_close and reset.
--- KEYS: state, probes, window, metrics (see common.lua).
--- ARGV: 1..21 common (see common.lua), then
+-- KEYS: state, probes, window, metrics (see lib/args.lua).
+-- ARGV: 1..21 common (see lib/args.lua), then
 --   22 op: 'force_open' | 'force_close' | 'reset'   23 duration_ms (0 = until reset)
 -- Reply: { 'ok', state, incarnation, epoch, failures, fseq, remaining_ms, stored_config, reason }
 -- Transitions: any -> forced_open (trips kept; after the duration it acts as an expired open);

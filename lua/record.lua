@@ -1,11 +1,11 @@
 -- redis-breaker: record — report one call's outcome; batched counters ride along.
--- KEYS: state, probes, window, metrics (see common.lua).
--- ARGV: 1..21 common (see common.lua), then
+-- KEYS: state, probes, window, metrics (see lib/args.lua).
+-- ARGV: 1..21 common (see lib/args.lua), then
 --   22 outcome: 'success' | 'failure' | 'ignore' | 'release' (a permit dropped with no outcome:
 --      frees its probe lease, counts nothing) | 'none' (a flush of the batch alone)
 --   23 permit incarnation  24 permit epoch  25 probe id ('' when the permit holds no lease)
 --   26 slow (0|1)  27 timed out (0|1)  28 fseq the permit's process had seen
---   29..37 the caller's pending batch (see parse_batch in common.lua)
+--   29..37 the caller's pending batch (see parse_batch in lib/batch.lua)
 -- Reply: { verdict, state, incarnation, epoch, failures, fseq, remaining_ms, stored_config, reason }
 --   verdict: 'applied', or 'stale' when the outcome moved no state (its permit belongs to another
 --   incarnation or epoch, or its probe lease is gone). Metrics count both. A probe's own lease

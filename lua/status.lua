@@ -1,13 +1,12 @@
 -- redis-breaker: status — read one breaker's keys for operators (the CLI's `status` and `list`).
--- Reads only; runs without the common prelude.
--- KEYS: state, probes, window, metrics (as in common.lua).
+-- Reads only; its prelude is lib/clock.lua alone.
+-- KEYS: state, probes, window, metrics (as in lib/args.lua).
 -- ARGV: none.
 -- Reply: { now_ms, state_hash_flat, probes_flat (member, score, ...), metrics_flat,
 --          pttl_state, pttl_probes, pttl_window, pttl_metrics } where a key of the wrong type
 --          reads as empty (the next write resets it).
 -- Transitions: none.
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local now = redis_now_ms()
 
 local function read(key, want, cmd, ...)
   if redis.call('TYPE', key)['ok'] ~= want then return {} end

@@ -263,7 +263,7 @@ fn fraction(rate: Option<f64>, field: &'static str) -> Result<(), ConfigError> {
 }
 
 /// Longest duration a script argument may carry: 2^43 ms, about 278 years, so that a deadline
-/// `now + duration` stays an exact integer in Lua (`MAX_DURATION` in `lua/common.lua`).
+/// `now + duration` stays an exact integer in Lua (`MAX_DURATION` in `lua/lib/args.lua`).
 pub(crate) const MAX_DURATION: Duration = Duration::from_millis(1 << 43);
 
 impl Config {

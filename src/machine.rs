@@ -2,14 +2,14 @@
 //!
 //! It serves [`Degraded::Local`](crate::Degraded::Local), [`Client::in_memory`](crate::Client::in_memory),
 //! and the property test, which runs it beside the real scripts and compares every reply. Keep
-//! each function here in the same shape as its namesake in `lua/common.lua`.
+//! each function here in the same shape as its namesake in `lua/lib/`.
 
 use crate::protocol::{Batch, ControlOp, Op, Params, Record, RecordOutcome, Reply, Transition, Verdict};
 use crate::state::State;
 use std::collections::BTreeMap;
 
 /// What a caller rejected while every half-open probe is out is told to wait at most (ms), as
-/// `HALF_OPEN_RETRY` in `lua/common.lua`: a probe usually ends long before its lease.
+/// `HALF_OPEN_RETRY` in `lua/lib/args.lua`: a probe usually ends long before its lease.
 pub(crate) const HALF_OPEN_RETRY_MS: u64 = 1000;
 
 /// Cumulative outcome counters, as in the metrics hash.
@@ -25,7 +25,7 @@ pub(crate) struct Metrics {
 }
 
 /// How long the breaker stays open after its `trips`-th trip in a row (`trip` in
-/// `lua/common.lua`): `d = min(max, base * multiplier^(trips-1))`, drawn uniformly from
+/// `lua/lib/transitions.lua`): `d = min(max, base * multiplier^(trips-1))`, drawn uniformly from
 /// `[d*(1-jitter), min(max, d*(1+jitter))]` by `draw` in `[0, 1)`; at least 1 ms.
 pub(crate) fn recovery_ms(trips: u64, p: &Params, draw: f64) -> u64 {
     let exponent = trips.saturating_sub(1) as f64;
@@ -192,7 +192,7 @@ impl Machine {
     }
 
     /// The TTL (ms) a script leaves on the state key at `now` while the state is in force (not
-    /// closed), as `state_key_ttl` in `lua/common.lua`; `None` for a forced state with no end.
+    /// closed), as `state_key_ttl` in `lua/lib/commit.lua`; `None` for a forced state with no end.
     #[cfg(test)]
     pub(crate) fn state_key_ttl(&self, p: &Params, now: u64) -> Option<u64> {
         let forever = matches!(self.state, State::ForcedOpen | State::ForcedClosed) && self.open_until == 0;

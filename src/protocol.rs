@@ -1,6 +1,6 @@
 //! The calling convention of the Lua scripts, shared by both sides of it: what a script call
 //! carries (the caller's config as [`Params`], an [`Op`] with its [`Batch`] of counts) and what
-//! it answers ([`Reply`], [`Verdict`]). `lua/common.lua` documents the same arguments by
+//! it answers ([`Reply`], [`Verdict`]). `lua/lib/args.lua` documents the same arguments by
 //! position; `scripts.rs` puts them on the wire and the Rust machine (`machine.rs`) takes them
 //! as they are.
 

@@ -6,10 +6,21 @@ use crate::protocol::{Batch, Op, Params, Reply, Verdict};
 use crate::state::State;
 use redis::{Script, ScriptInvocation};
 
-/// `lua/common.lua` is the prelude of every script: Redis scripts cannot include one another.
+/// The files of `lua/lib/` are the prelude of every script that changes state, joined in this
+/// order at compile time: Redis scripts cannot include one another. Each piece is named after
+/// its Rust twin (see the header of each file).
 macro_rules! script {
     ($file:literal) => {
-        Script::new(concat!(include_str!("../lua/common.lua"), include_str!(concat!("../lua/", $file))))
+        Script::new(concat!(
+            include_str!("../lua/lib/clock.lua"),
+            include_str!("../lua/lib/args.lua"),
+            include_str!("../lua/lib/load.lua"),
+            include_str!("../lua/lib/transitions.lua"),
+            include_str!("../lua/lib/rules.lua"),
+            include_str!("../lua/lib/batch.lua"),
+            include_str!("../lua/lib/commit.lua"),
+            include_str!(concat!("../lua/", $file))
+        ))
     };
 }
 
@@ -32,7 +43,7 @@ impl Scripts {
             acquire: script!("acquire.lua"),
             record: script!("record.lua"),
             control: script!("control.lua"),
-            status: Script::new(include_str!("../lua/status.lua")),
+            status: Script::new(concat!(include_str!("../lua/lib/clock.lua"), include_str!("../lua/status.lua"))),
             channel,
             origin,
         }
@@ -124,7 +135,7 @@ fn batch_args(inv: &mut ScriptInvocation<'_>, b: &Batch) {
         .arg(b.loose_failures);
 }
 
-/// Reads a script's reply (see the header of `lua/common.lua`).
+/// Reads a script's reply (see the header of `lua/lib/args.lua`).
 pub(crate) fn parse_reply(fields: Vec<String>, key: &str) -> Result<Reply, StoreError> {
     let bad = |detail: String| StoreError::Protocol { key: key.to_string(), detail };
     let [verdict, state, incarnation, epoch, failures, fseq, remaining, stored_config, reason]: [String; 9] =

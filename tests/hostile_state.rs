@@ -150,7 +150,18 @@ async fn a_probes_key_of_the_wrong_type_does_not_block_recovery() {
 #[tokio::test]
 async fn scripts_refuse_bad_arguments_with_a_named_error() {
     let redis = redis().await;
-    let script = format!("{}{}", include_str!("../lua/common.lua"), include_str!("../lua/acquire.lua"));
+    // The prelude in the order src/scripts.rs joins it.
+    let script = [
+        include_str!("../lua/lib/clock.lua"),
+        include_str!("../lua/lib/args.lua"),
+        include_str!("../lua/lib/load.lua"),
+        include_str!("../lua/lib/transitions.lua"),
+        include_str!("../lua/lib/rules.lua"),
+        include_str!("../lua/lib/batch.lua"),
+        include_str!("../lua/lib/commit.lua"),
+        include_str!("../lua/acquire.lua"),
+    ]
+    .concat();
     let name = unique("bad-args");
     let keys = ["state", "probes", "window", "metrics"].map(|s| key(&name, s));
     let good: Vec<String> = [

@@ -1,0 +1,99 @@
+-- redis-breaker lib/args.lua: the arguments every script takes, validated (Rust twin: `Params`
+-- in src/protocol.rs). The lib files, joined in the order clock, args, load, transitions, rules,
+-- batch, commit, are the prelude of acquire.lua, record.lua and control.lua: they read and
+-- validate, hold the transitions every script may cause, and write nothing until `commit`.
+--
+-- KEYS (every script):
+--   1 state   HASH  breaker:{name}:state    the state machine
+--   2 probes  ZSET  breaker:{name}:probes   half-open leases: member = permit id, score = expiry ms
+--   3 window  HASH  breaker:{name}:window   rolling-window buckets "<bucket>:c|f|s"
+--   4 metrics HASH  breaker:{name}:metrics  cumulative outcome counters
+--
+-- ARGV 1..21 (every script): the caller's clock override, config and id; from 22 on, the script's own.
+--   1 now_ms ('' = Redis TIME; only tests send a value)   2 rand in [0,1) for the jitter
+--   3 config fingerprint      4 failure_threshold (0 = rule off)   5 success_threshold
+--   6 half_open_max_probes    7 base_recovery_ms   8 max_recovery_ms   9 multiplier  10 jitter
+--   11 probe_lease_ms  12 state_ttl_ms  13 metrics_ttl_ms  14 failure_rate (0 = rule off)
+--   15 slow_call_rate (0 = rule off)  16 minimum_calls  17 window_ms  18 events channel ('' = none)
+--   19 breaker name (for events)   20 failure_expiry_ms   21 origin: the caller's client id (for
+--   events, so each process can tell the transitions it caused; '' = none)
+--
+-- Reply (every script): { verdict, state, incarnation, epoch, failures, fseq, remaining_ms,
+--   stored_config, reason }. remaining_ms is the time left to the state's next deadline (open_until,
+--   the earliest probe lease when all are out, a forced state's end) or -1 when it has none.
+
+-- Library functions as locals: every global use is a table lookup in the script's environment.
+local tonumber, unpack, pairs, ipairs, next, type = tonumber, unpack, pairs, ipairs, next, type
+local floor, mmin, mmax, fmt = math.floor, math.min, math.max, string.format
+local rcall, rpcall = redis.call, redis.pcall
+
+local MAX_INT = 9007199254740991
+-- The longest duration any argument may carry (2^43 ms, about 278 years): a deadline now + this
+-- stays an exact integer. A stored deadline further away than this was not written by us.
+local MAX_DURATION = 8796093022208
+-- What a caller rejected while every half-open probe is out is told to wait at most: a probe
+-- usually ends long before its lease, and its outcome's event refreshes every snapshot.
+local HALF_OPEN_RETRY = 1000
+local STATES = { closed = true, open = true, half_open = true, forced_open = true, forced_closed = true }
+local INT_FIELDS = { 'incarnation', 'epoch', 'failures', 'fseq', 'successes', 'trips', 'opened_at',
+  'open_until', 'changed_at', 'failed_at' }
+
+
+local function fail(what)
+  error({ err = 'ERR redis-breaker: bad argument ' .. what })
+end
+
+local function int_arg(i, name, min)
+  local v = tonumber(ARGV[i])
+  if v == nil or v ~= v or v < min or v > MAX_INT or v ~= floor(v) then fail(name) end
+  return v
+end
+
+local function float_arg(i, name, min, max)
+  local v = tonumber(ARGV[i])
+  if v == nil or v ~= v or v < min or v > max then fail(name) end
+  return v
+end
+
+local function str_arg(i, name, max_len, allow_empty)
+  local v = ARGV[i]
+  if v == nil or #v > max_len or (not allow_empty and #v == 0) then fail(name) end
+  return v
+end
+
+local function int(n)
+  return fmt('%d', n)
+end
+
+
+local function parse_config()
+  if #KEYS ~= 4 then error({ err = 'ERR redis-breaker: bad argument keys (expected 4)' }) end
+  local c = {}
+  local clock_ms, clock_us = redis_now_ms()
+  if ARGV[1] == '' then c.now = clock_ms else c.now = int_arg(1, 'now_ms', 0) end
+  c.clock_us = clock_us
+  c.rand = float_arg(2, 'rand', 0, 1)
+  c.fingerprint = str_arg(3, 'config', 64, false)
+  c.failure_threshold = int_arg(4, 'failure_threshold', 0)
+  c.success_threshold = int_arg(5, 'success_threshold', 1)
+  c.max_probes = int_arg(6, 'half_open_max_probes', 1)
+  c.base = int_arg(7, 'base_recovery', 1)
+  c.max = int_arg(8, 'max_recovery', c.base)
+  c.multiplier = float_arg(9, 'multiplier', 1, 1000)
+  c.jitter = float_arg(10, 'jitter', 0, 1)
+  c.lease = int_arg(11, 'probe_lease', 1)
+  c.state_ttl = int_arg(12, 'state_ttl', 1)
+  c.metrics_ttl = int_arg(13, 'metrics_ttl', 1)
+  c.failure_rate = float_arg(14, 'failure_rate', 0, 1)
+  c.slow_rate = float_arg(15, 'slow_call_rate', 0, 1)
+  c.minimum_calls = int_arg(16, 'minimum_calls', 1)
+  c.window = int_arg(17, 'window', 10)
+  if c.window > MAX_DURATION then fail('window') end
+  c.channel = str_arg(18, 'events channel', 512, true)
+  c.name = str_arg(19, 'name', 200, false)
+  c.failure_expiry = int_arg(20, 'failure_expiry', 1)
+  if c.failure_expiry > MAX_DURATION then fail('failure_expiry') end
+  c.origin = str_arg(21, 'origin', 64, true)
+  c.windowed = c.failure_rate > 0 or c.slow_rate > 0
+  return c
+end

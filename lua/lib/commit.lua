@@ -1,0 +1,121 @@
+-- redis-breaker lib/commit.lua: writes what a call changed, keeps TTLs, publishes events and
+-- builds the reply (Rust twin: the end of `Machine::run` and `Call::reply` in src/machine.rs).
+
+local function remaining(S, c)
+  local st = S.state
+  if st == 'open' or st == 'forced_open' or st == 'forced_closed' then
+    if S.open_until == 0 then return -1 end
+    return mmax(0, S.open_until - c.now)
+  elseif st == 'half_open' then
+    if lease_count(S) < c.max_probes then return 0 end
+    return mmin(HALF_OPEN_RETRY, mmax(0, earliest_lease(S) - c.now))
+  end
+  return -1
+end
+
+local STATE_FIELDS = { 'epoch', 'failures', 'fseq', 'successes', 'trips', 'opened_at', 'open_until', 'changed_at',
+  'failed_at' }
+
+-- One event as JSON. Only the last transition of a call knows its deadline; an earlier one says
+-- 0 ("ask Redis"), which no reader caches.
+local function json_event(c, S, e, last)
+  local rem = 0
+  if last then rem = remaining(S, c) end
+  return fmt(
+    '{"name":%s,"from":%s,"to":%s,"incarnation":%s,"epoch":%s,"fseq":%s,"retry_after_ms":%s,"reason":%s,"origin":%s}',
+    cjson.encode(c.name), cjson.encode(e.from), cjson.encode(e.to), int(S.incarnation), int(e.epoch),
+    int(S.fseq), int(rem), cjson.encode(e.reason), cjson.encode(c.origin))
+end
+
+-- How long the state and probe keys must live from now: state_ttl past the furthest deadline
+-- the state holds (open_until, the last probe lease), so a state never expires while in force.
+local function state_key_ttl(S, c)
+  local horizon = S.open_until
+  for _, exp in pairs(S.P) do
+    if exp > horizon then horizon = exp end
+  end
+  local ttl = c.state_ttl
+  if horizon > c.now then ttl = ttl + (horizon - c.now) end
+  return ttl
+end
+
+-- HINCRBY that repairs instead of failing: a value set by hand that is not an integer, or one
+-- that would overflow, is replaced by the increment (the script has already written; an error
+-- now would half-apply it).
+local function incr(key, field, n)
+  local r = rpcall('HINCRBY', key, field, n)
+  if type(r) == 'table' and r.err then rcall('HSET', key, field, int(n)) end
+end
+
+-- Writes everything the decision changed, refreshes TTLs, then publishes (last, and with pcall:
+-- a refused PUBLISH must not turn an applied transition into an error).
+local function commit(S, c)
+  -- The last check before the first write: a metrics key of the wrong type is replaced.
+  if next(S.metrics) ~= nil then
+    local t = key_type(KEYS[4])
+    if t ~= 'none' and t ~= 'hash' then S.drop[#S.drop + 1] = KEYS[4] end
+  end
+  for _, k in ipairs(S.drop) do rcall('DEL', k) end
+  local ttl = state_key_ttl(S, c)
+  local forever = (S.state == 'forced_open' or S.state == 'forced_closed') and S.open_until == 0
+  -- Any state but closed is kept alive by every script that reads it, written or not.
+  local in_force = S.state ~= 'closed' and S.exists
+  if S.dirty then
+    if S.incarnation == 0 then S.incarnation = c.clock_us end
+    local config = c.fingerprint
+    if S.keep_config then config = S.config end
+    local args = { 'state', S.state, 'incarnation', int(S.incarnation), 'reason', S.reason, 'config', config }
+    for _, f in ipairs(STATE_FIELDS) do
+      args[#args + 1] = f
+      args[#args + 1] = int(S[f])
+    end
+    rcall('HSET', KEYS[1], unpack(args))
+  end
+  if S.dirty or in_force then
+    if forever then
+      rcall('PERSIST', KEYS[1])
+    else
+      rcall('PEXPIRE', KEYS[1], ttl)
+    end
+  end
+  if S.probes_dirty then
+    rcall('DEL', KEYS[2])
+    local args = {}
+    for id, exp in pairs(S.P) do
+      args[#args + 1] = int(exp)
+      args[#args + 1] = id
+    end
+    if #args > 0 then
+      rcall('ZADD', KEYS[2], unpack(args))
+      rcall('PEXPIRE', KEYS[2], ttl)
+    end
+  elseif in_force and next(S.P) ~= nil then
+    rcall('PEXPIRE', KEYS[2], ttl)
+  end
+  -- The window changes in place: expired buckets deleted, new counts added.
+  if S.fresh_window then
+    rcall('DEL', KEYS[3])
+  elseif #S.Wdel > 0 then
+    rcall('HDEL', KEYS[3], unpack(S.Wdel))
+  end
+  if next(S.Wadd) ~= nil then
+    for k, n in pairs(S.Wadd) do incr(KEYS[3], k, n) end
+    if not S.window_stored then rcall('HSET', KEYS[3], 'len', int(S.window)) end
+    rcall('PEXPIRE', KEYS[3], S.window + floor(S.window / 10))
+  end
+  if next(S.metrics) ~= nil then
+    for f, n in pairs(S.metrics) do incr(KEYS[4], f, n) end
+    rcall('HSETNX', KEYS[4], 'since', int(c.now))
+    rcall('PEXPIRE', KEYS[4], c.metrics_ttl)
+  end
+  if c.channel ~= '' then
+    for i, e in ipairs(S.events) do
+      rpcall('PUBLISH', c.channel, json_event(c, S, e, i == #S.events))
+    end
+  end
+end
+
+local function reply(S, c, verdict)
+  return { verdict, S.state, int(S.incarnation), int(S.epoch), int(S.failures), int(S.fseq),
+    int(remaining(S, c)), S.config, S.reason }
+end
