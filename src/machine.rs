@@ -160,26 +160,6 @@ impl Machine {
         (state, probes, metrics)
     }
 
-    #[cfg(test)]
-    pub(crate) fn trips(&self) -> u64 {
-        self.trips
-    }
-
-    #[cfg(test)]
-    pub(crate) fn failed_at(&self) -> u64 {
-        self.failed_at
-    }
-
-    #[cfg(test)]
-    pub(crate) fn changed_at(&self) -> u64 {
-        self.changed_at
-    }
-
-    #[cfg(test)]
-    pub(crate) fn open_until(&self) -> u64 {
-        self.open_until
-    }
-
     /// The next instant after `now` when something expires: a deadline or a probe lease.
     #[cfg(test)]
     pub(crate) fn next_deadline(&self, now: u64) -> Option<u64> {
