@@ -1,7 +1,6 @@
 //! [`Breaker`]: the handle a service calls through, and the [`Permit`] of one call.
 
 use crate::cache::{Local, Pending, SnapshotCell, Source, View};
-use crate::client::{Handle, Shared};
 use crate::config::{Config, Degraded, MAX_DURATION};
 use crate::error::{ConfigError, Error, StoreError, retry_text};
 use crate::events::{Event, EventKind, Subscription, Wire, local_event};
@@ -9,6 +8,8 @@ use crate::machine::Machine;
 use crate::meters::Meters;
 use crate::name::Keys;
 use crate::protocol::{Batch, ControlOp, Op, Params, Record, RecordOutcome, Reply, Verdict};
+use crate::registry::Handle;
+use crate::shared::Shared;
 use crate::state::State;
 use crate::store::RedisStore;
 use serde::Serialize;
@@ -121,7 +122,7 @@ pub(crate) struct Inner {
 pub struct Breaker {
     pub(crate) inner: Arc<Inner>,
     /// Keeps the client's background tasks (flush, events) alive while this handle is.
-    pub(crate) _client: Arc<Handle>,
+    _client: Arc<Handle<Inner>>,
 }
 
 impl std::fmt::Debug for Breaker {
@@ -308,6 +309,10 @@ impl Inner {
 }
 
 impl Breaker {
+    pub(crate) fn new(inner: Arc<Inner>, client: Arc<Handle<Inner>>) -> Breaker {
+        Breaker { inner, _client: client }
+    }
+
     /// The breaker's name.
     pub fn name(&self) -> &str {
         &self.inner.name

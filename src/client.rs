@@ -4,83 +4,17 @@ use crate::breaker::{Breaker, Inner, StoreStatus};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{ClientConfig, Config};
 use crate::error::{ConfigError, StoreError};
-use crate::events::{Event, Subscription, Wire};
+use crate::events::Subscription;
 use crate::name::{Keys, events_channel, name_from_state_key, validate_name};
+use crate::registry::Handle;
+use crate::shared::Shared;
 use crate::store::{LocalStore, Reconnect, RedisStore, SharedConn};
-use futures_util::StreamExt;
+use crate::tasks;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
-use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 use tokio::sync::broadcast;
-use tokio::sync::watch;
-
-pub(crate) struct Shared {
-    pub(crate) config: ClientConfig,
-    pub(crate) redis: Option<RedisStore>,
-    pub(crate) local: LocalStore,
-    pub(crate) base: Instant,
-    /// This client's id: events caused by its script calls carry it.
-    pub(crate) id: String,
-    breakers: Mutex<HashMap<String, Arc<Inner>>>,
-    /// True while the subscription to `<prefix>:events` is live.
-    pub(crate) subscribed: AtomicBool,
-    /// False for a cluster, where one SCAN sees one node.
-    can_scan: bool,
-    /// Every event this client sees, of any breaker under the prefix.
-    pub(crate) all_events: broadcast::Sender<Event>,
-}
-
-impl Shared {
-    /// An in-memory client decides every call from its machine (whose clock may be fake), so its
-    /// snapshots are never fresh.
-    pub(crate) fn cache_ttl(&self) -> Duration {
-        if self.redis.is_some() { self.config.cache_ttl } else { Duration::ZERO }
-    }
-
-    fn registered(&self) -> Vec<Arc<Inner>> {
-        self.breakers.lock().unwrap_or_else(std::sync::PoisonError::into_inner).values().cloned().collect()
-    }
-
-    fn breaker_named(&self, name: &str) -> Option<Arc<Inner>> {
-        self.breakers.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(name).cloned()
-    }
-
-    /// Tells every breaker's subscribers that Redis went down or came back; when it is back,
-    /// every snapshot asks Redis on its next call (Redis is authoritative again).
-    fn on_store_change(&self, up: bool) {
-        crate::meters::store_up(&self.config.prefix, up);
-        for inner in self.registered() {
-            if up {
-                inner.snapshot.mark_stale();
-            }
-            inner.store_event(up, self.config.degraded);
-        }
-    }
-
-    /// Events may have been missed (the subscription dropped or was just made): every snapshot
-    /// asks Redis on its next call.
-    fn mark_all_stale(&self) {
-        for inner in self.registered() {
-            inner.snapshot.mark_stale();
-        }
-    }
-}
-
-/// What every [`Client`] and [`Breaker`] handle holds: when the last is dropped, the background
-/// tasks stop and the registry (whose breakers point back at `Shared`) is cleared.
-pub(crate) struct Handle {
-    pub(crate) shared: Arc<Shared>,
-    /// Dropped with the handle: tells the background tasks to stop.
-    _stop: watch::Sender<()>,
-}
-
-impl Drop for Handle {
-    fn drop(&mut self) {
-        self.shared.breakers.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clear();
-    }
-}
 
 /// One process's access to shared breakers: the Redis connection, the scripts, the local
 /// snapshots and the background flush of batched counts. Cheap to clone; make one per process.
@@ -97,7 +31,7 @@ impl Drop for Handle {
 /// ```
 #[derive(Clone)]
 pub struct Client {
-    handle: Arc<Handle>,
+    handle: Arc<Handle<Inner>>,
 }
 
 impl std::fmt::Debug for Client {
@@ -174,9 +108,9 @@ impl Client {
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             let handle = &self.handle;
             let channel = events_channel(&handle.shared.config.prefix);
-            let stop = handle._stop.subscribe();
+            let stop = handle.stopped();
             let (op_timeout, keepalive) = (handle.shared.config.op_timeout, handle.shared.config.events_keepalive);
-            rt.spawn(subscribe_loop(Arc::downgrade(handle), nodes, channel, op_timeout, keepalive, stop));
+            rt.spawn(tasks::subscribe_loop(Arc::downgrade(handle), nodes, channel, op_timeout, keepalive, stop));
         }
         self
     }
@@ -238,19 +172,17 @@ impl Client {
             local: LocalStore::new(clock),
             base: Instant::now(),
             id,
-            breakers: Mutex::new(HashMap::new()),
             subscribed: AtomicBool::new(false),
             can_scan,
             all_events: broadcast::channel(1024).0,
         });
-        let (stop, _) = watch::channel(());
-        let handle = Arc::new(Handle { shared, _stop: stop });
+        let handle = Arc::new(Handle::new(shared));
         if let Some(redis) = &handle.shared.redis
             && let Ok(rt) = tokio::runtime::Handle::try_current()
         {
             crate::meters::store_up(&handle.shared.config.prefix, true);
-            rt.spawn(flush_loop(Arc::downgrade(&handle), flush_interval, handle._stop.subscribe()));
-            rt.spawn(store_loop(Arc::downgrade(&handle), redis.watch_up(), handle._stop.subscribe()));
+            rt.spawn(tasks::flush_loop(Arc::downgrade(&handle), flush_interval, handle.stopped()));
+            rt.spawn(tasks::store_loop(Arc::downgrade(&handle), redis.watch_up(), handle.stopped()));
         }
         Client { handle }
     }
@@ -291,19 +223,19 @@ impl Client {
         validate_name(name)?;
         let shared = &self.handle.shared;
         shared.config.check_breaker(&config)?;
-        let mut breakers = shared.breakers.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(existing) = breakers.get(name) {
-            if existing.config != config {
-                return Err(ConfigError::Name {
-                    name: name.to_string(),
-                    reason: "this client already has a breaker of that name with a different config".into(),
-                });
-            }
-            return Ok(Breaker { inner: existing.clone(), _client: self.handle.clone() });
-        }
-        let inner = Inner::new(name, Keys::new(&shared.config.prefix, name), config, shared.clone());
-        breakers.insert(name.to_string(), inner.clone());
-        Ok(Breaker { inner, _client: self.handle.clone() })
+        let keys = Keys::new(&shared.config.prefix, name);
+        let inner = self
+            .handle
+            .get_or_insert(
+                name,
+                |existing| existing.config == config,
+                || Inner::new(name, keys, config.clone(), shared.clone()),
+            )
+            .map_err(|_| ConfigError::Name {
+                name: name.to_string(),
+                reason: "this client already has a breaker of that name with a different config".into(),
+            })?;
+        Ok(Breaker::new(inner, self.handle.clone()))
     }
 
     /// Transitions of every breaker under this client's prefix, from any process (including
@@ -355,11 +287,11 @@ impl Client {
     /// The first [`StoreError`]; every breaker is still tried, and unsent counts are kept.
     pub async fn flush(&self) -> Result<(), StoreError> {
         let mut first = Ok(());
-        for inner in self.handle.shared.registered() {
+        for inner in self.handle.registered() {
             if inner.pending.is_empty() {
                 continue;
             }
-            let breaker = Breaker { inner, _client: self.handle.clone() };
+            let breaker = Breaker::new(inner, self.handle.clone());
             if let Err(e) = breaker.flush().await
                 && first.is_ok()
             {
@@ -381,153 +313,4 @@ impl Client {
 /// The configured client id, else 16 random hex digits.
 fn client_id(config: &ClientConfig) -> String {
     config.client_id.clone().unwrap_or_else(|| format!("{:016x}", rand::random::<u64>()))
-}
-
-async fn flush_loop(handle: Weak<Handle>, every: Duration, mut stop: watch::Receiver<()>) {
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    tick.tick().await;
-    loop {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = stop.changed() => return,
-        }
-        let Some(handle) = handle.upgrade() else { return };
-        if handle.shared.redis.as_ref().is_some_and(RedisStore::is_down) {
-            // A flush that times out may or may not apply: keep the counts for when Redis is back.
-            continue;
-        }
-        for inner in handle.shared.registered() {
-            if !inner.pending.is_empty() {
-                let _ = Breaker { inner, _client: handle.clone() }.flush().await;
-            }
-        }
-        drop(handle);
-    }
-}
-
-/// Keeps one subscription to `<prefix>:events` and applies each event to its breaker's
-/// snapshot. Pub/sub is at most once, so whenever the subscription is made or lost every
-/// snapshot is marked stale; it resubscribes with backoff until the client is dropped. A PING
-/// every `keepalive` notices a connection that is open but dead (a blackholed path): no answer
-/// within `max(op_timeout, 1s)` counts as a drop.
-async fn subscribe_loop(
-    handle: Weak<Handle>,
-    nodes: Vec<redis::Client>,
-    channel: String,
-    op_timeout: Duration,
-    keepalive: Duration,
-    mut stop: watch::Receiver<()>,
-) {
-    let answer_within = op_timeout.max(Duration::from_secs(1));
-    let mut next_node = 0;
-    const MIN_BACKOFF: Duration = Duration::from_millis(100);
-    let mut backoff = MIN_BACKOFF;
-    let connect = async |redis: &redis::Client| {
-        let mut pubsub = redis.get_async_pubsub().await?;
-        pubsub.subscribe(&channel).await?;
-        Ok::<_, redis::RedisError>(pubsub)
-    };
-    loop {
-        let Some(redis) = nodes.get(next_node % nodes.len().max(1)) else { return };
-        next_node += 1;
-        let attempt = tokio::select! {
-            a = tokio::time::timeout(op_timeout.max(Duration::from_secs(1)), connect(redis)) => a,
-            _ = stop.changed() => return,
-        };
-        let Ok(Ok(pubsub)) = attempt else {
-            tokio::select! {
-                _ = tokio::time::sleep(backoff) => {}
-                _ = stop.changed() => return,
-            }
-            backoff = (backoff * 2).min(Duration::from_secs(1));
-            continue;
-        };
-        backoff = MIN_BACKOFF;
-        match handle.upgrade() {
-            Some(h) => {
-                h.shared.subscribed.store(true, Ordering::Release);
-                h.shared.mark_all_stale();
-            }
-            None => return,
-        }
-        tracing::debug!(channel, "redis-breaker: subscribed to events");
-        let (mut sink, mut messages) = pubsub.split();
-        let mut ping = tokio::time::interval(keepalive);
-        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        ping.tick().await;
-        loop {
-            let msg = tokio::select! {
-                m = messages.next() => m,
-                _ = ping.tick() => {
-                    // Messages that arrive meanwhile wait in the stream, in order.
-                    match tokio::time::timeout(answer_within, sink.ping::<redis::Value>()).await {
-                        Ok(Ok(_)) => continue,
-                        _ => {
-                            tracing::debug!(channel, "the event subscription did not answer a PING");
-                            break;
-                        }
-                    }
-                }
-                _ = stop.changed() => return,
-            };
-            let Some(msg) = msg else { break };
-            let at = Instant::now();
-            let Some(h) = handle.upgrade() else { return };
-            match Wire::parse(msg.get_payload_bytes()) {
-                Some(wire) => {
-                    if let Some(inner) = h.shared.breaker_named(&wire.name) {
-                        inner.on_event(&wire, at);
-                    }
-                    if let Some(event) = wire.event(&h.shared.id) {
-                        let _ = h.shared.all_events.send(event);
-                    }
-                }
-                None => tracing::debug!(channel, "redis-breaker: ignored an event that is not ours"),
-            }
-        }
-        let Some(h) = handle.upgrade() else { return };
-        h.shared.subscribed.store(false, Ordering::Release);
-        h.shared.mark_all_stale();
-        tracing::warn!(channel, "redis-breaker: the event subscription dropped; resubscribing");
-    }
-}
-
-/// Follows the store's up/down verdict. When Redis goes down: tells subscribers, then probes it
-/// with backoff (no call waits on it meanwhile). When it answers: every snapshot asks Redis on
-/// its next call, subscribers are told, and the counts gathered meanwhile are flushed.
-async fn store_loop(handle: Weak<Handle>, mut up: watch::Receiver<bool>, mut stop: watch::Receiver<()>) {
-    const MIN_BACKOFF: Duration = Duration::from_millis(50);
-    const MAX_BACKOFF: Duration = Duration::from_millis(500);
-    loop {
-        tokio::select! {
-            r = up.wait_for(|up| !*up) => if r.is_err() { return },
-            _ = stop.changed() => return,
-        }
-        match handle.upgrade() {
-            Some(h) => h.shared.on_store_change(false),
-            None => return,
-        }
-        let mut backoff = MIN_BACKOFF;
-        loop {
-            tokio::select! {
-                _ = tokio::time::sleep(backoff) => {}
-                _ = stop.changed() => return,
-            }
-            let Some(h) = handle.upgrade() else { return };
-            let Some(redis) = h.shared.redis.as_ref() else { return };
-            if redis.ping().await {
-                break;
-            }
-            backoff = (backoff * 2).min(MAX_BACKOFF);
-        }
-        let Some(h) = handle.upgrade() else { return };
-        tracing::info!("redis-breaker: redis answers again; breakers are decided by redis");
-        h.shared.on_store_change(true);
-        for inner in h.shared.registered() {
-            if !inner.pending.is_empty() {
-                let _ = Breaker { inner, _client: h.clone() }.flush().await;
-            }
-        }
-    }
 }

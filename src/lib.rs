@@ -77,10 +77,13 @@ mod machine;
 mod meters;
 mod name;
 mod protocol;
+mod registry;
 mod scripts;
+mod shared;
 mod state;
 mod status;
 mod store;
+mod tasks;
 #[cfg(feature = "tower")]
 pub mod tower;
 

@@ -1,0 +1,58 @@
+//! [`Handle`]: what every `Client` and `Breaker` handle holds — the shared part, the breakers by
+//! name, and the signal that stops the client's background tasks when the last handle is gone.
+//! Generic over the breaker's state type, so it depends on no breaker code.
+
+use crate::shared::Shared;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use tokio::sync::watch;
+
+pub(crate) struct Handle<T> {
+    pub(crate) shared: Arc<Shared>,
+    breakers: Mutex<HashMap<String, Arc<T>>>,
+    /// Dropped with the handle: tells the background tasks to stop.
+    stop: watch::Sender<()>,
+}
+
+impl<T> Handle<T> {
+    pub(crate) fn new(shared: Arc<Shared>) -> Handle<T> {
+        Handle { shared, breakers: Mutex::new(HashMap::new()), stop: watch::channel(()).0 }
+    }
+
+    /// A receiver that changes when the handle is dropped.
+    pub(crate) fn stopped(&self) -> watch::Receiver<()> {
+        self.stop.subscribe()
+    }
+
+    fn map(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<T>>> {
+        // A poisoned lock only means a caller panicked mid-insert; the map is still whole.
+        self.breakers.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Every registered breaker.
+    pub(crate) fn registered(&self) -> Vec<Arc<T>> {
+        self.map().values().cloned().collect()
+    }
+
+    /// The breaker of `name`, if registered.
+    pub(crate) fn named(&self, name: &str) -> Option<Arc<T>> {
+        self.map().get(name).cloned()
+    }
+
+    /// The breaker of `name`: the registered one when `same` accepts it, else `make`'s, which is
+    /// registered. `Err` carries the registered one that `same` refused.
+    pub(crate) fn get_or_insert(
+        &self,
+        name: &str,
+        same: impl FnOnce(&T) -> bool,
+        make: impl FnOnce() -> Arc<T>,
+    ) -> Result<Arc<T>, Arc<T>> {
+        let mut map = self.map();
+        if let Some(existing) = map.get(name) {
+            return if same(existing) { Ok(existing.clone()) } else { Err(existing.clone()) };
+        }
+        let made = make();
+        map.insert(name.to_string(), made.clone());
+        Ok(made)
+    }
+}

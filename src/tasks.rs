@@ -1,0 +1,187 @@
+//! The background tasks of a client: the flush of batched counts, the event subscription, and the
+//! watch on Redis's up/down verdict. Each holds a weak handle and ends with the last `Client` or
+//! `Breaker` handle.
+
+use crate::breaker::{Breaker, Inner};
+use crate::events::Wire;
+use crate::registry::Handle;
+use crate::store::RedisStore;
+use futures_util::StreamExt;
+use std::sync::Weak;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+use tokio::sync::watch;
+
+/// Tells every breaker's subscribers that Redis went down or came back; when it is back, every
+/// snapshot asks Redis on its next call (Redis is authoritative again).
+fn on_store_change(handle: &Handle<Inner>, up: bool) {
+    let shared = &handle.shared;
+    crate::meters::store_up(&shared.config.prefix, up);
+    for inner in handle.registered() {
+        if up {
+            inner.snapshot.mark_stale();
+        }
+        inner.store_event(up, shared.config.degraded);
+    }
+}
+
+/// Events may have been missed (the subscription dropped or was just made): every snapshot asks
+/// Redis on its next call.
+fn mark_all_stale(handle: &Handle<Inner>) {
+    for inner in handle.registered() {
+        inner.snapshot.mark_stale();
+    }
+}
+
+pub(crate) async fn flush_loop(handle: Weak<Handle<Inner>>, every: Duration, mut stop: watch::Receiver<()>) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    tick.tick().await;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => return,
+        }
+        let Some(handle) = handle.upgrade() else { return };
+        if handle.shared.redis.as_ref().is_some_and(RedisStore::is_down) {
+            // A flush that times out may or may not apply: keep the counts for when Redis is back.
+            continue;
+        }
+        for inner in handle.registered() {
+            if !inner.pending.is_empty() {
+                let _ = Breaker::new(inner, handle.clone()).flush().await;
+            }
+        }
+        drop(handle);
+    }
+}
+
+/// Keeps one subscription to `<prefix>:events` and applies each event to its breaker's
+/// snapshot. Pub/sub is at most once, so whenever the subscription is made or lost every
+/// snapshot is marked stale; it resubscribes with backoff until the client is dropped. A PING
+/// every `keepalive` notices a connection that is open but dead (a blackholed path): no answer
+/// within `max(op_timeout, 1s)` counts as a drop.
+pub(crate) async fn subscribe_loop(
+    handle: Weak<Handle<Inner>>,
+    nodes: Vec<redis::Client>,
+    channel: String,
+    op_timeout: Duration,
+    keepalive: Duration,
+    mut stop: watch::Receiver<()>,
+) {
+    let answer_within = op_timeout.max(Duration::from_secs(1));
+    let mut next_node = 0;
+    const MIN_BACKOFF: Duration = Duration::from_millis(100);
+    let mut backoff = MIN_BACKOFF;
+    let connect = async |redis: &redis::Client| {
+        let mut pubsub = redis.get_async_pubsub().await?;
+        pubsub.subscribe(&channel).await?;
+        Ok::<_, redis::RedisError>(pubsub)
+    };
+    loop {
+        let Some(redis) = nodes.get(next_node % nodes.len().max(1)) else { return };
+        next_node += 1;
+        let attempt = tokio::select! {
+            a = tokio::time::timeout(op_timeout.max(Duration::from_secs(1)), connect(redis)) => a,
+            _ = stop.changed() => return,
+        };
+        let Ok(Ok(pubsub)) = attempt else {
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = stop.changed() => return,
+            }
+            backoff = (backoff * 2).min(Duration::from_secs(1));
+            continue;
+        };
+        backoff = MIN_BACKOFF;
+        match handle.upgrade() {
+            Some(h) => {
+                h.shared.subscribed.store(true, Ordering::Release);
+                mark_all_stale(&h);
+            }
+            None => return,
+        }
+        tracing::debug!(channel, "redis-breaker: subscribed to events");
+        let (mut sink, mut messages) = pubsub.split();
+        let mut ping = tokio::time::interval(keepalive);
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ping.tick().await;
+        loop {
+            let msg = tokio::select! {
+                m = messages.next() => m,
+                _ = ping.tick() => {
+                    // Messages that arrive meanwhile wait in the stream, in order.
+                    match tokio::time::timeout(answer_within, sink.ping::<redis::Value>()).await {
+                        Ok(Ok(_)) => continue,
+                        _ => {
+                            tracing::debug!(channel, "the event subscription did not answer a PING");
+                            break;
+                        }
+                    }
+                }
+                _ = stop.changed() => return,
+            };
+            let Some(msg) = msg else { break };
+            let at = Instant::now();
+            let Some(h) = handle.upgrade() else { return };
+            match Wire::parse(msg.get_payload_bytes()) {
+                Some(wire) => {
+                    if let Some(inner) = h.named(&wire.name) {
+                        inner.on_event(&wire, at);
+                    }
+                    if let Some(event) = wire.event(&h.shared.id) {
+                        let _ = h.shared.all_events.send(event);
+                    }
+                }
+                None => tracing::debug!(channel, "redis-breaker: ignored an event that is not ours"),
+            }
+        }
+        let Some(h) = handle.upgrade() else { return };
+        h.shared.subscribed.store(false, Ordering::Release);
+        mark_all_stale(&h);
+        tracing::warn!(channel, "redis-breaker: the event subscription dropped; resubscribing");
+    }
+}
+
+/// Follows the store's up/down verdict. When Redis goes down: tells subscribers, then probes it
+/// with backoff (no call waits on it meanwhile). When it answers: every snapshot asks Redis on
+/// its next call, subscribers are told, and the counts gathered meanwhile are flushed.
+pub(crate) async fn store_loop(
+    handle: Weak<Handle<Inner>>,
+    mut up: watch::Receiver<bool>,
+    mut stop: watch::Receiver<()>,
+) {
+    const MIN_BACKOFF: Duration = Duration::from_millis(50);
+    const MAX_BACKOFF: Duration = Duration::from_millis(500);
+    loop {
+        tokio::select! {
+            r = up.wait_for(|up| !*up) => if r.is_err() { return },
+            _ = stop.changed() => return,
+        }
+        match handle.upgrade() {
+            Some(h) => on_store_change(&h, false),
+            None => return,
+        }
+        let mut backoff = MIN_BACKOFF;
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = stop.changed() => return,
+            }
+            let Some(h) = handle.upgrade() else { return };
+            let Some(redis) = h.shared.redis.as_ref() else { return };
+            if redis.ping().await {
+                break;
+            }
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+        let Some(h) = handle.upgrade() else { return };
+        tracing::info!("redis-breaker: redis answers again; breakers are decided by redis");
+        on_store_change(&h, true);
+        for inner in h.registered() {
+            if !inner.pending.is_empty() {
+                let _ = Breaker::new(inner, h.clone()).flush().await;
+            }
+        }
+    }
+}
