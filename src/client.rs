@@ -1,10 +1,11 @@
 //! [`Client`]: the connection, the loaded scripts, and the breakers of one process.
 
-use crate::breaker::{Breaker, Inner, StoreStatus};
+use crate::breaker::{Breaker, Inner};
 use crate::clock::{Clock, SystemClock};
 use crate::config::{ClientConfig, Config};
 use crate::error::{ConfigError, StoreError};
 use crate::events::Subscription;
+use crate::health::StoreStatus;
 use crate::name::{Keys, events_channel, name_from_state_key, validate_name};
 use crate::registry::Handle;
 use crate::shared::Shared;

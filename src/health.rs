@@ -1,0 +1,65 @@
+//! What a process can report about a breaker without running a call: its [`Snapshot`], where
+//! its calls are decided ([`StoreStatus`]), and its [`Health`].
+
+use crate::config::Degraded;
+use crate::state::State;
+use serde::Serialize;
+
+/// What a process knows of a breaker, from its local snapshot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Snapshot {
+    /// The breaker's name.
+    pub name: String,
+    /// The state when last seen.
+    pub state: State,
+    /// Changes whenever the stored state was lost and recreated.
+    pub incarnation: u64,
+    /// +1 on every transition.
+    pub epoch: u64,
+    /// Failures counted toward the consecutive rule in this closed epoch.
+    pub failures: u64,
+    /// Whether the snapshot may still decide calls without asking Redis.
+    pub fresh: bool,
+    /// Why the breaker is in its state, as Redis last said.
+    pub reason: String,
+}
+
+/// Where a process decides a breaker's calls right now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum StoreStatus {
+    /// Redis answers and decides.
+    Redis,
+    /// Redis is treated as down: calls follow the degraded mode.
+    RedisDown,
+    /// The client is in-memory ([`Client::in_memory`](crate::Client::in_memory)).
+    InMemory,
+}
+
+/// A breaker's health as this process sees it; [`Breaker::health`] refreshes it from Redis.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Health {
+    /// The snapshot after the refresh.
+    pub snapshot: Snapshot,
+    /// Where calls are decided.
+    pub store: StoreStatus,
+    /// The degraded mode used while Redis is down.
+    pub degraded_mode: &'static str,
+    /// False when the last writer of the state used a different config (a rolling deploy).
+    pub config_matches: bool,
+    /// This process's config fingerprint.
+    pub config_fingerprint: String,
+    /// Whether the client's subscription to transitions is live.
+    pub events_subscribed: bool,
+    /// This client's id ([`Client::id`](crate::Client::id)).
+    pub client_id: String,
+}
+
+pub(crate) fn mode_name(mode: Degraded) -> &'static str {
+    match mode {
+        Degraded::FailOpen => "fail-open",
+        Degraded::FailClosed => "fail-closed",
+        _ => "local",
+    }
+}

@@ -1,0 +1,440 @@
+//! The call path: [`Breaker::execute`] and [`Breaker::acquire`], the [`Permit`] of one call, and
+//! how an outcome is recorded. Where a decision is made (Redis, the in-process breaker, the
+//! degraded mode) is `route.rs`'s business.
+
+use crate::breaker::Breaker;
+use crate::cache::{Local, SnapshotCell, View};
+use crate::config::Degraded;
+use crate::error::{Error, StoreError, retry_text};
+use crate::protocol::{Batch, Op, Record, RecordOutcome, Reply, Verdict};
+use crate::state::State;
+use std::future::Future;
+use std::time::{Duration, Instant};
+
+/// How a finished call counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Outcome {
+    /// The downstream worked.
+    Success,
+    /// The downstream failed: counts toward the trip rules.
+    Failure,
+    /// Says nothing about the downstream's health (e.g. a 404): counted in metrics only.
+    Ignore,
+}
+
+/// A call the breaker turned away; returned by [`Breaker::acquire`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("circuit breaker is {state}; {}", retry_text(*.retry_after))]
+pub struct Rejected {
+    /// The state that rejected the call.
+    pub state: State,
+    /// How long until a call may be let through; `None` when forced open until reset.
+    pub retry_after: Option<Duration>,
+}
+
+impl<E> From<Rejected> for Error<E> {
+    fn from(r: Rejected) -> Self {
+        Error::Rejected { state: r.state, retry_after: r.retry_after }
+    }
+}
+
+/// How a permit was granted: it decides where its outcome goes.
+#[derive(Debug, Clone)]
+enum Grant {
+    /// Closed (from the snapshot or from Redis): a healthy success is batched.
+    Closed(View),
+    /// A half-open probe leased in Redis.
+    Probe { view: View, id: String },
+    /// Decided by the in-process breaker (in-memory client, or degraded `Local`).
+    Local { view: View, probe: String },
+    /// Allowed by `Degraded::FailOpen`: nothing to record.
+    Free,
+}
+
+/// Permission for one call. Report how it went with [`success`](Permit::success),
+/// [`failure`](Permit::failure) or [`ignore`](Permit::ignore); dropping it records nothing and
+/// frees a half-open probe lease.
+#[derive(Debug)]
+#[must_use = "a permit should be finished with success(), failure() or ignore()"]
+pub struct Permit {
+    breaker: Breaker,
+    grant: Option<Grant>,
+}
+
+impl Permit {
+    /// True when this call is a half-open probe.
+    pub fn is_probe(&self) -> bool {
+        match &self.grant {
+            Some(Grant::Probe { .. }) => true,
+            Some(Grant::Local { probe, .. }) => !probe.is_empty(),
+            _ => false,
+        }
+    }
+
+    /// Reports a success.
+    pub async fn success(mut self) {
+        self.finish(Outcome::Success, false, false).await;
+    }
+
+    /// Reports a failure; it is recorded before this returns.
+    pub async fn failure(mut self) {
+        self.finish(Outcome::Failure, false, false).await;
+    }
+
+    /// Reports an outcome that says nothing about the downstream's health.
+    pub async fn ignore(mut self) {
+        self.finish(Outcome::Ignore, false, false).await;
+    }
+
+    /// Gives the permit back without an outcome, and waits until its probe lease (if it holds
+    /// one) is freed in Redis. Dropping a permit does the same in the background.
+    pub async fn release(mut self) {
+        if let Some(record) = self.grant.take().and_then(|g| self.breaker.release_record(g)) {
+            self.breaker.send_record(record).await;
+        }
+    }
+
+    async fn finish(&mut self, outcome: Outcome, slow: bool, timed_out: bool) {
+        if let Some(grant) = self.grant.take() {
+            self.breaker.finish(grant, outcome, slow, timed_out).await;
+        }
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        if let Some(grant) = self.grant.take() {
+            self.breaker.release(grant);
+        }
+    }
+}
+
+/// The grant of one `execute`: borrowed, so the hot path touches no reference count. Dropped
+/// unfinished (the call was cancelled or panicked), it releases its probe lease like a permit.
+struct CallGuard<'b> {
+    breaker: &'b Breaker,
+    grant: Option<Grant>,
+}
+
+impl CallGuard<'_> {
+    async fn finish(mut self, outcome: Outcome, slow: bool, timed_out: bool) {
+        if let Some(grant) = self.grant.take() {
+            self.breaker.finish(grant, outcome, slow, timed_out).await;
+        }
+    }
+}
+
+impl Drop for CallGuard<'_> {
+    fn drop(&mut self) {
+        if let Some(grant) = self.grant.take() {
+            self.breaker.release(grant);
+        }
+    }
+}
+
+/// Runs `fut` with a deadline. The timer is armed only if the first poll does not finish the
+/// call, so a call that completes at once costs no timer registration.
+async fn with_deadline<F: Future>(fut: F, limit: Duration) -> Option<F::Output> {
+    let mut fut = std::pin::pin!(fut);
+    let mut sleep = std::pin::pin!(None::<tokio::time::Sleep>);
+    std::future::poll_fn(|cx| {
+        if let std::task::Poll::Ready(v) = fut.as_mut().poll(cx) {
+            return std::task::Poll::Ready(Some(v));
+        }
+        if sleep.is_none() {
+            sleep.set(Some(tokio::time::sleep(limit)));
+        }
+        match sleep.as_mut().as_pin_mut().map(|s| s.poll(cx)) {
+            Some(std::task::Poll::Ready(())) => std::task::Poll::Ready(None),
+            _ => std::task::Poll::Pending,
+        }
+    })
+    .await
+}
+
+impl Breaker {
+    /// Runs `f` through the breaker: `Ok` counts as a success, `Err` as a failure.
+    ///
+    /// # Errors
+    /// [`Error::Rejected`] when the breaker is open (`f` is not called), [`Error::Inner`] with
+    /// `f`'s error, [`Error::Timeout`] when `f` took longer than `call_timeout`.
+    pub async fn execute<T, E, F, Fut>(&self, f: F) -> Result<T, Error<E>>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+    {
+        self.execute_with(|r: &Result<T, E>| if r.is_ok() { Outcome::Success } else { Outcome::Failure }, f).await
+    }
+
+    /// Runs `f` through the breaker; `classify` decides how its result counts (for example, a
+    /// 404 is [`Outcome::Ignore`] and a 503 is [`Outcome::Failure`]).
+    ///
+    /// # Errors
+    /// As [`execute`](Breaker::execute).
+    pub async fn execute_with<T, E, F, Fut, C>(&self, classify: C, f: F) -> Result<T, Error<E>>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<T, E>>,
+        C: FnOnce(&Result<T, E>) -> Outcome,
+    {
+        use futures_util::FutureExt;
+        let guard = CallGuard { breaker: self, grant: Some(self.grant().await?) };
+        let config = &self.inner.config;
+        let started = config.slow_call_rate.is_some().then(Instant::now);
+        // A panic inside the call is the downstream's client failing: it counts as a failure
+        // (and frees a probe), then keeps unwinding.
+        let call = std::panic::AssertUnwindSafe(f()).catch_unwind();
+        match with_deadline(call, config.call_timeout).await {
+            Some(Ok(result)) => {
+                let slow = started.is_some_and(|s| s.elapsed() >= config.slow_call_duration);
+                guard.finish(classify(&result), slow, false).await;
+                result.map_err(Error::Inner)
+            }
+            Some(Err(panic)) => {
+                guard.finish(Outcome::Failure, false, false).await;
+                std::panic::resume_unwind(panic)
+            }
+            None => {
+                guard.finish(Outcome::Failure, config.slow_call_rate.is_some(), true).await;
+                Err(Error::Timeout(config.call_timeout))
+            }
+        }
+    }
+
+    /// Asks for permission to make one call, for callers that cannot wrap the call in a closure.
+    ///
+    /// # Errors
+    /// [`Rejected`] when the breaker turns the call away.
+    pub async fn acquire(&self) -> Result<Permit, Rejected> {
+        let grant = self.grant().await?;
+        Ok(Permit { breaker: self.clone(), grant: Some(grant) })
+    }
+
+    async fn grant(&self) -> Result<Grant, Rejected> {
+        match self.inner.snapshot.decide(Instant::now()) {
+            Local::Allow(view) => Ok(Grant::Closed(view)),
+            Local::Reject { state, retry_after } => Err(self.reject(state, retry_after)),
+            Local::Miss => match self.stale_while_refreshing() {
+                Some(view) => Ok(Grant::Closed(view)),
+                None => self.grant_single_flight().await,
+            },
+        }
+    }
+
+    /// A snapshot that cannot decide (cold, expired, marked stale after a Redis restart):
+    /// one caller asks Redis for the whole process while the others wait for its reply (at
+    /// most `op_timeout`) and decide from the snapshot it brings. A caller that still cannot
+    /// decide (a half-open probe of its own) asks Redis itself.
+    async fn grant_single_flight(&self) -> Result<Grant, Rejected> {
+        let inner = &*self.inner;
+        if self.redis_up().is_none() || tokio::runtime::Handle::try_current().is_err() {
+            return self.grant_slow().await;
+        }
+        if inner.snapshot.claim_refresh() {
+            let _claim = RefreshClaim(&inner.snapshot);
+            return self.grant_slow().await;
+        }
+        inner.snapshot.wait_for_refresh(inner.shared.config.op_timeout).await;
+        match inner.snapshot.decide(Instant::now()) {
+            Local::Allow(view) => Ok(Grant::Closed(view)),
+            Local::Reject { state, retry_after } => Err(self.reject(state, retry_after)),
+            Local::Miss => self.grant_slow().await,
+        }
+    }
+
+    /// Single flight: when a closed snapshot has just expired, one task refreshes it from Redis
+    /// while every caller keeps deciding from it. Not while Redis is down (then the degraded
+    /// mode decides) nor without a runtime to refresh on.
+    fn stale_while_refreshing(&self) -> Option<View> {
+        let inner = &*self.inner;
+        let redis = inner.shared.redis.as_ref()?;
+        if redis.is_down() {
+            return None;
+        }
+        let runtime = tokio::runtime::Handle::try_current().ok()?;
+        let (view, claimed) = inner.snapshot.stale_closed(Instant::now(), inner.shared.cache_ttl())?;
+        if claimed {
+            let breaker = self.clone();
+            runtime.spawn(async move {
+                let _ = breaker.flush().await;
+                breaker.inner.snapshot.refreshed();
+            });
+        }
+        Some(view)
+    }
+
+    /// Frees the probe lease of a grant that ends with no outcome; records nothing.
+    fn release(&self, grant: Grant) {
+        if let Some(record) = self.release_record(grant)
+            && let Ok(handle) = tokio::runtime::Handle::try_current()
+        {
+            // Without a runtime the lease simply expires after probe_lease.
+            let breaker = self.clone();
+            handle.spawn(async move { breaker.send_record(record).await });
+        }
+    }
+
+    /// The record that frees a grant's Redis probe lease, if it holds one; a local lease is
+    /// freed here and now.
+    fn release_record(&self, grant: Grant) -> Option<Record> {
+        let (view, probe, local) = match grant {
+            Grant::Probe { view, id } => (view, id, false),
+            Grant::Local { view, probe } if !probe.is_empty() => (view, probe, true),
+            _ => return None,
+        };
+        if local {
+            self.run_local(&Op::Record(local_record(RecordOutcome::Release, &view, probe, false, false)));
+            return None;
+        }
+        Some(self.record_args(RecordOutcome::Release, &view, probe, false, false))
+    }
+
+    fn reject(&self, state: State, retry_after: Option<Duration>) -> Rejected {
+        self.inner.meters.rejected();
+        self.inner.pending.rejected();
+        Rejected { state, retry_after }
+    }
+
+    async fn grant_slow(&self) -> Result<Grant, Rejected> {
+        let id = format!("{:016x}", rand::random::<u64>());
+        if let Some(redis) = self.redis_up() {
+            let op = Op::Acquire { permit: id.clone(), batch: self.inner.pending.take() };
+            // Until the reply is read, the acquire may have leased a probe for `id` that nobody
+            // would free: a timeout, or this future dropped, releases it (a no-op otherwise).
+            let mut unanswered = UnansweredAcquire { breaker: self, id: Some(id.clone()) };
+            let result = self.try_redis(redis, &op).await;
+            if matches!(&result, Ok(_) | Err(StoreError::Refused { .. } | StoreError::Invalid(_))) {
+                unanswered.id = None;
+            }
+            drop(unanswered);
+            match result {
+                Ok(reply) => {
+                    let view = view_of(&reply);
+                    return match reply.verdict {
+                        Verdict::Probe => Ok(Grant::Probe { view, id }),
+                        Verdict::Rejected => {
+                            Err(self.reject(reply.state, reply.remaining_ms.map(Duration::from_millis)))
+                        }
+                        _ => Ok(Grant::Closed(view)),
+                    };
+                }
+                Err(e) => {
+                    tracing::debug!(breaker = %self.inner.name, error = %e, "redis-breaker: deciding without redis")
+                }
+            }
+        }
+        match self.degraded_mode() {
+            Degraded::FailOpen => Ok(Grant::Free),
+            Degraded::FailClosed => Err(self.reject(State::Open, Some(FAIL_CLOSED_RETRY))),
+            _ => {
+                self.seed_local();
+                let reply = self.run_local(&Op::Acquire { permit: id.clone(), batch: Batch::default() });
+                let view = view_of(&reply);
+                match reply.verdict {
+                    Verdict::Rejected => Err(self.reject(reply.state, reply.remaining_ms.map(Duration::from_millis))),
+                    Verdict::Probe => Ok(Grant::Local { view, probe: id }),
+                    _ => Ok(Grant::Local { view, probe: String::new() }),
+                }
+            }
+        }
+    }
+
+    async fn finish(&self, grant: Grant, outcome: Outcome, slow: bool, timed_out: bool) {
+        self.inner.meters.outcome(outcome, timed_out);
+        let kind = match outcome {
+            Outcome::Success => RecordOutcome::Success,
+            Outcome::Failure => RecordOutcome::Failure,
+            Outcome::Ignore => RecordOutcome::Ignore,
+        };
+        match grant {
+            Grant::Free => self.count_loose(outcome),
+            Grant::Closed(_) if outcome == Outcome::Ignore => self.inner.pending.ignored(),
+            Grant::Closed(view) if outcome == Outcome::Success && view.failures == 0 => {
+                self.inner.pending.success(&view, slow);
+            }
+            Grant::Closed(view) => {
+                self.deliver(self.record_args(kind, &view, String::new(), slow, timed_out)).await;
+            }
+            Grant::Probe { view, id } => self.deliver(self.record_args(kind, &view, id, slow, timed_out)).await,
+            Grant::Local { view, probe } => {
+                // The pending batch stays pending: it goes to Redis when Redis is back.
+                self.run_local(&Op::Record(local_record(kind, &view, probe, slow, timed_out)));
+                self.count_loose(outcome);
+            }
+        }
+    }
+
+    /// Sends an outcome on a task of its own and waits for it: a caller that stops waiting
+    /// (a cancelled future) does not cancel the record, which is sent exactly once.
+    async fn deliver(&self, record: Record) {
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                let breaker = self.clone();
+                let _ = runtime.spawn(async move { breaker.send_record(record).await }).await;
+            }
+            Err(_) => self.send_record(record).await,
+        }
+    }
+
+    /// Counts the outcome of a call decided without Redis, for Redis's metrics once it is back.
+    pub(crate) fn count_loose(&self, outcome: Outcome) {
+        if self.inner.shared.redis.is_none() {
+            return;
+        }
+        match outcome {
+            Outcome::Ignore => self.inner.pending.ignored(),
+            _ => self.inner.pending.loose(outcome == Outcome::Success),
+        }
+    }
+}
+
+/// What `Degraded::FailClosed` tells a rejected caller while Redis is down.
+const FAIL_CLOSED_RETRY: Duration = Duration::from_secs(1);
+
+/// The record of an outcome decided by the local machine: it carries no batch (the pending
+/// counts stay pending for Redis).
+pub(crate) fn local_record(outcome: RecordOutcome, view: &View, probe: String, slow: bool, timed_out: bool) -> Record {
+    Record {
+        outcome,
+        incarnation: view.incarnation,
+        epoch: view.epoch,
+        probe,
+        slow,
+        timed_out,
+        fseq: view.fseq,
+        batch: Batch::default(),
+    }
+}
+
+/// The claim of a breaker's one refresh; ended (and the waiters woken) when dropped, also when
+/// the claiming caller is cancelled.
+struct RefreshClaim<'s>(&'s SnapshotCell);
+
+impl Drop for RefreshClaim<'_> {
+    fn drop(&mut self) {
+        self.0.refreshed();
+    }
+}
+
+/// An acquire sent to Redis whose reply has not been read: dropped while it still holds the
+/// permit id, it releases that id in the background (a probe lease the acquire may have taken).
+struct UnansweredAcquire<'b> {
+    breaker: &'b Breaker,
+    id: Option<String>,
+}
+
+impl Drop for UnansweredAcquire<'_> {
+    fn drop(&mut self) {
+        let Some(id) = self.id.take() else { return };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        let breaker = self.breaker.clone();
+        // The permit's epoch is unknown; a lease still held is freed whatever epoch it names.
+        let record = local_record(RecordOutcome::Release, &View::default(), id, false, false);
+        runtime.spawn(async move { breaker.send_record(record).await });
+    }
+}
+
+fn view_of(reply: &Reply) -> View {
+    View { incarnation: reply.incarnation, epoch: reply.epoch, failures: reply.failures, fseq: reply.fseq }
+}

@@ -1,0 +1,153 @@
+//! Where a breaker's calls are decided: Redis while it answers, else the degraded mode (the
+//! in-process breaker of `Degraded::Local`, which also serves `Client::in_memory`), with the
+//! replies of either written into the snapshot. The one place that chooses between them.
+
+use crate::breaker::Breaker;
+use crate::cache::{Source, View};
+use crate::config::Degraded;
+use crate::error::StoreError;
+use crate::events::local_event;
+use crate::machine::Machine;
+use crate::permit::Outcome;
+use crate::protocol::{Batch, Op, Record, RecordOutcome, Reply};
+use crate::store::RedisStore;
+use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
+
+impl Breaker {
+    /// Starts the in-process breaker of a Redis client from the snapshot, once after each reply
+    /// from Redis: a breaker the process saw open stays open until the deadline it saw.
+    pub(crate) fn seed_local(&self) {
+        let inner = &*self.inner;
+        if inner.shared.redis.is_none() || inner.local_seeded.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let (state, view, left) = inner.snapshot.with_deadline(Instant::now());
+        let now = inner.shared.local.clock.now_ms();
+        let open_until = left.map_or(0, |d| now + u64::try_from(d.as_millis()).unwrap_or(u64::MAX / 4).max(1));
+        inner.shared.local.seed(&inner.name, Machine::seeded(state, view.failures, open_until, now));
+    }
+
+    pub(crate) fn degraded_mode(&self) -> Degraded {
+        if self.inner.shared.redis.is_none() { Degraded::Local } else { self.inner.shared.config.degraded }
+    }
+
+    /// The Redis store, unless there is none or it is treated as down.
+    pub(crate) fn redis_up(&self) -> Option<&RedisStore> {
+        self.inner.shared.redis.as_ref().filter(|r| !r.is_down())
+    }
+
+    /// Runs `op` on Redis; the reply refreshes the snapshot. When Redis could not be reached
+    /// the batch the op carried is kept for the next call. It is not kept when the request may
+    /// have been applied (a timeout; a reply that could not be read) nor when Redis refused it
+    /// (the same batch would be refused again, for ever).
+    pub(crate) async fn try_redis(&self, redis: &RedisStore, op: &Op) -> Result<Reply, StoreError> {
+        let inner = &*self.inner;
+        let sent = Instant::now();
+        let result = redis.run(&inner.keys, &inner.params, op, None, rand::random()).await;
+        match &result {
+            Ok(reply) => self.absorb(reply, sent),
+            Err(StoreError::Unreachable(_)) => {
+                if let Some(batch) = op.batch() {
+                    inner.pending.restore(batch);
+                }
+            }
+            Err(e @ (StoreError::Refused { .. } | StoreError::Protocol { .. })) => {
+                if op.batch().is_some_and(|b| *b != Batch::default()) {
+                    tracing::warn!(breaker = %inner.name, error = %e, "batched counts dropped: redis refused them");
+                }
+            }
+            Err(_) => {}
+        }
+        result
+    }
+
+    pub(crate) fn run_local(&self, op: &Op) -> Reply {
+        let inner = &*self.inner;
+        let (reply, transitions) = inner.shared.local.run(&inner.name, &inner.params, op, rand::random());
+        // The snapshot shows what decides the calls (for `state()`, `snapshot()`, `health()`), but
+        // is never fresh: the next call asks the local machine, or Redis once it is back.
+        inner.snapshot.apply(&reply, Source::Local, Duration::ZERO);
+        let last = transitions.len().saturating_sub(1);
+        for (i, t) in transitions.iter().enumerate() {
+            let remaining = if i == last { reply.remaining_ms } else { Some(0) };
+            let event = local_event(&inner.name, &inner.shared.id, t, reply.incarnation, t.epoch, remaining);
+            inner.meters.transition(event.from, event.to);
+            let _ = inner.shared.all_events.send(event.clone());
+            let _ = inner.events.send(event);
+        }
+        reply
+    }
+
+    pub(crate) fn absorb(&self, reply: &Reply, sent: Instant) {
+        let inner = &*self.inner;
+        inner.snapshot.apply(reply, Source::Reply(sent), inner.shared.cache_ttl());
+        inner.local_seeded.store(false, Ordering::Release);
+        inner.meters.state(reply.state);
+        let matches = reply.stored_config.is_empty() || reply.stored_config == inner.params.fingerprint;
+        if inner.config_matches.swap(matches, Ordering::Relaxed) && !matches {
+            tracing::warn!(
+                breaker = %inner.name,
+                ours = %inner.params.fingerprint,
+                stored = %reply.stored_config,
+                "redis-breaker: another process wrote this breaker with a different config"
+            );
+        }
+        let mut reason = inner.reason.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if *reason != reply.reason {
+            reason.clone_from(&reply.reason);
+        }
+    }
+
+    pub(crate) fn record_args(
+        &self,
+        outcome: RecordOutcome,
+        view: &View,
+        probe: String,
+        slow: bool,
+        timed_out: bool,
+    ) -> Record {
+        Record {
+            outcome,
+            incarnation: view.incarnation,
+            epoch: view.epoch,
+            probe,
+            slow,
+            timed_out,
+            fseq: view.fseq,
+            batch: self.inner.pending.take(),
+        }
+    }
+
+    /// Sends a record to Redis; when Redis cannot take it, a batch it carried is kept for the
+    /// next flush unless the request may have been applied (a timeout is never resent), and the
+    /// outcome itself is counted for Redis's metrics (it moves no state: Redis did not see it).
+    pub(crate) async fn send_record(&self, record: Record) {
+        let outcome = match record.outcome {
+            RecordOutcome::Success => Some(Outcome::Success),
+            RecordOutcome::Failure => Some(Outcome::Failure),
+            RecordOutcome::Ignore => Some(Outcome::Ignore),
+            RecordOutcome::Release | RecordOutcome::None => None,
+        };
+        let op = Op::Record(record);
+        let delivered = match self.redis_up() {
+            Some(redis) => match self.try_redis(redis, &op).await {
+                Ok(_) => true,
+                Err(e) => {
+                    tracing::debug!(breaker = %self.inner.name, error = %e, "an outcome was not delivered");
+                    // A timed-out record may have been applied: counting it again would count it twice.
+                    matches!(e, StoreError::Timeout(_))
+                }
+            },
+            None => {
+                if let Some(batch) = op.batch() {
+                    self.inner.pending.restore(batch);
+                }
+                false
+            }
+        };
+        if let (false, Some(outcome)) = (delivered, outcome) {
+            self.count_loose(outcome);
+        }
+    }
+}
