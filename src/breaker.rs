@@ -11,6 +11,7 @@ use crate::meters::Meters;
 use crate::name::Keys;
 use crate::protocol::{ControlOp, Op, Params, Record, RecordOutcome, Reply, Verdict};
 use crate::registry::Handle;
+use crate::route::Store;
 use crate::shared::Shared;
 use crate::state::State;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -160,7 +161,9 @@ impl Breaker {
     /// # Errors
     /// [`StoreError`] when Redis could not be reached; the counts are kept for the next flush.
     pub async fn flush(&self) -> Result<(), StoreError> {
-        let Some(redis) = self.inner.shared.redis.as_ref() else { return Ok(()) };
+        if matches!(self.store(), Store::InMemory) {
+            return Ok(());
+        }
         let record = Record {
             outcome: RecordOutcome::None,
             incarnation: 0,
@@ -171,7 +174,7 @@ impl Breaker {
             fseq: 0,
             batch: self.inner.pending.take(),
         };
-        self.try_redis(redis, &Op::Record(record)).await.map(drop)
+        self.run(&Op::Record(record)).await.map(drop)
     }
 
     /// Refreshes the snapshot from Redis (flushing pending counts) and reports health.
@@ -180,11 +183,11 @@ impl Breaker {
     /// Never for an in-memory client; otherwise the [`StoreError`] of the refresh. A breaker
     /// whose Redis is down reports `store: RedisDown` instead of failing.
     pub async fn health(&self) -> Result<Health, StoreError> {
-        let store = match &self.inner.shared.redis {
-            None => StoreStatus::InMemory,
-            Some(redis) => match self.flush().await {
+        let store = match self.store() {
+            Store::InMemory => StoreStatus::InMemory,
+            _ => match self.flush().await {
                 Ok(()) => StoreStatus::Redis,
-                Err(e) if e.is_outage() || redis.is_down() => StoreStatus::RedisDown,
+                Err(e) if e.is_outage() || matches!(self.store(), Store::Down(_)) => StoreStatus::RedisDown,
                 Err(e) => return Err(e),
             },
         };
@@ -211,15 +214,7 @@ impl Breaker {
             }));
         }
         let duration_ms = duration.map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1));
-        let op = Op::Control { op, duration_ms };
-        let inner = &*self.inner;
-        match inner.shared.redis.as_ref() {
-            None => {
-                let reply = self.run_local(&op);
-                self.absorb(&reply, Instant::now());
-            }
-            Some(redis) => drop(self.try_redis(redis, &op).await?),
-        }
+        self.run(&Op::Control { op, duration_ms }).await?;
         Ok(self.snapshot())
     }
 
@@ -229,12 +224,7 @@ impl Breaker {
     /// # Errors
     /// [`StoreError`] when Redis could not be read.
     pub async fn status(&self) -> Result<crate::Status, StoreError> {
-        let inner = &*self.inner;
-        let raw = match inner.shared.redis.as_ref() {
-            Some(redis) => redis.status(&inner.keys).await?,
-            None => inner.shared.local.status(&inner.name),
-        };
-        Ok(crate::Status::from_raw(&inner.name, raw))
+        Ok(crate::Status::from_raw(&self.inner.name, self.read_status().await?))
     }
 
     /// Opens the breaker for every process: for `duration`, after which it behaves as an

@@ -7,6 +7,7 @@ use crate::cache::{Local, SnapshotCell, View};
 use crate::config::Degraded;
 use crate::error::{Error, StoreError, retry_text};
 use crate::protocol::{Batch, Op, Record, RecordOutcome, Reply, Verdict};
+use crate::route::Store;
 use crate::state::State;
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -228,7 +229,7 @@ impl Breaker {
     /// decide (a half-open probe of its own) asks Redis itself.
     async fn grant_single_flight(&self) -> Result<Grant, Rejected> {
         let inner = &*self.inner;
-        if self.redis_up().is_none() || tokio::runtime::Handle::try_current().is_err() {
+        if !matches!(self.store(), Store::Redis(_)) || tokio::runtime::Handle::try_current().is_err() {
             return self.grant_slow().await;
         }
         if inner.snapshot.claim_refresh() {
@@ -248,10 +249,7 @@ impl Breaker {
     /// mode decides) nor without a runtime to refresh on.
     fn stale_while_refreshing(&self) -> Option<View> {
         let inner = &*self.inner;
-        let redis = inner.shared.redis.as_ref()?;
-        if redis.is_down() {
-            return None;
-        }
+        let Store::Redis(_) = self.store() else { return None };
         let runtime = tokio::runtime::Handle::try_current().ok()?;
         let (view, claimed) = inner.snapshot.stale_closed(Instant::now(), inner.shared.cache_ttl())?;
         if claimed {
@@ -298,7 +296,7 @@ impl Breaker {
 
     async fn grant_slow(&self) -> Result<Grant, Rejected> {
         let id = format!("{:016x}", rand::random::<u64>());
-        if let Some(redis) = self.redis_up() {
+        if let Store::Redis(redis) = self.store() {
             let op = Op::Acquire { permit: id.clone(), batch: self.inner.pending.take() };
             // Until the reply is read, the acquire may have leased a probe for `id` that nobody
             // would free: a timeout, or this future dropped, releases it (a no-op otherwise).
@@ -379,7 +377,7 @@ impl Breaker {
 
     /// Counts the outcome of a call decided without Redis, for Redis's metrics once it is back.
     pub(crate) fn count_loose(&self, outcome: Outcome) {
-        if self.inner.shared.redis.is_none() {
+        if matches!(self.store(), Store::InMemory) {
             return;
         }
         match outcome {

@@ -14,12 +14,55 @@ use crate::store::RedisStore;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
+/// Where a breaker's state lives for the call at hand; every choice between Redis, the
+/// in-process machine and the degraded mode starts from this one answer.
+pub(crate) enum Store<'a> {
+    /// Redis answers: it decides.
+    Redis(&'a RedisStore),
+    /// Redis is treated as down: calls follow the degraded mode and none waits on Redis, but
+    /// flushes and operators' calls still try it (and report the outage).
+    Down(&'a RedisStore),
+    /// An in-memory client: the in-process machine is the store.
+    InMemory,
+}
+
 impl Breaker {
+    pub(crate) fn store(&self) -> Store<'_> {
+        match self.inner.shared.redis.as_ref() {
+            None => Store::InMemory,
+            Some(redis) if redis.is_down() => Store::Down(redis),
+            Some(redis) => Store::Redis(redis),
+        }
+    }
+
+    /// Runs `op` on the store: Redis when the client has one (also while it is treated as down:
+    /// the error reports the outage), else the in-process machine. For flushes and operators'
+    /// calls, which are never decided by the degraded mode.
+    pub(crate) async fn run(&self, op: &Op) -> Result<Reply, StoreError> {
+        match self.store() {
+            Store::Redis(redis) | Store::Down(redis) => self.try_redis(redis, op).await,
+            Store::InMemory => {
+                let reply = self.run_local(op);
+                self.absorb(&reply, Instant::now());
+                Ok(reply)
+            }
+        }
+    }
+
+    /// Everything the store holds about this breaker, for operators.
+    pub(crate) async fn read_status(&self) -> Result<crate::status::Raw, StoreError> {
+        let inner = &*self.inner;
+        match self.store() {
+            Store::Redis(redis) | Store::Down(redis) => redis.status(&inner.keys).await,
+            Store::InMemory => Ok(inner.shared.local.status(&inner.name)),
+        }
+    }
+
     /// Starts the in-process breaker of a Redis client from the snapshot, once after each reply
     /// from Redis: a breaker the process saw open stays open until the deadline it saw.
     pub(crate) fn seed_local(&self) {
         let inner = &*self.inner;
-        if inner.shared.redis.is_none() || inner.local_seeded.swap(true, Ordering::AcqRel) {
+        if matches!(self.store(), Store::InMemory) || inner.local_seeded.swap(true, Ordering::AcqRel) {
             return;
         }
         let (state, view, left) = inner.snapshot.with_deadline(Instant::now());
@@ -28,13 +71,13 @@ impl Breaker {
         inner.shared.local.seed(&inner.name, Machine::seeded(state, view.failures, open_until, now));
     }
 
+    /// What decides a call Redis cannot: the in-process machine for an in-memory client, else
+    /// the client's degraded mode.
     pub(crate) fn degraded_mode(&self) -> Degraded {
-        if self.inner.shared.redis.is_none() { Degraded::Local } else { self.inner.shared.config.degraded }
-    }
-
-    /// The Redis store, unless there is none or it is treated as down.
-    pub(crate) fn redis_up(&self) -> Option<&RedisStore> {
-        self.inner.shared.redis.as_ref().filter(|r| !r.is_down())
+        match self.store() {
+            Store::InMemory => Degraded::Local,
+            _ => self.inner.shared.config.degraded,
+        }
     }
 
     /// Runs `op` on Redis; the reply refreshes the snapshot. When Redis could not be reached
@@ -130,8 +173,8 @@ impl Breaker {
             RecordOutcome::Release | RecordOutcome::None => None,
         };
         let op = Op::Record(record);
-        let delivered = match self.redis_up() {
-            Some(redis) => match self.try_redis(redis, &op).await {
+        let delivered = match self.store() {
+            Store::Redis(redis) => match self.try_redis(redis, &op).await {
                 Ok(_) => true,
                 Err(e) => {
                     tracing::debug!(breaker = %self.inner.name, error = %e, "an outcome was not delivered");
@@ -139,7 +182,7 @@ impl Breaker {
                     matches!(e, StoreError::Timeout(_))
                 }
             },
-            None => {
+            Store::Down(_) | Store::InMemory => {
                 if let Some(batch) = op.batch() {
                     self.inner.pending.restore(batch);
                 }
