@@ -2,17 +2,18 @@
 //! the operator's calls; the call path is in `permit.rs`, the choice between Redis, the
 //! in-process breaker and the degraded mode in `route.rs`.
 
-use crate::cache::{Pending, SnapshotCell, Source};
 use crate::config::{Config, Degraded, MAX_DURATION};
 use crate::error::{ConfigError, StoreError};
 use crate::events::{Event, EventKind, Subscription, Wire};
 use crate::health::{Health, Snapshot, StoreStatus, mode_name};
 use crate::meters::Meters;
 use crate::name::Keys;
+use crate::pending::Pending;
 use crate::protocol::{ControlOp, Op, Params, Record, RecordOutcome, Reply, Verdict};
 use crate::registry::Handle;
 use crate::route::Store;
 use crate::shared::Shared;
+use crate::snapshot::{SnapshotCell, Source};
 use crate::state::State;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -30,7 +31,7 @@ pub(crate) struct Inner {
     pub(crate) config_matches: AtomicBool,
     /// False until the in-process breaker has been started from the snapshot since the last
     /// reply from Redis (degraded `Local` continues from what the process knew).
-    pub(crate) local_seeded: AtomicBool,
+    pub(crate) in_process_seeded: AtomicBool,
     pub(crate) reason: Mutex<String>,
     pub(crate) events: broadcast::Sender<Event>,
     pub(crate) meters: Meters,
@@ -63,7 +64,7 @@ impl Inner {
             pending: Pending::default(),
             shared,
             config_matches: AtomicBool::new(true),
-            local_seeded: AtomicBool::new(false),
+            in_process_seeded: AtomicBool::new(false),
             reason: Mutex::new(String::new()),
             events: broadcast::channel(64).0,
             meters: Meters::new(name),

@@ -9,7 +9,7 @@ use crate::health::StoreStatus;
 use crate::name::{Keys, events_channel, name_from_state_key, validate_name};
 use crate::registry::Handle;
 use crate::shared::Shared;
-use crate::store::{LocalStore, Reconnect, RedisStore, SharedConn};
+use crate::store::{InProcessStore, Reconnect, RedisStore, SharedConn};
 use crate::tasks;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use std::sync::Arc;
@@ -170,7 +170,7 @@ impl Client {
         let shared = Arc::new(Shared {
             config,
             redis,
-            local: LocalStore::new(clock),
+            in_process: InProcessStore::new(clock),
             base: Instant::now(),
             id,
             subscribed: AtomicBool::new(false),
@@ -253,7 +253,7 @@ impl Client {
     /// [`StoreError`] when Redis could not be read.
     pub async fn breakers(&self) -> Result<Vec<String>, StoreError> {
         let shared = &self.handle.shared;
-        let Some(redis) = &shared.redis else { return Ok(shared.local.names()) };
+        let Some(redis) = &shared.redis else { return Ok(shared.in_process.names()) };
         if !shared.can_scan {
             return Err(StoreError::Unsupported(
                 "listing breakers needs a SCAN of every master; on a cluster run `redis-cli --cluster call HOST:PORT --scan` instead",

@@ -89,7 +89,7 @@ impl Wire {
     }
 }
 
-pub(crate) fn local_event(
+pub(crate) fn in_process_event(
     name: &str,
     me: &str,
     t: &Transition,

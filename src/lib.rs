@@ -64,7 +64,6 @@ extern crate self as redis_breaker;
 mod model_tests;
 
 mod breaker;
-mod cache;
 mod client;
 mod clock;
 #[cfg(feature = "cluster")]
@@ -77,12 +76,14 @@ mod health;
 mod machine;
 mod meters;
 mod name;
+mod pending;
 mod permit;
 mod protocol;
 mod registry;
 mod route;
 mod scripts;
 mod shared;
+mod snapshot;
 mod state;
 mod status;
 mod store;

@@ -388,9 +388,9 @@ impl Call<'_> {
 
     fn batch(&mut self, b: &Batch) {
         let metrics = &mut self.m.metrics;
-        metrics.calls += b.successes + b.ignored + b.loose_successes + b.loose_failures;
-        metrics.successes += b.successes + b.loose_successes;
-        metrics.failures += b.loose_failures;
+        metrics.calls += b.successes + b.ignored + b.degraded_successes + b.degraded_failures;
+        metrics.successes += b.successes + b.degraded_successes;
+        metrics.failures += b.degraded_failures;
         metrics.slow += b.slow;
         metrics.rejected += b.rejected;
         if b.successes > 0 && self.m.state == State::Closed && self.matches(b.incarnation, b.epoch) {

@@ -63,18 +63,18 @@ struct Counts {
     slow: u64,
     ignored: u64,
     rejected: u64,
-    loose: u64,
+    degraded: u64,
 }
 
 fn counts() -> impl Strategy<Value = Counts> {
     (0..SLOTS, 0..4u64, 0..3u64, 0..2u64, 0..2u64, 0..2u64).prop_map(
-        |(slot, successes, slow, ignored, rejected, loose)| Counts {
+        |(slot, successes, slow, ignored, rejected, degraded)| Counts {
             slot,
             successes,
             slow: slow.min(successes),
             ignored,
             rejected,
-            loose,
+            degraded,
         },
     )
 }
@@ -90,8 +90,8 @@ fn batches(held: &[Option<Held>], counts: &Counts) -> (Batch, Batch) {
         slow: counts.slow,
         ignored: counts.ignored,
         rejected: counts.rejected,
-        loose_successes: counts.loose,
-        loose_failures: counts.loose,
+        degraded_successes: counts.degraded,
+        degraded_failures: counts.degraded,
     };
     (batch(h.redis_incarnation), batch(h.model_incarnation))
 }

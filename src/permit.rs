@@ -3,11 +3,11 @@
 //! degraded mode) is `route.rs`'s business.
 
 use crate::breaker::Breaker;
-use crate::cache::{Local, SnapshotCell, View};
 use crate::config::Degraded;
 use crate::error::{Error, StoreError, retry_text};
 use crate::protocol::{Batch, Op, Record, RecordOutcome, Reply, Verdict};
 use crate::route::Store;
+use crate::snapshot::{Decision, SnapshotCell, View};
 use crate::state::State;
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -48,7 +48,7 @@ enum Grant {
     /// A half-open probe leased in Redis.
     Probe { view: View, id: String },
     /// Decided by the in-process breaker (in-memory client, or degraded `Local`).
-    Local { view: View, probe: String },
+    InProcess { view: View, probe: String },
     /// Allowed by `Degraded::FailOpen`: nothing to record.
     Free,
 }
@@ -68,7 +68,7 @@ impl Permit {
     pub fn is_probe(&self) -> bool {
         match &self.grant {
             Some(Grant::Probe { .. }) => true,
-            Some(Grant::Local { probe, .. }) => !probe.is_empty(),
+            Some(Grant::InProcess { probe, .. }) => !probe.is_empty(),
             _ => false,
         }
     }
@@ -214,9 +214,9 @@ impl Breaker {
 
     async fn grant(&self) -> Result<Grant, Rejected> {
         match self.inner.snapshot.decide(Instant::now()) {
-            Local::Allow(view) => Ok(Grant::Closed(view)),
-            Local::Reject { state, retry_after } => Err(self.reject(state, retry_after)),
-            Local::Miss => match self.stale_while_refreshing() {
+            Decision::Allow(view) => Ok(Grant::Closed(view)),
+            Decision::Reject { state, retry_after } => Err(self.reject(state, retry_after)),
+            Decision::Miss => match self.stale_while_refreshing() {
                 Some(view) => Ok(Grant::Closed(view)),
                 None => self.grant_single_flight().await,
             },
@@ -238,9 +238,9 @@ impl Breaker {
         }
         inner.snapshot.wait_for_refresh(inner.shared.config.op_timeout).await;
         match inner.snapshot.decide(Instant::now()) {
-            Local::Allow(view) => Ok(Grant::Closed(view)),
-            Local::Reject { state, retry_after } => Err(self.reject(state, retry_after)),
-            Local::Miss => self.grant_slow().await,
+            Decision::Allow(view) => Ok(Grant::Closed(view)),
+            Decision::Reject { state, retry_after } => Err(self.reject(state, retry_after)),
+            Decision::Miss => self.grant_slow().await,
         }
     }
 
@@ -278,11 +278,11 @@ impl Breaker {
     fn release_record(&self, grant: Grant) -> Option<Record> {
         let (view, probe, local) = match grant {
             Grant::Probe { view, id } => (view, id, false),
-            Grant::Local { view, probe } if !probe.is_empty() => (view, probe, true),
+            Grant::InProcess { view, probe } if !probe.is_empty() => (view, probe, true),
             _ => return None,
         };
         if local {
-            self.run_local(&Op::Record(local_record(RecordOutcome::Release, &view, probe, false, false)));
+            self.run_in_process(&Op::Record(in_process_record(RecordOutcome::Release, &view, probe, false, false)));
             return None;
         }
         Some(self.record_args(RecordOutcome::Release, &view, probe, false, false))
@@ -326,13 +326,13 @@ impl Breaker {
             Degraded::FailOpen => Ok(Grant::Free),
             Degraded::FailClosed => Err(self.reject(State::Open, Some(FAIL_CLOSED_RETRY))),
             _ => {
-                self.seed_local();
-                let reply = self.run_local(&Op::Acquire { permit: id.clone(), batch: Batch::default() });
+                self.seed_in_process();
+                let reply = self.run_in_process(&Op::Acquire { permit: id.clone(), batch: Batch::default() });
                 let view = view_of(&reply);
                 match reply.verdict {
                     Verdict::Rejected => Err(self.reject(reply.state, reply.remaining_ms.map(Duration::from_millis))),
-                    Verdict::Probe => Ok(Grant::Local { view, probe: id }),
-                    _ => Ok(Grant::Local { view, probe: String::new() }),
+                    Verdict::Probe => Ok(Grant::InProcess { view, probe: id }),
+                    _ => Ok(Grant::InProcess { view, probe: String::new() }),
                 }
             }
         }
@@ -346,7 +346,7 @@ impl Breaker {
             Outcome::Ignore => RecordOutcome::Ignore,
         };
         match grant {
-            Grant::Free => self.count_loose(outcome),
+            Grant::Free => self.count_degraded(outcome),
             Grant::Closed(_) if outcome == Outcome::Ignore => self.inner.pending.ignored(),
             Grant::Closed(view) if outcome == Outcome::Success && view.failures == 0 => {
                 self.inner.pending.success(&view, slow);
@@ -355,10 +355,10 @@ impl Breaker {
                 self.deliver(self.record_args(kind, &view, String::new(), slow, timed_out)).await;
             }
             Grant::Probe { view, id } => self.deliver(self.record_args(kind, &view, id, slow, timed_out)).await,
-            Grant::Local { view, probe } => {
+            Grant::InProcess { view, probe } => {
                 // The pending batch stays pending: it goes to Redis when Redis is back.
-                self.run_local(&Op::Record(local_record(kind, &view, probe, slow, timed_out)));
-                self.count_loose(outcome);
+                self.run_in_process(&Op::Record(in_process_record(kind, &view, probe, slow, timed_out)));
+                self.count_degraded(outcome);
             }
         }
     }
@@ -376,13 +376,13 @@ impl Breaker {
     }
 
     /// Counts the outcome of a call decided without Redis, for Redis's metrics once it is back.
-    pub(crate) fn count_loose(&self, outcome: Outcome) {
+    pub(crate) fn count_degraded(&self, outcome: Outcome) {
         if matches!(self.store(), Store::InMemory) {
             return;
         }
         match outcome {
             Outcome::Ignore => self.inner.pending.ignored(),
-            _ => self.inner.pending.loose(outcome == Outcome::Success),
+            _ => self.inner.pending.degraded(outcome == Outcome::Success),
         }
     }
 }
@@ -392,7 +392,13 @@ const FAIL_CLOSED_RETRY: Duration = Duration::from_secs(1);
 
 /// The record of an outcome decided by the local machine: it carries no batch (the pending
 /// counts stay pending for Redis).
-pub(crate) fn local_record(outcome: RecordOutcome, view: &View, probe: String, slow: bool, timed_out: bool) -> Record {
+pub(crate) fn in_process_record(
+    outcome: RecordOutcome,
+    view: &View,
+    probe: String,
+    slow: bool,
+    timed_out: bool,
+) -> Record {
     Record {
         outcome,
         incarnation: view.incarnation,
@@ -428,7 +434,7 @@ impl Drop for UnansweredAcquire<'_> {
         let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
         let breaker = self.breaker.clone();
         // The permit's epoch is unknown; a lease still held is freed whatever epoch it names.
-        let record = local_record(RecordOutcome::Release, &View::default(), id, false, false);
+        let record = in_process_record(RecordOutcome::Release, &View::default(), id, false, false);
         runtime.spawn(async move { breaker.send_record(record).await });
     }
 }

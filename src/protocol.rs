@@ -129,9 +129,9 @@ pub(crate) struct Batch {
     pub(crate) ignored: u64,
     pub(crate) rejected: u64,
     /// Successes of calls decided without Redis: metrics only.
-    pub(crate) loose_successes: u64,
+    pub(crate) degraded_successes: u64,
     /// Failures of calls decided without Redis: metrics only.
-    pub(crate) loose_failures: u64,
+    pub(crate) degraded_failures: u64,
 }
 
 #[derive(Debug, Clone)]

@@ -3,13 +3,13 @@
 //! replies of either written into the snapshot. The one place that chooses between them.
 
 use crate::breaker::Breaker;
-use crate::cache::{Source, View};
 use crate::config::Degraded;
 use crate::error::StoreError;
-use crate::events::local_event;
+use crate::events::in_process_event;
 use crate::machine::Machine;
 use crate::permit::Outcome;
 use crate::protocol::{Batch, Op, Record, RecordOutcome, Reply};
+use crate::snapshot::{Source, View};
 use crate::store::RedisStore;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
@@ -42,7 +42,7 @@ impl Breaker {
         match self.store() {
             Store::Redis(redis) | Store::Down(redis) => self.try_redis(redis, op).await,
             Store::InMemory => {
-                let reply = self.run_local(op);
+                let reply = self.run_in_process(op);
                 self.absorb(&reply, Instant::now());
                 Ok(reply)
             }
@@ -54,21 +54,21 @@ impl Breaker {
         let inner = &*self.inner;
         match self.store() {
             Store::Redis(redis) | Store::Down(redis) => redis.status(&inner.keys).await,
-            Store::InMemory => Ok(inner.shared.local.status(&inner.name)),
+            Store::InMemory => Ok(inner.shared.in_process.status(&inner.name)),
         }
     }
 
     /// Starts the in-process breaker of a Redis client from the snapshot, once after each reply
     /// from Redis: a breaker the process saw open stays open until the deadline it saw.
-    pub(crate) fn seed_local(&self) {
+    pub(crate) fn seed_in_process(&self) {
         let inner = &*self.inner;
-        if matches!(self.store(), Store::InMemory) || inner.local_seeded.swap(true, Ordering::AcqRel) {
+        if matches!(self.store(), Store::InMemory) || inner.in_process_seeded.swap(true, Ordering::AcqRel) {
             return;
         }
         let (state, view, left) = inner.snapshot.with_deadline(Instant::now());
-        let now = inner.shared.local.clock.now_ms();
+        let now = inner.shared.in_process.clock.now_ms();
         let open_until = left.map_or(0, |d| now + u64::try_from(d.as_millis()).unwrap_or(u64::MAX / 4).max(1));
-        inner.shared.local.seed(&inner.name, Machine::seeded(state, view.failures, open_until, now));
+        inner.shared.in_process.seed(&inner.name, Machine::seeded(state, view.failures, open_until, now));
     }
 
     /// What decides a call Redis cannot: the in-process machine for an in-memory client, else
@@ -105,16 +105,16 @@ impl Breaker {
         result
     }
 
-    pub(crate) fn run_local(&self, op: &Op) -> Reply {
+    pub(crate) fn run_in_process(&self, op: &Op) -> Reply {
         let inner = &*self.inner;
-        let (reply, transitions) = inner.shared.local.run(&inner.name, &inner.params, op, rand::random());
+        let (reply, transitions) = inner.shared.in_process.run(&inner.name, &inner.params, op, rand::random());
         // The snapshot shows what decides the calls (for `state()`, `snapshot()`, `health()`), but
         // is never fresh: the next call asks the local machine, or Redis once it is back.
         inner.snapshot.apply(&reply, Source::Local, Duration::ZERO);
         let last = transitions.len().saturating_sub(1);
         for (i, t) in transitions.iter().enumerate() {
             let remaining = if i == last { reply.remaining_ms } else { Some(0) };
-            let event = local_event(&inner.name, &inner.shared.id, t, reply.incarnation, t.epoch, remaining);
+            let event = in_process_event(&inner.name, &inner.shared.id, t, reply.incarnation, t.epoch, remaining);
             inner.meters.transition(event.from, event.to);
             let _ = inner.shared.all_events.send(event.clone());
             let _ = inner.events.send(event);
@@ -125,7 +125,7 @@ impl Breaker {
     pub(crate) fn absorb(&self, reply: &Reply, sent: Instant) {
         let inner = &*self.inner;
         inner.snapshot.apply(reply, Source::Reply(sent), inner.shared.cache_ttl());
-        inner.local_seeded.store(false, Ordering::Release);
+        inner.in_process_seeded.store(false, Ordering::Release);
         inner.meters.state(reply.state);
         let matches = reply.stored_config.is_empty() || reply.stored_config == inner.params.fingerprint;
         if inner.config_matches.swap(matches, Ordering::Relaxed) && !matches {
@@ -190,7 +190,7 @@ impl Breaker {
             }
         };
         if let (false, Some(outcome)) = (delivered, outcome) {
-            self.count_loose(outcome);
+            self.count_degraded(outcome);
         }
     }
 }

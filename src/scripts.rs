@@ -131,8 +131,8 @@ fn batch_args(inv: &mut ScriptInvocation<'_>, b: &Batch) {
         .arg(b.slow)
         .arg(b.ignored)
         .arg(b.rejected)
-        .arg(b.loose_successes)
-        .arg(b.loose_failures);
+        .arg(b.degraded_successes)
+        .arg(b.degraded_failures);
 }
 
 /// Reads a script's reply (see the header of `lua/lib/args.lua`).

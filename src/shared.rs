@@ -4,7 +4,7 @@
 
 use crate::config::ClientConfig;
 use crate::events::Event;
-use crate::store::{LocalStore, RedisStore};
+use crate::store::{InProcessStore, RedisStore};
 use std::sync::atomic::AtomicBool;
 use std::time::{Duration, Instant};
 use tokio::sync::broadcast;
@@ -12,7 +12,7 @@ use tokio::sync::broadcast;
 pub(crate) struct Shared {
     pub(crate) config: ClientConfig,
     pub(crate) redis: Option<RedisStore>,
-    pub(crate) local: LocalStore,
+    pub(crate) in_process: InProcessStore,
     pub(crate) base: Instant,
     /// This client's id: events caused by its script calls carry it.
     pub(crate) id: String,

@@ -185,15 +185,15 @@ impl RedisStore {
 
 /// The in-process store: one [`Machine`] per breaker name, on the given clock.
 #[derive(Debug)]
-pub(crate) struct LocalStore {
+pub(crate) struct InProcessStore {
     machines: Mutex<HashMap<String, Machine>>,
     pub(crate) clock: Arc<dyn Clock>,
     last_incarnation: AtomicU64,
 }
 
-impl LocalStore {
-    pub(crate) fn new(clock: Arc<dyn Clock>) -> LocalStore {
-        LocalStore { machines: Mutex::new(HashMap::new()), clock, last_incarnation: AtomicU64::new(0) }
+impl InProcessStore {
+    pub(crate) fn new(clock: Arc<dyn Clock>) -> InProcessStore {
+        InProcessStore { machines: Mutex::new(HashMap::new()), clock, last_incarnation: AtomicU64::new(0) }
     }
 
     pub(crate) fn run(&self, name: &str, p: &Params, op: &Op, rand: f64) -> (Reply, Vec<Transition>) {

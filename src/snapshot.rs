@@ -1,11 +1,11 @@
-//! The local snapshot of one breaker, read lock-free on every call, and the batched counts.
+//! The snapshot of one breaker that each process keeps, read lock-free on every call.
 //!
 //! The snapshot is a seqlock over atomics: readers never block, never allocate and retry only
 //! when a writer (a script reply, rare) raced them. Deadlines are local monotonic instants
 //! computed from the *remaining* time Redis returned, counted from when the request was sent, so
 //! no clock is ever compared with Redis's.
 
-use crate::protocol::{Batch, Reply};
+use crate::protocol::Reply;
 use crate::state::State;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering, fence};
@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 /// What a fresh snapshot decides, or that it is not fresh.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Local {
+pub(crate) enum Decision {
     /// Closed or forced closed: allowed without asking Redis.
     Allow(View),
     /// Open, forced open, or half-open with every probe out: rejected without asking Redis.
@@ -120,15 +120,15 @@ impl SnapshotCell {
     }
 
     /// Decides from the snapshot if it is fresh at `now`.
-    pub(crate) fn decide(&self, now: Instant) -> Local {
+    pub(crate) fn decide(&self, now: Instant) -> Decision {
         let (state, view, fresh_until, deadline) = self.read();
         let now = self.since_base(now);
         if now >= fresh_until {
-            return Local::Miss;
+            return Decision::Miss;
         }
         match state {
-            State::Closed | State::ForcedClosed => Local::Allow(view),
-            _ => Local::Reject {
+            State::Closed | State::ForcedClosed => Decision::Allow(view),
+            _ => Decision::Reject {
                 state,
                 retry_after: (deadline != NO_DEADLINE).then(|| Duration::from_nanos(deadline.saturating_sub(now))),
             },
@@ -235,105 +235,116 @@ impl SnapshotCell {
     }
 }
 
-/// The stamp of a batch with no success yet; the largest integer a script argument may be.
-const UNSTAMPED: u64 = (1 << 53) - 1;
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::Verdict;
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicBool;
 
-/// Counts gathered since the last flush. Successes carry the oldest (epoch, fseq) they were
-/// counted under, so a batch can never erase a failure recorded after its first success.
-#[derive(Debug)]
-pub(crate) struct Pending {
-    successes: AtomicU64,
-    slow: AtomicU64,
-    ignored: AtomicU64,
-    rejected: AtomicU64,
-    loose_successes: AtomicU64,
-    loose_failures: AtomicU64,
-    incarnation: AtomicU64,
-    epoch: AtomicU64,
-    fseq: AtomicU64,
-}
-
-impl Default for Pending {
-    fn default() -> Self {
-        Pending {
-            successes: AtomicU64::new(0),
-            slow: AtomicU64::new(0),
-            ignored: AtomicU64::new(0),
-            rejected: AtomicU64::new(0),
-            loose_successes: AtomicU64::new(0),
-            loose_failures: AtomicU64::new(0),
-            incarnation: AtomicU64::new(0),
-            epoch: AtomicU64::new(UNSTAMPED),
-            fseq: AtomicU64::new(UNSTAMPED),
+    fn reply(state: State, incarnation: u64, epoch: u64, fseq: u64, remaining_ms: Option<u64>) -> Reply {
+        Reply {
+            verdict: Verdict::Ok,
+            state,
+            incarnation,
+            epoch,
+            failures: epoch * 2,
+            fseq,
+            remaining_ms,
+            stored_config: String::new(),
+            reason: String::new(),
         }
     }
-}
 
-impl Pending {
-    pub(crate) fn success(&self, view: &View, slow: bool) {
-        // Stamp before counting: a flush that takes this success also takes its stamp.
-        if self.fseq.load(Ordering::Relaxed) > view.fseq {
-            self.fseq.fetch_min(view.fseq, Ordering::AcqRel);
+    const TTL: Duration = Duration::from_secs(60);
+
+    #[test]
+    fn a_fresh_snapshot_decides_and_an_expired_one_misses() {
+        let base = Instant::now();
+        let cell = SnapshotCell::new(base);
+        assert_eq!(cell.decide(base), Decision::Miss, "a cold snapshot asks Redis");
+        cell.apply(&reply(State::Closed, 7, 1, 0, None), Source::Reply(base), TTL);
+        assert!(matches!(cell.decide(base), Decision::Allow(View { incarnation: 7, epoch: 1, .. })));
+        cell.apply(&reply(State::Open, 7, 2, 0, Some(500)), Source::Reply(base), TTL);
+        match cell.decide(base + Duration::from_millis(100)) {
+            Decision::Reject { state: State::Open, retry_after: Some(d) } => assert_eq!(d, Duration::from_millis(400)),
+            other => panic!("{other:?}"),
         }
-        if self.epoch.load(Ordering::Relaxed) > view.epoch {
-            self.epoch.fetch_min(view.epoch, Ordering::AcqRel);
-            self.incarnation.store(view.incarnation, Ordering::Release);
+        assert_eq!(cell.decide(base + Duration::from_millis(500)), Decision::Miss, "fresh until the deadline");
+        cell.mark_stale();
+        assert_eq!(cell.decide(base), Decision::Miss);
+    }
+
+    #[test]
+    fn a_reply_sent_after_what_is_held_replaces_it_whatever_its_epoch() {
+        let base = Instant::now();
+        let cell = SnapshotCell::new(base);
+        cell.apply(&reply(State::Open, 7, 9, 0, Some(30_000)), Source::Reply(base), TTL);
+        // Redis restored to an older epoch: a later request's reply is the truth.
+        let later = base + Duration::from_millis(1);
+        cell.apply(&reply(State::Closed, 7, 3, 0, None), Source::Reply(later), TTL);
+        assert_eq!(cell.view().0, State::Closed);
+        assert_eq!(cell.view().1.epoch, 3);
+        assert!(matches!(cell.decide(later), Decision::Allow(_)), "and it is fresh again");
+    }
+
+    #[test]
+    fn a_reply_that_raced_a_newer_event_does_not_overwrite_it() {
+        let base = Instant::now();
+        let cell = SnapshotCell::new(base);
+        let sent = base;
+        let event_at = base + Duration::from_millis(5);
+        cell.apply(&reply(State::Open, 7, 1, 0, Some(30_000)), Source::Event(event_at), TTL);
+        // An acquire sent before the event arrived, answered from the state before the trip.
+        cell.apply(&reply(State::Closed, 0, 0, 0, None), Source::Reply(sent), TTL);
+        assert_eq!(cell.view().0, State::Open);
+        // An older event is ignored; a newer one applies.
+        cell.apply(&reply(State::Closed, 7, 0, 0, None), Source::Event(event_at), TTL);
+        assert_eq!(cell.view().0, State::Open);
+        cell.apply(&reply(State::HalfOpen, 7, 2, 0, Some(0)), Source::Event(event_at), TTL);
+        assert_eq!(cell.view().0, State::HalfOpen);
+    }
+
+    #[test]
+    fn an_in_process_decision_shows_but_is_never_fresh() {
+        let base = Instant::now();
+        let cell = SnapshotCell::new(base);
+        cell.apply(&reply(State::Open, 1, 1, 0, Some(30_000)), Source::Local, TTL);
+        assert_eq!(cell.view().0, State::Open);
+        assert_eq!(cell.decide(Instant::now()), Decision::Miss);
+        assert!(cell.stale_closed(Instant::now(), TTL).is_none());
+    }
+
+    #[test]
+    fn readers_never_see_a_torn_snapshot_while_a_writer_applies() {
+        let base = Instant::now();
+        let cell = Arc::new(SnapshotCell::new(base));
+        let done = Arc::new(AtomicBool::new(false));
+        let readers: Vec<_> = (0..3)
+            .map(|_| {
+                let (cell, done) = (cell.clone(), done.clone());
+                std::thread::spawn(move || {
+                    let mut reads = 0u64;
+                    while !done.load(Ordering::Acquire) {
+                        let (state, view, _) = cell.view();
+                        // Every reply the writer applies keeps these relations.
+                        assert_eq!(view.failures, view.epoch * 2, "torn: {view:?}");
+                        assert_eq!(view.fseq, view.epoch * 3, "torn: {view:?}");
+                        let want = if view.epoch % 2 == 0 { State::Closed } else { State::Open };
+                        assert_eq!(state, want, "torn: {view:?}");
+                        reads += 1;
+                    }
+                    reads
+                })
+            })
+            .collect();
+        for epoch in 0..200_000u64 {
+            let state = if epoch % 2 == 0 { State::Closed } else { State::Open };
+            cell.apply(&reply(state, 7, epoch, epoch * 3, Some(1000)), Source::Reply(Instant::now()), TTL);
         }
-        if slow {
-            self.slow.fetch_add(1, Ordering::AcqRel);
-        }
-        self.successes.fetch_add(1, Ordering::AcqRel);
-    }
-
-    pub(crate) fn ignored(&self) {
-        self.ignored.fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub(crate) fn rejected(&self) {
-        self.rejected.fetch_add(1, Ordering::Relaxed);
-    }
-
-    /// Counts an outcome of a call decided without Redis (metrics only).
-    pub(crate) fn loose(&self, success: bool) {
-        let counter = if success { &self.loose_successes } else { &self.loose_failures };
-        counter.fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub(crate) fn is_empty(&self) -> bool {
-        [&self.successes, &self.ignored, &self.rejected, &self.loose_successes, &self.loose_failures]
-            .iter()
-            .all(|c| c.load(Ordering::Relaxed) == 0)
-    }
-
-    /// Takes everything counted so far.
-    pub(crate) fn take(&self) -> Batch {
-        let successes = self.successes.swap(0, Ordering::AcqRel);
-        let slow = self.slow.swap(0, Ordering::AcqRel).min(successes);
-        let ignored = self.ignored.swap(0, Ordering::AcqRel);
-        let rejected = self.rejected.swap(0, Ordering::AcqRel);
-        let loose_successes = self.loose_successes.swap(0, Ordering::AcqRel);
-        let loose_failures = self.loose_failures.swap(0, Ordering::AcqRel);
-        let incarnation = self.incarnation.load(Ordering::Acquire);
-        let epoch = self.epoch.swap(UNSTAMPED, Ordering::AcqRel);
-        let fseq = self.fseq.swap(UNSTAMPED, Ordering::AcqRel);
-        // A stamp of UNSTAMPED means a success raced the swap: it then matches nothing (metrics only).
-        let (epoch, fseq) = if successes == 0 { (0, 0) } else { (epoch, fseq) };
-        Batch { incarnation, epoch, fseq, successes, slow, ignored, rejected, loose_successes, loose_failures }
-    }
-
-    /// Puts back a batch that could not be sent.
-    pub(crate) fn restore(&self, b: &Batch) {
-        if b.successes > 0 {
-            self.fseq.fetch_min(b.fseq, Ordering::AcqRel);
-            if self.epoch.fetch_min(b.epoch, Ordering::AcqRel) > b.epoch {
-                self.incarnation.store(b.incarnation, Ordering::Release);
-            }
-        }
-        self.successes.fetch_add(b.successes, Ordering::AcqRel);
-        self.slow.fetch_add(b.slow, Ordering::AcqRel);
-        self.ignored.fetch_add(b.ignored, Ordering::Relaxed);
-        self.rejected.fetch_add(b.rejected, Ordering::Relaxed);
-        self.loose_successes.fetch_add(b.loose_successes, Ordering::Relaxed);
-        self.loose_failures.fetch_add(b.loose_failures, Ordering::Relaxed);
+        done.store(true, Ordering::Release);
+        let reads: u64 = readers.into_iter().map(|r| r.join().expect("a reader saw a torn snapshot")).sum();
+        assert!(reads > 0);
+        assert_eq!(cell.view().1.epoch, 199_999);
     }
 }
