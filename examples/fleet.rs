@@ -67,7 +67,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
                     Ok(()) => {
                         counts.allowed.fetch_add(1, Ordering::Relaxed);
                     }
-                    Err(Error::Rejected { .. }) => {
+                    Err(Error::Rejected(_)) => {
                         counts.rejected.fetch_add(1, Ordering::Relaxed);
                     }
                     Err(_) => {

@@ -31,8 +31,8 @@ impl GuardedCache {
         };
         match self.breaker.execute(call).await {
             Ok(value) => value,
-            Err(Error::Rejected { .. }) => None, // open: a miss, at once
-            Err(_) => None,                      // this call failed: a miss too
+            Err(Error::Rejected(_)) => None, // open: a miss, at once
+            Err(_) => None,                  // this call failed: a miss too
         }
     }
 

@@ -9,7 +9,7 @@
 
 mod common;
 
-use redis_breaker::{Client, Config, Error};
+use redis_breaker::{Client, Config, Error, Rejected};
 use std::time::{Duration, Instant};
 
 #[tokio::main(flavor = "current_thread")]
@@ -41,11 +41,11 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let decision = match &result {
         Ok(_) => "allowed: success",
         Err(Error::Inner(_)) => "allowed: failure (recorded)",
-        Err(Error::Rejected { .. }) => "rejected",
+        Err(Error::Rejected(_)) => "rejected",
         Err(_) => "allowed: timed out",
     };
     let retry_after_ms = match &result {
-        Err(Error::Rejected { retry_after, .. }) => retry_after.map(|d| d.as_millis()),
+        Err(Error::Rejected(Rejected { retry_after, .. })) => retry_after.map(|d| d.as_millis()),
         _ => None,
     };
     let ms = |d: Duration| (d.as_secs_f64() * 1e6).round() / 1e3;

@@ -2,7 +2,8 @@
 //! the operator's calls; the call path is in `permit.rs`, the choice between Redis, the
 //! in-process breaker and the degraded mode in `route.rs`.
 
-use crate::config::{Config, Degraded, MAX_DURATION};
+use crate::client_config::Degraded;
+use crate::config::{Config, MAX_DURATION};
 use crate::error::{ConfigError, StoreError};
 use crate::events::{Event, EventKind, Subscription, Wire};
 use crate::health::{Health, Snapshot, StoreStatus, mode_name};
@@ -209,7 +210,7 @@ impl Breaker {
                 field: "duration",
                 reason: format!(
                     "must be at most {} (2^43 ms), got {}s",
-                    crate::duration::format_duration(MAX_DURATION),
+                    crate::duration::format(MAX_DURATION),
                     d.as_secs()
                 ),
             }));
@@ -224,8 +225,8 @@ impl Breaker {
     ///
     /// # Errors
     /// [`StoreError`] when Redis could not be read.
-    pub async fn status(&self) -> Result<crate::Status, StoreError> {
-        Ok(crate::Status::from_raw(&self.inner.name, self.read_status().await?))
+    pub async fn status(&self) -> Result<crate::status::Status, StoreError> {
+        Ok(crate::status::Status::from_raw(&self.inner.name, self.read_status().await?))
     }
 
     /// Opens the breaker for every process: for `duration`, after which it behaves as an

@@ -1,8 +1,9 @@
 //! [`Client`]: the connection, the loaded scripts, and the breakers of one process.
 
 use crate::breaker::{Breaker, Inner};
+use crate::client_config::ClientConfig;
 use crate::clock::{Clock, SystemClock};
-use crate::config::{ClientConfig, Config};
+use crate::config::Config;
 use crate::error::{ConfigError, StoreError};
 use crate::events::Subscription;
 use crate::health::StoreStatus;

@@ -1,42 +1,10 @@
-//! Per-breaker [`Config`] and client-wide [`ClientConfig`], each validated once in `build()`.
+//! Per-breaker [`Config`], validated once in `build()`; the validation helpers and the setter
+//! macro that [`ClientConfig`](crate::ClientConfig) shares.
 
-use crate::duration::{format_duration, serde_human};
+use crate::duration::{self, serde_human};
 use crate::error::ConfigError;
 use serde::Deserialize;
 use std::time::Duration;
-
-/// Default `failure_threshold`: consecutive failures that open a closed breaker.
-pub const DEFAULT_FAILURE_THRESHOLD: u32 = 5;
-/// Default `success_threshold`: probe successes that close a half-open breaker.
-pub const DEFAULT_SUCCESS_THRESHOLD: u32 = 2;
-/// Default `half_open_max_probes`: probes out at once, fleet-wide.
-pub const DEFAULT_HALF_OPEN_MAX_PROBES: u32 = 1;
-/// Default `base_recovery`: the open time after the first trip.
-pub const DEFAULT_BASE_RECOVERY: Duration = Duration::from_secs(30);
-/// Default `max_recovery`: the cap on the open time.
-pub const DEFAULT_MAX_RECOVERY: Duration = Duration::from_secs(300);
-/// Default `multiplier` of the open time per further trip in a row.
-pub const DEFAULT_MULTIPLIER: f64 = 2.0;
-/// Default `jitter`: the open time is drawn from `d * (1 ± jitter)`.
-pub const DEFAULT_JITTER: f64 = 0.1;
-/// Default `call_timeout`: a call that takes longer fails with [`Error::Timeout`](crate::Error::Timeout).
-pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(30);
-/// Default `probe_lease`: how long a half-open probe holds its permit at most. It outlives the
-/// default `call_timeout` by more than the required margin (a tenth of the call timeout).
-pub const DEFAULT_PROBE_LEASE: Duration = Duration::from_secs(35);
-/// Default `state_ttl`: an idle breaker's keys expire this long after the last write.
-pub const DEFAULT_STATE_TTL: Duration = Duration::from_secs(3600);
-/// Default `metrics_ttl`: the metrics hash expires this long after the last write.
-pub const DEFAULT_METRICS_TTL: Duration = Duration::from_secs(86_400);
-/// Default `failure_expiry`: failures of the consecutive rule are forgotten when none was
-/// recorded for this long, so sparse failures of a quiet service do not add up to a trip.
-pub const DEFAULT_FAILURE_EXPIRY: Duration = Duration::from_secs(60);
-/// Default `minimum_calls` in the window before a rate rule may trip.
-pub const DEFAULT_MINIMUM_CALLS: u32 = 20;
-/// Default `window` of the rate rules.
-pub const DEFAULT_WINDOW: Duration = Duration::from_secs(60);
-/// Default `slow_call_duration`: a call at least this long is slow (when the slow rule is on).
-pub const DEFAULT_SLOW_CALL_DURATION: Duration = Duration::from_secs(5);
 
 /// The settings of one breaker. Every process that names the breaker should use the same; each
 /// script call is decided by its caller's config, and a difference shows in
@@ -79,23 +47,23 @@ pub struct Config {
 impl Default for Config {
     fn default() -> Self {
         Config {
-            failure_threshold: DEFAULT_FAILURE_THRESHOLD,
-            success_threshold: DEFAULT_SUCCESS_THRESHOLD,
-            half_open_max_probes: DEFAULT_HALF_OPEN_MAX_PROBES,
-            base_recovery: DEFAULT_BASE_RECOVERY,
-            max_recovery: DEFAULT_MAX_RECOVERY,
-            multiplier: DEFAULT_MULTIPLIER,
-            jitter: DEFAULT_JITTER,
-            call_timeout: DEFAULT_CALL_TIMEOUT,
-            probe_lease: DEFAULT_PROBE_LEASE,
-            state_ttl: DEFAULT_STATE_TTL,
-            metrics_ttl: DEFAULT_METRICS_TTL,
+            failure_threshold: Config::DEFAULT_FAILURE_THRESHOLD,
+            success_threshold: Config::DEFAULT_SUCCESS_THRESHOLD,
+            half_open_max_probes: Config::DEFAULT_HALF_OPEN_MAX_PROBES,
+            base_recovery: Config::DEFAULT_BASE_RECOVERY,
+            max_recovery: Config::DEFAULT_MAX_RECOVERY,
+            multiplier: Config::DEFAULT_MULTIPLIER,
+            jitter: Config::DEFAULT_JITTER,
+            call_timeout: Config::DEFAULT_CALL_TIMEOUT,
+            probe_lease: Config::DEFAULT_PROBE_LEASE,
+            state_ttl: Config::DEFAULT_STATE_TTL,
+            metrics_ttl: Config::DEFAULT_METRICS_TTL,
             failure_rate: None,
             slow_call_rate: None,
-            slow_call_duration: DEFAULT_SLOW_CALL_DURATION,
-            minimum_calls: DEFAULT_MINIMUM_CALLS,
-            window: DEFAULT_WINDOW,
-            failure_expiry: DEFAULT_FAILURE_EXPIRY,
+            slow_call_duration: Config::DEFAULT_SLOW_CALL_DURATION,
+            minimum_calls: Config::DEFAULT_MINIMUM_CALLS,
+            window: Config::DEFAULT_WINDOW,
+            failure_expiry: Config::DEFAULT_FAILURE_EXPIRY,
         }
     }
 }
@@ -135,9 +103,11 @@ pub struct ConfigBuilder {
     failure_expiry: Option<Duration>,
 }
 
+/// Writes a builder's setter and the built config's getter for each `Copy` field, with one doc
+/// comment for both: `setters_and_getters!(Builder => Built { field: Type; ... })`.
 macro_rules! setters_and_getters {
-    ($($(#[$doc:meta])* $field:ident: $ty:ty;)*) => {
-        impl ConfigBuilder {
+    ($builder:ident => $built:ident { $($(#[$doc:meta])* $field:ident: $ty:ty;)* }) => {
+        impl $builder {
             $(
                 $(#[$doc])*
                 #[must_use]
@@ -147,7 +117,7 @@ macro_rules! setters_and_getters {
                 }
             )*
         }
-        impl Config {
+        impl $built {
             $(
                 $(#[$doc])*
                 pub fn $field(&self) -> $ty {
@@ -157,8 +127,9 @@ macro_rules! setters_and_getters {
         }
     };
 }
+pub(crate) use setters_and_getters;
 
-setters_and_getters! {
+setters_and_getters! { ConfigBuilder => Config {
     /// Consecutive failures that open a closed breaker (default 5; 0 turns the rule off).
     failure_threshold: u32;
     /// Probe successes that close a half-open breaker (default 2).
@@ -191,7 +162,7 @@ setters_and_getters! {
     /// The consecutive-failure count starts again when no failure was recorded for this long
     /// (default 1m): two failures half an hour apart are not consecutive.
     failure_expiry: Duration;
-}
+}}
 
 impl ConfigBuilder {
     /// Turns on the failure-rate rule: trip when at least this fraction of the window's calls
@@ -247,12 +218,12 @@ impl TryFrom<ConfigBuilder> for Config {
     }
 }
 
-fn check(ok: bool, field: &'static str, rule: impl FnOnce() -> String) -> Result<(), ConfigError> {
+pub(crate) fn check(ok: bool, field: &'static str, rule: impl FnOnce() -> String) -> Result<(), ConfigError> {
     if ok { Ok(()) } else { Err(ConfigError::Field { field, reason: rule() }) }
 }
 
-fn at_least_1ms(d: Duration, field: &'static str) -> Result<(), ConfigError> {
-    check(d >= Duration::from_millis(1), field, || format!("must be at least 1ms, got {}", format_duration(d)))
+pub(crate) fn at_least_1ms(d: Duration, field: &'static str) -> Result<(), ConfigError> {
+    check(d >= Duration::from_millis(1), field, || format!("must be at least 1ms, got {}", duration::format(d)))
 }
 
 fn fraction(rate: Option<f64>, field: &'static str) -> Result<(), ConfigError> {
@@ -267,6 +238,39 @@ fn fraction(rate: Option<f64>, field: &'static str) -> Result<(), ConfigError> {
 pub(crate) const MAX_DURATION: Duration = Duration::from_millis(1 << 43);
 
 impl Config {
+    /// Default `failure_threshold`: consecutive failures that open a closed breaker.
+    pub const DEFAULT_FAILURE_THRESHOLD: u32 = 5;
+    /// Default `success_threshold`: probe successes that close a half-open breaker.
+    pub const DEFAULT_SUCCESS_THRESHOLD: u32 = 2;
+    /// Default `half_open_max_probes`: probes out at once, fleet-wide.
+    pub const DEFAULT_HALF_OPEN_MAX_PROBES: u32 = 1;
+    /// Default `base_recovery`: the open time after the first trip.
+    pub const DEFAULT_BASE_RECOVERY: Duration = Duration::from_secs(30);
+    /// Default `max_recovery`: the cap on the open time.
+    pub const DEFAULT_MAX_RECOVERY: Duration = Duration::from_secs(300);
+    /// Default `multiplier` of the open time per further trip in a row.
+    pub const DEFAULT_MULTIPLIER: f64 = 2.0;
+    /// Default `jitter`: the open time is drawn from `d * (1 ± jitter)`.
+    pub const DEFAULT_JITTER: f64 = 0.1;
+    /// Default `call_timeout`: a call that takes longer fails with [`Error::Timeout`](crate::Error::Timeout).
+    pub const DEFAULT_CALL_TIMEOUT: Duration = Duration::from_secs(30);
+    /// Default `probe_lease`: how long a half-open probe holds its permit at most. It outlives the
+    /// default `call_timeout` by more than the required margin (a tenth of the call timeout).
+    pub const DEFAULT_PROBE_LEASE: Duration = Duration::from_secs(35);
+    /// Default `state_ttl`: an idle breaker's keys expire this long after the last write.
+    pub const DEFAULT_STATE_TTL: Duration = Duration::from_secs(3600);
+    /// Default `metrics_ttl`: the metrics hash expires this long after the last write.
+    pub const DEFAULT_METRICS_TTL: Duration = Duration::from_secs(86_400);
+    /// Default `failure_expiry`: failures of the consecutive rule are forgotten when none was
+    /// recorded for this long, so sparse failures of a quiet service do not add up to a trip.
+    pub const DEFAULT_FAILURE_EXPIRY: Duration = Duration::from_secs(60);
+    /// Default `minimum_calls` in the window before a rate rule may trip.
+    pub const DEFAULT_MINIMUM_CALLS: u32 = 20;
+    /// Default `window` of the rate rules.
+    pub const DEFAULT_WINDOW: Duration = Duration::from_secs(60);
+    /// Default `slow_call_duration`: a call at least this long is slow (when the slow rule is on).
+    pub const DEFAULT_SLOW_CALL_DURATION: Duration = Duration::from_secs(5);
+
     /// A builder with every field at its default.
     pub fn builder() -> ConfigBuilder {
         ConfigBuilder::default()
@@ -305,8 +309,8 @@ impl Config {
         check(self.max_recovery >= self.base_recovery, "max_recovery", || {
             format!(
                 "must be at least base_recovery ({}), got {}",
-                format_duration(self.base_recovery),
-                format_duration(self.max_recovery)
+                duration::format(self.base_recovery),
+                duration::format(self.max_recovery)
             )
         })?;
         check(self.multiplier.is_finite() && (1.0..=1000.0).contains(&self.multiplier), "multiplier", || {
@@ -319,15 +323,15 @@ impl Config {
         check(self.call_timeout + self.call_timeout / 10 <= self.probe_lease, "call_timeout", || {
             format!(
                 "must leave probe_lease ({}) a tenth more than itself (call_timeout + call_timeout/10 <= probe_lease), got {}: a timed-out probe could outlive its lease",
-                format_duration(self.probe_lease),
-                format_duration(self.call_timeout)
+                duration::format(self.probe_lease),
+                duration::format(self.call_timeout)
             )
         })?;
         fraction(self.failure_rate, "failure_rate")?;
         fraction(self.slow_call_rate, "slow_call_rate")?;
         check(self.minimum_calls >= 1, "minimum_calls", || "must be at least 1".into())?;
         check(self.window >= Duration::from_millis(100) && self.window <= MAX_DURATION, "window", || {
-            format!("must be at least 100ms, got {}", format_duration(self.window))
+            format!("must be at least 100ms, got {}", duration::format(self.window))
         })?;
         check(self.failure_threshold > 0 || self.windowed(), "failure_threshold", || {
             "is 0 (rule off) and no rate rule is on: the breaker could never open".into()
@@ -361,249 +365,10 @@ impl Config {
     }
 }
 
-/// What a process does with a call it cannot decide through Redis (Redis down, slow, or
-/// refusing one breaker's script).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-#[non_exhaustive]
-pub enum Degraded {
-    /// Decide by an in-process breaker with the same config (the default).
-    #[default]
-    Local,
-    /// Allow every call.
-    FailOpen,
-    /// Reject every call.
-    FailClosed,
-}
-
-/// Default key prefix.
-pub const DEFAULT_PREFIX: &str = "breaker";
-/// Default deadline of every Redis operation.
-pub const DEFAULT_OP_TIMEOUT: Duration = Duration::from_millis(100);
-/// Default lifetime of a local snapshot.
-pub const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(1);
-/// Default interval of the PING that checks the event subscription.
-pub const DEFAULT_EVENTS_KEEPALIVE: Duration = Duration::from_secs(2);
-/// Longest `cache_ttl` accepted.
-const MAX_CACHE_TTL: Duration = Duration::from_secs(60);
-/// Default interval between flushes of batched counts.
-pub const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
-/// Default count of Redis errors in a row after which the store is treated as down.
-pub const DEFAULT_STORE_FAILURE_THRESHOLD: u32 = 3;
-
-/// Settings shared by every breaker of one [`Client`](crate::Client).
-///
-/// ```
-/// use redis_breaker::{ClientConfig, Degraded};
-/// use std::time::Duration;
-///
-/// let config = ClientConfig::builder()
-///     .prefix("myapp:breaker")
-///     .op_timeout(Duration::from_millis(50))
-///     .degraded(Degraded::FailOpen)
-///     .build()?;
-/// assert_eq!(config.prefix(), "myapp:breaker");
-/// # Ok::<(), redis_breaker::ConfigError>(())
-/// ```
-#[derive(Debug, Clone, PartialEq, Deserialize)]
-#[serde(try_from = "ClientConfigBuilder")]
-pub struct ClientConfig {
-    pub(crate) prefix: String,
-    pub(crate) op_timeout: Duration,
-    pub(crate) degraded: Degraded,
-    pub(crate) cache_ttl: Duration,
-    pub(crate) flush_interval: Duration,
-    pub(crate) store_failure_threshold: u32,
-    pub(crate) client_id: Option<String>,
-    pub(crate) events_keepalive: Duration,
-}
-
-impl Default for ClientConfig {
-    fn default() -> Self {
-        ClientConfig {
-            prefix: DEFAULT_PREFIX.to_string(),
-            op_timeout: DEFAULT_OP_TIMEOUT,
-            degraded: Degraded::Local,
-            cache_ttl: DEFAULT_CACHE_TTL,
-            flush_interval: DEFAULT_FLUSH_INTERVAL,
-            store_failure_threshold: DEFAULT_STORE_FAILURE_THRESHOLD,
-            client_id: None,
-            events_keepalive: DEFAULT_EVENTS_KEEPALIVE,
-        }
-    }
-}
-
-/// Builds a [`ClientConfig`]; also deserializes from any serde format, refusing unknown fields.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct ClientConfigBuilder {
-    prefix: Option<String>,
-    #[serde(with = "serde_human::option")]
-    op_timeout: Option<Duration>,
-    degraded: Option<Degraded>,
-    #[serde(with = "serde_human::option")]
-    cache_ttl: Option<Duration>,
-    #[serde(with = "serde_human::option")]
-    flush_interval: Option<Duration>,
-    store_failure_threshold: Option<u32>,
-    client_id: Option<String>,
-    #[serde(with = "serde_human::option")]
-    events_keepalive: Option<Duration>,
-}
-
-impl ClientConfigBuilder {
-    /// Key prefix (default `breaker`): keys are `<prefix>:{<name>}:state` and so on.
-    #[must_use]
-    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
-        self.prefix = Some(prefix.into());
-        self
-    }
-    /// Deadline of every Redis operation, connecting included (default 100ms).
-    #[must_use]
-    pub fn op_timeout(mut self, d: Duration) -> Self {
-        self.op_timeout = Some(d);
-        self
-    }
-    /// What to do with calls while Redis cannot decide them (default [`Degraded::Local`]).
-    #[must_use]
-    pub fn degraded(mut self, mode: Degraded) -> Self {
-        self.degraded = Some(mode);
-        self
-    }
-    /// Lifetime of a local snapshot (default 1s, at most 1m; zero asks Redis on every call).
-    #[must_use]
-    pub fn cache_ttl(mut self, d: Duration) -> Self {
-        self.cache_ttl = Some(d);
-        self
-    }
-    /// Interval between flushes of batched counts (default 1s).
-    #[must_use]
-    pub fn flush_interval(mut self, d: Duration) -> Self {
-        self.flush_interval = Some(d);
-        self
-    }
-    /// Redis errors in a row after which the store is treated as down (default 3).
-    #[must_use]
-    pub fn store_failure_threshold(mut self, n: u32) -> Self {
-        self.store_failure_threshold = Some(n);
-        self
-    }
-    /// How often the event subscription is checked with a PING (default 2s). A subscription
-    /// that does not answer within `max(op_timeout, 1s)` is dropped and made again, and every
-    /// snapshot asks Redis meanwhile: a silently dead connection is noticed within about
-    /// this interval plus that deadline.
-    #[must_use]
-    pub fn events_keepalive(mut self, d: Duration) -> Self {
-        self.events_keepalive = Some(d);
-        self
-    }
-    /// This client's id, carried by the events its script calls cause (default: 16 random hex
-    /// digits, new for each client). 1-64 bytes of printable ASCII without whitespace.
-    #[must_use]
-    pub fn client_id(mut self, id: impl Into<String>) -> Self {
-        self.client_id = Some(id.into());
-        self
-    }
-
-    /// Validates and builds.
-    ///
-    /// # Errors
-    /// [`ConfigError::Field`] naming the first invalid field.
-    pub fn build(self) -> Result<ClientConfig, ConfigError> {
-        let d = ClientConfig::default();
-        let c = ClientConfig {
-            prefix: self.prefix.unwrap_or(d.prefix),
-            op_timeout: self.op_timeout.unwrap_or(d.op_timeout),
-            degraded: self.degraded.unwrap_or(d.degraded),
-            cache_ttl: self.cache_ttl.unwrap_or(d.cache_ttl),
-            flush_interval: self.flush_interval.unwrap_or(d.flush_interval),
-            store_failure_threshold: self.store_failure_threshold.unwrap_or(d.store_failure_threshold),
-            client_id: self.client_id,
-            events_keepalive: self.events_keepalive.unwrap_or(d.events_keepalive),
-        };
-        if let Some(id) = &c.client_id {
-            check(!id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_graphic()), "client_id", || {
-                format!("must be 1-64 bytes of printable ASCII without whitespace, got {id:?}")
-            })?;
-        }
-        check(crate::name::valid_prefix(&c.prefix), "prefix", || {
-            format!("must be 1-100 bytes of printable ASCII without whitespace, `{{`, `}}` or `*`, got {:?}", c.prefix)
-        })?;
-        at_least_1ms(c.op_timeout, "op_timeout")?;
-        at_least_1ms(c.flush_interval, "flush_interval")?;
-        at_least_1ms(c.events_keepalive, "events_keepalive")?;
-        check(c.cache_ttl <= MAX_CACHE_TTL, "cache_ttl", || {
-            format!(
-                "must be at most {}, got {}: a process would miss other processes' transitions for that long when an event is lost",
-                format_duration(MAX_CACHE_TTL),
-                format_duration(c.cache_ttl)
-            )
-        })?;
-        check(c.store_failure_threshold >= 1, "store_failure_threshold", || "must be at least 1".into())?;
-        Ok(c)
-    }
-}
-
-impl TryFrom<ClientConfigBuilder> for ClientConfig {
-    type Error = ConfigError;
-    fn try_from(b: ClientConfigBuilder) -> Result<Self, ConfigError> {
-        b.build()
-    }
-}
-
-impl ClientConfig {
-    /// A builder with every field at its default.
-    pub fn builder() -> ClientConfigBuilder {
-        ClientConfigBuilder::default()
-    }
-    /// The key prefix.
-    pub fn prefix(&self) -> &str {
-        &self.prefix
-    }
-    /// The deadline of every Redis operation.
-    pub fn op_timeout(&self) -> Duration {
-        self.op_timeout
-    }
-    /// The degraded mode.
-    pub fn degraded(&self) -> Degraded {
-        self.degraded
-    }
-    /// The lifetime of a local snapshot.
-    pub fn cache_ttl(&self) -> Duration {
-        self.cache_ttl
-    }
-    /// The interval between flushes of batched counts.
-    pub fn flush_interval(&self) -> Duration {
-        self.flush_interval
-    }
-    /// Redis errors in a row after which the store is treated as down.
-    pub fn store_failure_threshold(&self) -> u32 {
-        self.store_failure_threshold
-    }
-    /// How often the event subscription is checked.
-    pub fn events_keepalive(&self) -> Duration {
-        self.events_keepalive
-    }
-    /// The client id set in the config, if any (see [`Client::id`](crate::Client::id)).
-    pub fn client_id(&self) -> Option<&str> {
-        self.client_id.as_deref()
-    }
-
-    /// Checks what depends on both configs: batches must flush several times per window.
-    pub(crate) fn check_breaker(&self, config: &Config) -> Result<(), ConfigError> {
-        check(!config.windowed() || self.flush_interval <= config.window / 10, "window", || {
-            format!(
-                "must be at least 10 x the client's flush_interval ({}), got {}",
-                format_duration(self.flush_interval),
-                format_duration(config.window)
-            )
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::client_config::{ClientConfig, Degraded};
 
     fn field_of(r: Result<Config, ConfigError>) -> &'static str {
         match r {
@@ -659,20 +424,6 @@ mod tests {
         let client: ClientConfig =
             serde_json::from_str(r#"{"prefix":"svc","degraded":"fail-closed","op_timeout":"50ms"}"#).expect("valid");
         assert_eq!(client.degraded(), Degraded::FailClosed);
-    }
-
-    #[test]
-    fn cache_ttl_has_an_upper_bound() {
-        let err = ClientConfig::builder().cache_ttl(Duration::from_secs(3600)).build().expect_err("too long");
-        assert!(matches!(err, ConfigError::Field { field: "cache_ttl", .. }), "{err}");
-        assert!(ClientConfig::builder().cache_ttl(Duration::from_secs(60)).build().is_ok());
-    }
-
-    #[test]
-    fn flush_interval_must_fit_ten_times_in_the_window() {
-        let client = ClientConfig::default();
-        let config = Config::builder().failure_rate(0.5).window(Duration::from_secs(5)).build().expect("valid");
-        assert!(matches!(client.check_breaker(&config), Err(ConfigError::Field { field: "window", .. })));
     }
 
     #[test]

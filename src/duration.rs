@@ -1,4 +1,5 @@
-//! Human-readable durations: `250ms`, `30s`, `5m`, `1h`, `1d`, wherever a person types one.
+//! Human-readable durations: `250ms`, `30s`, `5m`, `1h`, `1d`, wherever a person types one
+//! (config files, the CLI). [`parse`] reads them and [`format()`] writes them.
 
 use std::time::Duration;
 
@@ -6,7 +7,7 @@ use std::time::Duration;
 ///
 /// # Errors
 /// Returns a message saying what a duration looks like when `text` is not one.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
+pub fn parse(text: &str) -> Result<Duration, String> {
     let t = text.trim();
     let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
     let (digits, unit) = t.split_at(split);
@@ -24,8 +25,8 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     n.checked_mul(ms_per_unit).map(Duration::from_millis).ok_or_else(|| format!("`{text}` is too long a duration"))
 }
 
-/// Formats a duration the way [`parse_duration`] reads it, in the largest exact unit.
-pub fn format_duration(d: Duration) -> String {
+/// Formats a duration the way [`parse`] reads it, in the largest exact unit.
+pub fn format(d: Duration) -> String {
     let ms = d.as_millis();
     for (unit, size) in [("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1_000)] {
         if ms >= size && ms.is_multiple_of(size) {
@@ -36,13 +37,13 @@ pub fn format_duration(d: Duration) -> String {
 }
 
 pub(crate) mod serde_human {
-    use super::parse_duration;
+    use super::parse;
     use serde::{Deserialize, Deserializer};
     use std::time::Duration;
 
     pub(crate) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Duration, D::Error> {
         let text = String::deserialize(d)?;
-        parse_duration(&text).map_err(serde::de::Error::custom)
+        parse(&text).map_err(serde::de::Error::custom)
     }
 
     pub(crate) mod option {
@@ -63,18 +64,18 @@ mod tests {
         for (text, ms) in
             [("250ms", 250), ("30s", 30_000), ("5m", 300_000), ("1h", 3_600_000), ("1d", 86_400_000), ("0", 0)]
         {
-            assert_eq!(parse_duration(text), Ok(Duration::from_millis(ms)), "{text}");
+            assert_eq!(parse(text), Ok(Duration::from_millis(ms)), "{text}");
         }
-        assert_eq!(format_duration(Duration::from_millis(1500)), "1500ms");
-        assert_eq!(format_duration(Duration::from_secs(90)), "90s");
-        assert_eq!(format_duration(Duration::from_secs(300)), "5m");
+        assert_eq!(format(Duration::from_millis(1500)), "1500ms");
+        assert_eq!(format(Duration::from_secs(90)), "90s");
+        assert_eq!(format(Duration::from_secs(300)), "5m");
     }
 
     #[test]
     fn refuses_what_is_not_a_duration() {
         for text in ["", "s", "10", "1.5s", "-1s", "10 parsecs", "99999999999999999999d"] {
-            assert!(parse_duration(text).is_err(), "{text}");
+            assert!(parse(text).is_err(), "{text}");
         }
-        assert!(parse_duration("10").unwrap_err().contains("250ms"));
+        assert!(parse("10").unwrap_err().contains("250ms"));
     }
 }

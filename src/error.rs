@@ -8,21 +8,38 @@ use std::time::Duration;
 #[non_exhaustive]
 pub enum Error<E> {
     /// The breaker is open (or half-open with every probe out): the call was not made.
-    #[error("circuit breaker is {state}; {}", retry_text(*.retry_after))]
-    Rejected {
-        /// The state that rejected the call.
-        state: State,
-        /// How long until the breaker may let a call through; `None` when an operator forced it
-        /// open until reset.
-        retry_after: Option<Duration>,
-    },
+    #[error(transparent)]
+    Rejected(Rejected),
     /// The call ran and returned this error.
     #[error("the protected call failed: {0}")]
     Inner(E),
     /// The call took longer than `call_timeout`; it was dropped and counted as a failure.
-    #[error("the protected call timed out after {}ms", .0.as_millis())]
-    Timeout(Duration),
+    #[error(transparent)]
+    Timeout(TimedOut),
 }
+
+/// A call the breaker turned away; returned by [`Breaker::acquire`](crate::Breaker::acquire), and
+/// inside [`Error::Rejected`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("circuit breaker is {state}; {}", retry_text(*.retry_after))]
+pub struct Rejected {
+    /// The state that rejected the call.
+    pub state: State,
+    /// How long until a call may be let through; `None` when forced open until reset.
+    pub retry_after: Option<Duration>,
+}
+
+impl<E> From<Rejected> for Error<E> {
+    fn from(r: Rejected) -> Self {
+        Error::Rejected(r)
+    }
+}
+
+/// A call that took longer than its breaker's `call_timeout` (the duration): it was dropped and
+/// counted as a failure. Inside [`Error::Timeout`], and the error a tower `BreakerService` adds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the protected call timed out after {}ms", .0.as_millis())]
+pub struct TimedOut(pub Duration);
 
 pub(crate) fn retry_text(retry_after: Option<Duration>) -> String {
     match retry_after {
@@ -34,7 +51,7 @@ pub(crate) fn retry_text(retry_after: Option<Duration>) -> String {
 impl<E> Error<E> {
     /// True when the breaker rejected the call without running it.
     pub fn is_rejected(&self) -> bool {
-        matches!(self, Error::Rejected { .. })
+        matches!(self, Error::Rejected(_))
     }
 
     /// The inner error, when the call ran and failed.

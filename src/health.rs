@@ -1,7 +1,7 @@
 //! What a process can report about a breaker without running a call: its [`Snapshot`], where
 //! its calls are decided ([`StoreStatus`]), and its [`Health`].
 
-use crate::config::Degraded;
+use crate::client_config::Degraded;
 use crate::state::State;
 use serde::Serialize;
 
@@ -37,7 +37,7 @@ pub enum StoreStatus {
     InMemory,
 }
 
-/// A breaker's health as this process sees it; [`Breaker::health`] refreshes it from Redis.
+/// A breaker's health as this process sees it; [`Breaker::health`](crate::Breaker::health) refreshes it from Redis.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Health {
     /// The snapshot after the refresh.

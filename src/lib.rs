@@ -20,7 +20,7 @@
 //!     assert!(matches!(r, Err(Error::Inner(_))));
 //! }
 //! match payments.execute(|| async { Ok::<_, &str>("paid") }).await {
-//!     Err(Error::Rejected { retry_after, .. }) => println!("open; retry after {retry_after:?}"),
+//!     Err(Error::Rejected(r)) => println!("open; retry after {:?}", r.retry_after),
 //!     other => panic!("expected a rejection, got {other:?}"),
 //! }
 //! # Ok(()) }
@@ -65,17 +65,18 @@ mod model_tests;
 
 mod breaker;
 mod client;
+mod client_config;
 mod clock;
 #[cfg(feature = "cluster")]
 mod cluster;
 mod config;
-mod duration;
+pub mod duration;
 mod error;
 mod events;
 mod health;
 mod machine;
 mod meters;
-mod name;
+pub mod name;
 mod pending;
 mod permit;
 mod protocol;
@@ -85,7 +86,7 @@ mod scripts;
 mod shared;
 mod snapshot;
 mod state;
-mod status;
+pub mod status;
 mod store;
 mod tasks;
 #[cfg(feature = "tower")]
@@ -98,13 +99,11 @@ struct ReadmeDoctests;
 
 pub use breaker::Breaker;
 pub use client::Client;
+pub use client_config::{ClientConfig, ClientConfigBuilder, Degraded};
 pub use clock::{Clock, FakeClock, SystemClock};
-pub use config::*;
-pub use duration::{format_duration, parse_duration};
-pub use error::{ConfigError, Error, StoreError};
+pub use config::{Config, ConfigBuilder};
+pub use error::{ConfigError, Error, Rejected, StoreError, TimedOut};
 pub use events::{Event, EventKind, Subscription};
 pub use health::{Health, Snapshot, StoreStatus};
-pub use name::{MAX_NAME_LEN, validate_name};
-pub use permit::{Outcome, Permit, Rejected};
+pub use permit::{Outcome, Permit};
 pub use state::State;
-pub use status::{KeyTtls, Metrics, Probe, Status};

@@ -3,8 +3,8 @@
 //! degraded mode) is `route.rs`'s business.
 
 use crate::breaker::Breaker;
-use crate::config::Degraded;
-use crate::error::{Error, StoreError, retry_text};
+use crate::client_config::Degraded;
+use crate::error::{Error, Rejected, StoreError, TimedOut};
 use crate::protocol::{Batch, Op, Record, RecordOutcome, Reply, Verdict};
 use crate::route::Store;
 use crate::snapshot::{Decision, SnapshotCell, View};
@@ -22,22 +22,6 @@ pub enum Outcome {
     Failure,
     /// Says nothing about the downstream's health (e.g. a 404): counted in metrics only.
     Ignore,
-}
-
-/// A call the breaker turned away; returned by [`Breaker::acquire`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("circuit breaker is {state}; {}", retry_text(*.retry_after))]
-pub struct Rejected {
-    /// The state that rejected the call.
-    pub state: State,
-    /// How long until a call may be let through; `None` when forced open until reset.
-    pub retry_after: Option<Duration>,
-}
-
-impl<E> From<Rejected> for Error<E> {
-    fn from(r: Rejected) -> Self {
-        Error::Rejected { state: r.state, retry_after: r.retry_after }
-    }
 }
 
 /// How a permit was granted: it decides where its outcome goes.
@@ -198,7 +182,7 @@ impl Breaker {
             }
             None => {
                 guard.finish(Outcome::Failure, config.slow_call_rate.is_some(), true).await;
-                Err(Error::Timeout(config.call_timeout))
+                Err(Error::Timeout(TimedOut(config.call_timeout)))
             }
         }
     }

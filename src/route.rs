@@ -3,7 +3,7 @@
 //! replies of either written into the snapshot. The one place that chooses between them.
 
 use crate::breaker::Breaker;
-use crate::config::Degraded;
+use crate::client_config::Degraded;
 use crate::error::StoreError;
 use crate::events::in_process_event;
 use crate::machine::Machine;

@@ -4,7 +4,7 @@
 
 mod support;
 
-use redis_breaker::{Client, ClientConfig, Config, Error, State};
+use redis_breaker::{Client, ClientConfig, Config, Error, Rejected, State};
 use std::time::Duration;
 
 async fn cluster_client(urls: &[String], cache_ttl: Duration) -> Client {
@@ -41,7 +41,7 @@ async fn breakers_spread_over_every_master_and_behave_as_on_one_redis() {
         assert_eq!((e.from, e.to), (Some(State::Closed), State::Open), "{name}: the event crossed the cluster");
         assert!(matches!(
             bb.execute(|| async { Ok::<(), ()>(()) }).await,
-            Err(Error::Rejected { state: State::Open, .. })
+            Err(Error::Rejected(Rejected { state: State::Open, .. }))
         ));
     }
     tokio::time::sleep(Duration::from_millis(120)).await;

@@ -69,7 +69,7 @@ impl Load {
                         if measured {
                             longest.fetch_max(started.elapsed().as_micros() as u64, Ordering::Relaxed);
                         }
-                        if matches!(r, Err(Error::Rejected { .. })) {
+                        if matches!(r, Err(Error::Rejected(_))) {
                             rejected.fetch_add(1, Ordering::Relaxed);
                         }
                         tokio::time::sleep(Duration::from_millis(1)).await;

@@ -2,7 +2,7 @@
 
 mod support;
 
-use redis_breaker::{Client, Config, Error, State, StoreStatus};
+use redis_breaker::{Client, Config, Error, Rejected, State, StoreStatus};
 use std::collections::HashMap;
 use std::time::Duration;
 use support::*;
@@ -103,7 +103,10 @@ async fn an_open_breaker_and_a_healthy_one_send_no_redis_command_per_call() {
 
     let before = redis.calls_of("evalsha").await;
     for _ in 0..1000 {
-        assert!(matches!(succeed(&open).await, Err(Error::Rejected { state: State::Open, retry_after: Some(_) })));
+        assert!(matches!(
+            succeed(&open).await,
+            Err(Error::Rejected(Rejected { state: State::Open, retry_after: Some(_) }))
+        ));
         succeed(&healthy).await.unwrap();
     }
     assert_eq!(redis.calls_of("evalsha").await - before, 0, "2000 calls decided from the snapshots");
@@ -186,7 +189,7 @@ async fn the_in_memory_client_follows_the_same_semantics_on_a_fake_clock() {
     fail(&b).await.unwrap_err();
     fail(&b).await.unwrap_err();
     match succeed(&b).await {
-        Err(Error::Rejected { state: State::Open, retry_after }) => {
+        Err(Error::Rejected(Rejected { state: State::Open, retry_after })) => {
             assert_eq!(retry_after, Some(Duration::from_secs(30)))
         }
         other => panic!("expected a rejection, got {other:?}"),

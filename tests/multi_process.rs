@@ -67,7 +67,7 @@ fn worker() {
                     for _ in 0..n.parse::<u32>().unwrap() {
                         match b.execute(|| async { Err::<(), _>("down") }).await {
                             Err(Error::Inner(_)) => ran += 1,
-                            Err(Error::Rejected { .. }) => rejected += 1,
+                            Err(Error::Rejected(_)) => rejected += 1,
                             other => panic!("unexpected {other:?}"),
                         }
                     }
@@ -138,7 +138,7 @@ fn worker() {
                         match b.execute(|| async move { if fail { Err("down") } else { Ok(()) } }).await {
                             Ok(()) => {}
                             Err(Error::Inner(_)) => failed += 1,
-                            Err(Error::Rejected { .. }) => rejected += 1,
+                            Err(Error::Rejected(_)) => rejected += 1,
                             Err(other) => panic!("unexpected {other:?}"),
                         }
                         calls += 1;
@@ -156,7 +156,7 @@ fn worker() {
                     loop {
                         match b.execute(|| async { Err::<(), _>("down") }).await {
                             Err(Error::Inner(_)) => failed += 1,
-                            Err(Error::Rejected { .. }) => break,
+                            Err(Error::Rejected(_)) => break,
                             other => panic!("unexpected {other:?}"),
                         }
                         assert!(start.elapsed() < Duration::from_secs(20), "the outage never tripped");

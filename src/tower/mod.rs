@@ -30,11 +30,10 @@
 //! ```
 
 mod classify;
-mod error;
 mod layer;
 mod service;
 
+pub use crate::error::TimedOut;
 pub use classify::{Classify, DefaultClassifier, HttpStatusClassifier};
-pub use error::TimedOut;
 pub use layer::BreakerLayer;
 pub use service::{BoxError, BreakerService, ResponseFuture};

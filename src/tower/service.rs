@@ -1,20 +1,20 @@
 //! [`BreakerService`]: a service behind a breaker.
 
 use super::classify::Classify;
-use super::error::TimedOut;
-use crate::{Breaker, Error, Rejected};
+use crate::{Breaker, Error};
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-/// The error of a [`BreakerService`]: the inner service's, [`Rejected`] or [`TimedOut`].
+/// The error of a [`BreakerService`]: the inner service's, [`Rejected`](crate::Rejected) or
+/// [`TimedOut`](crate::TimedOut).
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// The future of a [`BreakerService`] call.
 pub type ResponseFuture<T> = Pin<Box<dyn Future<Output = Result<T, BoxError>> + Send>>;
 
 /// A service whose calls go through a breaker. Ready whenever the inner service is: an open
-/// breaker fails each `call` at once with [`Rejected`] instead of holding callers back.
+/// breaker fails each `call` at once with [`Rejected`](crate::Rejected) instead of holding callers back.
 #[derive(Debug, Clone)]
 pub struct BreakerService<S, C> {
     inner: S,
@@ -76,8 +76,8 @@ where
             let result = breaker.execute_with(|r| classifier.classify(r), move || inner.call(req)).await;
             result.map_err(|e| match e {
                 Error::Inner(e) => e.into(),
-                Error::Rejected { state, retry_after } => Box::new(Rejected { state, retry_after }) as BoxError,
-                Error::Timeout(after) => Box::new(TimedOut(after)),
+                Error::Rejected(rejected) => Box::new(rejected) as BoxError,
+                Error::Timeout(timed_out) => Box::new(timed_out),
             })
         })
     }

@@ -206,7 +206,7 @@ pub fn unique(name: &str) -> String {
 
 /// A client of `redis` with the given snapshot lifetime.
 pub async fn client(redis: &TestRedis, cache_ttl: Duration) -> redis_breaker::Client {
-    client_flushing_every(redis, cache_ttl, redis_breaker::DEFAULT_FLUSH_INTERVAL).await
+    client_flushing_every(redis, cache_ttl, redis_breaker::ClientConfig::DEFAULT_FLUSH_INTERVAL).await
 }
 
 /// A client whose background flush runs every `flush_interval` (a long one keeps it out of a

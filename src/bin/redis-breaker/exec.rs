@@ -102,7 +102,7 @@ impl BreakerOpts {
         // A lease too short for the default call timeout lowers the timeout with it, keeping
         // the margin the library requires (call_timeout + call_timeout/10 <= probe_lease).
         if let (Some(lease), None) = (self.probe_lease, self.call_timeout) {
-            b = b.call_timeout((lease * 10 / 11).min(redis_breaker::DEFAULT_CALL_TIMEOUT));
+            b = b.call_timeout((lease * 10 / 11).min(redis_breaker::Config::DEFAULT_CALL_TIMEOUT));
         }
         Ok(b.build()?)
     }
@@ -112,7 +112,7 @@ impl ExecArgs {
     /// The client's flush interval: the library wants ten flushes per rate window, so a short
     /// `--window` shortens it (one `exec` flushes once, at its end, anyway).
     pub(crate) fn flush_interval(&self) -> Duration {
-        let default = redis_breaker::DEFAULT_FLUSH_INTERVAL;
+        let default = redis_breaker::ClientConfig::DEFAULT_FLUSH_INTERVAL;
         self.breaker.window.map_or(default, |w| (w / 10).clamp(Duration::from_millis(1), default))
     }
 }

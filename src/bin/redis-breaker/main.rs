@@ -8,7 +8,7 @@ mod exec;
 mod output;
 
 use clap::{Parser, Subcommand};
-use redis_breaker::{Client, ClientConfig, ConfigError, Degraded, StoreError, parse_duration};
+use redis_breaker::{Client, ClientConfig, ConfigError, Degraded, StoreError};
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -72,7 +72,7 @@ enum Command {
 }
 
 fn duration(s: &str) -> Result<Duration, String> {
-    parse_duration(s)
+    redis_breaker::duration::parse(s)
 }
 
 /// Why the tool stopped, and with which status.
@@ -140,7 +140,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
         let degraded = args.degraded.into();
         return exec::run(client(&cli, degraded, args.flush_interval()).await?, args).await;
     }
-    let client = client(&cli, Degraded::FailClosed, redis_breaker::DEFAULT_FLUSH_INTERVAL).await?;
+    let client = client(&cli, Degraded::FailClosed, redis_breaker::ClientConfig::DEFAULT_FLUSH_INTERVAL).await?;
     let out = output::Out { json: cli.json };
     match &cli.command {
         Command::List => {
@@ -178,7 +178,7 @@ fn breaker(client: &Client, name: &str) -> Result<redis_breaker::Breaker, Failur
 
 async fn watch(client: &Client, names: &[String], out: &output::Out) -> Result<ExitCode, Failure> {
     for name in names {
-        redis_breaker::validate_name(name)?;
+        redis_breaker::name::validate_name(name)?;
     }
     let mut events = client.subscribe_all();
     let mut said = false;

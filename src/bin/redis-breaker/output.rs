@@ -1,6 +1,8 @@
 //! What the tool prints on stdout: readable tables, or JSON with `--json`.
 
-use redis_breaker::{Event, Status, format_duration};
+use redis_breaker::Event;
+use redis_breaker::duration;
+use redis_breaker::status::Status;
 use serde_json::json;
 use std::io::Write;
 use std::time::Duration;
@@ -101,7 +103,7 @@ impl Out {
         }
         let how_long = match (what, duration) {
             ("reset", _) => String::new(),
-            (_, Some(d)) => format!(" for {}", format_duration(d)),
+            (_, Some(d)) => format!(" for {}", duration::format(d)),
             (_, None) => format!(" until `redis-breaker reset {}`", s.name),
         };
         line(format_args!("{}: {what}{how_long} (state {}, epoch {})", s.name, s.state, s.epoch));

@@ -1,0 +1,223 @@
+//! [`ClientConfig`]: the settings every breaker of one [`Client`](crate::Client) shares, and
+//! [`Degraded`], what decides a call Redis cannot.
+
+use crate::config::{Config, at_least_1ms, check, setters_and_getters};
+use crate::duration::{self, serde_human};
+use crate::error::ConfigError;
+use serde::Deserialize;
+use std::time::Duration;
+
+/// What a process does with a call it cannot decide through Redis (Redis down, slow, or
+/// refusing one breaker's script).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+#[non_exhaustive]
+pub enum Degraded {
+    /// Decide by an in-process breaker with the same config (the default).
+    #[default]
+    Local,
+    /// Allow every call.
+    FailOpen,
+    /// Reject every call.
+    FailClosed,
+}
+
+/// Longest `cache_ttl` accepted.
+const MAX_CACHE_TTL: Duration = Duration::from_secs(60);
+
+/// Settings shared by every breaker of one [`Client`](crate::Client).
+///
+/// ```
+/// use redis_breaker::{ClientConfig, Degraded};
+/// use std::time::Duration;
+///
+/// let config = ClientConfig::builder()
+///     .prefix("myapp:breaker")
+///     .op_timeout(Duration::from_millis(50))
+///     .degraded(Degraded::FailOpen)
+///     .build()?;
+/// assert_eq!(config.prefix(), "myapp:breaker");
+/// # Ok::<(), redis_breaker::ConfigError>(())
+/// ```
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+#[serde(try_from = "ClientConfigBuilder")]
+pub struct ClientConfig {
+    pub(crate) prefix: String,
+    pub(crate) op_timeout: Duration,
+    pub(crate) degraded: Degraded,
+    pub(crate) cache_ttl: Duration,
+    pub(crate) flush_interval: Duration,
+    pub(crate) store_failure_threshold: u32,
+    pub(crate) client_id: Option<String>,
+    pub(crate) events_keepalive: Duration,
+}
+
+impl Default for ClientConfig {
+    fn default() -> Self {
+        ClientConfig {
+            prefix: ClientConfig::DEFAULT_PREFIX.to_string(),
+            op_timeout: ClientConfig::DEFAULT_OP_TIMEOUT,
+            degraded: Degraded::Local,
+            cache_ttl: ClientConfig::DEFAULT_CACHE_TTL,
+            flush_interval: ClientConfig::DEFAULT_FLUSH_INTERVAL,
+            store_failure_threshold: ClientConfig::DEFAULT_STORE_FAILURE_THRESHOLD,
+            client_id: None,
+            events_keepalive: ClientConfig::DEFAULT_EVENTS_KEEPALIVE,
+        }
+    }
+}
+
+/// Builds a [`ClientConfig`]; also deserializes from any serde format, refusing unknown fields.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ClientConfigBuilder {
+    prefix: Option<String>,
+    #[serde(with = "serde_human::option")]
+    op_timeout: Option<Duration>,
+    degraded: Option<Degraded>,
+    #[serde(with = "serde_human::option")]
+    cache_ttl: Option<Duration>,
+    #[serde(with = "serde_human::option")]
+    flush_interval: Option<Duration>,
+    store_failure_threshold: Option<u32>,
+    client_id: Option<String>,
+    #[serde(with = "serde_human::option")]
+    events_keepalive: Option<Duration>,
+}
+
+impl ClientConfigBuilder {
+    /// Key prefix (default `breaker`): keys are `<prefix>:{<name>}:state` and so on.
+    #[must_use]
+    pub fn prefix(mut self, prefix: impl Into<String>) -> Self {
+        self.prefix = Some(prefix.into());
+        self
+    }
+    /// This client's id, carried by the events its script calls cause (default: 16 random hex
+    /// digits, new for each client). 1-64 bytes of printable ASCII without whitespace.
+    #[must_use]
+    pub fn client_id(mut self, id: impl Into<String>) -> Self {
+        self.client_id = Some(id.into());
+        self
+    }
+
+    /// Validates and builds.
+    ///
+    /// # Errors
+    /// [`ConfigError::Field`] naming the first invalid field.
+    pub fn build(self) -> Result<ClientConfig, ConfigError> {
+        let d = ClientConfig::default();
+        let c = ClientConfig {
+            prefix: self.prefix.unwrap_or(d.prefix),
+            op_timeout: self.op_timeout.unwrap_or(d.op_timeout),
+            degraded: self.degraded.unwrap_or(d.degraded),
+            cache_ttl: self.cache_ttl.unwrap_or(d.cache_ttl),
+            flush_interval: self.flush_interval.unwrap_or(d.flush_interval),
+            store_failure_threshold: self.store_failure_threshold.unwrap_or(d.store_failure_threshold),
+            client_id: self.client_id,
+            events_keepalive: self.events_keepalive.unwrap_or(d.events_keepalive),
+        };
+        if let Some(id) = &c.client_id {
+            check(!id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_graphic()), "client_id", || {
+                format!("must be 1-64 bytes of printable ASCII without whitespace, got {id:?}")
+            })?;
+        }
+        check(crate::name::valid_prefix(&c.prefix), "prefix", || {
+            format!("must be 1-100 bytes of printable ASCII without whitespace, `{{`, `}}` or `*`, got {:?}", c.prefix)
+        })?;
+        at_least_1ms(c.op_timeout, "op_timeout")?;
+        at_least_1ms(c.flush_interval, "flush_interval")?;
+        at_least_1ms(c.events_keepalive, "events_keepalive")?;
+        check(c.cache_ttl <= MAX_CACHE_TTL, "cache_ttl", || {
+            format!(
+                "must be at most {}, got {}: a process would miss other processes' transitions for that long when an event is lost",
+                duration::format(MAX_CACHE_TTL),
+                duration::format(c.cache_ttl)
+            )
+        })?;
+        check(c.store_failure_threshold >= 1, "store_failure_threshold", || "must be at least 1".into())?;
+        Ok(c)
+    }
+}
+
+setters_and_getters! { ClientConfigBuilder => ClientConfig {
+    /// Deadline of every Redis operation, connecting included (default 100ms).
+    op_timeout: Duration;
+    /// What to do with calls while Redis cannot decide them (default [`Degraded::Local`]).
+    degraded: Degraded;
+    /// Lifetime of a local snapshot (default 1s, at most 1m; zero asks Redis on every call).
+    cache_ttl: Duration;
+    /// Interval between flushes of batched counts (default 1s).
+    flush_interval: Duration;
+    /// Redis errors in a row after which the store is treated as down (default 3).
+    store_failure_threshold: u32;
+    /// How often the event subscription is checked with a PING (default 2s). A subscription
+    /// that does not answer within `max(op_timeout, 1s)` is dropped and made again, and every
+    /// snapshot asks Redis meanwhile: a silently dead connection is noticed within about this
+    /// interval plus that deadline.
+    events_keepalive: Duration;
+}}
+
+impl TryFrom<ClientConfigBuilder> for ClientConfig {
+    type Error = ConfigError;
+    fn try_from(b: ClientConfigBuilder) -> Result<Self, ConfigError> {
+        b.build()
+    }
+}
+
+impl ClientConfig {
+    /// Default key prefix.
+    pub const DEFAULT_PREFIX: &'static str = "breaker";
+    /// Default deadline of every Redis operation.
+    pub const DEFAULT_OP_TIMEOUT: Duration = Duration::from_millis(100);
+    /// Default lifetime of a local snapshot.
+    pub const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(1);
+    /// Default interval of the PING that checks the event subscription.
+    pub const DEFAULT_EVENTS_KEEPALIVE: Duration = Duration::from_secs(2);
+    /// Default interval between flushes of batched counts.
+    pub const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
+    /// Default count of Redis errors in a row after which the store is treated as down.
+    pub const DEFAULT_STORE_FAILURE_THRESHOLD: u32 = 3;
+
+    /// A builder with every field at its default.
+    pub fn builder() -> ClientConfigBuilder {
+        ClientConfigBuilder::default()
+    }
+    /// The key prefix.
+    pub fn prefix(&self) -> &str {
+        &self.prefix
+    }
+    /// The client id set in the config, if any (see [`Client::id`](crate::Client::id)).
+    pub fn client_id(&self) -> Option<&str> {
+        self.client_id.as_deref()
+    }
+
+    /// Checks what depends on both configs: batches must flush several times per window.
+    pub(crate) fn check_breaker(&self, config: &Config) -> Result<(), ConfigError> {
+        check(!config.windowed() || self.flush_interval <= config.window / 10, "window", || {
+            format!(
+                "must be at least 10 x the client's flush_interval ({}), got {}",
+                duration::format(self.flush_interval),
+                duration::format(config.window)
+            )
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cache_ttl_has_an_upper_bound() {
+        let err = ClientConfig::builder().cache_ttl(Duration::from_secs(3600)).build().expect_err("too long");
+        assert!(matches!(err, ConfigError::Field { field: "cache_ttl", .. }), "{err}");
+        assert!(ClientConfig::builder().cache_ttl(Duration::from_secs(60)).build().is_ok());
+    }
+
+    #[test]
+    fn flush_interval_must_fit_ten_times_in_the_window() {
+        let client = ClientConfig::default();
+        let config = Config::builder().failure_rate(0.5).window(Duration::from_secs(5)).build().expect("valid");
+        assert!(matches!(client.check_breaker(&config), Err(ConfigError::Field { field: "window", .. })));
+    }
+}
