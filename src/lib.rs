@@ -59,8 +59,6 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
 
 #[cfg(test)]
-extern crate self as redis_breaker;
-#[cfg(test)]
 mod model_tests;
 
 mod breaker;

@@ -1,0 +1,88 @@
+//! Spawns a throwaway `redis-server` on a free loopback port, and knows it is the process it
+//! started. Depends on nothing but `redis` and std, so the tests, the crate's own unit tests and
+//! the examples share it.
+#![allow(dead_code)]
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A spawned server; killed (and its directory removed) when dropped.
+pub struct Server {
+    pub child: Child,
+    pub port: u16,
+    pub dir: PathBuf,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+impl Server {
+    /// `redis://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+}
+
+pub fn free_port() -> std::io::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+pub fn spawn_server() -> Result<Server, String> {
+    spawn_on_free_port(|_| Vec::new())
+}
+
+/// Starts redis-server on a free port (with `extra` arguments for that port), retrying when
+/// another process took the port first: a free port can be taken between the check and the bind.
+pub fn spawn_on_free_port(extra: impl Fn(u16) -> Vec<String>) -> Result<Server, String> {
+    let mut last = String::new();
+    for _ in 0..10 {
+        let port = free_port().map_err(|e| e.to_string())?;
+        let dir = std::env::temp_dir().join(format!("redis-breaker-test-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        let mut server = Server { child: start_server(port, &dir, &extra(port))?, port, dir };
+        if wait_until_ours(&mut server, Duration::from_secs(5)) {
+            return Ok(server);
+        }
+        last = format!("redis-server on port {port} did not start");
+    }
+    Err(last)
+}
+
+pub fn start_server(port: u16, dir: &std::path::Path, extra: &[String]) -> Result<Child, String> {
+    Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        .args(extra)
+        .arg("--dir")
+        .arg(dir)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .map_err(|e| format!("redis-server: {e}"))
+}
+
+/// Waits until the server on `server.port` answers and is the process this test started (not
+/// another test's server that won the port).
+pub fn wait_until_ours(server: &mut Server, within: Duration) -> bool {
+    let start = Instant::now();
+    let client = redis::Client::open(format!("redis://127.0.0.1:{}", server.port)).expect("url");
+    let pid = server.child.id().to_string();
+    while start.elapsed() < within {
+        if !matches!(server.child.try_wait(), Ok(None)) {
+            return false;
+        }
+        if let Ok(mut c) = client.get_connection_with_timeout(Duration::from_millis(200))
+            && let Ok(info) = redis::cmd("INFO").arg("server").query::<String>(&mut c)
+        {
+            return info.lines().any(|l| l.strip_prefix("process_id:") == Some(pid.as_str()));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    false
+}

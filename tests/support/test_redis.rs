@@ -1,0 +1,212 @@
+//! Finds a real Redis for the tests (DESIGN §11), in this order: `$REDIS_URL`; a `redis-server`
+//! on PATH spawned on a free loopback port in a temp dir; a container when a Docker engine
+//! answers. Otherwise the test fails and says how to get Redis. It never skips.
+#![allow(dead_code)]
+
+use super::server::{Server, free_port, spawn_on_free_port, spawn_server, start_server, wait_until_ours};
+use std::process::Command;
+use std::time::{Duration, Instant};
+use testcontainers_modules::redis::Redis;
+use testcontainers_modules::testcontainers::runners::AsyncRunner;
+use testcontainers_modules::testcontainers::{ContainerAsync, ImageExt};
+
+const HOW_TO_GET_REDIS: &str = "no Redis for the tests: set REDIS_URL=redis://127.0.0.1:6379, \
+    or install redis-server (Debian/Ubuntu: `apt-get install -y redis-server`, macOS: \
+    `brew install redis`) so the tests can start their own, or run a Docker engine";
+
+/// A Redis the test may use; a spawned server or container stops when this is dropped.
+pub struct TestRedis {
+    pub url: String,
+    server: Option<Server>,
+    _container: Option<ContainerAsync<Redis>>,
+}
+
+impl TestRedis {
+    /// A plain connection for assertions and for setting up state by hand.
+    pub async fn conn(&self) -> redis::aio::MultiplexedConnection {
+        redis::Client::open(self.url.as_str())
+            .expect("test redis url")
+            .get_multiplexed_async_connection()
+            .await
+            .expect("connect to the test redis")
+    }
+
+    /// Kills the spawned server with SIGKILL (no shutdown, no save).
+    pub fn kill(&mut self) {
+        let server = self.server.as_mut().expect("only a spawned redis-server can be killed");
+        let _ = server.child.kill();
+        let _ = server.child.wait();
+    }
+
+    /// Starts the spawned server again, empty, on the same port.
+    pub fn restart(&mut self) {
+        let server = self.server.as_mut().expect("only a spawned redis-server can be restarted");
+        server.child = start_server(server.port, &server.dir, &[]).expect("restart redis-server");
+        assert!(wait_until_ours(server, Duration::from_secs(5)), "restarted redis-server did not answer");
+    }
+
+    /// The port of a server this test spawned (None for REDIS_URL or a container).
+    pub fn port(&self) -> Option<u16> {
+        self.server.as_ref().map(|s| s.port)
+    }
+
+    /// Total calls of one command (e.g. "evalsha") since the server started, from INFO commandstats.
+    pub async fn calls_of(&self, command: &str) -> u64 {
+        let info: String =
+            redis::cmd("INFO").arg("commandstats").query_async(&mut self.conn().await).await.expect("INFO");
+        let prefix = format!("cmdstat_{command}:calls=");
+        info.lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .map(|rest| rest.split(',').next().unwrap_or("0").parse().expect("calls count"))
+            .unwrap_or(0)
+    }
+
+    /// Every command the server has run, from INFO commandstats.
+    pub async fn total_calls(&self) -> u64 {
+        self.commandstats().await.values().sum()
+    }
+
+    /// Calls per command since the server started, from INFO commandstats.
+    pub async fn commandstats(&self) -> std::collections::BTreeMap<String, u64> {
+        let info: String =
+            redis::cmd("INFO").arg("commandstats").query_async(&mut self.conn().await).await.expect("INFO");
+        info.lines()
+            .filter_map(|l| l.strip_prefix("cmdstat_")?.split_once(":calls="))
+            .map(|(cmd, rest)| {
+                (cmd.to_string(), rest.split(',').next().unwrap_or("0").parse::<u64>().expect("calls count"))
+            })
+            .collect()
+    }
+}
+
+/// A Redis for a test: `$REDIS_URL`, else a private server, else a container, else a panic that
+/// says how to get one.
+pub async fn redis() -> TestRedis {
+    if let Ok(url) = std::env::var("REDIS_URL") {
+        return TestRedis { url, server: None, _container: None };
+    }
+    private_redis().await
+}
+
+/// A Redis this test alone uses (for tests that count the server's commands or restart it):
+/// a spawned server, else a container.
+pub async fn private_redis() -> TestRedis {
+    match spawn_server() {
+        Ok(server) => {
+            return TestRedis {
+                url: format!("redis://127.0.0.1:{}", server.port),
+                server: Some(server),
+                _container: None,
+            };
+        }
+        Err(why) => eprintln!("test support: could not spawn redis-server ({why}); trying a container"),
+    }
+    match Redis::default().with_tag("7.2").start().await {
+        Ok(container) => {
+            let port = container.get_host_port_ipv4(6379).await.expect("container port");
+            TestRedis { url: format!("redis://127.0.0.1:{port}"), server: None, _container: Some(container) }
+        }
+        Err(e) => panic!("{HOW_TO_GET_REDIS} (no container either: {e})"),
+    }
+}
+
+/// A spawned server on a port chosen by the test (e.g. one a client was already pointed at).
+pub fn redis_on_port(port: u16) -> TestRedis {
+    let dir = std::env::temp_dir().join(format!("redis-breaker-test-{}-{port}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let child = start_server(port, &dir, &[]).unwrap_or_else(|e| panic!("{HOW_TO_GET_REDIS} ({e})"));
+    let mut server = Server { child, port, dir };
+    assert!(wait_until_ours(&mut server, Duration::from_secs(5)), "redis-server on {port} did not start");
+    TestRedis { url: format!("redis://127.0.0.1:{port}"), server: Some(server), _container: None }
+}
+
+/// A loopback port with nothing listening on it.
+pub fn unused_port() -> u16 {
+    free_port().expect("free port")
+}
+
+/// A breaker name no other test uses.
+pub fn unique(name: &str) -> String {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(0);
+    format!("{name}-{}-{}", std::process::id(), N.fetch_add(1, Ordering::Relaxed))
+}
+
+/// The key `suffix` (state, probes, window, metrics) of `name` under the default prefix.
+pub fn key(name: &str, suffix: &str) -> String {
+    format!("breaker:{{{name}}}:{suffix}")
+}
+
+/// The state hash of `name` under the default prefix.
+pub async fn state_hash(redis: &TestRedis, name: &str) -> std::collections::HashMap<String, String> {
+    redis::cmd("HGETALL")
+        .arg(format!("breaker:{{{name}}}:state"))
+        .query_async(&mut redis.conn().await)
+        .await
+        .expect("HGETALL")
+}
+
+/// One field of the state hash as a number (0 when absent).
+pub async fn state_field(redis: &TestRedis, name: &str, field: &str) -> u64 {
+    state_hash(redis, name).await.get(field).map_or(0, |v| v.parse().expect("numeric field"))
+}
+
+/// A 3-master Redis Cluster of spawned redis-servers on loopback ports; stops on drop.
+pub struct TestCluster {
+    pub urls: Vec<String>,
+    _servers: Vec<Server>,
+}
+
+/// Starts a real 3-master cluster (`cluster-enabled yes`, slots split by
+/// `redis-cli --cluster create`), or panics saying how to get redis-server and redis-cli.
+pub fn cluster() -> TestCluster {
+    let mut servers = Vec::new();
+    for _ in 0..3 {
+        let server = spawn_on_free_port(|port| {
+            let bus = free_port().expect("free port").to_string();
+            ["--cluster-enabled", "yes", "--cluster-port", &bus, "--cluster-node-timeout", "2000"]
+                .iter()
+                .map(|a| a.to_string())
+                .chain(["--cluster-config-file".to_string(), format!("nodes-{port}.conf")])
+                .collect()
+        })
+        .unwrap_or_else(|e| panic!("{HOW_TO_GET_REDIS} ({e})"));
+        servers.push(server);
+    }
+    let addrs: Vec<String> = servers.iter().map(|s| format!("127.0.0.1:{}", s.port)).collect();
+    let out = Command::new("redis-cli")
+        .args(["--cluster", "create"])
+        .args(&addrs)
+        .args(["--cluster-replicas", "0", "--cluster-yes"])
+        .output()
+        .unwrap_or_else(|e| panic!("redis-cli is needed to create the test cluster: {e}"));
+    assert!(out.status.success(), "redis-cli --cluster create failed: {}", String::from_utf8_lossy(&out.stdout));
+    let start = Instant::now();
+    for s in &servers {
+        let client = redis::Client::open(format!("redis://127.0.0.1:{}", s.port)).expect("url");
+        loop {
+            let mut c = client.get_connection().expect("cluster node");
+            let info: String = redis::cmd("CLUSTER").arg("INFO").query(&mut c).expect("CLUSTER INFO");
+            if info.contains("cluster_state:ok") {
+                break;
+            }
+            assert!(start.elapsed() < Duration::from_secs(20), "the test cluster never reached cluster_state:ok");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    TestCluster { urls: servers.iter().map(|s| format!("redis://127.0.0.1:{}", s.port)).collect(), _servers: servers }
+}
+
+/// The metrics hash of `name` under the default prefix (empty when absent).
+pub async fn metrics_hash(redis: &TestRedis, name: &str) -> std::collections::HashMap<String, u64> {
+    redis::cmd("HGETALL")
+        .arg(format!("breaker:{{{name}}}:metrics"))
+        .query_async(&mut redis.conn().await)
+        .await
+        .expect("HGETALL")
+}
+
+/// One metrics counter of `name` (0 when absent).
+pub async fn metric(redis: &TestRedis, name: &str, field: &str) -> u64 {
+    metrics_hash(redis, name).await.get(field).copied().unwrap_or(0)
+}
