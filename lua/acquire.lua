@@ -17,7 +17,7 @@ local S = load(c)
 advance(S, c)
 apply_batch(S, c, batch)
 if (S.state == 'open' or S.state == 'forced_open') and S.open_until > 0 and c.now >= S.open_until then
-  to_half_open(S, c, 'recovery timeout elapsed')
+  to_half_open(S, c, REASON.recovery)
 end
 
 local verdict = 'allowed'

@@ -19,8 +19,8 @@ local S = load(c)
 S.keep_config = true
 
 local function lasting(what)
-  if duration == 0 then return what .. ' by operator until reset' end
-  return fmt('%s by operator for %dms', what, duration)
+  if duration == 0 then return fmt(REASON.forced_until_reset, what) end
+  return fmt(REASON.forced_for, what, duration)
 end
 
 if op == 'reset' and S.state == 'closed' then
@@ -31,7 +31,7 @@ if op == 'reset' and S.state == 'closed' then
   end
   clear_window(S, c)
 elseif op == 'reset' then
-  close(S, c, 'reset by operator')
+  close(S, c, REASON.reset)
 else
   local to = 'forced_open'
   local what = 'forced open'

@@ -58,10 +58,10 @@ if outcome ~= 'none' then
       S.successes = S.successes + 1
       S.dirty = true
       if S.successes >= c.success_threshold then
-        close(S, c, fmt('%d probe successes', S.successes))
+        close(S, c, fmt(REASON.probes_succeeded, S.successes))
       end
     elseif outcome == 'failure' then
-      trip(S, c, 'probe failed')
+      trip(S, c, REASON.probe_failed)
     end
   elseif not matches(S, p_inc, p_epoch) then
     verdict = 'stale'

@@ -34,6 +34,20 @@ local MAX_DURATION = 8796093022208
 -- What a caller rejected while every half-open probe is out is told to wait at most: a probe
 -- usually ends long before its lease, and its outcome's event refreshes every snapshot.
 local HALF_OPEN_RETRY = 1000
+-- Every reason a script writes into the state hash, once (Rust twin: src/machine/reason.rs).
+local REASON = {
+  consecutive = '%d consecutive failures',
+  failure_rate = 'failure rate %.2f >= %.2f over %d calls',
+  slow_rate = 'slow call rate %.2f >= %.2f over %d calls',
+  recovery = 'recovery timeout elapsed',
+  probe_failed = 'probe failed',
+  probes_succeeded = '%d probe successes',
+  forced_close_expired = 'forced close expired',
+  reset = 'reset by operator',
+  forced_until_reset = '%s by operator until reset',
+  forced_for = '%s by operator for %dms',
+  corrupt = 'corrupt state reset to closed: %s',
+}
 local STATES = { closed = true, open = true, half_open = true, forced_open = true, forced_closed = true }
 local INT_FIELDS = { 'incarnation', 'epoch', 'failures', 'fseq', 'successes', 'trips', 'opened_at',
   'open_until', 'changed_at', 'failed_at' }

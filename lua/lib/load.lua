@@ -112,7 +112,7 @@ local function load(c)
       metrics = {}, P = {}, W = {}, fresh_window = true, Wadd = {}, Wdel = {}, window = c.window,
       window_stored = false }
     for _, f in ipairs(INT_FIELDS) do S[f] = 0 end
-    S.reason = 'corrupt state reset to closed: ' .. problem
+    S.reason = fmt(REASON.corrupt, problem)
     S.drop[#S.drop + 1] = KEYS[1]
     S.drop[#S.drop + 1] = KEYS[2]
     S.events[#S.events + 1] = { from = 'corrupt', to = 'closed', reason = S.reason, epoch = 0 }

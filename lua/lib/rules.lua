@@ -34,15 +34,15 @@ end
 local function check_rules(S, c)
   if S.state ~= 'closed' then return end
   if c.failure_threshold > 0 and S.failures >= c.failure_threshold then
-    trip(S, c, fmt('%d consecutive failures', S.failures))
+    trip(S, c, fmt(REASON.consecutive, S.failures))
     return
   end
   if not c.windowed then return end
   local calls, fails, slow = window_sums(S, c)
   if calls < c.minimum_calls then return end
   if c.failure_rate > 0 and fails / calls >= c.failure_rate then
-    trip(S, c, fmt('failure rate %.2f >= %.2f over %d calls', fails / calls, c.failure_rate, calls))
+    trip(S, c, fmt(REASON.failure_rate, fails / calls, c.failure_rate, calls))
   elseif c.slow_rate > 0 and slow / calls >= c.slow_rate then
-    trip(S, c, fmt('slow call rate %.2f >= %.2f over %d calls', slow / calls, c.slow_rate, calls))
+    trip(S, c, fmt(REASON.slow_rate, slow / calls, c.slow_rate, calls))
   end
 end

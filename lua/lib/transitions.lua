@@ -61,7 +61,7 @@ end
 -- when no failure was recorded for that long).
 local function advance(S, c)
   if S.state == 'forced_closed' and S.open_until > 0 and c.now >= S.open_until then
-    close(S, c, 'forced close expired')
+    close(S, c, REASON.forced_close_expired)
   end
   if S.state == 'closed' and S.failures > 0 and c.now - S.failed_at >= c.failure_expiry then
     S.failures = 0

@@ -1,0 +1,283 @@
+//! The operations of one script call on the machine, each in the shape of its namesake in
+//! `lua/lib/transitions.lua`, `rules.lua`, `batch.lua` and the scripts (`acquire.lua`,
+//! `record.lua`, `control.lua`).
+
+use super::{Call, HALF_OPEN_RETRY_MS, reason, recovery_ms};
+use crate::protocol::{Batch, ControlOp, Record, RecordOutcome, Reply, Transition, Verdict};
+use crate::state::State;
+
+impl Call<'_> {
+    pub(super) fn reply(&self, verdict: Verdict) -> Reply {
+        Reply {
+            verdict,
+            state: self.m.state,
+            incarnation: self.m.incarnation,
+            epoch: self.m.epoch,
+            failures: self.m.failures,
+            fseq: self.m.fseq,
+            remaining_ms: self.remaining(),
+            stored_config: String::new(),
+            reason: self.m.reason.clone(),
+        }
+    }
+
+    fn matches(&self, incarnation: u64, epoch: u64) -> bool {
+        epoch == self.m.epoch && (incarnation == self.m.incarnation || (incarnation == 0 && self.m.epoch == 0))
+    }
+
+    fn transition(&mut self, to: State, reason: String) {
+        self.transitions.push(Transition { from: self.m.state, to, epoch: self.m.epoch + 1, reason: reason.clone() });
+        let m = &mut *self.m;
+        m.state = to;
+        m.epoch += 1;
+        m.changed_at = self.now;
+        m.reason = reason;
+        m.failures = 0;
+        m.successes = 0;
+        m.probes.clear();
+        self.dirty = true;
+    }
+
+    fn close(&mut self, reason: String) {
+        self.transition(State::Closed, reason);
+        let m = &mut *self.m;
+        m.trips = 0;
+        m.opened_at = 0;
+        m.open_until = 0;
+        self.clear_window();
+    }
+
+    fn clear_window(&mut self) {
+        self.m.window.clear();
+        self.m.window_len = None;
+    }
+
+    /// The bucket length (ms) of the window: a tenth of the stored window length, else of ours.
+    fn bucket(&self) -> u64 {
+        self.m.window_len.unwrap_or(self.p.window) / 10
+    }
+
+    fn trip(&mut self, reason: String) {
+        self.m.trips += 1;
+        let open_ms = recovery_ms(self.m.trips, self.p, self.rand);
+        self.transition(State::Open, reason);
+        self.m.opened_at = self.now;
+        self.m.open_until = self.now + open_ms;
+        self.m.metrics.opened += 1;
+    }
+
+    fn advance(&mut self) {
+        if self.m.state == State::ForcedClosed && self.m.open_until > 0 && self.now >= self.m.open_until {
+            self.close(reason::FORCED_CLOSE_EXPIRED.into());
+        }
+        let m = &mut *self.m;
+        if m.state == State::Closed && m.failures > 0 && self.now.saturating_sub(m.failed_at) >= self.p.failure_expiry {
+            m.failures = 0;
+            self.dirty = true;
+        }
+    }
+
+    fn purge_leases(&mut self) {
+        let now = self.now;
+        self.m.probes.retain(|_, exp| *exp > now);
+    }
+
+    fn window_sums(&mut self) -> (u64, u64, u64) {
+        let cur = self.now / self.bucket();
+        self.m.window.retain(|(b, _), _| *b + 10 > cur && *b <= cur);
+        let mut sums = (0, 0, 0);
+        for ((_, kind), n) in &self.m.window {
+            match kind {
+                b'c' => sums.0 += n,
+                b'f' => sums.1 += n,
+                _ => sums.2 += n,
+            }
+        }
+        sums
+    }
+
+    fn window_add(&mut self, calls: u64, fails: u64, slow: u64) {
+        if !self.p.windowed() || calls == 0 {
+            return;
+        }
+        let cur = self.now / self.bucket();
+        for (kind, n) in [(b'c', calls), (b'f', fails), (b's', slow)] {
+            if n > 0 {
+                *self.m.window.entry((cur, kind)).or_insert(0) += n;
+            }
+        }
+        self.m.window_len.get_or_insert(self.p.window);
+    }
+
+    fn check_rules(&mut self) {
+        if self.m.state != State::Closed {
+            return;
+        }
+        let p = self.p;
+        if p.failure_threshold > 0 && self.m.failures >= p.failure_threshold {
+            let reason = reason::consecutive(self.m.failures);
+            self.trip(reason);
+            return;
+        }
+        if !p.windowed() {
+            return;
+        }
+        let (calls, fails, slow) = self.window_sums();
+        if calls < p.minimum_calls {
+            return;
+        }
+        let (fr, sr) = (fails as f64 / calls as f64, slow as f64 / calls as f64);
+        if p.failure_rate > 0.0 && fr >= p.failure_rate {
+            self.trip(reason::failure_rate(fr, p.failure_rate, calls));
+        } else if p.slow_rate > 0.0 && sr >= p.slow_rate {
+            self.trip(reason::slow_rate(sr, p.slow_rate, calls));
+        }
+    }
+
+    fn remaining(&self) -> Option<u64> {
+        match self.m.state {
+            State::Open | State::ForcedOpen | State::ForcedClosed => {
+                (self.m.open_until > 0).then(|| self.m.open_until.saturating_sub(self.now))
+            }
+            State::HalfOpen => {
+                if (self.m.probes.len() as u64) < self.p.max_probes {
+                    Some(0)
+                } else {
+                    self.m.probes.values().min().map(|e| e.saturating_sub(self.now).min(HALF_OPEN_RETRY_MS))
+                }
+            }
+            State::Closed => None,
+        }
+    }
+
+    fn batch(&mut self, b: &Batch) {
+        let metrics = &mut self.m.metrics;
+        metrics.calls += b.successes + b.ignored + b.degraded_successes + b.degraded_failures;
+        metrics.successes += b.successes + b.degraded_successes;
+        metrics.failures += b.degraded_failures;
+        metrics.slow += b.slow;
+        metrics.rejected += b.rejected;
+        if b.successes > 0 && self.m.state == State::Closed && self.matches(b.incarnation, b.epoch) {
+            self.window_add(b.successes, 0, b.slow);
+            if b.fseq == self.m.fseq && self.m.failures > 0 {
+                self.m.failures = 0;
+                self.dirty = true;
+            }
+            self.check_rules();
+        }
+    }
+
+    pub(super) fn acquire(&mut self, permit: &str, batch: &Batch) -> Verdict {
+        self.advance();
+        self.batch(batch);
+        let m = &*self.m;
+        if matches!(m.state, State::Open | State::ForcedOpen) && m.open_until > 0 && self.now >= m.open_until {
+            self.transition(State::HalfOpen, reason::RECOVERY.into());
+        }
+        match self.m.state {
+            State::Open | State::ForcedOpen => Verdict::Rejected,
+            State::HalfOpen => {
+                self.purge_leases();
+                if (self.m.probes.len() as u64) < self.p.max_probes {
+                    self.m.probes.insert(permit.to_string(), self.now + self.p.lease);
+                    Verdict::Probe
+                } else {
+                    Verdict::Rejected
+                }
+            }
+            State::Closed | State::ForcedClosed => Verdict::Allowed,
+        }
+    }
+
+    pub(super) fn record(&mut self, r: &Record) -> Verdict {
+        // A permit's own lease is judged before expired leases are swept.
+        let own_lease = !r.probe.is_empty() && self.m.probes.contains_key(&r.probe);
+        self.advance();
+        self.purge_leases();
+        self.batch(&r.batch);
+        if r.outcome == RecordOutcome::None {
+            return Verdict::Applied;
+        }
+        if r.outcome != RecordOutcome::Release {
+            let metrics = &mut self.m.metrics;
+            metrics.calls += 1;
+            metrics.successes += u64::from(r.outcome == RecordOutcome::Success);
+            metrics.failures += u64::from(r.outcome == RecordOutcome::Failure);
+            metrics.slow += u64::from(r.slow);
+            metrics.timeouts += u64::from(r.timed_out);
+        }
+
+        // Leases are cleared on every transition: one still held belongs to this half-open
+        // epoch, whatever epoch the caller names (the release of an acquire whose reply was lost).
+        if self.m.state == State::HalfOpen && own_lease {
+            self.m.probes.remove(&r.probe);
+            match r.outcome {
+                RecordOutcome::Success => {
+                    self.m.successes += 1;
+                    self.dirty = true;
+                    if self.m.successes >= self.p.success_threshold {
+                        let reason = reason::probes_succeeded(self.m.successes);
+                        self.close(reason);
+                    }
+                }
+                RecordOutcome::Failure => self.trip(reason::PROBE_FAILED.into()),
+                _ => {}
+            }
+            return Verdict::Applied;
+        }
+        if !self.matches(r.incarnation, r.epoch) {
+            return Verdict::Stale;
+        }
+        match (self.m.state, r.outcome) {
+            (State::Closed, RecordOutcome::Failure) => {
+                self.m.failures += 1;
+                self.m.fseq += 1;
+                self.m.failed_at = self.now;
+                self.dirty = true;
+                self.window_add(1, 1, u64::from(r.slow));
+                self.check_rules();
+                Verdict::Applied
+            }
+            (State::Closed, RecordOutcome::Success) => {
+                if r.fseq == self.m.fseq && self.m.failures > 0 {
+                    self.m.failures = 0;
+                    self.dirty = true;
+                }
+                self.window_add(1, 0, u64::from(r.slow));
+                self.check_rules();
+                Verdict::Applied
+            }
+            (State::Closed, _) => Verdict::Applied,
+            (State::HalfOpen, _) => Verdict::Stale,
+            (_, RecordOutcome::Ignore | RecordOutcome::Release) => Verdict::Applied,
+            _ => Verdict::Stale,
+        }
+    }
+
+    pub(super) fn control(&mut self, op: ControlOp, duration_ms: u64) -> Verdict {
+        match op {
+            // Already closed: no transition; only the counts are cleared.
+            ControlOp::Reset if self.m.state == State::Closed => {
+                if self.m.failures > 0 {
+                    self.m.failures = 0;
+                    self.dirty = true;
+                }
+                self.clear_window();
+            }
+            ControlOp::Reset => self.close(reason::RESET.into()),
+            ControlOp::ForceOpen | ControlOp::ForceClose => {
+                let (to, what) = if op == ControlOp::ForceOpen {
+                    (State::ForcedOpen, "forced open")
+                } else {
+                    (State::ForcedClosed, "forced closed")
+                };
+                self.transition(to, reason::forced(what, duration_ms));
+                self.m.open_until = if duration_ms > 0 { self.now + duration_ms } else { 0 };
+                if to == State::ForcedOpen {
+                    self.m.opened_at = self.now;
+                }
+            }
+        }
+        Verdict::Ok
+    }
+}

@@ -1,0 +1,288 @@
+//! The state machine in Rust: the one copy of the semantics of `lua/`, step for step.
+//!
+//! It serves [`Degraded::Local`](crate::Degraded::Local), [`Client::in_memory`](crate::Client::in_memory),
+//! and the property test, which runs it beside the real scripts and compares every reply. Keep
+//! each function here in the same shape as its namesake in `lua/lib/`.
+
+use crate::protocol::{Op, Params, Reply, Transition};
+use crate::state::State;
+use std::collections::BTreeMap;
+
+/// What a caller rejected while every half-open probe is out is told to wait at most (ms), as
+/// `HALF_OPEN_RETRY` in `lua/lib/args.lua`: a probe usually ends long before its lease.
+pub(crate) const HALF_OPEN_RETRY_MS: u64 = 1000;
+
+/// Cumulative outcome counters, as in the metrics hash.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Metrics {
+    pub(crate) calls: u64,
+    pub(crate) successes: u64,
+    pub(crate) failures: u64,
+    pub(crate) slow: u64,
+    pub(crate) rejected: u64,
+    pub(crate) timeouts: u64,
+    pub(crate) opened: u64,
+}
+
+/// How long the breaker stays open after its `trips`-th trip in a row (`trip` in
+/// `lua/lib/transitions.lua`): `d = min(max, base * multiplier^(trips-1))`, drawn uniformly from
+/// `[d*(1-jitter), min(max, d*(1+jitter))]` by `draw` in `[0, 1)`; at least 1 ms.
+pub(crate) fn recovery_ms(trips: u64, p: &Params, draw: f64) -> u64 {
+    let exponent = trips.saturating_sub(1) as f64;
+    let d = (p.max as f64).min(p.base as f64 * p.multiplier.powf(exponent));
+    let lo = d * (1.0 - p.jitter);
+    let hi = (p.max as f64).min(d * (1.0 + p.jitter));
+    ((lo + draw * (hi - lo)).floor() as u64).max(1)
+}
+
+/// The stored state of one breaker: the state hash, the probe leases and the window.
+#[derive(Debug, Clone)]
+pub(crate) struct Machine {
+    exists: bool,
+    state: State,
+    incarnation: u64,
+    epoch: u64,
+    failures: u64,
+    fseq: u64,
+    successes: u64,
+    trips: u64,
+    opened_at: u64,
+    open_until: u64,
+    changed_at: u64,
+    /// When the last failure of the consecutive rule was recorded.
+    failed_at: u64,
+    reason: String,
+    config: String,
+    probes: BTreeMap<String, u64>,
+    window: BTreeMap<(u64, u8), u64>,
+    /// The window length the buckets are counted in (the first writer's), once stored.
+    window_len: Option<u64>,
+    pub(crate) metrics: Metrics,
+}
+
+impl Default for Machine {
+    fn default() -> Self {
+        Machine {
+            exists: false,
+            state: State::Closed,
+            incarnation: 0,
+            epoch: 0,
+            failures: 0,
+            fseq: 0,
+            successes: 0,
+            trips: 0,
+            opened_at: 0,
+            open_until: 0,
+            changed_at: 0,
+            failed_at: 0,
+            reason: String::new(),
+            config: String::new(),
+            probes: BTreeMap::new(),
+            window: BTreeMap::new(),
+            window_len: None,
+            metrics: Metrics::default(),
+        }
+    }
+}
+
+/// One call's working state: the machine, what changed, the clock, the randomness.
+pub(super) struct Call<'a> {
+    m: &'a mut Machine,
+    p: &'a Params,
+    now: u64,
+    rand: f64,
+    dirty: bool,
+    transitions: Vec<Transition>,
+}
+
+impl Machine {
+    /// Forgets the stored state, as a DEL of every key (or an expiry) would.
+    #[cfg(test)]
+    pub(crate) fn lose_keys(&mut self) {
+        let metrics = std::mem::take(&mut self.metrics);
+        *self = Machine { metrics, ..Machine::default() };
+    }
+
+    /// A machine that starts from what a process last knew of Redis's state: the in-process
+    /// breaker of `Degraded::Local` begins there, not from closed. `open_until` is on the local
+    /// machine's clock; a half-open state starts with no probe out; `trips` is unknown, so 1.
+    pub(crate) fn seeded(state: State, failures: u64, open_until: u64, now: u64) -> Machine {
+        let mut m = Machine { exists: true, state, failures, changed_at: now, ..Machine::default() };
+        m.reason = reason::SEEDED.to_string();
+        match state {
+            State::Open | State::ForcedOpen | State::HalfOpen => {
+                m.trips = 1;
+                m.opened_at = now;
+                m.open_until = open_until;
+            }
+            State::ForcedClosed => m.open_until = open_until,
+            State::Closed => m.failed_at = now,
+        }
+        m
+    }
+
+    /// The stored state as Redis's flat hashes would read (for `Breaker::status` in memory).
+    pub(crate) fn flat(&self) -> (Vec<String>, Vec<String>, Vec<String>) {
+        let mut state = vec!["state".to_string(), self.state.as_str().to_string()];
+        for (f, v) in [
+            ("incarnation", self.incarnation),
+            ("epoch", self.epoch),
+            ("failures", self.failures),
+            ("fseq", self.fseq),
+            ("successes", self.successes),
+            ("trips", self.trips),
+            ("opened_at", self.opened_at),
+            ("open_until", self.open_until),
+            ("changed_at", self.changed_at),
+            ("failed_at", self.failed_at),
+        ] {
+            state.push(f.to_string());
+            state.push(v.to_string());
+        }
+        state.extend(["reason".to_string(), self.reason.clone(), "config".to_string(), self.config.clone()]);
+        if !self.exists {
+            state.clear();
+        }
+        let probes = self.probes.iter().flat_map(|(id, exp)| [id.clone(), exp.to_string()]).collect();
+        let m = &self.metrics;
+        let metrics = [
+            ("calls", m.calls),
+            ("successes", m.successes),
+            ("failures", m.failures),
+            ("slow", m.slow),
+            ("rejected", m.rejected),
+            ("timeouts", m.timeouts),
+            ("opened", m.opened),
+        ]
+        .iter()
+        .flat_map(|(f, v)| [f.to_string(), v.to_string()])
+        .collect();
+        (state, probes, metrics)
+    }
+
+    /// The next instant after `now` when something expires: a deadline or a probe lease.
+    #[cfg(test)]
+    pub(crate) fn next_deadline(&self, now: u64) -> Option<u64> {
+        self.probes.values().copied().chain([self.open_until]).filter(|t| *t > now).min()
+    }
+
+    #[cfg(test)]
+    pub(crate) fn probe_count(&self) -> usize {
+        self.probes.len()
+    }
+
+    /// The TTL (ms) a script leaves on the state key at `now` while the state is in force (not
+    /// closed), as `state_key_ttl` in `lua/lib/commit.lua`; `None` for a forced state with no end.
+    #[cfg(test)]
+    pub(crate) fn state_key_ttl(&self, p: &Params, now: u64) -> Option<u64> {
+        let forever = matches!(self.state, State::ForcedOpen | State::ForcedClosed) && self.open_until == 0;
+        if forever {
+            return None;
+        }
+        let horizon = self.probes.values().copied().chain([self.open_until]).max().unwrap_or(0);
+        Some(p.state_ttl + horizon.saturating_sub(now))
+    }
+
+    /// Forgets one window count, as a script does with a count it cannot read (`b:k` field).
+    #[cfg(test)]
+    pub(crate) fn forget_bucket(&mut self, field: &str) {
+        let parsed = field.split_once(':').and_then(|(b, k)| Some((b.parse::<u64>().ok()?, *k.as_bytes().first()?)));
+        if let Some(key) = parsed {
+            self.window.remove(&key);
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn state(&self) -> State {
+        self.state
+    }
+
+    #[cfg(test)]
+    pub(crate) fn exists(&self) -> bool {
+        self.exists
+    }
+
+    /// Runs one operation at `now` (ms). `new_incarnation` is used when the state is created.
+    pub(crate) fn run(
+        &mut self,
+        p: &Params,
+        now: u64,
+        rand: f64,
+        new_incarnation: u64,
+        op: &Op,
+    ) -> (Reply, Vec<Transition>) {
+        let stored_config = self.config.clone();
+        let mut call = Call { m: self, p, now, rand, dirty: false, transitions: Vec::new() };
+        if call.m.exists && call.m.incarnation == 0 {
+            call.dirty = true;
+        }
+        if call.m.state == State::Open && call.m.open_until > now + p.max {
+            call.m.open_until = now + p.max;
+            call.dirty = true;
+        }
+        let verdict = match op {
+            Op::Acquire { permit, batch } => call.acquire(permit, batch),
+            Op::Record(r) => call.record(r),
+            Op::Control { op, duration_ms } => call.control(*op, *duration_ms),
+        };
+        if call.dirty {
+            if call.m.incarnation == 0 {
+                call.m.incarnation = new_incarnation;
+            }
+            call.m.exists = true;
+            // An operator's write keeps the fingerprint of the last process that wrote.
+            if !matches!(op, Op::Control { .. }) {
+                call.m.config = p.fingerprint.clone();
+            }
+        }
+        let transitions = std::mem::take(&mut call.transitions);
+        let mut reply = call.reply(verdict);
+        reply.stored_config = stored_config;
+        (reply, transitions)
+    }
+}
+
+mod call;
+mod reason;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Config;
+    use std::time::Duration;
+
+    fn params(base_ms: u64, max_ms: u64, multiplier: f64, jitter: f64) -> Params {
+        Params::new(
+            &Config::builder()
+                .base_recovery(Duration::from_millis(base_ms))
+                .max_recovery(Duration::from_millis(max_ms))
+                .multiplier(multiplier)
+                .jitter(jitter)
+                .build()
+                .expect("valid config"),
+        )
+    }
+
+    #[test]
+    fn recovery_grows_by_the_multiplier_and_stops_at_the_cap() {
+        let p = params(1000, 5000, 2.0, 0.0);
+        let open: Vec<u64> = (1..=5).map(|trips| recovery_ms(trips, &p, 0.5)).collect();
+        assert_eq!(open, [1000, 2000, 4000, 5000, 5000]);
+    }
+
+    #[test]
+    fn jitter_spreads_the_draw_and_never_passes_the_cap() {
+        let p = params(1000, 1050, 2.0, 0.1);
+        assert_eq!(recovery_ms(1, &p, 0.0), 900, "d * (1 - jitter)");
+        assert_eq!(recovery_ms(1, &p, 0.999_999), 1049, "up to min(max, d * (1 + jitter))");
+        assert_eq!(recovery_ms(3, &p, 0.0), 945, "the capped d is jittered downwards only");
+        assert_eq!(recovery_ms(3, &p, 0.999_999), 1049);
+    }
+
+    #[test]
+    fn recovery_is_at_least_one_millisecond_and_survives_huge_trip_counts() {
+        let p = params(1, 1, 1000.0, 0.9);
+        assert_eq!(recovery_ms(1, &p, 0.0), 1);
+        assert_eq!(recovery_ms(u64::MAX, &params(1000, 300_000, 1000.0, 0.0), 0.5), 300_000);
+    }
+}
