@@ -13,111 +13,120 @@ local function key_type(key)
   return rcall('TYPE', key)['ok']
 end
 
+-- A fresh, empty state: closed, epoch 0, nothing stored.
+local function empty_state(c)
+  local S = { exists = false, state = 'closed', reason = '', config = '', dirty = false,
+    events = {}, drop = {}, metrics = {}, P = {}, W = {}, fresh_window = false, Wadd = {}, Wdel = {},
+    window = c.window, window_stored = false }
+  for _, f in ipairs(INT_FIELDS) do S[f] = 0 end
+  return S
+end
+
+-- Reads the state hash into S; answers what is corrupt in it (nil when nothing is).
+local function load_state(S, c)
+  local raw = read('HMGET', KEYS[1], 'state', 'reason', 'config', unpack(INT_FIELDS))
+  if not raw then
+    S.drop[#S.drop + 1] = KEYS[1]
+    return 'state key had type ' .. key_type(KEYS[1])
+  end
+  for i = 1, #INT_FIELDS + 3 do
+    if raw[i] then S.exists = true end
+  end
+  if not S.exists then return nil end
+  local problem = nil
+  if raw[1] then S.state = raw[1] end
+  if not STATES[S.state] then problem = "field state was '" .. S.state .. "'" end
+  S.reason = raw[2] or ''
+  S.config = raw[3] or ''
+  for i, f in ipairs(INT_FIELDS) do
+    local v = raw[i + 3]
+    if v then
+      local n = tonumber(v)
+      if n == nil or n ~= n or n < 0 or n > MAX_INT or n ~= floor(n) then
+        problem = problem or ("field " .. f .. " was '" .. string.sub(v, 1, 40) .. "'")
+      else
+        S[f] = n
+      end
+    end
+  end
+  if S.incarnation == 0 then S.dirty = true end
+  -- A state with a deadline must have a sane one: open with none, or any deadline further away
+  -- than the longest duration we accept, was set by hand and would hold the breaker for ever.
+  if problem then return problem end
+  if S.state == 'open' and S.open_until == 0 then return 'open state had no deadline' end
+  if S.open_until > c.now + MAX_DURATION then return 'deadline open_until was ' .. int(S.open_until) end
+  return nil
+end
+
+-- Reads the probe leases into S.P. A lease ends at most probe_lease from now: a score set by
+-- hand (+inf, 1e300, text) is brought back to that, so no value can hold a probe slot for ever.
+local function load_probes(S, c)
+  local flat = read('ZRANGE', KEYS[2], 0, -1, 'WITHSCORES')
+  if not flat then
+    S.drop[#S.drop + 1] = KEYS[2]
+    return
+  end
+  for i = 1, #flat, 2 do
+    local exp = tonumber(flat[i + 1])
+    if exp == nil or exp ~= exp or exp ~= floor(exp) or exp > c.now + c.lease then
+      exp = c.now + c.lease
+      S.probes_dirty = true
+    end
+    S.P[flat[i]] = exp
+  end
+end
+
+-- Reads the window buckets into S.W. Buckets are counted on the scale of the window length
+-- stored with them (the first writer's), so processes with different windows add to one window
+-- instead of deleting each other's buckets. A count that is not a sane integer is deleted
+-- before any write.
+local function load_window(S)
+  local flat = read('HGETALL', KEYS[3])
+  if not flat then
+    S.drop[#S.drop + 1] = KEYS[3]
+    return
+  end
+  for i = 1, #flat, 2 do
+    local k, n = flat[i], tonumber(flat[i + 1])
+    local sane = n ~= nil and n == n and n >= 0 and n <= MAX_INT and n == floor(n)
+    if k == 'len' then
+      if sane and n >= 10 and n <= MAX_DURATION then
+        S.window = n
+        S.window_stored = true
+      else
+        S.Wdel[#S.Wdel + 1] = k
+      end
+    elseif sane then
+      S.W[k] = n
+    else
+      S.Wdel[#S.Wdel + 1] = k
+    end
+  end
+end
+
 -- Reads what the call needs into S (the state), P (probe leases) and W (window buckets); writes
 -- nothing. Probes are read only while half-open and the window only while closed with a rate
 -- rule on: every transition clears them. A corrupt state (bad field, wrong key type) is
 -- replaced by a fresh closed one, and the reason says what was wrong; the deletes it needs are
 -- queued for `commit`.
 local function load(c)
-  local S = { exists = false, state = 'closed', reason = '', config = '', dirty = false,
-    events = {}, drop = {}, metrics = {}, P = {}, W = {}, fresh_window = false, Wadd = {}, Wdel = {},
-    window = c.window, window_stored = false }
-  for _, f in ipairs(INT_FIELDS) do S[f] = 0 end
-
-  local problem = nil
-  local raw = read('HMGET', KEYS[1], 'state', 'reason', 'config', unpack(INT_FIELDS))
-  if not raw then
-    problem = 'state key had type ' .. key_type(KEYS[1])
-    S.drop[#S.drop + 1] = KEYS[1]
-  else
-    for i = 1, #INT_FIELDS + 3 do
-      if raw[i] then S.exists = true end
-    end
-    if S.exists then
-      if raw[1] then S.state = raw[1] end
-      if not STATES[S.state] then problem = "field state was '" .. S.state .. "'" end
-      S.reason = raw[2] or ''
-      S.config = raw[3] or ''
-      for i, f in ipairs(INT_FIELDS) do
-        local v = raw[i + 3]
-        if v then
-          local n = tonumber(v)
-          if n == nil or n ~= n or n < 0 or n > MAX_INT or n ~= floor(n) then
-            problem = problem or ("field " .. f .. " was '" .. string.sub(v, 1, 40) .. "'")
-          else
-            S[f] = n
-          end
-        end
-      end
-      if S.incarnation == 0 then S.dirty = true end
-    end
-  end
-
-  -- A state with a deadline must have a sane one: open with none, or any deadline further away
-  -- than the longest duration we accept, was set by hand and would hold the breaker for ever.
-  if not problem then
-    if S.state == 'open' and S.open_until == 0 then
-      problem = 'open state had no deadline'
-    elseif S.open_until > c.now + MAX_DURATION then
-      problem = 'deadline open_until was ' .. int(S.open_until)
-    end
-  end
-
-  if S.state == 'half_open' and not problem then
-    local flat = read('ZRANGE', KEYS[2], 0, -1, 'WITHSCORES')
-    if not flat then
-      S.drop[#S.drop + 1] = KEYS[2]
-    else
-      -- A lease ends at most probe_lease from now: a score set by hand (+inf, 1e300, text) is
-      -- brought back to that, so no value can hold a probe slot for ever.
-      for i = 1, #flat, 2 do
-        local exp = tonumber(flat[i + 1])
-        if exp == nil or exp ~= exp or exp ~= floor(exp) or exp > c.now + c.lease then
-          exp = c.now + c.lease
-          S.probes_dirty = true
-        end
-        S.P[flat[i]] = exp
-      end
-    end
-  end
-  if c.windowed and S.state == 'closed' and not problem then
-    local flat = read('HGETALL', KEYS[3])
-    if not flat then
-      S.drop[#S.drop + 1] = KEYS[3]
-    else
-      -- Buckets are counted on the scale of the window length stored with them (the first
-      -- writer's), so processes with different windows add to one window instead of deleting
-      -- each other's buckets. A count that is not a sane integer is deleted before any write.
-      for i = 1, #flat, 2 do
-        local k, n = flat[i], tonumber(flat[i + 1])
-        local sane = n ~= nil and n == n and n >= 0 and n <= MAX_INT and n == floor(n)
-        if k == 'len' then
-          if sane and n >= 10 and n <= MAX_DURATION then
-            S.window = n
-            S.window_stored = true
-          else
-            S.Wdel[#S.Wdel + 1] = k
-          end
-        elseif sane then
-          S.W[k] = n
-        else
-          S.Wdel[#S.Wdel + 1] = k
-        end
-      end
-    end
-  end
-
+  local S = empty_state(c)
+  local problem = load_state(S, c)
   if problem then
-    S = { exists = false, state = 'closed', config = '', dirty = true, events = {}, drop = S.drop,
-      metrics = {}, P = {}, W = {}, fresh_window = true, Wadd = {}, Wdel = {}, window = c.window,
-      window_stored = false }
-    for _, f in ipairs(INT_FIELDS) do S[f] = 0 end
+    local drop = S.drop
+    S = empty_state(c)
+    S.drop = drop
+    S.dirty = true
+    S.fresh_window = true
     S.reason = fmt(REASON.corrupt, problem)
     S.drop[#S.drop + 1] = KEYS[1]
     S.drop[#S.drop + 1] = KEYS[2]
     S.events[#S.events + 1] = { from = 'corrupt', to = 'closed', reason = S.reason, epoch = 0 }
     S.probes_dirty = true
+    return S
   end
+  if S.state == 'half_open' then load_probes(S, c) end
+  if c.windowed and S.state == 'closed' then load_window(S) end
   -- An open deadline beyond this caller's max_recovery (set by hand, or by a writer with a longer
   -- one) is brought back to it, so no value can keep a breaker open for ever.
   if S.state == 'open' and S.open_until > c.now + c.max then
