@@ -13,6 +13,7 @@ use crate::protocol::{Batch, ControlOp, Op, Params, Record, RecordOutcome, Reply
 use crate::store::RedisStore;
 use proptest::prelude::*;
 use proptest::test_runner::{Config as RunnerConfig, FileFailurePersistence, TestRunner};
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 #[derive(Debug, Clone)]
@@ -176,92 +177,99 @@ fn compare(step: &Step, redis: &Reply, model: &Reply) -> Result<(), TestCaseErro
     Ok(())
 }
 
-async fn run_case(
-    redis: &RedisStore,
-    conn: &mut redis::aio::MultiplexedConnection,
-    config: Config,
-    second_window: u64,
-    steps: Vec<(Step, f64)>,
-) -> Result<(), TestCaseError> {
-    let name = support::unique("model");
-    let keys = Keys::new("breaker", &name);
-    let params = Params::new(&config);
-    // A second process whose window length differs (a rolling deploy): both count in one window.
-    let second = Params::new(&Config { window: Duration::from_millis(second_window), ..config.clone() });
-    let mut model = Machine::default();
-    let mut now: u64 = 1_700_000_000_000;
-    let mut held: Vec<Option<Held>> = vec![None; SLOTS];
-    let mut next_permit = 0u64;
-    let mut next_incarnation = 1u64;
-    // Redis and the model each name incarnations their own way; pair them as they appear.
-    let mut last_incarnations = (0u64, 0u64);
+/// One case: the breaker's keys, both configs, the model, the fake clock and the permits held.
+struct Case {
+    keys: Keys,
+    params: Params,
+    /// A second process whose window length differs (a rolling deploy): both count in one window.
+    second: Params,
+    model: Machine,
+    now: u64,
+    held: Vec<Option<Held>>,
+    next_permit: u64,
+    next_incarnation: u64,
+    /// Redis and the model each name incarnations their own way; pair them as they appear.
+    last_incarnations: (u64, u64),
+}
 
-    for (step, rand) in steps {
-        let mut p = &params;
-        let (op_redis, op_model, slot_for_grant) = match &step {
-            Step::Advance { ms } => {
-                now += ms;
-                continue;
-            }
-            Step::ToDeadline => {
-                now = model.next_deadline(now).unwrap_or(now);
-                continue;
-            }
+/// The op as each side names it, the slot a grant goes to, and whether the second process runs it.
+type Ops = (Op, Op, Option<usize>, bool);
+
+impl Case {
+    fn new(config: Config, second_window: u64) -> Case {
+        Case {
+            keys: Keys::new("breaker", &support::unique("model")),
+            params: Params::new(&config),
+            second: Params::new(&Config { window: Duration::from_millis(second_window), ..config }),
+            model: Machine::default(),
+            now: 1_700_000_000_000,
+            held: vec![None; SLOTS],
+            next_permit: 0,
+            next_incarnation: 1,
+            last_incarnations: (0, 0),
+        }
+    }
+
+    /// Steps that change the world rather than call a script: time, lost keys, poisoned values.
+    /// Answers false for the steps that call a script.
+    async fn world(&mut self, conn: &mut redis::aio::MultiplexedConnection, step: &Step) -> bool {
+        let keys = &self.keys.all;
+        match step {
+            Step::Advance { ms } => self.now += ms,
+            Step::ToDeadline => self.now = self.model.next_deadline(self.now).unwrap_or(self.now),
             Step::LoseKeys => {
-                let _: () = redis::cmd("DEL")
-                    .arg(&keys.all[0])
-                    .arg(&keys.all[1])
-                    .arg(&keys.all[2])
-                    .query_async(conn)
-                    .await
-                    .unwrap();
-                model.lose_keys();
-                continue;
+                let _: () =
+                    redis::cmd("DEL").arg(&keys[0]).arg(&keys[1]).arg(&keys[2]).query_async(conn).await.unwrap();
+                self.model.lose_keys();
             }
-            Step::Poison { metrics } => {
-                if *metrics {
-                    let _: () =
-                        redis::cmd("HSET").arg(&keys.all[3]).arg("calls").arg("abc").query_async(conn).await.unwrap();
-                    model.metrics.calls = 0;
-                } else {
-                    // The first bucket count of the window, if there is one.
-                    let fields: Vec<String> = redis::cmd("HKEYS").arg(&keys.all[2]).query_async(conn).await.unwrap();
-                    let Some(field) = fields.into_iter().find(|f| f != "len") else { continue };
-                    let _: () =
-                        redis::cmd("HSET").arg(&keys.all[2]).arg(&field).arg("x").query_async(conn).await.unwrap();
-                    model.forget_bucket(&field);
+            Step::Poison { metrics: true } => {
+                let _: () = redis::cmd("HSET").arg(&keys[3]).arg("calls").arg("abc").query_async(conn).await.unwrap();
+                self.model.metrics.calls = 0;
+            }
+            Step::Poison { metrics: false } => {
+                // The first bucket count of the window, if there is one.
+                let fields: Vec<String> = redis::cmd("HKEYS").arg(&keys[2]).query_async(conn).await.unwrap();
+                if let Some(field) = fields.into_iter().find(|f| f != "len") {
+                    let _: () = redis::cmd("HSET").arg(&keys[2]).arg(&field).arg("x").query_async(conn).await.unwrap();
+                    self.model.forget_bucket(&field);
                 }
-                continue;
             }
+            _ => return false,
+        }
+        true
+    }
+
+    /// The script call a step makes, or `None` when it has nothing to do (no permit held).
+    fn ops(&mut self, step: &Step) -> Option<Ops> {
+        let none = |batch| Record {
+            outcome: RecordOutcome::None,
+            incarnation: 0,
+            epoch: 0,
+            probe: String::new(),
+            slow: false,
+            timed_out: false,
+            fseq: 0,
+            batch,
+        };
+        Some(match step {
             Step::ReleaseLost { slot } => {
-                let Some(h) = held[*slot].take() else { continue };
-                let record = Record {
-                    outcome: RecordOutcome::Release,
-                    incarnation: 0,
-                    epoch: 0,
-                    probe: h.permit.clone(),
-                    slow: false,
-                    timed_out: false,
-                    fseq: 0,
-                    batch: Batch::default(),
-                };
-                (Op::Record(record.clone()), Op::Record(record), None)
+                let h = self.held[*slot].take()?;
+                let record = Record { outcome: RecordOutcome::Release, probe: h.permit, ..none(Batch::default()) };
+                (Op::Record(record.clone()), Op::Record(record), None, false)
             }
-            Step::Acquire { slot, batch, second: by_second } => {
-                if *by_second {
-                    p = &second;
-                }
-                next_permit += 1;
-                let (for_redis, for_model) = batch.map(|c| batches(&held, &c)).unwrap_or_default();
-                let permit = format!("p{next_permit}");
+            Step::Acquire { slot, batch, second } => {
+                self.next_permit += 1;
+                let (for_redis, for_model) = batch.map(|c| batches(&self.held, &c)).unwrap_or_default();
+                let permit = format!("p{}", self.next_permit);
                 (
                     Op::Acquire { permit: permit.clone(), batch: for_redis },
                     Op::Acquire { permit, batch: for_model },
                     Some(*slot),
+                    *second,
                 )
             }
             Step::Finish { slot, outcome, slow, timed_out } => {
-                let Some(h) = held[*slot].take() else { continue };
+                let h = self.held[*slot].take()?;
                 let record = |incarnation| Record {
                     outcome: *outcome,
                     incarnation,
@@ -272,73 +280,80 @@ async fn run_case(
                     fseq: h.fseq,
                     batch: Batch::default(),
                 };
-                (Op::Record(record(h.redis_incarnation)), Op::Record(record(h.model_incarnation)), None)
+                (Op::Record(record(h.redis_incarnation)), Op::Record(record(h.model_incarnation)), None, false)
             }
-            Step::Flush { counts, second: by_second } => {
-                if *by_second {
-                    p = &second;
-                }
-                let (for_redis, for_model) = batches(&held, counts);
-                let record = |batch| Record {
-                    outcome: RecordOutcome::None,
-                    incarnation: 0,
-                    epoch: 0,
-                    probe: String::new(),
-                    slow: false,
-                    timed_out: false,
-                    fseq: 0,
-                    batch,
-                };
-                (Op::Record(record(for_redis)), Op::Record(record(for_model)), None)
+            Step::Flush { counts, second } => {
+                let (for_redis, for_model) = batches(&self.held, counts);
+                (Op::Record(none(for_redis)), Op::Record(none(for_model)), None, *second)
             }
             Step::Control { op, duration_ms } => {
                 let op = Op::Control { op: *op, duration_ms: *duration_ms };
-                (op.clone(), op, None)
+                (op.clone(), op, None, false)
             }
-        };
-        let got =
-            redis.run(&keys, p, &op_redis, Some(now), rand).await.map_err(|e| TestCaseError::fail(format!("{e}")))?;
-        let (want, _) = model.run(p, now, rand, next_incarnation * 1000, &op_model);
-        next_incarnation += 1;
-        compare(&step, &got, &want)?;
+            _ => return None,
+        })
+    }
+
+    /// Runs one script call on both sides and compares the replies.
+    async fn call(&mut self, redis: &RedisStore, step: &Step, ops: Ops, rand: f64) -> Result<(), TestCaseError> {
+        let (op_redis, op_model, slot, second) = ops;
+        let p = if second { &self.second } else { &self.params };
+        let got = redis
+            .run(&self.keys, p, &op_redis, Some(self.now), rand)
+            .await
+            .map_err(|e| TestCaseError::fail(format!("{e}")))?;
+        let (want, _) = self.model.run(p, self.now, rand, self.next_incarnation * 1000, &op_model);
+        self.next_incarnation += 1;
+        compare(step, &got, &want)?;
         let pair = (got.incarnation, want.incarnation);
         prop_assert_eq!(
-            pair.0 == last_incarnations.0,
-            pair.1 == last_incarnations.1,
+            pair.0 == self.last_incarnations.0,
+            pair.1 == self.last_incarnations.1,
             "incarnations change together after {:?}",
             step
         );
-        last_incarnations = pair;
-
-        if let Some(slot) = slot_for_grant {
+        self.last_incarnations = pair;
+        if let Some(slot) = slot {
             let granted = matches!(got.verdict, Verdict::Allowed | Verdict::Probe);
-            held[slot] = granted.then(|| Held {
+            let permit = format!("p{}", self.next_permit);
+            self.held[slot] = granted.then(|| Held {
                 redis_incarnation: got.incarnation,
                 model_incarnation: want.incarnation,
                 epoch: got.epoch,
                 fseq: got.fseq,
-                probe: if got.verdict == Verdict::Probe { format!("p{next_permit}") } else { String::new() },
-                permit: format!("p{next_permit}"),
+                probe: if got.verdict == Verdict::Probe { permit.clone() } else { String::new() },
+                permit,
             });
         }
-        // The whole state hash, field by field, against the machine's flat view (incarnations
-        // are numbered differently on each side: their presence is compared above).
-        let (hash, leases): (std::collections::BTreeMap<String, String>, u64) =
-            redis::pipe().hgetall(&keys.all[0]).zcard(&keys.all[1]).query_async(conn).await.unwrap();
-        let (flat, _, _) = model.flat();
-        let mut want: std::collections::BTreeMap<String, String> =
+        Ok(())
+    }
+
+    /// The whole state hash, field by field, against the machine's flat view (incarnations are
+    /// numbered differently on each side: their presence is compared in `call`), the leases,
+    /// and the TTL a state in force must keep.
+    async fn check_stored(
+        &self,
+        conn: &mut redis::aio::MultiplexedConnection,
+        step: &Step,
+        second: bool,
+    ) -> Result<(), TestCaseError> {
+        let keys = &self.keys.all;
+        let (mut got, leases): (BTreeMap<String, String>, u64) =
+            redis::pipe().hgetall(&keys[0]).zcard(&keys[1]).query_async(conn).await.unwrap();
+        let (flat, _, _) = self.model.flat();
+        let mut want: BTreeMap<String, String> =
             flat.chunks_exact(2).map(|kv| (kv[0].clone(), kv[1].clone())).collect();
-        let mut got = hash;
         got.remove("incarnation");
         want.remove("incarnation");
         prop_assert_eq!(got, want, "state hash after {:?}", step);
-        prop_assert_eq!(leases, model.probe_count() as u64, "probe leases after {:?}", step);
+        prop_assert_eq!(leases, self.model.probe_count() as u64, "probe leases after {:?}", step);
 
         // A state in force never expires: every script that read it left state_ttl past its
         // furthest deadline on the key (real time passes too, so allow for the query's delay).
-        if model.exists() && model.state() != crate::State::Closed {
-            let pttl: i64 = redis::cmd("PTTL").arg(&keys.all[0]).query_async(conn).await.unwrap();
-            match model.state_key_ttl(p, now) {
+        if self.model.exists() && self.model.state() != crate::State::Closed {
+            let p = if second { &self.second } else { &self.params };
+            let pttl: i64 = redis::cmd("PTTL").arg(&keys[0]).query_async(conn).await.unwrap();
+            match self.model.state_key_ttl(p, self.now) {
                 None => prop_assert_eq!(pttl, -1, "a forced state with no end has no TTL after {:?}", step),
                 Some(want) => {
                     let want = i64::try_from(want).unwrap();
@@ -352,18 +367,51 @@ async fn run_case(
                 }
             }
         }
+        Ok(())
     }
-    let metrics: std::collections::HashMap<String, String> =
-        redis::cmd("HGETALL").arg(&keys.all[3]).query_async(conn).await.unwrap();
-    let m = &model.metrics;
-    // A poisoned count that no later script repaired reads as 0, as the model holds it.
-    let get = |f: &str| metrics.get(f).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
-    prop_assert_eq!(
-        (get("calls"), get("successes"), get("failures"), get("slow"), get("rejected"), get("timeouts"), get("opened")),
-        (m.calls, m.successes, m.failures, m.slow, m.rejected, m.timeouts, m.opened),
-        "metrics"
-    );
-    Ok(())
+
+    /// The metrics hash against the model's counters; a poisoned count that no later script
+    /// repaired reads as 0, as the model holds it.
+    async fn check_metrics(&self, conn: &mut redis::aio::MultiplexedConnection) -> Result<(), TestCaseError> {
+        let metrics: std::collections::HashMap<String, String> =
+            redis::cmd("HGETALL").arg(&self.keys.all[3]).query_async(conn).await.unwrap();
+        let m = &self.model.metrics;
+        let get = |f: &str| metrics.get(f).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        prop_assert_eq!(
+            (
+                get("calls"),
+                get("successes"),
+                get("failures"),
+                get("slow"),
+                get("rejected"),
+                get("timeouts"),
+                get("opened")
+            ),
+            (m.calls, m.successes, m.failures, m.slow, m.rejected, m.timeouts, m.opened),
+            "metrics"
+        );
+        Ok(())
+    }
+}
+
+async fn run_case(
+    redis: &RedisStore,
+    conn: &mut redis::aio::MultiplexedConnection,
+    config: Config,
+    second_window: u64,
+    steps: Vec<(Step, f64)>,
+) -> Result<(), TestCaseError> {
+    let mut case = Case::new(config, second_window);
+    for (step, rand) in steps {
+        if case.world(conn, &step).await {
+            continue;
+        }
+        let Some(ops) = case.ops(&step) else { continue };
+        let second = ops.3;
+        case.call(redis, &step, ops, rand).await?;
+        case.check_stored(conn, &step, second).await?;
+    }
+    case.check_metrics(conn).await
 }
 
 #[test]
