@@ -3,7 +3,7 @@
 //!
 //! | name | kind | labels |
 //! |---|---|---|
-//! | `redis_breaker_calls_total` | counter | `breaker`, `outcome` = `success` / `failure` / `ignored` / `timeout` |
+//! | `redis_breaker_calls_total` | counter | `breaker`, `outcome` = `success` / `failure` / `ignore` / `timeout` |
 //! | `redis_breaker_rejected_total` | counter | `breaker` |
 //! | `redis_breaker_transitions_total` | counter | `breaker`, `from`, `to` |
 //! | `redis_breaker_state` | gauge | `breaker`: 0 closed, 1 open, 2 half_open, 3 forced_open, 4 forced_closed |
@@ -34,7 +34,7 @@ impl Meters {
             name: name.to_string(),
             success: calls("success"),
             failure: calls("failure"),
-            ignored: calls("ignored"),
+            ignored: calls("ignore"),
             timeout: calls("timeout"),
             rejected: metrics::counter!("redis_breaker_rejected_total", "breaker" => name.to_string()),
             state: metrics::gauge!("redis_breaker_state", "breaker" => name.to_string()),

@@ -14,8 +14,8 @@ local function parse_batch(i)
     slow = int_arg(i + 4, 'batch slow', 0),
     ignored = int_arg(i + 5, 'batch ignored', 0),
     rejected = int_arg(i + 6, 'batch rejected', 0),
-    loose = int_arg(i + 7, 'batch degraded successes', 0),
-    failed = int_arg(i + 8, 'batch degraded failures', 0),
+    degraded_ok = int_arg(i + 7, 'batch degraded successes', 0),
+    degraded_failed = int_arg(i + 8, 'batch degraded failures', 0),
   }
   if b.slow > b.ok then fail('batch slow') end
   return b
@@ -24,9 +24,9 @@ end
 -- Counts a batch in metrics and, when it belongs to this closed epoch, in the window; its
 -- successes reset the consecutive count only if no failure was recorded since they began.
 local function apply_batch(S, c, b)
-  metric(S, 'calls', b.ok + b.ignored + b.loose + b.failed)
-  metric(S, 'successes', b.ok + b.loose)
-  metric(S, 'failures', b.failed)
+  metric(S, 'calls', b.ok + b.ignored + b.degraded_ok + b.degraded_failed)
+  metric(S, 'successes', b.ok + b.degraded_ok)
+  metric(S, 'failures', b.degraded_failed)
   metric(S, 'slow', b.slow)
   metric(S, 'rejected', b.rejected)
   if b.ok > 0 and S.state == 'closed' and matches(S, b.inc, b.epoch) then
