@@ -2,41 +2,18 @@
 //! the operator's calls; the call path is in `permit.rs`, the choice between Redis, the
 //! in-process breaker and the degraded mode in `route.rs`.
 
-use crate::client_config::Degraded;
 use crate::config::{Config, MAX_DURATION};
 use crate::error::{ConfigError, StoreError};
-use crate::events::{Event, EventKind, Subscription, Wire};
+use crate::events::Subscription;
 use crate::health::{Health, Snapshot, StoreStatus, mode_name};
-use crate::meters::Meters;
-use crate::name::Keys;
-use crate::pending::Pending;
-use crate::protocol::{ControlOp, Op, Params, Record, RecordOutcome, Reply, Verdict};
+use crate::inner::Inner;
+use crate::protocol::{ControlOp, Op, Record, RecordOutcome};
 use crate::registry::Handle;
-use crate::route::Store;
-use crate::shared::Shared;
-use crate::snapshot::{SnapshotCell, Source};
+use crate::shared::Store;
 use crate::state::State;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
-use tokio::sync::broadcast;
-
-pub(crate) struct Inner {
-    pub(crate) name: String,
-    pub(crate) keys: Keys,
-    pub(crate) config: Config,
-    pub(crate) params: Params,
-    pub(crate) snapshot: SnapshotCell,
-    pub(crate) pending: Pending,
-    pub(crate) shared: Arc<Shared>,
-    pub(crate) config_matches: AtomicBool,
-    /// False until the in-process breaker has been started from the snapshot since the last
-    /// reply from Redis (degraded `Local` continues from what the process knew).
-    pub(crate) in_process_seeded: AtomicBool,
-    pub(crate) reason: Mutex<String>,
-    pub(crate) events: broadcast::Sender<Event>,
-    pub(crate) meters: Meters,
-}
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
 
 /// A named breaker whose state is shared by every process that names it. Cheap to clone.
 ///
@@ -51,69 +28,6 @@ pub struct Breaker {
 impl std::fmt::Debug for Breaker {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Breaker").field("name", &self.inner.name).field("state", &self.state()).finish()
-    }
-}
-
-impl Inner {
-    pub(crate) fn new(name: &str, keys: Keys, config: Config, shared: Arc<Shared>) -> Arc<Inner> {
-        Arc::new(Inner {
-            name: name.to_string(),
-            keys,
-            params: Params::new(&config),
-            config,
-            snapshot: SnapshotCell::new(shared.base),
-            pending: Pending::default(),
-            shared,
-            config_matches: AtomicBool::new(true),
-            in_process_seeded: AtomicBool::new(false),
-            reason: Mutex::new(String::new()),
-            events: broadcast::channel(64).0,
-            meters: Meters::new(name),
-        })
-    }
-
-    /// Applies an event from the subscription, received at `at`, and hands it to subscribers.
-    pub(crate) fn on_event(&self, wire: &Wire, at: Instant) {
-        let Some(event) = wire.event(&self.shared.id) else { return };
-        let reply = Reply {
-            verdict: Verdict::Ok,
-            state: event.to,
-            incarnation: event.incarnation,
-            epoch: event.epoch,
-            failures: 0,
-            fseq: wire.fseq.unwrap_or(0),
-            remaining_ms: u64::try_from(wire.retry_after_ms).ok(),
-            stored_config: String::new(),
-            reason: event.reason.clone(),
-        };
-        self.snapshot.apply(&reply, Source::Event(at), self.shared.cache_ttl());
-        self.meters.transition(event.from, event.to);
-        let _ = self.events.send(event);
-    }
-
-    /// Tells subscribers that Redis went down or came back for this process.
-    pub(crate) fn store_event(&self, up: bool, mode: Degraded) {
-        let (state, view, _) = self.snapshot.view();
-        let (kind, reason) = if up {
-            (EventKind::StoreUp, "redis answers again: it decides this breaker's calls".to_string())
-        } else {
-            (
-                EventKind::StoreDown,
-                format!("redis is unreachable: calls are decided by the degraded mode ({})", mode_name(mode)),
-            )
-        };
-        let _ = self.events.send(Event {
-            kind,
-            name: self.name.clone(),
-            from: Some(state),
-            to: state,
-            incarnation: view.incarnation,
-            epoch: view.epoch,
-            retry_after: None,
-            reason,
-            origin: None,
-            caused_here: true,
-        });
     }
 }
 
@@ -163,7 +77,7 @@ impl Breaker {
     /// # Errors
     /// [`StoreError`] when Redis could not be reached; the counts are kept for the next flush.
     pub async fn flush(&self) -> Result<(), StoreError> {
-        if matches!(self.store(), Store::InMemory) {
+        if matches!(self.inner.shared.store(), Store::InMemory) {
             return Ok(());
         }
         let record = Record {
@@ -176,7 +90,7 @@ impl Breaker {
             fseq: 0,
             batch: self.inner.pending.take(),
         };
-        self.run(&Op::Record(record)).await.map(drop)
+        self.inner.run(&Op::Record(record)).await.map(drop)
     }
 
     /// Refreshes the snapshot from Redis (flushing pending counts) and reports health.
@@ -185,11 +99,13 @@ impl Breaker {
     /// Never for an in-memory client; otherwise the [`StoreError`] of the refresh. A breaker
     /// whose Redis is down reports `store: RedisDown` instead of failing.
     pub async fn health(&self) -> Result<Health, StoreError> {
-        let store = match self.store() {
+        let store = match self.inner.shared.store() {
             Store::InMemory => StoreStatus::InMemory,
             _ => match self.flush().await {
                 Ok(()) => StoreStatus::Redis,
-                Err(e) if e.is_outage() || matches!(self.store(), Store::Down(_)) => StoreStatus::RedisDown,
+                Err(e) if e.is_outage() || matches!(self.inner.shared.store(), Store::Down(_)) => {
+                    StoreStatus::RedisDown
+                }
                 Err(e) => return Err(e),
             },
         };
@@ -216,7 +132,7 @@ impl Breaker {
             }));
         }
         let duration_ms = duration.map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1));
-        self.run(&Op::Control { op, duration_ms }).await?;
+        self.inner.run(&Op::Control { op, duration_ms }).await?;
         Ok(self.snapshot())
     }
 
@@ -226,7 +142,7 @@ impl Breaker {
     /// # Errors
     /// [`StoreError`] when Redis could not be read.
     pub async fn status(&self) -> Result<crate::status::Status, StoreError> {
-        Ok(crate::status::Status::from_raw(&self.inner.name, self.read_status().await?))
+        Ok(crate::status::Status::from_raw(&self.inner.name, self.inner.read_status().await?))
     }
 
     /// Opens the breaker for every process: for `duration`, after which it behaves as an

@@ -1,12 +1,13 @@
 //! [`Client`]: the connection, the loaded scripts, and the breakers of one process.
 
-use crate::breaker::{Breaker, Inner};
+use crate::breaker::Breaker;
 use crate::client_config::ClientConfig;
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
 use crate::error::{ConfigError, StoreError};
 use crate::events::Subscription;
 use crate::health::StoreStatus;
+use crate::inner::Inner;
 use crate::name::{Keys, events_channel, name_from_state_key, validate_name};
 use crate::registry::Handle;
 use crate::shared::Shared;

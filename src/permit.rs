@@ -5,24 +5,12 @@
 use crate::breaker::Breaker;
 use crate::client_config::Degraded;
 use crate::error::{Error, Rejected, StoreError, TimedOut};
-use crate::protocol::{Batch, Op, Record, RecordOutcome, Reply, Verdict};
-use crate::route::Store;
+use crate::protocol::{Batch, Op, Outcome, Record, RecordOutcome, Reply, Verdict};
+use crate::shared::Store;
 use crate::snapshot::{Decision, SnapshotCell, View};
 use crate::state::State;
 use std::future::Future;
 use std::time::{Duration, Instant};
-
-/// How a finished call counts.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[non_exhaustive]
-pub enum Outcome {
-    /// The downstream worked.
-    Success,
-    /// The downstream failed: counts toward the trip rules.
-    Failure,
-    /// Says nothing about the downstream's health (e.g. a 404): counted in metrics only.
-    Ignore,
-}
 
 /// How a permit was granted: it decides where its outcome goes.
 #[derive(Debug, Clone)]
@@ -76,7 +64,7 @@ impl Permit {
     /// one) is freed in Redis. Dropping a permit does the same in the background.
     pub async fn release(mut self) {
         if let Some(record) = self.grant.take().and_then(|g| self.breaker.release_record(g)) {
-            self.breaker.send_record(record).await;
+            self.breaker.inner.send_record(record).await;
         }
     }
 
@@ -213,7 +201,7 @@ impl Breaker {
     /// decide (a half-open probe of its own) asks Redis itself.
     async fn grant_single_flight(&self) -> Result<Grant, Rejected> {
         let inner = &*self.inner;
-        if !matches!(self.store(), Store::Redis(_)) || tokio::runtime::Handle::try_current().is_err() {
+        if !matches!(self.inner.shared.store(), Store::Redis(_)) || tokio::runtime::Handle::try_current().is_err() {
             return self.grant_slow().await;
         }
         if inner.snapshot.claim_refresh() {
@@ -233,7 +221,7 @@ impl Breaker {
     /// mode decides) nor without a runtime to refresh on.
     fn stale_while_refreshing(&self) -> Option<View> {
         let inner = &*self.inner;
-        let Store::Redis(_) = self.store() else { return None };
+        let Store::Redis(_) = self.inner.shared.store() else { return None };
         let runtime = tokio::runtime::Handle::try_current().ok()?;
         let (view, claimed) = inner.snapshot.stale_closed(Instant::now(), inner.shared.cache_ttl())?;
         if claimed {
@@ -253,7 +241,7 @@ impl Breaker {
         {
             // Without a runtime the lease simply expires after probe_lease.
             let breaker = self.clone();
-            handle.spawn(async move { breaker.send_record(record).await });
+            handle.spawn(async move { breaker.inner.send_record(record).await });
         }
     }
 
@@ -266,10 +254,16 @@ impl Breaker {
             _ => return None,
         };
         if local {
-            self.run_in_process(&Op::Record(in_process_record(RecordOutcome::Release, &view, probe, false, false)));
+            self.inner.run_in_process(&Op::Record(in_process_record(
+                RecordOutcome::Release,
+                &view,
+                probe,
+                false,
+                false,
+            )));
             return None;
         }
-        Some(self.record_args(RecordOutcome::Release, &view, probe, false, false))
+        Some(self.inner.record_args(RecordOutcome::Release, &view, probe, false, false))
     }
 
     fn reject(&self, state: State, retry_after: Option<Duration>) -> Rejected {
@@ -280,12 +274,12 @@ impl Breaker {
 
     async fn grant_slow(&self) -> Result<Grant, Rejected> {
         let id = format!("{:016x}", rand::random::<u64>());
-        if let Store::Redis(redis) = self.store() {
+        if let Store::Redis(redis) = self.inner.shared.store() {
             let op = Op::Acquire { permit: id.clone(), batch: self.inner.pending.take() };
             // Until the reply is read, the acquire may have leased a probe for `id` that nobody
             // would free: a timeout, or this future dropped, releases it (a no-op otherwise).
             let mut unanswered = UnansweredAcquire { breaker: self, id: Some(id.clone()) };
-            let result = self.try_redis(redis, &op).await;
+            let result = self.inner.try_redis(redis, &op).await;
             if matches!(&result, Ok(_) | Err(StoreError::Refused { .. } | StoreError::Invalid(_))) {
                 unanswered.id = None;
             }
@@ -306,12 +300,12 @@ impl Breaker {
                 }
             }
         }
-        match self.degraded_mode() {
+        match self.inner.degraded_mode() {
             Degraded::FailOpen => Ok(Grant::Free),
             Degraded::FailClosed => Err(self.reject(State::Open, Some(FAIL_CLOSED_RETRY))),
             _ => {
-                self.seed_in_process();
-                let reply = self.run_in_process(&Op::Acquire { permit: id.clone(), batch: Batch::default() });
+                self.inner.seed_in_process();
+                let reply = self.inner.run_in_process(&Op::Acquire { permit: id.clone(), batch: Batch::default() });
                 let view = view_of(&reply);
                 match reply.verdict {
                     Verdict::Rejected => Err(self.reject(reply.state, reply.remaining_ms.map(Duration::from_millis))),
@@ -330,19 +324,19 @@ impl Breaker {
             Outcome::Ignore => RecordOutcome::Ignore,
         };
         match grant {
-            Grant::Free => self.count_degraded(outcome),
+            Grant::Free => self.inner.count_degraded(outcome),
             Grant::Closed(_) if outcome == Outcome::Ignore => self.inner.pending.ignored(),
             Grant::Closed(view) if outcome == Outcome::Success && view.failures == 0 => {
                 self.inner.pending.success(&view, slow);
             }
             Grant::Closed(view) => {
-                self.deliver(self.record_args(kind, &view, String::new(), slow, timed_out)).await;
+                self.deliver(self.inner.record_args(kind, &view, String::new(), slow, timed_out)).await;
             }
-            Grant::Probe { view, id } => self.deliver(self.record_args(kind, &view, id, slow, timed_out)).await,
+            Grant::Probe { view, id } => self.deliver(self.inner.record_args(kind, &view, id, slow, timed_out)).await,
             Grant::InProcess { view, probe } => {
                 // The pending batch stays pending: it goes to Redis when Redis is back.
-                self.run_in_process(&Op::Record(in_process_record(kind, &view, probe, slow, timed_out)));
-                self.count_degraded(outcome);
+                self.inner.run_in_process(&Op::Record(in_process_record(kind, &view, probe, slow, timed_out)));
+                self.inner.count_degraded(outcome);
             }
         }
     }
@@ -353,20 +347,9 @@ impl Breaker {
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
                 let breaker = self.clone();
-                let _ = runtime.spawn(async move { breaker.send_record(record).await }).await;
+                let _ = runtime.spawn(async move { breaker.inner.send_record(record).await }).await;
             }
-            Err(_) => self.send_record(record).await,
-        }
-    }
-
-    /// Counts the outcome of a call decided without Redis, for Redis's metrics once it is back.
-    pub(crate) fn count_degraded(&self, outcome: Outcome) {
-        if matches!(self.store(), Store::InMemory) {
-            return;
-        }
-        match outcome {
-            Outcome::Ignore => self.inner.pending.ignored(),
-            _ => self.inner.pending.degraded(outcome == Outcome::Success),
+            Err(_) => self.inner.send_record(record).await,
         }
     }
 }
@@ -419,7 +402,7 @@ impl Drop for UnansweredAcquire<'_> {
         let breaker = self.breaker.clone();
         // The permit's epoch is unknown; a lease still held is freed whatever epoch it names.
         let record = in_process_record(RecordOutcome::Release, &View::default(), id, false, false);
-        runtime.spawn(async move { breaker.send_record(record).await });
+        runtime.spawn(async move { breaker.inner.send_record(record).await });
     }
 }
 

@@ -59,6 +59,18 @@ impl Params {
     }
 }
 
+/// How a finished call counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Outcome {
+    /// The downstream worked.
+    Success,
+    /// The downstream failed: counts toward the trip rules.
+    Failure,
+    /// Says nothing about the downstream's health (e.g. a 404): counted in metrics only.
+    Ignore,
+}
+
 /// One script call: the operation and what it carries.
 #[derive(Debug, Clone)]
 pub(crate) enum Op {

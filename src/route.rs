@@ -2,44 +2,24 @@
 //! in-process breaker of `Degraded::Local`, which also serves `Client::in_memory`), with the
 //! replies of either written into the snapshot. The one place that chooses between them.
 
-use crate::breaker::Breaker;
 use crate::client_config::Degraded;
 use crate::error::StoreError;
 use crate::events::in_process_event;
+use crate::inner::Inner;
 use crate::machine::Machine;
-use crate::permit::Outcome;
-use crate::protocol::{Batch, Op, Record, RecordOutcome, Reply};
+use crate::protocol::{Batch, Op, Outcome, Record, RecordOutcome, Reply};
+use crate::shared::Store;
 use crate::snapshot::{Source, View};
 use crate::store::RedisStore;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-/// Where a breaker's state lives for the call at hand; every choice between Redis, the
-/// in-process machine and the degraded mode starts from this one answer.
-pub(crate) enum Store<'a> {
-    /// Redis answers: it decides.
-    Redis(&'a RedisStore),
-    /// Redis is treated as down: calls follow the degraded mode and none waits on Redis, but
-    /// flushes and operators' calls still try it (and report the outage).
-    Down(&'a RedisStore),
-    /// An in-memory client: the in-process machine is the store.
-    InMemory,
-}
-
-impl Breaker {
-    pub(crate) fn store(&self) -> Store<'_> {
-        match self.inner.shared.redis.as_ref() {
-            None => Store::InMemory,
-            Some(redis) if redis.is_down() => Store::Down(redis),
-            Some(redis) => Store::Redis(redis),
-        }
-    }
-
+impl Inner {
     /// Runs `op` on the store: Redis when the client has one (also while it is treated as down:
     /// the error reports the outage), else the in-process machine. For flushes and operators'
     /// calls, which are never decided by the degraded mode.
     pub(crate) async fn run(&self, op: &Op) -> Result<Reply, StoreError> {
-        match self.store() {
+        match self.shared.store() {
             Store::Redis(redis) | Store::Down(redis) => self.try_redis(redis, op).await,
             Store::InMemory => {
                 let reply = self.run_in_process(op);
@@ -51,8 +31,8 @@ impl Breaker {
 
     /// Everything the store holds about this breaker, for operators.
     pub(crate) async fn read_status(&self) -> Result<crate::status::Raw, StoreError> {
-        let inner = &*self.inner;
-        match self.store() {
+        let inner = self;
+        match self.shared.store() {
             Store::Redis(redis) | Store::Down(redis) => redis.status(&inner.keys).await,
             Store::InMemory => Ok(inner.shared.in_process.status(&inner.name)),
         }
@@ -61,8 +41,8 @@ impl Breaker {
     /// Starts the in-process breaker of a Redis client from the snapshot, once after each reply
     /// from Redis: a breaker the process saw open stays open until the deadline it saw.
     pub(crate) fn seed_in_process(&self) {
-        let inner = &*self.inner;
-        if matches!(self.store(), Store::InMemory) || inner.in_process_seeded.swap(true, Ordering::AcqRel) {
+        let inner = self;
+        if matches!(self.shared.store(), Store::InMemory) || inner.in_process_seeded.swap(true, Ordering::AcqRel) {
             return;
         }
         let (state, view, left) = inner.snapshot.with_deadline(Instant::now());
@@ -74,9 +54,9 @@ impl Breaker {
     /// What decides a call Redis cannot: the in-process machine for an in-memory client, else
     /// the client's degraded mode.
     pub(crate) fn degraded_mode(&self) -> Degraded {
-        match self.store() {
+        match self.shared.store() {
             Store::InMemory => Degraded::Local,
-            _ => self.inner.shared.config.degraded,
+            _ => self.shared.config.degraded,
         }
     }
 
@@ -85,7 +65,7 @@ impl Breaker {
     /// have been applied (a timeout; a reply that could not be read) nor when Redis refused it
     /// (the same batch would be refused again, for ever).
     pub(crate) async fn try_redis(&self, redis: &RedisStore, op: &Op) -> Result<Reply, StoreError> {
-        let inner = &*self.inner;
+        let inner = self;
         let sent = Instant::now();
         let result = redis.run(&inner.keys, &inner.params, op, None, rand::random()).await;
         match &result {
@@ -106,7 +86,7 @@ impl Breaker {
     }
 
     pub(crate) fn run_in_process(&self, op: &Op) -> Reply {
-        let inner = &*self.inner;
+        let inner = self;
         let (reply, transitions) = inner.shared.in_process.run(&inner.name, &inner.params, op, rand::random());
         // The snapshot shows what decides the calls (for `state()`, `snapshot()`, `health()`), but
         // is never fresh: the next call asks the local machine, or Redis once it is back.
@@ -123,7 +103,7 @@ impl Breaker {
     }
 
     pub(crate) fn absorb(&self, reply: &Reply, sent: Instant) {
-        let inner = &*self.inner;
+        let inner = self;
         inner.snapshot.apply(reply, Source::Reply(sent), inner.shared.cache_ttl());
         inner.in_process_seeded.store(false, Ordering::Release);
         inner.meters.state(reply.state);
@@ -158,7 +138,7 @@ impl Breaker {
             slow,
             timed_out,
             fseq: view.fseq,
-            batch: self.inner.pending.take(),
+            batch: self.pending.take(),
         }
     }
 
@@ -173,24 +153,35 @@ impl Breaker {
             RecordOutcome::Release | RecordOutcome::None => None,
         };
         let op = Op::Record(record);
-        let delivered = match self.store() {
+        let delivered = match self.shared.store() {
             Store::Redis(redis) => match self.try_redis(redis, &op).await {
                 Ok(_) => true,
                 Err(e) => {
-                    tracing::debug!(breaker = %self.inner.name, error = %e, "an outcome was not delivered");
+                    tracing::debug!(breaker = %self.name, error = %e, "an outcome was not delivered");
                     // A timed-out record may have been applied: counting it again would count it twice.
                     matches!(e, StoreError::Timeout(_))
                 }
             },
             Store::Down(_) | Store::InMemory => {
                 if let Some(batch) = op.batch() {
-                    self.inner.pending.restore(batch);
+                    self.pending.restore(batch);
                 }
                 false
             }
         };
         if let (false, Some(outcome)) = (delivered, outcome) {
             self.count_degraded(outcome);
+        }
+    }
+
+    /// Counts the outcome of a call decided without Redis, for Redis's metrics once it is back.
+    pub(crate) fn count_degraded(&self, outcome: Outcome) {
+        if matches!(self.shared.store(), Store::InMemory) {
+            return;
+        }
+        match outcome {
+            Outcome::Ignore => self.pending.ignored(),
+            _ => self.pending.degraded(outcome == Outcome::Success),
         }
     }
 }

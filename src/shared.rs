@@ -31,3 +31,26 @@ impl Shared {
         if self.redis.is_some() { self.config.cache_ttl } else { Duration::ZERO }
     }
 }
+
+/// Where a breaker's state lives for the call at hand; every choice between Redis, the
+/// in-process machine and the degraded mode starts from this one answer.
+pub(crate) enum Store<'a> {
+    /// Redis answers: it decides.
+    Redis(&'a RedisStore),
+    /// Redis is treated as down: calls follow the degraded mode and none waits on Redis, but
+    /// flushes and operators' calls still try it (and report the outage).
+    Down(&'a RedisStore),
+    /// An in-memory client: the in-process machine is the store.
+    InMemory,
+}
+
+impl Shared {
+    /// Where calls are decided right now.
+    pub(crate) fn store(&self) -> Store<'_> {
+        match self.redis.as_ref() {
+            None => Store::InMemory,
+            Some(redis) if redis.is_down() => Store::Down(redis),
+            Some(redis) => Store::Redis(redis),
+        }
+    }
+}

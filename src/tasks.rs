@@ -2,8 +2,9 @@
 //! watch on Redis's up/down verdict. Each holds a weak handle and ends with the last `Client` or
 //! `Breaker` handle.
 
-use crate::breaker::{Breaker, Inner};
+use crate::breaker::Breaker;
 use crate::events::Wire;
+use crate::inner::Inner;
 use crate::registry::Handle;
 use crate::store::RedisStore;
 use futures_util::StreamExt;

@@ -1,0 +1,99 @@
+//! [`Inner`]: the state of one breaker in one process — its config, snapshot, pending counts,
+//! subscribers and meters — and how events from other processes reach it. Every `Breaker`
+//! handle of the name shares one.
+
+use crate::client_config::Degraded;
+use crate::config::Config;
+use crate::events::{Event, EventKind, Wire};
+use crate::health::mode_name;
+use crate::meters::Meters;
+use crate::name::Keys;
+use crate::pending::Pending;
+use crate::protocol::{Params, Reply, Verdict};
+use crate::shared::Shared;
+use crate::snapshot::{SnapshotCell, Source};
+use std::sync::atomic::AtomicBool;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+use tokio::sync::broadcast;
+
+/// One breaker's state in this process.
+pub(crate) struct Inner {
+    pub(crate) name: String,
+    pub(crate) keys: Keys,
+    pub(crate) config: Config,
+    pub(crate) params: Params,
+    pub(crate) snapshot: SnapshotCell,
+    pub(crate) pending: Pending,
+    pub(crate) shared: Arc<Shared>,
+    pub(crate) config_matches: AtomicBool,
+    /// False until the in-process breaker has been started from the snapshot since the last
+    /// reply from Redis (degraded `Local` continues from what the process knew).
+    pub(crate) in_process_seeded: AtomicBool,
+    pub(crate) reason: Mutex<String>,
+    pub(crate) events: broadcast::Sender<Event>,
+    pub(crate) meters: Meters,
+}
+
+impl Inner {
+    pub(crate) fn new(name: &str, keys: Keys, config: Config, shared: Arc<Shared>) -> Arc<Inner> {
+        Arc::new(Inner {
+            name: name.to_string(),
+            keys,
+            params: Params::new(&config),
+            config,
+            snapshot: SnapshotCell::new(shared.base),
+            pending: Pending::default(),
+            shared,
+            config_matches: AtomicBool::new(true),
+            in_process_seeded: AtomicBool::new(false),
+            reason: Mutex::new(String::new()),
+            events: broadcast::channel(64).0,
+            meters: Meters::new(name),
+        })
+    }
+
+    /// Applies an event from the subscription, received at `at`, and hands it to subscribers.
+    pub(crate) fn on_event(&self, wire: &Wire, at: Instant) {
+        let Some(event) = wire.event(&self.shared.id) else { return };
+        let reply = Reply {
+            verdict: Verdict::Ok,
+            state: event.to,
+            incarnation: event.incarnation,
+            epoch: event.epoch,
+            failures: 0,
+            fseq: wire.fseq.unwrap_or(0),
+            remaining_ms: u64::try_from(wire.retry_after_ms).ok(),
+            stored_config: String::new(),
+            reason: event.reason.clone(),
+        };
+        self.snapshot.apply(&reply, Source::Event(at), self.shared.cache_ttl());
+        self.meters.transition(event.from, event.to);
+        let _ = self.events.send(event);
+    }
+
+    /// Tells subscribers that Redis went down or came back for this process.
+    pub(crate) fn store_event(&self, up: bool, mode: Degraded) {
+        let (state, view, _) = self.snapshot.view();
+        let (kind, reason) = if up {
+            (EventKind::StoreUp, "redis answers again: it decides this breaker's calls".to_string())
+        } else {
+            (
+                EventKind::StoreDown,
+                format!("redis is unreachable: calls are decided by the degraded mode ({})", mode_name(mode)),
+            )
+        };
+        let _ = self.events.send(Event {
+            kind,
+            name: self.name.clone(),
+            from: Some(state),
+            to: state,
+            incarnation: view.incarnation,
+            epoch: view.epoch,
+            retry_after: None,
+            reason,
+            origin: None,
+            caused_here: true,
+        });
+    }
+}
