@@ -3,9 +3,9 @@
 //! degraded mode) is `route.rs`'s business.
 
 use crate::breaker::Breaker;
-use crate::client_config::Degraded;
-use crate::error::{Error, Rejected, StoreError, TimedOut};
+use crate::error::{Error, Rejected, TimedOut};
 use crate::protocol::{Batch, Op, Outcome, Record, RecordOutcome, Reply, Verdict};
+use crate::route::Acquired;
 use crate::shared::Store;
 use crate::snapshot::{Decision, SnapshotCell, View};
 use crate::state::State;
@@ -274,45 +274,20 @@ impl Breaker {
 
     async fn grant_slow(&self) -> Result<Grant, Rejected> {
         let id = format!("{:016x}", rand::random::<u64>());
-        if let Store::Redis(redis) = self.inner.shared.store() {
-            let op = Op::Acquire { permit: id.clone(), batch: self.inner.pending.take() };
-            // Until the reply is read, the acquire may have leased a probe for `id` that nobody
-            // would free: a timeout, or this future dropped, releases it (a no-op otherwise).
-            let mut unanswered = UnansweredAcquire { breaker: self, id: Some(id.clone()) };
-            let result = self.inner.try_redis(redis, &op).await;
-            if matches!(&result, Ok(_) | Err(StoreError::Refused { .. } | StoreError::Invalid(_))) {
-                unanswered.id = None;
-            }
-            drop(unanswered);
-            match result {
-                Ok(reply) => {
-                    let view = view_of(&reply);
-                    return match reply.verdict {
-                        Verdict::Probe => Ok(Grant::Probe { view, id }),
-                        Verdict::Rejected => {
-                            Err(self.reject(reply.state, reply.remaining_ms.map(Duration::from_millis)))
-                        }
-                        _ => Ok(Grant::Closed(view)),
-                    };
-                }
-                Err(e) => {
-                    tracing::debug!(breaker = %self.inner.name, error = %e, "redis-breaker: deciding without redis")
-                }
-            }
-        }
-        match self.inner.degraded_mode() {
-            Degraded::FailOpen => Ok(Grant::Free),
-            Degraded::FailClosed => Err(self.reject(State::Open, Some(FAIL_CLOSED_RETRY))),
-            _ => {
-                self.inner.seed_in_process();
-                let reply = self.inner.run_in_process(&Op::Acquire { permit: id.clone(), batch: Batch::default() });
-                let view = view_of(&reply);
-                match reply.verdict {
-                    Verdict::Rejected => Err(self.reject(reply.state, reply.remaining_ms.map(Duration::from_millis))),
-                    Verdict::Probe => Ok(Grant::InProcess { view, probe: id }),
-                    _ => Ok(Grant::InProcess { view, probe: String::new() }),
-                }
-            }
+        let rejected = |reply: &Reply| self.reject(reply.state, reply.remaining_ms.map(Duration::from_millis));
+        match self.inner.acquire(&id).await {
+            Acquired::Redis(reply) => match reply.verdict {
+                Verdict::Probe => Ok(Grant::Probe { view: view_of(&reply), id }),
+                Verdict::Rejected => Err(rejected(&reply)),
+                _ => Ok(Grant::Closed(view_of(&reply))),
+            },
+            Acquired::InProcess(reply) => match reply.verdict {
+                Verdict::Rejected => Err(rejected(&reply)),
+                Verdict::Probe => Ok(Grant::InProcess { view: view_of(&reply), probe: id }),
+                _ => Ok(Grant::InProcess { view: view_of(&reply), probe: String::new() }),
+            },
+            Acquired::FailOpen => Ok(Grant::Free),
+            Acquired::FailClosed => Err(self.reject(State::Open, Some(FAIL_CLOSED_RETRY))),
         }
     }
 
@@ -385,24 +360,6 @@ struct RefreshClaim<'s>(&'s SnapshotCell);
 impl Drop for RefreshClaim<'_> {
     fn drop(&mut self) {
         self.0.refreshed();
-    }
-}
-
-/// An acquire sent to Redis whose reply has not been read: dropped while it still holds the
-/// permit id, it releases that id in the background (a probe lease the acquire may have taken).
-struct UnansweredAcquire<'b> {
-    breaker: &'b Breaker,
-    id: Option<String>,
-}
-
-impl Drop for UnansweredAcquire<'_> {
-    fn drop(&mut self) {
-        let Some(id) = self.id.take() else { return };
-        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
-        let breaker = self.breaker.clone();
-        // The permit's epoch is unknown; a lease still held is freed whatever epoch it names.
-        let record = in_process_record(RecordOutcome::Release, &View::default(), id, false, false);
-        runtime.spawn(async move { breaker.inner.send_record(record).await });
     }
 }
 

@@ -11,6 +11,7 @@ use crate::protocol::{Batch, Op, Outcome, Record, RecordOutcome, Reply};
 use crate::shared::Store;
 use crate::snapshot::{Source, View};
 use crate::store::RedisStore;
+use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
@@ -183,5 +184,73 @@ impl Inner {
             Outcome::Ignore => self.pending.ignored(),
             _ => self.pending.degraded(outcome == Outcome::Success),
         }
+    }
+
+    /// Decides one acquire for the permit `id`: Redis while it answers, else the degraded mode.
+    /// Until Redis's reply is read, the acquire may have leased a probe for `id` that nobody
+    /// would free: a timeout, or the caller's future dropped, releases it (a no-op otherwise).
+    pub(crate) async fn acquire(self: &Arc<Self>, id: &str) -> Acquired {
+        if let Store::Redis(redis) = self.shared.store() {
+            let op = Op::Acquire { permit: id.to_string(), batch: self.pending.take() };
+            let mut unanswered = UnansweredAcquire { inner: self, id: Some(id.to_string()) };
+            let result = self.try_redis(redis, &op).await;
+            if matches!(&result, Ok(_) | Err(StoreError::Refused { .. } | StoreError::Invalid(_))) {
+                unanswered.id = None;
+            }
+            drop(unanswered);
+            match result {
+                Ok(reply) => return Acquired::Redis(reply),
+                Err(e) => tracing::debug!(breaker = %self.name, error = %e, "deciding without redis"),
+            }
+        }
+        match self.degraded_mode() {
+            Degraded::FailOpen => Acquired::FailOpen,
+            Degraded::FailClosed => Acquired::FailClosed,
+            _ => {
+                self.seed_in_process();
+                Acquired::InProcess(
+                    self.run_in_process(&Op::Acquire { permit: id.to_string(), batch: Batch::default() }),
+                )
+            }
+        }
+    }
+}
+
+/// How one acquire was decided.
+pub(crate) enum Acquired {
+    /// Redis answered.
+    Redis(Reply),
+    /// The in-process breaker answered (an in-memory client, or degraded `Local`).
+    InProcess(Reply),
+    /// Degraded `FailOpen`: allowed, nothing to record.
+    FailOpen,
+    /// Degraded `FailClosed`: rejected.
+    FailClosed,
+}
+
+/// An acquire sent to Redis whose reply has not been read: dropped while it still holds the
+/// permit id, it releases that id in the background (a probe lease the acquire may have taken).
+struct UnansweredAcquire<'i> {
+    inner: &'i Arc<Inner>,
+    id: Option<String>,
+}
+
+impl Drop for UnansweredAcquire<'_> {
+    fn drop(&mut self) {
+        let Some(id) = self.id.take() else { return };
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
+        let inner = self.inner.clone();
+        // The permit's epoch is unknown; a lease still held is freed whatever epoch it names.
+        let record = Record {
+            outcome: RecordOutcome::Release,
+            incarnation: 0,
+            epoch: 0,
+            probe: id,
+            slow: false,
+            timed_out: false,
+            fseq: 0,
+            batch: Batch::default(),
+        };
+        runtime.spawn(async move { inner.send_record(record).await });
     }
 }
