@@ -1,4 +1,4 @@
-//! Where breaker state lives: Redis (the shared store) or this process (the local machine).
+//! Where breaker state lives: Redis (the shared store) or this process (the in-process machine).
 
 use crate::clock::Clock;
 use crate::error::StoreError;

@@ -1,24 +1,34 @@
-//! Finds a real Redis for the tests (DESIGN §11), in this order: `$REDIS_URL`; a `redis-server`
-//! on PATH spawned on a free loopback port in a temp dir; a container when a Docker engine
-//! answers. Otherwise the test fails and says how to get Redis. It never skips.
+//! Finds a real Redis for the tests, in this order: `$REDIS_URL`; a `redis-server` on PATH
+//! spawned on a free loopback port in a temp dir; a container when the build opted in to
+//! testcontainers (`RUSTFLAGS="--cfg redis_breaker_testcontainers"`) and a Docker engine answers.
+//! Otherwise the test fails and says how to get Redis. It never skips.
 #![allow(dead_code)]
 
 use super::server::{Server, free_port, spawn_on_free_port, spawn_server, start_server, wait_until_ours};
 use std::process::Command;
 use std::time::{Duration, Instant};
-use testcontainers_modules::redis::Redis;
-use testcontainers_modules::testcontainers::runners::AsyncRunner;
-use testcontainers_modules::testcontainers::{ContainerAsync, ImageExt};
+#[cfg(redis_breaker_testcontainers)]
+use testcontainers_modules::{
+    redis::Redis,
+    testcontainers::{ContainerAsync, ImageExt, runners::AsyncRunner},
+};
+
+/// A container, when the build opted in to testcontainers; nothing otherwise.
+#[cfg(redis_breaker_testcontainers)]
+type Container = ContainerAsync<Redis>;
+#[cfg(not(redis_breaker_testcontainers))]
+type Container = ();
 
 const HOW_TO_GET_REDIS: &str = "no Redis for the tests: set REDIS_URL=redis://127.0.0.1:6379, \
     or install redis-server (Debian/Ubuntu: `apt-get install -y redis-server`, macOS: \
-    `brew install redis`) so the tests can start their own, or run a Docker engine";
+    `brew install redis`) so the tests can start their own, or run a Docker engine and build the \
+    tests with RUSTFLAGS=\"--cfg redis_breaker_testcontainers\" to use a container";
 
 /// A Redis the test may use; a spawned server or container stops when this is dropped.
 pub struct TestRedis {
     pub url: String,
     server: Option<Server>,
-    _container: Option<ContainerAsync<Redis>>,
+    _container: Option<Container>,
 }
 
 impl TestRedis {
@@ -93,14 +103,15 @@ pub async fn redis() -> TestRedis {
 pub async fn private_redis() -> TestRedis {
     match spawn_server() {
         Ok(server) => {
-            return TestRedis {
-                url: format!("redis://127.0.0.1:{}", server.port),
-                server: Some(server),
-                _container: None,
-            };
+            TestRedis { url: format!("redis://127.0.0.1:{}", server.port), server: Some(server), _container: None }
         }
-        Err(why) => eprintln!("test support: could not spawn redis-server ({why}); trying a container"),
+        Err(why) => container_redis(why).await,
     }
+}
+
+#[cfg(redis_breaker_testcontainers)]
+async fn container_redis(why: String) -> TestRedis {
+    eprintln!("test support: could not spawn redis-server ({why}); trying a container");
     match Redis::default().with_tag("7.2").start().await {
         Ok(container) => {
             let port = container.get_host_port_ipv4(6379).await.expect("container port");
@@ -108,6 +119,11 @@ pub async fn private_redis() -> TestRedis {
         }
         Err(e) => panic!("{HOW_TO_GET_REDIS} (no container either: {e})"),
     }
+}
+
+#[cfg(not(redis_breaker_testcontainers))]
+async fn container_redis(why: String) -> TestRedis {
+    panic!("{HOW_TO_GET_REDIS} (could not spawn redis-server: {why})")
 }
 
 /// A spawned server on a port chosen by the test (e.g. one a client was already pointed at).
