@@ -18,7 +18,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let healthy = i > 5;
         match payments.execute(|| call_payments(healthy)).await {
             Ok(receipt) => println!("call {i}: ok ({receipt})"),
-            Err(Error::Rejected(Rejected { state, retry_after })) => {
+            Err(Error::Rejected(Rejected { state, retry_after, .. })) => {
                 println!("call {i}: rejected, breaker {state}, retry after {retry_after:?}")
             }
             Err(Error::Inner(e)) => println!("call {i}: failed ({e})"),

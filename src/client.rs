@@ -92,6 +92,7 @@ impl Client {
     /// # Errors
     /// [`ConfigError`] naming `url` when a URL cannot be parsed or the list is empty.
     #[cfg(feature = "cluster")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "cluster")))]
     pub async fn connect_cluster(urls: &[&str], config: ClientConfig) -> Result<Client, ConfigError> {
         if urls.is_empty() {
             return Err(ConfigError::Field { field: "url", reason: "list of cluster nodes is empty".into() });

@@ -22,6 +22,42 @@ pub enum Degraded {
     FailClosed,
 }
 
+impl Degraded {
+    /// The mode's name as config files and the CLI write it: `local`, `fail-open`, `fail-closed`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Degraded::Local => "local",
+            Degraded::FailOpen => "fail-open",
+            Degraded::FailClosed => "fail-closed",
+        }
+    }
+}
+
+impl std::fmt::Display for Degraded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Degraded {
+    type Err = ConfigError;
+
+    fn from_str(s: &str) -> Result<Degraded, ConfigError> {
+        match s {
+            "local" => Ok(Degraded::Local),
+            "fail-open" => Ok(Degraded::FailOpen),
+            "fail-closed" => Ok(Degraded::FailClosed),
+            other => Err(ConfigError::Field {
+                field: "degraded",
+                reason: format!(
+                    "must be local, fail-open or fail-closed, got {:?}",
+                    other.chars().take(40).collect::<String>()
+                ),
+            }),
+        }
+    }
+}
+
 /// Longest `cache_ttl` accepted.
 const MAX_CACHE_TTL: Duration = Duration::from_secs(60);
 
@@ -219,5 +255,13 @@ mod tests {
         let client = ClientConfig::default();
         let config = Config::builder().failure_rate(0.5).window(Duration::from_secs(5)).build().expect("valid");
         assert!(matches!(client.check_breaker(&config), Err(ConfigError::Field { field: "window", .. })));
+    }
+
+    #[test]
+    fn degraded_modes_round_trip_through_their_names() {
+        for m in [Degraded::Local, Degraded::FailOpen, Degraded::FailClosed] {
+            assert_eq!(m.to_string().parse::<Degraded>(), Ok(m));
+        }
+        assert!(matches!("open".parse::<Degraded>(), Err(ConfigError::Field { field: "degraded", .. })));
     }
 }

@@ -22,6 +22,7 @@ pub enum Error<E> {
 /// inside [`Error::Rejected`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("circuit breaker is {state}; {}", retry_text(*.retry_after))]
+#[non_exhaustive]
 pub struct Rejected {
     /// The state that rejected the call.
     pub state: State,
@@ -38,8 +39,27 @@ impl<E> From<Rejected> for Error<E> {
 /// A call that took longer than its breaker's `call_timeout` (the duration): it was dropped and
 /// counted as a failure. Inside [`Error::Timeout`], and the error a tower `BreakerService` adds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("the protected call timed out after {}ms", .0.as_millis())]
-pub struct TimedOut(pub Duration);
+#[error("the protected call timed out after {}ms", .after.as_millis())]
+#[non_exhaustive]
+pub struct TimedOut {
+    /// The `call_timeout` the call exceeded.
+    pub after: Duration,
+}
+
+impl TimedOut {
+    /// A timeout after `after` (for tests and for services that time calls out themselves).
+    pub fn new(after: Duration) -> TimedOut {
+        TimedOut { after }
+    }
+}
+
+impl Rejected {
+    /// A rejection by `state`, worth retrying after `retry_after` (`None`: forced open until
+    /// reset). For tests and for code that turns calls away on the breaker's behalf.
+    pub fn new(state: State, retry_after: Option<Duration>) -> Rejected {
+        Rejected { state, retry_after }
+    }
+}
 
 pub(crate) fn retry_text(retry_after: Option<Duration>) -> String {
     match retry_after {
@@ -92,18 +112,18 @@ pub enum StoreError {
     /// Redis did not answer within `op_timeout`. A write may still have been applied.
     #[error("redis did not answer within {}ms", .0.as_millis())]
     Timeout(Duration),
-    /// Redis could not be reached, or the connection broke.
+    /// Redis could not be reached, or the connection broke. The message includes Redis's own
+    /// error, which is therefore not also given as `source()` (a report prints it once).
     #[error("redis is unreachable: {0}")]
-    Unreachable(#[source] redis::RedisError),
+    Unreachable(redis::RedisError),
     /// Redis answered with an error about this breaker's keys or scripts (WRONGTYPE, NOPERM,
-    /// a refused argument): not an outage.
-    #[error("redis refused the operation on {key}: {source}")]
+    /// a refused argument): not an outage. The message includes Redis's own error.
+    #[error("redis refused the operation on {key}: {error}")]
     Refused {
         /// The breaker's state key.
         key: String,
-        /// Redis's own error.
-        #[source]
-        source: redis::RedisError,
+        /// Redis's own error (of the [`redis`](crate::redis) crate this one re-exports).
+        error: redis::RedisError,
     },
     /// The operation is not available on this kind of client.
     #[error("not supported: {0}")]
@@ -135,6 +155,6 @@ impl StoreError {
             || e.is_connection_refusal()
             || e.is_timeout()
             || e.is_unrecoverable_error();
-        if outage { StoreError::Unreachable(e) } else { StoreError::Refused { key: key.to_string(), source: e } }
+        if outage { StoreError::Unreachable(e) } else { StoreError::Refused { key: key.to_string(), error: e } }
     }
 }

@@ -22,6 +22,7 @@ pub enum EventKind {
 
 /// One transition of one breaker, or a change in where this process decides calls.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct Event {
     /// What happened.
     pub kind: EventKind,

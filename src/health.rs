@@ -7,6 +7,7 @@ use serde::Serialize;
 
 /// What a process knows of a breaker, from its local snapshot.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct Snapshot {
     /// The breaker's name.
     pub name: String,
@@ -39,6 +40,7 @@ pub enum StoreStatus {
 
 /// A breaker's health as this process sees it; [`Breaker::health`](crate::Breaker::health) refreshes it from Redis.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[non_exhaustive]
 pub struct Health {
     /// The snapshot after the refresh.
     pub snapshot: Snapshot,
@@ -57,9 +59,5 @@ pub struct Health {
 }
 
 pub(crate) fn mode_name(mode: Degraded) -> &'static str {
-    match mode {
-        Degraded::FailOpen => "fail-open",
-        Degraded::FailClosed => "fail-closed",
-        _ => "local",
-    }
+    mode.as_str()
 }

@@ -57,6 +57,7 @@
 //! key schema, the semantics and the configuration in full.
 
 #![cfg_attr(not(test), deny(clippy::unwrap_used, clippy::expect_used, clippy::panic))]
+#![cfg_attr(docsrs, feature(doc_cfg))]
 
 #[cfg(test)]
 mod model_tests;
@@ -89,12 +90,18 @@ pub mod status;
 mod store;
 mod tasks;
 #[cfg(feature = "tower")]
+#[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
 pub mod tower;
 
 /// The README's Rust snippets, compiled as doctests so they cannot rot.
 #[cfg(doctest)]
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
+
+/// The `redis` crate this one speaks (1.x): its connection types are what
+/// [`Client::from_connection`] takes, and its errors are inside [`StoreError`]. Use this
+/// re-export rather than a separate dependency, so both always agree.
+pub use redis;
 
 pub use breaker::Breaker;
 pub use client::Client;
@@ -106,4 +113,4 @@ pub use events::{Event, EventKind, Subscription};
 pub use health::{Health, Snapshot, StoreStatus};
 pub use permit::Permit;
 pub use protocol::Outcome;
-pub use state::State;
+pub use state::{State, UnknownState};

@@ -170,7 +170,7 @@ impl Breaker {
             }
             None => {
                 guard.finish(Outcome::Failure, config.slow_call_rate.is_some(), true).await;
-                Err(Error::Timeout(TimedOut(config.call_timeout)))
+                Err(Error::Timeout(TimedOut::new(config.call_timeout)))
             }
         }
     }

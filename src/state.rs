@@ -32,16 +32,8 @@ impl State {
         }
     }
 
-    /// Reads a state name as stored in Redis.
-    pub fn parse(s: &str) -> Option<State> {
-        Some(match s {
-            "closed" => State::Closed,
-            "open" => State::Open,
-            "half_open" => State::HalfOpen,
-            "forced_open" => State::ForcedOpen,
-            "forced_closed" => State::ForcedClosed,
-            _ => return None,
-        })
+    pub(crate) fn parse(s: &str) -> Option<State> {
+        s.parse().ok()
     }
 
     /// True for the states that let calls through without a probe.
@@ -67,5 +59,41 @@ impl State {
 impl fmt::Display for State {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.as_str())
+    }
+}
+
+/// A name that is not one of the five states.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a breaker state: closed, open, half_open, forced_open or forced_closed")]
+pub struct UnknownState(String);
+
+impl std::str::FromStr for State {
+    type Err = UnknownState;
+
+    /// Reads a state name as stored in Redis and printed by `Display`.
+    fn from_str(s: &str) -> Result<State, UnknownState> {
+        Ok(match s {
+            "closed" => State::Closed,
+            "open" => State::Open,
+            "half_open" => State::HalfOpen,
+            "forced_open" => State::ForcedOpen,
+            "forced_closed" => State::ForcedClosed,
+            _ => return Err(UnknownState(s.chars().take(40).collect())),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_state_round_trips_through_its_name() {
+        for s in [State::Closed, State::Open, State::HalfOpen, State::ForcedOpen, State::ForcedClosed] {
+            assert_eq!(s.to_string().parse::<State>(), Ok(s));
+            assert_eq!(State::from_u8(s.to_u8()), s);
+        }
+        let err = "opened".parse::<State>().unwrap_err();
+        assert!(err.to_string().contains("half_open"), "{err}");
     }
 }

@@ -7,6 +7,7 @@ use std::collections::HashMap;
 /// Everything Redis holds about one breaker, read in one script (`lua/status.lua`). A breaker
 /// with no keys reads as closed, epoch 0.
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[non_exhaustive]
 pub struct Status {
     /// The breaker's name.
     pub name: String,
@@ -49,6 +50,7 @@ pub struct Status {
 
 /// A leased half-open probe.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct Probe {
     /// The permit id.
     pub id: String,
@@ -58,6 +60,7 @@ pub struct Probe {
 
 /// The metrics hash.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct Metrics {
     /// Calls that ran (successes, failures and ignored).
     pub calls: u64,
@@ -87,6 +90,7 @@ impl Metrics {
 
 /// Remaining TTL of each key of a breaker.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
 pub struct KeyTtls {
     /// The state hash.
     pub state: Option<i64>,

@@ -20,7 +20,7 @@ async fn force_open_without_duration_rejects_until_reset_and_never_expires() {
     assert_eq!(snap.state, State::ForcedOpen);
     assert_eq!(snap.reason, "forced open by operator until reset");
     match succeed(&service).await {
-        Err(Error::Rejected(Rejected { state: State::ForcedOpen, retry_after: None })) => {}
+        Err(Error::Rejected(Rejected { state: State::ForcedOpen, retry_after: None, .. })) => {}
         other => panic!("expected a rejection with no retry time, got {other:?}"),
     }
     assert_eq!(pttl(&redis, &name).await, -1, "an operator's decision does not expire");
@@ -37,7 +37,7 @@ async fn force_open_for_a_duration_then_probes_with_trips_unchanged() {
     let b = client.breaker(&name, Config::builder().success_threshold(1).build().unwrap()).unwrap();
     b.force_open(Some(Duration::from_millis(100))).await.unwrap();
     match succeed(&b).await {
-        Err(Error::Rejected(Rejected { state: State::ForcedOpen, retry_after: Some(d) })) => {
+        Err(Error::Rejected(Rejected { state: State::ForcedOpen, retry_after: Some(d), .. })) => {
             assert!(d <= Duration::from_millis(100))
         }
         other => panic!("expected a timed rejection, got {other:?}"),

@@ -98,7 +98,7 @@ async fn degraded_local_continues_from_the_last_snapshot_not_from_closed() {
         })
         .await;
     match r {
-        Err(Error::Rejected(Rejected { state: State::Open, retry_after: Some(d) })) => {
+        Err(Error::Rejected(Rejected { state: State::Open, retry_after: Some(d), .. })) => {
             assert!(d > Duration::from_secs(20) && d <= Duration::from_secs(33), "the deadline Redis gave: {d:?}")
         }
         other => panic!("the breaker the process saw open let a call through: {other:?}"),

@@ -40,7 +40,7 @@ async fn a_trip_in_one_client_reaches_another_before_its_snapshot_expires() {
     wait_for_state(&b, State::Open).await;
     let evalsha = redis.calls_of("evalsha").await;
     match succeed(&b).await {
-        Err(Error::Rejected(Rejected { state: State::Open, retry_after: Some(d) })) => {
+        Err(Error::Rejected(Rejected { state: State::Open, retry_after: Some(d), .. })) => {
             assert!(d > Duration::from_secs(20))
         }
         other => panic!("expected a rejection from the event's snapshot, got {other:?}"),

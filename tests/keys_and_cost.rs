@@ -105,7 +105,7 @@ async fn an_open_breaker_and_a_healthy_one_send_no_redis_command_per_call() {
     for _ in 0..1000 {
         assert!(matches!(
             succeed(&open).await,
-            Err(Error::Rejected(Rejected { state: State::Open, retry_after: Some(_) }))
+            Err(Error::Rejected(Rejected { state: State::Open, retry_after: Some(_), .. }))
         ));
         succeed(&healthy).await.unwrap();
     }
@@ -189,7 +189,7 @@ async fn the_in_memory_client_follows_the_same_semantics_on_a_fake_clock() {
     fail(&b).await.unwrap_err();
     fail(&b).await.unwrap_err();
     match succeed(&b).await {
-        Err(Error::Rejected(Rejected { state: State::Open, retry_after })) => {
+        Err(Error::Rejected(Rejected { state: State::Open, retry_after, .. })) => {
             assert_eq!(retry_after, Some(Duration::from_secs(30)))
         }
         other => panic!("expected a rejection, got {other:?}"),

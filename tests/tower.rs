@@ -85,7 +85,7 @@ async fn a_slow_service_times_out_as_a_failure_and_closures_classify() {
     let breaker = client.breaker(&unique("tower-timeout"), config).unwrap();
     let mut svc = BreakerLayer::new(breaker.clone()).layer(Statuses::default());
     let err = svc.call(0).await.unwrap_err();
-    assert_eq!(err.downcast_ref::<TimedOut>(), Some(&TimedOut(Duration::from_millis(30))));
+    assert_eq!(err.downcast_ref::<TimedOut>(), Some(&TimedOut::new(Duration::from_millis(30))));
     assert_eq!(breaker.state(), State::Open);
 
     let breaker =

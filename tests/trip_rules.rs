@@ -36,7 +36,7 @@ async fn trips_after_n_consecutive_failures_and_rejects_with_retry_after() {
         })
         .await
     {
-        Err(Error::Rejected(Rejected { state: State::Open, retry_after: Some(d) })) => {
+        Err(Error::Rejected(Rejected { state: State::Open, retry_after: Some(d), .. })) => {
             assert!(d <= Duration::from_millis(5500) && d >= Duration::from_millis(4000), "retry_after {d:?}");
         }
         other => panic!("expected a rejection, got {other:?}"),
@@ -169,7 +169,10 @@ async fn a_call_past_call_timeout_is_a_failure() {
             Ok::<(), &str>(())
         })
         .await;
-    assert!(matches!(r, Err(Error::Timeout(redis_breaker::TimedOut(d))) if d == Duration::from_millis(30)), "{r:?}");
+    assert!(
+        matches!(r, Err(Error::Timeout(redis_breaker::TimedOut { after, .. })) if after == Duration::from_millis(30)),
+        "{r:?}"
+    );
     assert_eq!(b.state(), State::Open);
     let metrics: std::collections::HashMap<String, u64> = metrics_hash(&redis, &name).await;
     assert_eq!((metrics["failures"], metrics["timeouts"]), (1, 1));
