@@ -131,3 +131,22 @@ impl Subscription {
         }
     }
 }
+
+/// Logs a transition once per process (each process sees each transition once: its own through
+/// the event it published, others' through the subscription): warn when the breaker opens,
+/// info otherwise, with the facts as fields.
+pub(crate) fn log_transition(e: &Event) {
+    let from = e.from.map_or("corrupt", State::as_str);
+    let to = e.to.as_str();
+    let retry_after_ms = e.retry_after.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let (breaker, reason, epoch, caused_here) = (e.name.as_str(), e.reason.as_str(), e.epoch, e.caused_here);
+    match e.to {
+        State::Open | State::ForcedOpen => {
+            tracing::warn!(breaker, from, to, reason, epoch, retry_after_ms, caused_here, "breaker opened")
+        }
+        State::HalfOpen => {
+            tracing::info!(breaker, from, to, reason, epoch, retry_after_ms, caused_here, "breaker half-open")
+        }
+        _ => tracing::info!(breaker, from, to, reason, epoch, caused_here, "breaker closed"),
+    }
+}

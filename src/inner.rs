@@ -4,7 +4,7 @@
 
 use crate::client_config::Degraded;
 use crate::config::Config;
-use crate::events::{Event, EventKind, Wire};
+use crate::events::{Event, EventKind, Wire, log_transition};
 use crate::health::mode_name;
 use crate::meters::Meters;
 use crate::name::Keys;
@@ -69,6 +69,7 @@ impl Inner {
         };
         self.snapshot.apply(&reply, Source::Event(at), self.shared.cache_ttl());
         self.meters.transition(event.from, event.to);
+        log_transition(&event);
         let _ = self.events.send(event);
     }
 

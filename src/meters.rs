@@ -6,9 +6,11 @@
 //! | `redis_breaker_calls_total` | counter | `breaker`, `outcome` = `success` / `failure` / `ignore` / `timeout` |
 //! | `redis_breaker_rejected_total` | counter | `breaker` |
 //! | `redis_breaker_transitions_total` | counter | `breaker`, `from`, `to` |
-//! | `redis_breaker_state` | gauge | `breaker`: 0 closed, 1 open, 2 half_open, 3 forced_open, 4 forced_closed |
+//! | `redis_breaker_state` | gauge | `breaker`, `state` = each of the five states: 1 for the state the process last saw, 0 for the others |
 //! | `redis_breaker_store_up` | gauge | `prefix`: 1 while Redis decides, 0 while degraded |
+//! | `redis_breaker_redis_op_seconds` | histogram | every Redis operation's latency, `op_timeout` included |
 //!
+//! Each is described (`describe_*`, with its unit) when the first breaker is made.
 //! Handles are taken when a breaker is made, so install the recorder before making breakers.
 
 use crate::Outcome;
@@ -23,12 +25,32 @@ pub(crate) struct Meters {
     ignored: metrics::Counter,
     timeout: metrics::Counter,
     rejected: metrics::Counter,
-    state: metrics::Gauge,
+    /// One gauge per state, in `State::to_u8` order.
+    states: [metrics::Gauge; 5],
+}
+
+#[cfg(feature = "metrics")]
+const STATES: [State; 5] = [State::Closed, State::Open, State::HalfOpen, State::ForcedOpen, State::ForcedClosed];
+
+/// Help text and units, given to the recorder once.
+#[cfg(feature = "metrics")]
+fn describe() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
+        describe_counter!("redis_breaker_calls_total", Unit::Count, "Calls that ran through a breaker, by outcome");
+        describe_counter!("redis_breaker_rejected_total", Unit::Count, "Calls a breaker turned away");
+        describe_counter!("redis_breaker_transitions_total", Unit::Count, "State transitions seen by this process");
+        describe_gauge!("redis_breaker_state", "1 for the state this process last saw a breaker in, 0 for the others");
+        describe_gauge!("redis_breaker_store_up", "1 while Redis decides the calls, 0 while the degraded mode does");
+        describe_histogram!("redis_breaker_redis_op_seconds", Unit::Seconds, "Latency of each Redis operation");
+    });
 }
 
 #[cfg(feature = "metrics")]
 impl Meters {
     pub(crate) fn new(name: &str) -> Meters {
+        describe();
         let calls = |outcome: &'static str| metrics::counter!("redis_breaker_calls_total", "breaker" => name.to_string(), "outcome" => outcome);
         Meters {
             name: name.to_string(),
@@ -37,7 +59,8 @@ impl Meters {
             ignored: calls("ignore"),
             timeout: calls("timeout"),
             rejected: metrics::counter!("redis_breaker_rejected_total", "breaker" => name.to_string()),
-            state: metrics::gauge!("redis_breaker_state", "breaker" => name.to_string()),
+            states: STATES
+                .map(|s| metrics::gauge!("redis_breaker_state", "breaker" => name.to_string(), "state" => s.as_str())),
         }
     }
 
@@ -56,7 +79,9 @@ impl Meters {
     }
 
     pub(crate) fn state(&self, state: State) {
-        self.state.set(f64::from(state.to_u8()));
+        for (s, gauge) in STATES.iter().zip(&self.states) {
+            gauge.set(if *s == state { 1.0 } else { 0.0 });
+        }
     }
 
     pub(crate) fn transition(&self, from: Option<State>, to: State) {
@@ -65,6 +90,12 @@ impl Meters {
             .increment(1);
         self.state(to);
     }
+}
+
+/// Records one Redis operation's latency.
+#[cfg(feature = "metrics")]
+pub(crate) fn redis_op(took: std::time::Duration) {
+    metrics::histogram!("redis_breaker_redis_op_seconds").record(took.as_secs_f64());
 }
 
 #[cfg(feature = "metrics")]
@@ -89,3 +120,6 @@ impl Meters {
 
 #[cfg(not(feature = "metrics"))]
 pub(crate) fn store_up(_prefix: &str, _up: bool) {}
+
+#[cfg(not(feature = "metrics"))]
+pub(crate) fn redis_op(_took: std::time::Duration) {}

@@ -4,7 +4,7 @@
 
 use crate::client_config::Degraded;
 use crate::error::StoreError;
-use crate::events::in_process_event;
+use crate::events::{in_process_event, log_transition};
 use crate::inner::Inner;
 use crate::machine::Machine;
 use crate::protocol::{Batch, Op, Outcome, Record, RecordOutcome, Reply};
@@ -97,6 +97,7 @@ impl Inner {
             let remaining = if i == last { reply.remaining_ms } else { Some(0) };
             let event = in_process_event(&inner.name, &inner.shared.id, t, reply.incarnation, t.epoch, remaining);
             inner.meters.transition(event.from, event.to);
+            log_transition(&event);
             let _ = inner.shared.all_events.send(event.clone());
             let _ = inner.events.send(event);
         }
@@ -114,7 +115,7 @@ impl Inner {
                 breaker = %inner.name,
                 ours = %inner.params.fingerprint,
                 stored = %reply.stored_config,
-                "redis-breaker: another process wrote this breaker with a different config"
+                "another process wrote this breaker with a different config"
             );
         }
         let mut reason = inner.reason.lock().unwrap_or_else(std::sync::PoisonError::into_inner);

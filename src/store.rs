@@ -102,7 +102,7 @@ impl RedisStore {
     fn note_outage(&self, err: &StoreError) {
         let n = self.errors_in_row.fetch_add(1, Ordering::AcqRel) + 1;
         if n >= self.threshold && self.up.send_if_modified(|up| std::mem::replace(up, false)) {
-            tracing::warn!(error = %err, "redis-breaker: redis is down after {n} errors in a row; deciding calls by the degraded mode");
+            tracing::warn!(error = %err, errors_in_row = n, "redis is down; deciding calls by the degraded mode");
         }
     }
 
@@ -163,11 +163,14 @@ impl RedisStore {
         key: &str,
         fut: impl std::future::Future<Output = redis::RedisResult<T>>,
     ) -> Result<T, StoreError> {
-        let result = match tokio::time::timeout(self.op_timeout, fut).await {
+        let started = std::time::Instant::now();
+        let result = tokio::time::timeout(self.op_timeout, fut).await;
+        crate::meters::redis_op(started.elapsed());
+        let result = match result {
             Err(_) => Err(StoreError::Timeout(self.op_timeout)),
             Ok(r) => r.map_err(|e| {
                 if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly) {
-                    tracing::warn!(key, "redis-breaker: redis answered READONLY (a demoted master); reconnecting");
+                    tracing::warn!(key, "redis answered READONLY (a demoted master); reconnecting");
                     self.replace_connection();
                     return StoreError::Unreachable(e);
                 }
@@ -177,7 +180,7 @@ impl RedisStore {
         match &result {
             Ok(_) => self.note_success(),
             Err(e) if e.is_outage() => self.note_outage(e),
-            Err(e) => tracing::warn!(key, error = %e, "redis-breaker: redis refused an operation"),
+            Err(e) => tracing::warn!(key, error = %e, "redis refused an operation"),
         }
         result
     }

@@ -88,7 +88,7 @@ pub(crate) async fn subscribe_loop(
         };
         let Ok(Ok(pubsub)) = attempt else {
             tokio::select! {
-                _ = tokio::time::sleep(backoff) => {}
+                _ = tokio::time::sleep(jittered(backoff)) => {}
                 _ = stop.changed() => return,
             }
             backoff = (backoff * 2).min(Duration::from_secs(1));
@@ -102,7 +102,7 @@ pub(crate) async fn subscribe_loop(
             }
             None => return,
         }
-        tracing::debug!(channel, "redis-breaker: subscribed to events");
+        tracing::debug!(channel, "subscribed to events");
         let (mut sink, mut messages) = pubsub.split();
         let mut ping = tokio::time::interval(keepalive);
         ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -134,13 +134,13 @@ pub(crate) async fn subscribe_loop(
                         let _ = h.shared.all_events.send(event);
                     }
                 }
-                None => tracing::debug!(channel, "redis-breaker: ignored an event that is not ours"),
+                None => tracing::debug!(channel, "ignored an event that is not ours"),
             }
         }
         let Some(h) = handle.upgrade() else { return };
         h.shared.subscribed.store(false, Ordering::Release);
         mark_all_stale(&h);
-        tracing::warn!(channel, "redis-breaker: the event subscription dropped; resubscribing");
+        tracing::warn!(channel, "the event subscription dropped; resubscribing");
     }
 }
 
@@ -166,7 +166,7 @@ pub(crate) async fn store_loop(
         let mut backoff = MIN_BACKOFF;
         loop {
             tokio::select! {
-                _ = tokio::time::sleep(backoff) => {}
+                _ = tokio::time::sleep(jittered(backoff)) => {}
                 _ = stop.changed() => return,
             }
             let Some(h) = handle.upgrade() else { return };
@@ -177,7 +177,7 @@ pub(crate) async fn store_loop(
             backoff = (backoff * 2).min(MAX_BACKOFF);
         }
         let Some(h) = handle.upgrade() else { return };
-        tracing::info!("redis-breaker: redis answers again; breakers are decided by redis");
+        tracing::info!("redis answers again; breakers are decided by redis");
         on_store_change(&h, true);
         for inner in h.registered() {
             if !inner.pending.is_empty() {
@@ -185,4 +185,10 @@ pub(crate) async fn store_loop(
             }
         }
     }
+}
+
+/// `backoff` spread over [0.5, 1.5) of itself: a fleet that lost Redis together does not come
+/// back in lockstep.
+fn jittered(backoff: Duration) -> Duration {
+    backoff.mul_f64(0.5 + rand::random::<f64>())
 }

@@ -15,6 +15,19 @@ use support::*;
 #[derive(Default)]
 struct Memory {
     cells: Mutex<HashMap<String, Arc<AtomicU64>>>,
+    /// Metric name -> (unit, help text) as described.
+    described: Mutex<HashMap<String, (Option<Unit>, String)>>,
+    /// Values recorded into each histogram, by name.
+    histograms: Mutex<HashMap<String, Arc<Samples>>>,
+}
+
+#[derive(Default)]
+struct Samples(Mutex<Vec<f64>>);
+
+impl metrics::HistogramFn for Samples {
+    fn record(&self, value: f64) {
+        self.0.lock().unwrap().push(value);
+    }
 }
 
 impl Memory {
@@ -32,22 +45,33 @@ impl Memory {
     fn gauge(&self, id: &str) -> f64 {
         f64::from_bits(self.get(id))
     }
+
+    fn describe(&self, name: KeyName, unit: Option<Unit>, help: SharedString) {
+        self.described.lock().unwrap().insert(name.as_str().to_string(), (unit, help.to_string()));
+    }
 }
 
 struct Shared(Arc<Memory>);
 
 impl Recorder for Shared {
-    fn describe_counter(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-    fn describe_gauge(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
-    fn describe_histogram(&self, _: KeyName, _: Option<Unit>, _: SharedString) {}
+    fn describe_counter(&self, name: KeyName, unit: Option<Unit>, help: SharedString) {
+        self.0.describe(name, unit, help);
+    }
+    fn describe_gauge(&self, name: KeyName, unit: Option<Unit>, help: SharedString) {
+        self.0.describe(name, unit, help);
+    }
+    fn describe_histogram(&self, name: KeyName, unit: Option<Unit>, help: SharedString) {
+        self.0.describe(name, unit, help);
+    }
     fn register_counter(&self, key: &Key, _: &Metadata<'_>) -> Counter {
         Counter::from_arc(self.0.cell(key))
     }
     fn register_gauge(&self, key: &Key, _: &Metadata<'_>) -> Gauge {
         Gauge::from_arc(self.0.cell(key))
     }
-    fn register_histogram(&self, _: &Key, _: &Metadata<'_>) -> Histogram {
-        Histogram::noop()
+    fn register_histogram(&self, key: &Key, _: &Metadata<'_>) -> Histogram {
+        let samples = self.0.histograms.lock().unwrap().entry(key.name().to_string()).or_default().clone();
+        Histogram::from_arc(samples)
     }
 }
 
@@ -81,7 +105,10 @@ async fn calls_rejections_transitions_and_state_are_recorded() {
     assert_eq!(m.get(&id("redis_breaker_calls_total", ",outcome=success")), 3);
     assert_eq!(m.get(&id("redis_breaker_calls_total", ",outcome=failure")), 2);
     assert_eq!(m.get(&id("redis_breaker_rejected_total", "")), 4);
-    assert_eq!(m.gauge(&id("redis_breaker_state", "")), 1.0, "open");
+    // One series per state: 1 for the state seen, 0 for the others.
+    assert_eq!(m.gauge(&id("redis_breaker_state", ",state=open")), 1.0, "open");
+    assert_eq!(m.gauge(&id("redis_breaker_state", ",state=closed")), 0.0);
+    assert_eq!(m.gauge(&id("redis_breaker_state", ",state=half_open")), 0.0);
     let transition = format!("redis_breaker_transitions_total{{breaker={name},from=closed,to=open}}");
     let start = std::time::Instant::now();
     while m.get(&transition) != 1 {
@@ -89,4 +116,23 @@ async fn calls_rejections_transitions_and_state_are_recorded() {
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
     assert_eq!(m.gauge("redis_breaker_store_up{prefix=breaker}"), 1.0);
+
+    // Every metric is described, with its unit where it has one.
+    let described = m.described.lock().unwrap().clone();
+    for name in [
+        "redis_breaker_calls_total",
+        "redis_breaker_rejected_total",
+        "redis_breaker_transitions_total",
+        "redis_breaker_state",
+        "redis_breaker_store_up",
+        "redis_breaker_redis_op_seconds",
+    ] {
+        assert!(described.get(name).is_some_and(|(_, help)| !help.is_empty()), "{name} is not described");
+    }
+    assert_eq!(described["redis_breaker_redis_op_seconds"].0, Some(Unit::Seconds));
+    assert_eq!(described["redis_breaker_calls_total"].0, Some(Unit::Count));
+    // Each Redis operation's latency was recorded (at least the two failures' script calls).
+    let latencies = m.histograms.lock().unwrap().get("redis_breaker_redis_op_seconds").cloned().expect("histogram");
+    let samples = latencies.0.lock().unwrap().clone();
+    assert!(samples.len() >= 2 && samples.iter().all(|s| *s >= 0.0 && *s < 5.0), "{samples:?}");
 }
