@@ -38,6 +38,7 @@ pub struct Event {
     pub epoch: u64,
     /// Time to the new state's deadline when it has one (open, forced for a time, half-open
     /// with every probe out).
+    #[serde(rename = "retry_after_ms", serialize_with = "as_millis")]
     pub retry_after: Option<Duration>,
     /// Why, in words.
     pub reason: String,
@@ -148,5 +149,14 @@ pub(crate) fn log_transition(e: &Event) {
             tracing::info!(breaker, from, to, reason, epoch, retry_after_ms, caused_here, "breaker half-open")
         }
         _ => tracing::info!(breaker, from, to, reason, epoch, caused_here, "breaker closed"),
+    }
+}
+
+/// A duration as whole milliseconds in JSON (`null` for none), as everywhere else the crate and
+/// its CLI print one.
+fn as_millis<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => s.serialize_some(&u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
+        None => s.serialize_none(),
     }
 }

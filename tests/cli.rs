@@ -309,3 +309,21 @@ async fn exec_call_timeout_kills_the_commands_children_too() {
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// `completions SHELL` prints a completion script; `exec --help` separates global, exec and
+/// breaker options under their own headings.
+#[tokio::test]
+async fn completions_and_help_headings() {
+    let redis = redis().await;
+    let o = run(&redis, &["completions", "bash"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(stdout(&o).contains("redis-breaker") && stdout(&o).contains("complete"), "{}", stdout(&o));
+    let o = run(&redis, &["exec", "--help"]);
+    let help = stdout(&o);
+    assert!(help.contains("Global options:") && help.contains("Breaker options"), "{help}");
+    let global = help.find("Global options:").unwrap();
+    let url = help.find("--url").unwrap();
+    let threshold = help.find("--failure-threshold").unwrap();
+    let breaker = help.find("Breaker options").unwrap();
+    assert!(url > global && threshold > breaker, "each option under its heading: {help}");
+}

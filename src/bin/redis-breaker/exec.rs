@@ -31,7 +31,7 @@ impl From<DegradedArg> for Degraded {
 pub(crate) struct ExecArgs {
     /// The breaker's name.
     name: String,
-    #[command(flatten)]
+    #[command(flatten, next_help_heading = "Breaker options (as in Config; defaults as in the library)")]
     breaker: BreakerOpts,
     /// Exit status when the breaker rejects the command (it does not run).
     #[arg(long, default_value_t = 75)]

@@ -3,6 +3,10 @@
 //! Exit status: 0 ok, 2 bad usage or input, 69 Redis unreachable; `exec` returns the command's
 //! own status, 75 when rejected, 124 when `--call-timeout` killed it, 126/127 when it could
 //! not be run, 128+N when it died of signal N. Results go to stdout, errors (one line) to stderr.
+//! Unix only: `exec` runs commands in process groups of their own and forwards signals to them.
+
+#[cfg(not(unix))]
+compile_error!("the redis-breaker CLI runs on Unix only: `exec` forwards signals to process groups");
 
 mod exec;
 mod output;
@@ -17,17 +21,28 @@ use std::time::Duration;
 #[command(name = "redis-breaker", version, about)]
 struct Cli {
     /// Redis URL.
-    #[arg(long, global = true, env = "REDIS_URL", default_value = "redis://127.0.0.1:6379", hide_env_values = true)]
+    #[arg(
+        long,
+        global = true,
+        env = "REDIS_URL",
+        default_value = "redis://127.0.0.1:6379",
+        hide_env_values = true,
+        help_heading = "Global options"
+    )]
     url: String,
     /// Key prefix of the breakers.
-    #[arg(long, global = true, default_value = "breaker")]
+    #[arg(long, global = true, default_value = "breaker", help_heading = "Global options")]
     prefix: String,
     /// Print JSON instead of tables (one object per line for `watch`).
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = "Global options")]
     json: bool,
     /// Deadline of each Redis operation, e.g. 500ms or 2s.
-    #[arg(long, global = true, default_value = "1s", value_parser = duration)]
+    #[arg(long, global = true, default_value = "1s", value_parser = duration, help_heading = "Global options")]
     timeout: Duration,
+    /// Log to stderr: -v the library's warnings and transitions, -vv debug. `RUST_LOG` (e.g.
+    /// `redis_breaker=debug`) also works. By default only the one-line error of a failure.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count, help_heading = "Global options")]
+    verbose: u8,
     #[command(subcommand)]
     command: Command,
 }
@@ -69,6 +84,11 @@ enum Command {
     },
     /// Run a command through a breaker: rejected commands do not run.
     Exec(Box<exec::ExecArgs>),
+    /// Print a shell completion script, e.g. `redis-breaker completions bash > /etc/bash_completion.d/redis-breaker`.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
 }
 
 fn duration(s: &str) -> Result<Duration, String> {
@@ -103,6 +123,12 @@ const EXIT_UNAVAILABLE: u8 = 69;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    logs(cli.verbose);
+    if let Command::Completions { shell } = &cli.command {
+        let mut command = <Cli as clap::CommandFactory>::command();
+        clap_complete::generate(*shell, &mut command, "redis-breaker", &mut std::io::stdout());
+        return ExitCode::SUCCESS;
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build() {
         Ok(rt) => rt,
         Err(e) => return fail(Failure::Other(format!("cannot start the runtime: {e}"))),
@@ -111,6 +137,26 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(f) => fail(f),
     }
+}
+
+/// Logs go to stderr: `RUST_LOG` when set (targets and levels, e.g. `redis_breaker=debug`),
+/// else errors only (each failure is one line on stderr), warnings and info with `-v`, debug
+/// with `-vv`.
+fn logs(verbose: u8) {
+    use tracing_subscriber::filter::{LevelFilter, Targets};
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    let level = match verbose {
+        0 => LevelFilter::ERROR,
+        1 => LevelFilter::INFO,
+        _ => LevelFilter::DEBUG,
+    };
+    let filter = std::env::var("RUST_LOG")
+        .ok()
+        .and_then(|v| v.parse::<Targets>().ok())
+        .unwrap_or_else(|| Targets::new().with_default(level));
+    let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_target(true);
+    let _ = tracing_subscriber::registry().with(fmt).with(filter).try_init();
 }
 
 fn fail(f: Failure) -> ExitCode {
@@ -167,7 +213,7 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
             out.control(&b.status().await?, "reset", None);
         }
         Command::Watch { names } => return watch(&client, names, &out).await,
-        Command::Exec(_) => {}
+        Command::Exec(_) | Command::Completions { .. } => {}
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -115,7 +115,7 @@ impl Out {
         if self.json {
             line(json!({
                 "name": e.name, "from": from, "to": e.to, "incarnation": e.incarnation, "epoch": e.epoch,
-                "retry_after_ms": retry_after_ms.map_or(-1, |ms| ms as i64), "reason": e.reason,
+                "retry_after_ms": retry_after_ms, "reason": e.reason,
                 "origin": e.origin,
             }));
             return;
