@@ -117,6 +117,7 @@ impl Breaker {
             config_fingerprint: self.inner.params.fingerprint.clone(),
             events_subscribed: self.inner.shared.subscribed.load(Ordering::Acquire),
             client_id: self.inner.shared.id.clone(),
+            shadow: self.inner.config.shadow,
         })
     }
 

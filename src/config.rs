@@ -42,6 +42,7 @@ pub struct Config {
     pub(crate) minimum_calls: u32,
     pub(crate) window: Duration,
     pub(crate) failure_expiry: Duration,
+    pub(crate) shadow: bool,
 }
 
 impl Default for Config {
@@ -64,6 +65,7 @@ impl Default for Config {
             minimum_calls: Config::DEFAULT_MINIMUM_CALLS,
             window: Config::DEFAULT_WINDOW,
             failure_expiry: Config::DEFAULT_FAILURE_EXPIRY,
+            shadow: false,
         }
     }
 }
@@ -101,6 +103,7 @@ pub struct ConfigBuilder {
     window: Option<Duration>,
     #[serde(with = "serde_human::option")]
     failure_expiry: Option<Duration>,
+    shadow: Option<bool>,
 }
 
 /// Writes a builder's setter and the built config's getter for each `Copy` field, with one doc
@@ -162,6 +165,12 @@ setters_and_getters! { ConfigBuilder => Config {
     /// The consecutive-failure count starts again when no failure was recorded for this long
     /// (default 1m): two failures half an hour apart are not consecutive.
     failure_expiry: Duration;
+    /// Shadow mode, for a safe rollout (default false): the breaker decides and records as
+    /// usual, trips in Redis like any other, but never rejects a call in this process; each call
+    /// it would have rejected counts in `redis_breaker_shadow_rejected_total`, and the first of
+    /// each open epoch is logged and sent to subscribers as `EventKind::ShadowRejected`. Not
+    /// part of the config fingerprint: shadow and enforcing processes decide alike.
+    shadow: bool;
 }}
 
 impl ConfigBuilder {
@@ -205,6 +214,7 @@ impl ConfigBuilder {
             minimum_calls: self.minimum_calls.unwrap_or(d.minimum_calls),
             window: self.window.unwrap_or(d.window),
             failure_expiry: self.failure_expiry.unwrap_or(d.failure_expiry),
+            shadow: self.shadow.unwrap_or(d.shadow),
         };
         c.validate()?;
         Ok(c)

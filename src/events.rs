@@ -18,6 +18,9 @@ pub enum EventKind {
     StoreDown,
     /// Redis answers again and decides the breaker's calls.
     StoreUp,
+    /// A breaker in shadow mode would have rejected calls in this process (sent once per open
+    /// epoch); the calls ran.
+    ShadowRejected,
 }
 
 /// One transition of one breaker, or a change in where this process decides calls.

@@ -56,6 +56,8 @@ pub struct Health {
     pub events_subscribed: bool,
     /// This client's id ([`Client::id`](crate::Client::id)).
     pub client_id: String,
+    /// True when the breaker is in shadow mode (it never rejects a call in this process).
+    pub shadow: bool,
 }
 
 pub(crate) fn mode_name(mode: Degraded) -> &'static str {

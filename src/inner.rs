@@ -30,6 +30,8 @@ pub(crate) struct Inner {
     /// False until the in-process breaker has been started from the snapshot since the last
     /// reply from Redis (degraded `Local` continues from what the process knew).
     pub(crate) in_process_seeded: AtomicBool,
+    /// The epoch whose shadow rejections were last reported (shadow mode: once per epoch).
+    shadow_epoch: std::sync::atomic::AtomicU64,
     pub(crate) reason: Mutex<String>,
     pub(crate) events: broadcast::Sender<Event>,
     pub(crate) meters: Meters,
@@ -47,6 +49,7 @@ impl Inner {
             shared,
             config_matches: AtomicBool::new(true),
             in_process_seeded: AtomicBool::new(false),
+            shadow_epoch: std::sync::atomic::AtomicU64::new(u64::MAX),
             reason: Mutex::new(String::new()),
             events: broadcast::channel(64).0,
             meters: Meters::new(name),
@@ -92,6 +95,30 @@ impl Inner {
             incarnation: view.incarnation,
             epoch: view.epoch,
             retry_after: None,
+            reason,
+            origin: None,
+            caused_here: true,
+        });
+    }
+
+    /// Shadow mode: a call this breaker would have rejected ran. Counted each time; logged and
+    /// sent to subscribers once per epoch.
+    pub(crate) fn shadow_rejected(&self, state: crate::state::State, retry_after: Option<std::time::Duration>) {
+        self.meters.shadow_rejected();
+        let (_, view, _) = self.snapshot.view();
+        if self.shadow_epoch.swap(view.epoch, std::sync::atomic::Ordering::AcqRel) == view.epoch {
+            return;
+        }
+        let reason = format!("shadow mode: the breaker is {state} and would have rejected calls; they ran");
+        tracing::warn!(breaker = %self.name, %state, epoch = view.epoch, "{reason}");
+        let _ = self.events.send(Event {
+            kind: EventKind::ShadowRejected,
+            name: self.name.clone(),
+            from: Some(state),
+            to: state,
+            incarnation: view.incarnation,
+            epoch: view.epoch,
+            retry_after,
             reason,
             origin: None,
             caused_here: true,

@@ -5,6 +5,7 @@
 //! |---|---|---|
 //! | `redis_breaker_calls_total` | counter | `breaker`, `outcome` = `success` / `failure` / `ignore` / `timeout` |
 //! | `redis_breaker_rejected_total` | counter | `breaker` |
+//! | `redis_breaker_shadow_rejected_total` | counter | `breaker`: calls shadow mode let run that it would have rejected |
 //! | `redis_breaker_transitions_total` | counter | `breaker`, `from`, `to` |
 //! | `redis_breaker_state` | gauge | `breaker`, `state` = each of the five states: 1 for the state the process last saw, 0 for the others |
 //! | `redis_breaker_store_up` | gauge | `prefix`: 1 while Redis decides, 0 while degraded |
@@ -25,6 +26,7 @@ pub(crate) struct Meters {
     ignored: metrics::Counter,
     timeout: metrics::Counter,
     rejected: metrics::Counter,
+    shadow_rejected: metrics::Counter,
     /// One gauge per state, in `State::to_u8` order.
     states: [metrics::Gauge; 5],
 }
@@ -40,6 +42,11 @@ fn describe() {
         use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
         describe_counter!("redis_breaker_calls_total", Unit::Count, "Calls that ran through a breaker, by outcome");
         describe_counter!("redis_breaker_rejected_total", Unit::Count, "Calls a breaker turned away");
+        describe_counter!(
+            "redis_breaker_shadow_rejected_total",
+            Unit::Count,
+            "Calls a breaker in shadow mode would have turned away (they ran)"
+        );
         describe_counter!("redis_breaker_transitions_total", Unit::Count, "State transitions seen by this process");
         describe_gauge!("redis_breaker_state", "1 for the state this process last saw a breaker in, 0 for the others");
         describe_gauge!("redis_breaker_store_up", "1 while Redis decides the calls, 0 while the degraded mode does");
@@ -59,6 +66,7 @@ impl Meters {
             ignored: calls("ignore"),
             timeout: calls("timeout"),
             rejected: metrics::counter!("redis_breaker_rejected_total", "breaker" => name.to_string()),
+            shadow_rejected: metrics::counter!("redis_breaker_shadow_rejected_total", "breaker" => name.to_string()),
             states: STATES
                 .map(|s| metrics::gauge!("redis_breaker_state", "breaker" => name.to_string(), "state" => s.as_str())),
         }
@@ -76,6 +84,10 @@ impl Meters {
 
     pub(crate) fn rejected(&self) {
         self.rejected.increment(1);
+    }
+
+    pub(crate) fn shadow_rejected(&self) {
+        self.shadow_rejected.increment(1);
     }
 
     pub(crate) fn state(&self, state: State) {
@@ -114,6 +126,7 @@ impl Meters {
     }
     pub(crate) fn outcome(&self, _outcome: Outcome, _timed_out: bool) {}
     pub(crate) fn rejected(&self) {}
+    pub(crate) fn shadow_rejected(&self) {}
     pub(crate) fn state(&self, _state: State) {}
     pub(crate) fn transition(&self, _from: Option<State>, _to: State) {}
 }

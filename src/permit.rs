@@ -185,13 +185,22 @@ impl Breaker {
     }
 
     async fn grant(&self) -> Result<Grant, Rejected> {
-        match self.inner.snapshot.decide(Instant::now()) {
-            Decision::Allow(view) => Ok(Grant::Closed(view)),
+        let decided = match self.inner.snapshot.decide(Instant::now()) {
+            Decision::Allow(view) => return Ok(Grant::Closed(view)),
             Decision::Reject { state, retry_after } => Err(self.reject(state, retry_after)),
             Decision::Miss => match self.stale_while_refreshing() {
                 Some(view) => Ok(Grant::Closed(view)),
                 None => self.grant_single_flight().await,
             },
+        };
+        match decided {
+            // Shadow mode: the call runs; its outcome counts in metrics (its epoch is not the
+            // open one's, so it moves no state).
+            Err(rejected) if self.inner.config.shadow => {
+                self.inner.shadow_rejected(rejected.state, rejected.retry_after);
+                Ok(Grant::Closed(self.inner.snapshot.view().1))
+            }
+            decided => decided,
         }
     }
 
@@ -267,8 +276,10 @@ impl Breaker {
     }
 
     fn reject(&self, state: State, retry_after: Option<Duration>) -> Rejected {
-        self.inner.meters.rejected();
-        self.inner.pending.rejected();
+        if !self.inner.config.shadow {
+            self.inner.meters.rejected();
+            self.inner.pending.rejected();
+        }
         Rejected { state, retry_after }
     }
 

@@ -199,3 +199,38 @@ async fn failures_older_than_failure_expiry_do_not_count_toward_a_trip() {
     fail(&b).await.unwrap_err();
     assert_eq!(state_hash(&redis, &name).await["state"], "open");
 }
+
+/// Shadow mode: the breaker trips in Redis like any other, but this process runs every call,
+/// counts none as rejected, and tells its subscribers once per open epoch what it would have done.
+#[tokio::test]
+async fn shadow_mode_trips_but_never_rejects_and_says_what_it_would_have_done() {
+    let redis = redis().await;
+    let name = unique("shadow");
+    let config =
+        quick().failure_threshold(1).base_recovery(Duration::from_secs(30)).max_recovery(Duration::from_secs(30));
+    let shadow = client(&redis, Duration::from_secs(1))
+        .await
+        .breaker(&name, config.clone().shadow(true).build().unwrap())
+        .unwrap();
+    let enforcing = client(&redis, Duration::from_secs(1)).await.breaker(&name, config.build().unwrap()).unwrap();
+    let mut events = shadow.subscribe();
+    fail(&shadow).await.unwrap_err();
+    assert_eq!(state_hash(&redis, &name).await["state"], "open", "the shadow breaker tripped the fleet");
+    for _ in 0..5 {
+        succeed(&shadow).await.expect("shadow mode runs the call");
+    }
+    assert!(succeed(&enforcing).await.unwrap_err().is_rejected(), "an enforcing process rejects");
+    let mut shadow_events = 0;
+    while let Ok(Some(e)) = tokio::time::timeout(Duration::from_millis(300), events.recv()).await {
+        if e.kind == redis_breaker::EventKind::ShadowRejected {
+            assert_eq!(e.to, State::Open);
+            shadow_events += 1;
+        }
+    }
+    assert_eq!(shadow_events, 1, "one shadow event for the open epoch, not one per call");
+    assert!(shadow.health().await.unwrap().shadow);
+    shadow.flush().await.unwrap();
+    enforcing.flush().await.unwrap();
+    assert_eq!(metric(&redis, &name, "rejected").await, 1, "only the enforcing process rejected");
+    assert_eq!(metric(&redis, &name, "successes").await, 5, "the shadow calls counted");
+}

@@ -89,6 +89,10 @@ struct BreakerOpts {
     /// The consecutive-failure count starts again after this long without a failure.
     #[arg(long, value_parser = duration)]
     failure_expiry: Option<Duration>,
+    /// Shadow mode: decide and record as usual, but run CMD even when the breaker would reject
+    /// it (stderr says so).
+    #[arg(long)]
+    shadow: bool,
 }
 
 impl BreakerOpts {
@@ -99,6 +103,9 @@ impl BreakerOpts {
         }
         set!(failure_threshold, success_threshold, half_open_max_probes, base_recovery, max_recovery, multiplier);
         set!(jitter, probe_lease, call_timeout, failure_rate, minimum_calls, window, failure_expiry);
+        if self.shadow {
+            b = b.shadow(true);
+        }
         // A lease too short for the default call timeout lowers the timeout with it, keeping
         // the margin the library requires (call_timeout + call_timeout/10 <= probe_lease).
         if let (Some(lease), None) = (self.probe_lease, self.call_timeout) {
