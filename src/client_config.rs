@@ -264,4 +264,13 @@ mod tests {
         }
         assert!(matches!("open".parse::<Degraded>(), Err(ConfigError::Field { field: "degraded", .. })));
     }
+
+    #[test]
+    fn deserializes_with_human_durations_and_kebab_case_modes() {
+        let client: ClientConfig =
+            serde_json::from_str(r#"{"prefix":"svc","degraded":"fail-closed","op_timeout":"50ms"}"#).expect("valid");
+        assert_eq!(client.degraded(), Degraded::FailClosed);
+        assert_eq!(client.op_timeout(), Duration::from_millis(50));
+        assert!(serde_json::from_str::<ClientConfig>(r#"{"op_timout":"50ms"}"#).is_err(), "unknown fields are refused");
+    }
 }

@@ -378,7 +378,6 @@ impl Config {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::client_config::{ClientConfig, Degraded};
 
     fn field_of(r: Result<Config, ConfigError>) -> &'static str {
         match r {
@@ -431,9 +430,6 @@ mod tests {
         assert!(invalid.to_string().contains("jitter"), "{invalid}");
         let duration = serde_json::from_str::<Config>(r#"{"probe_lease":"30 seconds"}"#).expect_err("bad duration");
         assert!(duration.to_string().contains("30s"), "{duration}");
-        let client: ClientConfig =
-            serde_json::from_str(r#"{"prefix":"svc","degraded":"fail-closed","op_timeout":"50ms"}"#).expect("valid");
-        assert_eq!(client.degraded(), Degraded::FailClosed);
     }
 
     #[test]
