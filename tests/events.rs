@@ -122,3 +122,43 @@ async fn each_event_says_whether_this_process_caused_it() {
     assert_eq!(got_b.origin.as_deref(), Some(ca.id()), "the event names the client that caused it");
     assert_eq!(a.health().await.unwrap().client_id, ca.id());
 }
+
+/// Every transition is logged once per process, at warn when the breaker opens, with the facts
+/// as fields.
+#[tokio::test]
+async fn a_transition_is_logged_once_with_its_fields() {
+    #[derive(Clone, Default)]
+    struct Capture(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+    impl std::io::Write for Capture {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let capture = Capture::default();
+    let writer = capture.clone();
+    let subscriber = tracing_subscriber::fmt().with_writer(move || writer.clone()).finish();
+    // The test's runtime is single-threaded: the client's subscription task logs on this thread.
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let redis = redis().await;
+    let name = unique("logged");
+    let c = client(&redis, Duration::from_secs(1)).await;
+    let b = c.breaker(&name, Config::builder().failure_threshold(1).build().unwrap()).unwrap();
+    subscribed(&b).await;
+    let mut events = b.subscribe();
+    fail(&b).await.unwrap_err();
+    tokio::time::timeout(Duration::from_secs(5), events.recv()).await.unwrap().unwrap();
+    let text = String::from_utf8(capture.0.lock().unwrap().clone()).unwrap();
+    let lines: Vec<&str> = text.lines().filter(|l| l.contains("breaker opened") && l.contains(&name)).collect();
+    assert_eq!(lines.len(), 1, "{text}");
+    let line = lines[0];
+    assert!(line.contains("WARN"), "{line}");
+    for field in ["from=", "to=", "reason=", "epoch=1", "retry_after_ms=", "caused_here=true"] {
+        assert!(line.contains(field), "{field} missing: {line}");
+    }
+    assert!(!line.contains("redis-breaker:"), "no prefix in the message: {line}");
+}
