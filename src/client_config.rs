@@ -58,9 +58,6 @@ impl std::str::FromStr for Degraded {
     }
 }
 
-/// Longest `cache_ttl` accepted.
-const MAX_CACHE_TTL: Duration = Duration::from_secs(60);
-
 /// Settings shared by every breaker of one [`Client`](crate::Client).
 ///
 /// ```
@@ -163,10 +160,10 @@ impl ClientConfigBuilder {
         at_least_1ms(c.op_timeout, "op_timeout")?;
         at_least_1ms(c.flush_interval, "flush_interval")?;
         at_least_1ms(c.events_keepalive, "events_keepalive")?;
-        check(c.cache_ttl <= MAX_CACHE_TTL, "cache_ttl", || {
+        check(c.cache_ttl <= ClientConfig::MAX_CACHE_TTL, "cache_ttl", || {
             format!(
                 "must be at most {}, got {}: a process would miss other processes' transitions for that long when an event is lost",
-                duration::format(MAX_CACHE_TTL),
+                duration::format(ClientConfig::MAX_CACHE_TTL),
                 duration::format(c.cache_ttl)
             )
         })?;
@@ -201,6 +198,9 @@ impl TryFrom<ClientConfigBuilder> for ClientConfig {
 }
 
 impl ClientConfig {
+    /// The longest `cache_ttl` accepted: a process whose events were lost would otherwise miss
+    /// other processes' transitions for longer.
+    pub const MAX_CACHE_TTL: Duration = Duration::from_secs(60);
     /// Default key prefix.
     pub const DEFAULT_PREFIX: &'static str = "breaker";
     /// Default deadline of every Redis operation.

@@ -101,7 +101,7 @@ impl CallGuard<'_> {
 impl Drop for CallGuard<'_> {
     fn drop(&mut self) {
         if let Some(grant) = self.grant.take() {
-            self.breaker.release(grant);
+            self.breaker.abandon(grant);
         }
     }
 }
@@ -151,22 +151,23 @@ impl Breaker {
         Fut: Future<Output = Result<T, E>>,
         C: FnOnce(&Result<T, E>) -> Outcome,
     {
-        use futures_util::FutureExt;
-        let guard = CallGuard { breaker: self, grant: Some(self.grant().await?) };
+        // A panic inside the call unwinds through `guard`, whose drop records it as a failure.
+        // A fresh snapshot decides without entering `grant`'s (larger) future.
+        let grant = match self.inner.snapshot.decide(Instant::now()) {
+            Decision::Allow(view) => Grant::Closed(view),
+            Decision::Reject { state, retry_after } if !self.inner.config.shadow => {
+                return Err(self.reject(state, retry_after).into());
+            }
+            _ => self.grant().await?,
+        };
+        let guard = CallGuard { breaker: self, grant: Some(grant) };
         let config = &self.inner.config;
         let started = config.slow_call_rate.is_some().then(Instant::now);
-        // A panic inside the call is the downstream's client failing: it counts as a failure
-        // (and frees a probe), then keeps unwinding.
-        let call = std::panic::AssertUnwindSafe(f()).catch_unwind();
-        match with_deadline(call, config.call_timeout).await {
-            Some(Ok(result)) => {
+        match with_deadline(f(), config.call_timeout).await {
+            Some(result) => {
                 let slow = started.is_some_and(|s| s.elapsed() >= config.slow_call_duration);
                 guard.finish(classify(&result), slow, false).await;
                 result.map_err(Error::Inner)
-            }
-            Some(Err(panic)) => {
-                guard.finish(Outcome::Failure, false, false).await;
-                std::panic::resume_unwind(panic)
             }
             None => {
                 guard.finish(Outcome::Failure, config.slow_call_rate.is_some(), true).await;
@@ -241,6 +242,24 @@ impl Breaker {
             });
         }
         Some(view)
+    }
+
+    /// The grant of an `execute` dropped without an outcome. While a panic unwinds (the
+    /// protected call panicked: the downstream's client failed) it is recorded as a failure, in
+    /// the background, and frees its probe; otherwise (a cancelled call) it is released and
+    /// records nothing. Costs nothing on the path that finishes a call. (A [`Permit`] dropped
+    /// by a panic elsewhere only releases: its call may never have started.)
+    fn abandon(&self, grant: Grant) {
+        if !std::thread::panicking() {
+            return self.release(grant);
+        }
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                let breaker = self.clone();
+                runtime.spawn(async move { breaker.finish(grant, Outcome::Failure, false, false).await });
+            }
+            Err(_) => self.release(grant),
+        }
     }
 
     /// Frees the probe lease of a grant that ends with no outcome; records nothing.

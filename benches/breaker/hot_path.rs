@@ -6,7 +6,6 @@ use criterion::Criterion;
 use failsafe::futures::CircuitBreaker as _;
 use redis_breaker::{Client, ClientConfig, Config};
 use std::hint::black_box;
-use std::time::Duration;
 
 async fn downstream() -> Result<u64, ()> {
     Ok(black_box(1))
@@ -16,7 +15,7 @@ pub fn bench(c: &mut Criterion, url: &str, ratios: &mut Ratios) {
     for threads in [1usize, 2] {
         let rt = runtime(threads);
         let client = rt.block_on(async {
-            let config = ClientConfig::builder().cache_ttl(Duration::from_secs(3600)).build().expect("config");
+            let config = ClientConfig::builder().cache_ttl(ClientConfig::MAX_CACHE_TTL).build().expect("config");
             Client::connect_with(url, config).await.expect("client")
         });
         let ours = client.breaker(&format!("bench-hot-{threads}"), Config::default()).expect("breaker");

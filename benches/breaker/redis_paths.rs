@@ -23,7 +23,7 @@ pub fn bench(c: &mut Criterion, url: &str, ratios: &mut Ratios) {
     let miss = miss_client.breaker("bench-miss", Config::default()).expect("breaker");
     let fresh_client = rt.block_on(async {
         let config = ClientConfig::builder()
-            .cache_ttl(Duration::from_secs(3600))
+            .cache_ttl(ClientConfig::MAX_CACHE_TTL)
             .op_timeout(Duration::from_secs(1))
             .build()
             .expect("config");

@@ -19,9 +19,12 @@ pub fn bench(c: &mut Criterion, url: &str, ratios: &mut Ratios) {
     let rt = runtime(1);
     let hour = Duration::from_secs(3600);
     let client = rt.block_on(async {
-        Client::connect_with(url, ClientConfig::builder().cache_ttl(hour).build().expect("config"))
-            .await
-            .expect("client")
+        Client::connect_with(
+            url,
+            ClientConfig::builder().cache_ttl(ClientConfig::MAX_CACHE_TTL).build().expect("config"),
+        )
+        .await
+        .expect("client")
     });
     let config = Config::builder().failure_threshold(1).base_recovery(hour).max_recovery(hour).build().expect("config");
     let ours = client.breaker("bench-open", config).expect("breaker");
