@@ -169,7 +169,11 @@ impl RedisStore {
         let result = match result {
             Err(_) => Err(StoreError::Timeout(self.op_timeout)),
             Ok(r) => r.map_err(|e| {
-                if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly) {
+                // Redis 7 answers READONLY; before 7 a write refused inside a script comes back
+                // as ERR with the READONLY text inside (a failover all the same).
+                let readonly = e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly)
+                    || e.to_string().contains("READONLY You can't write against a read only replica");
+                if readonly {
                     tracing::warn!(key, "redis answered READONLY (a demoted master); reconnecting");
                     self.replace_connection();
                     return StoreError::Unreachable(e);

@@ -138,11 +138,18 @@ async fn a_transition_is_logged_once_with_its_fields() {
             Ok(())
         }
     }
-    let capture = Capture::default();
-    let writer = capture.clone();
-    let subscriber = tracing_subscriber::fmt().with_writer(move || writer.clone()).finish();
-    // The test's runtime is single-threaded: the client's subscription task logs on this thread.
-    let _guard = tracing::subscriber::set_default(subscriber);
+    // A global subscriber (the only one this test binary sets): a thread-local default would
+    // race the callsite interest cached by the other tests of this binary running beside it.
+    static CAPTURE: std::sync::OnceLock<Capture> = std::sync::OnceLock::new();
+    let capture = CAPTURE
+        .get_or_init(|| {
+            let capture = Capture::default();
+            let writer = capture.clone();
+            let subscriber = tracing_subscriber::fmt().with_writer(move || writer.clone()).finish();
+            tracing::subscriber::set_global_default(subscriber).expect("the only global subscriber");
+            capture
+        })
+        .clone();
 
     let redis = redis().await;
     let name = unique("logged");

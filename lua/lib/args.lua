@@ -54,7 +54,9 @@ local INT_FIELDS = { 'incarnation', 'epoch', 'failures', 'fseq', 'successes', 't
 
 
 local function fail(what)
-  error({ err = 'ERR redis-breaker: bad argument ' .. what })
+  -- A string error at level 0: every server version prints it (Redis 6 cannot print an error
+  -- table raised with error()), as `ERR ... redis-breaker: bad argument <what> ...`.
+  error('redis-breaker: bad argument ' .. what, 0)
 end
 
 local function int_arg(i, name, min)
@@ -81,7 +83,7 @@ end
 
 
 local function parse_config()
-  if #KEYS ~= 4 then error({ err = 'ERR redis-breaker: bad argument keys (expected 4)' }) end
+  if #KEYS ~= 4 then fail('keys (expected 4)') end
   local c = {}
   local clock_ms, clock_us = redis_now_ms()
   if ARGV[1] == '' then c.now = clock_ms else c.now = int_arg(1, 'now_ms', 0) end

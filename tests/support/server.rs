@@ -86,3 +86,31 @@ pub fn wait_until_ours(server: &mut Server, within: Duration) -> bool {
     }
     false
 }
+
+/// Starts a Redis Cluster node on a port whose bus port (port + 10000, the default of every
+/// server version: `--cluster-port` exists only from 7.0) is free too.
+pub fn spawn_cluster_node() -> Result<Server, String> {
+    let mut last = String::from("no free pair of ports");
+    for attempt in 0..50u32 {
+        let seed =
+            std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
+        let port = 20_000 + ((seed / 7 + attempt * 997) % 25_000) as u16;
+        let free = |p: u16| TcpListener::bind(("127.0.0.1", p)).is_ok();
+        if !free(port) || !free(port + 10_000) {
+            continue;
+        }
+        let dir = std::env::temp_dir().join(format!("redis-breaker-test-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        let args: Vec<String> = ["--cluster-enabled", "yes", "--cluster-node-timeout", "2000", "--cluster-config-file"]
+            .iter()
+            .map(|a| a.to_string())
+            .chain([format!("nodes-{port}.conf")])
+            .collect();
+        let mut server = Server { child: start_server(port, &dir, &args)?, port, dir };
+        if wait_until_ours(&mut server, Duration::from_secs(5)) {
+            return Ok(server);
+        }
+        last = format!("redis-server on port {port} did not start");
+    }
+    Err(last)
+}

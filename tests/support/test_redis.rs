@@ -4,7 +4,7 @@
 //! Otherwise the test fails and says how to get Redis. It never skips.
 #![allow(dead_code)]
 
-use super::server::{Server, free_port, spawn_on_free_port, spawn_server, start_server, wait_until_ours};
+use super::server::{Server, free_port, spawn_cluster_node, spawn_server, start_server, wait_until_ours};
 use std::process::Command;
 use std::time::{Duration, Instant};
 #[cfg(redis_breaker_testcontainers)]
@@ -178,15 +178,7 @@ pub struct TestCluster {
 pub fn cluster() -> TestCluster {
     let mut servers = Vec::new();
     for _ in 0..3 {
-        let server = spawn_on_free_port(|port| {
-            let bus = free_port().expect("free port").to_string();
-            ["--cluster-enabled", "yes", "--cluster-port", &bus, "--cluster-node-timeout", "2000"]
-                .iter()
-                .map(|a| a.to_string())
-                .chain(["--cluster-config-file".to_string(), format!("nodes-{port}.conf")])
-                .collect()
-        })
-        .unwrap_or_else(|e| panic!("{HOW_TO_GET_REDIS} ({e})"));
+        let server = spawn_cluster_node().unwrap_or_else(|e| panic!("{HOW_TO_GET_REDIS} ({e})"));
         servers.push(server);
     }
     let addrs: Vec<String> = servers.iter().map(|s| format!("127.0.0.1:{}", s.port)).collect();
