@@ -5,7 +5,7 @@
 
 use std::net::TcpListener;
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::{Child, Command};
 use std::time::{Duration, Instant};
 
 /// A spawned server; killed (and its directory removed) when dropped.
@@ -50,21 +50,32 @@ pub fn spawn_on_free_port(extra: impl Fn(u16) -> Vec<String>) -> Result<Server, 
         if wait_until_ours(&mut server, Duration::from_secs(5)) {
             return Ok(server);
         }
-        last = format!("redis-server on port {port} did not start");
+        last = format!("redis-server on port {port} did not start; it said: {}", server_said(&server.dir));
     }
     Err(last)
 }
 
 pub fn start_server(port: u16, dir: &std::path::Path, extra: &[String]) -> Result<Child, String> {
+    // What the server says goes to a file in its directory: a server that refuses to start (an
+    // option its version does not know) is reported with its own words.
+    let output = std::fs::File::create(dir.join("server.out")).map_err(|e| format!("{}: {e}", dir.display()))?;
+    let errors = output.try_clone().map_err(|e| e.to_string())?;
     Command::new("redis-server")
         .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
         .args(extra)
         .arg("--dir")
         .arg(dir)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stdout(output)
+        .stderr(errors)
         .spawn()
         .map_err(|e| format!("redis-server: {e}"))
+}
+
+/// The last lines the server in `dir` wrote, for a failure message.
+pub fn server_said(dir: &std::path::Path) -> String {
+    let text = std::fs::read_to_string(dir.join("server.out")).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().filter(|l| !l.trim().is_empty()).collect();
+    lines[lines.len().saturating_sub(5)..].join(" | ")
 }
 
 /// Waits until the server on `server.port` answers and is the process this test started (not
@@ -110,7 +121,7 @@ pub fn spawn_cluster_node() -> Result<Server, String> {
         if wait_until_ours(&mut server, Duration::from_secs(5)) {
             return Ok(server);
         }
-        last = format!("redis-server on port {port} did not start");
+        last = format!("redis-server on port {port} did not start; it said: {}", server_said(&server.dir));
     }
     Err(last)
 }

@@ -132,7 +132,11 @@ pub fn redis_on_port(port: u16) -> TestRedis {
     std::fs::create_dir_all(&dir).expect("temp dir");
     let child = start_server(port, &dir, &[]).unwrap_or_else(|e| panic!("{HOW_TO_GET_REDIS} ({e})"));
     let mut server = Server { child, port, dir };
-    assert!(wait_until_ours(&mut server, Duration::from_secs(5)), "redis-server on {port} did not start");
+    assert!(
+        wait_until_ours(&mut server, Duration::from_secs(5)),
+        "redis-server on {port} did not start; it said: {}",
+        super::server::server_said(&server.dir)
+    );
     TestRedis { url: format!("redis://127.0.0.1:{port}"), server: Some(server), _container: None }
 }
 
