@@ -5,9 +5,9 @@
 use crate::config::{Config, MAX_DURATION};
 use crate::error::{ConfigError, StoreError};
 use crate::events::Subscription;
-use crate::health::{Health, Snapshot, StoreStatus, mode_name};
+use crate::health::{Health, Snapshot, StoreStatus};
 use crate::inner::Inner;
-use crate::protocol::{ControlOp, Op, Record, RecordOutcome};
+use crate::protocol::{ControlOp, Op, Record};
 use crate::registry::Handle;
 use crate::shared::Store;
 use crate::state::State;
@@ -80,16 +80,7 @@ impl Breaker {
         if matches!(self.inner.shared.store(), Store::InMemory) {
             return Ok(());
         }
-        let record = Record {
-            outcome: RecordOutcome::None,
-            incarnation: 0,
-            epoch: 0,
-            probe: String::new(),
-            slow: false,
-            timed_out: false,
-            fseq: 0,
-            batch: self.inner.pending.take(),
-        };
+        let record = Record::flush(self.inner.pending.take());
         self.inner.run(&Op::Record(record)).await.map(drop)
     }
 
@@ -112,7 +103,7 @@ impl Breaker {
         Ok(Health {
             snapshot: self.snapshot(),
             store,
-            degraded_mode: mode_name(self.inner.shared.config.degraded),
+            degraded_mode: self.inner.shared.config.degraded.as_str(),
             config_matches: self.inner.config_matches.load(Ordering::Relaxed),
             config_fingerprint: self.inner.params.fingerprint.clone(),
             events_subscribed: self.inner.shared.subscribed.load(Ordering::Acquire),

@@ -1,7 +1,6 @@
 //! What a process can report about a breaker without running a call: its [`Snapshot`], where
 //! its calls are decided ([`StoreStatus`]), and its [`Health`].
 
-use crate::client_config::Degraded;
 use crate::state::State;
 use serde::Serialize;
 
@@ -58,8 +57,4 @@ pub struct Health {
     pub client_id: String,
     /// True when the breaker is in shadow mode (it never rejects a call in this process).
     pub shadow: bool,
-}
-
-pub(crate) fn mode_name(mode: Degraded) -> &'static str {
-    mode.as_str()
 }

@@ -5,7 +5,6 @@
 use crate::client_config::Degraded;
 use crate::config::Config;
 use crate::events::{Event, EventKind, Wire, log_transition};
-use crate::health::mode_name;
 use crate::meters::Meters;
 use crate::name::Keys;
 use crate::pending::Pending;
@@ -82,10 +81,7 @@ impl Inner {
         let (kind, reason) = if up {
             (EventKind::StoreUp, "redis answers again: it decides this breaker's calls".to_string())
         } else {
-            (
-                EventKind::StoreDown,
-                format!("redis is unreachable: calls are decided by the degraded mode ({})", mode_name(mode)),
-            )
+            (EventKind::StoreDown, format!("redis is unreachable: calls are decided by the degraded mode ({})", mode))
         };
         let _ = self.events.send(Event {
             kind,

@@ -241,20 +241,10 @@ impl Case {
 
     /// The script call a step makes, or `None` when it has nothing to do (no permit held).
     fn ops(&mut self, step: &Step) -> Option<Ops> {
-        let none = |batch| Record {
-            outcome: RecordOutcome::None,
-            incarnation: 0,
-            epoch: 0,
-            probe: String::new(),
-            slow: false,
-            timed_out: false,
-            fseq: 0,
-            batch,
-        };
         Some(match step {
             Step::ReleaseLost { slot } => {
                 let h = self.held[*slot].take()?;
-                let record = Record { outcome: RecordOutcome::Release, probe: h.permit, ..none(Batch::default()) };
+                let record = Record::release_unanswered(h.permit);
                 (Op::Record(record.clone()), Op::Record(record), None, false)
             }
             Step::Acquire { slot, batch, second } => {
@@ -284,7 +274,7 @@ impl Case {
             }
             Step::Flush { counts, second } => {
                 let (for_redis, for_model) = batches(&self.held, counts);
-                (Op::Record(none(for_redis)), Op::Record(none(for_model)), None, *second)
+                (Op::Record(Record::flush(for_redis)), Op::Record(Record::flush(for_model)), None, *second)
             }
             Step::Control { op, duration_ms } => {
                 let op = Op::Control { op: *op, duration_ms: *duration_ms };

@@ -282,12 +282,12 @@ impl Breaker {
             _ => return None,
         };
         if local {
-            self.inner.run_in_process(&Op::Record(in_process_record(
+            self.inner.run_in_process(&Op::Record(view.record(
                 RecordOutcome::Release,
-                &view,
                 probe,
                 false,
                 false,
+                Batch::default(),
             )));
             return None;
         }
@@ -340,7 +340,7 @@ impl Breaker {
             Grant::Probe { view, id } => self.deliver(self.inner.record_args(kind, &view, id, slow, timed_out)).await,
             Grant::InProcess { view, probe } => {
                 // The pending batch stays pending: it goes to Redis when Redis is back.
-                self.inner.run_in_process(&Op::Record(in_process_record(kind, &view, probe, slow, timed_out)));
+                self.inner.run_in_process(&Op::Record(view.record(kind, probe, slow, timed_out, Batch::default())));
                 self.inner.count_degraded(outcome);
             }
         }
@@ -361,27 +361,6 @@ impl Breaker {
 
 /// What `Degraded::FailClosed` tells a rejected caller while Redis is down.
 const FAIL_CLOSED_RETRY: Duration = Duration::from_secs(1);
-
-/// The record of an outcome decided by the local machine: it carries no batch (the pending
-/// counts stay pending for Redis).
-pub(crate) fn in_process_record(
-    outcome: RecordOutcome,
-    view: &View,
-    probe: String,
-    slow: bool,
-    timed_out: bool,
-) -> Record {
-    Record {
-        outcome,
-        incarnation: view.incarnation,
-        epoch: view.epoch,
-        probe,
-        slow,
-        timed_out,
-        fseq: view.fseq,
-        batch: Batch::default(),
-    }
-}
 
 /// The claim of a breaker's one refresh; ended (and the waiters woken) when dropped, also when
 /// the claiming caller is cancelled.

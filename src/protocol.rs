@@ -158,6 +158,28 @@ pub(crate) struct Record {
     pub(crate) batch: Batch,
 }
 
+impl Record {
+    /// A record with no outcome: it carries `batch` alone (a flush).
+    pub(crate) fn flush(batch: Batch) -> Record {
+        Record {
+            outcome: RecordOutcome::None,
+            incarnation: 0,
+            epoch: 0,
+            probe: String::new(),
+            slow: false,
+            timed_out: false,
+            fseq: 0,
+            batch,
+        }
+    }
+
+    /// The release of permit `id` by a caller that never learnt its epoch (an acquire whose
+    /// reply was lost): a lease still held under that id is freed, whatever epoch it names.
+    pub(crate) fn release_unanswered(id: String) -> Record {
+        Record { outcome: RecordOutcome::Release, probe: id, ..Record::flush(Batch::default()) }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Verdict {
     Allowed,

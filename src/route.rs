@@ -124,6 +124,7 @@ impl Inner {
         }
     }
 
+    /// The record of an outcome granted under `view`, carrying the pending batch.
     pub(crate) fn record_args(
         &self,
         outcome: RecordOutcome,
@@ -132,16 +133,7 @@ impl Inner {
         slow: bool,
         timed_out: bool,
     ) -> Record {
-        Record {
-            outcome,
-            incarnation: view.incarnation,
-            epoch: view.epoch,
-            probe,
-            slow,
-            timed_out,
-            fseq: view.fseq,
-            batch: self.pending.take(),
-        }
+        view.record(outcome, probe, slow, timed_out, self.pending.take())
     }
 
     /// Sends a record to Redis; when Redis cannot take it, a batch it carried is kept for the
@@ -241,17 +233,7 @@ impl Drop for UnansweredAcquire<'_> {
         let Some(id) = self.id.take() else { return };
         let Ok(runtime) = tokio::runtime::Handle::try_current() else { return };
         let inner = self.inner.clone();
-        // The permit's epoch is unknown; a lease still held is freed whatever epoch it names.
-        let record = Record {
-            outcome: RecordOutcome::Release,
-            incarnation: 0,
-            epoch: 0,
-            probe: id,
-            slow: false,
-            timed_out: false,
-            fseq: 0,
-            batch: Batch::default(),
-        };
+        let record = Record::release_unanswered(id);
         runtime.spawn(async move { inner.send_record(record).await });
     }
 }

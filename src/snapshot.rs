@@ -5,7 +5,7 @@
 //! computed from the *remaining* time Redis returned, counted from when the request was sent, so
 //! no clock is ever compared with Redis's.
 
-use crate::protocol::Reply;
+use crate::protocol::{Batch, Record, RecordOutcome, Reply};
 use crate::state::State;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering, fence};
@@ -29,6 +29,29 @@ pub(crate) struct View {
     pub(crate) epoch: u64,
     pub(crate) failures: u64,
     pub(crate) fseq: u64,
+}
+
+impl View {
+    /// The record of an outcome of a call granted under this view; `batch` rides along.
+    pub(crate) fn record(
+        &self,
+        outcome: RecordOutcome,
+        probe: String,
+        slow: bool,
+        timed_out: bool,
+        batch: Batch,
+    ) -> Record {
+        Record {
+            outcome,
+            incarnation: self.incarnation,
+            epoch: self.epoch,
+            probe,
+            slow,
+            timed_out,
+            fseq: self.fseq,
+            batch,
+        }
+    }
 }
 
 const NO_DEADLINE: u64 = u64::MAX;
