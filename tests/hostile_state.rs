@@ -150,18 +150,16 @@ async fn a_probes_key_of_the_wrong_type_does_not_block_recovery() {
 #[tokio::test]
 async fn scripts_refuse_bad_arguments_with_a_named_error() {
     let redis = redis().await;
-    // The prelude in the order src/scripts.rs joins it.
-    let script = [
-        include_str!("../lua/lib/clock.lua"),
-        include_str!("../lua/lib/args.lua"),
-        include_str!("../lua/lib/load.lua"),
-        include_str!("../lua/lib/transitions.lua"),
-        include_str!("../lua/lib/rules.lua"),
-        include_str!("../lua/lib/batch.lua"),
-        include_str!("../lua/lib/commit.lua"),
-        include_str!("../lua/acquire.lua"),
-    ]
-    .concat();
+    // The prelude exactly as src/scripts.rs joins it: its `script!` macro is the one list.
+    let lib: String = include_str!("../src/scripts.rs")
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("include_str!(\"../lua/lib/")?.split('"').next())
+        .map(|file| {
+            std::fs::read_to_string(format!("{}/lua/lib/{file}", env!("CARGO_MANIFEST_DIR"))).expect("lua/lib file")
+        })
+        .collect();
+    assert!(lib.contains("local function parse_config"), "the prelude was found in src/scripts.rs");
+    let script = lib + include_str!("../lua/acquire.lua");
     let name = unique("bad-args");
     let keys = ["state", "probes", "window", "metrics"].map(|s| key(&name, s));
     let good: Vec<String> = [
