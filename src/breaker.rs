@@ -80,8 +80,13 @@ impl Breaker {
         if matches!(self.inner.shared.store(), Store::InMemory) {
             return Ok(());
         }
-        let record = Record::flush(self.inner.pending.take());
+        let record = Record::flush(self.inner.take_pending());
         self.inner.run(&Op::Record(record)).await.map(drop)
+    }
+
+    /// `flush` on an owned handle (a future that borrows nothing, for a flush round).
+    pub(crate) async fn flush_owned(self) -> Result<(), StoreError> {
+        self.flush().await
     }
 
     /// Refreshes the snapshot from Redis (flushing pending counts) and reports health.
@@ -106,7 +111,7 @@ impl Breaker {
             degraded_mode: self.inner.shared.config.degraded.as_str(),
             config_matches: self.inner.config_matches.load(Ordering::Relaxed),
             config_fingerprint: self.inner.params.fingerprint.clone(),
-            events_subscribed: self.inner.shared.subscribed.load(Ordering::Acquire),
+            events_subscribed: self.inner.shared.is_subscribed(),
             client_id: self.inner.shared.id.clone(),
             shadow: self.inner.config.shadow,
         })

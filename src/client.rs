@@ -15,7 +15,6 @@ use crate::store::{InProcessStore, Reconnect, RedisStore, SharedConn};
 use crate::tasks;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::broadcast;
 
@@ -176,7 +175,7 @@ impl Client {
             in_process: InProcessStore::new(clock),
             base: Instant::now(),
             id,
-            subscribed: AtomicBool::new(false),
+            subscribed_since: Default::default(),
             can_scan,
             all_events: broadcast::channel(1024).0,
         });
@@ -199,7 +198,7 @@ impl Client {
 
     /// Whether the subscription to `<prefix>:events` is live.
     pub fn events_subscribed(&self) -> bool {
-        self.handle.shared.subscribed.load(Ordering::Acquire)
+        self.handle.shared.is_subscribed()
     }
 
     /// Where this client decides calls right now; no Redis command.
@@ -290,19 +289,16 @@ impl Client {
     /// # Errors
     /// The first [`StoreError`]; every breaker is still tried, and unsent counts are kept.
     pub async fn flush(&self) -> Result<(), StoreError> {
-        let mut first = Ok(());
-        for inner in self.handle.registered() {
-            if inner.pending.is_empty() {
-                continue;
-            }
-            let breaker = Breaker::new(inner, self.handle.clone());
-            if let Err(e) = breaker.flush().await
-                && first.is_ok()
-            {
-                first = Err(e);
-            }
-        }
-        first
+        let pending = self.handle.registered().into_iter().filter(|inner| !inner.pending.is_empty()).collect();
+        tasks::flush_all(&self.handle, pending).await
+    }
+
+    /// The names of the breakers this client holds in memory, sorted. A breaker leaves when no
+    /// [`Breaker`] handle refers to it, nothing is pending and its snapshot has expired, so
+    /// names from unbounded input (tenant ids) do not grow the process; asking for the name
+    /// again makes it again.
+    pub fn local_breakers(&self) -> Vec<String> {
+        self.handle.names()
     }
 
     /// Flushes what is pending; call it before a process (or a serverless invocation) exits.

@@ -79,7 +79,9 @@ pub struct ClientConfig {
     pub(crate) op_timeout: Duration,
     pub(crate) degraded: Degraded,
     pub(crate) cache_ttl: Duration,
+    pub(crate) subscribed_cache_ttl: Duration,
     pub(crate) flush_interval: Duration,
+    pub(crate) metrics_interval: Duration,
     pub(crate) store_failure_threshold: u32,
     pub(crate) client_id: Option<String>,
     pub(crate) events_keepalive: Duration,
@@ -92,7 +94,9 @@ impl Default for ClientConfig {
             op_timeout: ClientConfig::DEFAULT_OP_TIMEOUT,
             degraded: Degraded::Local,
             cache_ttl: ClientConfig::DEFAULT_CACHE_TTL,
+            subscribed_cache_ttl: ClientConfig::DEFAULT_SUBSCRIBED_CACHE_TTL,
             flush_interval: ClientConfig::DEFAULT_FLUSH_INTERVAL,
+            metrics_interval: ClientConfig::DEFAULT_METRICS_INTERVAL,
             store_failure_threshold: ClientConfig::DEFAULT_STORE_FAILURE_THRESHOLD,
             client_id: None,
             events_keepalive: ClientConfig::DEFAULT_EVENTS_KEEPALIVE,
@@ -111,7 +115,11 @@ pub struct ClientConfigBuilder {
     #[serde(with = "serde_human::option")]
     cache_ttl: Option<Duration>,
     #[serde(with = "serde_human::option")]
+    subscribed_cache_ttl: Option<Duration>,
+    #[serde(with = "serde_human::option")]
     flush_interval: Option<Duration>,
+    #[serde(with = "serde_human::option")]
+    metrics_interval: Option<Duration>,
     store_failure_threshold: Option<u32>,
     client_id: Option<String>,
     #[serde(with = "serde_human::option")]
@@ -144,7 +152,9 @@ impl ClientConfigBuilder {
             op_timeout: self.op_timeout.unwrap_or(d.op_timeout),
             degraded: self.degraded.unwrap_or(d.degraded),
             cache_ttl: self.cache_ttl.unwrap_or(d.cache_ttl),
+            subscribed_cache_ttl: self.subscribed_cache_ttl.unwrap_or(d.subscribed_cache_ttl),
             flush_interval: self.flush_interval.unwrap_or(d.flush_interval),
+            metrics_interval: self.metrics_interval.unwrap_or(d.metrics_interval),
             store_failure_threshold: self.store_failure_threshold.unwrap_or(d.store_failure_threshold),
             client_id: self.client_id,
             events_keepalive: self.events_keepalive.unwrap_or(d.events_keepalive),
@@ -160,13 +170,16 @@ impl ClientConfigBuilder {
         at_least_1ms(c.op_timeout, "op_timeout")?;
         at_least_1ms(c.flush_interval, "flush_interval")?;
         at_least_1ms(c.events_keepalive, "events_keepalive")?;
-        check(c.cache_ttl <= ClientConfig::MAX_CACHE_TTL, "cache_ttl", || {
-            format!(
-                "must be at most {}, got {}: a process would miss other processes' transitions for that long when an event is lost",
-                duration::format(ClientConfig::MAX_CACHE_TTL),
-                duration::format(c.cache_ttl)
-            )
-        })?;
+        for (field, ttl) in [("cache_ttl", c.cache_ttl), ("subscribed_cache_ttl", c.subscribed_cache_ttl)] {
+            check(ttl <= ClientConfig::MAX_CACHE_TTL, field, || {
+                format!(
+                    "must be at most {}, got {}: a process would miss transitions nobody announced (keys deleted by hand) for that long",
+                    duration::format(ClientConfig::MAX_CACHE_TTL),
+                    duration::format(ttl)
+                )
+            })?;
+        }
+        at_least_1ms(c.metrics_interval, "metrics_interval")?;
         check(c.store_failure_threshold >= 1, "store_failure_threshold", || "must be at least 1".into())?;
         Ok(c)
     }
@@ -177,16 +190,31 @@ setters_and_getters! { ClientConfigBuilder => ClientConfig {
     op_timeout: Duration;
     /// What to do with calls while Redis cannot decide them (default [`Degraded::Local`]).
     degraded: Degraded;
-    /// Lifetime of a local snapshot (default 1s, at most 1m; zero asks Redis on every call).
+    /// Lifetime of a local snapshot while the event subscription is not known to be alive, and
+    /// of any snapshot learnt from an event (default 1s, at most 1m; zero asks Redis on every
+    /// call, whatever `subscribed_cache_ttl` says).
     cache_ttl: Duration;
-    /// Interval between flushes of batched counts (default 1s).
+    /// Lifetime of a snapshot Redis answered while the event subscription is verified alive
+    /// (default 30s, at most 1m; a value under `cache_ttl` means `cache_ttl`). Every transition
+    /// is published, so a live subscription keeps snapshots current; this bounds what no event
+    /// announces (keys deleted or edited by hand). A dropped or silent subscription marks every
+    /// snapshot stale at once.
+    subscribed_cache_ttl: Duration;
+    /// Interval of the flush of counts that Redis's decisions need (default 1s): successes of a
+    /// breaker with a rate rule, for its rolling window.
     flush_interval: Duration;
+    /// Interval of the flush of counts that only feed metrics (default 30s; one under
+    /// `flush_interval` means `flush_interval`): successes of a breaker without a rate rule, ignored, rejected and
+    /// degraded counts. [`Client::flush`](crate::Client::flush) and
+    /// [`shutdown`](crate::Client::shutdown) send everything; a process that dies without them
+    /// loses at most this much of its metrics, and never a failure.
+    metrics_interval: Duration;
     /// Redis errors in a row after which the store is treated as down (default 3).
     store_failure_threshold: u32;
-    /// How often the event subscription is checked with a PING (default 2s). A subscription
-    /// that does not answer within `max(op_timeout, 1s)` is dropped and made again, and every
-    /// snapshot asks Redis meanwhile: a silently dead connection is noticed within about this
-    /// interval plus that deadline.
+    /// How often the event subscription is checked with a PING (default 1s). A subscription
+    /// that does not answer within `op_timeout` is dropped and made again, and every snapshot
+    /// asks Redis meanwhile: a silently dead connection is noticed within this interval plus
+    /// `op_timeout`.
     events_keepalive: Duration;
 }}
 
@@ -205,12 +233,16 @@ impl ClientConfig {
     pub const DEFAULT_PREFIX: &'static str = "breaker";
     /// Default deadline of every Redis operation.
     pub const DEFAULT_OP_TIMEOUT: Duration = Duration::from_millis(100);
-    /// Default lifetime of a local snapshot.
+    /// Default lifetime of a local snapshot without a verified event subscription.
     pub const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(1);
+    /// Default lifetime of a snapshot Redis answered while the event subscription is alive.
+    pub const DEFAULT_SUBSCRIBED_CACHE_TTL: Duration = Duration::from_secs(30);
     /// Default interval of the PING that checks the event subscription.
-    pub const DEFAULT_EVENTS_KEEPALIVE: Duration = Duration::from_secs(2);
-    /// Default interval between flushes of batched counts.
+    pub const DEFAULT_EVENTS_KEEPALIVE: Duration = Duration::from_secs(1);
+    /// Default interval of the flush of counts Redis's decisions need (rolling windows).
     pub const DEFAULT_FLUSH_INTERVAL: Duration = Duration::from_secs(1);
+    /// Default interval of the flush of counts that only feed metrics.
+    pub const DEFAULT_METRICS_INTERVAL: Duration = Duration::from_secs(30);
     /// Default count of Redis errors in a row after which the store is treated as down.
     pub const DEFAULT_STORE_FAILURE_THRESHOLD: u32 = 3;
 

@@ -11,7 +11,8 @@ use crate::pending::Pending;
 use crate::protocol::{Params, Reply, Verdict};
 use crate::shared::Shared;
 use crate::snapshot::{SnapshotCell, Source};
-use std::sync::atomic::AtomicBool;
+use crate::protocol::Batch;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 use tokio::sync::broadcast;
@@ -24,6 +25,8 @@ pub(crate) struct Inner {
     pub(crate) params: Params,
     pub(crate) snapshot: SnapshotCell,
     pub(crate) pending: Pending,
+    /// Nanoseconds since the client's base when a script call last took `pending`.
+    pending_sent: AtomicU64,
     pub(crate) shared: Arc<Shared>,
     pub(crate) config_matches: AtomicBool,
     /// False until the in-process breaker has been started from the snapshot since the last
@@ -45,6 +48,7 @@ impl Inner {
             config,
             snapshot: SnapshotCell::new(shared.base),
             pending: Pending::default(),
+            pending_sent: AtomicU64::new(0),
             shared,
             config_matches: AtomicBool::new(true),
             in_process_seeded: AtomicBool::new(false),
@@ -53,6 +57,36 @@ impl Inner {
             events: broadcast::channel(64).0,
             meters: Meters::new(name),
         })
+    }
+
+    /// Takes the pending counts for a script call.
+    pub(crate) fn take_pending(&self) -> Batch {
+        self.pending_sent.store(self.shared.nanos_since_base(Instant::now()), Ordering::Relaxed);
+        self.pending.take()
+    }
+
+    /// Whether the background flush sends this breaker's counts now: successes a rolling
+    /// window needs (every flush), or counts that only feed metrics and have waited
+    /// `metrics_interval` since a script call last took the pending counts.
+    pub(crate) fn flush_due(&self, now: Instant) -> bool {
+        if self.pending.is_empty() {
+            return false;
+        }
+        if self.params.windowed() && self.pending.has_successes() {
+            return true;
+        }
+        let waited = self.shared.nanos_since_base(now).saturating_sub(self.pending_sent.load(Ordering::Relaxed));
+        waited >= u64::try_from(self.shared.metrics_interval().as_nanos()).unwrap_or(u64::MAX)
+    }
+
+    /// Whether this breaker may leave the client's registry (called under the registry's lock
+    /// with no handle left): nothing pending, no subscriber, a snapshot that decides nothing any
+    /// more, and Redis deciding (an in-process machine of the degraded mode keeps its breaker).
+    pub(crate) fn idle(&self, now: Instant) -> bool {
+        matches!(self.shared.store(), crate::shared::Store::Redis(_))
+            && self.pending.is_empty()
+            && self.events.receiver_count() == 0
+            && self.snapshot.unused_at(now, self.shared.cache_ttl())
     }
 
     /// Applies an event from the subscription, received at `at`, and hands it to subscribers.
@@ -102,7 +136,7 @@ impl Inner {
     pub(crate) fn shadow_rejected(&self, state: crate::state::State, retry_after: Option<std::time::Duration>) {
         self.meters.shadow_rejected();
         let (_, view, _) = self.snapshot.view();
-        if self.shadow_epoch.swap(view.epoch, std::sync::atomic::Ordering::AcqRel) == view.epoch {
+        if self.shadow_epoch.swap(view.epoch, Ordering::AcqRel) == view.epoch {
             return;
         }
         let reason = format!("shadow mode: the breaker is {state} and would have rejected calls; they ran");

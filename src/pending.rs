@@ -75,6 +75,11 @@ impl Pending {
             .all(|c| c.load(Ordering::Relaxed) == 0)
     }
 
+    /// Whether successes are waiting (a rolling window needs them soon).
+    pub(crate) fn has_successes(&self) -> bool {
+        self.successes.load(Ordering::Relaxed) > 0
+    }
+
     /// Takes everything counted so far.
     pub(crate) fn take(&self) -> Batch {
         let successes = self.successes.swap(0, Ordering::AcqRel);

@@ -34,6 +34,30 @@ impl<T> Handle<T> {
         self.map().values().cloned().collect()
     }
 
+    /// Drops from the registry every breaker that no handle refers to (the registry holds the
+    /// only reference) and that `idle` accepts; returns what was dropped. A later
+    /// `get_or_insert` of the name makes it again.
+    pub(crate) fn evict(&self, idle: impl Fn(&T) -> bool) -> Vec<Arc<T>> {
+        let mut map = self.map();
+        let mut gone = Vec::new();
+        // Under the lock no reference can be made from the map's, so a count of one stays one.
+        map.retain(|_, b| {
+            let keep = Arc::strong_count(b) > 1 || !idle(b);
+            if !keep {
+                gone.push(b.clone());
+            }
+            keep
+        });
+        gone
+    }
+
+    /// The names of the registered breakers, sorted.
+    pub(crate) fn names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.map().keys().cloned().collect();
+        names.sort();
+        names
+    }
+
     /// The breaker of `name`, if registered.
     pub(crate) fn named(&self, name: &str) -> Option<Arc<T>> {
         self.map().get(name).cloned()

@@ -106,7 +106,7 @@ impl Inner {
 
     pub(crate) fn absorb(&self, reply: &Reply, sent: Instant) {
         let inner = self;
-        inner.snapshot.apply(reply, Source::Reply(sent), inner.shared.cache_ttl());
+        inner.snapshot.apply(reply, Source::Reply(sent), inner.shared.reply_ttl(sent));
         inner.in_process_seeded.store(false, Ordering::Release);
         inner.meters.state(reply.state);
         let matches = reply.stored_config.is_empty() || reply.stored_config == inner.params.fingerprint;
@@ -133,7 +133,7 @@ impl Inner {
         slow: bool,
         timed_out: bool,
     ) -> Record {
-        view.record(outcome, probe, slow, timed_out, self.pending.take())
+        view.record(outcome, probe, slow, timed_out, self.take_pending())
     }
 
     /// Sends a record to Redis; when Redis cannot take it, a batch it carried is kept for the
@@ -184,7 +184,7 @@ impl Inner {
     /// would free: a timeout, or the caller's future dropped, releases it (a no-op otherwise).
     pub(crate) async fn acquire(self: &Arc<Self>, id: &str) -> Acquired {
         if let Store::Redis(redis) = self.shared.store() {
-            let op = Op::Acquire { permit: id.to_string(), batch: self.pending.take() };
+            let op = Op::Acquire { permit: id.to_string(), batch: self.take_pending() };
             let mut unanswered = UnansweredAcquire { inner: self, id: Some(id.to_string()) };
             let result = self.try_redis(redis, &op).await;
             if matches!(&result, Ok(_) | Err(StoreError::Refused { .. } | StoreError::Invalid(_))) {

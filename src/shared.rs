@@ -5,7 +5,7 @@
 use crate::client_config::ClientConfig;
 use crate::events::Event;
 use crate::store::{InProcessStore, RedisStore};
-use std::sync::atomic::AtomicBool;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::broadcast;
 
@@ -16,8 +16,9 @@ pub(crate) struct Shared {
     pub(crate) base: Instant,
     /// This client's id: events caused by its script calls carry it.
     pub(crate) id: String,
-    /// True while the subscription to `<prefix>:events` is live.
-    pub(crate) subscribed: AtomicBool,
+    /// While the subscription to `<prefix>:events` is live: 1 + the nanoseconds since `base`
+    /// at which it was made; 0 while there is none.
+    pub(crate) subscribed_since: AtomicU64,
     /// False for a cluster, where one SCAN sees one node.
     pub(crate) can_scan: bool,
     /// Every event this client sees, of any breaker under the prefix.
@@ -25,10 +26,46 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    /// An in-memory client decides every call from its machine (whose clock may be fake), so its
-    /// snapshots are never fresh.
+    /// The short bound: how long a snapshot learnt from an event, or from a reply while the
+    /// subscription is not known to be alive, may decide calls. An in-memory client decides
+    /// every call from its machine (whose clock may be fake), so its snapshots are never fresh.
     pub(crate) fn cache_ttl(&self) -> Duration {
         if self.redis.is_some() { self.config.cache_ttl } else { Duration::ZERO }
+    }
+
+    /// How long a snapshot Redis just answered may decide calls: the long bound while the event
+    /// subscription is verified alive (every transition then reaches the process as an event),
+    /// else the short one. A dropped subscription marks every snapshot stale, so a long bound
+    /// granted just before the drop does not outlive it.
+    /// The subscription must have been live since before the request was `sent`: an event
+    /// published between a request and a subscription made after it would be missed.
+    pub(crate) fn reply_ttl(&self, sent: Instant) -> Duration {
+        let short = self.cache_ttl();
+        let since = self.subscribed_since.load(Ordering::Acquire);
+        if short.is_zero() || since == 0 || since - 1 > self.nanos_since_base(sent) {
+            return short;
+        }
+        short.max(self.config.subscribed_cache_ttl)
+    }
+
+    pub(crate) fn nanos_since_base(&self, at: Instant) -> u64 {
+        u64::try_from(at.saturating_duration_since(self.base).as_nanos()).unwrap_or(u64::MAX - 1)
+    }
+
+    /// Whether the subscription to `<prefix>:events` is live.
+    pub(crate) fn is_subscribed(&self) -> bool {
+        self.subscribed_since.load(Ordering::Acquire) != 0
+    }
+
+    /// Records that the subscription was made (`true`, now) or lost (`false`).
+    pub(crate) fn set_subscribed(&self, live: bool) {
+        let since = if live { self.nanos_since_base(Instant::now()) + 1 } else { 0 };
+        self.subscribed_since.store(since, Ordering::Release);
+    }
+
+    /// How long pending counts that only feed metrics may wait.
+    pub(crate) fn metrics_interval(&self) -> Duration {
+        self.config.metrics_interval.max(self.config.flush_interval)
     }
 }
 

@@ -206,6 +206,13 @@ impl SnapshotCell {
         (state, view, left)
     }
 
+    /// Whether the snapshot can no longer decide any call at `now`, not even as a stale closed
+    /// one within `grace`, and no task is refreshing it.
+    pub(crate) fn unused_at(&self, now: Instant, grace: Duration) -> bool {
+        let (_, _, fresh_until, _) = self.read();
+        self.since_base(now) >= fresh_until.saturating_add(nanos(grace)) && !self.refreshing.load(Ordering::Acquire)
+    }
+
     /// Makes the next call ask Redis (the event subscription dropped: events may be lost).
     pub(crate) fn mark_stale(&self) {
         let _guard = self.writer.lock().unwrap_or_else(std::sync::PoisonError::into_inner);

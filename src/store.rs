@@ -224,6 +224,12 @@ impl InProcessStore {
     }
 
     /// The machine of `name` in the shape `lua/status.lua` returns.
+    /// Forgets the machine of `name` (its breaker left the client's registry while Redis
+    /// decides: the machine is re-seeded from Redis's snapshot when next needed).
+    pub(crate) fn forget(&self, name: &str) {
+        self.machines.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(name);
+    }
+
     pub(crate) fn status(&self, name: &str) -> crate::status::Raw {
         let now_ms = self.clock.now_ms();
         let machines = self.machines.lock().unwrap_or_else(std::sync::PoisonError::into_inner);

@@ -8,8 +8,8 @@ use crate::inner::Inner;
 use crate::registry::Handle;
 use crate::store::RedisStore;
 use futures_util::StreamExt;
-use std::sync::Weak;
-use std::sync::atomic::Ordering;
+use crate::error::StoreError;
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
@@ -34,6 +34,26 @@ fn mark_all_stale(handle: &Handle<Inner>) {
     }
 }
 
+/// Script calls one flush round keeps in flight at once.
+const FLUSH_CONCURRENCY: usize = 64;
+
+/// Flushes the given breakers concurrently (at most `FLUSH_CONCURRENCY` script calls in
+/// flight); returns the first error, every breaker still tried. Unsent counts are kept.
+pub(crate) async fn flush_all(handle: &Arc<Handle<Inner>>, breakers: Vec<Arc<Inner>>) -> Result<(), StoreError> {
+    let mut first = Ok(());
+    let mut results = futures_util::stream::iter(breakers)
+        .map(|inner| Breaker::new(inner, handle.clone()).flush_owned())
+        .buffer_unordered(FLUSH_CONCURRENCY);
+    while let Some(result) = results.next().await {
+        if let (Err(e), true) = (result, first.is_ok()) {
+            first = Err(e);
+        }
+    }
+    first
+}
+
+/// Every `flush_interval`: sends the counts that are due (see [`Inner::flush_due`]), then drops
+/// from the registry the breakers nobody holds that decide nothing any more.
 pub(crate) async fn flush_loop(handle: Weak<Handle<Inner>>, every: Duration, mut stop: watch::Receiver<()>) {
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -48,10 +68,11 @@ pub(crate) async fn flush_loop(handle: Weak<Handle<Inner>>, every: Duration, mut
             // A flush that times out may or may not apply: keep the counts for when Redis is back.
             continue;
         }
-        for inner in handle.registered() {
-            if !inner.pending.is_empty() {
-                let _ = Breaker::new(inner, handle.clone()).flush().await;
-            }
+        let now = Instant::now();
+        let due: Vec<_> = handle.registered().into_iter().filter(|inner| inner.flush_due(now)).collect();
+        let _ = flush_all(&handle, due).await;
+        for gone in handle.evict(|inner| inner.idle(now)) {
+            gone.shared.in_process.forget(&gone.name);
         }
         drop(handle);
     }
@@ -61,7 +82,7 @@ pub(crate) async fn flush_loop(handle: Weak<Handle<Inner>>, every: Duration, mut
 /// snapshot. Pub/sub is at most once, so whenever the subscription is made or lost every
 /// snapshot is marked stale; it resubscribes with backoff until the client is dropped. A PING
 /// every `keepalive` notices a connection that is open but dead (a blackholed path): no answer
-/// within `max(op_timeout, 1s)` counts as a drop.
+/// within `op_timeout` counts as a drop.
 pub(crate) async fn subscribe_loop(
     handle: Weak<Handle<Inner>>,
     nodes: Vec<redis::Client>,
@@ -70,7 +91,7 @@ pub(crate) async fn subscribe_loop(
     keepalive: Duration,
     mut stop: watch::Receiver<()>,
 ) {
-    let answer_within = op_timeout.max(Duration::from_secs(1));
+    let answer_within = op_timeout;
     let mut next_node = 0;
     const MIN_BACKOFF: Duration = Duration::from_millis(100);
     let mut backoff = MIN_BACKOFF;
@@ -97,7 +118,7 @@ pub(crate) async fn subscribe_loop(
         backoff = MIN_BACKOFF;
         match handle.upgrade() {
             Some(h) => {
-                h.shared.subscribed.store(true, Ordering::Release);
+                h.shared.set_subscribed(true);
                 mark_all_stale(&h);
             }
             None => return,
@@ -138,7 +159,7 @@ pub(crate) async fn subscribe_loop(
             }
         }
         let Some(h) = handle.upgrade() else { return };
-        h.shared.subscribed.store(false, Ordering::Release);
+        h.shared.set_subscribed(false);
         mark_all_stale(&h);
         tracing::warn!(channel, "the event subscription dropped; resubscribing");
     }
@@ -179,11 +200,8 @@ pub(crate) async fn store_loop(
         let Some(h) = handle.upgrade() else { return };
         tracing::info!("redis answers again; breakers are decided by redis");
         on_store_change(&h, true);
-        for inner in h.registered() {
-            if !inner.pending.is_empty() {
-                let _ = Breaker::new(inner, h.clone()).flush().await;
-            }
-        }
+        let pending = h.registered().into_iter().filter(|inner| !inner.pending.is_empty()).collect();
+        let _ = flush_all(&h, pending).await;
     }
 }
 

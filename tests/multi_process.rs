@@ -105,6 +105,10 @@ fn worker() {
                     let _ = b.execute(|| async { Err::<(), _>("down") }).await;
                     format!("tripped={t0}")
                 }
+                ["flush"] => {
+                    client.flush().await.unwrap();
+                    "flushed".to_string()
+                }
                 ["steady", name, rate, secs, go] => {
                     let b = client.breaker(name, Config::default()).unwrap();
                     ready_then_wait(&mut control, go).await;
@@ -374,8 +378,12 @@ fn propagation(rt: &tokio::runtime::Runtime, _redis: &support::TestRedis, fleet:
 fn steady(rt: &tokio::runtime::Runtime, redis: &support::TestRedis, fleet: &mut Fleet) -> String {
     let name = support::unique("mp-steady");
     let (rate, secs, processes) = (250, 4, 4);
-    // Let the workers' flushers send what earlier scenarios left pending.
-    std::thread::sleep(Duration::from_millis(1500));
+    // The workers send what earlier scenarios left pending (metrics wait up to
+    // metrics_interval otherwise).
+    for worker in &mut fleet.workers {
+        worker.send("flush");
+        assert_eq!(worker.line(), "flushed");
+    }
     // INFO commandstats also counts the commands scripts run inside Redis; what a client sends
     // over the network is EVALSHA (and SCRIPT LOAD after a flush).
     let sent = |stats: &std::collections::BTreeMap<String, u64>| {

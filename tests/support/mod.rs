@@ -8,7 +8,8 @@ mod test_redis;
 use std::time::Duration;
 pub use test_redis::*;
 
-/// A client of `redis` with the given snapshot lifetime.
+/// A client of `redis` with the given snapshot lifetime (subscribed or not) whose counts are
+/// all flushed every `flush_interval`: the bounds a test sets are the ones that apply.
 pub async fn client(redis: &TestRedis, cache_ttl: Duration) -> redis_breaker::Client {
     client_flushing_every(redis, cache_ttl, redis_breaker::ClientConfig::DEFAULT_FLUSH_INTERVAL).await
 }
@@ -22,7 +23,9 @@ pub async fn client_flushing_every(
 ) -> redis_breaker::Client {
     let config = redis_breaker::ClientConfig::builder()
         .cache_ttl(cache_ttl)
+        .subscribed_cache_ttl(cache_ttl)
         .flush_interval(flush_interval)
+        .metrics_interval(flush_interval)
         .op_timeout(Duration::from_millis(500))
         .build()
         .expect("client config");
