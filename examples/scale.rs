@@ -11,6 +11,7 @@
 //! cargo run --release --example scale                          # the grid (about 5 minutes)
 //! cargo run --release --example scale -- --clients 100 --breakers 10 --rate 10 --secs 30
 //! cargo run --release --example scale -- --flush-round 10000   # one client, 10,000 breakers
+//! cargo run --release --example scale -- ... --keepalive-ms 10000  # another events_keepalive
 //! ```
 //!
 //! Measure whole multiples of 30s (`subscribed_cache_ttl`, `metrics_interval`): each pair then
@@ -30,6 +31,15 @@ struct Row {
     rate: u32,
 }
 
+/// How each run is measured.
+#[derive(Clone, Copy)]
+struct Run {
+    warmup: Duration,
+    secs: Duration,
+    /// `events_keepalive` when not the default (to see what the per-client PING costs).
+    keepalive: Option<Duration>,
+}
+
 #[derive(Clone, Copy)]
 enum Defaults {
     Current,
@@ -44,8 +54,11 @@ impl Defaults {
         }
     }
 
-    fn config(self) -> ClientConfig {
-        let b = ClientConfig::builder().op_timeout(Duration::from_secs(1));
+    fn config(self, keepalive: Option<Duration>) -> ClientConfig {
+        let mut b = ClientConfig::builder().op_timeout(Duration::from_secs(1));
+        if let Some(keepalive) = keepalive {
+            b = b.events_keepalive(keepalive);
+        }
         match self {
             Defaults::Current => b,
             Defaults::Old => b.subscribed_cache_ttl(Duration::from_secs(1)).metrics_interval(Duration::from_secs(1)),
@@ -67,17 +80,16 @@ struct Figures {
 /// INFO `section` as field -> value.
 async fn info(conn: &mut redis::aio::MultiplexedConnection, section: &str) -> BTreeMap<String, String> {
     let text: String = redis::cmd("INFO").arg(section).query_async(conn).await.expect("INFO");
-    text.lines()
-        .filter_map(|l| l.split_once(':'))
-        .map(|(k, v)| (k.to_string(), v.trim().to_string()))
-        .collect()
+    text.lines().filter_map(|l| l.split_once(':')).map(|(k, v)| (k.to_string(), v.trim().to_string())).collect()
 }
 
 /// (script calls, every command, CPU seconds) the server has spent so far.
 async fn spent(conn: &mut redis::aio::MultiplexedConnection) -> (u64, u64, f64) {
     let stats = info(conn, "commandstats").await;
     let calls = |cmd: &str| {
-        stats.get(&format!("cmdstat_{cmd}")).and_then(|v| v.strip_prefix("calls=")?.split(',').next()?.parse::<u64>().ok())
+        stats
+            .get(&format!("cmdstat_{cmd}"))
+            .and_then(|v| v.strip_prefix("calls=")?.split(',').next()?.parse::<u64>().ok())
     };
     let scripts = ["evalsha", "eval", "script|load"].iter().filter_map(|c| calls(c)).sum::<u64>();
     let commands = stats.keys().filter_map(|k| calls(k.strip_prefix("cmdstat_")?)).sum::<u64>();
@@ -89,7 +101,8 @@ async fn spent(conn: &mut redis::aio::MultiplexedConnection) -> (u64, u64, f64) 
 /// How long each run's server is watched idle before its clients connect.
 const IDLE: Duration = Duration::from_secs(5);
 
-async fn measure(row: Row, defaults: Defaults, warmup: Duration, secs: Duration) -> Figures {
+async fn measure(row: Row, defaults: Defaults, run: Run) -> Figures {
+    let Run { warmup, secs, keepalive } = run;
     let redis = common::spawn_server().expect("a redis-server of the run's own");
     let mut conn = redis::Client::open(redis.url.as_str())
         .expect("url")
@@ -105,7 +118,7 @@ async fn measure(row: Row, defaults: Defaults, warmup: Duration, secs: Duration)
     let idle_per_sec = (idle1 - idle0) / idle_started.elapsed().as_secs_f64();
     let mut clients = Vec::new();
     for _ in 0..row.clients {
-        clients.push(Client::connect_with(&redis.url, defaults.config()).await.expect("client"));
+        clients.push(Client::connect_with(&redis.url, defaults.config(keepalive)).await.expect("client"));
     }
     let every = Duration::from_secs(1) / row.rate;
     let stop = Instant::now() + warmup + secs;
@@ -203,6 +216,8 @@ async fn main() {
     }
     let secs = Duration::from_secs(arg(&args, "--secs").unwrap_or(30));
     let warmup = Duration::from_secs(arg(&args, "--warmup").unwrap_or(5));
+    let keepalive = arg(&args, "--keepalive-ms").map(Duration::from_millis);
+    let run = Run { warmup, secs, keepalive };
     let rows = match (arg(&args, "--clients"), arg(&args, "--breakers"), arg(&args, "--rate")) {
         (Some(c), Some(b), Some(r)) => {
             vec![Row { clients: c as usize, breakers: b as usize, rate: u32::try_from(r).unwrap_or(1).max(1) }]
@@ -228,7 +243,7 @@ async fn main() {
     for row in rows {
         let mut figures = Vec::new();
         for defaults in [Defaults::Current, Defaults::Old] {
-            let f = measure(row, defaults, warmup, secs).await;
+            let f = measure(row, defaults, run).await;
             println!(
                 "| {} x {} = {} | {} ({:.1} made) | {} | {:.4} | {:.2} µs | {:.2} µs | {:.4} |",
                 row.clients,

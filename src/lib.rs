@@ -32,10 +32,12 @@
 //!   metrics hash in Redis, all under one Redis Cluster hash tag: `breaker:{payments}:state`.
 //! - `lua/acquire.lua`, `lua/record.lua` and `lua/control.lua` make every decision and
 //!   transition atomically, reading `TIME` from Redis; they run with EVALSHA.
-//! - Each process keeps a snapshot per breaker, fresh for `cache_ttl` (1s) or until the state's
-//!   next deadline; a fresh closed snapshot allows calls with no lock, allocation or await.
-//!   Successes are counted locally and flushed every `flush_interval`; failures are recorded
-//!   before `execute` returns.
+//! - Each process keeps a snapshot per breaker, fresh until the state's next deadline or for
+//!   `subscribed_cache_ttl` (30s) while the event subscription that announces every transition
+//!   is verified alive, else `cache_ttl` (1s); a fresh closed snapshot allows calls with no
+//!   lock, allocation or await. Failures are recorded before `execute` returns; successes are
+//!   counted locally and sent only as fast as something needs them (a rate rule's window every
+//!   `flush_interval`, metrics every `metrics_interval`).
 //! - When Redis is down or slow (every operation has an `op_timeout`), calls are decided by
 //!   the [`Degraded`] mode: by default an in-process breaker with the same config.
 //!

@@ -3,12 +3,12 @@
 //! `Breaker` handle.
 
 use crate::breaker::Breaker;
+use crate::error::StoreError;
 use crate::events::Wire;
 use crate::inner::Inner;
 use crate::registry::Handle;
 use crate::store::RedisStore;
 use futures_util::StreamExt;
-use crate::error::StoreError;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;

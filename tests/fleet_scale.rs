@@ -144,11 +144,8 @@ async fn a_hand_deleted_open_state_is_seen_within_subscribed_cache_ttl() {
     b.force_open(None).await.unwrap();
     // A reply (not an event) decides the snapshot: the long bound.
     assert!(matches!(succeed(&b).await, Err(Error::Rejected(_))));
-    let _: u64 = redis::cmd("DEL")
-        .arg(support::key(&name, "state"))
-        .query_async(&mut redis.conn().await)
-        .await
-        .unwrap();
+    let _: u64 =
+        redis::cmd("DEL").arg(support::key(&name, "state")).query_async(&mut redis.conn().await).await.unwrap();
     let deleted = Instant::now();
     assert!(matches!(succeed(&b).await, Err(Error::Rejected(_))), "nothing announced the delete");
     eventually("the delete was seen", async || succeed(&b).await.is_ok()).await;
@@ -189,10 +186,9 @@ async fn counts_are_sent_once_metrics_interval_has_passed() {
     for _ in 0..10 {
         succeed(&b).await.unwrap();
     }
-    let took = eventually("the background flush sent the successes", async || {
-        metric(&redis, &name, "successes").await == 10
-    })
-    .await;
+    let took =
+        eventually("the background flush sent the successes", async || metric(&redis, &name, "successes").await == 10)
+            .await;
     println!("figures: successes reached Redis after {took:?} (metrics_interval 300ms)");
 }
 
@@ -209,11 +205,8 @@ async fn successes_of_a_rate_rule_breaker_go_every_flush_interval() {
         succeed(&b).await.unwrap();
     }
     eventually("the window got its successes", async || metric(&redis, &name, "successes").await == 10).await;
-    let window: BTreeMap<String, String> = redis::cmd("HGETALL")
-        .arg(support::key(&name, "window"))
-        .query_async(&mut redis.conn().await)
-        .await
-        .unwrap();
+    let window: BTreeMap<String, String> =
+        redis::cmd("HGETALL").arg(support::key(&name, "window")).query_async(&mut redis.conn().await).await.unwrap();
     let calls: u64 = window.iter().filter(|(k, _)| k.ends_with(":c")).map(|(_, v)| v.parse::<u64>().unwrap()).sum();
     assert_eq!(calls, 10, "the rolling window counted them: {window:?}");
 }
@@ -292,13 +285,8 @@ async fn a_dropped_subscription_ends_the_long_bound_at_once() {
     succeed(&b).await.unwrap();
     assert!(b.snapshot().fresh);
     // Kill the pub/sub connection from the server's side.
-    let _: u64 = redis::cmd("CLIENT")
-        .arg("KILL")
-        .arg("TYPE")
-        .arg("pubsub")
-        .query_async(&mut redis.conn().await)
-        .await
-        .unwrap();
+    let _: u64 =
+        redis::cmd("CLIENT").arg("KILL").arg("TYPE").arg("pubsub").query_async(&mut redis.conn().await).await.unwrap();
     eventually("the snapshot stopped being trusted", async || !b.snapshot().fresh).await;
     subscribed(&client).await;
 }
