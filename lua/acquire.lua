@@ -1,7 +1,7 @@
 -- redis-breaker: acquire — decide one call and, when half-open, lease a probe.
 -- KEYS: state, probes, window, metrics (see lib/args.lua).
--- ARGV: 1..21 common (see lib/args.lua); 22 permit id (1-64 bytes, unique per permit);
---   23..31 the caller's pending batch (see parse_batch in lib/batch.lua), counted first.
+-- ARGV: 1..22 common (see lib/args.lua); OWN (23) permit id (1-64 bytes, unique per permit);
+--   OWN+1 .. OWN+9 the caller's pending batch (see parse_batch in lib/batch.lua), counted first.
 -- Reply: { verdict, state, incarnation, epoch, failures, fseq, remaining_ms, stored_config, reason }
 --   verdict: 'allowed' (closed or forced_closed), 'probe' (a half-open lease was taken for the
 --   permit id) or 'rejected' (remaining_ms says how long until it is worth asking again; -1 when
@@ -10,8 +10,8 @@
 --   a rate rule hold; open or forced_open -> half_open once Redis's clock passes open_until
 --   (then a probe is taken at once).
 local c = parse_config()
-local permit = str_arg(22, 'permit id', 64, false)
-local batch = parse_batch(23)
+local permit = str_arg(OWN, 'permit id', 64, false)
+local batch = parse_batch(OWN + 1)
 local S = load(c)
 
 advance(S, c)

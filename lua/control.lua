@@ -1,7 +1,7 @@
 -- redis-breaker: control — an operator's force_open, force_close and reset.
 -- KEYS: state, probes, window, metrics (see lib/args.lua).
--- ARGV: 1..21 common (see lib/args.lua), then
---   22 op: 'force_open' | 'force_close' | 'reset'   23 duration_ms (0 = until reset)
+-- ARGV: 1..22 common (see lib/args.lua), then
+--   OWN (23) op: 'force_open' | 'force_close' | 'reset'   OWN+1 duration_ms (0 = until reset)
 -- Reply: { 'ok', state, incarnation, epoch, failures, fseq, remaining_ms, stored_config, reason }
 -- Transitions: any -> forced_open (trips kept; after the duration it acts as an expired open);
 --   any -> forced_closed (never trips; after the duration, closed); any other state -> closed on
@@ -9,9 +9,9 @@
 --   of a closed breaker clears its failures and window and is no transition. The stored config
 --   fingerprint is kept (an operator is not a process with a config).
 local c = parse_config()
-local op = ARGV[22]
+local op = ARGV[OWN]
 if op ~= 'force_open' and op ~= 'force_close' and op ~= 'reset' then fail('op') end
-local duration = int_arg(23, 'duration_ms', 0)
+local duration = int_arg(OWN + 1, 'duration_ms', 0)
 if duration > MAX_DURATION then fail('duration_ms') end
 local S = load(c)
 -- An operator's write keeps the config fingerprint of the last process that wrote: it is not a

@@ -1,11 +1,11 @@
 -- redis-breaker: record — report one call's outcome; batched counters ride along.
 -- KEYS: state, probes, window, metrics (see lib/args.lua).
--- ARGV: 1..21 common (see lib/args.lua), then
---   22 outcome: 'success' | 'failure' | 'ignore' | 'release' (a permit dropped with no outcome:
+-- ARGV: 1..22 common (see lib/args.lua), then, from OWN (23):
+--   OWN outcome: 'success' | 'failure' | 'ignore' | 'release' (a permit dropped with no outcome:
 --      frees its probe lease, counts nothing) | 'none' (a flush of the batch alone)
---   23 permit incarnation  24 permit epoch  25 probe id ('' when the permit holds no lease)
---   26 slow (0|1)  27 timed out (0|1)  28 fseq the permit's process had seen
---   29..37 the caller's pending batch (see parse_batch in lib/batch.lua)
+--   OWN+1 permit incarnation  OWN+2 permit epoch  OWN+3 probe id ('' when the permit holds no
+--   lease)  OWN+4 slow (0|1)  OWN+5 timed out (0|1)  OWN+6 fseq the permit's process had seen
+--   OWN+7 .. OWN+15 the caller's pending batch (see parse_batch in lib/batch.lua)
 -- Reply: { verdict, state, incarnation, epoch, failures, fseq, remaining_ms, stored_config, reason }
 --   verdict: 'applied', or 'stale' when the outcome moved no state (its permit belongs to another
 --   incarnation or epoch, or its probe lease is gone). Metrics count both. A probe's own lease
@@ -16,18 +16,18 @@
 --   half_open -> closed (success_threshold probe successes); half_open -> open (a probe failed,
 --   trips + 1); forced_closed -> closed when its time is up.
 local c = parse_config()
-local outcome = ARGV[22]
+local outcome = ARGV[OWN]
 local OUTCOMES = { success = true, failure = true, ignore = true, release = true, none = true }
 if not OUTCOMES[outcome] then
   fail('outcome')
 end
-local p_inc = int_arg(23, 'permit incarnation', 0)
-local p_epoch = int_arg(24, 'permit epoch', 0)
-local probe = str_arg(25, 'probe id', 64, true)
-local slow = int_arg(26, 'slow', 0)
-local timed_out = int_arg(27, 'timed out', 0)
-local p_fseq = int_arg(28, 'permit fseq', 0)
-local batch = parse_batch(29)
+local p_inc = int_arg(OWN + 1, 'permit incarnation', 0)
+local p_epoch = int_arg(OWN + 2, 'permit epoch', 0)
+local probe = str_arg(OWN + 3, 'probe id', 64, true)
+local slow = int_arg(OWN + 4, 'slow', 0)
+local timed_out = int_arg(OWN + 5, 'timed out', 0)
+local p_fseq = int_arg(OWN + 6, 'permit fseq', 0)
+local batch = parse_batch(OWN + 7)
 if slow > 1 or timed_out > 1 then fail('flags') end
 local S = load(c)
 

@@ -111,7 +111,7 @@ impl Breaker {
             degraded_mode: self.inner.shared.config.degraded.as_str(),
             config_matches: self.inner.config_matches.load(Ordering::Relaxed),
             config_fingerprint: self.inner.params.fingerprint.clone(),
-            events_subscribed: self.inner.shared.is_subscribed(),
+            events_subscribed: self.inner.shared.events_reach(&self.inner.name),
             client_id: self.inner.shared.id.clone(),
             shadow: self.inner.config.shadow,
         })

@@ -80,12 +80,15 @@ impl Client {
             let manager = ConnectionManager::new_lazy_with_config(fresh.clone(), manager_config.clone()).ok()?;
             Some(Box::new(manager) as Box<dyn SharedConn>)
         });
-        Ok(Client::over(manager, config, true, Some(reconnect)).with_events(vec![client]))
+        Ok(Client::over(manager, config, false, Some(reconnect)).with_events(vec![client]))
     }
 
     /// Makes a client for a Redis Cluster (feature `cluster`), from the URLs of some of its
-    /// nodes. Connecting is lazy, as for [`connect`](Client::connect). Events are read from one
-    /// node at a time (PUBLISH reaches every node), moving to the next when it fails.
+    /// nodes. Connecting is lazy, as for [`connect`](Client::connect). On Redis >= 7.0 events
+    /// are sharded: each breaker's transitions go with SPUBLISH to its own channel
+    /// `<prefix>:{<name>}:events`, within its shard, and the client subscribes to the channels
+    /// of the breakers it holds (so [`subscribe_all`](Client::subscribe_all) sees those only).
+    /// Before 7.0 they go to `<prefix>:events`, read from one node at a time.
     /// [`breakers`](Client::breakers) is not available on a cluster client.
     ///
     /// # Errors
@@ -103,7 +106,22 @@ impl Client {
             .build()
             .map_err(url_error)?;
         let nodes = urls.iter().map(|u| redis::Client::open(*u)).collect::<Result<Vec<_>, _>>().map_err(url_error)?;
-        Ok(Client::over(crate::cluster::LazyCluster::new(cluster), config, false, None).with_events(nodes))
+        let client = Client::over(crate::cluster::LazyCluster::new(cluster), config, true, None);
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let handle = &client.handle;
+            let (op_timeout, keepalive) = (handle.shared.config.op_timeout, handle.shared.config.events_keepalive);
+            let urls = urls.iter().map(|u| u.to_string()).collect();
+            let task = crate::cluster::shard_subscribe_loop(
+                Arc::downgrade(handle),
+                urls,
+                nodes,
+                op_timeout,
+                keepalive,
+                handle.stopped(),
+            );
+            rt.spawn(task);
+        }
+        Ok(client)
     }
 
     /// Starts the subscription to `<prefix>:events` on the first of `nodes` that answers.
@@ -128,10 +146,12 @@ impl Client {
     where
         C: ConnectionLike + Clone + Send + Sync + 'static,
     {
-        Client::over(conn, config, true, None)
+        Client::over(conn, config, false, None)
     }
 
-    fn over<C>(conn: C, config: ClientConfig, can_scan: bool, reconnect: Option<Reconnect>) -> Client
+    /// A client over `conn`; `cluster` when it is a Redis Cluster (no SCAN of one node lists
+    /// every breaker; events are published per breaker, within its shard).
+    fn over<C>(conn: C, config: ClientConfig, cluster: bool, reconnect: Option<Reconnect>) -> Client
     where
         C: ConnectionLike + Clone + Send + Sync + 'static,
     {
@@ -143,9 +163,10 @@ impl Client {
             config.op_timeout,
             channel,
             id.clone(),
+            cluster,
             config.store_failure_threshold,
         );
-        Client::build(config, Some(redis), Arc::new(SystemClock), can_scan, id)
+        Client::build(config, Some(redis), Arc::new(SystemClock), !cluster, id)
     }
 
     /// A single-process client with no Redis: the same semantics, decided in memory. For unit
@@ -176,6 +197,8 @@ impl Client {
             base: Instant::now(),
             id,
             subscribed_since: Default::default(),
+            shard_channels: Default::default(),
+            breaker_made: tokio::sync::Notify::new(),
             can_scan,
             all_events: broadcast::channel(1024).0,
         });
@@ -227,17 +250,24 @@ impl Client {
         let shared = &self.handle.shared;
         shared.config.check_breaker(&config)?;
         let keys = Keys::new(&shared.config.prefix, name);
+        let mut made = false;
         let inner = self
             .handle
             .get_or_insert(
                 name,
                 |existing| existing.config == config,
-                || Inner::new(name, keys, config.clone(), shared.clone()),
+                || {
+                    made = true;
+                    Inner::new(name, keys, config.clone(), shared.clone())
+                },
             )
             .map_err(|_| ConfigError::Name {
                 name: name.to_string(),
                 reason: "this client already has a breaker of that name with a different config".into(),
             })?;
+        if made {
+            shared.breaker_made.notify_one();
+        }
         Ok(Breaker::new(inner, self.handle.clone()))
     }
 

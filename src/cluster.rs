@@ -44,3 +44,202 @@ impl ConnectionLike for LazyCluster {
         0
     }
 }
+
+/// Sharded events (Redis >= 7.0): each breaker's transitions are published with SPUBLISH on its
+/// own channel `<prefix>:{<name>}:events`, in its slot, so they travel within the breaker's
+/// shard instead of over the whole cluster bus. This task keeps one RESP3 cluster connection
+/// that SSUBSCRIBEs the channel of every breaker the client holds (new ones at the next
+/// keepalive, those that left are unsubscribed), applies the messages, and PINGs every node
+/// each `keepalive`. A breaker's snapshot gets the long bound only once its own channel is
+/// confirmed. Any dropped node connection or unanswered PING marks every snapshot stale and
+/// makes the whole subscription again. A server without SSUBSCRIBE (< 7.0) gets the classic
+/// subscription to `<prefix>:events` instead (the scripts fall back to PUBLISH there).
+pub(crate) async fn shard_subscribe_loop(
+    handle: std::sync::Weak<crate::registry::Handle<crate::inner::Inner>>,
+    urls: Vec<String>,
+    nodes: Vec<redis::Client>,
+    op_timeout: std::time::Duration,
+    keepalive: std::time::Duration,
+    mut stop: tokio::sync::watch::Receiver<()>,
+) {
+    use crate::tasks::{jittered, mark_all_stale, on_message};
+    use redis::cluster_routing::{MultipleNodeRoutingInfo, RoutingInfo};
+    use redis::{PushKind, Value};
+    use std::collections::HashSet;
+    use std::time::{Duration, Instant};
+
+    const MIN_BACKOFF: Duration = Duration::from_millis(100);
+    let Some(prefix) = handle.upgrade().map(|h| h.shared.config.prefix.clone()) else { return };
+    let channel_of = |name: &str| format!("{prefix}:{{{name}}}:events");
+    let name_of = |channel: &[u8]| -> Option<String> {
+        let channel = std::str::from_utf8(channel).ok()?;
+        let name = channel.strip_prefix(prefix.as_str())?.strip_prefix(":{")?.strip_suffix("}:events")?;
+        Some(name.to_string())
+    };
+    // Until a breaker exists, SSUBSCRIBE support is checked with a channel of the prefix's own.
+    let probe_channel = format!("{prefix}:{{}}:events-probe");
+    let mut backoff = MIN_BACKOFF;
+    loop {
+        let (tx, mut pushes) = tokio::sync::mpsc::unbounded_channel::<redis::PushInfo>();
+        let client = match ClusterClient::builder(urls.iter().map(String::as_str))
+            .use_protocol(redis::ProtocolVersion::RESP3)
+            .push_sender(tx)
+            .connection_timeout(op_timeout)
+            .response_timeout(op_timeout)
+            .retries(1)
+            .build()
+        {
+            Ok(client) => client,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot make the sharded event subscription");
+                return;
+            }
+        };
+        let connect = async {
+            let conn = client.get_async_connection().await?;
+            let Some(h) = handle.upgrade() else { return Ok(None) };
+            // Sharded mode first: confirmations may arrive before SSUBSCRIBE returns.
+            h.shared.set_shard_mode(true);
+            let wanted: HashSet<String> = h.names().into_iter().collect();
+            let mut channels: Vec<String> = wanted.iter().map(|n| channel_of(n)).collect();
+            channels.push(probe_channel.clone());
+            drop(h);
+            each_channel(&conn, channels, true).await?;
+            Ok::<_, redis::RedisError>(Some((conn, wanted)))
+        };
+        let attempt = tokio::select! {
+            a = tokio::time::timeout(op_timeout.max(Duration::from_secs(1)), connect) => a,
+            _ = stop.changed() => return,
+        };
+        let (mut conn, mut wanted) = match attempt {
+            Ok(Ok(Some(made))) => made,
+            Ok(Ok(None)) => return,
+            Ok(Err(e))
+                if e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ResponseError)
+                    && e.to_string().to_ascii_lowercase().contains("unknown command") =>
+            {
+                tracing::info!("the cluster has no sharded pub/sub (Redis < 7.0): events use one channel");
+                if let Some(h) = handle.upgrade() {
+                    h.shared.set_shard_mode(false);
+                }
+                let channel = crate::name::events_channel(&prefix);
+                return crate::tasks::subscribe_loop(handle, nodes, channel, op_timeout, keepalive, stop).await;
+            }
+            _ => {
+                tokio::select! {
+                    _ = tokio::time::sleep(jittered(backoff)) => {}
+                    _ = stop.changed() => return,
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                continue;
+            }
+        };
+        backoff = MIN_BACKOFF;
+        match handle.upgrade() {
+            Some(h) => {
+                h.shared.set_subscribed(true);
+                mark_all_stale(&h);
+            }
+            None => return,
+        }
+        tracing::debug!(breakers = wanted.len(), "subscribed to the breakers' shard channels");
+        let mut ping = tokio::time::interval(keepalive);
+        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        ping.tick().await;
+        let Some(shared) = handle.upgrade().map(|h| h.shared.clone()) else { return };
+        let made = &shared.breaker_made;
+        let why: &str = loop {
+            tokio::select! {
+                push = pushes.recv() => {
+                    let Some(push) = push else { break "the connection ended" };
+                    let Some(h) = handle.upgrade() else { return };
+                    match (push.kind, push.data.as_slice()) {
+                        (PushKind::SMessage, [_, Value::BulkString(payload)]) => {
+                            on_message(&h, "shard channel", payload, Instant::now());
+                        }
+                        (PushKind::SSubscribe, [Value::BulkString(channel), ..]) => {
+                            if let Some(name) = name_of(channel) {
+                                h.shared.confirm_shard_channel(Some(&name));
+                            }
+                        }
+                        (PushKind::Disconnection, _) => break "a node's connection dropped",
+                        _ => {}
+                    }
+                }
+                _ = ping.tick() => {
+                    // Every node answers on the connection that carries its subscriptions.
+                    let all = RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllNodes, None));
+                    let pinged = tokio::time::timeout(op_timeout, conn.route_command(redis::cmd("PING"), all)).await;
+                    if !matches!(pinged, Ok(Ok(_))) {
+                        break "a node did not answer the keepalive PING";
+                    }
+                    if let Err(why) = follow_registry(&handle, &mut conn, &mut wanted, &channel_of, op_timeout).await {
+                        break why;
+                    }
+                }
+                _ = made.notified() => {
+                    if let Err(why) = follow_registry(&handle, &mut conn, &mut wanted, &channel_of, op_timeout).await {
+                        break why;
+                    }
+                }
+                _ = stop.changed() => return,
+            }
+        };
+        let Some(h) = handle.upgrade() else { return };
+        h.shared.set_subscribed(false);
+        h.shared.confirm_shard_channel(None);
+        mark_all_stale(&h);
+        tracing::warn!(reason = why, "the sharded event subscription dropped; subscribing again");
+    }
+}
+
+/// Subscribes the channels of the breakers made since the last call and unsubscribes those of
+/// the breakers that left the registry; `wanted` holds the names asked for.
+async fn follow_registry(
+    handle: &std::sync::Weak<crate::registry::Handle<crate::inner::Inner>>,
+    conn: &mut ClusterConnection,
+    wanted: &mut std::collections::HashSet<String>,
+    channel_of: &impl Fn(&str) -> String,
+    op_timeout: std::time::Duration,
+) -> Result<(), &'static str> {
+    let Some(h) = handle.upgrade() else { return Ok(()) };
+    let registered: std::collections::HashSet<String> = h.names().into_iter().collect();
+    let shared = h.shared.clone();
+    drop(h);
+    let new: Vec<String> = registered.difference(wanted).cloned().collect();
+    if !new.is_empty() {
+        let channels: Vec<String> = new.iter().map(|n| channel_of(n)).collect();
+        if !matches!(tokio::time::timeout(op_timeout, each_channel(conn, channels, true)).await, Ok(Ok(()))) {
+            return Err("SSUBSCRIBE failed");
+        }
+        wanted.extend(new);
+    }
+    let gone: Vec<String> = wanted.difference(&registered).cloned().collect();
+    if !gone.is_empty() {
+        let channels: Vec<String> = gone.iter().map(|n| channel_of(n)).collect();
+        if !matches!(tokio::time::timeout(op_timeout, each_channel(conn, channels, false)).await, Ok(Ok(()))) {
+            return Err("SUNSUBSCRIBE failed");
+        }
+        for name in &gone {
+            shared.forget_shard_channel(name);
+            wanted.remove(name);
+        }
+    }
+    Ok(())
+}
+
+/// SSUBSCRIBEs (or SUNSUBSCRIBEs) each channel with a command of its own (one command may only
+/// name channels of one slot), 64 in flight.
+async fn each_channel(conn: &ClusterConnection, channels: Vec<String>, subscribe: bool) -> RedisResult<()> {
+    use futures_util::StreamExt;
+    let mut done = futures_util::stream::iter(channels)
+        .map(|channel| {
+            let mut conn = conn.clone();
+            async move { if subscribe { conn.ssubscribe(channel).await } else { conn.sunsubscribe(channel).await } }
+        })
+        .buffer_unordered(64);
+    while let Some(result) = done.next().await {
+        result?;
+    }
+    Ok(())
+}

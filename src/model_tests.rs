@@ -410,7 +410,18 @@ fn lua_scripts_and_the_rust_machine_agree_step_by_step() {
     let server = rt.block_on(support::redis());
     let (store, conn) = rt.block_on(async {
         let conn = server.conn().await;
-        (RedisStore::new(Box::new(conn.clone()), None, Duration::from_secs(5), String::new(), "model".into(), 3), conn)
+        (
+            RedisStore::new(
+                Box::new(conn.clone()),
+                None,
+                Duration::from_secs(5),
+                String::new(),
+                "model".into(),
+                false,
+                3,
+            ),
+            conn,
+        )
     });
     let cases: u32 = std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(128);
     let mut runner = TestRunner::new(RunnerConfig {

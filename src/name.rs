@@ -40,12 +40,19 @@ pub(crate) fn valid_prefix(prefix: &str) -> bool {
 pub(crate) struct Keys {
     pub(crate) name: String,
     pub(crate) all: [String; 4],
+    /// The breaker's own events channel, in its slot: `<prefix>:{<name>}:events` (sharded
+    /// pub/sub on Redis Cluster).
+    pub(crate) shard_channel: String,
 }
 
 impl Keys {
     pub(crate) fn new(prefix: &str, name: &str) -> Keys {
         let key = |suffix: &str| format!("{prefix}:{{{name}}}:{suffix}");
-        Keys { name: name.to_string(), all: [key("state"), key("probes"), key("window"), key("metrics")] }
+        Keys {
+            name: name.to_string(),
+            all: [key("state"), key("probes"), key("window"), key("metrics")],
+            shard_channel: key("events"),
+        }
     }
 
     pub(crate) fn state(&self) -> &str {

@@ -106,7 +106,7 @@ impl Inner {
 
     pub(crate) fn absorb(&self, reply: &Reply, sent: Instant) {
         let inner = self;
-        inner.snapshot.apply(reply, Source::Reply(sent), inner.shared.reply_ttl(sent));
+        inner.snapshot.apply(reply, Source::Reply(sent), inner.shared.reply_ttl(sent, &inner.name));
         inner.in_process_seeded.store(false, Ordering::Release);
         inner.meters.state(reply.state);
         let matches = reply.stored_config.is_empty() || reply.stored_config == inner.params.fingerprint;

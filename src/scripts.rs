@@ -35,10 +35,12 @@ pub(crate) struct Scripts {
     channel: String,
     /// This client's id, sent with every call: the events it causes name it.
     origin: String,
+    /// Publish each breaker's events on its own channel with SPUBLISH (Redis Cluster).
+    sharded: bool,
 }
 
 impl Scripts {
-    pub(crate) fn new(channel: String, origin: String) -> Scripts {
+    pub(crate) fn new(channel: String, origin: String, sharded: bool) -> Scripts {
         Scripts {
             acquire: script!("acquire.lua"),
             record: script!("record.lua"),
@@ -46,6 +48,7 @@ impl Scripts {
             status: Script::new(concat!(include_str!("../lua/lib/clock.lua"), include_str!("../lua/status.lua"))),
             channel,
             origin,
+            sharded,
         }
     }
 
@@ -99,7 +102,8 @@ impl Scripts {
             .arg(&self.channel)
             .arg(&keys.name)
             .arg(p.failure_expiry)
-            .arg(&self.origin);
+            .arg(&self.origin)
+            .arg(if self.sharded { keys.shard_channel.as_str() } else { "" });
         match op {
             Op::Acquire { permit, batch } => {
                 inv.arg(permit);

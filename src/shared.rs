@@ -5,6 +5,8 @@
 use crate::client_config::ClientConfig;
 use crate::events::Event;
 use crate::store::{InProcessStore, RedisStore};
+use std::collections::HashMap;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 use tokio::sync::broadcast;
@@ -19,6 +21,12 @@ pub(crate) struct Shared {
     /// While the subscription to `<prefix>:events` is live: 1 + the nanoseconds since `base`
     /// at which it was made; 0 while there is none.
     pub(crate) subscribed_since: AtomicU64,
+    /// Sharded events (Redis Cluster with SSUBSCRIBE): each breaker's channel is subscribed on
+    /// its own, and a breaker's long bound also needs its channel confirmed: name -> 1 + the
+    /// nanoseconds since `base` at which it was.
+    pub(crate) shard_channels: Mutex<Option<HashMap<String, u64>>>,
+    /// Woken when a breaker is made (sharded events subscribe its channel at once).
+    pub(crate) breaker_made: tokio::sync::Notify,
     /// False for a cluster, where one SCAN sees one node.
     pub(crate) can_scan: bool,
     /// Every event this client sees, of any breaker under the prefix.
@@ -39,17 +47,61 @@ impl Shared {
     /// granted just before the drop does not outlive it.
     /// The subscription must have been live since before the request was `sent`: an event
     /// published between a request and a subscription made after it would be missed.
-    pub(crate) fn reply_ttl(&self, sent: Instant) -> Duration {
+    pub(crate) fn reply_ttl(&self, sent: Instant, name: &str) -> Duration {
         let short = self.cache_ttl();
-        let since = self.subscribed_since.load(Ordering::Acquire);
+        let mut since = self.subscribed_since.load(Ordering::Acquire);
+        if let Some(channels) = self.shard_channels.lock().unwrap_or_else(std::sync::PoisonError::into_inner).as_ref() {
+            since = match channels.get(name) {
+                Some(&confirmed) if since != 0 => since.max(confirmed),
+                _ => 0,
+            };
+        }
         if short.is_zero() || since == 0 || since - 1 > self.nanos_since_base(sent) {
             return short;
         }
         short.max(self.config.subscribed_cache_ttl)
     }
 
+    /// Records that the shard channel of `name` was confirmed subscribed (now), or, with
+    /// `None`, that every shard subscription is in doubt (sharded events only).
+    pub(crate) fn confirm_shard_channel(&self, name: Option<&str>) {
+        let mut channels = self.shard_channels.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let map = channels.get_or_insert_with(HashMap::new);
+        match name {
+            Some(name) => {
+                map.insert(name.to_string(), self.nanos_since_base(Instant::now()) + 1);
+            }
+            None => map.clear(),
+        }
+    }
+
+    /// Turns sharded events on (every breaker's channel unconfirmed) or off (the one channel
+    /// of the prefix carries every event).
+    pub(crate) fn set_shard_mode(&self, on: bool) {
+        *self.shard_channels.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = on.then(HashMap::new);
+    }
+
+    /// Forgets the shard channel of `name` (unsubscribed).
+    pub(crate) fn forget_shard_channel(&self, name: &str) {
+        if let Some(map) = self.shard_channels.lock().unwrap_or_else(std::sync::PoisonError::into_inner).as_mut() {
+            map.remove(name);
+        }
+    }
+
     pub(crate) fn nanos_since_base(&self, at: Instant) -> u64 {
         u64::try_from(at.saturating_duration_since(self.base).as_nanos()).unwrap_or(u64::MAX - 1)
+    }
+
+    /// Whether events of the breaker `name` reach this client now: the subscription is live
+    /// and, with sharded events, the breaker's own channel is confirmed.
+    pub(crate) fn events_reach(&self, name: &str) -> bool {
+        self.is_subscribed()
+            && self
+                .shard_channels
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+                .as_ref()
+                .is_none_or(|channels| channels.contains_key(name))
     }
 
     /// Whether the subscription to `<prefix>:events` is live.

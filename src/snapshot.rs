@@ -232,7 +232,7 @@ impl SnapshotCell {
     /// incarnation is Redis's clock when the state was created, so a larger one is newer.
     pub(crate) fn apply(&self, reply: &Reply, source: Source, cache_ttl: Duration) {
         let _guard = self.writer.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let (_, held, _, _) = self.read();
+        let (held_state, held, held_fresh_until, _) = self.read();
         let known_at = self.known_at.load(Ordering::Relaxed);
         let (at, after_everything_held) = match source {
             Source::Reply(sent) => (self.since_base(sent), self.since_base(sent) >= known_at),
@@ -241,6 +241,15 @@ impl SnapshotCell {
         };
         let not_older = (reply.incarnation, reply.epoch, reply.fseq) >= (held.incarnation, held.epoch, held.fseq);
         if !after_everything_held && !not_older {
+            return;
+        }
+        // An event that says what the process already holds (its own transition, announced
+        // after the reply brought it) teaches nothing: it must not cut a reply's longer bound.
+        if matches!(source, Source::Event(_))
+            && held_state == reply.state
+            && (reply.incarnation, reply.epoch, reply.fseq) == (held.incarnation, held.epoch, held.fseq)
+            && self.since_base(Instant::now()) < held_fresh_until
+        {
             return;
         }
         let sent = at;
@@ -333,6 +342,28 @@ mod tests {
         assert_eq!(cell.view().0, State::Open);
         cell.apply(&reply(State::HalfOpen, 7, 2, 0, Some(0)), Source::Event(event_at), TTL);
         assert_eq!(cell.view().0, State::HalfOpen);
+    }
+
+    #[test]
+    fn an_event_of_what_is_held_does_not_cut_a_replys_longer_bound() {
+        let base = Instant::now();
+        let cell = SnapshotCell::new(base);
+        let now = Instant::now();
+        cell.apply(&reply(State::ForcedOpen, 7, 2, 0, None), Source::Reply(now), TTL);
+        // The process's own transition, announced after the reply brought it: nothing new.
+        cell.apply(&reply(State::ForcedOpen, 7, 2, 0, None), Source::Event(now), Duration::from_millis(1));
+        assert!(
+            matches!(cell.decide(now + Duration::from_secs(1)), Decision::Reject { .. }),
+            "still the reply's bound"
+        );
+        // A newer event applies, with the event's (short) bound.
+        cell.apply(&reply(State::Closed, 7, 3, 0, None), Source::Event(now), Duration::from_millis(1));
+        assert_eq!(cell.view().0, State::Closed);
+        assert_eq!(
+            cell.decide(now + Duration::from_secs(1)),
+            Decision::Miss,
+            "an event is trusted for the short bound"
+        );
     }
 
     #[test]

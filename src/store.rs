@@ -71,12 +71,13 @@ impl RedisStore {
         op_timeout: Duration,
         channel: String,
         origin: String,
+        sharded: bool,
         threshold: u32,
     ) -> RedisStore {
         RedisStore {
             conn: RwLock::new(conn),
             reconnect,
-            scripts: Scripts::new(channel, origin),
+            scripts: Scripts::new(channel, origin, sharded),
             op_timeout,
             threshold,
             errors_in_row: AtomicU32::new(0),

@@ -28,7 +28,7 @@ fn on_store_change(handle: &Handle<Inner>, up: bool) {
 
 /// Events may have been missed (the subscription dropped or was just made): every snapshot asks
 /// Redis on its next call.
-fn mark_all_stale(handle: &Handle<Inner>) {
+pub(crate) fn mark_all_stale(handle: &Handle<Inner>) {
     for inner in handle.registered() {
         inner.snapshot.mark_stale();
     }
@@ -146,22 +146,28 @@ pub(crate) async fn subscribe_loop(
             let Some(msg) = msg else { break };
             let at = Instant::now();
             let Some(h) = handle.upgrade() else { return };
-            match Wire::parse(msg.get_payload_bytes()) {
-                Some(wire) => {
-                    if let Some(inner) = h.named(&wire.name) {
-                        inner.on_event(&wire, at);
-                    }
-                    if let Some(event) = wire.event(&h.shared.id) {
-                        let _ = h.shared.all_events.send(event);
-                    }
-                }
-                None => tracing::debug!(channel, "ignored an event that is not ours"),
-            }
+            on_message(&h, &channel, msg.get_payload_bytes(), at);
         }
         let Some(h) = handle.upgrade() else { return };
         h.shared.set_subscribed(false);
         mark_all_stale(&h);
         tracing::warn!(channel, "the event subscription dropped; resubscribing");
+    }
+}
+
+/// Applies one message of the event channel `channel`, received at `at`, to its breaker's
+/// snapshot and hands it to the client's subscribers.
+pub(crate) fn on_message(h: &Handle<Inner>, channel: &str, payload: &[u8], at: Instant) {
+    match Wire::parse(payload) {
+        Some(wire) => {
+            if let Some(inner) = h.named(&wire.name) {
+                inner.on_event(&wire, at);
+            }
+            if let Some(event) = wire.event(&h.shared.id) {
+                let _ = h.shared.all_events.send(event);
+            }
+        }
+        None => tracing::debug!(channel, "ignored an event that is not ours"),
     }
 }
 
@@ -207,6 +213,6 @@ pub(crate) async fn store_loop(
 
 /// `backoff` spread over [0.5, 1.5) of itself: a fleet that lost Redis together does not come
 /// back in lockstep.
-fn jittered(backoff: Duration) -> Duration {
+pub(crate) fn jittered(backoff: Duration) -> Duration {
     backoff.mul_f64(0.5 + rand::random::<f64>())
 }

@@ -164,7 +164,7 @@ async fn scripts_refuse_bad_arguments_with_a_named_error() {
     let keys = ["state", "probes", "window", "metrics"].map(|s| key(&name, s));
     let good: Vec<String> = [
         "", "0.5", "fp", "5", "2", "1", "30000", "300000", "2", "0.1", "30000", "3600000", "86400000", "0", "0", "20",
-        "60000", "", "n", "60000", "client-a", "p1", "0", "0", "0", "0", "0", "0", "0", "0", "0",
+        "60000", "", "n", "60000", "client-a", "", "p1", "0", "0", "0", "0", "0", "0", "0", "0", "0",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -187,12 +187,13 @@ async fn scripts_refuse_bad_arguments_with_a_named_error() {
         (13, "2", "failure_rate"),
         (16, "5", "window"),
         (19, "0", "failure_expiry"),
-        (21, "", "permit id"),
-        (24, "1.5", "batch fseq"),
-        (26, "3", "batch slow"),
+        (21, &"x".repeat(513), "shard channel"),
+        (22, "", "permit id"),
+        (25, "1.5", "batch fseq"),
+        (27, "3", "batch slow"),
     ] {
         let mut args = good.clone();
-        args[i] = bad.to_string();
+        args[i] = (*bad).to_string();
         let err = run(args).query_async::<Vec<String>>(&mut conn).await.unwrap_err();
         let text = err.to_string();
         assert!(text.contains(&format!("redis-breaker: bad argument {field}")), "{field}: {text}");

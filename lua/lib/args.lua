@@ -9,7 +9,8 @@
 --   3 window  HASH  breaker:{name}:window   rolling-window buckets "<bucket>:c|f|s"
 --   4 metrics HASH  breaker:{name}:metrics  cumulative outcome counters
 --
--- ARGV 1..21 (every script): the caller's clock override, config and id; from 22 on, the script's own.
+-- ARGV 1..22 (every script): the caller's clock override, config and id; from OWN (23) on, the
+-- script's own, which each script names as OWN + k so a new common argument moves none of them.
 --   1 now_ms ('' = Redis TIME; only tests send a value)   2 rand in [0,1) for the jitter
 --   3 config fingerprint      4 failure_threshold (0 = rule off)   5 success_threshold
 --   6 half_open_max_probes    7 base_recovery_ms   8 max_recovery_ms   9 multiplier  10 jitter
@@ -17,6 +18,9 @@
 --   15 slow_call_rate (0 = rule off)  16 minimum_calls  17 window_ms  18 events channel ('' = none)
 --   19 breaker name (for events)   20 failure_expiry_ms   21 origin: the caller's client id (for
 --   events, so each process can tell the transitions it caused; '' = none)
+--   22 shard channel: '' = events go to the channel of 18 with PUBLISH; else the breaker's own
+--   channel `<prefix>:{<name>}:events`, in its slot, with SPUBLISH (Redis Cluster: a transition
+--   travels within its shard), falling back to PUBLISH on 18 where SPUBLISH is unknown (< 7.0)
 --
 -- Reply (every script): { verdict, state, incarnation, epoch, failures, fseq, remaining_ms,
 --   stored_config, reason }. remaining_ms is the time left to the state's next deadline (open_until,
@@ -27,6 +31,8 @@ local tonumber, unpack, pairs, ipairs, next, type = tonumber, unpack, pairs, ipa
 local floor, mmin, mmax, fmt = math.floor, math.min, math.max, string.format
 local rcall, rpcall = redis.call, redis.pcall
 
+-- The first of a script's own arguments.
+local OWN = 23
 local MAX_INT = 9007199254740991
 -- The longest duration any argument may carry (2^43 ms, about 278 years): a deadline now + this
 -- stays an exact integer. A stored deadline further away than this was not written by us.
@@ -110,6 +116,7 @@ local function parse_config()
   c.failure_expiry = int_arg(20, 'failure_expiry', 1)
   if c.failure_expiry > MAX_DURATION then fail('failure_expiry') end
   c.origin = str_arg(21, 'origin', 64, true)
+  c.shard_channel = str_arg(22, 'shard channel', 512, true)
   c.windowed = c.failure_rate > 0 or c.slow_rate > 0
   return c
 end

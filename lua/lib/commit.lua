@@ -108,9 +108,12 @@ local function commit(S, c)
     rcall('HSETNX', KEYS[4], 'since', int(c.now))
     rcall('PEXPIRE', KEYS[4], c.metrics_ttl)
   end
-  if c.channel ~= '' then
-    for i, e in ipairs(S.events) do
-      rpcall('PUBLISH', c.channel, json_event(c, S, e, i == #S.events))
+  for i, e in ipairs(S.events) do
+    local msg = json_event(c, S, e, i == #S.events)
+    local sent = nil
+    if c.shard_channel ~= '' then sent = rpcall('SPUBLISH', c.shard_channel, msg) end
+    if (sent == nil or (type(sent) == 'table' and sent.err)) and c.channel ~= '' then
+      rpcall('PUBLISH', c.channel, msg)
     end
   end
 end
