@@ -39,22 +39,22 @@ local function state_key_ttl(S, c)
   return ttl
 end
 
--- HINCRBY that repairs instead of failing: a value set by hand that is not an integer, or one
--- that would overflow, is replaced by the increment (the script has already written; an error
--- now would half-apply it).
+-- HINCRBY that repairs instead of failing (the script has already written; an error now would
+-- half-apply it): a key of another type set by hand is replaced by a hash, a value that is not
+-- an integer, or one that would overflow, by the increment. Answers whether the field is new.
 local function incr(key, field, n)
   local r = rpcall('HINCRBY', key, field, n)
-  if type(r) == 'table' and r.err then rcall('HSET', key, field, int(n)) end
+  if type(r) == 'table' and r.err then
+    if string.sub(r.err, 1, 9) == 'WRONGTYPE' then rcall('DEL', key) end
+    rcall('HSET', key, field, int(n))
+    return true
+  end
+  return r == n
 end
 
 -- Writes everything the decision changed, refreshes TTLs, then publishes (last, and with pcall:
 -- a refused PUBLISH must not turn an applied transition into an error).
 local function commit(S, c)
-  -- The last check before the first write: a metrics key of the wrong type is replaced.
-  if next(S.metrics) ~= nil then
-    local t = key_type(KEYS[4])
-    if t ~= 'none' and t ~= 'hash' then S.drop[#S.drop + 1] = KEYS[4] end
-  end
   for _, k in ipairs(S.drop) do rcall('DEL', k) end
   local ttl = state_key_ttl(S, c)
   local forever = (S.state == 'forced_open' or S.state == 'forced_closed') and S.open_until == 0
@@ -64,12 +64,26 @@ local function commit(S, c)
     if S.incarnation == 0 then S.incarnation = c.clock_us end
     local config = c.fingerprint
     if S.keep_config then config = S.config end
-    local args = { 'state', S.state, 'incarnation', int(S.incarnation), 'reason', S.reason, 'config', config }
-    for _, f in ipairs(STATE_FIELDS) do
-      args[#args + 1] = f
-      args[#args + 1] = int(S[f])
+    -- Only what changed since the state was read (all of it for a new or reset state).
+    local was = S.stored
+    local args = {}
+    local function put(f, v, old)
+      if not was or old ~= v then
+        args[#args + 1] = f
+        args[#args + 1] = v
+      end
     end
-    rcall('HSET', KEYS[1], unpack(args))
+    put('state', S.state, was and was.state)
+    put('incarnation', int(S.incarnation), was and int(was.incarnation))
+    put('reason', S.reason, was and was.reason)
+    put('config', config, was and was.config)
+    for _, f in ipairs(STATE_FIELDS) do
+      if not was or was[f] ~= S[f] then
+        args[#args + 1] = f
+        args[#args + 1] = int(S[f])
+      end
+    end
+    if #args > 0 then rcall('HSET', KEYS[1], unpack(args)) end
   end
   if S.dirty or in_force then
     if forever then
@@ -104,8 +118,12 @@ local function commit(S, c)
     rcall('PEXPIRE', KEYS[3], S.window + floor(S.window / 10))
   end
   if next(S.metrics) ~= nil then
-    for f, n in pairs(S.metrics) do incr(KEYS[4], f, n) end
-    rcall('HSETNX', KEYS[4], 'since', int(c.now))
+    local new_field = false
+    for f, n in pairs(S.metrics) do
+      if incr(KEYS[4], f, n) then new_field = true end
+    end
+    -- A new key has only new fields: 'since' is set with the first of them.
+    if new_field then rcall('HSETNX', KEYS[4], 'since', int(c.now)) end
     rcall('PEXPIRE', KEYS[4], c.metrics_ttl)
   end
   for i, e in ipairs(S.events) do

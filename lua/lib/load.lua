@@ -50,6 +50,11 @@ local function load_state(S, c)
     end
   end
   if S.incarnation == 0 then S.dirty = true end
+  -- What was read, so commit writes only the fields that changed.
+  if not problem then
+    S.stored = { state = S.state, reason = S.reason, config = S.config }
+    for _, f in ipairs(INT_FIELDS) do S.stored[f] = S[f] end
+  end
   -- A state with a deadline must have a sane one: open with none, or any deadline further away
   -- than the longest duration we accept, was set by hand and would hold the breaker for ever.
   if problem then return problem end
