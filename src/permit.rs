@@ -96,6 +96,21 @@ impl CallGuard<'_> {
             self.breaker.finish(grant, outcome, slow, timed_out).await;
         }
     }
+
+    /// The common end of a call, without entering `finish`'s future: a success of a healthy
+    /// closed breaker is one count. Answers whether it was that.
+    fn finish_healthy(&mut self, outcome: Outcome, slow: bool) -> bool {
+        match &self.grant {
+            Some(Grant::Closed(view)) if outcome == Outcome::Success && view.failures == 0 => {
+                let inner = &self.breaker.inner;
+                inner.meters.outcome(outcome, false);
+                inner.pending.success(view, slow);
+                self.grant = None;
+                true
+            }
+            _ => false,
+        }
+    }
 }
 
 impl Drop for CallGuard<'_> {
@@ -153,20 +168,23 @@ impl Breaker {
     {
         // A panic inside the call unwinds through `guard`, whose drop records it as a failure.
         // A fresh snapshot decides without entering `grant`'s (larger) future.
-        let grant = match self.inner.snapshot.decide(Instant::now()) {
+        let grant = match self.inner.snapshot.decide_now() {
             Decision::Allow(view) => Grant::Closed(view),
             Decision::Reject { state, retry_after } if !self.inner.config.shadow => {
                 return Err(self.reject(state, retry_after).into());
             }
             _ => self.grant().await?,
         };
-        let guard = CallGuard { breaker: self, grant: Some(grant) };
+        let mut guard = CallGuard { breaker: self, grant: Some(grant) };
         let config = &self.inner.config;
         let started = config.slow_call_rate.is_some().then(Instant::now);
         match with_deadline(f(), config.call_timeout).await {
             Some(result) => {
                 let slow = started.is_some_and(|s| s.elapsed() >= config.slow_call_duration);
-                guard.finish(classify(&result), slow, false).await;
+                let outcome = classify(&result);
+                if !guard.finish_healthy(outcome, slow) {
+                    guard.finish(outcome, slow, false).await;
+                }
                 result.map_err(Error::Inner)
             }
             None => {
@@ -186,7 +204,7 @@ impl Breaker {
     }
 
     async fn grant(&self) -> Result<Grant, Rejected> {
-        let decided = match self.inner.snapshot.decide(Instant::now()) {
+        let decided = match self.inner.snapshot.decide_now() {
             Decision::Allow(view) => return Ok(Grant::Closed(view)),
             Decision::Reject { state, retry_after } => Err(self.reject(state, retry_after)),
             Decision::Miss => match self.stale_while_refreshing() {
