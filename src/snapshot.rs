@@ -201,7 +201,8 @@ impl SnapshotCell {
             State::Closed | State::ForcedClosed => Decision::Allow(view),
             _ => Decision::Reject {
                 state,
-                retry_after: (deadline != NO_DEADLINE).then(|| Duration::from_nanos(deadline.saturating_sub(now.saturating_add(lag)))),
+                retry_after: (deadline != NO_DEADLINE)
+                    .then(|| Duration::from_nanos(deadline.saturating_sub(now.saturating_add(lag)))),
             },
         }
     }

@@ -290,3 +290,25 @@ async fn a_dropped_subscription_ends_the_long_bound_at_once() {
     eventually("the snapshot stopped being trusted", async || !b.snapshot().fresh).await;
     subscribed(&client).await;
 }
+
+/// A restart that loses the state drops the connection and the subscription with it: the
+/// process asks the restarted Redis at once instead of trusting its snapshot for the long bound.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_that_loses_the_state_is_seen_when_the_subscription_returns() {
+    let mut redis = private_redis().await;
+    let client = Client::connect_with(&redis.url, short(100).build().unwrap()).await.unwrap();
+    subscribed(&client).await;
+    let b = client.breaker(&unique("restart-long"), Config::default()).unwrap();
+    b.force_open(None).await.unwrap();
+    assert!(matches!(succeed(&b).await, Err(Error::Rejected(_))));
+    assert!(b.snapshot().fresh, "forced open for good: the long bound");
+    redis.kill();
+    redis.restart();
+    let restarted = Instant::now();
+    let took = eventually("the restarted, empty Redis decides (closed)", async || succeed(&b).await.is_ok()).await;
+    assert_eq!(b.state(), State::Closed);
+    println!(
+        "figures: the empty restarted Redis was followed {:?} after it started (subscribed_cache_ttl 30s)",
+        restarted.elapsed().min(took)
+    );
+}
