@@ -68,6 +68,50 @@ impl Client {
     /// [`ConfigError`] naming `url` when it cannot be parsed.
     pub async fn connect_with(url: &str, config: ClientConfig) -> Result<Client, ConfigError> {
         let client = redis::Client::open(url).map_err(url_error)?;
+        Client::connect_over(client, config)
+    }
+
+    /// As [`connect_with`](Client::connect_with), over TLS with the given certificates (feature
+    /// `tls`): a CA of your own instead of the system's roots, and a client certificate when
+    /// the server asks for one. The URL must be `rediss://`. Plain `rediss://` URLs with the
+    /// system's roots need only [`connect`](Client::connect).
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// use redis_breaker::{Client, ClientConfig, TlsOptions};
+    ///
+    /// let tls = TlsOptions::new()
+    ///     .ca_pem(std::fs::read("ca.crt")?)
+    ///     .client_pem(std::fs::read("client.crt")?, std::fs::read("client.key")?);
+    /// let client = Client::connect_tls("rediss://redis.internal:6380", ClientConfig::default(), tls).await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming `url` when it cannot be parsed or is not `rediss://`, or naming
+    /// `tls` when a certificate or key is not usable PEM. A handshake that fails later (a wrong
+    /// CA, a refused client certificate) is a [`StoreError`] that names TLS, at the first
+    /// operation; calls are decided by the degraded mode meanwhile.
+    #[cfg(feature = "tls")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
+    pub async fn connect_tls(url: &str, config: ClientConfig, tls: crate::TlsOptions) -> Result<Client, ConfigError> {
+        if !url.starts_with("rediss://") {
+            return Err(ConfigError::Field {
+                field: "url",
+                reason: "must be a rediss:// URL for a TLS connection".into(),
+            });
+        }
+        tls.check().map_err(|reason| ConfigError::Field { field: "tls", reason })?;
+        let client = redis::Client::build_with_tls(url, tls.certificates()).map_err(|e| match e.kind() {
+            redis::ErrorKind::InvalidClientConfig => {
+                ConfigError::Field { field: "tls", reason: format!("is not usable: {e}") }
+            }
+            _ => url_error(e),
+        })?;
+        Client::connect_over(client, config)
+    }
+
+    fn connect_over(client: redis::Client, config: ClientConfig) -> Result<Client, ConfigError> {
         let manager_config = ConnectionManagerConfig::new()
             .set_number_of_retries(1)
             .set_max_delay(Duration::from_millis(200))

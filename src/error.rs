@@ -105,6 +105,9 @@ pub enum ConfigError {
     },
 }
 
+/// The oldest server version this crate supports (Redis and Valkey number alike).
+pub(crate) const MIN_SERVER: (u32, u32) = (6, 2);
+
 /// Redis could not carry out an operation; the message says which key or command, and why.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -128,6 +131,22 @@ pub enum StoreError {
     /// The operation is not available on this kind of client.
     #[error("not supported: {0}")]
     Unsupported(&'static str),
+    /// The TLS connection to Redis failed (an unknown CA, a server name that does not match its
+    /// certificate, a client certificate the server refused): an outage until the certificates
+    /// are fixed. The message includes the TLS library's own words.
+    #[error(
+        "TLS with redis failed: {0} (check the CA, the server's name or IP in its certificate, and the client certificate)"
+    )]
+    Tls(redis::RedisError),
+    /// The server is older than the oldest this crate supports: calls are decided by the
+    /// degraded mode, and the server is asked again every few seconds (an upgrade is noticed).
+    #[error("{server} {found} is older than {}.{}, the oldest server this crate supports; upgrade it", MIN_SERVER.0, MIN_SERVER.1)]
+    ServerTooOld {
+        /// The server's name as it reports it (`redis`, `valkey`).
+        server: String,
+        /// The version it reports (`6.0.9`), or what was learnt of it.
+        found: String,
+    },
     /// An argument of the operation is out of range (e.g. a `force_open` duration beyond what
     /// the scripts accept); nothing was sent to Redis.
     #[error(transparent)]
@@ -146,7 +165,7 @@ impl StoreError {
     /// True when the error says Redis is unreachable or slow (an outage), rather than refusing
     /// one breaker's operation.
     pub fn is_outage(&self) -> bool {
-        matches!(self, StoreError::Timeout(_) | StoreError::Unreachable(_))
+        matches!(self, StoreError::Timeout(_) | StoreError::Unreachable(_) | StoreError::Tls(_))
     }
 
     pub(crate) fn from_redis(e: redis::RedisError, key: &str) -> StoreError {
@@ -155,6 +174,13 @@ impl StoreError {
             || e.is_connection_refusal()
             || e.is_timeout()
             || e.is_unrecoverable_error();
+        let said = e.to_string().to_ascii_lowercase();
+        let tls = ["certificate", "tls", "handshake", "received fatal alert", "unknownissuer"]
+            .iter()
+            .any(|w| said.contains(w));
+        if tls && (outage || e.kind() == redis::ErrorKind::Io) {
+            return StoreError::Tls(e);
+        }
         if outage { StoreError::Unreachable(e) } else { StoreError::Refused { key: key.to_string(), error: e } }
     }
 }

@@ -48,7 +48,8 @@
 //! | `cluster` | `Client::connect_cluster` for Redis Cluster |
 //! | `tower` | `tower::BreakerLayer` and `tower::BreakerService` |
 //! | `metrics` | counters and gauges through the `metrics` facade |
-//! | `cli` | the `redis-breaker` binary |
+//! | `tls` | `rediss://` URLs and `Client::connect_tls` (rustls, no OpenSSL) |
+//! | `cli` | the `redis-breaker` binary (with `tls`) |
 //!
 //! # Keys
 //!
@@ -91,6 +92,8 @@ mod state;
 pub mod status;
 mod store;
 mod tasks;
+#[cfg(feature = "tls")]
+mod tls;
 #[cfg(feature = "tower")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
 pub mod tower;
@@ -116,3 +119,5 @@ pub use health::{Health, Snapshot, StoreStatus};
 pub use permit::Permit;
 pub use protocol::Outcome;
 pub use state::{State, UnknownState};
+#[cfg(feature = "tls")]
+pub use tls::TlsOptions;

@@ -93,9 +93,6 @@ pub(crate) struct SnapshotCell {
     /// `CLOCK_MONOTONIC` nanoseconds at `base` (Linux: the coarse clock's origin).
     #[cfg(target_os = "linux")]
     base_raw: u64,
-    /// The coarse clock's resolution: how far it may lag the precise one.
-    #[cfg(target_os = "linux")]
-    coarse_lag: u64,
     seq: AtomicU64,
     state: AtomicU8,
     incarnation: AtomicU64,
@@ -127,14 +124,6 @@ impl SnapshotCell {
             #[cfg(target_os = "linux")]
             base_raw: raw_nanos(rustix::time::ClockId::Monotonic)
                 .saturating_sub(nanos(Instant::now().saturating_duration_since(base))),
-            #[cfg(target_os = "linux")]
-            coarse_lag: {
-                let r = rustix::time::clock_getres(rustix::time::ClockId::MonotonicCoarse);
-                u64::try_from(r.tv_sec)
-                    .unwrap_or(0)
-                    .saturating_mul(1_000_000_000)
-                    .saturating_add(u64::try_from(r.tv_nsec).unwrap_or(0))
-            },
             seq: AtomicU64::new(0),
             state: AtomicU8::new(State::Closed.to_u8()),
             incarnation: AtomicU64::new(0),
@@ -177,22 +166,27 @@ impl SnapshotCell {
         }
     }
 
-    /// Decides from the snapshot if it is fresh now, on the coarse clock (the hot path).
+    /// Decides from the snapshot if it is fresh now, on the coarse clock (the hot path). The
+    /// time left to a deadline is told from the precise clock: the coarse one may lag.
     pub(crate) fn decide_now(&self) -> Decision {
-        // A coarse reading may lag by up to its resolution: the time left to a deadline is
-        // told that much shorter, never longer than it is.
         #[cfg(target_os = "linux")]
-        return self.decide_at(coarse_monotonic_nanos().saturating_sub(self.base_raw), self.coarse_lag);
+        return match self.decide_at(coarse_monotonic_nanos().saturating_sub(self.base_raw)) {
+            Decision::Reject { state, retry_after: Some(_) } => {
+                let (_, _, deadline) = self.with_deadline(Instant::now());
+                Decision::Reject { state, retry_after: deadline }
+            }
+            decided => decided,
+        };
         #[cfg(not(target_os = "linux"))]
         return self.decide(Instant::now());
     }
 
     /// Decides from the snapshot if it is fresh at `now`.
     pub(crate) fn decide(&self, now: Instant) -> Decision {
-        self.decide_at(self.since_base(now), 0)
+        self.decide_at(self.since_base(now))
     }
 
-    fn decide_at(&self, now: u64, lag: u64) -> Decision {
+    fn decide_at(&self, now: u64) -> Decision {
         let (state, view, fresh_until, deadline) = self.read();
         if now >= fresh_until {
             return Decision::Miss;
@@ -201,8 +195,7 @@ impl SnapshotCell {
             State::Closed | State::ForcedClosed => Decision::Allow(view),
             _ => Decision::Reject {
                 state,
-                retry_after: (deadline != NO_DEADLINE)
-                    .then(|| Duration::from_nanos(deadline.saturating_sub(now.saturating_add(lag)))),
+                retry_after: (deadline != NO_DEADLINE).then(|| Duration::from_nanos(deadline.saturating_sub(now))),
             },
         }
     }

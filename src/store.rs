@@ -52,8 +52,46 @@ impl ConnectionLike for ConnHandle {
 /// it reached was demoted).
 pub(crate) type Reconnect = Box<dyn Fn() -> Option<Box<dyn SharedConn>> + Send + Sync>;
 
+/// What is known of the server's version.
+enum ServerCheck {
+    /// Not asked yet (or the connection was replaced).
+    Unknown,
+    /// At least `MIN_SERVER`.
+    Supported,
+    /// Older: refused until asked again, `RECHECK` after `at`.
+    TooOld { server: String, found: String, at: std::time::Instant },
+}
+
+/// How often a server found too old is asked again (an upgrade is noticed within this).
+const RECHECK: Duration = Duration::from_secs(10);
+
+/// The server's name and version from a HELLO reply (a RESP2 array or a RESP3 map of
+/// `server`, `version`, ...).
+fn hello_version(reply: &Value) -> Option<(String, String)> {
+    let pairs: Vec<(&Value, &Value)> = match reply {
+        Value::Array(items) => items.chunks(2).filter_map(|p| Some((p.first()?, p.get(1)?))).collect(),
+        Value::Map(items) => items.iter().map(|(k, v)| (k, v)).collect(),
+        _ => return None,
+    };
+    let text = |v: &Value| match v {
+        Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
+        Value::SimpleString(s) => Some(s.clone()),
+        _ => None,
+    };
+    let field = |name: &str| pairs.iter().find(|(k, _)| text(k).as_deref() == Some(name)).and_then(|(_, v)| text(v));
+    Some((field("server").unwrap_or_else(|| "redis".into()), field("version")?))
+}
+
+/// Whether `version` ("6.0.9") is older than `MIN_SERVER`.
+fn too_old(version: &str) -> bool {
+    let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
+    (major, minor) < crate::error::MIN_SERVER
+}
+
 /// The Redis side: scripts, a deadline on every operation, and the up/down verdict on Redis.
 pub(crate) struct RedisStore {
+    server: Mutex<ServerCheck>,
     conn: RwLock<Box<dyn SharedConn>>,
     reconnect: Option<Reconnect>,
     scripts: Scripts,
@@ -75,6 +113,7 @@ impl RedisStore {
         threshold: u32,
     ) -> RedisStore {
         RedisStore {
+            server: Mutex::new(ServerCheck::Unknown),
             conn: RwLock::new(conn),
             reconnect,
             scripts: Scripts::new(channel, origin, sharded),
@@ -115,6 +154,65 @@ impl RedisStore {
     fn replace_connection(&self) {
         if let Some(conn) = self.reconnect.as_ref().and_then(|make| make()) {
             *self.conn.write().unwrap_or_else(std::sync::PoisonError::into_inner) = conn;
+            *self.server.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = ServerCheck::Unknown;
+        }
+    }
+
+    /// Refuses a server older than `MIN_SERVER`, naming its version. Asked once (HELLO, which
+    /// every supported server answers and the minimal ACL allows) before the first operation,
+    /// and again every `RECHECK` while it is too old.
+    async fn check_server(&self, key: &str) -> Result<(), StoreError> {
+        let refused =
+            |server: &String, found: &String| StoreError::ServerTooOld { server: server.clone(), found: found.clone() };
+        {
+            let known = self.server.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+            match &*known {
+                ServerCheck::Supported => return Ok(()),
+                ServerCheck::TooOld { server, found, at } if at.elapsed() < RECHECK => {
+                    return Err(refused(server, found));
+                }
+                _ => {}
+            }
+        }
+        let verdict = match self.query::<Value>(&redis::cmd("HELLO"), key).await {
+            Ok(reply) => match hello_version(&reply) {
+                Some((server, found)) if too_old(&found) => Some((server, found)),
+                _ => None,
+            },
+            Err(StoreError::Refused { error, .. }) => {
+                let said = error.to_string().to_ascii_lowercase();
+                if said.contains("unknown command") {
+                    // Before 6.0 there is no HELLO at all.
+                    Some(("redis".to_string(), "older than 6.0 (no HELLO command)".to_string()))
+                } else if said.contains("wrong number of arguments") {
+                    // 6.0's HELLO requires a protocol version (6.2's does not): INFO, when the
+                    // ACL allows it, tells the exact version.
+                    let info = self.query::<String>(redis::cmd("INFO").arg("server"), key).await.ok();
+                    let exact = info.as_deref().and_then(|i| {
+                        i.lines().find_map(|l| l.strip_prefix("redis_version:")).map(|v| v.trim().to_string())
+                    });
+                    Some(("redis".to_string(), exact.unwrap_or_else(|| "6.0".to_string())))
+                } else {
+                    // HELLO refused otherwise (an ACL without it): the version cannot be told;
+                    // the operations say for themselves what the server refuses.
+                    tracing::debug!(error = %error, "HELLO refused; the server's version is not checked");
+                    None
+                }
+            }
+            Err(e) => return Err(e),
+        };
+        let mut known = self.server.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match verdict {
+            None => {
+                *known = ServerCheck::Supported;
+                Ok(())
+            }
+            Some((server, found)) => {
+                let e = refused(&server, &found);
+                tracing::error!(error = %e, "the server is too old; calls are decided by the degraded mode");
+                *known = ServerCheck::TooOld { server, found, at: std::time::Instant::now() };
+                Err(e)
+            }
         }
     }
 
@@ -133,6 +231,7 @@ impl RedisStore {
         now_ms: Option<u64>,
         rand: f64,
     ) -> Result<Reply, StoreError> {
+        self.check_server(keys.state()).await?;
         let inv = self.scripts.invocation(keys, p, now_ms, rand, op);
         let mut conn = self.handle();
         let reply = self.deadline(keys.state(), inv.invoke_async::<Vec<String>>(&mut conn)).await?;
@@ -142,6 +241,7 @@ impl RedisStore {
     /// Reads one breaker's keys for operators.
     pub(crate) async fn status(&self, keys: &Keys) -> Result<crate::status::Raw, StoreError> {
         type Reply = (String, Vec<String>, Vec<String>, Vec<String>, i64, i64, i64, i64);
+        self.check_server(keys.state()).await?;
         let inv = self.scripts.status(keys);
         let mut conn = self.handle();
         let (now, state, probes, metrics, a, b, c, d): Reply =

@@ -2,7 +2,7 @@
 //! drive breakers.
 #![allow(dead_code)]
 
-mod server;
+pub mod server;
 mod test_redis;
 
 use std::time::Duration;
