@@ -124,7 +124,55 @@ impl Client {
             let manager = ConnectionManager::new_lazy_with_config(fresh.clone(), manager_config.clone()).ok()?;
             Some(Box::new(manager) as Box<dyn SharedConn>)
         });
-        Ok(Client::over(manager, config, false, Some(reconnect)).with_events(vec![client]))
+        Ok(Client::over(manager, config, false, Some(reconnect)).with_events(tasks::EventNodes::Fixed(vec![client])))
+    }
+
+    /// Makes a client for the primary that Redis Sentinel names (feature `sentinel`): `sentinels`
+    /// are the URLs of some sentinels, `service` the name they monitor (`sentinel monitor
+    /// <service> ...`). The primary is asked of the sentinels when first needed and again
+    /// whenever its connection breaks or it answers READONLY (a failover demoted it), so the
+    /// client follows a failover; a node is used only once it says (ROLE) it is a primary.
+    /// The event subscription moves to the new primary the same way, and every snapshot asks
+    /// Redis again when it does. Connecting is lazy, as for [`connect`](Client::connect).
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// use redis_breaker::{Client, ClientConfig};
+    ///
+    /// let sentinels = ["redis://10.0.0.1:26379", "redis://10.0.0.2:26379", "redis://10.0.0.3:26379"];
+    /// let client = Client::connect_sentinel(&sentinels, "mymaster", ClientConfig::default()).await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming `url` when a sentinel URL cannot be parsed or the list is empty.
+    #[cfg(feature = "sentinel")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "sentinel")))]
+    pub async fn connect_sentinel(
+        sentinels: &[&str],
+        service: &str,
+        config: ClientConfig,
+    ) -> Result<Client, ConfigError> {
+        if sentinels.is_empty() {
+            return Err(ConfigError::Field { field: "url", reason: "list of sentinels is empty".into() });
+        }
+        let make = || {
+            redis::sentinel::SentinelClient::build(
+                sentinels.to_vec(),
+                service,
+                None,
+                redis::sentinel::SentinelServerType::Master,
+            )
+            .map_err(url_error)
+        };
+        let conn = crate::sentinel::SentinelConn::new(make()?, config.op_timeout);
+        let events = crate::sentinel::SentinelConn::new(make()?, config.op_timeout);
+        let forget = conn.clone();
+        let reconnect: Reconnect = Box::new(move || {
+            forget.forget();
+            Some(Box::new(forget.clone()) as Box<dyn SharedConn>)
+        });
+        Ok(Client::over(conn, config, false, Some(reconnect)).with_events(tasks::EventNodes::Sentinel(events)))
     }
 
     /// Makes a client for a Redis Cluster (feature `cluster`), from the URLs of some of its
@@ -169,7 +217,7 @@ impl Client {
     }
 
     /// Starts the subscription to `<prefix>:events` on the first of `nodes` that answers.
-    fn with_events(self, nodes: Vec<redis::Client>) -> Client {
+    fn with_events(self, nodes: tasks::EventNodes) -> Client {
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             let handle = &self.handle;
             let channel = events_channel(&handle.shared.config.prefix);

@@ -123,6 +123,7 @@ pub(crate) async fn shard_subscribe_loop(
                     h.shared.set_shard_mode(false);
                 }
                 let channel = crate::name::events_channel(&prefix);
+                let nodes = crate::tasks::EventNodes::Fixed(nodes);
                 return crate::tasks::subscribe_loop(handle, nodes, channel, op_timeout, keepalive, stop).await;
             }
             _ => {

@@ -173,7 +173,9 @@ impl StoreError {
             || e.is_connection_dropped()
             || e.is_connection_refusal()
             || e.is_timeout()
-            || e.is_unrecoverable_error();
+            || e.is_unrecoverable_error()
+            // The sentinels name no primary (yet): nothing can be decided through Redis.
+            || e.kind() == redis::ErrorKind::MasterNameNotFoundBySentinel;
         let said = e.to_string().to_ascii_lowercase();
         let tls = ["certificate", "tls", "handshake", "received fatal alert", "unknownissuer"]
             .iter()

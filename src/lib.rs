@@ -48,6 +48,7 @@
 //! | `cluster` | `Client::connect_cluster` for Redis Cluster |
 //! | `tower` | `tower::BreakerLayer` and `tower::BreakerService` |
 //! | `metrics` | counters and gauges through the `metrics` facade |
+//! | `sentinel` | `Client::connect_sentinel`: the primary Redis Sentinel names, across failovers |
 //! | `tls` | `rediss://` URLs and `Client::connect_tls` (rustls, no OpenSSL) |
 //! | `cli` | the `redis-breaker` binary (with `tls`) |
 //!
@@ -86,6 +87,8 @@ mod protocol;
 mod registry;
 mod route;
 mod scripts;
+#[cfg(feature = "sentinel")]
+mod sentinel;
 mod shared;
 mod snapshot;
 mod state;

@@ -78,6 +78,26 @@ pub(crate) async fn flush_loop(handle: Weak<Handle<Inner>>, every: Duration, mut
     }
 }
 
+/// Where the event subscription is made.
+pub(crate) enum EventNodes {
+    /// These nodes, tried in turn (one Redis, or the nodes of a cluster without sharded pub/sub).
+    Fixed(Vec<redis::Client>),
+    /// The primary the sentinels name at each attempt (it moves on a failover).
+    #[cfg(feature = "sentinel")]
+    Sentinel(crate::sentinel::SentinelConn),
+}
+
+impl EventNodes {
+    /// The node of attempt `n`; `None` when there is none at all.
+    async fn pick(&self, n: usize) -> redis::RedisResult<Option<redis::Client>> {
+        match self {
+            EventNodes::Fixed(nodes) => Ok(nodes.get(n % nodes.len().max(1)).cloned()),
+            #[cfg(feature = "sentinel")]
+            EventNodes::Sentinel(sentinels) => sentinels.primary().await.map(Some),
+        }
+    }
+}
+
 /// Keeps one subscription to `<prefix>:events` and applies each event to its breaker's
 /// snapshot. Pub/sub is at most once, so whenever the subscription is made or lost every
 /// snapshot is marked stale; it resubscribes with backoff until the client is dropped. A PING
@@ -85,7 +105,7 @@ pub(crate) async fn flush_loop(handle: Weak<Handle<Inner>>, every: Duration, mut
 /// within `op_timeout` counts as a drop.
 pub(crate) async fn subscribe_loop(
     handle: Weak<Handle<Inner>>,
-    nodes: Vec<redis::Client>,
+    nodes: EventNodes,
     channel: String,
     op_timeout: Duration,
     keepalive: Duration,
@@ -101,10 +121,22 @@ pub(crate) async fn subscribe_loop(
         Ok::<_, redis::RedisError>(pubsub)
     };
     loop {
-        let Some(redis) = nodes.get(next_node % nodes.len().max(1)) else { return };
+        let redis = match nodes.pick(next_node).await {
+            Ok(Some(redis)) => redis,
+            Ok(None) => return,
+            Err(e) => {
+                tracing::debug!(channel, error = %e, "no node to subscribe on yet");
+                tokio::select! {
+                    _ = tokio::time::sleep(jittered(backoff)) => {}
+                    _ = stop.changed() => return,
+                }
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+                continue;
+            }
+        };
         next_node += 1;
         let attempt = tokio::select! {
-            a = tokio::time::timeout(op_timeout.max(Duration::from_secs(1)), connect(redis)) => a,
+            a = tokio::time::timeout(op_timeout.max(Duration::from_secs(1)), connect(&redis)) => a,
             _ = stop.changed() => return,
         };
         let Ok(Ok(pubsub)) = attempt else {
