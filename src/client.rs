@@ -156,10 +156,11 @@ impl Client {
         if sentinels.is_empty() {
             return Err(ConfigError::Field { field: "url", reason: "list of sentinels is empty".into() });
         }
+        let service = String::from(service);
         let make = || {
             redis::sentinel::SentinelClient::build(
                 sentinels.to_vec(),
-                service,
+                service.clone(),
                 None,
                 redis::sentinel::SentinelServerType::Master,
             )

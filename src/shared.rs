@@ -62,32 +62,6 @@ impl Shared {
         short.max(self.config.subscribed_cache_ttl)
     }
 
-    /// Records that the shard channel of `name` was confirmed subscribed (now), or, with
-    /// `None`, that every shard subscription is in doubt (sharded events only).
-    pub(crate) fn confirm_shard_channel(&self, name: Option<&str>) {
-        let mut channels = self.shard_channels.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let map = channels.get_or_insert_with(HashMap::new);
-        match name {
-            Some(name) => {
-                map.insert(name.to_string(), self.nanos_since_base(Instant::now()) + 1);
-            }
-            None => map.clear(),
-        }
-    }
-
-    /// Turns sharded events on (every breaker's channel unconfirmed) or off (the one channel
-    /// of the prefix carries every event).
-    pub(crate) fn set_shard_mode(&self, on: bool) {
-        *self.shard_channels.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = on.then(HashMap::new);
-    }
-
-    /// Forgets the shard channel of `name` (unsubscribed).
-    pub(crate) fn forget_shard_channel(&self, name: &str) {
-        if let Some(map) = self.shard_channels.lock().unwrap_or_else(std::sync::PoisonError::into_inner).as_mut() {
-            map.remove(name);
-        }
-    }
-
     pub(crate) fn nanos_since_base(&self, at: Instant) -> u64 {
         u64::try_from(at.saturating_duration_since(self.base).as_nanos()).unwrap_or(u64::MAX - 1)
     }
@@ -140,6 +114,34 @@ impl Shared {
             None => Store::InMemory,
             Some(redis) if redis.is_down() => Store::Down(redis),
             Some(redis) => Store::Redis(redis),
+        }
+    }
+}
+
+/// Sharded events (Redis Cluster): what the subscription task records of each breaker's channel.
+#[cfg(feature = "cluster")]
+impl Shared {
+    /// Records that the shard channel of `name` was confirmed subscribed (now), or, with
+    /// `None`, that every shard subscription is in doubt (sharded events only).
+    pub(crate) fn confirm_shard_channel(&self, name: Option<&str>) {
+        let mut channels = self.shard_channels.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let map = channels.get_or_insert_with(HashMap::new);
+        match name {
+            Some(name) => {
+                map.insert(name.to_string(), self.nanos_since_base(Instant::now()) + 1);
+            }
+            None => map.clear(),
+        }
+    }
+    /// Turns sharded events on (every breaker's channel unconfirmed) or off (the one channel
+    /// of the prefix carries every event).
+    pub(crate) fn set_shard_mode(&self, on: bool) {
+        *self.shard_channels.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = on.then(HashMap::new);
+    }
+    /// Forgets the shard channel of `name` (unsubscribed).
+    pub(crate) fn forget_shard_channel(&self, name: &str) {
+        if let Some(map) = self.shard_channels.lock().unwrap_or_else(std::sync::PoisonError::into_inner).as_mut() {
+            map.remove(name);
         }
     }
 }

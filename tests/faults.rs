@@ -361,14 +361,7 @@ async fn a_user_without_evalsha_gets_an_error_naming_the_permission() {
 async fn the_readme_minimal_acl_is_enough() {
     let redis = private_redis().await;
     let mut conn = redis.conn().await;
-    let readme = include_str!("../README.md");
-    let line = readme.lines().find(|l| l.starts_with("ACL SETUSER breaker ")).expect("the README's ACL line");
-    let mut cmd = redis::cmd("ACL");
-    for word in line.split_whitespace().skip(1) {
-        cmd.arg(word);
-    }
-    let _: () = cmd.query_async(&mut conn).await.unwrap();
-    let url = redis.url.replace("redis://", "redis://breaker:secret@");
+    let url = readme_acl_user(&redis).await;
     let client = patient_client(&url, Degraded::FailClosed).await;
     let watcher = patient_client(&url, Degraded::FailClosed).await;
     let name = unique("acl-min");
@@ -394,6 +387,149 @@ async fn the_readme_minimal_acl_is_enough() {
     b.health().await.unwrap();
     assert_eq!(client.breakers().await.unwrap(), vec![name.clone()]);
     assert_eq!(client.store_status(), StoreStatus::Redis);
+}
+
+/// The README's ACL user, made on `redis`; answers its URL.
+async fn readme_acl_user(redis: &TestRedis) -> String {
+    readme_acl_user_without(redis, &[]).await
+}
+
+/// The README's ACL is enough for a rate rule's window (buckets written, expired ones deleted),
+/// the operators' status (PTTL), and every CLI command.
+#[tokio::test]
+async fn the_readme_minimal_acl_is_enough_for_rate_rules_status_and_the_cli() {
+    let redis = private_redis().await;
+    let url = readme_acl_user(&redis).await;
+    let config = ClientConfig::builder()
+        .op_timeout(Duration::from_secs(2))
+        .cache_ttl(Duration::ZERO)
+        .flush_interval(Duration::from_millis(10))
+        .metrics_interval(Duration::from_millis(10))
+        .degraded(Degraded::FailClosed)
+        .build()
+        .unwrap();
+    let client = Client::connect_with(&url, config).await.unwrap();
+    let name = unique("acl-rate");
+    let rule = Config::builder()
+        .failure_threshold(0)
+        .failure_rate(0.5)
+        .minimum_calls(1000)
+        .window(Duration::from_millis(100))
+        .build()
+        .unwrap();
+    let b = client.breaker(&name, rule).unwrap();
+    // Over three windows: buckets are written, and the expired ones deleted (HDEL).
+    let until = Instant::now() + Duration::from_millis(350);
+    let mut failures = 0;
+    while Instant::now() < until {
+        b.execute(|| async { Ok::<(), ()>(()) }).await.expect("allowed through Redis");
+        let _ = b.execute(|| async { Err::<(), _>("down") }).await;
+        failures += 1;
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    client.flush().await.unwrap();
+    // Every failure reached the state, and the server refused nothing (a command refused inside
+    // a script, after the state was written, shows only in its error statistics).
+    assert_eq!(state_field(&redis, &name, "fseq").await, failures, "every failure was recorded by the scripts");
+    let stats: String = redis::cmd("INFO").arg("commandstats").query_async(&mut redis.conn().await).await.unwrap();
+    // A command the ACL denies (inside a script too) counts in its rejected_calls; CLIENT
+    // SETINFO, which the redis crate sends when it connects and whose refusal it ignores, aside.
+    let refused: Vec<&str> = stats
+        .lines()
+        .filter(|l| l.starts_with("cmdstat_") && !l.starts_with("cmdstat_client") && !l.contains("rejected_calls=0,"))
+        .collect();
+    assert!(refused.is_empty(), "the server refused commands to the README's ACL user: {refused:?}");
+    let status = b.status().await.expect("status under the minimal ACL (PTTL, TYPE)");
+    assert_eq!(status.state, State::Closed);
+    assert_eq!(client.store_status(), StoreStatus::Redis, "no operation was refused");
+    let window: std::collections::HashMap<String, String> =
+        redis::cmd("HGETALL").arg(key(&name, "window")).query_async(&mut redis.conn().await).await.unwrap();
+    assert!(window.len() <= 2 * 11 + 1, "expired buckets were deleted: {} fields", window.len());
+
+    #[cfg(feature = "cli")]
+    {
+        let cli = |args: &[&str]| {
+            let out = std::process::Command::new(env!("CARGO_BIN_EXE_redis-breaker"))
+                .args(["--url", &url])
+                .args(args)
+                .env_remove("REDIS_URL")
+                .output()
+                .expect("the CLI runs");
+            assert!(out.status.success(), "{args:?} under the minimal ACL: {}", String::from_utf8_lossy(&out.stderr));
+            String::from_utf8_lossy(&out.stdout).to_string()
+        };
+        assert!(cli(&["list"]).contains(&name));
+        cli(&["status", &name]);
+        cli(&["open", &name, "--for", "1m"]);
+        cli(&["close", &name]);
+        cli(&["reset", &name]);
+        cli(&["exec", &name, "--", "true"]);
+    }
+}
+
+/// The README's ACL user with `words` taken out (a managed service that forbids them).
+async fn readme_acl_user_without(redis: &TestRedis, words: &[&str]) -> String {
+    let readme = include_str!("../README.md");
+    let line = readme.lines().find(|l| l.starts_with("ACL SETUSER breaker ")).expect("the README's ACL line");
+    let mut cmd = redis::cmd("ACL");
+    for word in line.split_whitespace().skip(1).filter(|w| !words.contains(w)) {
+        cmd.arg(word);
+    }
+    let _: () = cmd.query_async(&mut redis.conn().await).await.unwrap();
+    redis.url.replace("redis://", "redis://breaker:secret@")
+}
+
+/// A provider without pub/sub (no `+subscribe`, no channel): calls are decided correctly and
+/// a snapshot is trusted only for the short `cache_ttl`, since no event can correct it.
+#[tokio::test]
+async fn without_pub_sub_calls_are_decided_and_snapshots_live_cache_ttl() {
+    let redis = private_redis().await;
+    let url = readme_acl_user_without(&redis, &["+subscribe", "&breaker:events"]).await;
+    let config = ClientConfig::builder()
+        .op_timeout(Duration::from_secs(2))
+        .cache_ttl(Duration::from_millis(100))
+        .build()
+        .unwrap();
+    let (client, other) =
+        (Client::connect_with(&url, config.clone()).await.unwrap(), Client::connect_with(&url, config).await.unwrap());
+    let name = unique("no-pubsub");
+    let trips = Config::builder().failure_threshold(1).base_recovery(Duration::from_secs(60)).build().unwrap();
+    let (b, o) = (client.breaker(&name, trips.clone()).unwrap(), other.breaker(&name, trips).unwrap());
+    o.execute(|| async { Ok::<(), ()>(()) }).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert!(!o.health().await.unwrap().events_subscribed, "the subscription is refused");
+    o.execute(|| async { Ok::<(), ()>(()) }).await.unwrap();
+    assert!(o.snapshot().fresh);
+    let _ = b.execute(|| async { Err::<(), _>("down") }).await;
+    // No event: the other process sees the trip when its snapshot expires (cache_ttl, 100ms).
+    let start = Instant::now();
+    while o.execute(|| async { Ok::<(), ()>(()) }).await.is_ok() {
+        assert!(start.elapsed() < Duration::from_secs(5), "the trip was never seen");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert_eq!(o.state(), State::Open);
+    assert_eq!(client.store_status(), StoreStatus::Redis, "a refused subscription is not an outage");
+    println!("figures: without pub/sub a trip reached the other client after {:?} (cache_ttl 100ms)", start.elapsed());
+}
+
+/// A provider that forbids SCRIPT LOAD: once the scripts are not cached (a restart, SCRIPT
+/// FLUSH), each script call is refused with the permission named, decided by the degraded
+/// mode, and nothing is written.
+#[tokio::test]
+async fn without_script_load_the_error_names_it_and_calls_are_decided() {
+    let redis = private_redis().await;
+    let url = readme_acl_user_without(&redis, &["+script|load"]).await;
+    let _: () = redis::cmd("SCRIPT").arg("FLUSH").query_async(&mut redis.conn().await).await.unwrap();
+    let client = patient_client(&url, Degraded::Local).await;
+    let b = client.breaker(&unique("no-script-load"), Config::default()).unwrap();
+    b.execute(|| async { Ok::<(), ()>(()) }).await.expect("decided by the degraded mode");
+    let err = b.force_open(None).await.expect_err("the script cannot be loaded");
+    let text = err.to_string();
+    assert!(!err.is_outage(), "{text}");
+    assert!(text.to_lowercase().contains("noperm") && text.contains("script"), "{text}");
+    let keys: Vec<String> = redis::cmd("KEYS").arg("breaker:*").query_async(&mut redis.conn().await).await.unwrap();
+    assert!(keys.is_empty(), "{keys:?}");
+    println!("figures: without SCRIPT LOAD: {text}");
 }
 
 /// A demoted master answers READONLY: the client treats it as an outage, replaces its
