@@ -3,8 +3,12 @@
 //! it is run on purpose (CI does, with Redis 6.0.9 from PyPI's `redis-server` wheel):
 //!
 //! ```text
-//! PATH=/path/to/redis-6.0/bin:$PATH cargo test --test old_server -- --ignored
+//! RB_CURRENT_REDIS_SERVER=$(command -v redis-server) \
+//!   PATH=/path/to/redis-6.0/bin:$PATH cargo test --test old_server -- --ignored
 //! ```
+//!
+//! `RB_CURRENT_REDIS_SERVER` (a supported server) replaces the old one on the same port to show
+//! that the client recovers once the server is upgraded.
 
 mod support;
 
@@ -42,5 +46,31 @@ async fn a_server_older_than_6_2_is_refused_naming_its_version_and_calls_still_f
     // Nothing was written half-way: the scripts never ran.
     let keys: Vec<String> = redis::cmd("KEYS").arg("breaker:*").query_async(&mut redis.conn().await).await.unwrap();
     assert!(keys.is_empty(), "{keys:?}");
-    println!("figures: refused with: {said}");
+    // The server is upgraded in place: the client asks again (every 10s) and recovers.
+    let current = std::env::var("RB_CURRENT_REDIS_SERVER")
+        .expect("RB_CURRENT_REDIS_SERVER: a supported redis-server to upgrade to (see the file's header)");
+    let mut redis = redis;
+    let port = redis.port().expect("a spawned server");
+    redis.kill();
+    let dir = std::env::temp_dir().join(format!("redis-breaker-upgraded-{}-{port}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let mut upgraded = std::process::Command::new(&current)
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+        .arg("--dir")
+        .arg(&dir)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("{current}: {e}"));
+    let upgraded_at = std::time::Instant::now();
+    loop {
+        if b.force_open(None).await.is_ok() {
+            break;
+        }
+        assert!(upgraded_at.elapsed() < Duration::from_secs(30), "the client never used the upgraded server");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let recovered = upgraded_at.elapsed();
+    let _ = upgraded.kill();
+    let _ = upgraded.wait();
+    println!("figures: refused with: {said}; the upgraded server was used {recovered:.1?} after it started");
 }
