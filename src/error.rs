@@ -138,6 +138,20 @@ pub enum StoreError {
         "TLS with redis failed: {0} (check the CA, the server's name or IP in its certificate, and the client certificate)"
     )]
     Tls(redis::RedisError),
+    /// The Redis user may not run commands the scripts need on this breaker's keys or events
+    /// channel (found before the first script call, with `redis.acl_check_cmd`, Redis >= 7.0):
+    /// nothing was written. Calls are decided by the degraded mode; asked again every few
+    /// seconds, so fixing the ACL is noticed.
+    #[error(
+        "the redis user may not run {} on {key} or its events channel; add them to its ACL (the README's minimal ACL lists all); nothing was written",
+        .commands.join(", ")
+    )]
+    Denied {
+        /// The breaker's state key.
+        key: String,
+        /// The commands refused, lower case (`hdel`, `pttl`, ...).
+        commands: Vec<String>,
+    },
     /// The server is older than the oldest this crate supports: calls are decided by the
     /// degraded mode, and the server is asked again every few seconds (an upgrade is noticed).
     #[error("{server} {found} is older than {}.{}, the oldest server this crate supports; upgrade it", MIN_SERVER.0, MIN_SERVER.1)]

@@ -31,6 +31,7 @@ pub(crate) struct Scripts {
     record: Script,
     control: Script,
     status: Script,
+    preflight: Script,
     /// The events channel the scripts publish on (`''`: none).
     channel: String,
     /// This client's id, sent with every call: the events it causes name it.
@@ -46,6 +47,7 @@ impl Scripts {
             record: script!("record.lua"),
             control: script!("control.lua"),
             status: Script::new(concat!(include_str!("../lua/lib/clock.lua"), include_str!("../lua/status.lua"))),
+            preflight: Script::new(include_str!("../lua/preflight.lua")),
             channel,
             origin,
             sharded,
@@ -57,6 +59,20 @@ impl Scripts {
         let mut inv = self.status.prepare_invoke();
         for key in &keys.all {
             inv.key(key);
+        }
+        inv
+    }
+
+    /// Asks whether this user may run what the scripts run on `keys` (`lua/preflight.lua`).
+    pub(crate) fn preflight(&self, keys: &Keys) -> ScriptInvocation<'_> {
+        let mut inv = self.preflight.prepare_invoke();
+        for key in &keys.all {
+            inv.key(key);
+        }
+        if self.sharded {
+            inv.arg(&keys.shard_channel).arg("spublish");
+        } else {
+            inv.arg(&self.channel).arg("publish");
         }
         inv
     }

@@ -62,6 +62,16 @@ enum ServerCheck {
     TooOld { server: String, found: String, at: std::time::Instant },
 }
 
+/// What is known of the user's permissions for the scripts' commands.
+enum AclCheck {
+    /// Not asked yet (or the connection was replaced).
+    Unknown,
+    /// Allowed, or not checkable (before Redis 7.0).
+    Allowed,
+    /// These commands would be refused: refused until asked again, `RECHECK` after `at`.
+    Denied { commands: Vec<String>, at: std::time::Instant },
+}
+
 /// How often a server found too old is asked again (an upgrade is noticed within this).
 const RECHECK: Duration = Duration::from_secs(10);
 
@@ -92,6 +102,7 @@ fn too_old(version: &str) -> bool {
 /// The Redis side: scripts, a deadline on every operation, and the up/down verdict on Redis.
 pub(crate) struct RedisStore {
     server: Mutex<ServerCheck>,
+    acl: Mutex<AclCheck>,
     conn: RwLock<Box<dyn SharedConn>>,
     reconnect: Option<Reconnect>,
     scripts: Scripts,
@@ -114,6 +125,7 @@ impl RedisStore {
     ) -> RedisStore {
         RedisStore {
             server: Mutex::new(ServerCheck::Unknown),
+            acl: Mutex::new(AclCheck::Unknown),
             conn: RwLock::new(conn),
             reconnect,
             scripts: Scripts::new(channel, origin, sharded),
@@ -155,24 +167,20 @@ impl RedisStore {
         if let Some(conn) = self.reconnect.as_ref().and_then(|make| make()) {
             *self.conn.write().unwrap_or_else(std::sync::PoisonError::into_inner) = conn;
             *self.server.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = ServerCheck::Unknown;
+            *self.acl.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = AclCheck::Unknown;
         }
     }
 
-    /// Refuses a server older than `MIN_SERVER`, naming its version. Asked once (HELLO, which
-    /// every supported server answers and the minimal ACL allows) before the first operation,
-    /// and again every `RECHECK` while it is too old.
-    async fn check_server(&self, key: &str) -> Result<(), StoreError> {
+    /// Refuses a server older than `MIN_SERVER`, naming its version. Asked once per connection
+    /// (HELLO, which every supported server answers and the minimal ACL allows) before the
+    /// first operation, and again every `RECHECK` while it is too old.
+    async fn check_version(&self, key: &str) -> Result<(), StoreError> {
         let refused =
             |server: &String, found: &String| StoreError::ServerTooOld { server: server.clone(), found: found.clone() };
-        {
-            let known = self.server.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-            match &*known {
-                ServerCheck::Supported => return Ok(()),
-                ServerCheck::TooOld { server, found, at } if at.elapsed() < RECHECK => {
-                    return Err(refused(server, found));
-                }
-                _ => {}
-            }
+        match &*self.server.lock().unwrap_or_else(std::sync::PoisonError::into_inner) {
+            ServerCheck::Supported => return Ok(()),
+            ServerCheck::TooOld { server, found, at } if at.elapsed() < RECHECK => return Err(refused(server, found)),
+            _ => {}
         }
         let verdict = match self.query::<Value>(&redis::cmd("HELLO"), key).await {
             Ok(reply) => match hello_version(&reply) {
@@ -216,6 +224,53 @@ impl RedisStore {
         }
     }
 
+    /// Before the first script call of a connection: refuses a server older than `MIN_SERVER`
+    /// and a user the ACL would refuse a command the scripts run (naming the commands), before
+    /// anything is written. One round trip on Redis >= 7.0 (`lua/preflight.lua` reports the
+    /// version too, and checks the ACL on the keys of the first breaker a script call is for);
+    /// before 7.0 HELLO tells the version and the ACL is not checked ahead. Asked again every
+    /// `RECHECK` while refused.
+    async fn check_connection(&self, keys: &Keys) -> Result<(), StoreError> {
+        let key = keys.state();
+        let allowed = match &*self.acl.lock().unwrap_or_else(std::sync::PoisonError::into_inner) {
+            AclCheck::Allowed => true,
+            AclCheck::Denied { commands, at } if at.elapsed() < RECHECK => {
+                return Err(StoreError::Denied { key: key.to_string(), commands: commands.clone() });
+            }
+            _ => false,
+        };
+        if allowed {
+            return self.check_version(key).await;
+        }
+        let inv = self.scripts.preflight(keys);
+        let mut conn = self.handle();
+        let answer: Vec<String> = self.deadline(key, inv.invoke_async(&mut conn)).await?;
+        let mut answer = answer.into_iter();
+        let verdict = answer.next().unwrap_or_default();
+        match answer.next().filter(|v| !v.is_empty()) {
+            Some(version) if !too_old(&version) => {
+                *self.server.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = ServerCheck::Supported;
+            }
+            _ => self.check_version(key).await?,
+        }
+        let rest: Vec<String> = answer.collect();
+        let mut known = self.acl.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if verdict != "denied" {
+            if rest.first().map(String::as_str) == Some("publish") {
+                tracing::warn!(
+                    key,
+                    "the redis user may not publish on the events channel: other processes hear this one's transitions only when their snapshots expire (fine where no process can subscribe)"
+                );
+            }
+            *known = AclCheck::Allowed;
+            return Ok(());
+        }
+        let e = StoreError::Denied { key: key.to_string(), commands: rest.clone() };
+        tracing::error!(error = %e, "calls are decided by the degraded mode");
+        *known = AclCheck::Denied { commands: rest, at: std::time::Instant::now() };
+        Err(e)
+    }
+
     /// One PING with the deadline: the background probe while Redis is down.
     pub(crate) async fn ping(&self) -> bool {
         self.query::<String>(&redis::cmd("PING"), "PING").await.is_ok()
@@ -231,7 +286,7 @@ impl RedisStore {
         now_ms: Option<u64>,
         rand: f64,
     ) -> Result<Reply, StoreError> {
-        self.check_server(keys.state()).await?;
+        self.check_connection(keys).await?;
         let inv = self.scripts.invocation(keys, p, now_ms, rand, op);
         let mut conn = self.handle();
         let reply = self.deadline(keys.state(), inv.invoke_async::<Vec<String>>(&mut conn)).await?;
@@ -241,7 +296,7 @@ impl RedisStore {
     /// Reads one breaker's keys for operators.
     pub(crate) async fn status(&self, keys: &Keys) -> Result<crate::status::Raw, StoreError> {
         type Reply = (String, Vec<String>, Vec<String>, Vec<String>, i64, i64, i64, i64);
-        self.check_server(keys.state()).await?;
+        self.check_version(keys.state()).await?;
         let inv = self.scripts.status(keys);
         let mut conn = self.handle();
         let (now, state, probes, metrics, a, b, c, d): Reply =

@@ -21,10 +21,12 @@ async fn patient_client(url: &str, mode: Degraded) -> Client {
     client_with_timeout(url, mode, Duration::from_secs(2)).await
 }
 
+/// Snapshots live 50ms, subscribed or not: these tests are about what calls that reach Redis do.
 async fn client_with_timeout(url: &str, mode: Degraded, op_timeout: Duration) -> Client {
     let config = ClientConfig::builder()
         .op_timeout(op_timeout)
         .cache_ttl(Duration::from_millis(50))
+        .subscribed_cache_ttl(Duration::from_millis(50))
         .degraded(mode)
         .build()
         .unwrap();
@@ -530,6 +532,53 @@ async fn without_script_load_the_error_names_it_and_calls_are_decided() {
     let keys: Vec<String> = redis::cmd("KEYS").arg("breaker:*").query_async(&mut redis.conn().await).await.unwrap();
     assert!(keys.is_empty(), "{keys:?}");
     println!("figures: without SCRIPT LOAD: {text}");
+}
+
+/// An ACL that lacks one command the scripts run (here HDEL, for expired window buckets) is
+/// found before the first script call (Redis >= 7.0): one error naming it, nothing written,
+/// calls decided by the degraded mode, and the client recovers once the ACL is fixed.
+#[tokio::test]
+async fn an_acl_missing_one_command_is_named_before_anything_is_written() {
+    let redis = private_redis().await;
+    let info: String = redis::cmd("INFO").arg("server").query_async(&mut redis.conn().await).await.unwrap();
+    let major: u32 = info
+        .lines()
+        .find_map(|l| l.strip_prefix("redis_version:"))
+        .and_then(|v| v.trim().split('.').next()?.parse().ok())
+        .unwrap();
+    let url = readme_acl_user_without(&redis, &["+hdel"]).await;
+    let client = patient_client(&url, Degraded::Local).await;
+    let name = unique("acl-missing-hdel");
+    let b = client.breaker(&name, Config::default()).unwrap();
+    b.execute(|| async { Ok::<(), ()>(()) }).await.expect("decided by the degraded mode");
+    let result = b.force_open(None).await;
+    let keys: Vec<String> = redis::cmd("KEYS").arg("breaker:*").query_async(&mut redis.conn().await).await.unwrap();
+    if major < 7 {
+        // No redis.acl_check_cmd before 7.0: the scripts run, and HDEL is refused only when a
+        // rate rule's bucket expires (the README's line has it).
+        result.expect("before 7.0 the permissions are not checked ahead");
+        println!("figures: Redis {major}: permissions not checked ahead (no redis.acl_check_cmd)");
+        return;
+    }
+    let err = result.expect_err("refused before the first write");
+    assert!(matches!(&err, redis_breaker::StoreError::Denied { commands, .. } if commands == &["hdel"]), "{err:?}");
+    assert!(err.to_string().contains("hdel") && err.to_string().contains("nothing was written"), "{err}");
+    assert!(!err.is_outage());
+    assert!(keys.is_empty(), "nothing was written: {keys:?}");
+    // The ACL is fixed: within the recheck (10s) the client uses Redis again.
+    let _: () = redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg("breaker")
+        .arg("+hdel")
+        .query_async(&mut redis.conn().await)
+        .await
+        .unwrap();
+    let fixed = Instant::now();
+    while b.force_open(None).await.is_err() {
+        assert!(fixed.elapsed() < Duration::from_secs(30), "the fixed ACL was never noticed");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!("figures: {err}; the fixed ACL was used {:.1?} later", fixed.elapsed());
 }
 
 /// A demoted master answers READONLY: the client treats it as an outage, replaces its
