@@ -4,8 +4,9 @@
 //!
 //! `cargo run --example serverless [-- --fail]` — uses `$REDIS_URL`, else starts a throwaway
 //! redis-server. Prints one JSON line: the decision and the time each step took. A cold start
-//! costs the connection plus one EVALSHA (the acquire); a success adds one more (the flush
-//! that sends it), a failure is recorded before `execute` returns.
+//! costs the connection, the connection's one check of the server and the ACL (one read-only
+//! EVALSHA on Redis >= 7.0, HELLO before) and one EVALSHA (the acquire); a success adds one
+//! more (the flush that sends it), a failure is recorded before `execute` returns.
 
 mod common;
 
