@@ -62,13 +62,12 @@ pub(crate) async fn shard_subscribe_loop(
     keepalive: std::time::Duration,
     mut stop: tokio::sync::watch::Receiver<()>,
 ) {
-    use crate::tasks::{jittered, mark_all_stale, on_message};
+    use crate::tasks::{Backoff, on_message, subscription_changed};
     use redis::cluster_routing::{MultipleNodeRoutingInfo, RoutingInfo};
     use redis::{PushKind, Value};
     use std::collections::HashSet;
     use std::time::{Duration, Instant};
 
-    const MIN_BACKOFF: Duration = Duration::from_millis(100);
     let Some(prefix) = handle.upgrade().map(|h| h.shared.config.prefix.clone()) else { return };
     let channel_of = |name: &str| format!("{prefix}:{{{name}}}:events");
     let name_of = |channel: &[u8]| -> Option<String> {
@@ -78,7 +77,7 @@ pub(crate) async fn shard_subscribe_loop(
     };
     // Until a breaker exists, SSUBSCRIBE support is checked with a channel of the prefix's own.
     let probe_channel = format!("{prefix}:{{}}:events-probe");
-    let mut backoff = MIN_BACKOFF;
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
     loop {
         let (tx, mut pushes) = tokio::sync::mpsc::unbounded_channel::<redis::PushInfo>();
         let client = match ClusterClient::builder(urls.iter().map(String::as_str))
@@ -127,21 +126,15 @@ pub(crate) async fn shard_subscribe_loop(
                 return crate::tasks::subscribe_loop(handle, nodes, channel, op_timeout, keepalive, stop).await;
             }
             _ => {
-                tokio::select! {
-                    _ = tokio::time::sleep(jittered(backoff)) => {}
-                    _ = stop.changed() => return,
+                if !backoff.wait(&mut stop).await {
+                    return;
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(1));
                 continue;
             }
         };
-        backoff = MIN_BACKOFF;
-        match handle.upgrade() {
-            Some(h) => {
-                h.shared.set_subscribed(true);
-                mark_all_stale(&h);
-            }
-            None => return,
+        backoff.reset();
+        if !subscription_changed(&handle, true) {
+            return;
         }
         tracing::debug!(breakers = wanted.len(), "subscribed to the breakers' shard channels");
         let mut ping = tokio::time::interval(keepalive);
@@ -187,9 +180,11 @@ pub(crate) async fn shard_subscribe_loop(
             }
         };
         let Some(h) = handle.upgrade() else { return };
-        h.shared.set_subscribed(false);
         h.shared.confirm_shard_channel(None);
-        mark_all_stale(&h);
+        drop(h);
+        if !subscription_changed(&handle, false) {
+            return;
+        }
         tracing::warn!(reason = why, "the sharded event subscription dropped; subscribing again");
     }
 }

@@ -113,8 +113,7 @@ pub(crate) async fn subscribe_loop(
 ) {
     let answer_within = op_timeout;
     let mut next_node = 0;
-    const MIN_BACKOFF: Duration = Duration::from_millis(100);
-    let mut backoff = MIN_BACKOFF;
+    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
     let connect = async |redis: &redis::Client| {
         let mut pubsub = redis.get_async_pubsub().await?;
         pubsub.subscribe(&channel).await?;
@@ -126,11 +125,9 @@ pub(crate) async fn subscribe_loop(
             Ok(None) => return,
             Err(e) => {
                 tracing::debug!(channel, error = %e, "no node to subscribe on yet");
-                tokio::select! {
-                    _ = tokio::time::sleep(jittered(backoff)) => {}
-                    _ = stop.changed() => return,
+                if !backoff.wait(&mut stop).await {
+                    return;
                 }
-                backoff = (backoff * 2).min(Duration::from_secs(1));
                 continue;
             }
         };
@@ -140,20 +137,14 @@ pub(crate) async fn subscribe_loop(
             _ = stop.changed() => return,
         };
         let Ok(Ok(pubsub)) = attempt else {
-            tokio::select! {
-                _ = tokio::time::sleep(jittered(backoff)) => {}
-                _ = stop.changed() => return,
+            if !backoff.wait(&mut stop).await {
+                return;
             }
-            backoff = (backoff * 2).min(Duration::from_secs(1));
             continue;
         };
-        backoff = MIN_BACKOFF;
-        match handle.upgrade() {
-            Some(h) => {
-                h.shared.set_subscribed(true);
-                mark_all_stale(&h);
-            }
-            None => return,
+        backoff.reset();
+        if !subscription_changed(&handle, true) {
+            return;
         }
         tracing::debug!(channel, "subscribed to events");
         let (mut sink, mut messages) = pubsub.split();
@@ -180,9 +171,9 @@ pub(crate) async fn subscribe_loop(
             let Some(h) = handle.upgrade() else { return };
             on_message(&h, &channel, msg.get_payload_bytes(), at);
         }
-        let Some(h) = handle.upgrade() else { return };
-        h.shared.set_subscribed(false);
-        mark_all_stale(&h);
+        if !subscription_changed(&handle, false) {
+            return;
+        }
         tracing::warn!(channel, "the event subscription dropped; resubscribing");
     }
 }
@@ -211,8 +202,6 @@ pub(crate) async fn store_loop(
     mut up: watch::Receiver<bool>,
     mut stop: watch::Receiver<()>,
 ) {
-    const MIN_BACKOFF: Duration = Duration::from_millis(50);
-    const MAX_BACKOFF: Duration = Duration::from_millis(500);
     loop {
         tokio::select! {
             r = up.wait_for(|up| !*up) => if r.is_err() { return },
@@ -222,18 +211,16 @@ pub(crate) async fn store_loop(
             Some(h) => on_store_change(&h, false),
             None => return,
         }
-        let mut backoff = MIN_BACKOFF;
+        let mut backoff = Backoff::new(Duration::from_millis(50), Duration::from_millis(500));
         loop {
-            tokio::select! {
-                _ = tokio::time::sleep(jittered(backoff)) => {}
-                _ = stop.changed() => return,
+            if !backoff.wait(&mut stop).await {
+                return;
             }
             let Some(h) = handle.upgrade() else { return };
             let Some(redis) = h.shared.redis.as_ref() else { return };
             if redis.ping().await {
                 break;
             }
-            backoff = (backoff * 2).min(MAX_BACKOFF);
         }
         let Some(h) = handle.upgrade() else { return };
         tracing::info!("redis answers again; breakers are decided by redis");
@@ -245,6 +232,43 @@ pub(crate) async fn store_loop(
 
 /// `backoff` spread over [0.5, 1.5) of itself: a fleet that lost Redis together does not come
 /// back in lockstep.
-pub(crate) fn jittered(backoff: Duration) -> Duration {
+fn jittered(backoff: Duration) -> Duration {
     backoff.mul_f64(0.5 + rand::random::<f64>())
+}
+
+/// The wait between attempts to reach Redis: jittered, doubling from `min` to `max`.
+pub(crate) struct Backoff {
+    next: Duration,
+    min: Duration,
+    max: Duration,
+}
+
+impl Backoff {
+    pub(crate) fn new(min: Duration, max: Duration) -> Backoff {
+        Backoff { next: min, min, max }
+    }
+
+    /// Waits before the next attempt; `false` when the client stopped meanwhile.
+    pub(crate) async fn wait(&mut self, stop: &mut watch::Receiver<()>) -> bool {
+        let waited = tokio::select! {
+            _ = tokio::time::sleep(jittered(self.next)) => true,
+            _ = stop.changed() => false,
+        };
+        self.next = (self.next * 2).min(self.max);
+        waited
+    }
+
+    /// After a success: the next wait starts from `min` again.
+    pub(crate) fn reset(&mut self) {
+        self.next = self.min;
+    }
+}
+
+/// Records that the event subscription was made (`live`) or lost. Either way events may have
+/// been missed, so every snapshot asks Redis on its next call. `false` when the client is gone.
+pub(crate) fn subscription_changed(handle: &Weak<Handle<Inner>>, live: bool) -> bool {
+    let Some(h) = handle.upgrade() else { return false };
+    h.shared.set_subscribed(live);
+    mark_all_stale(&h);
+    true
 }
