@@ -95,6 +95,7 @@ mod state;
 pub mod status;
 mod store;
 mod tasks;
+mod ticks;
 #[cfg(feature = "tls")]
 mod tls;
 #[cfg(feature = "tower")]

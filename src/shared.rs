@@ -63,7 +63,7 @@ impl Shared {
     }
 
     pub(crate) fn nanos_since_base(&self, at: Instant) -> u64 {
-        u64::try_from(at.saturating_duration_since(self.base).as_nanos()).unwrap_or(u64::MAX - 1)
+        crate::ticks::since(self.base, at)
     }
 
     /// Whether events of the breaker `name` reach this client now: the subscription is live

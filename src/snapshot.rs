@@ -7,6 +7,7 @@
 
 use crate::protocol::{Batch, Record, RecordOutcome, Reply};
 use crate::state::State;
+use crate::ticks::{TimeBase, nanos};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering, fence};
 use std::time::{Duration, Instant};
@@ -69,30 +70,9 @@ pub(crate) enum Source {
     /// once it is back), and replaced by the next reply from Redis.
     Local,
 }
-/// Nanoseconds on `CLOCK_MONOTONIC` (the clock `Instant` reads on Linux) as its coarse variant
-/// reads it: the time of the last tick, a vDSO read of a few ns instead of about 20. It lags
-/// the precise clock by at most one tick (1-4 ms), so a decision made with it treats a
-/// snapshot as fresh, or a deadline as not reached, at most that much longer.
-#[cfg(target_os = "linux")]
-fn coarse_monotonic_nanos() -> u64 {
-    raw_nanos(rustix::time::ClockId::MonotonicCoarse)
-}
-
-#[cfg(target_os = "linux")]
-fn raw_nanos(clock: rustix::time::ClockId) -> u64 {
-    let t = rustix::time::clock_gettime(clock);
-    u64::try_from(t.tv_sec)
-        .unwrap_or(0)
-        .saturating_mul(1_000_000_000)
-        .saturating_add(u64::try_from(t.tv_nsec).unwrap_or(0))
-}
-
 #[derive(Debug)]
 pub(crate) struct SnapshotCell {
-    base: Instant,
-    /// `CLOCK_MONOTONIC` nanoseconds at `base` (Linux: the coarse clock's origin).
-    #[cfg(target_os = "linux")]
-    base_raw: u64,
+    time: TimeBase,
     seq: AtomicU64,
     state: AtomicU8,
     incarnation: AtomicU64,
@@ -113,17 +93,10 @@ pub(crate) struct SnapshotCell {
     refreshed: tokio::sync::Notify,
 }
 
-fn nanos(d: Duration) -> u64 {
-    u64::try_from(d.as_nanos()).unwrap_or(NO_DEADLINE - 1)
-}
-
 impl SnapshotCell {
     pub(crate) fn new(base: Instant) -> SnapshotCell {
         SnapshotCell {
-            base,
-            #[cfg(target_os = "linux")]
-            base_raw: raw_nanos(rustix::time::ClockId::Monotonic)
-                .saturating_sub(nanos(Instant::now().saturating_duration_since(base))),
+            time: TimeBase::new(base),
             seq: AtomicU64::new(0),
             state: AtomicU8::new(State::Closed.to_u8()),
             incarnation: AtomicU64::new(0),
@@ -140,7 +113,7 @@ impl SnapshotCell {
     }
 
     fn since_base(&self, at: Instant) -> u64 {
-        nanos(at.saturating_duration_since(self.base))
+        self.time.since(at)
     }
 
     fn read(&self) -> (State, View, u64, u64) {
@@ -169,16 +142,13 @@ impl SnapshotCell {
     /// Decides from the snapshot if it is fresh now, on the coarse clock (the hot path). The
     /// time left to a deadline is told from the precise clock: the coarse one may lag.
     pub(crate) fn decide_now(&self) -> Decision {
-        #[cfg(target_os = "linux")]
-        return match self.decide_at(coarse_monotonic_nanos().saturating_sub(self.base_raw)) {
+        match self.decide_at(self.time.coarse_now()) {
             Decision::Reject { state, retry_after: Some(_) } => {
                 let (_, _, deadline) = self.with_deadline(Instant::now());
                 Decision::Reject { state, retry_after: deadline }
             }
             decided => decided,
-        };
-        #[cfg(not(target_os = "linux"))]
-        return self.decide(Instant::now());
+        }
     }
 
     /// Decides from the snapshot if it is fresh at `now`.

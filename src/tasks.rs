@@ -28,7 +28,7 @@ fn on_store_change(handle: &Handle<Inner>, up: bool) {
 
 /// Events may have been missed (the subscription dropped or was just made): every snapshot asks
 /// Redis on its next call.
-pub(crate) fn mark_all_stale(handle: &Handle<Inner>) {
+fn mark_all_stale(handle: &Handle<Inner>) {
     for inner in handle.registered() {
         inner.snapshot.mark_stale();
     }
