@@ -5,7 +5,7 @@
 //! `cargo run --release --example report` — uses `$REDIS_URL`, else starts a throwaway
 //! redis-server (the memory figure needs a server of its own: it writes 10,000 breakers under
 //! the prefix `report`). Options: `--processes 4 --rate 250 --seconds 5 --breakers 10000
-//! --tasks 64`.
+//! --tasks 64`; `--scripts` prints the server time per script alone.
 
 mod common;
 
@@ -15,6 +15,7 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 struct Options {
+    scripts_only: bool,
     processes: u32,
     rate: u32,
     seconds: u64,
@@ -23,9 +24,13 @@ struct Options {
 }
 
 fn options() -> Result<Options, String> {
-    let mut o = Options { processes: 4, rate: 250, seconds: 5, breakers: 10_000, tasks: 64 };
+    let mut o = Options { scripts_only: false, processes: 4, rate: 250, seconds: 5, breakers: 10_000, tasks: 64 };
     let mut args = std::env::args().skip(1);
     while let Some(flag) = args.next() {
+        if flag == "--scripts" {
+            o.scripts_only = true;
+            continue;
+        }
         let value = args.next().and_then(|v| v.parse::<u64>().ok()).filter(|v| *v > 0);
         let value = value.ok_or(format!("{flag} takes a positive number"))?;
         match flag.as_str() {
@@ -52,6 +57,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let version = version.lines().find_map(|l| l.strip_prefix("redis_version:")).unwrap_or("?").to_string();
     println!("redis-breaker report: redis {version} at {}, {} cores\n", redacted(&redis.url), num_cpus());
 
+    if o.scripts_only {
+        return script_costs(&redis.url, &mut admin).await;
+    }
     steady_load(&o, &redis.url, &mut admin).await?;
     script_costs(&redis.url, &mut admin).await?;
     memory(&o, &redis.url, &mut admin).await?;
@@ -83,7 +91,7 @@ async fn commandstats(conn: &mut redis::aio::MultiplexedConnection) -> redis::Re
 }
 
 fn sent(stats: &HashMap<String, (u64, f64)>) -> u64 {
-    ["evalsha", "eval", "script|load"].iter().map(|c| stats.get(*c).map_or(0, |s| s.0)).sum()
+    ["evalsha", "eval", "script|load", "fcall", "function|load"].iter().map(|c| stats.get(*c).map_or(0, |s| s.0)).sum()
 }
 
 /// Several processes, each with its own Client, call one healthy breaker at a steady rate.
@@ -135,50 +143,89 @@ async fn worker(spec: &str) -> Result<(), Box<dyn std::error::Error>> {
     Ok(())
 }
 
-/// Server time of each script, from `usec_per_call` of EVALSHA with one script at a time.
+/// Server time of each script, from `usec_per_call` with one script at a time, sent both ways:
+/// with EVALSHA (`functions(false)`, the baseline) and as FCALL of the Functions library (the
+/// default where the server has Functions), in the same run.
 async fn script_costs(
     url: &str,
     admin: &mut redis::aio::MultiplexedConnection,
 ) -> Result<(), Box<dyn std::error::Error>> {
-    let config = ClientConfig::builder().cache_ttl(Duration::ZERO).op_timeout(Duration::from_secs(1)).build()?;
-    let client = Client::connect_with(url, config).await?;
+    let n = 4_000;
+    println!("server time per script call (INFO commandstats usec_per_call, {n} calls each from 16 callers):");
+    println!("  {:<40} {:>9} {:>9} {:>7}", "script", "EVALSHA", "FCALL", "ratio");
+    let evalsha = script_costs_one_way(url, admin, false, n).await?;
+    let fcall = script_costs_one_way(url, admin, true, n).await?;
+    for ((label, old), (_, new)) in evalsha.iter().zip(&fcall) {
+        let old = old.unwrap_or(f64::NAN);
+        match new {
+            Some(new) => println!("  {label:<40} {old:>6.2} µs {new:>6.2} µs {:>6.2}x", new / old),
+            None => println!("  {label:<40} {old:>6.2} µs {:>9} {:>7}", "-", "-"),
+        }
+    }
+    println!();
+    Ok(())
+}
+
+/// One column of `script_costs`: µs per call of each script; `None` where the calls did not go
+/// the asked way (a server without Functions).
+async fn script_costs_one_way(
+    url: &str,
+    admin: &mut redis::aio::MultiplexedConnection,
+    functions: bool,
+    n: usize,
+) -> Result<Vec<(&'static str, Option<f64>)>, Box<dyn std::error::Error>> {
+    let config = |cache_ttl| {
+        ClientConfig::builder()
+            .cache_ttl(cache_ttl)
+            .op_timeout(Duration::from_secs(1))
+            .functions(functions)
+            .prefix(if functions { "report-fcall" } else { "report-evalsha" })
+            .build()
+    };
+    let client = Client::connect_with(url, config(Duration::ZERO)?).await?;
+    // Failures on a client whose snapshots stay fresh: each is one record, no acquire.
+    let recorder = Client::connect_with(url, config(ClientConfig::MAX_CACHE_TTL)?).await?;
     let windowed = Config::builder().failure_threshold(u32::MAX).failure_rate(0.99).minimum_calls(1_000_000).build()?;
     let acquire = client.breaker("report-acquire", Config::default())?;
-    let record = client.breaker("report-record", windowed)?;
+    let failure = recorder.breaker("report-failure", Config::builder().failure_threshold(u32::MAX).build()?)?;
+    let record = recorder.breaker("report-record", windowed)?;
+    failure.execute(|| async { Err::<(), ()>(()) }).await.ok();
+    record.execute(|| async { Err::<(), ()>(()) }).await.ok();
     let control = client.breaker("report-control", Config::default())?;
     acquire.execute(|| async { Ok::<(), ()>(()) }).await.ok();
-    let n = 2_000;
-    println!("server time per script call (INFO commandstats usec_per_call, {n} calls each from 16 callers):");
+    let command = if functions { "fcall" } else { "evalsha" };
+    let mut out = Vec::new();
     for (label, which) in [
         ("acquire (closed)", 0),
-        ("record (failure, with the rate window)", 1),
-        ("control (force_open / reset)", 2),
-        ("status (read-only)", 3),
+        ("record (failure, no trip)", 1),
+        ("record (failure, with the rate window)", 2),
+        ("control (force_open / reset)", 3),
     ] {
         let _: () = redis::cmd("CONFIG").arg("RESETSTAT").query_async(admin).await?;
         // 16 callers at once, as a fleet would: a server that idles between calls measures
         // its own wake-up, not the script.
         let callers = (0..16).map(|k| {
-            let (acquire, record, control) = (&acquire, &record, &control);
+            let (acquire, failure, record, control) = (&acquire, &failure, &record, &control);
             async move {
                 for i in 0..n / 16 {
                     match which {
                         0 => drop(acquire.execute(|| async { Ok::<(), ()>(()) }).await),
-                        1 => drop(record.execute(|| async { Err::<(), ()>(()) }).await),
-                        2 if (i + k) % 2 == 0 => drop(control.force_open(None).await),
-                        2 => drop(control.reset().await),
-                        _ => drop(control.status().await),
+                        1 => drop(failure.execute(|| async { Err::<(), ()>(()) }).await),
+                        2 => drop(record.execute(|| async { Err::<(), ()>(()) }).await),
+                        _ if (i + k) % 2 == 0 => drop(control.force_open(None).await),
+                        _ => drop(control.reset().await),
                     }
                 }
             }
         });
         futures_util::future::join_all(callers).await;
         let stats = commandstats(admin).await?;
-        let (calls, usec) = stats.get("evalsha").copied().unwrap_or((0, 0.0));
-        println!("  {label:<40} {usec:>6.2} µs  ({calls} EVALSHA)");
+        let usec = stats.get(command).filter(|(calls, _)| *calls > 0).map(|(_, usec)| *usec);
+        out.push((label, usec));
     }
-    println!();
-    Ok(())
+    client.shutdown().await?;
+    recorder.shutdown().await?;
+    Ok(out)
 }
 
 /// MEMORY USAGE over every key of breakers that tripped and hold all four keys.

@@ -91,7 +91,8 @@ async fn spent(conn: &mut redis::aio::MultiplexedConnection) -> (u64, u64, f64) 
             .get(&format!("cmdstat_{cmd}"))
             .and_then(|v| v.strip_prefix("calls=")?.split(',').next()?.parse::<u64>().ok())
     };
-    let scripts = ["evalsha", "eval", "script|load"].iter().filter_map(|c| calls(c)).sum::<u64>();
+    let scripts =
+        ["evalsha", "eval", "script|load", "fcall", "function|load"].iter().filter_map(|c| calls(c)).sum::<u64>();
     let commands = stats.keys().filter_map(|k| calls(k.strip_prefix("cmdstat_")?)).sum::<u64>();
     let cpu = info(conn, "cpu").await;
     let seconds = |f: &str| cpu.get(f).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);

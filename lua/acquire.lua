@@ -26,7 +26,7 @@ if S.state == 'open' or S.state == 'forced_open' then
 elseif S.state == 'half_open' then
   purge_leases(S, c)
   if lease_count(S) < c.max_probes then
-    S.P[permit] = c.now + c.lease
+    own(S, 'P')[permit] = c.now + c.lease
     S.probes_dirty = true
     verdict = 'probe'
   else

@@ -4,11 +4,14 @@
 -- after it wrote the state. Reads and writes nothing. Its prelude: none.
 -- Needs redis.acl_check_cmd (Redis >= 7.0, Valkey); earlier servers answer 'unchecked'.
 -- KEYS: state, probes, window, metrics (as in lib/args.lua).
--- ARGV: 1 the channel events are published on ('' = none), 2 how: 'publish' or 'spublish'.
+-- ARGV: 1 the channel events are published on ('' = none), 2 how: 'publish' or 'spublish',
+--   3 the record function of the crate's Functions library ('' = not asked).
 -- Reply: { verdict, server version ('' before 7.0: redis.REDIS_VERSION is new in 7.0), ... }:
---   { 'unchecked', '' } | { 'ok', version } | { 'ok', version, 'publish' } when only publishing
---   is refused (the scripts publish with pcall: nothing is half-written, but no other process
---   hears this one's transitions) | { 'denied', version, command, ... } (lower case, each once).
+--   { 'unchecked', '' } | { 'ok', version, flags... } | { 'denied', version, command, ... }
+--   (lower case, each once). Flags: 'publish' when only publishing is refused (the scripts
+--   publish with pcall: nothing is half-written, but no other process hears this one's
+--   transitions); 'functions' when the user may call the library's functions on these keys
+--   and load the library (FCALL, FUNCTION LOAD).
 local version = redis.REDIS_VERSION or ''
 if not redis.acl_check_cmd then return { 'unchecked', version } end
 local denied, seen = { 'denied', version }, {}
@@ -44,8 +47,14 @@ check('HSETNX', metrics, 'since', 1)
 if #denied > 2 then return denied end
 -- Publishing is not needed to write nothing half-way, but a transition nobody hears about
 -- leaves the other processes trusting their snapshots until they expire.
+local reply = { 'ok', version }
 if ARGV[1] ~= '' then
   local ran, allowed = pcall(redis.acl_check_cmd, string.upper(ARGV[2] or 'publish'), ARGV[1], 'm')
-  if ran and not allowed then return { 'ok', version, 'publish' } end
+  if ran and not allowed then reply[#reply + 1] = 'publish' end
 end
-return { 'ok', version }
+if ARGV[3] and ARGV[3] ~= '' then
+  local ran, call = pcall(redis.acl_check_cmd, 'FCALL', ARGV[3], 4, state, probes, window, metrics)
+  local ran_load, load = pcall(redis.acl_check_cmd, 'FUNCTION', 'LOAD', 'code')
+  if ran and call and ran_load and load then reply[#reply + 1] = 'functions' end
+end
+return reply

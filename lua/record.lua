@@ -17,8 +17,8 @@
 --   trips + 1); forced_closed -> closed when its time is up.
 local c = parse_config()
 local outcome = ARGV[OWN]
-local OUTCOMES = { success = true, failure = true, ignore = true, release = true, none = true }
-if not OUTCOMES[outcome] then
+if outcome ~= 'failure' and outcome ~= 'success' and outcome ~= 'none' and outcome ~= 'ignore'
+  and outcome ~= 'release' then
   fail('outcome')
 end
 local p_inc = int_arg(OWN + 1, 'permit incarnation', 0)

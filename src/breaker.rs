@@ -114,6 +114,7 @@ impl Breaker {
             events_subscribed: self.inner.shared.events_reach(&self.inner.name),
             client_id: self.inner.shared.id.clone(),
             shadow: self.inner.config.shadow,
+            scripts: self.inner.shared.redis.as_ref().map_or("none", |r| r.script_mode()),
         })
     }
 

@@ -11,7 +11,7 @@ use crate::inner::Inner;
 use crate::name::{Keys, events_channel, name_from_state_key, validate_name};
 use crate::registry::Handle;
 use crate::shared::Shared;
-use crate::store::{InProcessStore, Reconnect, RedisStore, SharedConn};
+use crate::store::{InProcessStore, Reconnect, RedisStore, SharedConn, StoreSettings};
 use crate::tasks;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use std::sync::Arc;
@@ -250,15 +250,15 @@ impl Client {
     {
         let channel = events_channel(&config.prefix);
         let id = client_id(&config);
-        let redis = RedisStore::new(
-            Box::new(conn),
-            reconnect,
-            config.op_timeout,
+        let settings = StoreSettings {
+            op_timeout: config.op_timeout,
             channel,
-            id.clone(),
-            cluster,
-            config.store_failure_threshold,
-        );
+            origin: id.clone(),
+            sharded: cluster,
+            threshold: config.store_failure_threshold,
+            functions: config.functions,
+        };
+        let redis = RedisStore::new(Box::new(conn), reconnect, settings);
         Client::build(config, Some(redis), Arc::new(SystemClock), !cluster, id)
     }
 
@@ -413,7 +413,18 @@ impl Client {
     /// The first [`StoreError`]; every breaker is still tried, and unsent counts are kept.
     pub async fn flush(&self) -> Result<(), StoreError> {
         let pending = self.handle.registered().into_iter().filter(|inner| !inner.pending.is_empty()).collect();
-        tasks::flush_all(&self.handle, pending).await
+        let result = tasks::flush_all(&self.handle, pending).await;
+        // Counts another task took (a background flush, another call's record) travel in its
+        // script call: wait for the calls in flight, and send what a failed one put back.
+        if let Some(redis) = &self.handle.shared.redis {
+            redis.settle().await;
+            let put_back: Vec<_> =
+                self.handle.registered().into_iter().filter(|inner| !inner.pending.is_empty()).collect();
+            if result.is_ok() && !put_back.is_empty() {
+                return tasks::flush_all(&self.handle, put_back).await;
+            }
+        }
+        result
     }
 
     /// The names of the breakers this client holds in memory, sorted. A breaker leaves when no

@@ -85,6 +85,7 @@ pub struct ClientConfig {
     pub(crate) store_failure_threshold: u32,
     pub(crate) client_id: Option<String>,
     pub(crate) events_keepalive: Duration,
+    pub(crate) functions: bool,
 }
 
 impl Default for ClientConfig {
@@ -100,6 +101,7 @@ impl Default for ClientConfig {
             store_failure_threshold: ClientConfig::DEFAULT_STORE_FAILURE_THRESHOLD,
             client_id: None,
             events_keepalive: ClientConfig::DEFAULT_EVENTS_KEEPALIVE,
+            functions: true,
         }
     }
 }
@@ -124,6 +126,7 @@ pub struct ClientConfigBuilder {
     client_id: Option<String>,
     #[serde(with = "serde_human::option")]
     events_keepalive: Option<Duration>,
+    functions: Option<bool>,
 }
 
 impl ClientConfigBuilder {
@@ -158,6 +161,7 @@ impl ClientConfigBuilder {
             store_failure_threshold: self.store_failure_threshold.unwrap_or(d.store_failure_threshold),
             client_id: self.client_id,
             events_keepalive: self.events_keepalive.unwrap_or(d.events_keepalive),
+            functions: self.functions.unwrap_or(d.functions),
         };
         if let Some(id) = &c.client_id {
             check(!id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_graphic()), "client_id", || {
@@ -216,6 +220,13 @@ setters_and_getters! { ClientConfigBuilder => ClientConfig {
     /// asks Redis meanwhile: a silently dead connection is noticed within this interval plus
     /// `op_timeout`.
     events_keepalive: Duration;
+    /// Run the scripts as a Redis Functions library, called with FCALL, where the server
+    /// (Redis or Valkey >= 7.0) and the user's ACL (`+fcall +function|load`) allow it (default
+    /// true); else, and with `false`, each script is sent with EVALSHA. The library is loaded once
+    /// (`FUNCTION LOAD`, which Redis keeps in its RDB and AOF and copies to replicas, named
+    /// `redis_breaker_<hash of the code>`), so its helpers are made once instead of on every call
+    /// and a config is validated once: a failure record costs Redis about a third of the time.
+    functions: bool;
 }}
 
 impl TryFrom<ClientConfigBuilder> for ClientConfig {

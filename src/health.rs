@@ -57,4 +57,8 @@ pub struct Health {
     pub client_id: String,
     /// True when the breaker is in shadow mode (it never rejects a call in this process).
     pub shadow: bool,
+    /// How this client's script calls reach Redis: `"functions"` (FCALL of the crate's
+    /// Functions library), `"evalsha"`, or `"none"` (in-memory). See
+    /// [`ClientConfig::functions`](crate::ClientConfig::functions).
+    pub scripts: &'static str,
 }

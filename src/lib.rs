@@ -31,7 +31,9 @@
 //! - Each breaker has a state hash, a probe-lease sorted set, a rolling-window hash and a
 //!   metrics hash in Redis, all under one Redis Cluster hash tag: `breaker:{payments}:state`.
 //! - `lua/acquire.lua`, `lua/record.lua` and `lua/control.lua` make every decision and
-//!   transition atomically, reading `TIME` from Redis; they run with EVALSHA.
+//!   transition atomically, reading `TIME` from Redis; they run as functions of one library
+//!   loaded once (FCALL, Redis and Valkey >= 7.0, when the ACL allows it), else with EVALSHA
+//!   ([`ClientConfig::functions`]).
 //! - Each process keeps a snapshot per breaker, fresh until the state's next deadline or for
 //!   `subscribed_cache_ttl` (30s) while the event subscription that announces every transition
 //!   is verified alive, else `cache_ttl` (1s); a fresh closed snapshot allows calls with no

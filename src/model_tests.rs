@@ -10,7 +10,7 @@ use crate::config::Config;
 use crate::machine::Machine;
 use crate::name::Keys;
 use crate::protocol::{Batch, ControlOp, Op, Params, Record, RecordOutcome, Reply, Verdict};
-use crate::store::RedisStore;
+use crate::store::{RedisStore, StoreSettings};
 use proptest::prelude::*;
 use proptest::test_runner::{Config as RunnerConfig, FileFailurePersistence, TestRunner};
 use std::collections::BTreeMap;
@@ -408,20 +408,22 @@ async fn run_case(
 fn lua_scripts_and_the_rust_machine_agree_step_by_step() {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let server = rt.block_on(support::redis());
-    let (store, conn) = rt.block_on(async {
+    // One store sends the scripts as FCALL of the library (where the server has Functions),
+    // the other with EVALSHA; each case picks one.
+    let (stores, conn) = rt.block_on(async {
         let conn = server.conn().await;
-        (
-            RedisStore::new(
-                Box::new(conn.clone()),
-                None,
-                Duration::from_secs(5),
-                String::new(),
-                "model".into(),
-                false,
-                3,
-            ),
-            conn,
-        )
+        let store = |functions| {
+            let settings = StoreSettings {
+                op_timeout: Duration::from_secs(5),
+                channel: String::new(),
+                origin: "model".into(),
+                sharded: false,
+                threshold: 3,
+                functions,
+            };
+            RedisStore::new(Box::new(conn.clone()), None, settings)
+        };
+        ([store(false), store(true)], conn)
     });
     let cases: u32 = std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(128);
     let mut runner = TestRunner::new(RunnerConfig {
@@ -429,10 +431,18 @@ fn lua_scripts_and_the_rust_machine_agree_step_by_step() {
         failure_persistence: Some(Box::new(FileFailurePersistence::Direct("proptest-regressions/model_tests.txt"))),
         ..RunnerConfig::default()
     });
-    let strategy = (config(), 500..3000u64, prop::collection::vec((step(), 0.0..1.0f64), 1..80));
+    let strategy = (config(), 500..3000u64, prop::collection::vec((step(), 0.0..1.0f64), 1..80), any::<bool>());
     runner
-        .run(&strategy, |(config, second_window, steps)| {
-            rt.block_on(run_case(&store, &mut conn.clone(), config, second_window, steps))
+        .run(&strategy, |(config, second_window, steps, functions)| {
+            let store = &stores[usize::from(functions)];
+            rt.block_on(run_case(store, &mut conn.clone(), config, second_window, steps))
         })
         .unwrap();
+    // Both ways were taken: the library where the server has Functions (>= 7.0), else EVALSHA.
+    let stats = rt.block_on(server.commandstats());
+    let fcalls = stats.get("fcall").copied().unwrap_or(0);
+    assert!(stats.get("evalsha").copied().unwrap_or(0) > 0, "no case ran with EVALSHA");
+    let has_functions = rt.block_on(server.version()) >= (7, 0);
+    assert_eq!(fcalls > 0, has_functions, "FCALL calls: {fcalls}; the server has Functions: {has_functions}");
+    assert_eq!(stores[1].script_mode(), if has_functions { "functions" } else { "evalsha" });
 }

@@ -1,17 +1,20 @@
-//! The Lua scripts of `lua/`, loaded once and run with EVALSHA; their arguments and replies.
+//! The Lua scripts of `lua/`, and how they reach Redis: as a Functions library called with
+//! FCALL (Redis and Valkey >= 7.0, when the user's ACL allows it), else each script with
+//! EVALSHA; their arguments and replies.
 
 use crate::error::StoreError;
 use crate::name::Keys;
 use crate::protocol::{Batch, Op, Params, Reply, Verdict};
 use crate::state::State;
-use redis::{Script, ScriptInvocation};
+use redis::{Cmd, Script, ToRedisArgs};
+use std::sync::OnceLock;
 
-/// The files of `lua/lib/` are the prelude of every script that changes state, joined in this
-/// order at compile time: Redis scripts cannot include one another. Each piece is named after
-/// its Rust twin (see the header of each file).
-macro_rules! script {
-    ($file:literal) => {
-        Script::new(concat!(
+/// The files of `lua/lib/`, joined in this order in front of every script that changes state:
+/// Redis scripts cannot include one another. Each piece is named after its Rust twin (see the
+/// header of each file).
+macro_rules! lib {
+    () => {
+        concat!(
             include_str!("../lua/lib/clock.lua"),
             include_str!("../lua/lib/args.lua"),
             include_str!("../lua/lib/load.lua"),
@@ -19,12 +22,83 @@ macro_rules! script {
             include_str!("../lua/lib/rules.lua"),
             include_str!("../lua/lib/batch.lua"),
             include_str!("../lua/lib/commit.lua"),
+        )
+    };
+}
+
+/// One script for EVALSHA: a header, the lib, then the script's own file. The header makes
+/// `KEYS` and `ARGV` locals (the lib reads them as upvalues, which the library's functions set
+/// per call) and says that nothing outlives the call.
+macro_rules! script {
+    ($file:literal) => {
+        Script::new(concat!(
+            "local KEYS, ARGV = KEYS, ARGV\nlocal PERSISTENT = false\n",
+            lib!(),
             include_str!(concat!("../lua/", $file))
         ))
     };
 }
 
-/// The loaded scripts; each is hashed once and sent with EVALSHA (reloaded once on NOSCRIPT).
+/// The scripts that change state, by the name their function has in the library.
+const BODIES: [(&str, &str); 3] = [
+    ("acquire", include_str!("../lua/acquire.lua")),
+    ("record", include_str!("../lua/record.lua")),
+    ("control", include_str!("../lua/control.lua")),
+];
+
+/// The same scripts as one Functions library, named after a hash of its code so processes
+/// running different versions of the crate each find their own: `redis_breaker_<hash>` with
+/// the functions `rb_<hash>_acquire`, `_record` and `_control`. Redis runs a library's code
+/// when it loads it, with none of Lua's globals in reach, so the code only defines `init`; the
+/// first call of any function runs it, which makes the lib's helpers and tables once for the
+/// life of the library (not on every call, as with EVALSHA) and lets a config's validation be
+/// kept (`PERSISTENT`).
+#[derive(Debug)]
+pub(crate) struct Library {
+    /// The code sent with FUNCTION LOAD.
+    pub(crate) code: String,
+    /// `redis_breaker_<hash>`.
+    pub(crate) name: String,
+    /// `rb_<hash>_`: each function is this and the script's name.
+    prefix: String,
+}
+
+impl Library {
+    /// Built once per process.
+    pub(crate) fn get() -> &'static Library {
+        static LIBRARY: OnceLock<Library> = OnceLock::new();
+        LIBRARY.get_or_init(|| {
+            let mut body = String::from(
+                "local KEYS, ARGV\nlocal PERSISTENT = true\nlocal scripts = nil\n\nlocal function init()\n",
+            );
+            body.push_str(lib!());
+            for (name, code) in BODIES {
+                body.push_str(&format!("\nlocal function {name}_main()\n{code}\nend\n"));
+            }
+            body.push_str("return {");
+            for (name, _) in BODIES {
+                body.push_str(&format!(" {name} = {name}_main,"));
+            }
+            body.push_str(" }\nend\n\n");
+            // The hash of the code names the library (SHA-1, as Redis names scripts).
+            let hash = Script::new(&body).get_hash()[..16].to_string();
+            let prefix = format!("rb_{hash}_");
+            let mut code = format!("#!lua name=redis_breaker_{hash}\n{body}");
+            for (name, _) in BODIES {
+                code.push_str(&format!(
+                    "redis.register_function('{prefix}{name}', function(keys, args)\n  \
+                     if scripts == nil then scripts = init() end\n  \
+                     KEYS, ARGV = keys, args\n  \
+                     return scripts.{name}()\nend)\n"
+                ));
+            }
+            Library { code, name: format!("redis_breaker_{hash}"), prefix }
+        })
+    }
+}
+
+/// The loaded scripts; each is hashed once and sent with EVALSHA (reloaded once on NOSCRIPT),
+/// or called as a function of [`Library`].
 #[derive(Debug)]
 pub(crate) struct Scripts {
     acquire: Script,
@@ -38,6 +112,43 @@ pub(crate) struct Scripts {
     origin: String,
     /// Publish each breaker's events on its own channel with SPUBLISH (Redis Cluster).
     sharded: bool,
+}
+
+/// One call of a script that changes state: which script, its keys and arguments.
+pub(crate) struct Call<'s> {
+    script: &'s Script,
+    name: &'static str,
+    keys: &'s [String; 4],
+    args: Vec<Vec<u8>>,
+}
+
+impl Call<'_> {
+    fn arg(&mut self, a: impl ToRedisArgs) -> &mut Self {
+        a.write_redis_args(&mut self.args);
+        self
+    }
+
+    /// The call as EVALSHA, which loads the script and retries once on NOSCRIPT.
+    pub(crate) fn evalsha(&self) -> redis::ScriptInvocation<'_> {
+        let mut inv = self.script.prepare_invoke();
+        for key in self.keys {
+            inv.key(key);
+        }
+        for a in &self.args {
+            inv.arg(a.as_slice());
+        }
+        inv
+    }
+
+    /// The call as FCALL of its function in `library`.
+    pub(crate) fn fcall(&self, library: &Library) -> Cmd {
+        let mut cmd = redis::cmd("FCALL");
+        cmd.arg(format!("{}{}", library.prefix, self.name)).arg(self.keys.len()).arg(self.keys.as_slice());
+        for a in &self.args {
+            cmd.arg(a.as_slice());
+        }
+        cmd
+    }
 }
 
 impl Scripts {
@@ -55,7 +166,7 @@ impl Scripts {
     }
 
     /// Reads one breaker's keys (`lua/status.lua`, read-only, no prelude).
-    pub(crate) fn status(&self, keys: &Keys) -> ScriptInvocation<'_> {
+    pub(crate) fn status(&self, keys: &Keys) -> redis::ScriptInvocation<'_> {
         let mut inv = self.status.prepare_invoke();
         for key in &keys.all {
             inv.key(key);
@@ -63,8 +174,9 @@ impl Scripts {
         inv
     }
 
-    /// Asks whether this user may run what the scripts run on `keys` (`lua/preflight.lua`).
-    pub(crate) fn preflight(&self, keys: &Keys) -> ScriptInvocation<'_> {
+    /// Asks whether this user may run what the scripts run on `keys` (`lua/preflight.lua`),
+    /// and whether it may call and load the library.
+    pub(crate) fn preflight(&self, keys: &Keys) -> redis::ScriptInvocation<'_> {
         let mut inv = self.preflight.prepare_invoke();
         for key in &keys.all {
             inv.key(key);
@@ -74,32 +186,23 @@ impl Scripts {
         } else {
             inv.arg(&self.channel).arg("publish");
         }
+        inv.arg(format!("{}record", Library::get().prefix));
         inv
     }
 
-    /// One invocation: the breaker's keys, the common arguments, then the operation's own.
-    pub(crate) fn invocation<'s>(
-        &'s self,
-        keys: &Keys,
-        p: &Params,
-        now_ms: Option<u64>,
-        rand: f64,
-        op: &Op,
-    ) -> ScriptInvocation<'s> {
-        let script = match op {
-            Op::Acquire { .. } => &self.acquire,
-            Op::Record(_) => &self.record,
-            Op::Control { .. } => &self.control,
+    /// One call: the breaker's keys, the common arguments, then the operation's own.
+    pub(crate) fn call<'s>(&'s self, keys: &'s Keys, p: &Params, now_ms: Option<u64>, rand: f64, op: &Op) -> Call<'s> {
+        let (script, name) = match op {
+            Op::Acquire { .. } => (&self.acquire, "acquire"),
+            Op::Record(_) => (&self.record, "record"),
+            Op::Control { .. } => (&self.control, "control"),
         };
-        let mut inv = script.prepare_invoke();
-        for key in &keys.all {
-            inv.key(key);
-        }
+        let mut call = Call { script, name, keys: &keys.all, args: Vec::with_capacity(40) };
         match now_ms {
-            Some(now) => inv.arg(now),
-            None => inv.arg(""),
+            Some(now) => call.arg(now),
+            None => call.arg(""),
         };
-        inv.arg(rand.to_string())
+        call.arg(rand.to_string())
             .arg(&p.fingerprint)
             .arg(p.failure_threshold)
             .arg(p.success_threshold)
@@ -122,29 +225,29 @@ impl Scripts {
             .arg(if self.sharded { keys.shard_channel.as_str() } else { "" });
         match op {
             Op::Acquire { permit, batch } => {
-                inv.arg(permit);
-                batch_args(&mut inv, batch);
+                call.arg(permit);
+                batch_args(&mut call, batch);
             }
             Op::Record(r) => {
-                inv.arg(r.outcome.as_str())
+                call.arg(r.outcome.as_str())
                     .arg(r.incarnation)
                     .arg(r.epoch)
                     .arg(&r.probe)
                     .arg(u8::from(r.slow))
                     .arg(u8::from(r.timed_out))
                     .arg(r.fseq);
-                batch_args(&mut inv, &r.batch);
+                batch_args(&mut call, &r.batch);
             }
             Op::Control { op, duration_ms } => {
-                inv.arg(op.as_str()).arg(*duration_ms);
+                call.arg(op.as_str()).arg(*duration_ms);
             }
         }
-        inv
+        call
     }
 }
 
-fn batch_args(inv: &mut ScriptInvocation<'_>, b: &Batch) {
-    inv.arg(b.incarnation)
+fn batch_args(call: &mut Call<'_>, b: &Batch) {
+    call.arg(b.incarnation)
         .arg(b.epoch)
         .arg(b.fseq)
         .arg(b.successes)

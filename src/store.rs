@@ -5,11 +5,11 @@ use crate::error::StoreError;
 use crate::machine::Machine;
 use crate::name::Keys;
 use crate::protocol::{Op, Params, Reply, Transition};
-use crate::scripts::{Scripts, parse_reply};
+use crate::scripts::{Call, Library, Scripts, parse_reply};
 use redis::aio::ConnectionLike;
 use redis::{Cmd, Pipeline, RedisFuture, Value};
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tokio::sync::watch;
@@ -99,6 +99,22 @@ fn too_old(version: &str) -> bool {
     (major, minor) < crate::error::MIN_SERVER
 }
 
+/// How a [`RedisStore`] talks to Redis.
+pub(crate) struct StoreSettings {
+    /// The deadline of every operation.
+    pub(crate) op_timeout: Duration,
+    /// The events channel the scripts publish on (`''`: none).
+    pub(crate) channel: String,
+    /// The client's id, carried by the events its calls cause.
+    pub(crate) origin: String,
+    /// Each breaker's events on its own channel with SPUBLISH (Redis Cluster).
+    pub(crate) sharded: bool,
+    /// Errors in a row after which Redis is treated as down.
+    pub(crate) threshold: u32,
+    /// Whether the Functions library may be used (`ClientConfig::functions`).
+    pub(crate) functions: bool,
+}
+
 /// The Redis side: scripts, a deadline on every operation, and the up/down verdict on Redis.
 pub(crate) struct RedisStore {
     server: Mutex<ServerCheck>,
@@ -106,6 +122,14 @@ pub(crate) struct RedisStore {
     conn: RwLock<Box<dyn SharedConn>>,
     reconnect: Option<Reconnect>,
     scripts: Scripts,
+    /// Whether the client may use the Functions library (`ClientConfig::functions`).
+    functions_wanted: bool,
+    /// Whether script calls go as FCALL: wanted, and the connection's check found the server
+    /// and the ACL allow it. Cleared when the library cannot be loaded.
+    functions: AtomicBool,
+    /// Held (shared) by every script call while it runs, so `settle` can wait for the calls in
+    /// flight (a batch another task took is in one of them).
+    sending: tokio::sync::RwLock<()>,
     op_timeout: Duration,
     threshold: u32,
     errors_in_row: AtomicU32,
@@ -114,26 +138,28 @@ pub(crate) struct RedisStore {
 }
 
 impl RedisStore {
-    pub(crate) fn new(
-        conn: Box<dyn SharedConn>,
-        reconnect: Option<Reconnect>,
-        op_timeout: Duration,
-        channel: String,
-        origin: String,
-        sharded: bool,
-        threshold: u32,
-    ) -> RedisStore {
+    pub(crate) fn new(conn: Box<dyn SharedConn>, reconnect: Option<Reconnect>, s: StoreSettings) -> RedisStore {
+        let StoreSettings { op_timeout, channel, origin, sharded, threshold, functions } = s;
         RedisStore {
             server: Mutex::new(ServerCheck::Unknown),
             acl: Mutex::new(AclCheck::Unknown),
             conn: RwLock::new(conn),
             reconnect,
             scripts: Scripts::new(channel, origin, sharded),
+            functions_wanted: functions,
+            functions: AtomicBool::new(false),
+            sending: tokio::sync::RwLock::new(()),
             op_timeout,
             threshold,
             errors_in_row: AtomicU32::new(0),
             up: watch::channel(true).0,
         }
+    }
+
+    /// How script calls are sent now: `"functions"` or `"evalsha"` (before the connection's
+    /// first check, and wherever the server or the ACL do not allow functions).
+    pub(crate) fn script_mode(&self) -> &'static str {
+        if self.functions.load(Ordering::Acquire) { "functions" } else { "evalsha" }
     }
 
     /// True while Redis is treated as down: no call waits on it; a background probe checks it.
@@ -168,6 +194,7 @@ impl RedisStore {
             *self.conn.write().unwrap_or_else(std::sync::PoisonError::into_inner) = conn;
             *self.server.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = ServerCheck::Unknown;
             *self.acl.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = AclCheck::Unknown;
+            self.functions.store(false, Ordering::Release);
         }
     }
 
@@ -256,7 +283,9 @@ impl RedisStore {
         let rest: Vec<String> = answer.collect();
         let mut known = self.acl.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         if verdict != "denied" {
-            if rest.first().map(String::as_str) == Some("publish") {
+            let functions = self.functions_wanted && rest.iter().any(|f| f == "functions");
+            self.functions.store(functions, Ordering::Release);
+            if rest.iter().any(|f| f == "publish") {
                 tracing::warn!(
                     key,
                     "the redis user may not publish on the events channel: other processes hear this one's transitions only when their snapshots expire (fine where no process can subscribe)"
@@ -286,11 +315,47 @@ impl RedisStore {
         now_ms: Option<u64>,
         rand: f64,
     ) -> Result<Reply, StoreError> {
+        let _sending = self.sending.read().await;
         self.check_connection(keys).await?;
-        let inv = self.scripts.invocation(keys, p, now_ms, rand, op);
+        let call = self.scripts.call(keys, p, now_ms, rand, op);
         let mut conn = self.handle();
-        let reply = self.deadline(keys.state(), inv.invoke_async::<Vec<String>>(&mut conn)).await?;
+        let reply = if self.functions.load(Ordering::Acquire) {
+            self.deadline(keys.state(), self.fcall(&call, &mut conn)).await?
+        } else {
+            self.deadline(keys.state(), call.evalsha().invoke_async::<Vec<String>>(&mut conn)).await?
+        };
         parse_reply(reply, keys.state())
+    }
+
+    /// Waits until the script calls in flight when it was called have ended (each ends within
+    /// its deadline; calls made meanwhile are not waited for): what another task took from a
+    /// breaker's pending counts has then reached Redis or been put back.
+    pub(crate) async fn settle(&self) {
+        let _ = tokio::time::timeout(self.op_timeout.saturating_mul(4), self.sending.write()).await;
+    }
+
+    /// Runs `call` as FCALL; when the server does not have the library (a new server, a
+    /// `FUNCTION FLUSH`), loads it and retries once. A library Redis will not load (anything but
+    /// "already exists", which another process's load answers) turns this client to EVALSHA.
+    async fn fcall(&self, call: &Call<'_>, conn: &mut ConnHandle) -> redis::RedisResult<Vec<String>> {
+        let library = Library::get();
+        let fcall = call.fcall(library);
+        match fcall.query_async(conn).await {
+            Err(e) if e.to_string().to_ascii_lowercase().contains("function not found") => {}
+            other => return other,
+        }
+        let loaded = redis::cmd("FUNCTION").arg("LOAD").arg(&library.code).query_async::<Value>(conn).await;
+        match loaded {
+            Ok(_) => {}
+            Err(e) if e.to_string().contains("already exists") => {}
+            Err(e) if e.is_unrecoverable_error() || e.is_timeout() || e.is_connection_dropped() => return Err(e),
+            Err(e) => {
+                tracing::warn!(error = %e, library = %library.name, "redis would not load the functions library; sending the scripts with EVALSHA");
+                self.functions.store(false, Ordering::Release);
+                return call.evalsha().invoke_async(conn).await;
+            }
+        }
+        fcall.query_async(conn).await
     }
 
     /// Reads one breaker's keys for operators.

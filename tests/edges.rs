@@ -64,7 +64,7 @@ async fn hand_set(redis: &TestRedis, name: &str, words: &[&str]) {
 }
 
 /// A loopback proxy that holds server-to-client bytes for `delay` on connections that have
-/// sent EVALSHA (the script connection), and forwards every other connection (the event
+/// sent EVALSHA or FCALL (the script connection), and forwards every other connection (the event
 /// subscription) at once. Each chunk keeps its own arrival time, so the delay does not add up.
 struct DelayProxy {
     port: u16,
@@ -89,7 +89,8 @@ impl DelayProxy {
                             Ok(0) | Err(_) => return,
                             Ok(n) => n,
                         };
-                        if buf[..n].windows(7).any(|w| w.eq_ignore_ascii_case(b"EVALSHA")) {
+                        let has = |word: &[u8]| buf[..n].windows(word.len()).any(|w| w.eq_ignore_ascii_case(word));
+                        if has(b"EVALSHA") || has(b"FCALL") {
                             seen.store(true, Ordering::SeqCst);
                         }
                         if wo.write_all(&buf[..n]).await.is_err() {
@@ -251,7 +252,7 @@ async fn a_redis_restored_to_an_older_epoch_does_not_stall_the_cache() {
     )
     .await;
 
-    let before = redis.calls_of("evalsha").await;
+    let before = redis.script_calls().await;
     let start = Instant::now();
     let mut calls = 0u64;
     while start.elapsed() < Duration::from_secs(1) {
@@ -259,7 +260,7 @@ async fn a_redis_restored_to_an_older_epoch_does_not_stall_the_cache() {
         calls += 1;
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let spent = redis.calls_of("evalsha").await - before;
+    let spent = redis.script_calls().await - before;
     assert!(spent < calls / 4, "{spent} EVALSHA for {calls} calls: the cache never took Redis's older epoch");
     assert_eq!(b.snapshot().epoch, 1, "the snapshot follows Redis");
 }
@@ -312,7 +313,7 @@ async fn a_forged_event_from_the_future_does_not_pin_the_breaker_open() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    let before = redis.calls_of("evalsha").await;
+    let before = redis.script_calls().await;
     let mut calls = 0u64;
     let start = Instant::now();
     while start.elapsed() < Duration::from_millis(600) {
@@ -320,7 +321,7 @@ async fn a_forged_event_from_the_future_does_not_pin_the_breaker_open() {
         calls += 1;
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let spent = redis.calls_of("evalsha").await - before;
+    let spent = redis.script_calls().await - before;
     assert!(spent < calls / 4, "{spent} EVALSHA for {calls} calls: the cache did not recover");
 }
 

@@ -38,14 +38,14 @@ async fn a_trip_in_one_client_reaches_another_before_its_snapshot_expires() {
 
     fail(&a).await.unwrap_err();
     wait_for_state(&b, State::Open).await;
-    let evalsha = redis.calls_of("evalsha").await;
+    let evalsha = redis.script_calls().await;
     match succeed(&b).await {
         Err(Error::Rejected(Rejected { state: State::Open, retry_after: Some(d), .. })) => {
             assert!(d > Duration::from_secs(20))
         }
         other => panic!("expected a rejection from the event's snapshot, got {other:?}"),
     }
-    assert_eq!(redis.calls_of("evalsha").await, evalsha, "the rejection came from the snapshot the event set");
+    assert_eq!(redis.script_calls().await, evalsha, "the rejection came from the snapshot the event set");
 
     let e = tokio::time::timeout(Duration::from_secs(5), events.recv()).await.unwrap().unwrap();
     assert_eq!((e.name.as_str(), e.from, e.to), (name.as_str(), Some(State::Closed), State::Open));

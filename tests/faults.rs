@@ -391,6 +391,49 @@ async fn the_readme_minimal_acl_is_enough() {
     assert_eq!(client.store_status(), StoreStatus::Redis);
 }
 
+/// The README's ACL with the README's line for the Functions library (`+fcall +function|load`)
+/// lets the client call the library (on servers with Functions) and every operation works; the
+/// ACL without it sends the scripts with EVALSHA, as before.
+#[tokio::test]
+async fn the_readme_acl_with_its_functions_line_calls_the_library() {
+    let redis = private_redis().await;
+    let has_functions = redis.version().await >= (7, 0);
+    let url = readme_acl_user(&redis).await;
+    let plain = patient_client(&url, Degraded::FailClosed).await;
+    let p = plain.breaker(&unique("acl-plain"), Config::default()).unwrap();
+    p.execute(|| async { Ok::<(), ()>(()) }).await.expect("allowed through Redis");
+    assert_eq!(p.health().await.unwrap().scripts, "evalsha", "the minimal ACL has no +fcall");
+
+    let readme = include_str!("../README.md");
+    let line =
+        readme.lines().find(|l| l.starts_with("ACL SETUSER breaker +fcall")).expect("the README's functions line");
+    let mut cmd = redis::cmd("ACL");
+    for word in line.split_whitespace().skip(1) {
+        cmd.arg(word);
+    }
+    let added: redis::RedisResult<()> = cmd.query_async(&mut redis.conn().await).await;
+    if !has_functions {
+        // Before 7.0 there is no FCALL: the server refuses the line, and EVALSHA is the way.
+        let err = added.expect_err("a server without Functions knows no +fcall");
+        assert!(err.to_string().contains("fcall"), "{err}");
+        return;
+    }
+    added.unwrap();
+    let client = patient_client(&url, Degraded::FailClosed).await;
+    let name = unique("acl-functions");
+    let b = client.breaker(&name, Config::builder().failure_threshold(1).build().unwrap()).unwrap();
+    b.execute(|| async { Ok::<(), ()>(()) }).await.expect("allowed through Redis");
+    let _ = b.execute(|| async { Err::<(), _>("down") }).await;
+    assert_eq!(b.state(), State::Open);
+    b.force_close(None).await.unwrap();
+    b.reset().await.unwrap();
+    assert_eq!(b.health().await.unwrap().scripts, "functions");
+    assert_eq!(state_hash(&redis, &name).await["state"], "closed");
+    assert_eq!(client.store_status(), StoreStatus::Redis);
+    let fcalls = redis.commandstats().await.get("fcall").copied().unwrap_or(0);
+    assert!(fcalls >= 5, "{fcalls} FCALL");
+}
+
 /// The README's ACL user, made on `redis`; answers its URL.
 async fn readme_acl_user(redis: &TestRedis) -> String {
     readme_acl_user_without(redis, &[]).await

@@ -13,7 +13,10 @@ use support::{TestRedis, metric, metrics_hash, private_redis, succeed, unique};
 
 /// Script calls a client sent (EVALSHA, plus EVAL and SCRIPT LOAD after a script flush).
 fn script_calls(stats: &BTreeMap<String, u64>) -> u64 {
-    ["evalsha", "eval", "script|load"].iter().map(|c| stats.get(*c).copied().unwrap_or(0)).sum()
+    ["evalsha", "eval", "script|load", "fcall", "function|load"]
+        .iter()
+        .map(|c| stats.get(*c).copied().unwrap_or(0))
+        .sum()
 }
 
 async fn calls_so_far(redis: &TestRedis) -> u64 {

@@ -147,11 +147,20 @@ async fn a_probes_key_of_the_wrong_type_does_not_block_recovery() {
     assert_eq!(b.state(), State::Closed);
 }
 
+/// Both ways a script reaches Redis refuse a bad argument by name and write nothing: the
+/// EVALSHA script (the header and prelude exactly as src/scripts.rs joins them) and, where the
+/// server has Functions, the library's function (whose validation of a config is kept between
+/// calls: a bad value right after a good config is still refused).
 #[tokio::test]
 async fn scripts_refuse_bad_arguments_with_a_named_error() {
     let redis = redis().await;
-    // The prelude exactly as src/scripts.rs joins it: its `script!` macro is the one list.
-    let lib: String = include_str!("../src/scripts.rs")
+    let source = include_str!("../src/scripts.rs");
+    let header = source
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("\"local KEYS, ARGV = KEYS, ARGV")?.strip_suffix("\","))
+        .map(|rest| format!("local KEYS, ARGV = KEYS, ARGV{rest}").replace("\\n", "\n"))
+        .expect("the EVALSHA header in src/scripts.rs");
+    let lib: String = source
         .lines()
         .filter_map(|l| l.trim().strip_prefix("include_str!(\"../lua/lib/")?.split('"').next())
         .map(|file| {
@@ -159,7 +168,7 @@ async fn scripts_refuse_bad_arguments_with_a_named_error() {
         })
         .collect();
     assert!(lib.contains("local function parse_config"), "the prelude was found in src/scripts.rs");
-    let script = lib + include_str!("../lua/acquire.lua");
+    let script = header + &lib + include_str!("../lua/acquire.lua");
     let name = unique("bad-args");
     let keys = ["state", "probes", "window", "metrics"].map(|s| key(&name, s));
     let good: Vec<String> = [
@@ -170,34 +179,63 @@ async fn scripts_refuse_bad_arguments_with_a_named_error() {
     .map(|s| s.to_string())
     .collect();
     let mut conn = redis.conn().await;
-    let run = |args: Vec<String>| {
-        let mut cmd = redis::cmd("EVAL");
-        cmd.arg(&script).arg(4).arg(&keys).arg(args);
-        cmd
-    };
-    let ok: Vec<String> = run(good.clone()).query_async(&mut conn).await.unwrap();
-    assert_eq!(ok[0], "allowed");
-    for (i, bad, field) in [
-        (1, "x", "rand"),
-        (3, "-1", "failure_threshold"),
-        (4, "0", "success_threshold"),
-        (6, "1.5", "base_recovery"),
-        (7, "10", "max_recovery"),
-        (9, "nan", "jitter"),
-        (13, "2", "failure_rate"),
-        (16, "5", "window"),
-        (19, "0", "failure_expiry"),
-        (21, &"x".repeat(513), "shard channel"),
-        (22, "", "permit id"),
-        (25, "1.5", "batch fseq"),
-        (27, "3", "batch slow"),
-    ] {
-        let mut args = good.clone();
-        args[i] = (*bad).to_string();
-        let err = run(args).query_async::<Vec<String>>(&mut conn).await.unwrap_err();
-        let text = err.to_string();
-        assert!(text.contains(&format!("redis-breaker: bad argument {field}")), "{field}: {text}");
+    // The library is on the server once a client has made a call (servers with Functions).
+    let client = client(&redis, std::time::Duration::ZERO).await;
+    succeed(&client.breaker(&unique("bad-args-loader"), Config::default()).unwrap()).await.unwrap();
+    let mut ways = vec![redis::cmd("EVAL").arg(&script).clone()];
+    if redis.version().await >= (7, 0) {
+        let libraries: redis::Value = redis::cmd("FUNCTION")
+            .arg("LIST")
+            .arg("LIBRARYNAME")
+            .arg("redis_breaker_*")
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        fn strings(v: &redis::Value, out: &mut Vec<String>) {
+            match v {
+                redis::Value::BulkString(b) => out.push(String::from_utf8_lossy(b).into_owned()),
+                redis::Value::Array(items) | redis::Value::Set(items) => items.iter().for_each(|i| strings(i, out)),
+                redis::Value::Map(pairs) => pairs.iter().for_each(|(k, v)| (strings(k, out), strings(v, out)).1),
+                _ => {}
+            }
+        }
+        let mut found = Vec::new();
+        strings(&libraries, &mut found);
+        let function = found.iter().find(|s| s.starts_with("rb_") && s.ends_with("_acquire"));
+        let hash = function.and_then(|f| f.split('_').nth(1)).expect("the library's functions");
+        ways.push(redis::cmd("FCALL").arg(format!("rb_{hash}_acquire")).clone());
     }
-    let exists: i64 = redis::cmd("EXISTS").arg(&keys).query_async(&mut conn).await.unwrap();
-    assert_eq!(exists, 0, "a refused call wrote nothing");
+    for way in &ways {
+        let run = |args: Vec<String>| {
+            let mut cmd = way.clone();
+            cmd.arg(4).arg(&keys).arg(args);
+            cmd
+        };
+        for (i, bad, field) in [
+            (1, "x", "rand"),
+            (3, "-1", "failure_threshold"),
+            (4, "0", "success_threshold"),
+            (6, "1.5", "base_recovery"),
+            (7, "10", "max_recovery"),
+            (9, "nan", "jitter"),
+            (13, "2", "failure_rate"),
+            (16, "5", "window"),
+            (19, "0", "failure_expiry"),
+            (21, &"x".repeat(513), "shard channel"),
+            (22, "", "permit id"),
+            (25, "1.5", "batch fseq"),
+            (27, "3", "batch slow"),
+        ] {
+            let ok: Vec<String> = run(good.clone()).query_async(&mut conn).await.unwrap();
+            assert_eq!(ok[0], "allowed");
+            let _: () = redis::cmd("DEL").arg(&keys).query_async(&mut conn).await.unwrap();
+            let mut args = good.clone();
+            args[i] = (*bad).to_string();
+            let err = run(args).query_async::<Vec<String>>(&mut conn).await.unwrap_err();
+            let text = err.to_string();
+            assert!(text.contains(&format!("redis-breaker: bad argument {field}")), "{field}: {text}");
+            let exists: i64 = redis::cmd("EXISTS").arg(&keys).query_async(&mut conn).await.unwrap();
+            assert_eq!(exists, 0, "a refused call wrote nothing ({field})");
+        }
+    }
 }

@@ -87,6 +87,53 @@ async fn script_flush_is_survived() {
     assert_eq!(state_hash(&redis, &name).await["state"], "open");
 }
 
+/// Where the server has Functions (>= 7.0) the scripts go as FCALL of the crate's library; after
+/// `FUNCTION FLUSH` the next call loads it again (one FUNCTION LOAD) and is decided as before.
+/// Below 7.0, and with `functions(false)`, every call goes with EVALSHA.
+#[tokio::test]
+async fn the_functions_library_is_loaded_once_and_again_after_function_flush() {
+    let redis = private_redis().await;
+    let has_functions = redis.version().await >= (7, 0);
+    let client = client(&redis, Duration::ZERO).await;
+    let name = unique("library");
+    let b = client.breaker(&name, Config::builder().failure_threshold(3).build().unwrap()).unwrap();
+    fail(&b).await.unwrap_err();
+    fail(&b).await.unwrap_err();
+    let stats = redis.commandstats().await;
+    let count = |stats: &std::collections::BTreeMap<String, u64>, c: &str| stats.get(c).copied().unwrap_or(0);
+    assert_eq!(b.health().await.unwrap().scripts, if has_functions { "functions" } else { "evalsha" });
+    if has_functions {
+        assert_eq!(count(&stats, "function|load"), 1, "one load for the server: {stats:?}");
+        // Each failure is an acquire and a record (cache_ttl zero); the first FCALL found no library.
+        assert_eq!(count(&stats, "fcall"), 5, "one miss, then four calls: {stats:?}");
+        let _: () = redis::cmd("FUNCTION").arg("FLUSH").query_async(&mut redis.conn().await).await.unwrap();
+    }
+    fail(&b).await.unwrap_err();
+    assert_eq!(b.state(), State::Open, "the third failure was counted");
+    assert_eq!(state_hash(&redis, &name).await["state"], "open");
+    let after = redis.commandstats().await;
+    if has_functions {
+        assert_eq!(count(&after, "function|load"), 2, "loaded again after the flush: {after:?}");
+        assert_eq!(count(&after, "evalsha"), count(&stats, "evalsha"), "no script went with EVALSHA: {after:?}");
+    } else {
+        assert_eq!(count(&after, "fcall"), 0);
+    }
+
+    let config = redis_breaker::ClientConfig::builder().functions(false).build().unwrap();
+    let evalsha = Client::connect_with(&redis.url, config).await.unwrap();
+    let e = evalsha.breaker(&unique("evalsha"), Config::default()).unwrap();
+    let before = redis.commandstats().await;
+    fail(&e).await.unwrap_err();
+    assert_eq!(e.health().await.unwrap().scripts, "evalsha");
+    let after = redis.commandstats().await;
+    assert_eq!(count(&after, "fcall"), count(&before, "fcall"), "functions(false) sends no FCALL");
+    assert_eq!(
+        count(&after, "evalsha") - count(&before, "evalsha"),
+        if has_functions { 6 } else { 4 },
+        "the connection's check, the failure's acquire and record (each first a NOSCRIPT miss where the first client used the library), the health refresh: {after:?}"
+    );
+}
+
 #[tokio::test]
 async fn an_open_breaker_and_a_healthy_one_send_no_redis_command_per_call() {
     let redis = private_redis().await;
@@ -101,7 +148,7 @@ async fn an_open_breaker_and_a_healthy_one_send_no_redis_command_per_call() {
     fail(&open).await.unwrap_err();
     succeed(&healthy).await.unwrap();
 
-    let before = redis.calls_of("evalsha").await;
+    let before = redis.script_calls().await;
     for _ in 0..1000 {
         assert!(matches!(
             succeed(&open).await,
@@ -109,9 +156,9 @@ async fn an_open_breaker_and_a_healthy_one_send_no_redis_command_per_call() {
         ));
         succeed(&healthy).await.unwrap();
     }
-    assert_eq!(redis.calls_of("evalsha").await - before, 0, "2000 calls decided from the snapshots");
+    assert_eq!(redis.script_calls().await - before, 0, "2000 calls decided from the snapshots");
     client.flush().await.unwrap();
-    assert_eq!(redis.calls_of("evalsha").await - before, 2, "one flush per breaker carries the counts");
+    assert_eq!(redis.script_calls().await - before, 2, "one flush per breaker carries the counts");
     let mut conn = redis.conn().await;
     let m: HashMap<String, u64> =
         redis::cmd("HGETALL").arg(key("cost-open", "metrics")).query_async(&mut conn).await.unwrap();
@@ -162,7 +209,7 @@ async fn the_same_name_gives_the_same_breaker_and_a_bad_name_touches_nothing() {
     assert_eq!(b.snapshot().failures, 1, "one breaker, one snapshot");
     assert!(client.breaker("same", Config::builder().failure_threshold(1).build().unwrap()).is_err());
 
-    let evalsha = redis.calls_of("evalsha").await;
+    let evalsha = redis.script_calls().await;
     let before = redis.total_calls().await;
     for bad in ["", "has space", "{tag}", "star*", "new\nline", "caf\u{e9}"] {
         let err = client.breaker(bad, Config::default()).unwrap_err();
@@ -171,7 +218,7 @@ async fn the_same_name_gives_the_same_breaker_and_a_bad_name_touches_nothing() {
     // Only the INFO of total_calls itself (and its connection's handshake) ran since.
     let after = redis.total_calls().await;
     assert!(after - before <= 4, "no breaker command for a bad name ({} commands)", after - before);
-    assert_eq!(redis.calls_of("evalsha").await, evalsha);
+    assert_eq!(redis.script_calls().await, evalsha);
 }
 
 #[tokio::test]
@@ -210,7 +257,7 @@ async fn an_expired_snapshot_is_refreshed_once_while_callers_keep_deciding() {
     succeed(&b).await.unwrap();
     client.flush().await.unwrap();
     tokio::time::sleep(Duration::from_millis(2100)).await;
-    let before = redis.calls_of("evalsha").await;
+    let before = redis.script_calls().await;
     let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(100));
     let tasks: Vec<_> = (0..100)
         .map(|_| {
@@ -225,7 +272,7 @@ async fn an_expired_snapshot_is_refreshed_once_while_callers_keep_deciding() {
         t.await.unwrap().unwrap();
     }
     tokio::time::sleep(Duration::from_millis(50)).await;
-    assert_eq!(redis.calls_of("evalsha").await - before, 1, "100 callers, one refresh");
+    assert_eq!(redis.script_calls().await - before, 1, "100 callers, one refresh");
     assert!(b.snapshot().fresh, "the refresh renewed the snapshot");
 }
 
@@ -258,9 +305,9 @@ async fn a_cold_or_stale_snapshot_is_refreshed_once_for_all_waiting_callers() {
     client.breaker(&unique("warm-up"), Config::default()).unwrap().flush().await.unwrap();
     // Cold: the process has never asked Redis about this breaker.
     let cold = client.breaker(&unique("cold"), Config::default()).unwrap();
-    let before = redis.calls_of("evalsha").await;
+    let before = redis.script_calls().await;
     assert_eq!(race(cold).await, callers, "every call is allowed");
-    let spent = redis.calls_of("evalsha").await - before;
+    let spent = redis.script_calls().await - before;
     assert!(spent <= 2, "{callers} callers on a cold snapshot sent {spent} script calls");
 
     // Expired open: the deadline passed; one caller takes the probe, the others learn from it.
@@ -276,7 +323,7 @@ async fn a_cold_or_stale_snapshot_is_refreshed_once_for_all_waiting_callers() {
     let open = client.breaker(&name, config).unwrap();
     fail(&open).await.unwrap_err();
     tokio::time::sleep(Duration::from_millis(150)).await;
-    let before = redis.calls_of("evalsha").await;
+    let before = redis.script_calls().await;
     let barrier = std::sync::Arc::new(tokio::sync::Barrier::new(callers));
     let tasks: Vec<_> = (0..callers)
         .map(|_| {
@@ -291,7 +338,7 @@ async fn a_cold_or_stale_snapshot_is_refreshed_once_for_all_waiting_callers() {
     for t in tasks {
         permits.extend(t.await.unwrap());
     }
-    let spent = redis.calls_of("evalsha").await - before;
+    let spent = redis.script_calls().await - before;
     assert_eq!(permits.len(), 1, "one probe");
     assert!(spent <= 3, "{callers} callers on an expired open snapshot sent {spent} script calls");
 }

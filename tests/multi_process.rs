@@ -387,7 +387,10 @@ fn steady(rt: &tokio::runtime::Runtime, redis: &support::TestRedis, fleet: &mut 
     // INFO commandstats also counts the commands scripts run inside Redis; what a client sends
     // over the network is EVALSHA (and SCRIPT LOAD after a flush).
     let sent = |stats: &std::collections::BTreeMap<String, u64>| {
-        ["evalsha", "eval", "script|load"].iter().map(|c| stats.get(*c).copied().unwrap_or(0)).sum::<u64>()
+        ["evalsha", "eval", "script|load", "fcall", "function|load"]
+            .iter()
+            .map(|c| stats.get(*c).copied().unwrap_or(0))
+            .sum::<u64>()
     };
     let before = sent(&rt.block_on(redis.commandstats()));
     let answers = rt.block_on(fleet.round(0..processes, |_, go| format!("steady {name} {rate} {secs} {go}")));

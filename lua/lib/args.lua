@@ -55,6 +55,8 @@ local REASON = {
   corrupt = 'corrupt state reset to closed: %s',
 }
 local STATES = { closed = true, open = true, half_open = true, forced_open = true, forced_closed = true }
+-- The state hash's fields: three strings, then these integers (in this order in `S.stored`,
+-- and all of them in `empty_state`).
 local INT_FIELDS = { 'incarnation', 'epoch', 'failures', 'fseq', 'successes', 'trips', 'opened_at',
   'open_until', 'changed_at', 'failed_at' }
 
@@ -67,7 +69,7 @@ end
 
 local function int_arg(i, name, min)
   local v = tonumber(ARGV[i])
-  if v == nil or v ~= v or v < min or v > MAX_INT or v ~= floor(v) then fail(name) end
+  if v == nil or v ~= v or v < min or v > MAX_INT or v % 1 ~= 0 then fail(name) end
   return v
 end
 
@@ -83,40 +85,81 @@ local function str_arg(i, name, max_len, allow_empty)
   return v
 end
 
+-- A number as Redis writes it. Numbers given to redis.call are written exactly as they are
+-- (every integer the scripts handle is below 2^53), and numbers in a reply become integers, so
+-- this is needed only inside text (events, reasons).
 local function int(n)
   return fmt('%d', n)
 end
 
 
+-- The config arguments (3 .. 17 and 20) validated once per distinct argument list where the
+-- scripts run as a Functions library (PERSISTENT: the library's locals outlive a call), on every
+-- call where they run with EVALSHA. A fleet has a few configs, so at most CONFIGS_MAX are kept
+-- (the table starts again when full). The key joins the arguments with NUL bytes; two lists
+-- that join alike (possible only with a NUL inside an argument, which the crate never sends)
+-- share one validation, which gives a caller nothing it could not get by sending the other list.
+local CONFIGS, CONFIG_COUNT, CONFIGS_MAX = {}, 0, 256
+
+local function validate_config()
+  local base = int_arg(7, 'base_recovery', 1)
+  local c = {
+    now = 0, clock_us = 0, rand = 0, channel = '', name = '', origin = '', shard_channel = '',
+    fingerprint = str_arg(3, 'config', 64, false),
+    failure_threshold = int_arg(4, 'failure_threshold', 0),
+    success_threshold = int_arg(5, 'success_threshold', 1),
+    max_probes = int_arg(6, 'half_open_max_probes', 1),
+    base = base,
+    max = int_arg(8, 'max_recovery', base),
+    multiplier = float_arg(9, 'multiplier', 1, 1000),
+    jitter = float_arg(10, 'jitter', 0, 1),
+    lease = int_arg(11, 'probe_lease', 1),
+    state_ttl = int_arg(12, 'state_ttl', 1),
+    metrics_ttl = int_arg(13, 'metrics_ttl', 1),
+    failure_rate = float_arg(14, 'failure_rate', 0, 1),
+    slow_rate = float_arg(15, 'slow_call_rate', 0, 1),
+    minimum_calls = int_arg(16, 'minimum_calls', 1),
+    window = int_arg(17, 'window', 10),
+    failure_expiry = int_arg(20, 'failure_expiry', 1),
+    windowed = false,
+  }
+  if c.window > MAX_DURATION then fail('window') end
+  if c.failure_expiry > MAX_DURATION then fail('failure_expiry') end
+  c.windowed = c.failure_rate > 0 or c.slow_rate > 0
+  return c
+end
+
+-- The config of this call, with its clock (Redis TIME unless a test set now_ms), its random
+-- draw and the per-breaker arguments (channel, name, origin). A cached config table is reused:
+-- those fields are this call's (scripts never run at the same time).
 local function parse_config()
   if #KEYS ~= 4 then fail('keys (expected 4)') end
-  local c = {}
+  if #ARGV < OWN - 1 then fail('count (expected at least 22)') end
+  local c
+  if PERSISTENT then
+    local A = ARGV
+    local key = A[3] .. '\0' .. A[4] .. '\0' .. A[5] .. '\0' .. A[6] .. '\0' .. A[7] .. '\0' .. A[8] .. '\0'
+      .. A[9] .. '\0' .. A[10] .. '\0' .. A[11] .. '\0' .. A[12] .. '\0' .. A[13] .. '\0' .. A[14] .. '\0'
+      .. A[15] .. '\0' .. A[16] .. '\0' .. A[17] .. '\0' .. A[20]
+    c = CONFIGS[key]
+    if c == nil then
+      c = validate_config()
+      if CONFIG_COUNT >= CONFIGS_MAX then
+        CONFIGS, CONFIG_COUNT = {}, 0
+      end
+      CONFIGS[key] = c
+      CONFIG_COUNT = CONFIG_COUNT + 1
+    end
+  else
+    c = validate_config()
+  end
   local clock_ms, clock_us = redis_now_ms()
   if ARGV[1] == '' then c.now = clock_ms else c.now = int_arg(1, 'now_ms', 0) end
   c.clock_us = clock_us
   c.rand = float_arg(2, 'rand', 0, 1)
-  c.fingerprint = str_arg(3, 'config', 64, false)
-  c.failure_threshold = int_arg(4, 'failure_threshold', 0)
-  c.success_threshold = int_arg(5, 'success_threshold', 1)
-  c.max_probes = int_arg(6, 'half_open_max_probes', 1)
-  c.base = int_arg(7, 'base_recovery', 1)
-  c.max = int_arg(8, 'max_recovery', c.base)
-  c.multiplier = float_arg(9, 'multiplier', 1, 1000)
-  c.jitter = float_arg(10, 'jitter', 0, 1)
-  c.lease = int_arg(11, 'probe_lease', 1)
-  c.state_ttl = int_arg(12, 'state_ttl', 1)
-  c.metrics_ttl = int_arg(13, 'metrics_ttl', 1)
-  c.failure_rate = float_arg(14, 'failure_rate', 0, 1)
-  c.slow_rate = float_arg(15, 'slow_call_rate', 0, 1)
-  c.minimum_calls = int_arg(16, 'minimum_calls', 1)
-  c.window = int_arg(17, 'window', 10)
-  if c.window > MAX_DURATION then fail('window') end
   c.channel = str_arg(18, 'events channel', 512, true)
   c.name = str_arg(19, 'name', 200, false)
-  c.failure_expiry = int_arg(20, 'failure_expiry', 1)
-  if c.failure_expiry > MAX_DURATION then fail('failure_expiry') end
   c.origin = str_arg(21, 'origin', 64, true)
   c.shard_channel = str_arg(22, 'shard channel', 512, true)
-  c.windowed = c.failure_rate > 0 or c.slow_rate > 0
   return c
 end

@@ -5,7 +5,19 @@
 -- incarnation, epoch, fseq (the oldest its successes had seen), successes, slow among them,
 -- ignored, rejected, then the successes and failures of calls decided without Redis (while it
 -- was down), which count in metrics only.
+-- A batch with no counts: nothing in it is used (shared, never written).
+local NO_COUNTS = { inc = 0, epoch = 0, fseq = 0, ok = 0, slow = 0, ignored = 0, rejected = 0, degraded_ok = 0,
+  degraded_failed = 0 }
+
 local function parse_batch(i)
+  local A = ARGV
+  if A[i + 3] == '0' and A[i + 4] == '0' and A[i + 5] == '0' and A[i + 6] == '0' and A[i + 7] == '0'
+    and A[i + 8] == '0' then
+    int_arg(i, 'batch incarnation', 0)
+    int_arg(i + 1, 'batch epoch', 0)
+    int_arg(i + 2, 'batch fseq', 0)
+    return NO_COUNTS
+  end
   local b = {
     inc = int_arg(i, 'batch incarnation', 0),
     epoch = int_arg(i + 1, 'batch epoch', 0),

@@ -6,5 +6,5 @@
 local function redis_now_ms()
   local t = redis.call('TIME')
   local s, us = tonumber(t[1]), tonumber(t[2])
-  return s * 1000 + math.floor(us / 1000), s * 1000000 + us
+  return s * 1000 + (us - us % 1000) / 1000, s * 1000000 + us
 end

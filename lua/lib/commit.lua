@@ -13,18 +13,15 @@ local function remaining(S, c)
   return -1
 end
 
-local STATE_FIELDS = { 'epoch', 'failures', 'fseq', 'successes', 'trips', 'opened_at', 'open_until', 'changed_at',
-  'failed_at' }
-
 -- One event as JSON. Only the last transition of a call knows its deadline; an earlier one says
 -- 0 ("ask Redis"), which no reader caches.
 local function json_event(c, S, e, last)
   local rem = 0
   if last then rem = remaining(S, c) end
   return fmt(
-    '{"name":%s,"from":%s,"to":%s,"incarnation":%s,"epoch":%s,"fseq":%s,"retry_after_ms":%s,"reason":%s,"origin":%s}',
-    cjson.encode(c.name), cjson.encode(e.from), cjson.encode(e.to), int(S.incarnation), int(e.epoch),
-    int(S.fseq), int(rem), cjson.encode(e.reason), cjson.encode(c.origin))
+    '{"name":%s,"from":%s,"to":%s,"incarnation":%d,"epoch":%d,"fseq":%d,"retry_after_ms":%d,"reason":%s,"origin":%s}',
+    cjson.encode(c.name), cjson.encode(e.from), cjson.encode(e.to), S.incarnation, e.epoch, S.fseq, rem,
+    cjson.encode(e.reason), cjson.encode(c.origin))
 end
 
 -- How long the state and probe keys must live from now: state_ttl past the furthest deadline
@@ -46,7 +43,7 @@ local function incr(key, field, n)
   local r = rpcall('HINCRBY', key, field, n)
   if type(r) == 'table' and r.err then
     if string.sub(r.err, 1, 9) == 'WRONGTYPE' then rcall('DEL', key) end
-    rcall('HSET', key, field, int(n))
+    rcall('HSET', key, field, n)
     return true
   end
   return r == n
@@ -55,7 +52,7 @@ end
 -- Writes everything the decision changed, refreshes TTLs, then publishes (last, and with pcall:
 -- a refused PUBLISH must not turn an applied transition into an error).
 local function commit(S, c)
-  for _, k in ipairs(S.drop) do rcall('DEL', k) end
+  for i = 1, #S.drop do rcall('DEL', S.drop[i]) end
   local ttl = state_key_ttl(S, c)
   local forever = (S.state == 'forced_open' or S.state == 'forced_closed') and S.open_until == 0
   -- Any state but closed is kept alive by every script that reads it, written or not.
@@ -64,26 +61,27 @@ local function commit(S, c)
     if S.incarnation == 0 then S.incarnation = c.clock_us end
     local config = c.fingerprint
     if S.keep_config then config = S.config end
-    -- Only what changed since the state was read (all of it for a new or reset state).
+    -- Only what changed since the state was read (all of it for a new or reset state); numbers
+    -- go as numbers (see `int`).
     local was = S.stored
-    local args = {}
-    local function put(f, v, old)
-      if not was or old ~= v then
-        args[#args + 1] = f
-        args[#args + 1] = v
+    local args, n = {}, 0
+    if not was or was[1] ~= S.state then
+      args[n + 1], args[n + 2], n = 'state', S.state, n + 2
+    end
+    if not was or was[2] ~= S.reason then
+      args[n + 1], args[n + 2], n = 'reason', S.reason, n + 2
+    end
+    if not was or was[3] ~= config then
+      args[n + 1], args[n + 2], n = 'config', config, n + 2
+    end
+    for i = 1, #INT_FIELDS do
+      local f = INT_FIELDS[i]
+      local v = S[f]
+      if not was or was[i + 3] ~= v then
+        args[n + 1], args[n + 2], n = f, v, n + 2
       end
     end
-    put('state', S.state, was and was.state)
-    put('incarnation', int(S.incarnation), was and int(was.incarnation))
-    put('reason', S.reason, was and was.reason)
-    put('config', config, was and was.config)
-    for _, f in ipairs(STATE_FIELDS) do
-      if not was or was[f] ~= S[f] then
-        args[#args + 1] = f
-        args[#args + 1] = int(S[f])
-      end
-    end
-    if #args > 0 then rcall('HSET', KEYS[1], unpack(args)) end
+    if n > 0 then rcall('HSET', KEYS[1], unpack(args, 1, n)) end
   end
   if S.dirty or in_force then
     if forever then
@@ -96,7 +94,7 @@ local function commit(S, c)
     rcall('DEL', KEYS[2])
     local args = {}
     for id, exp in pairs(S.P) do
-      args[#args + 1] = int(exp)
+      args[#args + 1] = exp
       args[#args + 1] = id
     end
     if #args > 0 then
@@ -114,7 +112,7 @@ local function commit(S, c)
   end
   if next(S.Wadd) ~= nil then
     for k, n in pairs(S.Wadd) do incr(KEYS[3], k, n) end
-    if not S.window_stored then rcall('HSET', KEYS[3], 'len', int(S.window)) end
+    if not S.window_stored then rcall('HSET', KEYS[3], 'len', S.window) end
     rcall('PEXPIRE', KEYS[3], S.window + floor(S.window / 10))
   end
   if next(S.metrics) ~= nil then
@@ -123,7 +121,7 @@ local function commit(S, c)
       if incr(KEYS[4], f, n) then new_field = true end
     end
     -- A new key has only new fields: 'since' is set with the first of them.
-    if new_field then rcall('HSETNX', KEYS[4], 'since', int(c.now)) end
+    if new_field then rcall('HSETNX', KEYS[4], 'since', c.now) end
     rcall('PEXPIRE', KEYS[4], c.metrics_ttl)
   end
   for i, e in ipairs(S.events) do
@@ -137,6 +135,5 @@ local function commit(S, c)
 end
 
 local function reply(S, c, verdict)
-  return { verdict, S.state, int(S.incarnation), int(S.epoch), int(S.failures), int(S.fseq),
-    int(remaining(S, c)), S.config, S.reason }
+  return { verdict, S.state, S.incarnation, S.epoch, S.failures, S.fseq, remaining(S, c), S.config, S.reason }
 end

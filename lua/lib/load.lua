@@ -13,24 +13,46 @@ local function key_type(key)
   return rcall('TYPE', key)['ok']
 end
 
--- A fresh, empty state: closed, epoch 0, nothing stored.
+-- The empty list every list of S starts as (most calls fill none of them: a table made is
+-- time spent allocating and collecting it). Shared, so never written: `own` gives S its own
+-- table first, and a write to EMPTY itself is an error, not state carried into another call.
+local EMPTY = setmetatable({}, { __newindex = function(_, _, v)
+  if v ~= nil then error('redis-breaker: internal: write to the shared empty table', 0) end
+end })
+
+-- S's own table in field f (events, drop, metrics, P, W, Wadd or Wdel), to write into.
+local function own(S, f)
+  local t = S[f]
+  if t == EMPTY then
+    t = {}
+    S[f] = t
+  end
+  return t
+end
+
+-- A fresh, empty state: closed, epoch 0, nothing stored. One table constructor (every field
+-- of INT_FIELDS among them), so the table is made at its size once.
 local function empty_state(c)
-  local S = { exists = false, state = 'closed', reason = '', config = '', dirty = false,
-    events = {}, drop = {}, metrics = {}, P = {}, W = {}, fresh_window = false, Wadd = {}, Wdel = {},
-    window = c.window, window_stored = false }
-  for _, f in ipairs(INT_FIELDS) do S[f] = 0 end
-  return S
+  return { exists = false, state = 'closed', reason = '', config = '', dirty = false,
+    incarnation = 0, epoch = 0, failures = 0, fseq = 0, successes = 0, trips = 0, opened_at = 0,
+    open_until = 0, changed_at = 0, failed_at = 0, stored = false, keep_config = false,
+    events = EMPTY, drop = EMPTY, metrics = EMPTY, P = EMPTY, probes_dirty = false, W = EMPTY,
+    fresh_window = false, Wadd = EMPTY, Wdel = EMPTY, window = c.window, window_stored = false }
 end
 
 -- Reads the state hash into S; answers what is corrupt in it (nil when nothing is).
 local function load_state(S, c)
   local raw = read('HMGET', KEYS[1], 'state', 'reason', 'config', unpack(INT_FIELDS))
   if not raw then
-    S.drop[#S.drop + 1] = KEYS[1]
+    local drop = own(S, 'drop')
+    drop[#drop + 1] = KEYS[1]
     return 'state key had type ' .. key_type(KEYS[1])
   end
   for i = 1, #INT_FIELDS + 3 do
-    if raw[i] then S.exists = true end
+    if raw[i] then
+      S.exists = true
+      break
+    end
   end
   if not S.exists then return nil end
   local problem = nil
@@ -38,11 +60,12 @@ local function load_state(S, c)
   if not STATES[S.state] then problem = "field state was '" .. S.state .. "'" end
   S.reason = raw[2] or ''
   S.config = raw[3] or ''
-  for i, f in ipairs(INT_FIELDS) do
+  for i = 1, #INT_FIELDS do
+    local f = INT_FIELDS[i]
     local v = raw[i + 3]
     if v then
       local n = tonumber(v)
-      if n == nil or n ~= n or n < 0 or n > MAX_INT or n ~= floor(n) then
+      if n == nil or n ~= n or n < 0 or n > MAX_INT or n % 1 ~= 0 then
         problem = problem or ("field " .. f .. " was '" .. string.sub(v, 1, 40) .. "'")
       else
         S[f] = n
@@ -50,10 +73,12 @@ local function load_state(S, c)
     end
   end
   if S.incarnation == 0 then S.dirty = true end
-  -- What was read, so commit writes only the fields that changed.
+  -- What was read (state, reason, config, then INT_FIELDS in order), so commit writes only
+  -- the fields that changed.
   if not problem then
-    S.stored = { state = S.state, reason = S.reason, config = S.config }
-    for _, f in ipairs(INT_FIELDS) do S.stored[f] = S[f] end
+    raw[1], raw[2], raw[3] = S.state, S.reason, S.config
+    for i = 1, #INT_FIELDS do raw[i + 3] = S[INT_FIELDS[i]] end
+    S.stored = raw
   end
   -- A state with a deadline must have a sane one: open with none, or any deadline further away
   -- than the longest duration we accept, was set by hand and would hold the breaker for ever.
@@ -68,7 +93,8 @@ end
 local function load_probes(S, c)
   local flat = read('ZRANGE', KEYS[2], 0, -1, 'WITHSCORES')
   if not flat then
-    S.drop[#S.drop + 1] = KEYS[2]
+    local drop = own(S, 'drop')
+    drop[#drop + 1] = KEYS[2]
     return
   end
   for i = 1, #flat, 2 do
@@ -77,7 +103,7 @@ local function load_probes(S, c)
       exp = c.now + c.lease
       S.probes_dirty = true
     end
-    S.P[flat[i]] = exp
+    own(S, 'P')[flat[i]] = exp
   end
 end
 
@@ -88,7 +114,8 @@ end
 local function load_window(S)
   local flat = read('HGETALL', KEYS[3])
   if not flat then
-    S.drop[#S.drop + 1] = KEYS[3]
+    local drop = own(S, 'drop')
+    drop[#drop + 1] = KEYS[3]
     return
   end
   for i = 1, #flat, 2 do
@@ -99,12 +126,14 @@ local function load_window(S)
         S.window = n
         S.window_stored = true
       else
-        S.Wdel[#S.Wdel + 1] = k
+        local del = own(S, 'Wdel')
+        del[#del + 1] = k
       end
     elseif sane then
-      S.W[k] = n
+      own(S, 'W')[k] = n
     else
-      S.Wdel[#S.Wdel + 1] = k
+      local del = own(S, 'Wdel')
+      del[#del + 1] = k
     end
   end
 end
@@ -118,15 +147,15 @@ local function load(c)
   local S = empty_state(c)
   local problem = load_state(S, c)
   if problem then
-    local drop = S.drop
+    local drop = own(S, 'drop')
     S = empty_state(c)
     S.drop = drop
     S.dirty = true
     S.fresh_window = true
     S.reason = fmt(REASON.corrupt, problem)
-    S.drop[#S.drop + 1] = KEYS[1]
-    S.drop[#S.drop + 1] = KEYS[2]
-    S.events[#S.events + 1] = { from = 'corrupt', to = 'closed', reason = S.reason, epoch = 0 }
+    drop[#drop + 1] = KEYS[1]
+    drop[#drop + 1] = KEYS[2]
+    S.events = { { from = 'corrupt', to = 'closed', reason = S.reason, epoch = 0 } }
     S.probes_dirty = true
     return S
   end

@@ -9,7 +9,8 @@ local function window_sums(S, c)
     b = tonumber(b)
     if b == nil or b <= cur - 10 or b > cur then
       S.W[k] = nil
-      S.Wdel[#S.Wdel + 1] = k
+      local del = own(S, 'Wdel')
+      del[#del + 1] = k
     elseif kind == 'c' then calls = calls + n
     elseif kind == 'f' then fails = fails + n
     elseif kind == 's' then slow = slow + n
@@ -24,8 +25,9 @@ local function window_add(S, c, calls, fails, slow)
   for kind, n in pairs({ c = calls, f = fails, s = slow }) do
     if n > 0 then
       local k = int(cur) .. ':' .. kind
-      S.W[k] = (S.W[k] or 0) + n
-      S.Wadd[k] = (S.Wadd[k] or 0) + n
+      local W, add = own(S, 'W'), own(S, 'Wadd')
+      W[k] = (W[k] or 0) + n
+      add[k] = (add[k] or 0) + n
     end
   end
 end

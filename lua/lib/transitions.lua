@@ -6,26 +6,30 @@ local function matches(S, inc, epoch)
 end
 
 local function transition(S, c, to, reason)
-  S.events[#S.events + 1] = { from = S.state, to = to, reason = reason, epoch = S.epoch + 1 }
+  local events = own(S, 'events')
+  events[#events + 1] = { from = S.state, to = to, reason = reason, epoch = S.epoch + 1 }
   S.state = to
   S.epoch = S.epoch + 1
   S.changed_at = c.now
   S.reason = reason
   S.failures = 0
   S.successes = 0
-  S.P = {}
+  S.P = EMPTY
   S.probes_dirty = true
   S.dirty = true
 end
 
 local function metric(S, field, n)
-  if n > 0 then S.metrics[field] = (S.metrics[field] or 0) + n end
+  if n > 0 then
+    local m = own(S, 'metrics')
+    m[field] = (m[field] or 0) + n
+  end
 end
 
 local function clear_window(S, c)
-  S.W = {}
-  S.Wadd = {}
-  S.Wdel = {}
+  S.W = EMPTY
+  S.Wadd = EMPTY
+  S.Wdel = EMPTY
   S.fresh_window = true
   S.window = c.window
   S.window_stored = false

@@ -71,6 +71,21 @@ impl TestRedis {
             .unwrap_or(0)
     }
 
+    /// Calls of the scripts that change state, however the client sends them: EVALSHA, or FCALL
+    /// of the crate's Functions library (the default where the server has Functions).
+    pub async fn script_calls(&self) -> u64 {
+        let stats = self.commandstats().await;
+        ["evalsha", "fcall"].iter().map(|c| stats.get(*c).copied().unwrap_or(0)).sum()
+    }
+
+    /// The server's version as (major, minor), from INFO server.
+    pub async fn version(&self) -> (u32, u32) {
+        let info: String = redis::cmd("INFO").arg("server").query_async(&mut self.conn().await).await.expect("INFO");
+        let v = info.lines().find_map(|l| l.strip_prefix("redis_version:")).expect("redis_version").trim();
+        let mut parts = v.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
+        (parts.next().unwrap_or(0), parts.next().unwrap_or(0))
+    }
+
     /// Every command the server has run, from INFO commandstats.
     pub async fn total_calls(&self) -> u64 {
         self.commandstats().await.values().sum()
