@@ -8,7 +8,7 @@ use crate::error::{ConfigError, StoreError};
 use crate::events::Subscription;
 use crate::health::StoreStatus;
 use crate::inner::Inner;
-use crate::name::{Keys, events_channel, name_from_state_key, validate_name};
+use crate::name::{Keys, events_channel, name_from_listed_key, validate_name};
 use crate::registry::Handle;
 use crate::shared::Shared;
 use crate::store::{InProcessStore, Reconnect, RedisStore, SharedConn, StoreSettings};
@@ -371,8 +371,9 @@ impl Client {
         Subscription { rx: self.handle.shared.all_events.subscribe() }
     }
 
-    /// Names of the breakers that have state under this client's prefix (a SCAN of Redis; for
-    /// an in-memory client, those it has made).
+    /// Names of the breakers that have state or metrics under this client's prefix (a SCAN of
+    /// Redis; a healthy breaker that never left closed has only its metrics; for an in-memory
+    /// client, those it has made).
     ///
     /// # Errors
     /// [`StoreError`] when Redis could not be read.
@@ -389,14 +390,14 @@ impl Client {
             .chars()
             .flat_map(|c| if matches!(c, '?' | '[' | ']' | '\\') { vec!['\\', c] } else { vec![c] })
             .collect();
-        let pattern = format!("{escaped}:{{*}}:state");
+        let pattern = format!("{escaped}:{{*}}:*");
         let mut names = Vec::new();
         let mut cursor: u64 = 0;
         loop {
             let mut cmd = redis::cmd("SCAN");
             cmd.arg(cursor).arg("MATCH").arg(&pattern).arg("COUNT").arg(1000);
             let (next, keys): (u64, Vec<String>) = redis.query(&cmd, &pattern).await?;
-            names.extend(keys.iter().filter_map(|k| name_from_state_key(prefix, k)).map(str::to_string));
+            names.extend(keys.iter().filter_map(|k| name_from_listed_key(prefix, k)).map(str::to_string));
             if next == 0 {
                 break;
             }

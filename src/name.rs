@@ -65,9 +65,11 @@ pub(crate) fn events_channel(prefix: &str) -> String {
     format!("{prefix}:events")
 }
 
-/// The name inside a state key (`<prefix>:{<name>}:state`), if it is one of ours.
-pub(crate) fn name_from_state_key<'k>(prefix: &str, key: &'k str) -> Option<&'k str> {
-    key.strip_prefix(prefix)?.strip_prefix(":{")?.strip_suffix("}:state")
+/// The breaker a state or metrics key belongs to (a breaker that never left closed has only
+/// its metrics), or `None` for any other key.
+pub(crate) fn name_from_listed_key<'k>(prefix: &str, key: &'k str) -> Option<&'k str> {
+    let inner = key.strip_prefix(prefix)?.strip_prefix(":{")?;
+    inner.strip_suffix("}:state").or_else(|| inner.strip_suffix("}:metrics"))
 }
 
 #[cfg(test)]
@@ -81,8 +83,10 @@ mod tests {
         assert_eq!(k.all[1], "breaker:{payments}:probes");
         assert_eq!(k.all[2], "breaker:{payments}:window");
         assert_eq!(k.all[3], "breaker:{payments}:metrics");
-        assert_eq!(name_from_state_key("breaker", &k.all[0]), Some("payments"));
-        assert_eq!(name_from_state_key("breaker", &k.all[3]), None);
+        assert_eq!(name_from_listed_key("breaker", &k.all[0]), Some("payments"));
+        assert_eq!(name_from_listed_key("breaker", &k.all[3]), Some("payments"));
+        assert_eq!(name_from_listed_key("breaker", &k.all[1]), None, "probes alone name no breaker");
+        assert_eq!(name_from_listed_key("breaker", "breaker:events"), None);
     }
 
     #[test]

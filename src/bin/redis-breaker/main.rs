@@ -8,6 +8,8 @@
 #[cfg(not(unix))]
 compile_error!("the redis-breaker CLI runs on Unix only: `exec` forwards signals to process groups");
 
+#[cfg(feature = "console")]
+mod console;
 mod exec;
 mod output;
 
@@ -97,6 +99,10 @@ enum Command {
     },
     /// Run a command through a breaker: rejected commands do not run.
     Exec(Box<exec::ExecArgs>),
+    /// Serve the operator console: a live page, a JSON API, Server-Sent Events and
+    /// Prometheus metrics for every breaker under the prefix (loopback by default).
+    #[cfg(feature = "console")]
+    Serve(console::ServeArgs),
     /// Print a shell completion script, e.g. `redis-breaker completions bash > /etc/bash_completion.d/redis-breaker`.
     Completions {
         /// The shell.
@@ -214,6 +220,10 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
         return exec::run(client(&cli, degraded, args.flush_interval()).await?, args).await;
     }
     let client = client(&cli, Degraded::FailClosed, redis_breaker::ClientConfig::DEFAULT_FLUSH_INTERVAL).await?;
+    #[cfg(feature = "console")]
+    if let Command::Serve(args) = &cli.command {
+        return console::serve(client, args).await;
+    }
     let out = output::Out { json: cli.json };
     match &cli.command {
         Command::List => {
@@ -241,6 +251,8 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
         }
         Command::Watch { names } => return watch(&client, names, &out).await,
         Command::Exec(_) | Command::Completions { .. } => {}
+        #[cfg(feature = "console")]
+        Command::Serve(_) => {}
     }
     Ok(ExitCode::SUCCESS)
 }

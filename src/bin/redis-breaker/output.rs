@@ -26,19 +26,26 @@ fn rate(s: &Status) -> Option<f64> {
     s.metrics.failure_rate().map(|r| (r * 1000.0).round() / 1000.0)
 }
 
+/// `list --json` and the console's `GET /api/breakers`: one object per breaker.
+pub(crate) fn list_value(statuses: &[Status]) -> serde_json::Value {
+    let breakers: Vec<_> = statuses
+        .iter()
+        .map(|s| {
+            json!({
+                "name": s.name, "state": s.state, "failures": s.failures,
+                "retry_after_ms": s.retry_after_ms, "calls": s.metrics.calls, "failure_rate": rate(s),
+                "reason": s.reason, "epoch": s.epoch, "trips": s.trips, "probes": s.probes.len(),
+                "rejected": s.metrics.rejected, "config": s.config, "recovery_due": s.recovery_due,
+            })
+        })
+        .collect();
+    json!({ "breakers": breakers })
+}
+
 impl Out {
     pub(crate) fn list(&self, statuses: &[Status]) {
         if self.json {
-            let breakers: Vec<_> = statuses
-                .iter()
-                .map(|s| {
-                    json!({
-                        "name": s.name, "state": s.state, "failures": s.failures,
-                        "retry_after_ms": s.retry_after_ms, "calls": s.metrics.calls, "failure_rate": rate(s),
-                    })
-                })
-                .collect();
-            line(json!({ "breakers": breakers }));
+            line(list_value(statuses));
             return;
         }
         let width = statuses.iter().map(|s| s.name.len()).max().unwrap_or(4).max(4);

@@ -1,0 +1,180 @@
+// redis-breaker console: renders /api/breakers, follows /api/events, sends the operator's
+// writes. Breaker names and reasons are attacker-controlled text: they are only ever set as
+// textContent, never parsed as HTML, and URL-encoded in paths.
+'use strict';
+
+const $ = (id) => document.getElementById(id);
+let info = { read_only: true, auth_reads: false, prefix: '' };
+let last = [];
+let flash = new Set();
+let reloadTimer = null;
+
+function headers() {
+  const token = $('token').value.trim();
+  return token ? { Authorization: 'Bearer ' + token } : {};
+}
+
+function notice(text, error) {
+  const n = $('notice');
+  n.textContent = text || '';
+  n.hidden = !text;
+  n.classList.toggle('error', !!error);
+}
+
+function conn(text, kind) {
+  const c = $('conn');
+  c.textContent = text;
+  c.className = 'badge' + (kind ? ' ' + kind : '');
+}
+
+function seconds(ms) {
+  if (ms === null || ms === undefined) return '-';
+  return (ms / 1000).toFixed(1) + 's';
+}
+
+function cell(row, text, cls) {
+  const td = document.createElement('td');
+  td.textContent = text;
+  if (cls) td.className = cls;
+  row.appendChild(td);
+  return td;
+}
+
+function button(label, cls, onClick) {
+  const b = document.createElement('button');
+  b.type = 'button';
+  b.textContent = label;
+  if (cls) b.className = cls;
+  b.disabled = info.read_only;
+  b.title = info.read_only ? 'read-only: the console was started without a token' : '';
+  b.addEventListener('click', onClick);
+  return b;
+}
+
+async function write(name, action, duration) {
+  let url = '/api/breakers/' + encodeURIComponent(name) + '/' + action;
+  if (duration) url += '?for=' + encodeURIComponent(duration);
+  const r = await fetch(url, { method: 'POST', headers: headers() });
+  if (!r.ok) {
+    const body = await r.json().catch(() => ({ error: r.statusText }));
+    notice(action + ' ' + name + ': ' + (body.error || r.status), true);
+    return;
+  }
+  notice('');
+  await load();
+}
+
+function actions(row, b) {
+  const td = cell(row, '', 'actions');
+  td.appendChild(button('Force open…', 'danger', () => {
+    const d = prompt('Force "' + b.name + '" open for the whole fleet.\nFor how long (e.g. 30s, 5m)? Empty: until reset.', '5m');
+    if (d === null) return;
+    if (confirm('Force "' + b.name + '" open' + (d ? ' for ' + d : ' until reset') + '? Every process will reject its calls.')) write(b.name, 'open', d);
+  }));
+  td.appendChild(button('Force close…', '', () => {
+    const d = prompt('Force "' + b.name + '" closed (it never trips).\nFor how long? Empty: until reset.', '5m');
+    if (d === null) return;
+    if (confirm('Force "' + b.name + '" closed' + (d ? ' for ' + d : ' until reset') + '?')) write(b.name, 'close', d);
+  }));
+  td.appendChild(button('Reset', '', () => {
+    if (confirm('Reset "' + b.name + '" to closed (failures, trips and probes cleared)?')) write(b.name, 'reset');
+  }));
+}
+
+function render() {
+  const filter = $('filter').value.trim().toLowerCase();
+  const rows = $('rows');
+  rows.replaceChildren();
+  const shown = last.filter((b) => !filter || b.name.toLowerCase().includes(filter));
+  for (const b of shown) {
+    const row = document.createElement('tr');
+    row.dataset.state = b.state;
+    if (flash.has(b.name)) row.className = 'flash';
+    cell(row, b.name, 'name');
+    const st = cell(row, '', 'state-cell');
+    const badge = document.createElement('span');
+    badge.className = 'state state-' + b.state;
+    badge.textContent = b.state.replace('_', ' ');
+    st.appendChild(badge);
+    cell(row, b.reason || '-', 'reason');
+    cell(row, b.recovery_due ? 'due' : seconds(b.retry_after_ms), 'num');
+    cell(row, String(b.epoch), 'num');
+    cell(row, String(b.trips), 'num');
+    cell(row, String(b.probes), 'num');
+    cell(row, String(b.calls), 'num');
+    cell(row, b.failure_rate === null ? '-' : (b.failure_rate * 100).toFixed(1) + '%', 'num');
+    cell(row, String(b.rejected), 'num');
+    cell(row, b.config ? b.config.slice(0, 12) : '-', 'config');
+    actions(row, b);
+    rows.appendChild(row);
+  }
+  $('empty').hidden = last.length !== 0;
+  flash = new Set();
+}
+
+async function get(path) {
+  const r = await fetch(path, { headers: headers() });
+  const body = await r.json().catch(() => ({ error: r.statusText }));
+  if (r.status === 401) throw new Error('reads need the token: type it above');
+  if (r.status === 503) throw new Error('Redis unreachable: ' + (body.error || ''));
+  if (!r.ok) throw new Error(body.error || String(r.status));
+  return body;
+}
+
+async function load() {
+  try {
+    const [list, alerts] = await Promise.all([get('/api/breakers'), get('/api/alerts')]);
+    last = list.breakers;
+    render();
+    const ul = $('alert-list');
+    ul.replaceChildren();
+    for (const a of alerts.alerts) {
+      const li = document.createElement('li');
+      li.textContent = a.breaker + ' — ' + a.message;
+      ul.appendChild(li);
+    }
+    $('alerts').hidden = alerts.alerts.length === 0;
+    if (info.read_only) notice('Read-only: the console was started without a token, so its buttons are off.');
+    else if ($('notice').classList.contains('error') === false) notice('');
+  } catch (e) {
+    notice(e.message, true);
+    conn('Redis unreachable', 'down');
+  }
+}
+
+function reloadSoon() {
+  if (reloadTimer) return;
+  reloadTimer = setTimeout(() => { reloadTimer = null; load(); }, 100);
+}
+
+function follow() {
+  if (info.auth_reads) {
+    // EventSource cannot send the token: poll each second instead.
+    conn('polling', 'live');
+    setInterval(load, 1000);
+    return;
+  }
+  const source = new EventSource('/api/events');
+  source.addEventListener('open', () => conn('live', 'live'));
+  source.addEventListener('error', () => conn('reconnecting', 'down'));
+  source.addEventListener('transition', (m) => {
+    try { flash.add(JSON.parse(m.data).name); } catch (_) { /* not ours */ }
+    reloadSoon();
+  });
+}
+
+async function start() {
+  try {
+    info = await get('/api/info');
+    $('prefix').textContent = info.prefix + ':*';
+  } catch (e) {
+    notice(e.message, true);
+  }
+  $('filter').addEventListener('input', render);
+  $('token').addEventListener('change', load);
+  await load();
+  follow();
+  setInterval(load, 5000);
+}
+
+start();

@@ -1,0 +1,393 @@
+//! `redis-breaker serve`: the operator console. One web page, a JSON API, Server-Sent Events of
+//! the transitions and a Prometheus endpoint for every breaker under the prefix, built on the
+//! library's public API and the Redis keys alone.
+//!
+//! Safety: it listens on loopback unless told otherwise; every write needs the bearer token
+//! (compared in constant time), and with no token the console is read-only; no cookies and no
+//! CORS headers; breaker names are text on the page, never markup; the page loads nothing from
+//! elsewhere and is served with a strict Content-Security-Policy.
+
+mod metrics;
+
+use crate::Failure;
+use crate::output;
+use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Query, State as AxumState};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use futures_util::StreamExt;
+use redis_breaker::status::Status;
+use redis_breaker::{Client, StoreError, duration};
+use serde::Deserialize;
+use serde_json::json;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Options of `serve`.
+#[derive(Debug, clap::Args)]
+pub(crate) struct ServeArgs {
+    /// Address to listen on. The default is loopback only; any other address lets that
+    /// network read every breaker (and, with the token, stop a fleet's traffic).
+    #[arg(long, default_value = "127.0.0.1:9187")]
+    listen: SocketAddr,
+    /// A file holding the bearer token that writes (open, close, reset) need; else
+    /// $REDIS_BREAKER_TOKEN. Without either the console is read-only. At least 16 bytes.
+    #[arg(long, value_name = "PATH")]
+    token_file: Option<PathBuf>,
+    /// Reads need the token too (the page asks for it).
+    #[arg(long)]
+    auth_reads: bool,
+    /// Alert on a breaker open (or forced open) for longer than this.
+    #[arg(long, default_value = "5m", value_parser = crate::duration)]
+    alert_open: Duration,
+}
+
+/// What every request shares.
+struct App {
+    client: Client,
+    token: Option<Vec<u8>>,
+    auth_reads: bool,
+    alert_open: Duration,
+}
+
+/// Breakers read from Redis at once (each a script call on one multiplexed connection, so the
+/// reads of a scrape travel pipelined).
+const READS_IN_FLIGHT: usize = 64;
+/// The longest request body accepted (writes carry their arguments in the query).
+const BODY_LIMIT: usize = 1024;
+/// The shortest token accepted.
+const TOKEN_MIN: usize = 16;
+
+/// The page and what it loads: one HTML file, its script and its style, all from this binary.
+const PAGE: &str = include_str!("page.html");
+const SCRIPT: &str = include_str!("console.js");
+const STYLE: &str = include_str!("console.css");
+const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; \
+                   base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+
+pub(crate) async fn serve(client: Client, args: &ServeArgs) -> Result<ExitCode, Failure> {
+    let token = token(args)?;
+    if args.auth_reads && token.is_none() {
+        return Err(Failure::Usage("--auth-reads needs a token (--token-file or $REDIS_BREAKER_TOKEN)".into()));
+    }
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .map_err(|e| Failure::Usage(format!("cannot listen on {}: {e}", args.listen)))?;
+    let scope = if args.listen.ip().is_loopback() {
+        "loopback only".to_string()
+    } else {
+        format!("reachable from the network at {}: put it behind a proxy that authenticates", args.listen.ip())
+    };
+    let writes = if token.is_some() { "writes need the token" } else { "read-only: no token" };
+    eprintln!("redis-breaker: console on http://{} ({scope}; {writes})", listener.local_addr().unwrap_or(args.listen));
+    let app = Arc::new(App { client, token, auth_reads: args.auth_reads, alert_open: args.alert_open });
+    let router = router(app);
+    let server = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(async {
+            let _ = tokio::signal::ctrl_c().await;
+        });
+    server.await.map_err(|e| Failure::Other(format!("the console stopped: {e}")))?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// The token from --token-file, else $REDIS_BREAKER_TOKEN, trimmed of surrounding whitespace.
+fn token(args: &ServeArgs) -> Result<Option<Vec<u8>>, Failure> {
+    let text = match &args.token_file {
+        Some(path) => Some(
+            std::fs::read_to_string(path)
+                .map_err(|e| Failure::Usage(format!("cannot read the token file {}: {e}", path.display())))?,
+        ),
+        None => std::env::var("REDIS_BREAKER_TOKEN").ok(),
+    };
+    let Some(text) = text else { return Ok(None) };
+    let token = text.trim();
+    if token.len() < TOKEN_MIN {
+        return Err(Failure::Usage(format!("the token must be at least {TOKEN_MIN} bytes")));
+    }
+    Ok(Some(token.as_bytes().to_vec()))
+}
+
+fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/", get(page))
+        .route("/console.js", get(|| async { asset(SCRIPT, "text/javascript; charset=utf-8") }))
+        .route("/console.css", get(|| async { asset(STYLE, "text/css; charset=utf-8") }))
+        .route("/api/info", get(info))
+        .route("/api/breakers", get(list))
+        .route("/api/breakers/{name}", get(one))
+        .route("/api/breakers/{name}/{action}", post(control))
+        .route("/api/events", get(events))
+        .route("/api/alerts", get(alerts))
+        .route("/metrics", get(prometheus))
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "no such route") })
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .with_state(app)
+}
+
+/// A JSON error: `{"error": "..."}`, one line.
+fn error(status: StatusCode, text: impl Into<String>) -> Response {
+    (status, Json(json!({ "error": text.into() }))).into_response()
+}
+
+/// A library error as an HTTP answer: bad input 400, Redis unreachable 503, else 502 (Redis
+/// refused or answered nonsense).
+fn store_error(e: &StoreError) -> Response {
+    match e {
+        StoreError::Invalid(e) => error(StatusCode::BAD_REQUEST, e.to_string()),
+        e if e.is_outage() => error(StatusCode::SERVICE_UNAVAILABLE, format!("redis unreachable: {e}")),
+        e => error(StatusCode::BAD_GATEWAY, e.to_string()),
+    }
+}
+
+/// Security headers every answer of ours carries.
+fn hardened(mut r: Response) -> Response {
+    let h = r.headers_mut();
+    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
+    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+fn asset(body: &'static str, kind: &'static str) -> Response {
+    hardened(([(header::CONTENT_TYPE, kind)], body).into_response())
+}
+
+async fn page() -> Response {
+    let mut r = asset(PAGE, "text/html; charset=utf-8");
+    r.headers_mut().insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
+    r.headers_mut().insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
+    r
+}
+
+/// Whether `headers` carry `Authorization: Bearer <token>`; the comparison takes the same time
+/// wherever the first difference is.
+fn authorized(app: &App, headers: &HeaderMap) -> bool {
+    let Some(token) = &app.token else { return false };
+    let given = headers
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .map(str::as_bytes)
+        .unwrap_or_default();
+    constant_time_eq(given, token)
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    let mut diff = u8::from(a.len() != b.len());
+    for i in 0..a.len().max(b.len()) {
+        diff |= a.get(i).copied().unwrap_or(0) ^ b.get(i).copied().unwrap_or(0xff);
+    }
+    diff == 0
+}
+
+fn unauthorized(why: &str) -> Response {
+    let mut r = error(StatusCode::UNAUTHORIZED, why);
+    r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+    r
+}
+
+/// The 401 when reads need the token and it is missing or wrong.
+fn refused_read(app: &App, headers: &HeaderMap) -> Option<Response> {
+    (app.auth_reads && !authorized(app, headers))
+        .then(|| unauthorized("reads need the token: Authorization: Bearer <token>"))
+}
+
+/// Every breaker's status, read concurrently; sorted open and half-open first, then by name.
+async fn statuses(app: &App) -> Result<Vec<Status>, StoreError> {
+    let names = app.client.breakers().await?;
+    let reads = futures_util::stream::iter(names).map(|name| async move {
+        let b = app.client.breaker(&name, redis_breaker::Config::default())?;
+        b.status().await
+    });
+    let mut out: Vec<Status> =
+        reads.buffer_unordered(READS_IN_FLIGHT).collect::<Vec<_>>().await.into_iter().collect::<Result<_, _>>()?;
+    out.sort_by(|a, b| (rank(a), &a.name).cmp(&(rank(b), &b.name)));
+    Ok(out)
+}
+
+/// Open and half-open first, then forced, then closed.
+fn rank(s: &Status) -> u8 {
+    use redis_breaker::State;
+    match s.state {
+        State::Open | State::ForcedOpen => 0,
+        State::HalfOpen => 1,
+        State::ForcedClosed => 2,
+        _ => 3,
+    }
+}
+
+/// What the page needs to know of the console: the prefix, and whether it may write.
+async fn info(AxumState(app): AxumState<Arc<App>>) -> Response {
+    let body = json!({
+        "prefix": app.client.config().prefix(),
+        "read_only": app.token.is_none(),
+        "auth_reads": app.auth_reads,
+    });
+    hardened(Json(body).into_response())
+}
+
+async fn list(AxumState(app): AxumState<Arc<App>>, headers: HeaderMap) -> Response {
+    if let Some(r) = refused_read(&app, &headers) {
+        return r;
+    }
+    match statuses(&app).await {
+        Ok(all) => hardened(Json(output::list_value(&all)).into_response()),
+        Err(e) => store_error(&e),
+    }
+}
+
+async fn one(AxumState(app): AxumState<Arc<App>>, headers: HeaderMap, Path(name): Path<String>) -> Response {
+    if let Some(r) = refused_read(&app, &headers) {
+        return r;
+    }
+    let read = async { app.client.breaker(&name, redis_breaker::Config::default())?.status().await };
+    match read.await {
+        Ok(s) => hardened(Json(s).into_response()),
+        Err(e) => store_error(&e),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+struct ControlQuery {
+    #[serde(rename = "for")]
+    duration: Option<String>,
+}
+
+async fn control(
+    AxumState(app): AxumState<Arc<App>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    Path((name, action)): Path<(String, String)>,
+    query: Result<Query<ControlQuery>, axum::extract::rejection::QueryRejection>,
+) -> Response {
+    if app.token.is_none() {
+        return error(StatusCode::FORBIDDEN, "the console is read-only: it was started without a token");
+    }
+    if !authorized(&app, &headers) {
+        tracing::warn!(breaker = %name, action = %action, %peer, "a write without the right token was refused");
+        return unauthorized("writes need the token: Authorization: Bearer <token>");
+    }
+    let Ok(Query(query)) = query else { return error(StatusCode::BAD_REQUEST, "bad query string") };
+    let duration = match query.duration.as_deref().map(duration::parse).transpose() {
+        Ok(d) => d.filter(|d| !d.is_zero()),
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("bad duration: {e}")),
+    };
+    if action == "reset" && duration.is_some() {
+        return error(StatusCode::BAD_REQUEST, "reset takes no duration");
+    }
+    let b = match app.client.breaker(&name, redis_breaker::Config::default()) {
+        Ok(b) => b,
+        Err(e) => return store_error(&StoreError::from(e)),
+    };
+    let done = match action.as_str() {
+        "open" => b.force_open(duration).await,
+        "close" => b.force_close(duration).await,
+        "reset" => b.reset().await,
+        _ => return error(StatusCode::NOT_FOUND, "the actions are open, close and reset"),
+    };
+    let for_ms = duration.map(|d| d.as_millis() as u64);
+    match done {
+        Ok(_) => {
+            tracing::info!(breaker = %name, action = %action, for_ms, %peer, "console write");
+            match b.status().await {
+                Ok(s) => hardened(Json(s).into_response()),
+                Err(e) => store_error(&e),
+            }
+        }
+        Err(e) => {
+            tracing::warn!(breaker = %name, action = %action, %peer, error = %e, "console write failed");
+            store_error(&e)
+        }
+    }
+}
+
+/// Transitions as Server-Sent Events, one JSON event per message (the `Event` of the
+/// library), from the client's event subscription.
+async fn events(AxumState(app): AxumState<Arc<App>>, headers: HeaderMap) -> Response {
+    if let Some(r) = refused_read(&app, &headers) {
+        return r;
+    }
+    let subscription = app.client.subscribe_all();
+    let stream = futures_util::stream::unfold(subscription, |mut s| async move {
+        let e = s.recv().await?;
+        let data = serde_json::to_string(&e).unwrap_or_default();
+        Some((Ok::<_, std::convert::Infallible>(SseEvent::default().event("transition").data(data)), s))
+    });
+    hardened(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(10))).into_response())
+}
+
+/// One alert: which breaker, which rule, and why in one line.
+#[derive(Debug, serde::Serialize)]
+pub(crate) struct Alert {
+    breaker: String,
+    kind: &'static str,
+    message: String,
+}
+
+/// The alert rules over the breakers' statuses, at `now_ms` (this machine's clock).
+fn alert_rules(all: &[Status], alert_open: Duration, now_ms: u64) -> Vec<Alert> {
+    use redis_breaker::State;
+    let mut out = Vec::new();
+    for s in all {
+        let open = matches!(s.state, State::Open | State::ForcedOpen);
+        let since = if s.opened_at_ms > 0 { s.opened_at_ms } else { s.changed_at_ms };
+        let for_ms = now_ms.saturating_sub(since);
+        if open && since > 0 && for_ms > alert_open.as_millis() as u64 {
+            out.push(Alert {
+                breaker: s.name.clone(),
+                kind: "open_too_long",
+                message: format!(
+                    "{} for {} (alert after {})",
+                    s.state,
+                    duration::format(Duration::from_millis(for_ms)),
+                    duration::format(alert_open)
+                ),
+            });
+        }
+        if matches!(s.state, State::ForcedOpen | State::ForcedClosed) && s.open_until_ms == 0 {
+            out.push(Alert {
+                breaker: s.name.clone(),
+                kind: "forced_without_end",
+                message: format!(
+                    "{} by an operator with no end: it stays so until reset",
+                    s.state.as_str().replace('_', " ")
+                ),
+            });
+        }
+    }
+    out
+}
+
+fn now_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
+}
+
+async fn alerts(AxumState(app): AxumState<Arc<App>>, headers: HeaderMap) -> Response {
+    if let Some(r) = refused_read(&app, &headers) {
+        return r;
+    }
+    match statuses(&app).await {
+        Ok(all) => hardened(Json(json!({ "alerts": alert_rules(&all, app.alert_open, now_ms()) })).into_response()),
+        Err(e) => store_error(&e),
+    }
+}
+
+async fn prometheus(AxumState(app): AxumState<Arc<App>>, headers: HeaderMap) -> Response {
+    if let Some(r) = refused_read(&app, &headers) {
+        return r;
+    }
+    let started = std::time::Instant::now();
+    match statuses(&app).await {
+        Ok(all) => {
+            let alerts = alert_rules(&all, app.alert_open, now_ms());
+            let text = metrics::exposition(&all, &alerts, started.elapsed());
+            hardened(([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response())
+        }
+        Err(e) => store_error(&e),
+    }
+}

@@ -1,0 +1,296 @@
+//! `redis-breaker serve`, run as an operator would, against a real Redis: every endpoint's
+//! shape, the token on writes, the live event stream, Prometheus, alerts, hostile names, and
+//! Redis going away under the console.
+#![cfg(feature = "console")]
+
+mod support;
+
+use redis_breaker::{Client, Config, State};
+use std::collections::HashMap;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+const TOKEN: &str = "console-test-token-0123456789";
+
+/// A running `redis-breaker serve`; killed when dropped.
+struct Console {
+    child: Child,
+    port: u16,
+}
+
+impl Drop for Console {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts the console on a free loopback port (it says which on stderr), with the token or
+/// without one.
+fn console(redis: &TestRedis, token: Option<&str>, extra: &[&str]) -> Console {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_redis-breaker"));
+    c.env("REDIS_URL", &redis.url).env_remove("REDIS_BREAKER_TOKEN");
+    if let Some(token) = token {
+        c.env("REDIS_BREAKER_TOKEN", token);
+    }
+    c.args(["serve", "--listen", "127.0.0.1:0"]).args(extra).stderr(Stdio::piped()).stdout(Stdio::null());
+    let mut child = c.spawn().expect("start redis-breaker serve");
+    let mut stderr = BufReader::new(child.stderr.take().expect("stderr"));
+    let mut line = String::new();
+    stderr.read_line(&mut line).expect("the console's first line");
+    let port = line
+        .split("http://127.0.0.1:")
+        .nth(1)
+        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("the console says where it listens: {line:?}"));
+    assert!(line.contains("loopback only"), "{line}");
+    std::thread::spawn(move || for _ in stderr.lines() {});
+    Console { child, port }
+}
+
+/// One answer: status, headers (lower-case names), body.
+struct Answer {
+    status: u16,
+    headers: HashMap<String, String>,
+    body: String,
+}
+
+impl Answer {
+    fn json(&self) -> serde_json::Value {
+        serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("JSON body ({e}): {}", self.body))
+    }
+}
+
+/// One HTTP/1.1 request on its own connection (`Connection: close`).
+async fn http(c: &Console, method: &str, path: &str, token: Option<&str>) -> Answer {
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", c.port)).await.expect("connect to the console");
+    let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
+    let req =
+        format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Length: 0\r\n{auth}\r\n");
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut raw)).await.expect("an answer").unwrap();
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let (head, body) = text.split_once("\r\n\r\n").expect("an HTTP answer");
+    let mut lines = head.lines();
+    let status = lines.next().and_then(|l| l.split(' ').nth(1)).and_then(|s| s.parse().ok()).expect("status");
+    let headers = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
+        .collect::<HashMap<_, _>>();
+    let body =
+        if headers.get("transfer-encoding").is_some_and(|v| v == "chunked") { dechunk(body) } else { body.to_string() };
+    Answer { status, headers, body }
+}
+
+fn dechunk(mut s: &str) -> String {
+    let mut out = String::new();
+    while let Some((size, rest)) = s.split_once("\r\n") {
+        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
+        if n == 0 || rest.len() < n {
+            break;
+        }
+        out.push_str(&rest[..n]);
+        s = rest[n..].trim_start_matches("\r\n");
+    }
+    out
+}
+
+async fn library(redis: &TestRedis) -> Client {
+    Client::connect(&redis.url).await.unwrap()
+}
+
+#[tokio::test]
+async fn every_endpoint_answers_in_its_shape_and_writes_need_the_token() {
+    let redis = private_redis().await;
+    let client = library(&redis).await;
+    let (open, healthy) = (unique("con-open"), unique("con-healthy"));
+    let trips = Config::builder().failure_threshold(1).base_recovery(Duration::from_secs(300)).build().unwrap();
+    let o = client.breaker(&open, trips).unwrap();
+    let _ = o.execute(|| async { Err::<(), _>("down") }).await;
+    let h = client.breaker(&healthy, Config::default()).unwrap();
+    h.execute(|| async { Ok::<(), ()>(()) }).await.unwrap();
+    client.flush().await.unwrap();
+    let c = console(&redis, Some(TOKEN), &[]);
+
+    let page = http(&c, "GET", "/", None).await;
+    assert_eq!(page.status, 200);
+    let csp = &page.headers["content-security-policy"];
+    assert!(csp.contains("default-src 'none'") && csp.contains("script-src 'self'"), "{csp}");
+    assert!(page.body.contains(r#"<script src="/console.js">"#) && !page.body.contains("http"), "no external asset");
+    assert_eq!(http(&c, "GET", "/console.js", None).await.status, 200);
+
+    let info = http(&c, "GET", "/api/info", None).await.json();
+    assert_eq!((info["read_only"].as_bool(), info["prefix"].as_str()), (Some(false), Some("breaker")));
+    let list = http(&c, "GET", "/api/breakers", None).await.json();
+    let names: Vec<&str> = list["breakers"].as_array().unwrap().iter().map(|b| b["name"].as_str().unwrap()).collect();
+    assert_eq!(names, vec![open.as_str(), healthy.as_str()], "open breakers first");
+    assert_eq!(list["breakers"][0]["state"], "open");
+    assert_eq!(list["breakers"][0]["trips"], 1);
+    let one = http(&c, "GET", &format!("/api/breakers/{healthy}"), None).await.json();
+    assert_eq!((one["name"].as_str(), one["state"].as_str()), (Some(healthy.as_str()), Some("closed")));
+    assert_eq!(one["metrics"]["calls"], 1);
+
+    // Writes: no token, a wrong one, then the right one.
+    let path = format!("/api/breakers/{healthy}/open?for=30s");
+    let refused = http(&c, "POST", &path, None).await;
+    assert_eq!(refused.status, 401);
+    assert_eq!(refused.headers["www-authenticate"], "Bearer");
+    assert!(refused.json()["error"].as_str().unwrap().contains("token"));
+    assert_eq!(http(&c, "POST", &path, Some("console-test-token-0123456788")).await.status, 401);
+    assert_eq!(state_hash(&redis, &healthy).await.get("state").map(String::as_str), None, "nothing written");
+    let forced = http(&c, "POST", &path, Some(TOKEN)).await;
+    assert_eq!(forced.status, 200, "{}", forced.body);
+    assert_eq!(forced.json()["state"], "forced_open");
+    let stored = state_hash(&redis, &healthy).await;
+    assert_eq!(stored["state"], "forced_open");
+    assert!(stored["open_until"].parse::<u64>().unwrap() > 0, "for=30s has an end");
+    assert_eq!(http(&c, "POST", &format!("/api/breakers/{open}/open"), Some(TOKEN)).await.status, 200);
+    let alerts = http(&c, "GET", "/api/alerts", None).await.json();
+    let alerts = alerts["alerts"].as_array().unwrap().clone();
+    assert!(
+        alerts.iter().any(|a| a["breaker"] == open.as_str() && a["kind"] == "forced_without_end"),
+        "an operator's lock left on: {alerts:?}"
+    );
+    assert!(
+        !alerts.iter().any(|a| a["breaker"] == healthy.as_str()),
+        "a forced open with an end is no alert: {alerts:?}"
+    );
+    let reset = http(&c, "POST", &format!("/api/breakers/{healthy}/reset"), Some(TOKEN)).await;
+    assert_eq!((reset.status, reset.json()["state"].as_str()), (200, Some("closed")));
+    assert_eq!(state_hash(&redis, &healthy).await["state"], "closed");
+    // A write to a breaker with no keys yet creates its state, as the CLI does.
+    let fresh = unique("con-fresh");
+    assert_eq!(http(&c, "POST", &format!("/api/breakers/{fresh}/close?for=1m"), Some(TOKEN)).await.status, 200);
+    assert_eq!(state_hash(&redis, &fresh).await["state"], "forced_closed");
+
+    // Bad input: one-line JSON errors.
+    for (method, path, status) in [
+        ("GET", "/api/breakers/a%20b", 400),
+        ("POST", "/api/breakers/a%7Bb%7D/open", 400),
+        ("POST", &format!("/api/breakers/{healthy}/open?for=soon"), 400),
+        ("POST", &format!("/api/breakers/{healthy}/reset?for=1m"), 400),
+        ("POST", &format!("/api/breakers/{healthy}/explode"), 404),
+        ("GET", "/no/such/route", 404),
+    ] {
+        let a = http(&c, method, path, Some(TOKEN)).await;
+        assert_eq!(a.status, status, "{method} {path}: {}", a.body);
+        assert!(a.json()["error"].is_string() && !a.body.contains('\n'), "{method} {path}: {}", a.body);
+    }
+
+    // Prometheus: the OpenMetrics text, with each breaker's state and the fleet counters.
+    let m = http(&c, "GET", "/metrics", None).await;
+    assert_eq!(m.status, 200);
+    assert!(m.headers["content-type"].starts_with("application/openmetrics-text"), "{:?}", m.headers);
+    assert!(m.body.trim_end().ends_with("# EOF"));
+    let series: HashMap<String, f64> = m
+        .body
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+        .map(|l| {
+            let (k, v) = l.rsplit_once(' ').unwrap_or_else(|| panic!("a sample line: {l}"));
+            (k.to_string(), v.parse().unwrap_or_else(|_| panic!("a number: {l}")))
+        })
+        .collect();
+    let get = |k: String| *series.get(&k).unwrap_or_else(|| panic!("{k} in {}", m.body));
+    assert_eq!(get(format!(r#"redis_breaker_state{{breaker="{open}",state="forced_open"}}"#)), 1.0);
+    assert_eq!(get(format!(r#"redis_breaker_state{{breaker="{open}",state="closed"}}"#)), 0.0);
+    assert_eq!(get(format!(r#"redis_breaker_fleet_failures_total{{breaker="{open}"}}"#)), 1.0);
+    assert_eq!(get(format!(r#"redis_breaker_fleet_opened_total{{breaker="{open}"}}"#)), 1.0);
+    assert_eq!(get(format!(r#"redis_breaker_fleet_calls_total{{breaker="{healthy}"}}"#)), 1.0);
+    assert_eq!(get(format!(r#"redis_breaker_alert{{breaker="{open}",kind="forced_without_end"}}"#)), 1.0);
+    assert_eq!(get("redis_breaker_console_breakers".into()), 3.0);
+}
+
+#[tokio::test]
+async fn without_a_token_the_console_is_read_only_and_reads_can_need_it() {
+    let redis = private_redis().await;
+    let name = unique("con-ro");
+    let c = console(&redis, None, &[]);
+    assert_eq!(http(&c, "GET", "/api/info", None).await.json()["read_only"], true);
+    let a = http(&c, "POST", &format!("/api/breakers/{name}/open"), Some(TOKEN)).await;
+    assert_eq!(a.status, 403, "{}", a.body);
+    assert!(a.json()["error"].as_str().unwrap().contains("read-only"));
+    assert!(state_hash(&redis, &name).await.is_empty(), "nothing written");
+    drop(c);
+
+    let c = console(&redis, Some(TOKEN), &["--auth-reads"]);
+    assert_eq!(http(&c, "GET", "/api/breakers", None).await.status, 401);
+    assert_eq!(http(&c, "GET", "/metrics", Some("wrong-token-wrong-token")).await.status, 401);
+    assert_eq!(http(&c, "GET", "/api/breakers", Some(TOKEN)).await.status, 200);
+    assert_eq!(http(&c, "GET", "/api/info", None).await.json()["auth_reads"], true, "the page learns it must ask");
+
+    let short = Command::new(env!("CARGO_BIN_EXE_redis-breaker"))
+        .env("REDIS_URL", &redis.url)
+        .env("REDIS_BREAKER_TOKEN", "short")
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    assert_eq!(short.status.code(), Some(2), "a short token is bad usage");
+    assert!(String::from_utf8_lossy(&short.stderr).contains("at least 16 bytes"));
+}
+
+#[tokio::test]
+async fn transitions_stream_as_server_sent_events_and_hostile_names_stay_text() {
+    let redis = private_redis().await;
+    let c = console(&redis, Some(TOKEN), &[]);
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", c.port)).await.unwrap();
+    s.write_all(b"GET /api/events HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n").await.unwrap();
+    let mut head = vec![0u8; 4096];
+    let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut head)).await.unwrap().unwrap();
+    let head = String::from_utf8_lossy(&head[..n]).into_owned();
+    assert!(head.starts_with("HTTP/1.1 200") && head.contains("text/event-stream"), "{head}");
+    // The console subscribes when it starts: wait until its client is subscribed.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    let hostile = "<img/src=x>";
+    let client = library(&redis).await;
+    let b = client.breaker(hostile, Config::builder().failure_threshold(1).build().unwrap()).unwrap();
+    let _ = b.execute(|| async { Err::<(), _>("down") }).await;
+    assert_eq!(b.state(), State::Open);
+    let mut seen = String::new();
+    let started = Instant::now();
+    while !seen.contains("event: transition") || !seen.contains("\"to\":\"open\"") {
+        assert!(started.elapsed() < Duration::from_secs(10), "no transition event: {seen}");
+        let mut buf = vec![0u8; 4096];
+        if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_millis(200), s.read(&mut buf)).await {
+            seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    }
+    let data = seen.lines().find(|l| l.starts_with("data:") && l.contains("\"to\":\"open\"")).unwrap();
+    let event: serde_json::Value = serde_json::from_str(data.trim_start_matches("data:").trim()).unwrap();
+    assert_eq!(event["name"], hostile, "the name travels as a JSON string");
+
+    let list = http(&c, "GET", "/api/breakers", None).await;
+    assert_eq!(list.json()["breakers"][0]["name"], hostile);
+    assert!(list.headers["content-type"].starts_with("application/json"), "never served as HTML");
+    let one = http(&c, "GET", "/api/breakers/%3Cimg%2Fsrc%3Dx%3E", None).await;
+    assert_eq!((one.status, one.json()["state"].as_str()), (200, Some("open")));
+}
+
+#[tokio::test]
+async fn redis_down_answers_503_and_the_console_recovers() {
+    let mut redis = private_redis().await;
+    let c = console(&redis, Some(TOKEN), &[]);
+    assert_eq!(http(&c, "GET", "/api/breakers", None).await.status, 200);
+    redis.kill();
+    let down = http(&c, "GET", "/api/breakers", None).await;
+    assert_eq!(down.status, 503, "{}", down.body);
+    assert!(down.json()["error"].as_str().unwrap().contains("redis unreachable"), "{}", down.body);
+    assert_eq!(http(&c, "GET", "/metrics", None).await.status, 503);
+    assert_eq!(http(&c, "GET", "/", None).await.status, 200, "the page itself is served");
+    redis.restart();
+    let started = Instant::now();
+    loop {
+        let a = http(&c, "GET", "/api/breakers", None).await;
+        if a.status == 200 {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(15), "the console never recovered: {} {}", a.status, a.body);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
