@@ -3,11 +3,13 @@
 //! a while and then recovers.
 //!
 //! `cargo run --example fleet` — uses `$REDIS_URL`, else starts a throwaway redis-server.
-//! Options: `--instances N` (default 6), `--rate CALLS_PER_SECOND_PER_INSTANCE` (default 50).
+//! Options: `--instances N` (default 6), `--rate CALLS_PER_SECOND_PER_INSTANCE` (default 50),
+//! `--keep` (leave the redis-server it started running, and print how to look at the demo's
+//! breaker with redis-cli and in the console).
 //!
 //! Each second it prints what the downstream did, the breaker's state as Redis holds it, the
 //! calls the fleet made, let through, saw fail and had rejected, and the Redis commands the
-//! fleet sent (EVALSHA, from an `INFO commandstats` delta).
+//! fleet sent (script calls, FCALL or EVALSHA, from an `INFO commandstats` delta).
 
 mod common;
 
@@ -29,7 +31,7 @@ struct Counts {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let (instances, rate) = options()?;
+    let (instances, rate, keep) = options()?;
     let redis = common::redis()?;
     let mut admin = redis::Client::open(redis.url.as_str())?.get_multiplexed_async_connection().await?;
     let config = Config::builder()
@@ -87,12 +89,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         "t", "downstream", "state", "calls", "allowed", "failed", "rejected", "redis cmds"
     );
     let start = Instant::now();
-    let mut last = evalsha(&mut admin).await?;
+    let mut last = script_calls(&mut admin).await?;
     let (mut total_calls, mut total_cmds) = (0, 0);
     for second in 0..RUN_FOR {
         down.store(OUTAGE.contains(&second), Ordering::Relaxed);
         tokio::time::sleep_until((start + Duration::from_secs(second + 1)).into()).await;
-        let cmds = evalsha(&mut admin).await?;
+        let cmds = script_calls(&mut admin).await?;
         let state: Option<String> =
             redis::cmd("HGET").arg(format!("breaker:{{{name}}}:state")).arg("state").query_async(&mut admin).await?;
         let calls = counts.calls.swap(0, Ordering::Relaxed);
@@ -122,7 +124,22 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         total_cmds as f64 / total_calls.max(1) as f64,
         reason.unwrap_or_default()
     );
-    println!("Inspect it: redis-cli HGETALL 'breaker:{{{name}}}:state' (and :metrics)");
+    let url = redis.url.clone();
+    match (keep, redis.keep()) {
+        (true, Some(port)) => {
+            println!("\nThe demo's redis-server keeps running on port {port}. Look at the breaker:");
+            println!("  redis-cli -p {port} HGETALL 'breaker:{{{name}}}:state'");
+            println!("  redis-cli -p {port} HGETALL 'breaker:{{{name}}}:metrics'");
+            println!(
+                "  cargo run --features console --bin redis-breaker -- --url {url} serve   # then open http://127.0.0.1:9187"
+            );
+            println!("Stop it with: redis-cli -p {port} shutdown nosave");
+        }
+        (false, Some(_)) => {
+            println!("(the demo's redis-server has stopped: run with --keep to look at the breaker afterwards)")
+        }
+        (_, None) => println!("Inspect it: redis-cli -u {url} HGETALL 'breaker:{{{name}}}:state' (and :metrics)"),
+    }
     Ok(())
 }
 
@@ -136,20 +153,27 @@ async fn downstream(down: bool) -> Result<(), &'static str> {
     }
 }
 
-async fn evalsha(conn: &mut redis::aio::MultiplexedConnection) -> redis::RedisResult<u64> {
+/// Script calls the server has run: FCALL (the library, Redis >= 7.0) and EVALSHA.
+async fn script_calls(conn: &mut redis::aio::MultiplexedConnection) -> redis::RedisResult<u64> {
     let info: String = redis::cmd("INFO").arg("commandstats").query_async(conn).await?;
-    Ok(info
-        .lines()
-        .find_map(|l| l.strip_prefix("cmdstat_evalsha:calls="))
-        .and_then(|rest| rest.split(',').next())
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(0))
+    let calls = |command: &str| {
+        info.lines()
+            .find_map(|l| l.strip_prefix(&format!("cmdstat_{command}:calls=")))
+            .and_then(|rest| rest.split(',').next())
+            .and_then(|n| n.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    Ok(calls("fcall") + calls("evalsha"))
 }
 
-fn options() -> Result<(u32, u32), String> {
-    let (mut instances, mut rate) = (6, 50);
+fn options() -> Result<(u32, u32, bool), String> {
+    let (mut instances, mut rate, mut keep) = (6, 50, false);
     let mut args = std::env::args().skip(1);
     while let Some(arg) = args.next() {
+        if arg == "--keep" {
+            keep = true;
+            continue;
+        }
         let mut value = |what: &str| {
             args.next()
                 .and_then(|v| v.parse::<u32>().ok())
@@ -159,8 +183,10 @@ fn options() -> Result<(u32, u32), String> {
         match arg.as_str() {
             "--instances" => instances = value("--instances")?,
             "--rate" => rate = value("--rate")?,
-            other => return Err(format!("unknown option {other}; options: --instances N, --rate CALLS_PER_SECOND")),
+            other => {
+                return Err(format!("unknown option {other}; options: --instances N, --rate CALLS_PER_SECOND, --keep"));
+            }
         }
     }
-    Ok((instances, rate))
+    Ok((instances, rate, keep))
 }

@@ -186,6 +186,8 @@ struct Case {
     model: Machine,
     now: u64,
     held: Vec<Option<Held>>,
+    /// The metrics key was made by hand (a poison step) and no script has set its TTL yet.
+    hand_made_metrics: bool,
     next_permit: u64,
     next_incarnation: u64,
     /// Redis and the model each name incarnations their own way; pair them as they appear.
@@ -204,6 +206,7 @@ impl Case {
             model: Machine::default(),
             now: 1_700_000_000_000,
             held: vec![None; SLOTS],
+            hand_made_metrics: false,
             next_permit: 0,
             next_incarnation: 1,
             last_incarnations: (0, 0),
@@ -225,6 +228,9 @@ impl Case {
             Step::Poison { metrics: true } => {
                 let _: () = redis::cmd("HSET").arg(&keys[3]).arg("calls").arg("abc").query_async(conn).await.unwrap();
                 self.model.metrics.calls = 0;
+                // A key made by hand has no TTL until a script sets one.
+                let pttl: i64 = redis::cmd("PTTL").arg(&keys[3]).query_async(conn).await.unwrap();
+                self.hand_made_metrics |= pttl == -1;
             }
             Step::Poison { metrics: false } => {
                 // The first bucket count of the window, if there is one.
@@ -322,7 +328,7 @@ impl Case {
     /// numbered differently on each side: their presence is compared in `call`), the leases,
     /// and the TTL a state in force must keep.
     async fn check_stored(
-        &self,
+        &mut self,
         conn: &mut redis::aio::MultiplexedConnection,
         step: &Step,
         second: bool,
@@ -335,8 +341,39 @@ impl Case {
             flat.chunks_exact(2).map(|kv| (kv[0].clone(), kv[1].clone())).collect();
         got.remove("incarnation");
         want.remove("incarnation");
+        // When the TTLs were last set in full: bookkeeping of the scripts, checked below.
+        let ttl_at = got.remove("ttl_at");
+        prop_assert!(
+            ttl_at.is_none() || !self.model.exists() || ttl_at.as_deref().and_then(|v| v.parse::<u64>().ok()).is_some(),
+            "ttl_at {:?} after {:?}",
+            ttl_at,
+            step
+        );
         prop_assert_eq!(got, want, "state hash after {:?}", step);
         prop_assert_eq!(leases, self.model.probe_count() as u64, "probe leases after {:?}", step);
+
+        // Every key has a TTL, however seldom it is set in full: a closed state's at most
+        // state_ttl, the metrics' at most metrics_ttl (either config's).
+        let (state_ttl, metrics_ttl) = (
+            i64::try_from(self.params.state_ttl.max(self.second.state_ttl)).unwrap(),
+            i64::try_from(self.params.metrics_ttl.max(self.second.metrics_ttl)).unwrap(),
+        );
+        let (state_pttl, metrics_pttl): (i64, i64) =
+            redis::pipe().pttl(&keys[0]).pttl(&keys[3]).query_async(conn).await.unwrap();
+        if self.model.exists() && self.model.state() == crate::State::Closed {
+            prop_assert!(state_pttl > 0 && state_pttl <= state_ttl, "closed state TTL {} after {:?}", state_pttl, step);
+        }
+        prop_assert!(
+            metrics_pttl == -2
+                || (metrics_pttl > 0 && metrics_pttl <= metrics_ttl)
+                || (metrics_pttl == -1 && self.hand_made_metrics),
+            "metrics TTL {} after {:?}",
+            metrics_pttl,
+            step
+        );
+        if metrics_pttl != -1 {
+            self.hand_made_metrics = false;
+        }
 
         // A state in force never expires: every script that read it left state_ttl past its
         // furthest deadline on the key (real time passes too, so allow for the query's delay).

@@ -134,6 +134,48 @@ async fn the_functions_library_is_loaded_once_and_again_after_function_flush() {
     );
 }
 
+/// A closed state's TTL and the metrics' TTL are set in full when a tenth of the shorter TTL has
+/// passed since `ttl_at`, not on every write: a failure record then runs five commands (TIME,
+/// HMGET, HSET, two HINCRBY) instead of seven. A `ttl_at` that is missing or bad only makes
+/// the refresh due.
+#[tokio::test]
+async fn a_failure_record_sets_the_ttls_only_when_due() {
+    let redis = private_redis().await;
+    let client = client(&redis, Duration::from_secs(60)).await;
+    let name = unique("ttl-due");
+    let b = client.breaker(&name, Config::builder().failure_threshold(1000).build().unwrap()).unwrap();
+    fail(&b).await.unwrap_err();
+    let ttl_at: u64 = state_hash(&redis, &name).await["ttl_at"].parse().expect("ttl_at is written with the state");
+    assert!(ttl_at > 0);
+    let pexpires = |stats: &std::collections::BTreeMap<String, u64>| stats.get("pexpire").copied().unwrap_or(0);
+    let before = redis.commandstats().await;
+    for _ in 0..10 {
+        fail(&b).await.unwrap_err();
+    }
+    let after = redis.commandstats().await;
+    assert_eq!(pexpires(&after), pexpires(&before), "no TTL set while not due: {after:?}");
+    assert_eq!(state_field(&redis, &name, "failures").await, 11);
+    let mut conn = redis.conn().await;
+    for bad in ["0", "x"] {
+        let _: () =
+            redis::cmd("HSET").arg(key(&name, "state")).arg("ttl_at").arg(bad).query_async(&mut conn).await.unwrap();
+        let before = redis.commandstats().await;
+        fail(&b).await.unwrap_err();
+        let after = redis.commandstats().await;
+        assert_eq!(
+            pexpires(&after) - pexpires(&before),
+            2,
+            "ttl_at {bad:?}: the state's and the metrics' TTLs are set"
+        );
+        assert!(state_field(&redis, &name, "ttl_at").await >= ttl_at, "ttl_at {bad:?} is written again");
+        assert_eq!(state_hash(&redis, &name).await["state"], "closed", "a bad ttl_at is no corrupt state");
+    }
+    for suffix in ["state", "metrics"] {
+        let ttl: i64 = redis::cmd("PTTL").arg(key(&name, suffix)).query_async(&mut conn).await.unwrap();
+        assert!(ttl > 0, "{suffix} has a TTL: {ttl}");
+    }
+}
+
 #[tokio::test]
 async fn an_open_breaker_and_a_healthy_one_send_no_redis_command_per_call() {
     let redis = private_redis().await;

@@ -19,6 +19,17 @@ pub fn redis() -> Result<ExampleRedis, String> {
     spawn_server()
 }
 
+impl ExampleRedis {
+    /// Leaves a server the example started running after it ends (its data directory too);
+    /// answers its port, or `None` when the example uses a Redis it did not start.
+    pub fn keep(self) -> Option<u16> {
+        let server = self._server?;
+        let port = server.port;
+        std::mem::forget(server);
+        Some(port)
+    }
+}
+
 /// A throwaway redis-server of the example's own, whatever `REDIS_URL` says.
 pub fn spawn_server() -> Result<ExampleRedis, String> {
     let server = server::spawn_server().map_err(|e| {

@@ -57,33 +57,43 @@ local function commit(S, c)
   local forever = (S.state == 'forced_open' or S.state == 'forced_closed') and S.open_until == 0
   -- Any state but closed is kept alive by every script that reads it, written or not.
   local in_force = S.state ~= 'closed' and S.exists
-  if S.dirty then
+  -- A closed state's TTL and the metrics' TTL are set in full at most every tenth of the
+  -- shorter of the two (6 min by default), not on every write: `ttl_at` in the state hash says
+  -- when they last were, so each key lives 0.9 to 1 times its TTL past its last write. A
+  -- state in force, a transition and a new key always set theirs.
+  local refresh = floor(mmin(c.state_ttl, c.metrics_ttl) / 10)
+  local ttl_due = S.ttl_at == 0 or c.now < S.ttl_at or c.now - S.ttl_at >= refresh
+  local refresh_ttls = ttl_due and (S.dirty or S.exists)
+  if S.dirty or refresh_ttls then
     if S.incarnation == 0 then S.incarnation = c.clock_us end
     local config = c.fingerprint
     if S.keep_config then config = S.config end
-    -- Only what changed since the state was read (all of it for a new or reset state); numbers
-    -- go as numbers (see `int`).
+    -- Only what changed since the state was read (all of it for a new or reset state), and
+    -- `ttl_at` when the TTLs are set in full; numbers go as numbers (see `int`).
     local was = S.stored
     local args, n = {}, 0
-    if not was or was[1] ~= S.state then
+    if S.dirty and (not was or was[1] ~= S.state) then
       args[n + 1], args[n + 2], n = 'state', S.state, n + 2
     end
-    if not was or was[2] ~= S.reason then
+    if S.dirty and (not was or was[2] ~= S.reason) then
       args[n + 1], args[n + 2], n = 'reason', S.reason, n + 2
     end
-    if not was or was[3] ~= config then
+    if S.dirty and (not was or was[3] ~= config) then
       args[n + 1], args[n + 2], n = 'config', config, n + 2
     end
     for i = 1, #INT_FIELDS do
       local f = INT_FIELDS[i]
       local v = S[f]
-      if not was or was[i + 3] ~= v then
+      if S.dirty and (not was or was[i + 4] ~= v) then
         args[n + 1], args[n + 2], n = f, v, n + 2
       end
     end
+    if refresh_ttls then
+      args[n + 1], args[n + 2], n = 'ttl_at', c.now, n + 2
+    end
     if n > 0 then rcall('HSET', KEYS[1], unpack(args, 1, n)) end
   end
-  if S.dirty or in_force then
+  if in_force or refresh_ttls or (S.dirty and #S.events > 0) then
     if forever then
       rcall('PERSIST', KEYS[1])
     else
@@ -122,6 +132,9 @@ local function commit(S, c)
     end
     -- A new key has only new fields: 'since' is set with the first of them.
     if new_field then rcall('HSETNX', KEYS[4], 'since', c.now) end
+    if new_field or ttl_due then rcall('PEXPIRE', KEYS[4], c.metrics_ttl) end
+  elseif refresh_ttls then
+    -- The refresh covers the metrics key too (none: nothing happens).
     rcall('PEXPIRE', KEYS[4], c.metrics_ttl)
   end
   for i, e in ipairs(S.events) do
