@@ -1,0 +1,182 @@
+//! The console's page in a real browser: headless Chromium driven through WebDriver
+//! (chromedriver), against a real Redis and a running `redis-breaker serve`. It needs Debian's
+//! `chromium` and `chromium-driver` (`apt-get install -y chromium chromium-driver`), so it is
+//! ignored by `cargo test` and run by CI with `--ignored`:
+//! `cargo test --all-features --test console_browser -- --ignored --nocapture`.
+#![cfg(feature = "console")]
+
+mod support;
+#[path = "support/webdriver.rs"]
+mod webdriver;
+
+use redis_breaker::{Client, Config, State};
+use serde_json::{Value, json};
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+use support::*;
+use webdriver::Browser;
+
+const TOKEN: &str = "browser-test-token-0123456789";
+const HOW_TO_GET_CHROMIUM: &str = "this test drives headless Chromium through chromedriver: install them \
+    (Debian/Ubuntu: `apt-get install -y chromium chromium-driver`) so that `chromedriver` is on PATH";
+
+/// A child process killed when dropped.
+struct Running(Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// `redis-breaker serve` on a free loopback port; answers its port.
+fn console(redis: &TestRedis) -> (Running, u16) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_redis-breaker"))
+        .env("REDIS_URL", &redis.url)
+        .env("REDIS_BREAKER_TOKEN", TOKEN)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .stderr(Stdio::piped())
+        .stdout(Stdio::null())
+        .spawn()
+        .expect("start redis-breaker serve");
+    let mut stderr = BufReader::new(child.stderr.take().unwrap());
+    let mut line = String::new();
+    stderr.read_line(&mut line).unwrap();
+    let port = line
+        .split("http://127.0.0.1:")
+        .nth(1)
+        .and_then(|r| r.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("the console says where it listens: {line:?}"));
+    std::thread::spawn(move || for _ in stderr.lines() {});
+    (Running(child), port)
+}
+
+/// chromedriver on a free loopback port, once it answers.
+async fn chromedriver() -> (Running, u16) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let child = Command::new("chromedriver")
+        .arg(format!("--port={port}"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run chromedriver ({e}): {HOW_TO_GET_CHROMIUM}"));
+    let started = Instant::now();
+    while tokio::net::TcpStream::connect(("127.0.0.1", port)).await.is_err() {
+        assert!(started.elapsed() < Duration::from_secs(20), "chromedriver did not start: {HOW_TO_GET_CHROMIUM}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    (Running(child), port)
+}
+
+/// The state each row of the table shows, by breaker name.
+async fn rows(browser: &Browser) -> Vec<(String, String)> {
+    let got = browser
+        .execute(
+            "return Array.from(document.querySelectorAll('#rows tr')).map(r => [r.cells[0].textContent, r.dataset.state]);",
+            vec![],
+        )
+        .await
+        .unwrap();
+    serde_json::from_value(got).unwrap()
+}
+
+/// Polls until `check` holds for the rows (or panics after `limit`), answering how long it took.
+async fn until_rows(
+    browser: &Browser,
+    limit: Duration,
+    what: &str,
+    check: impl Fn(&[(String, String)]) -> bool,
+) -> Duration {
+    let started = Instant::now();
+    loop {
+        let now = rows(browser).await;
+        if check(&now) {
+            return started.elapsed();
+        }
+        assert!(started.elapsed() < limit, "{what}: the page shows {now:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+#[ignore = "needs chromium and chromedriver; CI runs it with --ignored"]
+async fn the_page_lists_breakers_follows_trips_live_forces_open_and_shows_hostile_names_as_text() {
+    let redis = private_redis().await;
+    let client = Client::connect(&redis.url).await.unwrap();
+    let trips = Config::builder().failure_threshold(1).base_recovery(Duration::from_secs(300)).build().unwrap();
+    // A name that would run script if the page parsed it as HTML (CSP would stop it too).
+    let hostile = "<svg/onload=document.title='pwned'>";
+    let (healthy, target) = ("browser-healthy", "browser-target");
+    for name in [hostile, healthy, target] {
+        client.breaker(name, trips.clone()).unwrap().execute(|| async { Ok::<(), ()>(()) }).await.unwrap();
+    }
+    client.flush().await.unwrap();
+    let h = client.breaker(hostile, trips.clone()).unwrap();
+    let _ = h.execute(|| async { Err::<(), _>("down") }).await;
+    assert_eq!(h.state(), State::Open);
+
+    let (_console, port) = console(&redis);
+    let (_driver, driver_port) = chromedriver().await;
+    let mut options = json!({ "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1400,900"] });
+    if std::path::Path::new("/usr/bin/chromium").exists() {
+        options["binary"] = json!("/usr/bin/chromium");
+    }
+    let browser = Browser::start(driver_port, options)
+        .await
+        .unwrap_or_else(|e| panic!("no WebDriver session ({e}): {HOW_TO_GET_CHROMIUM}"));
+    browser.goto(&format!("http://127.0.0.1:{port}/")).await.unwrap();
+
+    // The page lists the breakers, open first; the hostile name is text.
+    until_rows(&browser, Duration::from_secs(10), "three breakers", |r| r.len() == 3).await;
+    let shown = rows(&browser).await;
+    assert_eq!(shown[0], (hostile.to_string(), "open".to_string()), "open first, the name as text: {shown:?}");
+    let markup: Value = browser
+        .execute("return [document.title, document.querySelectorAll('#rows svg, #rows img').length];", vec![])
+        .await
+        .unwrap();
+    assert_eq!(markup, json!(["redis-breaker console", 0]), "the name was never parsed as HTML");
+
+    // A trip made by another process appears without a reload.
+    let other = Client::connect(&redis.url).await.unwrap();
+    let b = other.breaker(healthy, trips.clone()).unwrap();
+    let tripped = Instant::now();
+    let _ = b.execute(|| async { Err::<(), _>("down") }).await;
+    until_rows(&browser, Duration::from_secs(10), "the trip", |r| r.iter().any(|(n, s)| n == healthy && s == "open"))
+        .await;
+    let live = tripped.elapsed();
+    println!("[a trip in another process showed on the page {} ms after the failing call began]", live.as_millis());
+
+    // Force open from the page: the token, the button, the prompt for a duration, the confirmation.
+    let token = browser.find("css selector", "#token").await.unwrap();
+    browser.type_into(&token, TOKEN).await.unwrap();
+    let button = browser
+        .find("xpath", &format!("//tr[td[1][text()='{target}']]//button[starts-with(text(),'Force open')]"))
+        .await
+        .unwrap();
+    browser.click(&button).await.unwrap();
+    assert!(browser.dialog_text().await.unwrap().contains("For how long"), "the page asks for a duration");
+    browser.answer_prompt("30s").await.unwrap();
+    browser.accept_dialog().await.unwrap();
+    let confirm = browser.dialog_text().await.unwrap();
+    assert!(confirm.contains("for 30s") && confirm.contains("reject"), "the page asks to confirm: {confirm}");
+    browser.accept_dialog().await.unwrap();
+    let started = Instant::now();
+    while state_hash(&redis, target).await.get("state").map(String::as_str) != Some("forced_open") {
+        assert!(started.elapsed() < Duration::from_secs(10), "the button did not force the breaker open");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(state_field(&redis, target, "open_until").await > 0, "forced for 30s, not until reset");
+    until_rows(&browser, Duration::from_secs(10), "the forced state", |r| {
+        r.iter().any(|(n, s)| n == target && s == "forced_open")
+    })
+    .await;
+
+    let png = browser.screenshot().await.unwrap();
+    let path = std::env::temp_dir().join(format!("redis-breaker-console-{}.png", std::process::id()));
+    std::fs::write(&path, &png).unwrap();
+    println!("[screenshot of the page: {}]", path.display());
+    browser.quit().await.unwrap();
+}
