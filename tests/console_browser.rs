@@ -120,7 +120,7 @@ async fn the_page_lists_breakers_follows_trips_live_forces_open_and_shows_hostil
 
     let (_console, port) = console(&redis);
     let (_driver, driver_port) = chromedriver().await;
-    let mut options = json!({ "args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--window-size=1400,900"] });
+    let mut options = json!({ "args": ["--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu", "--window-size=1400,900"] });
     if std::path::Path::new("/usr/bin/chromium").exists() {
         options["binary"] = json!("/usr/bin/chromium");
     }
