@@ -5,7 +5,8 @@
 //! of it); after a warm-up, INFO commandstats and INFO cpu are read before and after the
 //! measured seconds. Every row is run
 //! twice: with the default config, and with the old defaults as the baseline (`cache_ttl` 1s
-//! whatever the subscription, metrics sent every flush), in the same run.
+//! whatever the subscription, metrics sent every flush, scripts sent with EVALSHA), in the same
+//! run.
 //!
 //! ```text
 //! cargo run --release --example scale                          # the grid (about 5 minutes)
@@ -61,7 +62,10 @@ impl Defaults {
         }
         match self {
             Defaults::Current => b,
-            Defaults::Old => b.subscribed_cache_ttl(Duration::from_secs(1)).metrics_interval(Duration::from_secs(1)),
+            Defaults::Old => b
+                .subscribed_cache_ttl(Duration::from_secs(1))
+                .metrics_interval(Duration::from_secs(1))
+                .functions(false),
         }
         .build()
         .expect("client config")
