@@ -62,10 +62,9 @@ impl Defaults {
         }
         match self {
             Defaults::Current => b,
-            Defaults::Old => b
-                .subscribed_cache_ttl(Duration::from_secs(1))
-                .metrics_interval(Duration::from_secs(1))
-                .functions(false),
+            Defaults::Old => {
+                b.subscribed_cache_ttl(Duration::from_secs(1)).metrics_interval(Duration::from_secs(1)).functions(false)
+            }
         }
         .build()
         .expect("client config")

@@ -1,5 +1,5 @@
 -- redis-breaker: acquire — decide one call and, when half-open, lease a probe.
--- KEYS: state, probes, window, metrics (see lib/args.lua).
+-- KEYS: state, probes, window, metrics, history (see lib/args.lua).
 -- ARGV: 1..22 common (see lib/args.lua); OWN (23) permit id (1-64 bytes, unique per permit);
 --   OWN+1 .. OWN+9 the caller's pending batch (see parse_batch in lib/batch.lua), counted first.
 -- Reply: { verdict, state, incarnation, epoch, failures, fseq, remaining_ms, stored_config, reason }

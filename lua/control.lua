@@ -1,7 +1,8 @@
 -- redis-breaker: control — an operator's force_open, force_close and reset.
--- KEYS: state, probes, window, metrics (see lib/args.lua).
+-- KEYS: state, probes, window, metrics, history (see lib/args.lua).
 -- ARGV: 1..22 common (see lib/args.lua), then
 --   OWN (23) op: 'force_open' | 'force_close' | 'reset'   OWN+1 duration_ms (0 = until reset)
+--   OWN+2 the operator's note for the history (0-200 bytes; '' = none)
 -- Reply: { 'ok', state, incarnation, epoch, failures, fseq, remaining_ms, stored_config, reason }
 -- Transitions: any -> forced_open (trips kept; after the duration it acts as an expired open);
 --   any -> forced_closed (never trips; after the duration, closed); any other state -> closed on
@@ -13,6 +14,7 @@ local op = ARGV[OWN]
 if op ~= 'force_open' and op ~= 'force_close' and op ~= 'reset' then fail('op') end
 local duration = int_arg(OWN + 1, 'duration_ms', 0)
 if duration > MAX_DURATION then fail('duration_ms') end
+c.note = str_arg(OWN + 2, 'note', 200, true)
 local S = load(c)
 -- An operator's write keeps the config fingerprint of the last process that wrote: it is not a
 -- process's config, and must not make the fleet report drift.

@@ -3,7 +3,7 @@
 -- missing permission is one clear error before anything is written, not a script that fails
 -- after it wrote the state. Reads and writes nothing. Its prelude: none.
 -- Needs redis.acl_check_cmd (Redis >= 7.0, Valkey); earlier servers answer 'unchecked'.
--- KEYS: state, probes, window, metrics (as in lib/args.lua).
+-- KEYS: state, probes, window, metrics, history (as in lib/args.lua).
 -- ARGV: 1 the channel events are published on ('' = none), 2 how: 'publish' or 'spublish',
 --   3 the record function of the crate's Functions library ('' = not asked).
 -- Reply: { verdict, server version ('' before 7.0: redis.REDIS_VERSION is new in 7.0), ... }:
@@ -23,9 +23,9 @@ local function check(...)
     denied[#denied + 1] = name
   end
 end
-local state, probes, window, metrics = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
+local state, probes, window, metrics, history = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 check('TIME')
-for _, key in ipairs({ state, probes, window, metrics }) do
+for _, key in ipairs({ state, probes, window, metrics, history }) do
   check('TYPE', key)
   check('DEL', key)
   check('PEXPIRE', key, 1)
@@ -44,6 +44,7 @@ check('HGETALL', metrics)
 check('HINCRBY', metrics, 'calls', 1)
 check('HSET', metrics, 'calls', 1)
 check('HSETNX', metrics, 'since', 1)
+check('XADD', history, 'MAXLEN', '~', 100, '*', 'time', 1)
 if #denied > 2 then return denied end
 -- Publishing is not needed to write nothing half-way, but a transition nobody hears about
 -- leaves the other processes trusting their snapshots until they expire.
@@ -53,7 +54,7 @@ if ARGV[1] ~= '' then
   if ran and not allowed then reply[#reply + 1] = 'publish' end
 end
 if ARGV[3] and ARGV[3] ~= '' then
-  local ran, call = pcall(redis.acl_check_cmd, 'FCALL', ARGV[3], 4, state, probes, window, metrics)
+  local ran, call = pcall(redis.acl_check_cmd, 'FCALL', ARGV[3], 5, state, probes, window, metrics, history)
   local ran_load, load = pcall(redis.acl_check_cmd, 'FUNCTION', 'LOAD', 'code')
   if ran and call and ran_load and load then reply[#reply + 1] = 'functions' end
 end

@@ -1,5 +1,5 @@
 -- redis-breaker: record — report one call's outcome; batched counters ride along.
--- KEYS: state, probes, window, metrics (see lib/args.lua).
+-- KEYS: state, probes, window, metrics, history (see lib/args.lua).
 -- ARGV: 1..22 common (see lib/args.lua), then, from OWN (23):
 --   OWN outcome: 'success' | 'failure' | 'ignore' | 'release' (a permit dropped with no outcome:
 --      frees its probe lease, counts nothing) | 'none' (a flush of the batch alone)

@@ -1,6 +1,6 @@
 -- redis-breaker: status — read one breaker's keys for operators (the CLI's `status` and `list`).
 -- Reads only; its prelude is lib/clock.lua alone.
--- KEYS: state, probes, window, metrics (as in lib/args.lua).
+-- KEYS: state, probes, window, metrics (as in lib/args.lua; the history key, 5th, is not read).
 -- ARGV: none.
 -- Reply: { now_ms, state_hash_flat, probes_flat (member, score, ...), metrics_flat,
 --          pttl_state, pttl_probes, pttl_window, pttl_metrics } where a key of the wrong type

@@ -12,6 +12,9 @@ use crate::registry::Handle;
 use crate::shared::Store;
 use crate::state::State;
 use std::sync::Arc;
+
+/// The longest operator's note kept with a forced state or reset.
+const MAX_NOTE: usize = 200;
 use std::sync::atomic::Ordering;
 use std::time::Duration;
 
@@ -118,7 +121,18 @@ impl Breaker {
         })
     }
 
-    pub(crate) async fn control(&self, op: ControlOp, duration: Option<Duration>) -> Result<Snapshot, StoreError> {
+    pub(crate) async fn control(
+        &self,
+        op: ControlOp,
+        duration: Option<Duration>,
+        note: &str,
+    ) -> Result<Snapshot, StoreError> {
+        if note.len() > MAX_NOTE || note.chars().any(char::is_control) {
+            return Err(StoreError::Invalid(ConfigError::Field {
+                field: "note",
+                reason: format!("must be at most {MAX_NOTE} bytes on one line, got {} bytes", note.len()),
+            }));
+        }
         if let Some(d) = duration.filter(|d| *d > MAX_DURATION) {
             return Err(StoreError::Invalid(ConfigError::Field {
                 field: "duration",
@@ -130,8 +144,21 @@ impl Breaker {
             }));
         }
         let duration_ms = duration.map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1));
-        self.inner.run(&Op::Control { op, duration_ms }).await?;
+        self.inner.run(&Op::Control { op, duration_ms, note: note.to_string() }).await?;
         Ok(self.snapshot())
+    }
+
+    /// The breaker's last transitions, newest first (at most `count`; Redis keeps about 100):
+    /// when, from and to which state, why, the epoch and trips, which client caused it, and an
+    /// operator's note. Empty for an in-memory client.
+    ///
+    /// # Errors
+    /// [`StoreError`] when Redis could not be read.
+    pub async fn history(&self, count: usize) -> Result<Vec<crate::status::HistoryEntry>, StoreError> {
+        match self.inner.shared.store() {
+            Store::InMemory => Ok(Vec::new()),
+            Store::Redis(redis) | Store::Down(redis) => redis.history(&self.inner.keys, count).await,
+        }
     }
 
     /// Reads everything Redis holds about this breaker (state, probes, metrics, TTLs) in one
@@ -149,7 +176,16 @@ impl Breaker {
     /// # Errors
     /// [`StoreError`] when Redis could not apply it (nothing changed, or for a timeout, maybe).
     pub async fn force_open(&self, duration: Option<Duration>) -> Result<Snapshot, StoreError> {
-        self.control(ControlOp::ForceOpen, duration).await
+        self.control(ControlOp::ForceOpen, duration, "").await
+    }
+
+    /// [`force_open`](Breaker::force_open) with an operator's note, kept in the breaker's
+    /// [`history`](Breaker::history) (e.g. "deploy 4711 rollback"; at most 200 bytes, one line).
+    ///
+    /// # Errors
+    /// As [`force_open`](Breaker::force_open); [`StoreError::Invalid`] for a bad note.
+    pub async fn force_open_noted(&self, duration: Option<Duration>, note: &str) -> Result<Snapshot, StoreError> {
+        self.control(ControlOp::ForceOpen, duration, note).await
     }
 
     /// Closes the breaker for every process; it records metrics but never trips. After
@@ -158,7 +194,15 @@ impl Breaker {
     /// # Errors
     /// As [`force_open`](Breaker::force_open).
     pub async fn force_close(&self, duration: Option<Duration>) -> Result<Snapshot, StoreError> {
-        self.control(ControlOp::ForceClose, duration).await
+        self.control(ControlOp::ForceClose, duration, "").await
+    }
+
+    /// [`force_close`](Breaker::force_close) with an operator's note for the history.
+    ///
+    /// # Errors
+    /// As [`force_open_noted`](Breaker::force_open_noted).
+    pub async fn force_close_noted(&self, duration: Option<Duration>, note: &str) -> Result<Snapshot, StoreError> {
+        self.control(ControlOp::ForceClose, duration, note).await
     }
 
     /// Returns the breaker to closed with failures, trips, probes and window cleared (metrics
@@ -167,6 +211,14 @@ impl Breaker {
     /// # Errors
     /// As [`force_open`](Breaker::force_open).
     pub async fn reset(&self) -> Result<Snapshot, StoreError> {
-        self.control(ControlOp::Reset, None).await
+        self.control(ControlOp::Reset, None, "").await
+    }
+
+    /// [`reset`](Breaker::reset) with an operator's note for the history.
+    ///
+    /// # Errors
+    /// As [`force_open_noted`](Breaker::force_open_noted).
+    pub async fn reset_noted(&self, note: &str) -> Result<Snapshot, StoreError> {
+        self.control(ControlOp::Reset, None, note).await
     }
 }

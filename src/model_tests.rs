@@ -283,7 +283,9 @@ impl Case {
                 (Op::Record(Record::flush(for_redis)), Op::Record(Record::flush(for_model)), None, *second)
             }
             Step::Control { op, duration_ms } => {
-                let op = Op::Control { op: *op, duration_ms: *duration_ms };
+                // Half the operators leave a note for the history.
+                let note = if duration_ms % 2 == 0 { String::new() } else { format!("note {duration_ms}") };
+                let op = Op::Control { op: *op, duration_ms: *duration_ms, note };
                 (op.clone(), op, None, false)
             }
             _ => return None,
@@ -298,9 +300,25 @@ impl Case {
             .run(&self.keys, p, &op_redis, Some(self.now), rand)
             .await
             .map_err(|e| TestCaseError::fail(format!("{e}")))?;
-        let (want, _) = self.model.run(p, self.now, rand, self.next_incarnation * 1000, &op_model);
+        let (want, transitions) = self.model.run(p, self.now, rand, self.next_incarnation * 1000, &op_model);
         self.next_incarnation += 1;
         compare(step, &got, &want)?;
+        // Each transition is in the history, the last one newest, with the operator's note.
+        if let Some(last) = transitions.last() {
+            let history = redis.history(&self.keys, 1).await.map_err(|e| TestCaseError::fail(format!("{e}")))?;
+            let entry = history.first().ok_or_else(|| TestCaseError::fail(format!("no history after {step:?}")))?;
+            prop_assert_eq!(
+                (entry.to.as_str(), entry.epoch),
+                (last.to.as_str(), last.epoch),
+                "history after {:?}",
+                step
+            );
+            let note = match &op_redis {
+                Op::Control { note, .. } if !note.is_empty() => Some(note.clone()),
+                _ => None,
+            };
+            prop_assert_eq!(&entry.note, &note, "history note after {:?}", step);
+        }
         let pair = (got.incarnation, want.incarnation);
         prop_assert_eq!(
             pair.0 == self.last_incarnations.0,

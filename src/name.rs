@@ -35,11 +35,11 @@ pub(crate) fn valid_prefix(prefix: &str) -> bool {
     !prefix.is_empty() && prefix.len() <= 100 && prefix.bytes().all(allowed_byte)
 }
 
-/// The four keys of one breaker, in the order every script takes them.
+/// The five keys of one breaker, in the order every script takes them.
 #[derive(Debug, Clone)]
 pub(crate) struct Keys {
     pub(crate) name: String,
-    pub(crate) all: [String; 4],
+    pub(crate) all: [String; 5],
     /// The breaker's own events channel, in its slot: `<prefix>:{<name>}:events` (sharded
     /// pub/sub on Redis Cluster).
     pub(crate) shard_channel: String,
@@ -50,13 +50,18 @@ impl Keys {
         let key = |suffix: &str| format!("{prefix}:{{{name}}}:{suffix}");
         Keys {
             name: name.to_string(),
-            all: [key("state"), key("probes"), key("window"), key("metrics")],
+            all: [key("state"), key("probes"), key("window"), key("metrics"), key("history")],
             shard_channel: key("events"),
         }
     }
 
     pub(crate) fn state(&self) -> &str {
         &self.all[0]
+    }
+
+    /// The history stream: the last transitions, with reasons and operators' notes.
+    pub(crate) fn history(&self) -> &str {
+        &self.all[4]
     }
 }
 

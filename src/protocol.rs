@@ -76,7 +76,7 @@ pub enum Outcome {
 pub(crate) enum Op {
     Acquire { permit: String, batch: Batch },
     Record(Record),
-    Control { op: ControlOp, duration_ms: u64 },
+    Control { op: ControlOp, duration_ms: u64, note: String },
 }
 
 impl Op {

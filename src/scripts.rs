@@ -118,7 +118,7 @@ pub(crate) struct Scripts {
 pub(crate) struct Call<'s> {
     script: &'s Script,
     name: &'static str,
-    keys: &'s [String; 4],
+    keys: &'s [String; 5],
     args: Vec<Vec<u8>>,
 }
 
@@ -238,8 +238,8 @@ impl Scripts {
                     .arg(r.fseq);
                 batch_args(&mut call, &r.batch);
             }
-            Op::Control { op, duration_ms } => {
-                call.arg(op.as_str()).arg(*duration_ms);
+            Op::Control { op, duration_ms, note } => {
+                call.arg(op.as_str()).arg(*duration_ms).arg(note);
             }
         }
         call

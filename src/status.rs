@@ -178,3 +178,48 @@ impl Status {
         }
     }
 }
+
+/// One transition from a breaker's history stream (`<prefix>:{<name>}:history`), as
+/// [`Breaker::history`](crate::Breaker::history) reads it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct HistoryEntry {
+    /// The stream entry's id (`<ms>-<seq>`).
+    pub id: String,
+    /// When it happened (ms since the Unix epoch, Redis clock).
+    pub at_ms: u64,
+    /// The state before: a state's name, or `corrupt` when a corrupt state was reset.
+    pub from: String,
+    /// The state after.
+    pub to: String,
+    /// Why.
+    pub reason: String,
+    /// The epoch the transition started.
+    pub epoch: u64,
+    /// Opens since the last full close, after the transition.
+    pub trips: u64,
+    /// The id of the client whose call (or operator's command) caused it.
+    pub origin: String,
+    /// An operator's note, for a forced state or a reset made with one.
+    pub note: Option<String>,
+}
+
+impl HistoryEntry {
+    /// An entry from its stream id and flat field list; fields it does not know are ignored,
+    /// missing ones read as empty or 0.
+    pub(crate) fn from_fields(id: String, fields: &[(String, String)]) -> HistoryEntry {
+        let get = |name: &str| fields.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone());
+        let num = |name: &str| get(name).and_then(|v| v.parse().ok()).unwrap_or(0);
+        HistoryEntry {
+            at_ms: num("time"),
+            from: get("from").unwrap_or_default(),
+            to: get("to").unwrap_or_default(),
+            reason: get("reason").unwrap_or_default(),
+            epoch: num("epoch"),
+            trips: num("trips"),
+            origin: get("origin").unwrap_or_default(),
+            note: get("note"),
+            id,
+        }
+    }
+}

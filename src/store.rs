@@ -373,6 +373,24 @@ impl RedisStore {
         Ok(crate::status::Raw { now_ms, state, probes, metrics, pttl: [a, b, c, d] })
     }
 
+    /// The last `count` entries of a breaker's history stream, newest first.
+    pub(crate) async fn history(
+        &self,
+        keys: &Keys,
+        count: usize,
+    ) -> Result<Vec<crate::status::HistoryEntry>, StoreError> {
+        type Entries = Vec<(String, Vec<(String, String)>)>;
+        let mut cmd = redis::cmd("XREVRANGE");
+        cmd.arg(keys.history()).arg("+").arg("-").arg("COUNT").arg(count.max(1));
+        let entries: Entries = match self.query(&cmd, keys.history()).await {
+            Ok(entries) => entries,
+            // A key of another type set by hand: no history (the next transition replaces it).
+            Err(StoreError::Refused { error, .. }) if error.to_string().contains("WRONGTYPE") => Vec::new(),
+            Err(e) => return Err(e),
+        };
+        Ok(entries.into_iter().map(|(id, fields)| crate::status::HistoryEntry::from_fields(id, &fields)).collect())
+    }
+
     /// Runs one plain command with the `op_timeout` deadline.
     pub(crate) async fn query<T: redis::FromRedisValue>(&self, cmd: &Cmd, key: &str) -> Result<T, StoreError> {
         let mut conn = self.handle();

@@ -327,3 +327,40 @@ async fn completions_and_help_headings() {
     let breaker = help.find("Breaker options").unwrap();
     assert!(url > global && threshold > breaker, "each option under its heading: {help}");
 }
+
+/// Operators' notes go to the breaker's history with the transition; `history` prints the last
+/// transitions newest first, as a table or JSON, and a note that is not one short line is bad
+/// input that changes nothing.
+#[tokio::test]
+async fn history_lists_transitions_newest_first_with_operators_notes() {
+    let redis = redis().await;
+    let name = unique("cli-history");
+    let o = run(&redis, &["open", &name, "--for", "1m", "--note", "deploy 4711 rollback"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let o = run(&redis, &["reset", &name, "--note", "fixed"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let o = run(&redis, &["history", &name]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let out = stdout(&o);
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 3, "a header and two transitions: {lines:?}");
+    assert!(
+        lines[1].contains("forced_open") && lines[1].contains("closed") && lines[1].contains("note: fixed"),
+        "{lines:?}"
+    );
+    assert!(lines[2].contains("note: deploy 4711 rollback"), "{lines:?}");
+    let o = run(&redis, &["--json", "history", &name, "--count", "1"]);
+    let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    let entries = v["history"].as_array().unwrap();
+    assert_eq!(entries.len(), 1);
+    assert_eq!((entries[0]["from"].as_str(), entries[0]["to"].as_str()), (Some("forced_open"), Some("closed")));
+    assert_eq!(entries[0]["note"], "fixed");
+    assert!(entries[0]["at_ms"].as_u64().unwrap() > 0 && entries[0]["origin"].is_string());
+
+    let o = run(&redis, &["open", &name, "--note", "two\nlines"]);
+    assert_eq!(code(&o), 2, "a bad note is bad usage: {}", stderr(&o));
+    assert!(stderr(&o).contains("note"), "{}", stderr(&o));
+    assert_eq!(state_hash(&redis, &name).await["state"], "closed", "nothing changed");
+    let o = run(&redis, &["history", &unique("cli-no-history")]);
+    assert_eq!((code(&o), stdout(&o).trim()), (0, "no transitions recorded"));
+}

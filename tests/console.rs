@@ -294,3 +294,49 @@ async fn redis_down_answers_503_and_the_console_recovers() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+#[tokio::test]
+async fn history_notes_and_flapping_alerts() {
+    let redis = private_redis().await;
+    let client = library(&redis).await;
+    let name = unique("con-flap");
+    let flappy = Config::builder()
+        .failure_threshold(1)
+        .base_recovery(Duration::from_millis(10))
+        .max_recovery(Duration::from_millis(10))
+        .build()
+        .unwrap();
+    let b = client.breaker(&name, flappy).unwrap();
+    // Seven opens: the first trip, then six failed probes.
+    let mut opens = 0;
+    while opens < 7 {
+        match b.execute(|| async { Err::<(), _>("down") }).await {
+            Err(redis_breaker::Error::Inner(_)) => opens += 1,
+            _ => tokio::time::sleep(Duration::from_millis(12)).await,
+        }
+    }
+    client.flush().await.unwrap();
+    let c = console(&redis, Some(TOKEN), &["--alert-flaps", "5"]);
+    let alerts = http(&c, "GET", "/api/alerts", None).await.json();
+    let flapping: Vec<&serde_json::Value> =
+        alerts["alerts"].as_array().unwrap().iter().filter(|a| a["kind"] == "flapping").collect();
+    assert_eq!(flapping.len(), 1, "{alerts}");
+    assert_eq!(flapping[0]["breaker"], name.as_str());
+    assert!(flapping[0]["message"].as_str().unwrap().contains("opened 7 times in the last hour"), "{alerts}");
+
+    let path = format!("/api/breakers/{name}/open?for=1m&note=deploy%204711%20rollback");
+    assert_eq!(http(&c, "POST", &path, Some(TOKEN)).await.status, 200);
+    let history = http(&c, "GET", &format!("/api/breakers/{name}/history"), None).await.json();
+    let entries = history["history"].as_array().unwrap();
+    assert_eq!(entries[0]["to"], "forced_open", "newest first");
+    assert_eq!(entries[0]["note"], "deploy 4711 rollback");
+    assert_eq!(entries.iter().filter(|e| e["to"] == "open").count(), 7, "every open is in the history");
+    let bad = http(&c, "POST", &format!("/api/breakers/{name}/reset?note=a%0Ab"), Some(TOKEN)).await;
+    assert_eq!(bad.status, 400, "a note on two lines: {}", bad.body);
+    let quiet = console(&redis, None, &["--alert-flaps", "7"]);
+    let alerts = http(&quiet, "GET", "/api/alerts", None).await.json();
+    assert!(
+        !alerts["alerts"].as_array().unwrap().iter().any(|a| a["kind"] == "flapping"),
+        "7 opens are not more than 7"
+    );
+}

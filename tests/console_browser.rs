@@ -101,6 +101,21 @@ async fn until_rows(
     }
 }
 
+/// Clicks the button of `name`'s row whose text starts with `label`. The table is drawn again
+/// on every event and every 5 s, so an element found just before may be gone: find it again.
+async fn click_row_button(browser: &Browser, name: &str, label: &str) {
+    let xpath = format!("//tr[td[1][text()='{name}']]//button[starts-with(text(),'{label}')]");
+    for _ in 0..20 {
+        let button = browser.find("xpath", &xpath).await.unwrap();
+        match browser.click(&button).await {
+            Ok(()) => return,
+            Err(e) if e.contains("stale element") => tokio::time::sleep(Duration::from_millis(20)).await,
+            Err(e) => panic!("click {label} of {name}: {e}"),
+        }
+    }
+    panic!("the button {label} of {name} kept going stale");
+}
+
 #[tokio::test]
 #[ignore = "needs chromium and chromedriver; CI runs it with --ignored"]
 async fn the_page_lists_breakers_follows_trips_live_forces_open_and_shows_hostile_names_as_text() {
@@ -152,13 +167,12 @@ async fn the_page_lists_breakers_follows_trips_live_forces_open_and_shows_hostil
     // Force open from the page: the token, the button, the prompt for a duration, the confirmation.
     let token = browser.find("css selector", "#token").await.unwrap();
     browser.type_into(&token, TOKEN).await.unwrap();
-    let button = browser
-        .find("xpath", &format!("//tr[td[1][text()='{target}']]//button[starts-with(text(),'Force open')]"))
-        .await
-        .unwrap();
-    browser.click(&button).await.unwrap();
+    click_row_button(&browser, target, "Force open").await;
     assert!(browser.dialog_text().await.unwrap().contains("For how long"), "the page asks for a duration");
     browser.answer_prompt("30s").await.unwrap();
+    browser.accept_dialog().await.unwrap();
+    assert!(browser.dialog_text().await.unwrap().contains("note"), "the page asks for a note");
+    browser.answer_prompt("deploy 4711 <b>rollback</b>").await.unwrap();
     browser.accept_dialog().await.unwrap();
     let confirm = browser.dialog_text().await.unwrap();
     assert!(confirm.contains("for 30s") && confirm.contains("reject"), "the page asks to confirm: {confirm}");
@@ -173,6 +187,29 @@ async fn the_page_lists_breakers_follows_trips_live_forces_open_and_shows_hostil
         r.iter().any(|(n, s)| n == target && s == "forced_open")
     })
     .await;
+
+    let history = client.breaker(target, trips.clone()).unwrap().history(1).await.unwrap();
+    assert_eq!(history[0].note.as_deref(), Some("deploy 4711 <b>rollback</b>"), "the note is in the history");
+
+    // The history panel shows the transition and the note as text.
+    click_row_button(&browser, target, "History").await;
+    let started = Instant::now();
+    loop {
+        let shown: Value = browser
+            .execute(
+                "const r = document.querySelector('#history-rows tr'); \
+                 return r ? [r.cells[2].textContent, r.cells[4].textContent, document.querySelectorAll('#history-rows b').length] : null;",
+                vec![],
+            )
+            .await
+            .unwrap();
+        if shown != Value::Null {
+            assert_eq!(shown, json!(["forced open", "deploy 4711 <b>rollback</b>", 0]), "the note as text");
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "the history panel never showed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 
     let png = browser.screenshot().await.unwrap();
     let path = std::env::temp_dir().join(format!("redis-breaker-console-{}.png", std::process::id()));

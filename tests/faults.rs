@@ -505,10 +505,12 @@ async fn the_readme_minimal_acl_is_enough_for_rate_rules_status_and_the_cli() {
         };
         assert!(cli(&["list"]).contains(&name));
         cli(&["status", &name]);
-        cli(&["open", &name, "--for", "1m"]);
+        cli(&["open", &name, "--for", "1m", "--note", "acl test"]);
         cli(&["close", &name]);
         cli(&["reset", &name]);
         cli(&["exec", &name, "--", "true"]);
+        let history = cli(&["history", &name]);
+        assert!(history.contains("acl test") && history.contains("forced_open"), "{history}");
     }
 }
 

@@ -170,7 +170,7 @@ async fn scripts_refuse_bad_arguments_with_a_named_error() {
     assert!(lib.contains("local function parse_config"), "the prelude was found in src/scripts.rs");
     let script = header + &lib + include_str!("../lua/acquire.lua");
     let name = unique("bad-args");
-    let keys = ["state", "probes", "window", "metrics"].map(|s| key(&name, s));
+    let keys = ["state", "probes", "window", "metrics", "history"].map(|s| key(&name, s));
     let good: Vec<String> = [
         "", "0.5", "fp", "5", "2", "1", "30000", "300000", "2", "0.1", "30000", "3600000", "86400000", "0", "0", "20",
         "60000", "", "n", "60000", "client-a", "", "p1", "0", "0", "0", "0", "0", "0", "0", "0", "0",
@@ -208,7 +208,7 @@ async fn scripts_refuse_bad_arguments_with_a_named_error() {
     for way in &ways {
         let run = |args: Vec<String>| {
             let mut cmd = way.clone();
-            cmd.arg(4).arg(&keys).arg(args);
+            cmd.arg(5).arg(&keys).arg(args);
             cmd
         };
         for (i, bad, field) in [

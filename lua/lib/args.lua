@@ -8,6 +8,7 @@
 --   2 probes  ZSET  breaker:{name}:probes   half-open leases: member = permit id, score = expiry ms
 --   3 window  HASH  breaker:{name}:window   rolling-window buckets "<bucket>:c|f|s"
 --   4 metrics HASH  breaker:{name}:metrics  cumulative outcome counters
+--   5 history STREAM breaker:{name}:history the last transitions (about 100), with their reasons
 --
 -- ARGV 1..22 (every script): the caller's clock override, config and id; from OWN (23) on, the
 -- script's own, which each script names as OWN + k so a new common argument moves none of them.
@@ -37,6 +38,8 @@ local MAX_INT = 9007199254740991
 -- The longest duration any argument may carry (2^43 ms, about 278 years): a deadline now + this
 -- stays an exact integer. A stored deadline further away than this was not written by us.
 local MAX_DURATION = 8796093022208
+-- Entries the history stream keeps (about: MAXLEN ~ trims whole blocks).
+local HISTORY_LEN = 100
 -- What a caller rejected while every half-open probe is out is told to wait at most: a probe
 -- usually ends long before its lease, and its outcome's event refreshes every snapshot.
 local HALF_OPEN_RETRY = 1000
@@ -104,7 +107,7 @@ local CONFIGS, CONFIG_COUNT, CONFIGS_MAX = {}, 0, 256
 local function validate_config()
   local base = int_arg(7, 'base_recovery', 1)
   local c = {
-    now = 0, clock_us = 0, rand = 0, channel = '', name = '', origin = '', shard_channel = '',
+    now = 0, clock_us = 0, rand = 0, channel = '', name = '', origin = '', shard_channel = '', note = '',
     fingerprint = str_arg(3, 'config', 64, false),
     failure_threshold = int_arg(4, 'failure_threshold', 0),
     success_threshold = int_arg(5, 'success_threshold', 1),
@@ -133,7 +136,7 @@ end
 -- draw and the per-breaker arguments (channel, name, origin). A cached config table is reused:
 -- those fields are this call's (scripts never run at the same time).
 local function parse_config()
-  if #KEYS ~= 4 then fail('keys (expected 4)') end
+  if #KEYS ~= 5 then fail('keys (expected 5)') end
   if #ARGV < OWN - 1 then fail('count (expected at least 22)') end
   local c
   if PERSISTENT then
@@ -161,5 +164,6 @@ local function parse_config()
   c.name = str_arg(19, 'name', 200, false)
   c.origin = str_arg(21, 'origin', 64, true)
   c.shard_channel = str_arg(22, 'shard channel', 512, true)
+  c.note = ''
   return c
 end

@@ -137,6 +137,25 @@ local function commit(S, c)
     -- The refresh covers the metrics key too (none: nothing happens).
     rcall('PEXPIRE', KEYS[4], c.metrics_ttl)
   end
+  -- Each transition also goes to the breaker's history, capped at about HISTORY_LEN entries,
+  -- kept as long as the state and at least metrics_ttl (the console draws the last day). With
+  -- pcall, as publishing: a history Redis refuses must not undo an applied transition; a key of
+  -- another type set by hand is replaced.
+  for i = 1, #S.events do
+    local e = S.events[i]
+    local entry = { 'XADD', KEYS[5], 'MAXLEN', '~', HISTORY_LEN, '*', 'time', c.now, 'from', e.from, 'to', e.to,
+      'reason', e.reason, 'epoch', e.epoch, 'trips', S.trips, 'origin', c.origin }
+    if c.note ~= '' then
+      entry[#entry + 1] = 'note'
+      entry[#entry + 1] = c.note
+    end
+    local added = rpcall(unpack(entry))
+    if type(added) == 'table' and added.err and string.sub(added.err, 1, 9) == 'WRONGTYPE' then
+      rcall('DEL', KEYS[5])
+      rpcall(unpack(entry))
+    end
+  end
+  if #S.events > 0 then rpcall('PEXPIRE', KEYS[5], mmax(ttl, c.metrics_ttl)) end
   for i, e in ipairs(S.events) do
     local msg = json_event(c, S, e, i == #S.events)
     local sent = nil

@@ -223,7 +223,7 @@ impl Machine {
         let verdict = match op {
             Op::Acquire { permit, batch } => call.acquire(permit, batch),
             Op::Record(r) => call.record(r),
-            Op::Control { op, duration_ms } => call.control(*op, *duration_ms),
+            Op::Control { op, duration_ms, .. } => call.control(*op, *duration_ms),
         };
         if call.dirty {
             if call.m.incarnation == 0 {

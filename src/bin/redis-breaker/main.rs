@@ -78,6 +78,9 @@ enum Command {
         /// How long; without it, until `reset`.
         #[arg(long = "for", value_parser = duration)]
         duration: Option<Duration>,
+        /// A note kept in the breaker's history, e.g. "deploy 4711 rollback".
+        #[arg(long, default_value = "")]
+        note: String,
     },
     /// Force a breaker closed (it never trips) for the whole fleet.
     Close {
@@ -86,11 +89,25 @@ enum Command {
         /// How long; without it, until `reset`.
         #[arg(long = "for", value_parser = duration)]
         duration: Option<Duration>,
+        /// A note kept in the breaker's history.
+        #[arg(long, default_value = "")]
+        note: String,
     },
     /// Return a breaker to closed, with failures, trips and probes cleared.
     Reset {
         /// The breaker's name.
         name: String,
+        /// A note kept in the breaker's history.
+        #[arg(long, default_value = "")]
+        note: String,
+    },
+    /// A breaker's last transitions, newest first: when, from, to, why, and operators' notes.
+    History {
+        /// The breaker's name.
+        name: String,
+        /// How many (Redis keeps about 100).
+        #[arg(long, default_value_t = 20)]
+        count: usize,
     },
     /// Print transitions as they happen (all breakers, or the names given).
     Watch {
@@ -234,21 +251,22 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
             out.list(&statuses);
         }
         Command::Status { name } => out.status(&breaker(&client, name)?.status().await?),
-        Command::Open { name, duration } => {
+        Command::Open { name, duration, note } => {
             let b = breaker(&client, name)?;
-            b.force_open(*duration).await?;
+            b.force_open_noted(*duration, note).await?;
             out.control(&b.status().await?, "forced open", *duration);
         }
-        Command::Close { name, duration } => {
+        Command::Close { name, duration, note } => {
             let b = breaker(&client, name)?;
-            b.force_close(*duration).await?;
+            b.force_close_noted(*duration, note).await?;
             out.control(&b.status().await?, "forced closed", *duration);
         }
-        Command::Reset { name } => {
+        Command::Reset { name, note } => {
             let b = breaker(&client, name)?;
-            b.reset().await?;
+            b.reset_noted(note).await?;
             out.control(&b.status().await?, "reset", None);
         }
+        Command::History { name, count } => out.history(&breaker(&client, name)?.history(*count).await?),
         Command::Watch { names } => return watch(&client, names, &out).await,
         Command::Exec(_) | Command::Completions { .. } => {}
         #[cfg(feature = "console")]

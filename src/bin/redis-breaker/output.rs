@@ -43,6 +43,34 @@ pub(crate) fn list_value(statuses: &[Status]) -> serde_json::Value {
 }
 
 impl Out {
+    /// `history`: one line per transition, newest first, or one JSON object.
+    pub(crate) fn history(&self, entries: &[redis_breaker::status::HistoryEntry]) {
+        if self.json {
+            line(json!({ "history": entries }));
+            return;
+        }
+        if entries.is_empty() {
+            line("no transitions recorded");
+            return;
+        }
+        line(format_args!(
+            "{:<24}  {:<13}  {:<13}  {:>5}  {:>5}  REASON",
+            "TIME (UTC)", "FROM", "TO", "EPOCH", "TRIPS"
+        ));
+        for e in entries {
+            let note = e.note.as_deref().map(|n| format!(" — note: {n}")).unwrap_or_default();
+            line(format_args!(
+                "{:<24}  {:<13}  {:<13}  {:>5}  {:>5}  {}{note}",
+                utc(e.at_ms),
+                e.from,
+                e.to,
+                e.epoch,
+                e.trips,
+                e.reason
+            ));
+        }
+    }
+
     pub(crate) fn list(&self, statuses: &[Status]) {
         if self.json {
             line(list_value(statuses));
@@ -129,5 +157,32 @@ impl Out {
         }
         let retry = retry_after_ms.map(|ms| format!(" (retry after {ms}ms)")).unwrap_or_default();
         line(format_args!("{} {} -> {}{retry}: {}", e.name, from, e.to, e.reason));
+    }
+}
+
+/// A time in ms since the Unix epoch as `YYYY-MM-DD HH:MM:SS.mmm` (UTC).
+fn utc(ms: u64) -> String {
+    let (secs, millis) = (ms / 1000, ms % 1000);
+    let (days, rest) = (secs / 86_400, secs % 86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days as i64 + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!("{year:04}-{month:02}-{day:02} {:02}:{:02}:{:02}.{millis:03}", rest / 3600, rest % 3600 / 60, rest % 60)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn utc_dates() {
+        assert_eq!(super::utc(0), "1970-01-01 00:00:00.000");
+        assert_eq!(super::utc(951_782_400_000), "2000-02-29 00:00:00.000");
+        assert_eq!(super::utc(1_795_662_455_831), "2026-11-26 03:07:35.831");
     }
 }

@@ -51,9 +51,12 @@ function button(label, cls, onClick) {
   return b;
 }
 
-async function write(name, action, duration) {
+async function write(name, action, duration, note) {
+  const query = new URLSearchParams();
+  if (duration) query.set('for', duration);
+  if (note) query.set('note', note);
   let url = '/api/breakers/' + encodeURIComponent(name) + '/' + action;
-  if (duration) url += '?for=' + encodeURIComponent(duration);
+  if (query.toString()) url += '?' + query.toString();
   const r = await fetch(url, { method: 'POST', headers: headers() });
   if (!r.ok) {
     const body = await r.json().catch(() => ({ error: r.statusText }));
@@ -69,16 +72,53 @@ function actions(row, b) {
   td.appendChild(button('Force open…', 'danger', () => {
     const d = prompt('Force "' + b.name + '" open for the whole fleet.\nFor how long (e.g. 30s, 5m)? Empty: until reset.', '5m');
     if (d === null) return;
-    if (confirm('Force "' + b.name + '" open' + (d ? ' for ' + d : ' until reset') + '? Every process will reject its calls.')) write(b.name, 'open', d);
+    const note = prompt('A note for the history (optional), e.g. "deploy 4711 rollback":', '');
+    if (note === null) return;
+    if (confirm('Force "' + b.name + '" open' + (d ? ' for ' + d : ' until reset') + '? Every process will reject its calls.')) write(b.name, 'open', d, note);
   }));
   td.appendChild(button('Force close…', '', () => {
     const d = prompt('Force "' + b.name + '" closed (it never trips).\nFor how long? Empty: until reset.', '5m');
     if (d === null) return;
-    if (confirm('Force "' + b.name + '" closed' + (d ? ' for ' + d : ' until reset') + '?')) write(b.name, 'close', d);
+    const note = prompt('A note for the history (optional):', '');
+    if (note === null) return;
+    if (confirm('Force "' + b.name + '" closed' + (d ? ' for ' + d : ' until reset') + '?')) write(b.name, 'close', d, note);
   }));
   td.appendChild(button('Reset', '', () => {
     if (confirm('Reset "' + b.name + '" to closed (failures, trips and probes cleared)?')) write(b.name, 'reset');
   }));
+  const h = document.createElement('button');
+  h.type = 'button';
+  h.textContent = 'History';
+  h.addEventListener('click', () => showHistory(b.name));
+  td.appendChild(h);
+}
+
+async function showHistory(name) {
+  const section = $('history');
+  try {
+    const body = await get('/api/breakers/' + encodeURIComponent(name) + '/history');
+    $('history-name').textContent = name;
+    const rows = $('history-rows');
+    rows.replaceChildren();
+    for (const e of body.history) {
+      const row = document.createElement('tr');
+      cell(row, new Date(e.at_ms).toISOString().replace('T', ' ').slice(0, 19), 'num');
+      cell(row, e.from.replace('_', ' '));
+      const to = cell(row, '');
+      const badge = document.createElement('span');
+      badge.className = 'state state-' + e.to;
+      badge.textContent = e.to.replace('_', ' ');
+      to.appendChild(badge);
+      cell(row, e.reason || '-', 'reason');
+      cell(row, e.note || '', 'reason');
+      cell(row, String(e.epoch), 'num');
+      rows.appendChild(row);
+    }
+    $('history-empty').hidden = body.history.length !== 0;
+    section.hidden = false;
+  } catch (err) {
+    notice(err.message, true);
+  }
 }
 
 function render() {

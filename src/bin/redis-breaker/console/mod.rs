@@ -45,6 +45,9 @@ pub(crate) struct ServeArgs {
     /// Alert on a breaker open (or forced open) for longer than this.
     #[arg(long, default_value = "5m", value_parser = crate::duration)]
     alert_open: Duration,
+    /// Alert on a breaker that opened more than this many times in the last hour (flapping).
+    #[arg(long, default_value_t = 5)]
+    alert_flaps: u64,
 }
 
 /// What every request shares.
@@ -53,6 +56,7 @@ struct App {
     token: Option<Vec<u8>>,
     auth_reads: bool,
     alert_open: Duration,
+    alert_flaps: u64,
 }
 
 /// Breakers read from Redis at once (each a script call on one multiplexed connection, so the
@@ -60,6 +64,8 @@ struct App {
 const READS_IN_FLIGHT: usize = 64;
 /// The longest request body accepted (writes carry their arguments in the query).
 const BODY_LIMIT: usize = 1024;
+/// History entries read per breaker (Redis keeps about 100).
+const HISTORY_READ: usize = 100;
 /// The shortest token accepted.
 const TOKEN_MIN: usize = 16;
 
@@ -85,7 +91,13 @@ pub(crate) async fn serve(client: Client, args: &ServeArgs) -> Result<ExitCode, 
     };
     let writes = if token.is_some() { "writes need the token" } else { "read-only: no token" };
     eprintln!("redis-breaker: console on http://{} ({scope}; {writes})", listener.local_addr().unwrap_or(args.listen));
-    let app = Arc::new(App { client, token, auth_reads: args.auth_reads, alert_open: args.alert_open });
+    let app = Arc::new(App {
+        client,
+        token,
+        auth_reads: args.auth_reads,
+        alert_open: args.alert_open,
+        alert_flaps: args.alert_flaps,
+    });
     let router = router(app);
     let server = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(async {
@@ -120,6 +132,7 @@ fn router(app: Arc<App>) -> Router {
         .route("/api/info", get(info))
         .route("/api/breakers", get(list))
         .route("/api/breakers/{name}", get(one))
+        .route("/api/breakers/{name}/history", get(history))
         .route("/api/breakers/{name}/{action}", post(control))
         .route("/api/events", get(events))
         .route("/api/alerts", get(alerts))
@@ -256,6 +269,20 @@ async fn one(AxumState(app): AxumState<Arc<App>>, headers: HeaderMap, Path(name)
 struct ControlQuery {
     #[serde(rename = "for")]
     duration: Option<String>,
+    /// The operator's note for the history.
+    note: Option<String>,
+}
+
+/// The transitions Redis keeps for one breaker (about 100), newest first.
+async fn history(AxumState(app): AxumState<Arc<App>>, headers: HeaderMap, Path(name): Path<String>) -> Response {
+    if let Some(r) = refused_read(&app, &headers) {
+        return r;
+    }
+    let read = async { app.client.breaker(&name, redis_breaker::Config::default())?.history(HISTORY_READ).await };
+    match read.await {
+        Ok(entries) => hardened(Json(json!({ "history": entries })).into_response()),
+        Err(e) => store_error(&e),
+    }
 }
 
 async fn control(
@@ -284,16 +311,17 @@ async fn control(
         Ok(b) => b,
         Err(e) => return store_error(&StoreError::from(e)),
     };
+    let note = query.note.unwrap_or_default();
     let done = match action.as_str() {
-        "open" => b.force_open(duration).await,
-        "close" => b.force_close(duration).await,
-        "reset" => b.reset().await,
+        "open" => b.force_open_noted(duration, &note).await,
+        "close" => b.force_close_noted(duration, &note).await,
+        "reset" => b.reset_noted(&note).await,
         _ => return error(StatusCode::NOT_FOUND, "the actions are open, close and reset"),
     };
     let for_ms = duration.map(|d| d.as_millis() as u64);
     match done {
         Ok(_) => {
-            tracing::info!(breaker = %name, action = %action, for_ms, %peer, "console write");
+            tracing::info!(breaker = %name, action = %action, for_ms, note = %note, %peer, "console write");
             match b.status().await {
                 Ok(s) => hardened(Json(s).into_response()),
                 Err(e) => store_error(&e),
@@ -327,6 +355,40 @@ pub(crate) struct Alert {
     breaker: String,
     kind: &'static str,
     message: String,
+}
+
+/// Opens in the last hour, per breaker, from the history of each breaker that opened more than
+/// `flaps` times in all (the metrics hash): the others cannot be flapping.
+async fn recent_opens(app: &App, all: &[Status], now_ms: u64) -> Result<Vec<(String, u64)>, StoreError> {
+    let hour_ago = now_ms.saturating_sub(3_600_000);
+    let mut candidates = Vec::new();
+    for s in all {
+        if s.metrics.opened > app.alert_flaps {
+            candidates.push(s.name.clone());
+        }
+    }
+    let reads = futures_util::stream::iter(candidates).map(|name| async move {
+        let entries = app.client.breaker(&name, redis_breaker::Config::default())?.history(HISTORY_READ).await?;
+        let opens = entries.iter().filter(|e| e.to == "open" && e.at_ms >= hour_ago).count() as u64;
+        Ok::<_, StoreError>((name, opens))
+    });
+    reads.buffer_unordered(READS_IN_FLIGHT).collect::<Vec<_>>().await.into_iter().collect()
+}
+
+/// Every alert that holds: the rules over the statuses, and flapping over the history.
+async fn all_alerts(app: &App, all: &[Status]) -> Result<Vec<Alert>, StoreError> {
+    let now = now_ms();
+    let mut alerts = alert_rules(all, app.alert_open, now);
+    for (name, opens) in recent_opens(app, all, now).await? {
+        if opens > app.alert_flaps {
+            alerts.push(Alert {
+                breaker: name,
+                kind: "flapping",
+                message: format!("opened {opens} times in the last hour (alert above {})", app.alert_flaps),
+            });
+        }
+    }
+    Ok(alerts)
 }
 
 /// The alert rules over the breakers' statuses, at `now_ms` (this machine's clock).
@@ -371,8 +433,12 @@ async fn alerts(AxumState(app): AxumState<Arc<App>>, headers: HeaderMap) -> Resp
     if let Some(r) = refused_read(&app, &headers) {
         return r;
     }
-    match statuses(&app).await {
-        Ok(all) => hardened(Json(json!({ "alerts": alert_rules(&all, app.alert_open, now_ms()) })).into_response()),
+    let read = async {
+        let all = statuses(&app).await?;
+        all_alerts(&app, &all).await
+    };
+    match read.await {
+        Ok(alerts) => hardened(Json(json!({ "alerts": alerts })).into_response()),
         Err(e) => store_error(&e),
     }
 }
@@ -382,9 +448,13 @@ async fn prometheus(AxumState(app): AxumState<Arc<App>>, headers: HeaderMap) -> 
         return r;
     }
     let started = std::time::Instant::now();
-    match statuses(&app).await {
-        Ok(all) => {
-            let alerts = alert_rules(&all, app.alert_open, now_ms());
+    let read = async {
+        let all = statuses(&app).await?;
+        let alerts = all_alerts(&app, &all).await?;
+        Ok::<_, StoreError>((all, alerts))
+    };
+    match read.await {
+        Ok((all, alerts)) => {
             let text = metrics::exposition(&all, &alerts, started.elapsed());
             hardened(([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response())
         }
