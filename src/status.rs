@@ -202,6 +202,9 @@ pub struct HistoryEntry {
     pub origin: String,
     /// An operator's note, for a forced state or a reset made with one.
     pub note: Option<String>,
+    /// The config fingerprint of the process whose call caused it (`None` for an operator's
+    /// command): different ones within a short time mean processes with different configs.
+    pub config: Option<String>,
 }
 
 impl HistoryEntry {
@@ -219,6 +222,7 @@ impl HistoryEntry {
             trips: num("trips"),
             origin: get("origin").unwrap_or_default(),
             note: get("note"),
+            config: get("config"),
             id,
         }
     }

@@ -340,3 +340,52 @@ async fn history_notes_and_flapping_alerts() {
         "7 opens are not more than 7"
     );
 }
+
+#[tokio::test]
+async fn samples_feed_the_chart_and_processes_with_different_configs_raise_drift() {
+    let redis = private_redis().await;
+    let c = console(&redis, Some(TOKEN), &["--sample-every", "200ms"]);
+    let name = unique("con-drift");
+    let (one, two) = (library(&redis).await, library(&redis).await);
+    let config = |recovery| Config::builder().failure_threshold(1).base_recovery(recovery).build().unwrap();
+    let a = one.breaker(&name, config(Duration::from_secs(60))).unwrap();
+    a.execute(|| async { Ok::<(), ()>(()) }).await.unwrap();
+    one.flush().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    for _ in 0..5 {
+        a.execute(|| async { Ok::<(), ()>(()) }).await.unwrap();
+    }
+    let _ = a.execute(|| async { Err::<(), _>("down") }).await;
+    one.flush().await.unwrap();
+    a.reset().await.unwrap();
+    let b = two.breaker(&name, config(Duration::from_secs(90))).unwrap();
+    let _ = b.execute(|| async { Err::<(), _>("down") }).await;
+    assert_eq!(b.state(), State::Open);
+
+    let started = Instant::now();
+    let samples = loop {
+        let s = http(&c, "GET", &format!("/api/breakers/{name}/samples"), None).await.json();
+        let samples = s["samples"].as_array().unwrap().clone();
+        if samples.last().is_some_and(|l| l["failures"] == 2) && samples.len() >= 3 {
+            break samples;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "samples: {s}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(samples[0]["calls"], 1, "the first sample: {samples:?}");
+    let at: Vec<u64> = samples.iter().map(|s| s["at_ms"].as_u64().unwrap()).collect();
+    assert!(at.windows(2).all(|w| w[0] < w[1]), "oldest first: {at:?}");
+    assert_eq!(http(&c, "GET", "/api/breakers/a%20b/samples", None).await.status, 400);
+
+    let alerts = http(&c, "GET", "/api/alerts", None).await.json();
+    let drift: Vec<&serde_json::Value> =
+        alerts["alerts"].as_array().unwrap().iter().filter(|a| a["kind"] == "config_drift").collect();
+    assert_eq!(drift.len(), 1, "{alerts}");
+    assert_eq!(drift[0]["breaker"], name.as_str());
+    assert!(drift[0]["message"].as_str().unwrap().contains("2 configs"), "{alerts}");
+    let history = a.history(10).await.unwrap();
+    let configs: Vec<Option<&str>> = history.iter().map(|e| e.config.as_deref()).collect();
+    assert_eq!(configs.len(), 3, "trip, reset, trip: {history:?}");
+    assert_eq!(configs[1], None, "an operator's reset carries no config");
+    assert_ne!(configs[0], configs[2], "each trip names its process's config");
+}

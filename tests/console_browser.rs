@@ -36,7 +36,7 @@ fn console(redis: &TestRedis) -> (Running, u16) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_redis-breaker"))
         .env("REDIS_URL", &redis.url)
         .env("REDIS_BREAKER_TOKEN", TOKEN)
-        .args(["serve", "--listen", "127.0.0.1:0"])
+        .args(["serve", "--listen", "127.0.0.1:0", "--sample-every", "200ms"])
         .stderr(Stdio::piped())
         .stdout(Stdio::null())
         .spawn()
@@ -210,6 +210,17 @@ async fn the_page_lists_breakers_follows_trips_live_forces_open_and_shows_hostil
         assert!(started.elapsed() < Duration::from_secs(10), "the history panel never showed");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
+
+    // The last day's timeline (a segment per state) and the chart drawn from the samples.
+    let drawn: Value = browser
+        .execute(
+            "return [document.querySelectorAll('#timeline rect.seg-forced_open').length, \
+                     document.querySelectorAll('#chart polyline').length];",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(drawn, json!([1, 2]), "timeline and chart");
 
     let png = browser.screenshot().await.unwrap();
     let path = std::env::temp_dir().join(format!("redis-breaker-console-{}.png", std::process::id()));

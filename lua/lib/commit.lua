@@ -149,6 +149,11 @@ local function commit(S, c)
       entry[#entry + 1] = 'note'
       entry[#entry + 1] = c.note
     end
+    -- The config fingerprint of the process that caused it (an operator's command has none).
+    if not S.keep_config then
+      entry[#entry + 1] = 'config'
+      entry[#entry + 1] = c.fingerprint
+    end
     local added = rpcall(unpack(entry))
     if type(added) == 'table' and added.err and string.sub(added.err, 1, 9) == 'WRONGTYPE' then
       rcall('DEL', KEYS[5])

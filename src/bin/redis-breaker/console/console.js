@@ -93,10 +93,77 @@ function actions(row, b) {
   td.appendChild(h);
 }
 
+const SVG = 'http://www.w3.org/2000/svg';
+
+function svgEl(kind, attrs) {
+  const el = document.createElementNS(SVG, kind);
+  for (const [k, v] of Object.entries(attrs)) el.setAttribute(k, String(v));
+  return el;
+}
+
+// The last day as a bar: one segment per state, coloured as the table's badges.
+function drawTimeline(history) {
+  const now = Date.now();
+  const from = now - 24 * 3600 * 1000;
+  const svg = svgEl('svg', { viewBox: '0 0 1000 30', preserveAspectRatio: 'none', class: 'timeline', role: 'img' });
+  const title = svgEl('title', {});
+  title.textContent = 'states over the last day (left: 24h ago, right: now)';
+  svg.appendChild(title);
+  const entries = history.slice().reverse().filter((e) => e.at_ms >= from);
+  const x = (t) => ((Math.max(t, from) - from) / (now - from)) * 1000;
+  let state = entries.length ? entries[0].from : (history.length ? history[0].to : 'closed');
+  let start = from;
+  for (const e of entries.concat([{ at_ms: now, to: null }])) {
+    // A state held for seconds still shows: at least 3 units (of 1000) wide, drawn over its neighbour.
+    const width = Math.max(x(e.at_ms) - x(start), state === 'closed' ? 0.5 : 3);
+    const seg = svgEl('rect', { x: Math.min(x(start), 1000 - width), y: 4, width, height: 22, class: 'seg seg-' + state });
+    const tip = svgEl('title', {});
+    tip.textContent = state.replace('_', ' ') + ' from ' + new Date(start).toISOString().slice(11, 19) + ' UTC';
+    seg.appendChild(tip);
+    svg.appendChild(seg);
+    if (e.to) { state = e.to; start = e.at_ms; }
+  }
+  $('timeline').replaceChildren(svg);
+}
+
+// Calls and failures per sampling interval over the last hour, from the console's samples of
+// the cumulative counters.
+function drawChart(samples) {
+  const box = $('chart');
+  if (samples.length < 2) {
+    box.textContent = 'The chart fills as the console samples the counters (once a minute).';
+    return;
+  }
+  const points = [];
+  for (let i = 1; i < samples.length; i++) {
+    const a = samples[i - 1], b = samples[i];
+    points.push({ t: b.at_ms, calls: Math.max(b.calls - a.calls, 0), failures: Math.max(b.failures - a.failures, 0) });
+  }
+  const t0 = points[0].t, t1 = Math.max(points[points.length - 1].t, t0 + 1);
+  const top = Math.max(1, ...points.map((p) => p.calls));
+  const x = (t) => 40 + ((t - t0) / (t1 - t0)) * 950;
+  const y = (v) => 110 - (v / top) * 100;
+  const svg = svgEl('svg', { viewBox: '0 0 1000 130', preserveAspectRatio: 'none', class: 'chart', role: 'img' });
+  const title = svgEl('title', {});
+  title.textContent = 'calls (blue) and failures (red) per sample over the last hour';
+  svg.appendChild(title);
+  svg.appendChild(svgEl('line', { x1: 40, y1: 110, x2: 990, y2: 110, class: 'axis' }));
+  const label = (text, ly) => { const t = svgEl('text', { x: 36, y: ly, class: 'label', 'text-anchor': 'end' }); t.textContent = text; svg.appendChild(t); };
+  label(String(top), 14);
+  label('0', 114);
+  for (const [key, cls] of [['calls', 'line-calls'], ['failures', 'line-failures']]) {
+    svg.appendChild(svgEl('polyline', { points: points.map((p) => x(p.t) + ',' + y(p[key])).join(' '), class: cls }));
+  }
+  box.replaceChildren(svg);
+}
+
 async function showHistory(name) {
   const section = $('history');
   try {
     const body = await get('/api/breakers/' + encodeURIComponent(name) + '/history');
+    const sampled = await get('/api/breakers/' + encodeURIComponent(name) + '/samples');
+    drawTimeline(body.history);
+    drawChart(sampled.samples);
     $('history-name').textContent = name;
     const rows = $('history-rows');
     rows.replaceChildren();

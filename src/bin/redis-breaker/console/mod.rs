@@ -22,6 +22,7 @@ use redis_breaker::status::Status;
 use redis_breaker::{Client, StoreError, duration};
 use serde::Deserialize;
 use serde_json::json;
+use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -48,6 +49,19 @@ pub(crate) struct ServeArgs {
     /// Alert on a breaker that opened more than this many times in the last hour (flapping).
     #[arg(long, default_value_t = 5)]
     alert_flaps: u64,
+    /// How often the console samples every breaker's metrics hash for the page's charts (it
+    /// keeps an hour of samples in memory).
+    #[arg(long, default_value = "1m", value_parser = crate::duration, hide = true)]
+    sample_every: Duration,
+}
+
+/// One sample of a breaker's cumulative counters.
+#[derive(Debug, Clone, Copy, serde::Serialize)]
+struct Sample {
+    at_ms: u64,
+    calls: u64,
+    failures: u64,
+    rejected: u64,
 }
 
 /// What every request shares.
@@ -57,6 +71,10 @@ struct App {
     auth_reads: bool,
     alert_open: Duration,
     alert_flaps: u64,
+    /// An hour of samples per breaker, oldest first.
+    samples: std::sync::Mutex<HashMap<String, VecDeque<Sample>>>,
+    /// How many samples make an hour.
+    samples_kept: usize,
 }
 
 /// Breakers read from Redis at once (each a script call on one multiplexed connection, so the
@@ -97,7 +115,10 @@ pub(crate) async fn serve(client: Client, args: &ServeArgs) -> Result<ExitCode, 
         auth_reads: args.auth_reads,
         alert_open: args.alert_open,
         alert_flaps: args.alert_flaps,
+        samples: std::sync::Mutex::new(HashMap::new()),
+        samples_kept: usize::try_from(3600 / args.sample_every.as_secs().max(1)).unwrap_or(60) + 1,
     });
+    tokio::spawn(sample_loop(Arc::downgrade(&app), args.sample_every.max(Duration::from_millis(100))));
     let router = router(app);
     let server = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(async {
@@ -133,6 +154,7 @@ fn router(app: Arc<App>) -> Router {
         .route("/api/breakers", get(list))
         .route("/api/breakers/{name}", get(one))
         .route("/api/breakers/{name}/history", get(history))
+        .route("/api/breakers/{name}/samples", get(samples))
         .route("/api/breakers/{name}/{action}", post(control))
         .route("/api/events", get(events))
         .route("/api/alerts", get(alerts))
@@ -273,6 +295,48 @@ struct ControlQuery {
     note: Option<String>,
 }
 
+/// Samples every breaker's counters every `every`, keeping an hour of them, for as long as the
+/// console runs. A round Redis cannot answer is skipped.
+async fn sample_loop(app: std::sync::Weak<App>, every: Duration) {
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let Some(app) = app.upgrade() else { return };
+        let Ok(all) = statuses(&app).await else { continue };
+        let at_ms = now_ms();
+        let mut samples = app.samples.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        samples.retain(|name, _| all.iter().any(|s| &s.name == name));
+        for s in &all {
+            let m = &s.metrics;
+            let kept = samples.entry(s.name.clone()).or_default();
+            kept.push_back(Sample { at_ms, calls: m.calls, failures: m.failures, rejected: m.rejected });
+            while kept.len() > app.samples_kept {
+                kept.pop_front();
+            }
+        }
+    }
+}
+
+/// The console's samples of one breaker's counters over the last hour, oldest first (the
+/// counters are cumulative: the page draws the differences).
+async fn samples(AxumState(app): AxumState<Arc<App>>, headers: HeaderMap, Path(name): Path<String>) -> Response {
+    if let Some(r) = refused_read(&app, &headers) {
+        return r;
+    }
+    if let Err(e) = redis_breaker::name::validate_name(&name) {
+        return error(StatusCode::BAD_REQUEST, e.to_string());
+    }
+    let kept: Vec<Sample> = app
+        .samples
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .get(&name)
+        .map(|k| k.iter().copied().collect())
+        .unwrap_or_default();
+    hardened(Json(json!({ "samples": kept })).into_response())
+}
+
 /// The transitions Redis keeps for one breaker (about 100), newest first.
 async fn history(AxumState(app): AxumState<Arc<App>>, headers: HeaderMap, Path(name): Path<String>) -> Response {
     if let Some(r) = refused_read(&app, &headers) {
@@ -357,37 +421,60 @@ pub(crate) struct Alert {
     message: String,
 }
 
-/// Opens in the last hour, per breaker, from the history of each breaker that opened more than
-/// `flaps` times in all (the metrics hash): the others cannot be flapping.
-async fn recent_opens(app: &App, all: &[Status], now_ms: u64) -> Result<Vec<(String, u64)>, StoreError> {
-    let hour_ago = now_ms.saturating_sub(3_600_000);
-    let mut candidates = Vec::new();
+/// The alerts the history tells, for each breaker that ever made a transition: flapping (more
+/// than `alert_flaps` opens in the last hour) and config drift (the processes that caused the
+/// last day's transitions ran different configs).
+async fn history_alerts(app: &App, all: &[Status], now_ms: u64) -> Result<Vec<Alert>, StoreError> {
+    let (hour_ago, day_ago) = (now_ms.saturating_sub(3_600_000), now_ms.saturating_sub(86_400_000));
+    let mut names = Vec::new();
     for s in all {
-        if s.metrics.opened > app.alert_flaps {
-            candidates.push(s.name.clone());
+        if s.epoch > 0 {
+            names.push(s.name.clone());
         }
     }
-    let reads = futures_util::stream::iter(candidates).map(|name| async move {
+    let flaps = app.alert_flaps;
+    let reads = futures_util::stream::iter(names).map(|name| async move {
         let entries = app.client.breaker(&name, redis_breaker::Config::default())?.history(HISTORY_READ).await?;
+        let mut alerts = Vec::new();
         let opens = entries.iter().filter(|e| e.to == "open" && e.at_ms >= hour_ago).count() as u64;
-        Ok::<_, StoreError>((name, opens))
+        if opens > flaps {
+            alerts.push(Alert {
+                breaker: name.clone(),
+                kind: "flapping",
+                message: format!("opened {opens} times in the last hour (alert above {flaps})"),
+            });
+        }
+        let mut configs: Vec<&str> =
+            entries.iter().filter(|e| e.at_ms >= day_ago).filter_map(|e| e.config.as_deref()).collect();
+        configs.sort_unstable();
+        configs.dedup();
+        if configs.len() > 1 {
+            alerts.push(Alert {
+                breaker: name.clone(),
+                kind: "config_drift",
+                message: format!(
+                    "the last day's transitions came from processes with {} configs ({}): a rolling deploy, or a process with another config",
+                    configs.len(),
+                    configs.join(", ")
+                ),
+            });
+        }
+        Ok::<_, StoreError>(alerts)
     });
-    reads.buffer_unordered(READS_IN_FLIGHT).collect::<Vec<_>>().await.into_iter().collect()
+    let per_breaker: Vec<Result<Vec<Alert>, StoreError>> = reads.buffer_unordered(READS_IN_FLIGHT).collect().await;
+    let mut out = Vec::new();
+    for alerts in per_breaker {
+        out.extend(alerts?);
+    }
+    Ok(out)
 }
 
-/// Every alert that holds: the rules over the statuses, and flapping over the history.
+/// Every alert that holds: the rules over the statuses, and what the history tells.
 async fn all_alerts(app: &App, all: &[Status]) -> Result<Vec<Alert>, StoreError> {
     let now = now_ms();
     let mut alerts = alert_rules(all, app.alert_open, now);
-    for (name, opens) in recent_opens(app, all, now).await? {
-        if opens > app.alert_flaps {
-            alerts.push(Alert {
-                breaker: name,
-                kind: "flapping",
-                message: format!("opened {opens} times in the last hour (alert above {})", app.alert_flaps),
-            });
-        }
-    }
+    alerts.extend(history_alerts(app, all, now).await?);
+    alerts.sort_by(|a, b| (&a.breaker, a.kind).cmp(&(&b.breaker, b.kind)));
     Ok(alerts)
 }
 
