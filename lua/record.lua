@@ -6,6 +6,7 @@
 --   OWN+1 permit incarnation  OWN+2 permit epoch  OWN+3 probe id ('' when the permit holds no
 --   lease)  OWN+4 slow (0|1)  OWN+5 timed out (0|1)  OWN+6 fseq the permit's process had seen
 --   OWN+7 .. OWN+15 the caller's pending batch (see parse_batch in lib/batch.lua)
+--   OWN+16 a failure's one-line description for the history (0-200 bytes; '' = none)
 -- Reply: { verdict, state, incarnation, epoch, failures, fseq, remaining_ms, stored_config, reason }
 --   verdict: 'applied', or 'stale' when the outcome moved no state (its permit belongs to another
 --   incarnation or epoch, or its probe lease is gone). Metrics count both. A probe's own lease
@@ -28,6 +29,7 @@ local slow = int_arg(OWN + 4, 'slow', 0)
 local timed_out = int_arg(OWN + 5, 'timed out', 0)
 local p_fseq = int_arg(OWN + 6, 'permit fseq', 0)
 local batch = parse_batch(OWN + 7)
+if outcome == 'failure' then c.failure = str_arg(OWN + 16, 'failure description', 200, true) end
 if slow > 1 or timed_out > 1 then fail('flags') end
 local S = load(c)
 

@@ -275,6 +275,11 @@ impl Case {
                     timed_out: *timed_out && *outcome == RecordOutcome::Failure,
                     fseq: h.fseq,
                     batch: Batch::default(),
+                    description: if *outcome == RecordOutcome::Failure {
+                        format!("error in slot {slot}")
+                    } else {
+                        String::new()
+                    },
                 };
                 (Op::Record(record(h.redis_incarnation)), Op::Record(record(h.model_incarnation)), None, false)
             }
@@ -318,6 +323,11 @@ impl Case {
                 _ => None,
             };
             prop_assert_eq!(&entry.note, &note, "history note after {:?}", step);
+            let failure = match &op_redis {
+                Op::Record(r) if !r.description.is_empty() => Some(r.description.clone()),
+                _ => None,
+            };
+            prop_assert_eq!(&entry.failure, &failure, "history failure after {:?}", step);
         }
         let pair = (got.incarnation, want.incarnation);
         prop_assert_eq!(

@@ -55,6 +55,16 @@ impl Permit {
         self.finish(Outcome::Failure, false, false).await;
     }
 
+    /// Reports a failure with a one-line description of it (e.g. `"503 from payments-api"`),
+    /// which the breaker's [`history`](crate::Breaker::history) keeps when this failure opens
+    /// the breaker. Opt-in because error messages can hold secrets: give only what operators
+    /// may read. Control characters become spaces; at most 200 bytes are kept.
+    pub async fn failure_described(mut self, description: &str) {
+        if let Some(grant) = self.grant.take() {
+            self.breaker.finish(grant, Outcome::Failure, false, false, one_line(description)).await;
+        }
+    }
+
     /// Reports an outcome that says nothing about the downstream's health.
     pub async fn ignore(mut self) {
         self.finish(Outcome::Ignore, false, false).await;
@@ -70,9 +80,26 @@ impl Permit {
 
     async fn finish(&mut self, outcome: Outcome, slow: bool, timed_out: bool) {
         if let Some(grant) = self.grant.take() {
-            self.breaker.finish(grant, outcome, slow, timed_out).await;
+            self.breaker.finish(grant, outcome, slow, timed_out, String::new()).await;
         }
     }
+}
+
+/// The longest failure description kept.
+const MAX_DESCRIPTION: usize = 200;
+
+/// `text` on one line (control characters as spaces), cut to `MAX_DESCRIPTION` bytes at a
+/// character boundary.
+fn one_line(text: &str) -> String {
+    let mut out = String::with_capacity(text.len().min(MAX_DESCRIPTION));
+    for c in text.chars() {
+        let c = if c.is_control() { ' ' } else { c };
+        if out.len() + c.len_utf8() > MAX_DESCRIPTION {
+            break;
+        }
+        out.push(c);
+    }
+    out
 }
 
 impl Drop for Permit {
@@ -93,7 +120,7 @@ struct CallGuard<'b> {
 impl CallGuard<'_> {
     async fn finish(mut self, outcome: Outcome, slow: bool, timed_out: bool) {
         if let Some(grant) = self.grant.take() {
-            self.breaker.finish(grant, outcome, slow, timed_out).await;
+            self.breaker.finish(grant, outcome, slow, timed_out, String::new()).await;
         }
     }
 
@@ -274,7 +301,8 @@ impl Breaker {
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
                 let breaker = self.clone();
-                runtime.spawn(async move { breaker.finish(grant, Outcome::Failure, false, false).await });
+                runtime
+                    .spawn(async move { breaker.finish(grant, Outcome::Failure, false, false, String::new()).await });
             }
             Err(_) => self.release(grant),
         }
@@ -339,7 +367,7 @@ impl Breaker {
         }
     }
 
-    async fn finish(&self, grant: Grant, outcome: Outcome, slow: bool, timed_out: bool) {
+    async fn finish(&self, grant: Grant, outcome: Outcome, slow: bool, timed_out: bool, description: String) {
         self.inner.meters.outcome(outcome, timed_out);
         let kind = match outcome {
             Outcome::Success => RecordOutcome::Success,
@@ -353,9 +381,15 @@ impl Breaker {
                 self.inner.pending.success(&view, slow);
             }
             Grant::Closed(view) => {
-                self.deliver(self.inner.record_args(kind, &view, String::new(), slow, timed_out)).await;
+                let mut record = self.inner.record_args(kind, &view, String::new(), slow, timed_out);
+                record.description = description;
+                self.deliver(record).await;
             }
-            Grant::Probe { view, id } => self.deliver(self.inner.record_args(kind, &view, id, slow, timed_out)).await,
+            Grant::Probe { view, id } => {
+                let mut record = self.inner.record_args(kind, &view, id, slow, timed_out);
+                record.description = description;
+                self.deliver(record).await;
+            }
             Grant::InProcess { view, probe } => {
                 // The pending batch stays pending: it goes to Redis when Redis is back.
                 self.inner.run_in_process(&Op::Record(view.record(kind, probe, slow, timed_out, Batch::default())));
@@ -392,4 +426,18 @@ impl Drop for RefreshClaim<'_> {
 
 fn view_of(reply: &Reply) -> View {
     View { incarnation: reply.incarnation, epoch: reply.epoch, failures: reply.failures, fseq: reply.fseq }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::one_line;
+
+    #[test]
+    fn a_failure_description_is_one_line_of_at_most_200_bytes() {
+        assert_eq!(one_line("503\nfrom\tupstream"), "503 from upstream");
+        let long = "é".repeat(150);
+        let cut = one_line(&long);
+        assert_eq!(cut.len(), 200, "cut at a character boundary");
+        assert!(long.starts_with(&cut));
+    }
 }

@@ -156,6 +156,9 @@ pub(crate) struct Record {
     pub(crate) timed_out: bool,
     pub(crate) fseq: u64,
     pub(crate) batch: Batch,
+    /// A failure's one-line description, given by the caller (`Permit::failure_described`),
+    /// for the history entry of a transition it causes; empty for none.
+    pub(crate) description: String,
 }
 
 impl Record {
@@ -170,6 +173,7 @@ impl Record {
             timed_out: false,
             fseq: 0,
             batch,
+            description: String::new(),
         }
     }
 

@@ -237,6 +237,7 @@ impl Scripts {
                     .arg(u8::from(r.timed_out))
                     .arg(r.fseq);
                 batch_args(&mut call, &r.batch);
+                call.arg(&r.description);
             }
             Op::Control { op, duration_ms, note } => {
                 call.arg(op.as_str()).arg(*duration_ms).arg(note);

@@ -51,6 +51,7 @@ impl View {
             timed_out,
             fseq: self.fseq,
             batch,
+            description: String::new(),
         }
     }
 }

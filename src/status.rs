@@ -202,6 +202,9 @@ pub struct HistoryEntry {
     pub origin: String,
     /// An operator's note, for a forced state or a reset made with one.
     pub note: Option<String>,
+    /// The description of the failure that caused it, when its caller gave one
+    /// ([`Permit::failure_described`](crate::Permit::failure_described)).
+    pub failure: Option<String>,
     /// The config fingerprint of the process whose call caused it (`None` for an operator's
     /// command): different ones within a short time mean processes with different configs.
     pub config: Option<String>,
@@ -223,6 +226,7 @@ impl HistoryEntry {
             origin: get("origin").unwrap_or_default(),
             note: get("note"),
             config: get("config"),
+            failure: get("failure"),
             id,
         }
     }

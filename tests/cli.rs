@@ -363,4 +363,13 @@ async fn history_lists_transitions_newest_first_with_operators_notes() {
     assert_eq!(state_hash(&redis, &name).await["state"], "closed", "nothing changed");
     let o = run(&redis, &["history", &unique("cli-no-history")]);
     assert_eq!((code(&o), stdout(&o).trim()), (0, "no transitions recorded"));
+
+    // `exec` describes the failure that trips the breaker: the command and its exit status.
+    let tripped = unique("cli-history-exec");
+    let o = run(&redis, &["exec", &tripped, "--failure-threshold", "1", "--", "sh", "-c", "exit 3"]);
+    assert_eq!(code(&o), 3);
+    let o = run(&redis, &["--json", "history", &tripped]);
+    let v: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert_eq!(v["history"][0]["to"], "open");
+    assert_eq!(v["history"][0]["failure"], "sh: exit status 3");
 }

@@ -107,7 +107,7 @@ local CONFIGS, CONFIG_COUNT, CONFIGS_MAX = {}, 0, 256
 local function validate_config()
   local base = int_arg(7, 'base_recovery', 1)
   local c = {
-    now = 0, clock_us = 0, rand = 0, channel = '', name = '', origin = '', shard_channel = '', note = '',
+    now = 0, clock_us = 0, rand = 0, channel = '', name = '', origin = '', shard_channel = '', note = '', failure = '',
     fingerprint = str_arg(3, 'config', 64, false),
     failure_threshold = int_arg(4, 'failure_threshold', 0),
     success_threshold = int_arg(5, 'success_threshold', 1),
@@ -165,5 +165,6 @@ local function parse_config()
   c.origin = str_arg(21, 'origin', 64, true)
   c.shard_channel = str_arg(22, 'shard channel', 512, true)
   c.note = ''
+  c.failure = ''
   return c
 end

@@ -149,6 +149,10 @@ local function commit(S, c)
       entry[#entry + 1] = 'note'
       entry[#entry + 1] = c.note
     end
+    if c.failure ~= '' then
+      entry[#entry + 1] = 'failure'
+      entry[#entry + 1] = c.failure
+    end
     -- The config fingerprint of the process that caused it (an operator's command has none).
     if not S.keep_config then
       entry[#entry + 1] = 'config'

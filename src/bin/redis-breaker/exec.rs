@@ -164,7 +164,7 @@ pub(crate) async fn run(client: Client, args: &ExecArgs) -> Result<ExitCode, Fai
             _ = &mut deadline, if !interrupted => {
                 forward(pid, nix::sys::signal::Signal::SIGKILL);
                 let _ = child.kill().await;
-                permit.failure().await;
+                permit.failure_described(&format!("{program}: killed after {}ms (--call-timeout)", call_timeout.as_millis())).await;
                 let _ = client.shutdown().await;
                 eprintln!("redis-breaker: {program} ran longer than {}ms; killed", call_timeout.as_millis());
                 return Ok(ExitCode::from(EXIT_TIMEOUT));
@@ -181,7 +181,7 @@ pub(crate) async fn run(client: Client, args: &ExecArgs) -> Result<ExitCode, Fai
     } else if code == 0 || args.success_codes.contains(&code) {
         permit.success().await;
     } else {
-        permit.failure().await;
+        permit.failure_described(&format!("{program}: exit status {code}")).await;
     }
     let _ = client.shutdown().await;
     Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))

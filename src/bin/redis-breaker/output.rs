@@ -58,7 +58,10 @@ impl Out {
             "TIME (UTC)", "FROM", "TO", "EPOCH", "TRIPS"
         ));
         for e in entries {
-            let note = e.note.as_deref().map(|n| format!(" — note: {n}")).unwrap_or_default();
+            let mut note = e.note.as_deref().map(|n| format!(" — note: {n}")).unwrap_or_default();
+            if let Some(failure) = &e.failure {
+                note.push_str(&format!(" — failure: {failure}"));
+            }
             line(format_args!(
                 "{:<24}  {:<13}  {:<13}  {:>5}  {:>5}  {}{note}",
                 utc(e.at_ms),

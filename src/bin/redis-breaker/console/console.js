@@ -177,7 +177,7 @@ async function showHistory(name) {
       badge.textContent = e.to.replace('_', ' ');
       to.appendChild(badge);
       cell(row, e.reason || '-', 'reason');
-      cell(row, e.note || '', 'reason');
+      cell(row, [e.note, e.failure && 'failure: ' + e.failure].filter(Boolean).join(' · '), 'reason');
       cell(row, String(e.epoch), 'num');
       rows.appendChild(row);
     }
