@@ -389,3 +389,27 @@ async fn samples_feed_the_chart_and_processes_with_different_configs_raise_drift
     assert_eq!(configs[1], None, "an operator's reset carries no config");
     assert_ne!(configs[0], configs[2], "each trip names its process's config");
 }
+
+#[tokio::test]
+async fn a_breaker_open_longer_than_alert_open_raises_an_alert_and_a_gauge() {
+    let redis = private_redis().await;
+    let client = library(&redis).await;
+    let name = unique("con-long-open");
+    let trips = Config::builder().failure_threshold(1).base_recovery(Duration::from_secs(300)).build().unwrap();
+    let b = client.breaker(&name, trips).unwrap();
+    let _ = b.execute(|| async { Err::<(), _>("down") }).await;
+    assert_eq!(b.state(), State::Open);
+    let c = console(&redis, None, &["--alert-open", "300ms"]);
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let alerts = http(&c, "GET", "/api/alerts", None).await.json();
+    let long: Vec<&serde_json::Value> =
+        alerts["alerts"].as_array().unwrap().iter().filter(|a| a["kind"] == "open_too_long").collect();
+    assert_eq!(long.len(), 1, "{alerts}");
+    assert!(long[0]["message"].as_str().unwrap().starts_with("open for "), "{alerts}");
+    let m = http(&c, "GET", "/metrics", None).await;
+    assert!(
+        m.body.contains(&format!(r#"redis_breaker_alert{{breaker="{name}",kind="open_too_long"}} 1"#)),
+        "{}",
+        m.body
+    );
+}
