@@ -82,22 +82,12 @@ async fn http(c: &Console, method: &str, path: &str, token: Option<&str>) -> Ans
         .filter_map(|l| l.split_once(':'))
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
         .collect::<HashMap<_, _>>();
-    let body =
-        if headers.get("transfer-encoding").is_some_and(|v| v == "chunked") { dechunk(body) } else { body.to_string() };
+    let body = if headers.get("transfer-encoding").is_some_and(|v| v == "chunked") {
+        support::wire::dechunk(body)
+    } else {
+        body.to_string()
+    };
     Answer { status, headers, body }
-}
-
-fn dechunk(mut s: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = s.split_once("\r\n") {
-        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-        if n == 0 || rest.len() < n {
-            break;
-        }
-        out.push_str(&rest[..n]);
-        s = rest[n..].trim_start_matches("\r\n");
-    }
-    out
 }
 
 async fn library(redis: &TestRedis) -> Client {

@@ -4,6 +4,7 @@
 
 pub mod server;
 mod test_redis;
+pub mod wire;
 
 use std::time::Duration;
 pub use test_redis::*;

@@ -34,7 +34,7 @@ async fn request(port: u16, method: &str, path: &str, body: Option<&Value>) -> R
         loop {
             let n = s.read(&mut buf).await.map_err(|e| e.to_string())?;
             raw.extend_from_slice(&buf[..n]);
-            if n == 0 || complete(&raw) {
+            if n == 0 || crate::support::wire::complete(&raw) {
                 return Ok::<(), String>(());
             }
         }
@@ -43,36 +43,12 @@ async fn request(port: u16, method: &str, path: &str, body: Option<&Value>) -> R
     let text = String::from_utf8_lossy(&raw);
     let (head, rest) = text.split_once("\r\n\r\n").ok_or("not HTTP")?;
     let chunked = head.to_ascii_lowercase().contains("transfer-encoding: chunked");
-    let body = if chunked { dechunk(rest) } else { rest.to_string() };
+    let body = if chunked { crate::support::wire::dechunk(rest) } else { rest.to_string() };
     let reply: Value = serde_json::from_str(&body).map_err(|e| format!("{method} {path}: {e}: {body}"))?;
     match reply["value"].get("error") {
         Some(error) => Err(format!("{method} {path}: {error}: {}", reply["value"]["message"])),
         None => Ok(reply["value"].clone()),
     }
-}
-
-/// Whether `raw` holds a whole answer: headers, then Content-Length bytes or the last chunk.
-fn complete(raw: &[u8]) -> bool {
-    let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") else { return false };
-    let head = String::from_utf8_lossy(&raw[..end]).to_ascii_lowercase();
-    let body = &raw[end + 4..];
-    if let Some(len) = head.lines().find_map(|l| l.strip_prefix("content-length:")) {
-        return len.trim().parse::<usize>().is_ok_and(|n| body.len() >= n);
-    }
-    body.ends_with(b"0\r\n\r\n")
-}
-
-fn dechunk(mut s: &str) -> String {
-    let mut out = String::new();
-    while let Some((size, rest)) = s.split_once("\r\n") {
-        let n = usize::from_str_radix(size.trim(), 16).unwrap_or(0);
-        if n == 0 || rest.len() < n {
-            break;
-        }
-        out.push_str(&rest[..n]);
-        s = rest[n..].trim_start_matches("\r\n");
-    }
-    out
 }
 
 impl Browser {

@@ -3,7 +3,7 @@
 //! The counters are what Redis holds for the whole fleet, which no single process's `metrics`
 //! facade has; hence the `redis_breaker_fleet_` prefix.
 
-use super::Alert;
+use super::alerts::Alert;
 use prometheus_client::encoding::text::encode;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;

@@ -7,7 +7,10 @@
 //! CORS headers; breaker names are text on the page, never markup; the page loads nothing from
 //! elsewhere and is served with a strict Content-Security-Policy.
 
+mod alerts;
 mod metrics;
+
+use alerts::{all_alerts, now_ms};
 
 use crate::Failure;
 use crate::output;
@@ -27,7 +30,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 /// Options of `serve`.
 #[derive(Debug, clap::Args)]
@@ -411,109 +414,6 @@ async fn events(AxumState(app): AxumState<Arc<App>>, headers: HeaderMap) -> Resp
         Some((Ok::<_, std::convert::Infallible>(SseEvent::default().event("transition").data(data)), s))
     });
     hardened(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(10))).into_response())
-}
-
-/// One alert: which breaker, which rule, and why in one line.
-#[derive(Debug, serde::Serialize)]
-pub(crate) struct Alert {
-    breaker: String,
-    kind: &'static str,
-    message: String,
-}
-
-/// The alerts the history tells, for each breaker that ever made a transition: flapping (more
-/// than `alert_flaps` opens in the last hour) and config drift (the processes that caused the
-/// last day's transitions ran different configs).
-async fn history_alerts(app: &App, all: &[Status], now_ms: u64) -> Result<Vec<Alert>, StoreError> {
-    let (hour_ago, day_ago) = (now_ms.saturating_sub(3_600_000), now_ms.saturating_sub(86_400_000));
-    let mut names = Vec::new();
-    for s in all {
-        if s.epoch > 0 {
-            names.push(s.name.clone());
-        }
-    }
-    let flaps = app.alert_flaps;
-    let reads = futures_util::stream::iter(names).map(|name| async move {
-        let entries = app.client.breaker(&name, redis_breaker::Config::default())?.history(HISTORY_READ).await?;
-        let mut alerts = Vec::new();
-        let opens = entries.iter().filter(|e| e.to == "open" && e.at_ms >= hour_ago).count() as u64;
-        if opens > flaps {
-            alerts.push(Alert {
-                breaker: name.clone(),
-                kind: "flapping",
-                message: format!("opened {opens} times in the last hour (alert above {flaps})"),
-            });
-        }
-        let mut configs: Vec<&str> =
-            entries.iter().filter(|e| e.at_ms >= day_ago).filter_map(|e| e.config.as_deref()).collect();
-        configs.sort_unstable();
-        configs.dedup();
-        if configs.len() > 1 {
-            alerts.push(Alert {
-                breaker: name.clone(),
-                kind: "config_drift",
-                message: format!(
-                    "the last day's transitions came from processes with {} configs ({}): a rolling deploy, or a process with another config",
-                    configs.len(),
-                    configs.join(", ")
-                ),
-            });
-        }
-        Ok::<_, StoreError>(alerts)
-    });
-    let per_breaker: Vec<Result<Vec<Alert>, StoreError>> = reads.buffer_unordered(READS_IN_FLIGHT).collect().await;
-    let mut out = Vec::new();
-    for alerts in per_breaker {
-        out.extend(alerts?);
-    }
-    Ok(out)
-}
-
-/// Every alert that holds: the rules over the statuses, and what the history tells.
-async fn all_alerts(app: &App, all: &[Status]) -> Result<Vec<Alert>, StoreError> {
-    let now = now_ms();
-    let mut alerts = alert_rules(all, app.alert_open, now);
-    alerts.extend(history_alerts(app, all, now).await?);
-    alerts.sort_by(|a, b| (&a.breaker, a.kind).cmp(&(&b.breaker, b.kind)));
-    Ok(alerts)
-}
-
-/// The alert rules over the breakers' statuses, at `now_ms` (this machine's clock).
-fn alert_rules(all: &[Status], alert_open: Duration, now_ms: u64) -> Vec<Alert> {
-    use redis_breaker::State;
-    let mut out = Vec::new();
-    for s in all {
-        let open = matches!(s.state, State::Open | State::ForcedOpen);
-        let since = if s.opened_at_ms > 0 { s.opened_at_ms } else { s.changed_at_ms };
-        let for_ms = now_ms.saturating_sub(since);
-        if open && since > 0 && for_ms > alert_open.as_millis() as u64 {
-            out.push(Alert {
-                breaker: s.name.clone(),
-                kind: "open_too_long",
-                message: format!(
-                    "{} for {} (alert after {})",
-                    s.state,
-                    duration::format(Duration::from_millis(for_ms)),
-                    duration::format(alert_open)
-                ),
-            });
-        }
-        if matches!(s.state, State::ForcedOpen | State::ForcedClosed) && s.open_until_ms == 0 {
-            out.push(Alert {
-                breaker: s.name.clone(),
-                kind: "forced_without_end",
-                message: format!(
-                    "{} by an operator with no end: it stays so until reset",
-                    s.state.as_str().replace('_', " ")
-                ),
-            });
-        }
-    }
-    out
-}
-
-fn now_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_millis() as u64)
 }
 
 async fn alerts(AxumState(app): AxumState<Arc<App>>, headers: HeaderMap) -> Response {
