@@ -1,12 +1,12 @@
 -- redis-breaker: control — an operator's force_open, force_close and reset.
--- KEYS: state, probes, window, metrics, history (see lib/args.lua).
--- ARGV: 1..22 common (see lib/args.lua), then
---   OWN (23) op: 'force_open' | 'force_close' | 'reset'   OWN+1 duration_ms (0 = until reset)
+-- KEYS: state, probes, window, metrics, history, reporters (see lib/args.lua).
+-- ARGV: 1..23 common (see lib/args.lua), then
+--   OWN (24) op: 'force_open' | 'force_close' | 'reset'   OWN+1 duration_ms (0 = until reset)
 --   OWN+2 the operator's note for the history (0-200 bytes; '' = none)
 -- Reply: { 'ok', state, incarnation, epoch, failures, fseq, remaining_ms, stored_config, reason }
 -- Transitions: any -> forced_open (trips kept; after the duration it acts as an expired open);
 --   any -> forced_closed (never trips; after the duration, closed); any other state -> closed on
---   reset (failures, trips, probes and window cleared; metrics kept). Each is a new epoch. A reset
+--   reset (failures, trips, probes, window and the quorum's reporters cleared; metrics kept). Each is a new epoch. A reset
 --   of a closed breaker clears its failures and window and is no transition. The stored config
 --   fingerprint is kept (an operator is not a process with a config).
 local c = parse_config()
@@ -32,8 +32,10 @@ if op == 'reset' and S.state == 'closed' then
     S.dirty = true
   end
   clear_window(S, c)
+  S.reporters = 'clear'
 elseif op == 'reset' then
   close(S, c, REASON.reset)
+  S.reporters = 'clear'
 else
   local to = 'forced_open'
   local what = 'forced open'

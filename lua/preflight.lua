@@ -3,7 +3,9 @@
 -- missing permission is one clear error before anything is written, not a script that fails
 -- after it wrote the state. Reads and writes nothing. Its prelude: none.
 -- Needs redis.acl_check_cmd (Redis >= 7.0, Valkey); earlier servers answer 'unchecked'.
--- KEYS: state, probes, window, metrics, history (as in lib/args.lua).
+-- KEYS: state, probes, window, metrics, history, reporters (as in lib/args.lua). The commands
+--   only a quorum breaker runs on reporters (ZCOUNT, ZSCORE, ZREMRANGEBYSCORE, ZREM) are not
+--   asked: a user without them is refused at its first report, before anything is written.
 -- ARGV: 1 the channel events are published on ('' = none), 2 how: 'publish' or 'spublish',
 --   3 the record function of the crate's Functions library ('' = not asked).
 -- Reply: { verdict, server version ('' before 7.0: redis.REDIS_VERSION is new in 7.0), ... }:
@@ -23,9 +25,9 @@ local function check(...)
     denied[#denied + 1] = name
   end
 end
-local state, probes, window, metrics, history = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local state, probes, window, metrics, history, reporters = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 check('TIME')
-for _, key in ipairs({ state, probes, window, metrics, history }) do
+for _, key in ipairs({ state, probes, window, metrics, history, reporters }) do
   check('TYPE', key)
   check('DEL', key)
   check('PEXPIRE', key, 1)
@@ -36,6 +38,7 @@ check('HSET', state, 'state', 'closed')
 check('PERSIST', state)
 check('ZRANGE', probes, 0, -1, 'WITHSCORES')
 check('ZADD', probes, 1, 'p')
+check('ZADD', reporters, 1, 'c')
 check('HGETALL', window)
 check('HSET', window, 'len', 1)
 check('HDEL', window, 'b')
@@ -54,7 +57,7 @@ if ARGV[1] ~= '' then
   if ran and not allowed then reply[#reply + 1] = 'publish' end
 end
 if ARGV[3] and ARGV[3] ~= '' then
-  local ran, call = pcall(redis.acl_check_cmd, 'FCALL', ARGV[3], 5, state, probes, window, metrics, history)
+  local ran, call = pcall(redis.acl_check_cmd, 'FCALL', ARGV[3], 6, state, probes, window, metrics, history, reporters)
   local ran_load, load = pcall(redis.acl_check_cmd, 'FUNCTION', 'LOAD', 'code')
   if ran and call and ran_load and load then reply[#reply + 1] = 'functions' end
 end

@@ -1,19 +1,22 @@
 -- redis-breaker: record — report one call's outcome; batched counters ride along.
--- KEYS: state, probes, window, metrics, history (see lib/args.lua).
--- ARGV: 1..22 common (see lib/args.lua), then, from OWN (23):
+-- KEYS: state, probes, window, metrics, history, reporters (see lib/args.lua).
+-- ARGV: 1..23 common (see lib/args.lua), then, from OWN (24):
 --   OWN outcome: 'success' | 'failure' | 'ignore' | 'release' (a permit dropped with no outcome:
 --      frees its probe lease, counts nothing) | 'none' (a flush of the batch alone)
 --   OWN+1 permit incarnation  OWN+2 permit epoch  OWN+3 probe id ('' when the permit holds no
 --   lease)  OWN+4 slow (0|1)  OWN+5 timed out (0|1)  OWN+6 fseq the permit's process had seen
 --   OWN+7 .. OWN+15 the caller's pending batch (see parse_batch in lib/batch.lua)
 --   OWN+16 a failure's one-line description for the history (0-200 bytes; '' = none)
+--   OWN+17 the caller's report under the quorum rule: '' | 'failing' (its own breaker opened)
+--      | 'recovered' (it closed again); see `report` in lib/rules.lua
 -- Reply: { verdict, state, incarnation, epoch, failures, fseq, remaining_ms, stored_config, reason }
 --   verdict: 'applied', or 'stale' when the outcome moved no state (its permit belongs to another
 --   incarnation or epoch, or its probe lease is gone). Metrics count both. A probe's own lease
 --   is judged before expired ones are swept: one that outlived its lease still counts until
 --   another caller takes the slot; a 'release' of a lease still held frees it whatever epoch
 --   it names.
--- Transitions: closed -> open (consecutive, failure-rate or slow-call rule);
+-- Transitions: closed -> open (consecutive, failure-rate or slow-call rule; under a quorum, the
+--   quorum-th process reporting 'failing');
 --   half_open -> closed (success_threshold probe successes); half_open -> open (a probe failed,
 --   trips + 1); forced_closed -> closed when its time is up.
 local c = parse_config()
@@ -30,6 +33,8 @@ local timed_out = int_arg(OWN + 5, 'timed out', 0)
 local p_fseq = int_arg(OWN + 6, 'permit fseq', 0)
 local batch = parse_batch(OWN + 7)
 if outcome == 'failure' then c.failure = str_arg(OWN + 16, 'failure description', 200, true) end
+local action = str_arg(OWN + 17, 'report', 9, true)
+if action ~= '' and action ~= 'failing' and action ~= 'recovered' then fail('report') end
 if slow > 1 or timed_out > 1 then fail('flags') end
 local S = load(c)
 
@@ -88,6 +93,8 @@ if outcome ~= 'none' then
     verdict = 'stale'
   end
 end
+
+report(S, c, action)
 
 commit(S, c)
 return reply(S, c, verdict)

@@ -108,6 +108,11 @@ impl Breaker {
                 Err(e) => return Err(e),
             },
         };
+        // Under a quorum, a fleet that is no longer closed holds this process too.
+        if self.inner.own.is_some() && self.state() != State::Closed {
+            self.inner.fold_own();
+        }
+        let own = self.inner.own.as_ref().map(crate::quorum::OwnBreaker::state);
         Ok(Health {
             snapshot: self.snapshot(),
             store,
@@ -118,6 +123,9 @@ impl Breaker {
             client_id: self.inner.shared.id.clone(),
             shadow: self.inner.config.shadow,
             scripts: self.inner.shared.redis.as_ref().map_or("none", |r| r.script_mode()),
+            quorum: self.inner.config.quorum,
+            local_state: own.map(|(state, _)| state),
+            reporting: own.is_some_and(|(_, reporting)| reporting),
         })
     }
 

@@ -286,7 +286,7 @@ impl Client {
         let shared = Arc::new(Shared {
             config,
             redis,
-            in_process: InProcessStore::new(clock),
+            in_process: InProcessStore::new(clock, id.clone()),
             base: Instant::now(),
             id,
             subscribed_since: Default::default(),

@@ -43,6 +43,7 @@ pub struct Config {
     pub(crate) window: Duration,
     pub(crate) failure_expiry: Duration,
     pub(crate) shadow: bool,
+    pub(crate) quorum: u32,
 }
 
 impl Default for Config {
@@ -66,6 +67,7 @@ impl Default for Config {
             window: Config::DEFAULT_WINDOW,
             failure_expiry: Config::DEFAULT_FAILURE_EXPIRY,
             shadow: false,
+            quorum: 1,
         }
     }
 }
@@ -104,6 +106,7 @@ pub struct ConfigBuilder {
     #[serde(with = "serde_human::option")]
     failure_expiry: Option<Duration>,
     shadow: Option<bool>,
+    quorum: Option<u32>,
 }
 
 /// Writes a builder's setter and the built config's getter for each `Copy` field, with one doc
@@ -171,6 +174,17 @@ setters_and_getters! { ConfigBuilder => Config {
     /// each open epoch is logged and sent to subscribers as `EventKind::ShadowRejected`. Not
     /// part of the config fingerprint: shadow and enforcing processes decide alike.
     shadow: bool;
+    /// Distinct processes whose own calls must meet the trip rule before the whole fleet opens
+    /// (default 1: the fleet's outcomes together decide, one shared trip rule). With a quorum
+    /// above 1, each process applies the rules (consecutive failures, rates) to its own calls:
+    /// a process that meets them alone opens for itself only (its own backoff and probes,
+    /// [`EventKind::LocalOpen`](crate::EventKind::LocalOpen), [`Rejected::local`](crate::Rejected))
+    /// and reports itself in `<prefix>:{<name>}:reporters`; when `quorum` processes reported
+    /// within `window`, the fleet opens once, as it does with a quorum of 1. One bad node (its
+    /// own network path, a starved pod) then cannot open the breaker for the healthy ones.
+    /// Between 1 and 10000; 2 or 3 suit fleets of ten or more. Part of the config fingerprint
+    /// when above 1.
+    quorum: u32;
 }}
 
 impl ConfigBuilder {
@@ -215,6 +229,7 @@ impl ConfigBuilder {
             window: self.window.unwrap_or(d.window),
             failure_expiry: self.failure_expiry.unwrap_or(d.failure_expiry),
             shadow: self.shadow.unwrap_or(d.shadow),
+            quorum: self.quorum.unwrap_or(d.quorum),
         };
         c.validate()?;
         Ok(c)
@@ -246,6 +261,9 @@ fn fraction(rate: Option<f64>, field: &'static str) -> Result<(), ConfigError> {
 /// Longest duration a script argument may carry: 2^43 ms, about 278 years, so that a deadline
 /// `now + duration` stays an exact integer in Lua (`MAX_DURATION` in `lua/lib/args.lua`).
 pub(crate) const MAX_DURATION: Duration = Duration::from_millis(1 << 43);
+
+/// The largest quorum (`MAX_QUORUM` in `lua/lib/args.lua`).
+pub(crate) const MAX_QUORUM: u32 = 10_000;
 
 impl Config {
     /// Default `failure_threshold`: consecutive failures that open a closed breaker.
@@ -343,6 +361,9 @@ impl Config {
         check(self.window >= Duration::from_millis(100) && self.window <= MAX_DURATION, "window", || {
             format!("must be at least 100ms, got {}", duration::format(self.window))
         })?;
+        check((1..=MAX_QUORUM).contains(&self.quorum), "quorum", || {
+            format!("must be between 1 and {MAX_QUORUM}, got {}", self.quorum)
+        })?;
         check(self.failure_threshold > 0 || self.windowed(), "failure_threshold", || {
             "is 0 (rule off) and no rate rule is on: the breaker could never open".into()
         })
@@ -368,6 +389,8 @@ impl Config {
             self.window.as_millis(),
             self.failure_expiry.as_millis(),
         );
+        // The quorum only when it is not the default: fingerprints of earlier versions still match.
+        let text = if self.quorum > 1 { format!("{text}|q{}", self.quorum) } else { text };
         // FNV-1a, 64 bits: stable across builds and platforms, unlike std's hasher.
         let hash =
             text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3));
@@ -414,6 +437,8 @@ mod tests {
         assert_eq!(field_of(b().minimum_calls(0).build()), "minimum_calls");
         assert_eq!(field_of(b().failure_rate(0.5).window(Duration::from_millis(50)).build()), "window");
         assert_eq!(field_of(b().failure_threshold(0).build()), "failure_threshold");
+        assert_eq!(field_of(b().quorum(0).build()), "quorum");
+        assert_eq!(field_of(b().quorum(10_001).build()), "quorum");
         assert_eq!(field_of(b().base_recovery(Duration::from_secs(u64::MAX / 2)).build()), "base_recovery");
     }
 
@@ -438,5 +463,7 @@ mod tests {
         assert_eq!(a.len(), 16);
         assert_eq!(a, Config::default().fingerprint());
         assert_ne!(a, Config::builder().failure_threshold(6).build().expect("valid").fingerprint());
+        assert_eq!(a, Config::builder().quorum(1).build().expect("valid").fingerprint(), "quorum 1 is the default");
+        assert_ne!(a, Config::builder().quorum(3).build().expect("valid").fingerprint());
     }
 }

@@ -21,6 +21,16 @@ pub enum EventKind {
     /// A breaker in shadow mode would have rejected calls in this process (sent once per open
     /// epoch); the calls ran.
     ShadowRejected,
+    /// Under a quorum ([`ConfigBuilder::quorum`](crate::ConfigBuilder::quorum)): this process's
+    /// own calls met the trip rule while the fleet's quorum is not met, so this process alone
+    /// opened (or, after a failed probe of its own, opened again); it reported itself to the
+    /// fleet. `from` and `to` are its own breaker's states; the fleet's state is unchanged.
+    LocalOpen,
+    /// Under a quorum: this process's own breaker let a probe through after its own backoff.
+    LocalHalfOpen,
+    /// Under a quorum: this process's own breaker closed again (its probes succeeded, and its
+    /// report to the fleet was withdrawn), or it folded into the fleet's open state.
+    LocalClosed,
 }
 
 /// One transition of one breaker, or a change in where this process decides calls.
@@ -94,6 +104,16 @@ impl Wire {
     }
 }
 
+/// An event of this process's own breaker under a quorum.
+pub(crate) fn own_event(name: &str, me: &str, t: &Transition, incarnation: u64, remaining: Option<u64>) -> Event {
+    let kind = match t.to {
+        State::Open => EventKind::LocalOpen,
+        State::HalfOpen => EventKind::LocalHalfOpen,
+        _ => EventKind::LocalClosed,
+    };
+    Event { kind, ..in_process_event(name, me, t, incarnation, t.epoch, remaining) }
+}
+
 pub(crate) fn in_process_event(
     name: &str,
     me: &str,
@@ -144,6 +164,15 @@ pub(crate) fn log_transition(e: &Event) {
     let to = e.to.as_str();
     let retry_after_ms = e.retry_after.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
     let (breaker, reason, epoch, caused_here) = (e.name.as_str(), e.reason.as_str(), e.epoch, e.caused_here);
+    match e.kind {
+        EventKind::LocalOpen => {
+            return tracing::warn!(breaker, from, to, reason, retry_after_ms, "this process's own breaker opened");
+        }
+        EventKind::LocalHalfOpen | EventKind::LocalClosed => {
+            return tracing::info!(breaker, from, to, reason, "this process's own breaker moved");
+        }
+        _ => {}
+    }
     match e.to {
         State::Open | State::ForcedOpen => {
             tracing::warn!(breaker, from, to, reason, epoch, retry_after_ms, caused_here, "breaker opened")

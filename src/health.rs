@@ -61,4 +61,13 @@ pub struct Health {
     /// Functions library), `"evalsha"`, or `"none"` (in-memory). See
     /// [`ClientConfig::functions`](crate::ClientConfig::functions).
     pub scripts: &'static str,
+    /// The breaker's quorum ([`ConfigBuilder::quorum`](crate::ConfigBuilder::quorum); 1: none).
+    pub quorum: u32,
+    /// Under a quorum, the state of this process's own breaker: `Open` or `HalfOpen` while its
+    /// own calls failed and the fleet stays closed (it rejects its own calls with
+    /// [`Rejected::local`](crate::Rejected)). `None` without a quorum.
+    pub local_state: Option<State>,
+    /// Under a quorum, true while this process counts itself among the fleet's failing
+    /// reporters (it reported its own breaker open and has not withdrawn that).
+    pub reporting: bool,
 }

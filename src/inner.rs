@@ -9,7 +9,8 @@ use crate::meters::Meters;
 use crate::name::Keys;
 use crate::pending::Pending;
 use crate::protocol::Batch;
-use crate::protocol::{Params, Reply, Verdict};
+use crate::protocol::{Params, Reply, Transition, Verdict};
+use crate::quorum::OwnBreaker;
 use crate::shared::Shared;
 use crate::snapshot::{SnapshotCell, Source};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -37,14 +38,18 @@ pub(crate) struct Inner {
     pub(crate) reason: Mutex<String>,
     pub(crate) events: broadcast::Sender<Event>,
     pub(crate) meters: Meters,
+    /// This process's own breaker, under a quorum (`Config::quorum` > 1).
+    pub(crate) own: Option<OwnBreaker>,
 }
 
 impl Inner {
     pub(crate) fn new(name: &str, keys: Keys, config: Config, shared: Arc<Shared>) -> Arc<Inner> {
+        let params = Params::new(&config);
         Arc::new(Inner {
             name: name.to_string(),
             keys,
-            params: Params::new(&config),
+            own: (params.quorum > 1).then(|| OwnBreaker::new(&params)),
+            params,
             config,
             snapshot: SnapshotCell::new(shared.base),
             pending: Pending::default(),
@@ -129,6 +134,33 @@ impl Inner {
             origin: None,
             caused_here: true,
         });
+    }
+
+    /// Announces transitions of this process's own breaker (under a quorum): events, logs and
+    /// the `redis_breaker_local_open` gauge.
+    pub(crate) fn own_transitions(&self, transitions: &[Transition], incarnation: u64, remaining: Option<u64>) {
+        let last = transitions.len().saturating_sub(1);
+        for (i, t) in transitions.iter().enumerate() {
+            let remaining = if i == last { remaining } else { Some(0) };
+            let event = crate::events::own_event(&self.name, &self.shared.id, t, incarnation, remaining);
+            log_transition(&event);
+            let _ = self.shared.all_events.send(event.clone());
+            let _ = self.events.send(event);
+        }
+        if let Some(t) = transitions.last() {
+            self.meters.local_open(t.to != crate::state::State::Closed);
+        }
+    }
+
+    /// Under a quorum: the fleet is open, half-open or forced, so this process's own breaker
+    /// starts again closed (its report, if any, was folded into the fleet's trip).
+    pub(crate) fn fold_own(&self) {
+        let Some(own) = &self.own else { return };
+        if let Some(left) = own.fold() {
+            let reason = "folded into the fleet's state".to_string();
+            let t = Transition { from: left, to: crate::state::State::Closed, epoch: 0, reason };
+            self.own_transitions(&[t], 0, None);
+        }
     }
 
     /// Shadow mode: a call this breaker would have rejected ran. Counted each time; logged and

@@ -86,6 +86,7 @@ pub mod name;
 mod pending;
 mod permit;
 mod protocol;
+mod quorum;
 mod registry;
 mod route;
 mod scripts;

@@ -9,7 +9,7 @@ mod support;
 use crate::config::Config;
 use crate::machine::Machine;
 use crate::name::Keys;
-use crate::protocol::{Batch, ControlOp, Op, Params, Record, RecordOutcome, Reply, Verdict};
+use crate::protocol::{Batch, ControlOp, Op, Params, Record, RecordOutcome, Reply, Report, Verdict};
 use crate::store::{RedisStore, StoreSettings};
 use proptest::prelude::*;
 use proptest::test_runner::{Config as RunnerConfig, FileFailurePersistence, TestRunner};
@@ -39,10 +39,15 @@ enum Step {
         outcome: RecordOutcome,
         slow: bool,
         timed_out: bool,
+        /// Which process records it, and what it reports under the quorum rule.
+        reporter: usize,
+        report: Report,
     },
     Flush {
         counts: Counts,
         second: bool,
+        reporter: usize,
+        report: Report,
     },
     Advance {
         ms: u64,
@@ -57,6 +62,12 @@ enum Step {
 }
 
 const SLOTS: usize = 4;
+/// Processes (client ids) that record outcomes and report under the quorum rule.
+const REPORTERS: usize = 3;
+
+fn report() -> impl Strategy<Value = (usize, Report)> {
+    (0..REPORTERS, prop_oneof![4 => Just(Report::None), 3 => Just(Report::Failing), 1 => Just(Report::Recovered)])
+}
 
 /// Batched counts, stamped with the snapshot of the permit held in `slot` (or none).
 #[derive(Debug, Clone, Copy)]
@@ -112,9 +123,18 @@ fn step() -> impl Strategy<Value = Step> {
             .prop_map(|(slot, batch, second)| Step::Acquire { slot, batch, second }),
         1 => (0..SLOTS).prop_map(|slot| Step::ReleaseLost { slot }),
         1 => any::<bool>().prop_map(|metrics| Step::Poison { metrics }),
-        6 => (0..SLOTS, outcome, any::<bool>(), prop::bool::weighted(0.1))
-            .prop_map(|(slot, outcome, slow, timed_out)| Step::Finish { slot, outcome, slow, timed_out }),
-        2 => (counts(), prop::bool::weighted(0.3)).prop_map(|(counts, second)| Step::Flush { counts, second }),
+        6 => (0..SLOTS, outcome, any::<bool>(), prop::bool::weighted(0.1), report()).prop_map(
+            |(slot, outcome, slow, timed_out, (reporter, report))| Step::Finish {
+                slot,
+                outcome,
+                slow,
+                timed_out,
+                reporter,
+                report
+            }
+        ),
+        2 => (counts(), prop::bool::weighted(0.3), report())
+            .prop_map(|(counts, second, (reporter, report))| Step::Flush { counts, second, reporter, report }),
         4 => prop_oneof![0..50u64, 50..400u64, 400..3000u64].prop_map(|ms| Step::Advance { ms }),
         2 => Just(Step::ToDeadline),
         1 => (control, prop_oneof![Just(0u64), 1..2000u64])
@@ -129,10 +149,11 @@ fn config() -> impl Strategy<Value = Config> {
         (50..500u64, 0..3000u64, 1.0..3.0f64, 0.0..0.5f64),
         (50..600u64, prop::option::of(0.3..1.0f64), prop::option::of(0.3..1.0f64), 1..6u32, 500..3000u64),
         100..5000u64,
+        prop_oneof![Just(1u32), 2..4u32],
     )
         .prop_filter_map(
             "no trip rule",
-            |((ft, st, probes), (base, extra, mult, jitter), (lease, fr, sr, min, win), expiry)| {
+            |((ft, st, probes), (base, extra, mult, jitter), (lease, fr, sr, min, win), expiry, quorum)| {
                 let mut b = Config::builder()
                     .failure_threshold(ft)
                     .success_threshold(st)
@@ -145,7 +166,8 @@ fn config() -> impl Strategy<Value = Config> {
                     .call_timeout(Duration::from_millis(lease * 10 / 11))
                     .minimum_calls(min)
                     .window(Duration::from_millis(win))
-                    .failure_expiry(Duration::from_millis(expiry));
+                    .failure_expiry(Duration::from_millis(expiry))
+                    .quorum(quorum);
                 if let Some(r) = fr {
                     b = b.failure_rate(r);
                 }
@@ -194,8 +216,9 @@ struct Case {
     last_incarnations: (u64, u64),
 }
 
-/// The op as each side names it, the slot a grant goes to, and whether the second process runs it.
-type Ops = (Op, Op, Option<usize>, bool);
+/// The op as each side names it, the slot a grant goes to, whether the second process's config
+/// runs it, and which reporter (client id) sends it.
+type Ops = (Op, Op, Option<usize>, bool, usize);
 
 impl Case {
     fn new(config: Config, second_window: u64) -> Case {
@@ -251,7 +274,7 @@ impl Case {
             Step::ReleaseLost { slot } => {
                 let h = self.held[*slot].take()?;
                 let record = Record::release_unanswered(h.permit);
-                (Op::Record(record.clone()), Op::Record(record), None, false)
+                (Op::Record(record.clone()), Op::Record(record), None, false, 0)
             }
             Step::Acquire { slot, batch, second } => {
                 self.next_permit += 1;
@@ -262,9 +285,10 @@ impl Case {
                     Op::Acquire { permit, batch: for_model },
                     Some(*slot),
                     *second,
+                    0,
                 )
             }
-            Step::Finish { slot, outcome, slow, timed_out } => {
+            Step::Finish { slot, outcome, slow, timed_out, reporter, report } => {
                 let h = self.held[*slot].take()?;
                 let record = |incarnation| Record {
                     outcome: *outcome,
@@ -280,32 +304,42 @@ impl Case {
                     } else {
                         String::new()
                     },
+                    report: *report,
                 };
-                (Op::Record(record(h.redis_incarnation)), Op::Record(record(h.model_incarnation)), None, false)
+                (
+                    Op::Record(record(h.redis_incarnation)),
+                    Op::Record(record(h.model_incarnation)),
+                    None,
+                    false,
+                    *reporter,
+                )
             }
-            Step::Flush { counts, second } => {
+            Step::Flush { counts, second, reporter, report } => {
                 let (for_redis, for_model) = batches(&self.held, counts);
-                (Op::Record(Record::flush(for_redis)), Op::Record(Record::flush(for_model)), None, *second)
+                let flush = |batch| Op::Record(Record { report: *report, ..Record::flush(batch) });
+                (flush(for_redis), flush(for_model), None, *second, *reporter)
             }
             Step::Control { op, duration_ms } => {
                 // Half the operators leave a note for the history.
                 let note = if duration_ms % 2 == 0 { String::new() } else { format!("note {duration_ms}") };
                 let op = Op::Control { op: *op, duration_ms: *duration_ms, note };
-                (op.clone(), op, None, false)
+                (op.clone(), op, None, false, 0)
             }
             _ => return None,
         })
     }
 
     /// Runs one script call on both sides and compares the replies.
-    async fn call(&mut self, redis: &RedisStore, step: &Step, ops: Ops, rand: f64) -> Result<(), TestCaseError> {
-        let (op_redis, op_model, slot, second) = ops;
+    async fn call(&mut self, stores: &[RedisStore], step: &Step, ops: Ops, rand: f64) -> Result<(), TestCaseError> {
+        let (op_redis, op_model, slot, second, reporter) = ops;
         let p = if second { &self.second } else { &self.params };
+        let redis = &stores[reporter];
         let got = redis
             .run(&self.keys, p, &op_redis, Some(self.now), rand)
             .await
             .map_err(|e| TestCaseError::fail(format!("{e}")))?;
-        let (want, transitions) = self.model.run(p, self.now, rand, self.next_incarnation * 1000, &op_model);
+        let origin = reporter_id(reporter);
+        let (want, transitions) = self.model.run(p, self.now, rand, self.next_incarnation * 1000, &origin, &op_model);
         self.next_incarnation += 1;
         compare(step, &got, &want)?;
         // Each transition is in the history, the last one newest, with the operator's note.
@@ -380,6 +414,19 @@ impl Case {
         prop_assert_eq!(got, want, "state hash after {:?}", step);
         prop_assert_eq!(leases, self.model.probe_count() as u64, "probe leases after {:?}", step);
 
+        // The quorum's reporters, and their key's TTL: at most the window (either config's).
+        let (reporters, reporters_pttl): (Vec<(String, u64)>, i64) =
+            redis::pipe().zrange_withscores(&keys[5], 0, -1).pttl(&keys[5]).query_async(conn).await.unwrap();
+        let reporters: BTreeMap<String, u64> = reporters.into_iter().collect();
+        prop_assert_eq!(&reporters, self.model.reporters(), "reporters after {:?}", step);
+        let window = i64::try_from(self.params.window.max(self.second.window)).unwrap();
+        prop_assert!(
+            reporters_pttl == -2 || (reporters_pttl > 0 && reporters_pttl <= window),
+            "reporters TTL {} after {:?}",
+            reporters_pttl,
+            step
+        );
+
         // Every key has a TTL, however seldom it is set in full: a closed state's at most
         // state_ttl, the metrics' at most metrics_ttl (either config's).
         let (state_ttl, metrics_ttl) = (
@@ -449,8 +496,13 @@ impl Case {
     }
 }
 
+/// The client id of reporter `i`.
+fn reporter_id(i: usize) -> String {
+    format!("reporter-{i}")
+}
+
 async fn run_case(
-    redis: &RedisStore,
+    stores: &[RedisStore],
     conn: &mut redis::aio::MultiplexedConnection,
     config: Config,
     second_window: u64,
@@ -463,7 +515,7 @@ async fn run_case(
         }
         let Some(ops) = case.ops(&step) else { continue };
         let second = ops.3;
-        case.call(redis, &step, ops, rand).await?;
+        case.call(stores, &step, ops, rand).await?;
         case.check_stored(conn, &step, second).await?;
     }
     case.check_metrics(conn).await
@@ -473,22 +525,24 @@ async fn run_case(
 fn lua_scripts_and_the_rust_machine_agree_step_by_step() {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let server = rt.block_on(support::redis());
-    // One store sends the scripts as FCALL of the library (where the server has Functions),
-    // the other with EVALSHA; each case picks one.
+    // Each case sends the scripts either as FCALL of the library (where the server has
+    // Functions) or with EVALSHA, from one store per reporter (client id).
     let (stores, conn) = rt.block_on(async {
         let conn = server.conn().await;
-        let store = |functions| {
+        let store = |functions, reporter| {
             let settings = StoreSettings {
                 op_timeout: Duration::from_secs(5),
                 channel: String::new(),
-                origin: "model".into(),
+                origin: reporter_id(reporter),
                 sharded: false,
                 threshold: 3,
                 functions,
             };
             RedisStore::new(Box::new(conn.clone()), None, settings)
         };
-        ([store(false), store(true)], conn)
+        let stores: [Vec<RedisStore>; 2] =
+            [false, true].map(|functions| (0..REPORTERS).map(|r| store(functions, r)).collect());
+        (stores, conn)
     });
     let cases: u32 = std::env::var("PROPTEST_CASES").ok().and_then(|v| v.parse().ok()).unwrap_or(128);
     let mut runner = TestRunner::new(RunnerConfig {
@@ -499,8 +553,7 @@ fn lua_scripts_and_the_rust_machine_agree_step_by_step() {
     let strategy = (config(), 500..3000u64, prop::collection::vec((step(), 0.0..1.0f64), 1..80), any::<bool>());
     runner
         .run(&strategy, |(config, second_window, steps, functions)| {
-            let store = &stores[usize::from(functions)];
-            rt.block_on(run_case(store, &mut conn.clone(), config, second_window, steps))
+            rt.block_on(run_case(&stores[usize::from(functions)], &mut conn.clone(), config, second_window, steps))
         })
         .unwrap();
     // Both ways were taken: the library where the server has Functions (>= 7.0), else EVALSHA.
@@ -509,5 +562,5 @@ fn lua_scripts_and_the_rust_machine_agree_step_by_step() {
     assert!(stats.get("evalsha").copied().unwrap_or(0) > 0, "no case ran with EVALSHA");
     let has_functions = rt.block_on(server.version()) >= (7, 0);
     assert_eq!(fcalls > 0, has_functions, "FCALL calls: {fcalls}; the server has Functions: {has_functions}");
-    assert_eq!(stores[1].script_mode(), if has_functions { "functions" } else { "evalsha" });
+    assert_eq!(stores[1][0].script_mode(), if has_functions { "functions" } else { "evalsha" });
 }

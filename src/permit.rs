@@ -4,7 +4,8 @@
 
 use crate::breaker::Breaker;
 use crate::error::{Error, Rejected, TimedOut};
-use crate::protocol::{Batch, Op, Outcome, Record, RecordOutcome, Reply, Verdict};
+use crate::protocol::{Batch, Op, Outcome, Record, RecordOutcome, Reply, Report, Verdict};
+use crate::quorum::{OwnDecision, OwnGrant};
 use crate::route::Acquired;
 use crate::shared::Store;
 use crate::snapshot::{Decision, SnapshotCell, View};
@@ -33,16 +34,20 @@ enum Grant {
 pub struct Permit {
     breaker: Breaker,
     grant: Option<Grant>,
+    /// What this process's own breaker let through (under a quorum).
+    own: Option<OwnGrant>,
 }
 
 impl Permit {
     /// True when this call is a half-open probe.
     pub fn is_probe(&self) -> bool {
-        match &self.grant {
-            Some(Grant::Probe { .. }) => true,
-            Some(Grant::InProcess { probe, .. }) => !probe.is_empty(),
-            _ => false,
-        }
+        let own_probe = self.own.as_ref().is_some_and(OwnGrant::is_probe);
+        own_probe
+            || match &self.grant {
+                Some(Grant::Probe { .. }) => true,
+                Some(Grant::InProcess { probe, .. }) => !probe.is_empty(),
+                _ => false,
+            }
     }
 
     /// Reports a success.
@@ -61,7 +66,8 @@ impl Permit {
     /// may read. Control characters become spaces; at most 200 bytes are kept.
     pub async fn failure_described(mut self, description: &str) {
         if let Some(grant) = self.grant.take() {
-            self.breaker.finish(grant, Outcome::Failure, false, false, one_line(description)).await;
+            let own = self.own.take();
+            self.breaker.finish(grant, own, Outcome::Failure, false, false, one_line(description)).await;
         }
     }
 
@@ -73,6 +79,7 @@ impl Permit {
     /// Gives the permit back without an outcome, and waits until its probe lease (if it holds
     /// one) is freed in Redis. Dropping a permit does the same in the background.
     pub async fn release(mut self) {
+        self.breaker.release_own(self.own.take());
         if let Some(record) = self.grant.take().and_then(|g| self.breaker.release_record(g)) {
             self.breaker.inner.send_record(record).await;
         }
@@ -80,7 +87,7 @@ impl Permit {
 
     async fn finish(&mut self, outcome: Outcome, slow: bool, timed_out: bool) {
         if let Some(grant) = self.grant.take() {
-            self.breaker.finish(grant, outcome, slow, timed_out, String::new()).await;
+            self.breaker.finish(grant, self.own.take(), outcome, slow, timed_out, String::new()).await;
         }
     }
 }
@@ -104,6 +111,7 @@ fn one_line(text: &str) -> String {
 
 impl Drop for Permit {
     fn drop(&mut self) {
+        self.breaker.release_own(self.own.take());
         if let Some(grant) = self.grant.take() {
             self.breaker.release(grant);
         }
@@ -115,20 +123,22 @@ impl Drop for Permit {
 struct CallGuard<'b> {
     breaker: &'b Breaker,
     grant: Option<Grant>,
+    own: Option<OwnGrant>,
 }
 
 impl CallGuard<'_> {
     async fn finish(mut self, outcome: Outcome, slow: bool, timed_out: bool) {
         if let Some(grant) = self.grant.take() {
-            self.breaker.finish(grant, outcome, slow, timed_out, String::new()).await;
+            self.breaker.finish(grant, self.own.take(), outcome, slow, timed_out, String::new()).await;
         }
     }
 
     /// The common end of a call, without entering `finish`'s future: a success of a healthy
-    /// closed breaker is one count. Answers whether it was that.
+    /// closed breaker is one count. Answers whether it was that. (Under a quorum the own
+    /// breaker hears every outcome: never this path.)
     fn finish_healthy(&mut self, outcome: Outcome, slow: bool) -> bool {
         match &self.grant {
-            Some(Grant::Closed(view)) if outcome == Outcome::Success && view.failures == 0 => {
+            Some(Grant::Closed(view)) if outcome == Outcome::Success && view.failures == 0 && self.own.is_none() => {
                 let inner = &self.breaker.inner;
                 inner.meters.outcome(outcome, false);
                 inner.pending.success(view, slow);
@@ -143,7 +153,7 @@ impl CallGuard<'_> {
 impl Drop for CallGuard<'_> {
     fn drop(&mut self) {
         if let Some(grant) = self.grant.take() {
-            self.breaker.abandon(grant);
+            self.breaker.abandon(grant, self.own.take());
         }
     }
 }
@@ -194,15 +204,18 @@ impl Breaker {
         C: FnOnce(&Result<T, E>) -> Outcome,
     {
         // A panic inside the call unwinds through `guard`, whose drop records it as a failure.
-        // A fresh snapshot decides without entering `grant`'s (larger) future.
+        // A fresh snapshot decides without entering `grant`'s (larger) future. Under a quorum,
+        // this process's own breaker decides first.
+        let own = if self.inner.own.is_some() { self.own_grant()? } else { None };
         let grant = match self.inner.snapshot.decide_now() {
             Decision::Allow(view) => Grant::Closed(view),
             Decision::Reject { state, retry_after } if !self.inner.config.shadow => {
+                self.inner.fold_own();
                 return Err(self.reject(state, retry_after).into());
             }
-            _ => self.grant().await?,
+            _ => self.fleet_grant().await?,
         };
-        let mut guard = CallGuard { breaker: self, grant: Some(grant) };
+        let mut guard = CallGuard { breaker: self, grant: Some(grant), own };
         let config = &self.inner.config;
         let started = config.slow_call_rate.is_some().then(Instant::now);
         match with_deadline(f(), config.call_timeout).await {
@@ -226,8 +239,46 @@ impl Breaker {
     /// # Errors
     /// [`Rejected`] when the breaker turns the call away.
     pub async fn acquire(&self) -> Result<Permit, Rejected> {
-        let grant = self.grant().await?;
-        Ok(Permit { breaker: self.clone(), grant: Some(grant) })
+        let own = if self.inner.own.is_some() { self.own_grant()? } else { None };
+        let grant = self.fleet_grant().await?;
+        Ok(Permit { breaker: self.clone(), grant: Some(grant), own })
+    }
+
+    /// Under a quorum: what this process's own breaker says, while the fleet is closed (an
+    /// open, half-open or forced fleet decides alone, and the own breaker folds into it).
+    fn own_grant(&self) -> Result<Option<OwnGrant>, Rejected> {
+        let Some(own) = &self.inner.own else { return Ok(None) };
+        if self.inner.snapshot.view().0 != State::Closed {
+            self.inner.fold_own();
+            return Ok(None);
+        }
+        let now = self.inner.shared.in_process.clock.now_ms();
+        match own.acquire(now) {
+            OwnDecision::Allow(grant) => Ok(Some(grant)),
+            OwnDecision::Reject { .. } if self.inner.config.shadow => Ok(None),
+            OwnDecision::Reject { state, retry_after } => {
+                self.inner.meters.rejected();
+                self.inner.pending.rejected();
+                Err(Rejected { state, retry_after, local: true })
+            }
+        }
+    }
+
+    /// The fleet's grant; a rejection folds this process's own breaker into the fleet's state.
+    async fn fleet_grant(&self) -> Result<Grant, Rejected> {
+        let granted = self.grant().await;
+        if granted.is_err() {
+            self.inner.fold_own();
+        }
+        granted
+    }
+
+    /// Frees an own probe lease of a call that ends with no outcome.
+    fn release_own(&self, own: Option<OwnGrant>) {
+        if let (Some(grant), Some(breaker)) = (own, &self.inner.own) {
+            let now = self.inner.shared.in_process.clock.now_ms();
+            breaker.finish(grant, RecordOutcome::Release, false, false, now);
+        }
     }
 
     async fn grant(&self) -> Result<Grant, Rejected> {
@@ -294,17 +345,22 @@ impl Breaker {
     /// the background, and frees its probe; otherwise (a cancelled call) it is released and
     /// records nothing. Costs nothing on the path that finishes a call. (A [`Permit`] dropped
     /// by a panic elsewhere only releases: its call may never have started.)
-    fn abandon(&self, grant: Grant) {
+    fn abandon(&self, grant: Grant, own: Option<OwnGrant>) {
         if !std::thread::panicking() {
+            self.release_own(own);
             return self.release(grant);
         }
         match tokio::runtime::Handle::try_current() {
             Ok(runtime) => {
                 let breaker = self.clone();
-                runtime
-                    .spawn(async move { breaker.finish(grant, Outcome::Failure, false, false, String::new()).await });
+                runtime.spawn(async move {
+                    breaker.finish(grant, own, Outcome::Failure, false, false, String::new()).await;
+                });
             }
-            Err(_) => self.release(grant),
+            Err(_) => {
+                self.release_own(own);
+                self.release(grant);
+            }
         }
     }
 
@@ -345,7 +401,7 @@ impl Breaker {
             self.inner.meters.rejected();
             self.inner.pending.rejected();
         }
-        Rejected { state, retry_after }
+        Rejected { state, retry_after, local: false }
     }
 
     async fn grant_slow(&self) -> Result<Grant, Rejected> {
@@ -367,27 +423,49 @@ impl Breaker {
         }
     }
 
-    async fn finish(&self, grant: Grant, outcome: Outcome, slow: bool, timed_out: bool, description: String) {
+    async fn finish(
+        &self,
+        grant: Grant,
+        own: Option<OwnGrant>,
+        outcome: Outcome,
+        slow: bool,
+        timed_out: bool,
+        description: String,
+    ) {
         self.inner.meters.outcome(outcome, timed_out);
         let kind = match outcome {
             Outcome::Success => RecordOutcome::Success,
             Outcome::Failure => RecordOutcome::Failure,
             Outcome::Ignore => RecordOutcome::Ignore,
         };
+        // Under a quorum, this process's own breaker hears the outcome first; what it reports
+        // rides on this outcome's record, sent now.
+        let report = match (own, &self.inner.own) {
+            (Some(grant), Some(breaker)) => {
+                let now = self.inner.shared.in_process.clock.now_ms();
+                let o = breaker.finish(grant, kind, slow, timed_out, now);
+                self.inner.own_transitions(&o.transitions, o.incarnation, o.remaining_ms);
+                o.report
+            }
+            _ => Report::None,
+        };
+        let quiet = report == Report::None;
         match grant {
             Grant::Free => self.inner.count_degraded(outcome),
-            Grant::Closed(_) if outcome == Outcome::Ignore => self.inner.pending.ignored(),
-            Grant::Closed(view) if outcome == Outcome::Success && view.failures == 0 => {
+            Grant::Closed(_) if outcome == Outcome::Ignore && quiet => self.inner.pending.ignored(),
+            Grant::Closed(view) if outcome == Outcome::Success && view.failures == 0 && quiet => {
                 self.inner.pending.success(&view, slow);
             }
             Grant::Closed(view) => {
                 let mut record = self.inner.record_args(kind, &view, String::new(), slow, timed_out);
                 record.description = description;
+                record.report = report;
                 self.deliver(record).await;
             }
             Grant::Probe { view, id } => {
                 let mut record = self.inner.record_args(kind, &view, id, slow, timed_out);
                 record.description = description;
+                record.report = report;
                 self.deliver(record).await;
             }
             Grant::InProcess { view, probe } => {

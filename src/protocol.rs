@@ -26,6 +26,7 @@ pub(crate) struct Params {
     pub(crate) minimum_calls: u64,
     pub(crate) window: u64,
     pub(crate) failure_expiry: u64,
+    pub(crate) quorum: u64,
 }
 
 fn ms(d: std::time::Duration) -> u64 {
@@ -51,11 +52,19 @@ impl Params {
             minimum_calls: c.minimum_calls.into(),
             window: ms(c.window),
             failure_expiry: ms(c.failure_expiry),
+            quorum: c.quorum.into(),
         }
     }
 
+    /// Whether the fleet keeps a rolling window: a rate rule is on and the fleet's outcomes
+    /// decide (no quorum; under one, each process keeps its own window).
     pub(crate) fn windowed(&self) -> bool {
-        self.failure_rate > 0.0 || self.slow_rate > 0.0
+        (self.failure_rate > 0.0 || self.slow_rate > 0.0) && self.quorum == 1
+    }
+
+    /// The rules a process applies to its own calls under a quorum: the same, with no quorum.
+    pub(crate) fn own_rules(&self) -> Params {
+        Params { quorum: 1, ..self.clone() }
     }
 }
 
@@ -159,6 +168,30 @@ pub(crate) struct Record {
     /// A failure's one-line description, given by the caller (`Permit::failure_described`),
     /// for the history entry of a transition it causes; empty for none.
     pub(crate) description: String,
+    /// The caller's report under the quorum rule.
+    pub(crate) report: Report,
+}
+
+/// What a process tells the fleet about its own breaker under a quorum (record.lua OWN+17).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) enum Report {
+    /// Nothing.
+    #[default]
+    None,
+    /// Its own breaker opened (or reopened): count it toward the quorum.
+    Failing,
+    /// Its own breaker closed again: it no longer counts.
+    Recovered,
+}
+
+impl Report {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            Report::None => "",
+            Report::Failing => "failing",
+            Report::Recovered => "recovered",
+        }
+    }
 }
 
 impl Record {
@@ -174,6 +207,7 @@ impl Record {
             fseq: 0,
             batch,
             description: String::new(),
+            report: Report::None,
         }
     }
 

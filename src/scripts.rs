@@ -118,7 +118,7 @@ pub(crate) struct Scripts {
 pub(crate) struct Call<'s> {
     script: &'s Script,
     name: &'static str,
-    keys: &'s [String; 5],
+    keys: &'s [String; 6],
     args: Vec<Vec<u8>>,
 }
 
@@ -222,7 +222,8 @@ impl Scripts {
             .arg(&keys.name)
             .arg(p.failure_expiry)
             .arg(&self.origin)
-            .arg(if self.sharded { keys.shard_channel.as_str() } else { "" });
+            .arg(if self.sharded { keys.shard_channel.as_str() } else { "" })
+            .arg(p.quorum);
         match op {
             Op::Acquire { permit, batch } => {
                 call.arg(permit);
@@ -237,7 +238,7 @@ impl Scripts {
                     .arg(u8::from(r.timed_out))
                     .arg(r.fseq);
                 batch_args(&mut call, &r.batch);
-                call.arg(&r.description);
+                call.arg(&r.description).arg(r.report.as_str());
             }
             Op::Control { op, duration_ms, note } => {
                 call.arg(op.as_str()).arg(*duration_ms).arg(note);

@@ -52,6 +52,7 @@ impl View {
             fseq: self.fseq,
             batch,
             description: String::new(),
+            report: crate::protocol::Report::None,
         }
     }
 }

@@ -44,6 +44,13 @@ pub struct Status {
     pub probes: Vec<Probe>,
     /// Cumulative outcome counters.
     pub metrics: Metrics,
+    /// The quorum of the last process that wrote the state (1 when none was set): how many
+    /// processes must report their own breaker open before the fleet opens
+    /// ([`ConfigBuilder::quorum`](crate::ConfigBuilder::quorum)).
+    pub quorum: u64,
+    /// The processes whose own breaker opened and that count toward the quorum now (reported
+    /// within the window), newest first.
+    pub reporters: Vec<Reporter>,
     /// Remaining TTL of each key in ms: `None` for a key that does not exist, -1 for no TTL.
     pub ttl_ms: KeyTtls,
 }
@@ -56,6 +63,18 @@ pub struct Probe {
     pub id: String,
     /// Time left on its lease.
     pub expires_in_ms: i64,
+}
+
+/// A process that reported its own breaker open (quorum > 1), from `<prefix>:{<name>}:reporters`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[non_exhaustive]
+pub struct Reporter {
+    /// Its client id ([`Client::id`](crate::Client::id)).
+    pub id: String,
+    /// When it last reported (ms since the Unix epoch, Redis clock).
+    pub reported_at_ms: u64,
+    /// How long ago that was, when read (ms).
+    pub age_ms: u64,
 }
 
 /// The metrics hash.
@@ -100,6 +119,8 @@ pub struct KeyTtls {
     pub window: Option<i64>,
     /// The metrics hash.
     pub metrics: Option<i64>,
+    /// The quorum's reporters.
+    pub reporters: Option<i64>,
 }
 
 fn ttl(pttl: i64) -> Option<i64> {
@@ -116,7 +137,8 @@ pub(crate) struct Raw {
     pub(crate) state: Vec<String>,
     pub(crate) probes: Vec<String>,
     pub(crate) metrics: Vec<String>,
-    pub(crate) pttl: [i64; 4],
+    pub(crate) reporters: Vec<String>,
+    pub(crate) pttl: [i64; 5],
 }
 
 impl Status {
@@ -142,6 +164,15 @@ impl Status {
                     .max(0),
             })
             .collect();
+        let mut reporters: Vec<Reporter> = raw
+            .reporters
+            .chunks_exact(2)
+            .map(|r| {
+                let at = r[1].parse::<f64>().map_or(0, |v| v as u64);
+                Reporter { id: r[0].clone(), reported_at_ms: at, age_ms: raw.now_ms.saturating_sub(at) }
+            })
+            .collect();
+        reporters.sort_by(|a, b| b.reported_at_ms.cmp(&a.reported_at_ms).then_with(|| a.id.cmp(&b.id)));
         Status {
             name: name.to_string(),
             state,
@@ -159,6 +190,8 @@ impl Status {
             reason,
             config: h.get("config").map(|c| c.to_string()).unwrap_or_default(),
             probes,
+            quorum: h.get("quorum").and_then(|v| v.parse::<u64>().ok()).filter(|q| *q >= 1).unwrap_or(1),
+            reporters,
             metrics: Metrics {
                 calls: metric("calls"),
                 successes: metric("successes"),
@@ -174,6 +207,7 @@ impl Status {
                 probes: ttl(raw.pttl[1]),
                 window: ttl(raw.pttl[2]),
                 metrics: ttl(raw.pttl[3]),
+                reporters: ttl(raw.pttl[4]),
             },
         }
     }

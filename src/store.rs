@@ -360,17 +360,17 @@ impl RedisStore {
 
     /// Reads one breaker's keys for operators.
     pub(crate) async fn status(&self, keys: &Keys) -> Result<crate::status::Raw, StoreError> {
-        type Reply = (String, Vec<String>, Vec<String>, Vec<String>, i64, i64, i64, i64);
+        type Reply = (String, Vec<String>, Vec<String>, Vec<String>, i64, i64, i64, i64, Vec<String>, i64);
         self.check_version(keys.state()).await?;
         let inv = self.scripts.status(keys);
         let mut conn = self.handle();
-        let (now, state, probes, metrics, a, b, c, d): Reply =
+        let (now, state, probes, metrics, a, b, c, d, reporters, e): Reply =
             self.deadline(keys.state(), inv.invoke_async(&mut conn)).await?;
         let now_ms = now.parse().map_err(|_| StoreError::Protocol {
             key: keys.state().to_string(),
             detail: format!("status time is {now:?}"),
         })?;
-        Ok(crate::status::Raw { now_ms, state, probes, metrics, pttl: [a, b, c, d] })
+        Ok(crate::status::Raw { now_ms, state, probes, metrics, reporters, pttl: [a, b, c, d, e] })
     }
 
     /// The last `count` entries of a breaker's history stream, newest first.
@@ -435,11 +435,13 @@ pub(crate) struct InProcessStore {
     machines: Mutex<HashMap<String, Machine>>,
     pub(crate) clock: Arc<dyn Clock>,
     last_incarnation: AtomicU64,
+    /// The client's id (a quorum's reporter).
+    origin: String,
 }
 
 impl InProcessStore {
-    pub(crate) fn new(clock: Arc<dyn Clock>) -> InProcessStore {
-        InProcessStore { machines: Mutex::new(HashMap::new()), clock, last_incarnation: AtomicU64::new(0) }
+    pub(crate) fn new(clock: Arc<dyn Clock>, origin: String) -> InProcessStore {
+        InProcessStore { machines: Mutex::new(HashMap::new()), clock, last_incarnation: AtomicU64::new(0), origin }
     }
 
     pub(crate) fn run(&self, name: &str, p: &Params, op: &Op, rand: f64) -> (Reply, Vec<Transition>) {
@@ -450,7 +452,7 @@ impl InProcessStore {
         // A poisoned lock only means another caller panicked mid-call; the map is still whole.
         let mut machines = self.machines.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let machine = machines.entry(name.to_string()).or_default();
-        machine.run(p, now, rand, incarnation, op)
+        machine.run(p, now, rand, incarnation, &self.origin, op)
     }
 
     /// Replaces the machine of `name` (keeping its metrics).
@@ -473,7 +475,8 @@ impl InProcessStore {
         let now_ms = self.clock.now_ms();
         let machines = self.machines.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let (state, probes, metrics) = machines.get(name).map(|m| m.flat()).unwrap_or_default();
-        crate::status::Raw { now_ms, state, probes, metrics, pttl: [-1, -1, -1, -1] }
+        let reporters = machines.get(name).map(|m| m.flat_reporters()).unwrap_or_default();
+        crate::status::Raw { now_ms, state, probes, metrics, reporters, pttl: [-1, -1, -1, -1, -1] }
     }
 
     pub(crate) fn names(&self) -> Vec<String> {

@@ -48,6 +48,35 @@ async fn exec_passes_the_commands_status_and_trips_the_breaker() {
     assert_eq!(state_hash(&redis, &name).await["state"], "open");
 }
 
+/// Each `exec` run is its own process to the quorum: one failing run reports itself and the
+/// breaker stays closed; the third failing run within the window opens it. `status` shows the
+/// quorum and who reported.
+#[tokio::test]
+async fn exec_runs_are_reporters_under_a_quorum_and_status_names_them() {
+    let redis = redis().await;
+    let name = unique("cli-quorum");
+    let exec = ["exec", &name, "--failure-threshold", "1", "--quorum", "3", "--", "sh", "-c", "exit 2"];
+    assert_eq!(code(&run(&redis, &exec)), 2);
+    assert_eq!(code(&run(&redis, &exec)), 2);
+    let o = run(&redis, &["status", &name]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let text = stdout(&o);
+    assert!(text.contains("state:       closed"), "{text}");
+    assert!(text.contains("quorum:      3 (2 of 3 processes reported their own breaker open: "), "{text}");
+    let o = run(&redis, &["status", &name, "--json"]);
+    let status: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(status["quorum"], 3);
+    assert_eq!(status["reporters"].as_array().map(Vec::len), Some(2), "{status}");
+    assert_eq!(code(&run(&redis, &exec)), 2);
+    let o = run(&redis, &["exec", &name, "--failure-threshold", "1", "--quorum", "3", "--", "true"]);
+    assert_eq!(code(&o), 75, "the third failing run opened the breaker: {}", stderr(&o));
+    let state = state_hash(&redis, &name).await;
+    assert_eq!((state["state"].as_str(), state["reason"].as_str()), ("open", "3 processes failed (quorum 3)"));
+    let o = run(&redis, &["exec", &name, "--quorum", "0", "--", "true"]);
+    assert_eq!(code(&o), 2, "a bad quorum is a usage error");
+    assert!(stderr(&o).contains("quorum"), "{}", stderr(&o));
+}
+
 #[tokio::test]
 async fn exec_statuses_for_timeouts_missing_commands_signals_and_success_codes() {
     let redis = redis().await;

@@ -9,8 +9,10 @@
 --   3 window  HASH  breaker:{name}:window   rolling-window buckets "<bucket>:c|f|s"
 --   4 metrics HASH  breaker:{name}:metrics  cumulative outcome counters
 --   5 history STREAM breaker:{name}:history the last transitions (about 100), with their reasons
+--   6 reporters ZSET breaker:{name}:reporters processes whose own breaker opened (quorum > 1):
+--                                                  member = client id, score = when it reported (ms)
 --
--- ARGV 1..22 (every script): the caller's clock override, config and id; from OWN (23) on, the
+-- ARGV 1..23 (every script): the caller's clock override, config and id; from OWN (24) on, the
 -- script's own, which each script names as OWN + k so a new common argument moves none of them.
 --   1 now_ms ('' = Redis TIME; only tests send a value)   2 rand in [0,1) for the jitter
 --   3 config fingerprint      4 failure_threshold (0 = rule off)   5 success_threshold
@@ -22,6 +24,8 @@
 --   22 shard channel: '' = events go to the channel of 18 with PUBLISH; else the breaker's own
 --   channel `<prefix>:{<name>}:events`, in its slot, with SPUBLISH (Redis Cluster: a transition
 --   travels within its shard), falling back to PUBLISH on 18 where SPUBLISH is unknown (< 7.0)
+--   23 quorum: distinct processes whose own trip rule must hold (reported with record.lua's
+--   'failing') before the fleet opens; 1 = the closed-state rules count the fleet's outcomes
 --
 -- Reply (every script): { verdict, state, incarnation, epoch, failures, fseq, remaining_ms,
 --   stored_config, reason }. remaining_ms is the time left to the state's next deadline (open_until,
@@ -33,13 +37,15 @@ local floor, mmin, mmax, fmt = math.floor, math.min, math.max, string.format
 local rcall, rpcall = redis.call, redis.pcall
 
 -- The first of a script's own arguments.
-local OWN = 23
+local OWN = 24
 local MAX_INT = 9007199254740991
 -- The longest duration any argument may carry (2^43 ms, about 278 years): a deadline now + this
 -- stays an exact integer. A stored deadline further away than this was not written by us.
 local MAX_DURATION = 8796093022208
 -- Entries the history stream keeps (about: MAXLEN ~ trims whole blocks).
 local HISTORY_LEN = 100
+-- The largest quorum (Rust twin: `MAX_QUORUM` in src/config.rs).
+local MAX_QUORUM = 10000
 -- What a caller rejected while every half-open probe is out is told to wait at most: a probe
 -- usually ends long before its lease, and its outcome's event refreshes every snapshot.
 local HALF_OPEN_RETRY = 1000
@@ -56,6 +62,7 @@ local REASON = {
   forced_until_reset = '%s by operator until reset',
   forced_for = '%s by operator for %dms',
   corrupt = 'corrupt state reset to closed: %s',
+  quorum = '%d processes failed (quorum %d)',
 }
 local STATES = { closed = true, open = true, half_open = true, forced_open = true, forced_closed = true }
 -- The state hash's fields: three strings, then these integers (in this order in `S.stored`,
@@ -96,7 +103,7 @@ local function int(n)
 end
 
 
--- The config arguments (3 .. 17 and 20) validated once per distinct argument list where the
+-- The config arguments (3 .. 17, 20 and 23) validated once per distinct argument list where the
 -- scripts run as a Functions library (PERSISTENT: the library's locals outlive a call), on every
 -- call where they run with EVALSHA. A fleet has a few configs, so at most CONFIGS_MAX are kept
 -- (the table starts again when full). The key joins the arguments with NUL bytes; two lists
@@ -124,11 +131,14 @@ local function validate_config()
     minimum_calls = int_arg(16, 'minimum_calls', 1),
     window = int_arg(17, 'window', 10),
     failure_expiry = int_arg(20, 'failure_expiry', 1),
+    quorum = int_arg(23, 'quorum', 1),
     windowed = false,
   }
   if c.window > MAX_DURATION then fail('window') end
   if c.failure_expiry > MAX_DURATION then fail('failure_expiry') end
-  c.windowed = c.failure_rate > 0 or c.slow_rate > 0
+  if c.quorum > MAX_QUORUM then fail('quorum') end
+  -- Under a quorum the fleet keeps no window: each process applies the rate rules to its own calls.
+  c.windowed = (c.failure_rate > 0 or c.slow_rate > 0) and c.quorum == 1
   return c
 end
 
@@ -136,14 +146,14 @@ end
 -- draw and the per-breaker arguments (channel, name, origin). A cached config table is reused:
 -- those fields are this call's (scripts never run at the same time).
 local function parse_config()
-  if #KEYS ~= 5 then fail('keys (expected 5)') end
-  if #ARGV < OWN - 1 then fail('count (expected at least 22)') end
+  if #KEYS ~= 6 then fail('keys (expected 6)') end
+  if #ARGV < OWN - 1 then fail('count (expected at least 23)') end
   local c
   if PERSISTENT then
     local A = ARGV
     local key = A[3] .. '\0' .. A[4] .. '\0' .. A[5] .. '\0' .. A[6] .. '\0' .. A[7] .. '\0' .. A[8] .. '\0'
       .. A[9] .. '\0' .. A[10] .. '\0' .. A[11] .. '\0' .. A[12] .. '\0' .. A[13] .. '\0' .. A[14] .. '\0'
-      .. A[15] .. '\0' .. A[16] .. '\0' .. A[17] .. '\0' .. A[20]
+      .. A[15] .. '\0' .. A[16] .. '\0' .. A[17] .. '\0' .. A[20] .. '\0' .. A[23]
     c = CONFIGS[key]
     if c == nil then
       c = validate_config()

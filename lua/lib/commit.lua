@@ -81,10 +81,15 @@ local function commit(S, c)
     if S.dirty and (not was or was[3] ~= config) then
       args[n + 1], args[n + 2], n = 'config', config, n + 2
     end
+    -- The writer's quorum, when it differs from the stored one (absent: 1), so operators can
+    -- read it; an operator's command has none.
+    if S.dirty and not S.keep_config and (S.quorum or 1) ~= c.quorum then
+      args[n + 1], args[n + 2], n = 'quorum', c.quorum, n + 2
+    end
     for i = 1, #INT_FIELDS do
       local f = INT_FIELDS[i]
       local v = S[f]
-      if S.dirty and (not was or was[i + 4] ~= v) then
+      if S.dirty and (not was or was[i + 5] ~= v) then
         args[n + 1], args[n + 2], n = f, v, n + 2
       end
     end
@@ -136,6 +141,20 @@ local function commit(S, c)
   elseif refresh_ttls then
     -- The refresh covers the metrics key too (none: nothing happens).
     rcall('PEXPIRE', KEYS[4], c.metrics_ttl)
+  end
+  -- The reporters of the quorum rule (see `report` in lib/rules.lua): those older than the
+  -- window (or from a clock ahead of this one) go as a reporter is added; a quorum met, or a
+  -- reset, deletes them all (they are folded into the fleet's state). Removals use pcall: they
+  -- only tidy, and must not undo what was applied.
+  if S.reporters == 'add' then
+    rpcall('ZREMRANGEBYSCORE', KEYS[6], '-inf', c.now - c.window)
+    rpcall('ZREMRANGEBYSCORE', KEYS[6], '(' .. int(c.now), '+inf')
+    rcall('ZADD', KEYS[6], c.now, c.origin)
+    rcall('PEXPIRE', KEYS[6], c.window)
+  elseif S.reporters == 'remove' then
+    rpcall('ZREM', KEYS[6], c.origin)
+  elseif S.reporters == 'clear' then
+    rcall('DEL', KEYS[6])
   end
   -- Each transition also goes to the breaker's history, capped at about HISTORY_LEN entries,
   -- kept as long as the state and at least metrics_ttl (the console draws the last day). With

@@ -35,20 +35,21 @@ end
 local function empty_state(c)
   return { exists = false, state = 'closed', reason = '', config = '', dirty = false,
     incarnation = 0, epoch = 0, failures = 0, fseq = 0, successes = 0, trips = 0, opened_at = 0,
-    open_until = 0, changed_at = 0, failed_at = 0, ttl_at = 0, stored = false, keep_config = false,
+    open_until = 0, changed_at = 0, failed_at = 0, ttl_at = 0, quorum = nil, reporters = '', stored = false,
+    keep_config = false,
     events = EMPTY, drop = EMPTY, metrics = EMPTY, P = EMPTY, probes_dirty = false, W = EMPTY,
     fresh_window = false, Wadd = EMPTY, Wdel = EMPTY, window = c.window, window_stored = false }
 end
 
 -- Reads the state hash into S; answers what is corrupt in it (nil when nothing is).
 local function load_state(S, c)
-  local raw = read('HMGET', KEYS[1], 'state', 'reason', 'config', 'ttl_at', unpack(INT_FIELDS))
+  local raw = read('HMGET', KEYS[1], 'state', 'reason', 'config', 'ttl_at', 'quorum', unpack(INT_FIELDS))
   if not raw then
     local drop = own(S, 'drop')
     drop[#drop + 1] = KEYS[1]
     return 'state key had type ' .. key_type(KEYS[1])
   end
-  for i = 1, #INT_FIELDS + 4 do
+  for i = 1, #INT_FIELDS + 5 do
     if raw[i] then
       S.exists = true
       break
@@ -63,9 +64,12 @@ local function load_state(S, c)
   -- When the TTLs were last set in full (bookkeeping: a bad value only makes them due now).
   local ttl_at = tonumber(raw[4])
   if ttl_at and ttl_at == ttl_at and ttl_at > 0 and ttl_at <= MAX_INT then S.ttl_at = ttl_at end
+  -- The quorum of the last process that wrote (absent: 1); a bad value reads as absent.
+  local quorum = tonumber(raw[5])
+  if quorum and quorum >= 1 and quorum <= MAX_QUORUM and quorum % 1 == 0 then S.quorum = quorum end
   for i = 1, #INT_FIELDS do
     local f = INT_FIELDS[i]
-    local v = raw[i + 4]
+    local v = raw[i + 5]
     if v then
       local n = tonumber(v)
       if n == nil or n ~= n or n < 0 or n > MAX_INT or n % 1 ~= 0 then
@@ -76,11 +80,11 @@ local function load_state(S, c)
     end
   end
   if S.incarnation == 0 then S.dirty = true end
-  -- What was read (state, reason, config, ttl_at, then INT_FIELDS in order), so commit writes
-  -- only the fields that changed.
+  -- What was read (state, reason, config, ttl_at, quorum, then INT_FIELDS in order), so commit
+  -- writes only the fields that changed.
   if not problem then
-    raw[1], raw[2], raw[3], raw[4] = S.state, S.reason, S.config, S.ttl_at
-    for i = 1, #INT_FIELDS do raw[i + 4] = S[INT_FIELDS[i]] end
+    raw[1], raw[2], raw[3], raw[4], raw[5] = S.state, S.reason, S.config, S.ttl_at, S.quorum
+    for i = 1, #INT_FIELDS do raw[i + 5] = S[INT_FIELDS[i]] end
     S.stored = raw
   end
   -- A state with a deadline must have a sane one: open with none, or any deadline further away

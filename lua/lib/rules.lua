@@ -32,9 +32,10 @@ local function window_add(S, c, calls, fails, slow)
   end
 end
 
--- Opens the breaker when a trip rule holds (closed state only).
+-- Opens the breaker when a trip rule holds (closed state only). Under a quorum the fleet's
+-- outcomes open nothing: each process applies the rules to its own and reports (`report`).
 local function check_rules(S, c)
-  if S.state ~= 'closed' then return end
+  if S.state ~= 'closed' or c.quorum > 1 then return end
   if c.failure_threshold > 0 and S.failures >= c.failure_threshold then
     trip(S, c, fmt(REASON.consecutive, S.failures))
     return
@@ -46,5 +47,48 @@ local function check_rules(S, c)
     trip(S, c, fmt(REASON.failure_rate, fails / calls, c.failure_rate, calls))
   elseif c.slow_rate > 0 and slow / calls >= c.slow_rate then
     trip(S, c, fmt(REASON.slow_rate, slow / calls, c.slow_rate, calls))
+  end
+end
+
+-- A read of the reporters key: nil when it has another type (set by hand: replaced at commit);
+-- any other refusal (NOPERM) is raised, before anything is written.
+local function read_reporters(cmd, ...)
+  local r = rpcall(cmd, KEYS[6], ...)
+  if type(r) == 'table' and r.err then
+    if string.sub(r.err, 1, 9) == 'WRONGTYPE' then return nil end
+    error(r.err, 0)
+  end
+  return r
+end
+
+-- A process's report under the quorum rule (record.lua OWN+17; Rust twin: `Call::report`):
+-- 'failing' when its own breaker opened (its own outcomes met the trip rule) or reopened,
+-- 'recovered' when it closed again. The fleet opens, once, when `quorum` distinct processes
+-- reported failing within the window (the caller included); below that the caller is added as
+-- a reporter and the fleet stays closed. Reports reach a closed fleet only: once the fleet is
+-- open, every process is held by it.
+local function report(S, c, action)
+  if action == '' or c.origin == '' then return end
+  if action == 'recovered' then
+    S.reporters = 'remove'
+    return
+  end
+  if S.state ~= 'closed' or c.quorum <= 1 then return end
+  local since = c.now - c.window
+  local n = read_reporters('ZCOUNT', '(' .. int(since), c.now)
+  if n == nil then
+    local drop = own(S, 'drop')
+    drop[#drop + 1] = KEYS[6]
+    n = 0
+  else
+    local at = tonumber(read_reporters('ZSCORE', c.origin))
+    if at and at > since and at <= c.now then n = n - 1 end
+  end
+  n = n + 1
+  if n >= c.quorum then
+    trip(S, c, fmt(REASON.quorum, n, c.quorum))
+    S.reporters = 'clear'
+  else
+    S.reporters = 'add'
   end
 end

@@ -3,7 +3,7 @@
 //! `record.lua`, `control.lua`).
 
 use super::{Call, HALF_OPEN_RETRY_MS, reason, recovery_ms};
-use crate::protocol::{Batch, ControlOp, Record, RecordOutcome, Reply, Transition, Verdict};
+use crate::protocol::{Batch, ControlOp, Record, RecordOutcome, Reply, Report, Transition, Verdict};
 use crate::state::State;
 
 impl Call<'_> {
@@ -110,7 +110,7 @@ impl Call<'_> {
     }
 
     fn check_rules(&mut self) {
-        if self.m.state != State::Closed {
+        if self.m.state != State::Closed || self.p.quorum > 1 {
             return;
         }
         let p = self.p;
@@ -189,7 +189,38 @@ impl Call<'_> {
         }
     }
 
+    /// A process's report under the quorum rule (`report` in `lua/lib/rules.lua`).
+    fn report(&mut self, action: Report) {
+        if action == Report::None || self.origin.is_empty() {
+            return;
+        }
+        if action == Report::Recovered {
+            self.m.reporters.remove(self.origin);
+            return;
+        }
+        if self.m.state != State::Closed || self.p.quorum <= 1 {
+            return;
+        }
+        let (now, since) = (self.now, self.now.saturating_sub(self.p.window));
+        let counts = |at: u64| at > since && at <= now;
+        let others = self.m.reporters.iter().filter(|(id, at)| id.as_str() != self.origin && counts(**at)).count();
+        let n = others as u64 + 1;
+        if n >= self.p.quorum {
+            self.trip(reason::quorum(n, self.p.quorum));
+            self.m.reporters.clear();
+        } else {
+            self.m.reporters.retain(|_, at| counts(*at));
+            self.m.reporters.insert(self.origin.to_string(), now);
+        }
+    }
+
     pub(super) fn record(&mut self, r: &Record) -> Verdict {
+        let verdict = self.record_outcome(r);
+        self.report(r.report);
+        verdict
+    }
+
+    fn record_outcome(&mut self, r: &Record) -> Verdict {
         // A permit's own lease is judged before expired leases are swept.
         let own_lease = !r.probe.is_empty() && self.m.probes.contains_key(&r.probe);
         self.advance();
@@ -263,8 +294,12 @@ impl Call<'_> {
                     self.dirty = true;
                 }
                 self.clear_window();
+                self.m.reporters.clear();
             }
-            ControlOp::Reset => self.close(reason::RESET.into()),
+            ControlOp::Reset => {
+                self.close(reason::RESET.into());
+                self.m.reporters.clear();
+            }
             ControlOp::ForceOpen | ControlOp::ForceClose => {
                 let (to, what) = if op == ControlOp::ForceOpen {
                     (State::ForcedOpen, "forced open")

@@ -57,6 +57,10 @@ pub(crate) struct Machine {
     window: BTreeMap<(u64, u8), u64>,
     /// The window length the buckets are counted in (the first writer's), once stored.
     window_len: Option<u64>,
+    /// The quorum of the last process that wrote, once one other than 1 was written.
+    quorum: Option<u64>,
+    /// The quorum's reporters: client id -> when it reported (the reporters key).
+    reporters: BTreeMap<String, u64>,
     pub(crate) metrics: Metrics,
 }
 
@@ -80,6 +84,8 @@ impl Default for Machine {
             probes: BTreeMap::new(),
             window: BTreeMap::new(),
             window_len: None,
+            quorum: None,
+            reporters: BTreeMap::new(),
             metrics: Metrics::default(),
         }
     }
@@ -91,16 +97,30 @@ pub(super) struct Call<'a> {
     p: &'a Params,
     now: u64,
     rand: f64,
+    /// The caller's client id (the quorum's reporter).
+    origin: &'a str,
     dirty: bool,
     transitions: Vec<Transition>,
 }
 
 impl Machine {
-    /// Forgets the stored state, as a DEL of every key (or an expiry) would.
+    /// Forgets the state, probes and window, as a DEL of those keys (or an expiry) would; the
+    /// metrics and the reporters stay.
     #[cfg(test)]
     pub(crate) fn lose_keys(&mut self) {
         let metrics = std::mem::take(&mut self.metrics);
-        *self = Machine { metrics, ..Machine::default() };
+        let reporters = std::mem::take(&mut self.reporters);
+        *self = Machine { metrics, reporters, ..Machine::default() };
+    }
+
+    /// The reporters as the reporters key holds them (member, score, ...).
+    pub(crate) fn flat_reporters(&self) -> Vec<String> {
+        self.reporters.iter().flat_map(|(id, at)| [id.clone(), at.to_string()]).collect()
+    }
+
+    #[cfg(test)]
+    pub(crate) fn reporters(&self) -> &BTreeMap<String, u64> {
+        &self.reporters
     }
 
     /// A machine that starts from what a process last knew of Redis's state: the in-process
@@ -140,6 +160,9 @@ impl Machine {
             state.push(v.to_string());
         }
         state.extend(["reason".to_string(), self.reason.clone(), "config".to_string(), self.config.clone()]);
+        if let Some(q) = self.quorum {
+            state.extend(["quorum".to_string(), q.to_string()]);
+        }
         if !self.exists {
             state.clear();
         }
@@ -192,7 +215,6 @@ impl Machine {
         }
     }
 
-    #[cfg(test)]
     pub(crate) fn state(&self) -> State {
         self.state
     }
@@ -202,17 +224,19 @@ impl Machine {
         self.exists
     }
 
-    /// Runs one operation at `now` (ms). `new_incarnation` is used when the state is created.
+    /// Runs one operation at `now` (ms) for the client `origin`. `new_incarnation` is used when
+    /// the state is created.
     pub(crate) fn run(
         &mut self,
         p: &Params,
         now: u64,
         rand: f64,
         new_incarnation: u64,
+        origin: &str,
         op: &Op,
     ) -> (Reply, Vec<Transition>) {
         let stored_config = self.config.clone();
-        let mut call = Call { m: self, p, now, rand, dirty: false, transitions: Vec::new() };
+        let mut call = Call { m: self, p, now, rand, origin, dirty: false, transitions: Vec::new() };
         if call.m.exists && call.m.incarnation == 0 {
             call.dirty = true;
         }
@@ -230,9 +254,12 @@ impl Machine {
                 call.m.incarnation = new_incarnation;
             }
             call.m.exists = true;
-            // An operator's write keeps the fingerprint of the last process that wrote.
+            // An operator's write keeps the fingerprint (and quorum) of the last process that wrote.
             if !matches!(op, Op::Control { .. }) {
                 call.m.config = p.fingerprint.clone();
+                if call.m.quorum.unwrap_or(1) != p.quorum {
+                    call.m.quorum = Some(p.quorum);
+                }
             }
         }
         let transitions = std::mem::take(&mut call.transitions);

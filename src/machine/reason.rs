@@ -20,6 +20,10 @@ pub(super) fn probes_succeeded(successes: u64) -> String {
     format!("{successes} probe successes")
 }
 
+pub(super) fn quorum(reporters: u64, quorum: u64) -> String {
+    format!("{reporters} processes failed (quorum {quorum})")
+}
+
 pub(super) const FORCED_CLOSE_EXPIRED: &str = "forced close expired";
 pub(super) const RESET: &str = "reset by operator";
 

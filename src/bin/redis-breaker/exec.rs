@@ -93,6 +93,12 @@ struct BreakerOpts {
     /// it (stderr says so).
     #[arg(long)]
     shadow: bool,
+    /// Distinct processes whose own failures must meet the trip rule before the fleet opens.
+    /// Each run is its own process: with one call per run, pair it with
+    /// --failure-threshold 1, so a failing run reports itself and N failing runs within
+    /// --window open the breaker.
+    #[arg(long)]
+    quorum: Option<u32>,
 }
 
 impl BreakerOpts {
@@ -102,7 +108,7 @@ impl BreakerOpts {
             ($($field:ident),*) => { $( if let Some(v) = self.$field { b = b.$field(v); } )* };
         }
         set!(failure_threshold, success_threshold, half_open_max_probes, base_recovery, max_recovery, multiplier);
-        set!(jitter, probe_lease, call_timeout, failure_rate, minimum_calls, window, failure_expiry);
+        set!(jitter, probe_lease, call_timeout, failure_rate, minimum_calls, window, failure_expiry, quorum);
         if self.shadow {
             b = b.shadow(true);
         }

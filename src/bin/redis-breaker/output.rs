@@ -36,6 +36,7 @@ pub(crate) fn list_value(statuses: &[Status]) -> serde_json::Value {
                 "retry_after_ms": s.retry_after_ms, "calls": s.metrics.calls, "failure_rate": rate(s),
                 "reason": s.reason, "epoch": s.epoch, "trips": s.trips, "probes": s.probes.len(),
                 "rejected": s.metrics.rejected, "config": s.config, "recovery_due": s.recovery_due,
+                "quorum": s.quorum, "reporters": s.reporters.len(),
             })
         })
         .collect();
@@ -116,6 +117,17 @@ impl Out {
         line(format_args!("trips:       {}", s.trips));
         let probes: Vec<String> = s.probes.iter().map(|p| format!("{} ({}ms left)", p.id, p.expires_in_ms)).collect();
         line(format_args!("probes:      {}", if probes.is_empty() { "none".to_string() } else { probes.join(", ") }));
+        if s.quorum > 1 || !s.reporters.is_empty() {
+            let reporters: Vec<String> =
+                s.reporters.iter().map(|r| format!("{} ({:.1}s ago)", r.id, r.age_ms as f64 / 1000.0)).collect();
+            line(format_args!(
+                "quorum:      {} ({} of {} processes reported their own breaker open{})",
+                s.quorum,
+                s.reporters.len(),
+                s.quorum,
+                if reporters.is_empty() { String::new() } else { format!(": {}", reporters.join(", ")) }
+            ));
+        }
         line(format_args!(
             "metrics:     calls {} successes {} failures {} slow {} rejected {} timeouts {} opened {}",
             m.calls, m.successes, m.failures, m.slow, m.rejected, m.timeouts, m.opened
@@ -126,11 +138,12 @@ impl Out {
             Some(ms) => format!("{:.0}s", ms as f64 / 1000.0),
         };
         line(format_args!(
-            "ttl:         state {}, probes {}, window {}, metrics {}",
+            "ttl:         state {}, probes {}, window {}, metrics {}, reporters {}",
             ttl(s.ttl_ms.state),
             ttl(s.ttl_ms.probes),
             ttl(s.ttl_ms.window),
-            ttl(s.ttl_ms.metrics)
+            ttl(s.ttl_ms.metrics),
+            ttl(s.ttl_ms.reporters)
         ));
     }
 

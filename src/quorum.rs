@@ -1,0 +1,161 @@
+//! This process's own breaker under a quorum ([`ConfigBuilder::quorum`](crate::ConfigBuilder::quorum)
+//! above 1): the trip rules applied to this process's calls alone, by the Rust machine in
+//! memory. When they hold, this process opens for itself only (its own backoff and probes) and
+//! reports itself to the fleet (record.lua's `failing`), which opens once `quorum` processes
+//! did; when its own probes succeed it closes and withdraws its report (`recovered`). Once
+//! the fleet is open, or an operator forced it, the own breaker folds into it: it starts again
+//! closed, and the fleet decides.
+
+use crate::machine::Machine;
+use crate::protocol::{Batch, Op, Params, RecordOutcome, Report, Transition, Verdict};
+use crate::snapshot::View;
+use crate::state::State;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard};
+use std::time::Duration;
+
+/// The own breaker of one breaker in one process.
+#[derive(Debug)]
+pub(crate) struct OwnBreaker {
+    /// The breaker's config with no quorum: the rules this process applies to its own calls.
+    params: Params,
+    machine: Mutex<Own>,
+    /// True while the own machine is closed: the fold check on the call path reads no lock.
+    closed: AtomicBool,
+    /// Incarnations for the own machine (its state is never shared: any increasing number).
+    incarnations: AtomicU64,
+}
+
+#[derive(Debug, Default)]
+struct Own {
+    machine: Machine,
+    /// This process reported itself failing to the fleet and has not withdrawn it.
+    reported: bool,
+}
+
+/// What one call holds of the own breaker: the view it was let through under, and its own
+/// probe lease (empty when it is not an own probe).
+#[derive(Debug, Clone)]
+pub(crate) struct OwnGrant {
+    view: View,
+    probe: String,
+}
+
+/// The own breaker's answer to one call.
+pub(crate) enum OwnDecision {
+    Allow(OwnGrant),
+    Reject { state: State, retry_after: Option<Duration> },
+}
+
+/// What recording an outcome did to the own breaker: its transitions, and the report the
+/// fleet must hear (with this outcome's record, at once).
+pub(crate) struct OwnOutcome {
+    pub(crate) transitions: Vec<Transition>,
+    pub(crate) report: Report,
+    pub(crate) incarnation: u64,
+    pub(crate) remaining_ms: Option<u64>,
+}
+
+impl OwnGrant {
+    pub(crate) fn is_probe(&self) -> bool {
+        !self.probe.is_empty()
+    }
+}
+
+impl OwnBreaker {
+    pub(crate) fn new(params: &Params) -> OwnBreaker {
+        OwnBreaker {
+            params: params.own_rules(),
+            machine: Mutex::new(Own::default()),
+            closed: AtomicBool::new(true),
+            incarnations: AtomicU64::new(1),
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Own> {
+        // A poisoned lock only means a caller panicked mid-call; the machine is still whole.
+        self.machine.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn run(&self, own: &mut Own, now_ms: u64, op: &Op) -> (crate::protocol::Reply, Vec<Transition>) {
+        let incarnation = self.incarnations.fetch_add(1, Ordering::Relaxed);
+        let result = own.machine.run(&self.params, now_ms, rand::random(), incarnation, "", op);
+        self.closed.store(result.0.state == State::Closed, Ordering::Release);
+        result
+    }
+
+    /// Whether the own breaker is closed (no lock).
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
+    /// Decides one call of this process.
+    pub(crate) fn acquire(&self, now_ms: u64) -> OwnDecision {
+        let mut own = self.lock();
+        // A probe lease needs an id; a closed breaker takes none.
+        let permit = if own.machine.state() == State::Closed {
+            String::new()
+        } else {
+            format!("{:016x}", rand::random::<u64>())
+        };
+        let op = Op::Acquire { permit: permit.clone(), batch: Batch::default() };
+        let (reply, _) = self.run(&mut own, now_ms, &op);
+        let view =
+            View { incarnation: reply.incarnation, epoch: reply.epoch, failures: reply.failures, fseq: reply.fseq };
+        match reply.verdict {
+            Verdict::Rejected => {
+                OwnDecision::Reject { state: reply.state, retry_after: reply.remaining_ms.map(Duration::from_millis) }
+            }
+            Verdict::Probe => OwnDecision::Allow(OwnGrant { view, probe: permit }),
+            _ => OwnDecision::Allow(OwnGrant { view, probe: String::new() }),
+        }
+    }
+
+    /// Records one outcome of a call let through under `grant`; says what the fleet must hear.
+    pub(crate) fn finish(
+        &self,
+        grant: OwnGrant,
+        outcome: RecordOutcome,
+        slow: bool,
+        timed_out: bool,
+        now_ms: u64,
+    ) -> OwnOutcome {
+        let mut own = self.lock();
+        let record = grant.view.record(outcome, grant.probe, slow, timed_out, Batch::default());
+        let (reply, transitions) = self.run(&mut own, now_ms, &Op::Record(record));
+        let report = match transitions.last().map(|t| t.to) {
+            Some(State::Open) => {
+                own.reported = true;
+                Report::Failing
+            }
+            Some(State::Closed) if own.reported => {
+                own.reported = false;
+                Report::Recovered
+            }
+            _ => Report::None,
+        };
+        OwnOutcome { transitions, report, incarnation: reply.incarnation, remaining_ms: reply.remaining_ms }
+    }
+
+    /// Starts the own breaker again, closed: the fleet is open (or forced), and decides. Answers
+    /// the state it left when it was not closed.
+    pub(crate) fn fold(&self) -> Option<State> {
+        if self.is_closed() {
+            return None;
+        }
+        let mut own = self.lock();
+        let left = own.machine.state();
+        if left == State::Closed {
+            return None;
+        }
+        *own = Own::default();
+        self.closed.store(true, Ordering::Release);
+        Some(left)
+    }
+
+    /// The own breaker's state and whether this process counts as a failing reporter.
+    pub(crate) fn state(&self) -> (State, bool) {
+        let own = self.lock();
+        (own.machine.state(), own.reported)
+    }
+}

@@ -1,0 +1,191 @@
+//! The quorum rule with separate `Client`s on one Redis (each client is one process to the
+//! fleet): one failing process opens for itself only; the quorum-th opens the fleet once;
+//! reporters expire with the window and withdraw when they recover. The same with 8 OS
+//! processes and a broken network path: `tests/multi_process.rs`.
+
+mod support;
+
+use redis_breaker::{Client, Config, Error, EventKind, State};
+use std::collections::HashMap;
+use std::time::Duration;
+use support::*;
+
+fn quorum(q: u32) -> redis_breaker::ConfigBuilder {
+    Config::builder()
+        .failure_threshold(2)
+        .success_threshold(1)
+        .quorum(q)
+        .base_recovery(Duration::from_millis(300))
+        .max_recovery(Duration::from_millis(300))
+        .jitter(0.0)
+}
+
+async fn clients(redis: &TestRedis, n: usize) -> Vec<Client> {
+    let mut out = Vec::new();
+    for _ in 0..n {
+        out.push(client(redis, Duration::from_secs(5)).await);
+    }
+    out
+}
+
+async fn reporters(redis: &TestRedis, name: &str) -> HashMap<String, u64> {
+    let mut conn = redis.conn().await;
+    redis::cmd("ZRANGE")
+        .arg(key(name, "reporters"))
+        .arg(0)
+        .arg(-1)
+        .arg("WITHSCORES")
+        .query_async(&mut conn)
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_failing_process_opens_for_itself_and_the_quorum_th_opens_the_fleet_once() {
+    let redis = redis().await;
+    let name = unique("quorum");
+    let config = quorum(3).build().unwrap();
+    let clients = clients(&redis, 4).await;
+    let b: Vec<_> = clients.iter().map(|c| c.breaker(&name, config.clone()).unwrap()).collect();
+    let mut events = b[0].subscribe();
+
+    // Process 0 fails twice (its own threshold): it opens for itself only.
+    fail(&b[0]).await.unwrap_err();
+    fail(&b[0]).await.unwrap_err();
+    match fail(&b[0]).await {
+        Err(Error::Rejected(r)) => {
+            assert!(r.local, "rejected by its own breaker: {r}");
+            assert_eq!(r.state, State::Open);
+            assert!(r.to_string().contains("in this process"), "{r}");
+        }
+        other => panic!("process 0 should reject its own calls, got {other:?}"),
+    }
+    let local = loop {
+        let e = tokio::time::timeout(Duration::from_secs(2), events.recv()).await.expect("an event").expect("open");
+        if e.kind == EventKind::LocalOpen {
+            break e;
+        }
+    };
+    assert_eq!((local.from, local.to, local.caused_here), (Some(State::Closed), State::Open, true));
+    let health = b[0].health().await.unwrap();
+    assert_eq!((health.quorum, health.local_state, health.reporting), (3, Some(State::Open), true));
+    assert_eq!(health.snapshot.state, State::Closed, "the fleet stays closed");
+    // The others are not held back, and the fleet is closed with one reporter: process 0.
+    for other in &b[1..] {
+        succeed(other).await.unwrap();
+    }
+    let status = b[1].status().await.unwrap();
+    assert_eq!((status.state, status.epoch, status.quorum), (State::Closed, 0, 3));
+    let ids: Vec<&str> = status.reporters.iter().map(|r| r.id.as_str()).collect();
+    assert_eq!(ids, [clients[0].id()]);
+    assert!(status.ttl_ms.reporters.is_some_and(|t| t > 0 && t <= 60_000), "{:?}", status.ttl_ms);
+    assert_eq!(b[1].health().await.unwrap().local_state, Some(State::Closed));
+
+    // Process 1 is the second reporter: still below the quorum.
+    fail(&b[1]).await.unwrap_err();
+    fail(&b[1]).await.unwrap_err();
+    assert_eq!(reporters(&redis, &name).await.len(), 2);
+    assert_eq!(state_hash(&redis, &name).await["state"], "closed");
+    succeed(&b[3]).await.unwrap();
+
+    // The third opens the fleet: one epoch, one backoff draw, the reporters folded into it.
+    fail(&b[2]).await.unwrap_err();
+    fail(&b[2]).await.unwrap_err();
+    let state = state_hash(&redis, &name).await;
+    assert_eq!((state["state"].as_str(), state["epoch"].as_str(), state["trips"].as_str()), ("open", "1", "1"));
+    assert_eq!(state["reason"], "3 processes failed (quorum 3)");
+    assert_eq!(state["quorum"], "3");
+    assert!(reporters(&redis, &name).await.is_empty(), "the reporters fold into the fleet's trip");
+    // Every process is now held by the fleet; process 0's own breaker folded into it.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    for (i, breaker) in b.iter().enumerate() {
+        match succeed(breaker).await {
+            Err(Error::Rejected(r)) => assert!(!r.local, "process {i} is rejected by the fleet: {r}"),
+            other => panic!("process {i}: expected a fleet rejection, got {other:?}"),
+        }
+    }
+    let health = b[0].health().await.unwrap();
+    assert_eq!((health.local_state, health.reporting), (Some(State::Closed), false));
+    let history = b[0].history(5).await.unwrap();
+    assert_eq!(history.len(), 1, "one transition: {history:?}");
+    assert_eq!(history[0].origin, clients[2].id(), "caused by the quorum-th reporter");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_recovered_process_withdraws_its_report_and_old_reports_do_not_count() {
+    let redis = redis().await;
+    let name = unique("quorum-recover");
+    let config = quorum(2).build().unwrap();
+    let clients = clients(&redis, 2).await;
+    let b: Vec<_> = clients.iter().map(|c| c.breaker(&name, config.clone()).unwrap()).collect();
+
+    fail(&b[0]).await.unwrap_err();
+    fail(&b[0]).await.unwrap_err();
+    assert_eq!(reporters(&redis, &name).await.keys().collect::<Vec<_>>(), [clients[0].id()]);
+    // After its own backoff, its own probe succeeds: it closes and withdraws its report.
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    let permit = b[0].acquire().await.expect("its own probe");
+    assert!(permit.is_probe());
+    permit.success().await;
+    assert_eq!(b[0].health().await.unwrap().local_state, Some(State::Closed));
+    assert!(reporters(&redis, &name).await.is_empty(), "the report was withdrawn");
+    // So one more failing process is the only reporter, below the quorum of 2.
+    fail(&b[1]).await.unwrap_err();
+    fail(&b[1]).await.unwrap_err();
+    assert_eq!(state_hash(&redis, &name).await["state"], "closed");
+
+    // A process that reported 10 minutes ago does not count now (the window is 60s): the
+    // fleet stays closed, and the old report is swept.
+    let name = unique("quorum-old");
+    let mut conn = redis.conn().await;
+    let (now, _): (u64, u64) = redis::cmd("TIME").query_async(&mut conn).await.unwrap();
+    let ten_minutes_ago = now * 1000 - 600_000;
+    let _: () = redis::cmd("ZADD")
+        .arg(key(&name, "reporters"))
+        .arg(ten_minutes_ago)
+        .arg("gone-process")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    let b0 = clients[0].breaker(&name, config.clone()).unwrap();
+    fail(&b0).await.unwrap_err();
+    fail(&b0).await.unwrap_err();
+    assert_eq!(state_hash(&redis, &name).await.get("state").map(String::as_str), Some("closed"));
+    assert_eq!(reporters(&redis, &name).await.keys().collect::<Vec<_>>(), [clients[0].id()]);
+    // A report within the window does count: a second process opens the fleet.
+    let b1 = clients[1].breaker(&name, config).unwrap();
+    fail(&b1).await.unwrap_err();
+    fail(&b1).await.unwrap_err();
+    assert_eq!(state_hash(&redis, &name).await["state"], "open");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quorum_of_one_is_todays_shared_rule() {
+    let redis = redis().await;
+    let name = unique("quorum-one");
+    let config = quorum(1).build().unwrap();
+    let clients = clients(&redis, 2).await;
+    let b: Vec<_> = clients.iter().map(|c| c.breaker(&name, config.clone()).unwrap()).collect();
+    // Failures of two processes add up: the fleet opens on the second.
+    fail(&b[0]).await.unwrap_err();
+    fail(&b[1]).await.unwrap_err();
+    let state = state_hash(&redis, &name).await;
+    assert_eq!(state["state"], "open");
+    assert!(!state.contains_key("quorum"), "no quorum field without a quorum");
+    assert!(reporters(&redis, &name).await.is_empty());
+    let health = b[0].health().await.unwrap();
+    assert_eq!((health.quorum, health.local_state, health.reporting), (1, None, false));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_operator_reset_clears_the_reporters() {
+    let redis = redis().await;
+    let name = unique("quorum-reset");
+    let clients = clients(&redis, 1).await;
+    let b = clients[0].breaker(&name, quorum(3).build().unwrap()).unwrap();
+    fail(&b).await.unwrap_err();
+    fail(&b).await.unwrap_err();
+    assert_eq!(reporters(&redis, &name).await.len(), 1);
+    b.reset().await.unwrap();
+    assert!(reporters(&redis, &name).await.is_empty());
+}
