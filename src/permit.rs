@@ -134,15 +134,20 @@ impl CallGuard<'_> {
     }
 
     /// The common end of a call, without entering `finish`'s future: a success of a healthy
-    /// closed breaker is one count. Answers whether it was that. (Under a quorum the own
-    /// breaker hears every outcome: never this path.)
+    /// closed breaker is one count (under a quorum, when it changes nothing in this process's
+    /// own breaker either). Answers whether it was that.
     fn finish_healthy(&mut self, outcome: Outcome, slow: bool) -> bool {
+        let own_unmoved = || match (&self.own, &self.breaker.inner.own) {
+            (Some(grant), Some(own)) => own.success_changes_nothing(grant),
+            _ => true,
+        };
         match &self.grant {
-            Some(Grant::Closed(view)) if outcome == Outcome::Success && view.failures == 0 && self.own.is_none() => {
+            Some(Grant::Closed(view)) if outcome == Outcome::Success && view.failures == 0 && own_unmoved() => {
                 let inner = &self.breaker.inner;
                 inner.meters.outcome(outcome, false);
                 inner.pending.success(view, slow);
                 self.grant = None;
+                self.own = None;
                 true
             }
             _ => false,
@@ -248,12 +253,11 @@ impl Breaker {
     /// open, half-open or forced fleet decides alone, and the own breaker folds into it).
     fn own_grant(&self) -> Result<Option<OwnGrant>, Rejected> {
         let Some(own) = &self.inner.own else { return Ok(None) };
-        if self.inner.snapshot.view().0 != State::Closed {
+        if self.inner.snapshot.state() != State::Closed {
             self.inner.fold_own();
             return Ok(None);
         }
-        let now = self.inner.shared.in_process.clock.now_ms();
-        match own.acquire(now) {
+        match own.acquire(|| self.inner.shared.in_process.clock.now_ms()) {
             OwnDecision::Allow(grant) => Ok(Some(grant)),
             OwnDecision::Reject { .. } if self.inner.config.shadow => Ok(None),
             OwnDecision::Reject { state, retry_after } => {

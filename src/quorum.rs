@@ -90,8 +90,11 @@ impl OwnBreaker {
     }
 
     /// Decides one call of this process.
-    pub(crate) fn acquire(&self, now_ms: u64) -> OwnDecision {
+    pub(crate) fn acquire(&self, now_ms: impl FnOnce() -> u64) -> OwnDecision {
         let mut own = self.lock();
+        if let Some(view) = own.machine.closed_view() {
+            return OwnDecision::Allow(OwnGrant { view, probe: String::new() });
+        }
         // A probe lease needs an id; a closed breaker takes none.
         let permit = if own.machine.state() == State::Closed {
             String::new()
@@ -99,7 +102,7 @@ impl OwnBreaker {
             format!("{:016x}", rand::random::<u64>())
         };
         let op = Op::Acquire { permit: permit.clone(), batch: Batch::default() };
-        let (reply, _) = self.run(&mut own, now_ms, &op);
+        let (reply, _) = self.run(&mut own, now_ms(), &op);
         let view =
             View { incarnation: reply.incarnation, epoch: reply.epoch, failures: reply.failures, fseq: reply.fseq };
         match reply.verdict {
@@ -109,6 +112,15 @@ impl OwnBreaker {
             Verdict::Probe => OwnDecision::Allow(OwnGrant { view, probe: permit }),
             _ => OwnDecision::Allow(OwnGrant { view, probe: String::new() }),
         }
+    }
+
+    /// Whether a success under `grant` would change nothing: the own breaker is closed with no
+    /// failure counted and keeps no window (the healthy path records nothing then).
+    pub(crate) fn success_changes_nothing(&self, grant: &OwnGrant) -> bool {
+        if grant.is_probe() || self.params.windowed() {
+            return false;
+        }
+        self.lock().machine.closed_view().is_some_and(|v| v.failures == 0)
     }
 
     /// Records one outcome of a call let through under `grant`; says what the fleet must hear.

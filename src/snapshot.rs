@@ -206,6 +206,11 @@ impl SnapshotCell {
         }
     }
 
+    /// The state as last seen, fresh or not (one atomic load).
+    pub(crate) fn state(&self) -> State {
+        State::from_u8(self.state.load(Ordering::Acquire))
+    }
+
     /// The snapshot as it stands, fresh or not.
     pub(crate) fn view(&self) -> (State, View, bool) {
         let (state, view, fresh_until, _) = self.read();

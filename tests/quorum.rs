@@ -189,3 +189,52 @@ async fn an_operator_reset_clears_the_reporters() {
     b.reset().await.unwrap();
     assert!(reporters(&redis, &name).await.is_empty());
 }
+
+/// Redis commands (all of them, those scripts run included; not INFO) that `f` costs.
+async fn commands<F: std::future::Future<Output = ()>>(redis: &TestRedis, f: F) -> u64 {
+    let total = |s: &std::collections::BTreeMap<String, u64>| {
+        s.iter().filter(|(c, _)| *c != "info").map(|(_, n)| n).sum::<u64>()
+    };
+    let before = total(&redis.commandstats().await);
+    f.await;
+    total(&redis.commandstats().await) - before
+}
+
+/// A quorum adds nothing to the healthy path and nothing to a failure's round trip: healthy
+/// calls cost the same commands with quorum 3 as with 1 (batched, one flush), a failure below
+/// its own threshold no more, and the failure that opens a process's own breaker carries its
+/// report in the same script call. Prints the figures (`-- --nocapture`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quorum_costs_nothing_on_the_healthy_path_and_no_round_trip_per_failure() {
+    let redis = private_redis().await;
+    let client = client_flushing_every(&redis, Duration::from_secs(60), Duration::from_secs(600)).await;
+    let mut figures = Vec::new();
+    for q in [1, 3] {
+        let config = quorum(q).failure_threshold(3).build().unwrap();
+        let b = client.breaker(&unique("quorum-cost"), config).unwrap();
+        succeed(&b).await.unwrap();
+        client.flush().await.unwrap();
+        let healthy = commands(&redis, async {
+            for _ in 0..1000 {
+                succeed(&b).await.unwrap();
+            }
+            client.flush().await.unwrap();
+        })
+        .await;
+        let scripts_before = redis.script_calls().await;
+        let failure = commands(&redis, async { assert!(fail(&b).await.is_err()) }).await;
+        let _ = commands(&redis, async { assert!(fail(&b).await.is_err()) }).await;
+        let opening = commands(&redis, async { assert!(fail(&b).await.is_err()) }).await;
+        assert_eq!(redis.script_calls().await - scripts_before, 3, "one script call per failure");
+        figures.push((q, healthy, failure, opening));
+    }
+    let [(_, healthy_1, failure_1, opening_1), (_, healthy_3, failure_3, opening_3)] = figures[..] else {
+        unreachable!()
+    };
+    assert_eq!(healthy_3, healthy_1, "1000 healthy calls and a flush");
+    assert!(failure_3 <= failure_1, "a failure below the threshold: {failure_3} vs {failure_1}");
+    eprintln!(
+        "commands: 1000 healthy calls + flush {healthy_1} (quorum 1) / {healthy_3} (quorum 3); a failure {failure_1} / {failure_3}; \
+         the failure that opens (quorum 1: the fleet; quorum 3: the process itself, with its report) {opening_1} / {opening_3}"
+    );
+}

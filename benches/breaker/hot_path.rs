@@ -1,5 +1,6 @@
 //! A closed breaker whose snapshot is fresh: no Redis command, against a bare call and the
-//! in-process breakers failsafe and recloser, in the same executor harness.
+//! in-process breakers failsafe and recloser, in the same executor harness; and the same
+//! breaker under a quorum (this process's own breaker hears every call), against no quorum.
 
 use crate::harness::{Ratios, case, runtime};
 use criterion::Criterion;
@@ -20,6 +21,9 @@ pub fn bench(c: &mut Criterion, url: &str, ratios: &mut Ratios) {
         });
         let ours = client.breaker(&format!("bench-hot-{threads}"), Config::default()).expect("breaker");
         rt.block_on(async { ours.execute(downstream).await.expect("warm the snapshot") });
+        let quorum = Config::builder().quorum(3).build().expect("config");
+        let with_quorum = client.breaker(&format!("bench-hot-quorum-{threads}"), quorum).expect("breaker");
+        rt.block_on(async { with_quorum.execute(downstream).await.expect("warm the snapshot") });
         let failsafe = failsafe::Config::new().build();
         let recloser = recloser::AsyncRecloser::from(recloser::Recloser::default());
 
@@ -29,6 +33,10 @@ pub fn bench(c: &mut Criterion, url: &str, ratios: &mut Ratios) {
         let bare = case(&mut g, &rt, threads, iters, "baseline: bare async call", || async { downstream().await });
         let ours_ns = case(&mut g, &rt, threads, iters, "redis-breaker execute", {
             let b: &'static _ = Box::leak(Box::new(ours.clone()));
+            move || async move { b.execute(downstream).await.is_ok() }
+        });
+        let quorum_ns = case(&mut g, &rt, threads, iters, "redis-breaker execute, quorum 3", {
+            let b: &'static _ = Box::leak(Box::new(with_quorum.clone()));
             move || async move { b.execute(downstream).await.is_ok() }
         });
         let failsafe_ns = case(&mut g, &rt, threads, iters, "failsafe call", {
@@ -44,5 +52,6 @@ pub fn bench(c: &mut Criterion, url: &str, ratios: &mut Ratios) {
         ratios.add(&format!("execute overhead, {label}"), "failsafe overhead", over(ours_ns), over(failsafe_ns));
         ratios.add(&format!("execute overhead, {label}"), "recloser overhead", over(ours_ns), over(recloser_ns));
         ratios.add(&format!("execute, {label}"), "bare async call", ours_ns, bare);
+        ratios.add(&format!("execute under quorum 3, {label}"), "execute, no quorum", quorum_ns, ours_ns);
     }
 }

@@ -215,6 +215,17 @@ impl Machine {
         }
     }
 
+    /// What a call let through now holds, when the machine is closed (it decides nothing else:
+    /// a closed machine allows every call).
+    pub(crate) fn closed_view(&self) -> Option<crate::snapshot::View> {
+        (self.state == State::Closed).then_some(crate::snapshot::View {
+            incarnation: self.incarnation,
+            epoch: self.epoch,
+            failures: self.failures,
+            fseq: self.fseq,
+        })
+    }
+
     pub(crate) fn state(&self) -> State {
         self.state
     }
