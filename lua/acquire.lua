@@ -1,6 +1,6 @@
 -- redis-breaker: acquire — decide one call and, when half-open, lease a probe.
--- KEYS: state, probes, window, metrics, history, reporters (see lib/args.lua).
--- ARGV: 1..23 common (see lib/args.lua); OWN (24) permit id (1-64 bytes, unique per permit);
+-- KEYS: state, probes, window, metrics, history, reporters, processes (see lib/args.lua).
+-- ARGV: 1..24 common (see lib/args.lua); OWN (25) permit id (1-64 bytes, unique per permit);
 --   OWN+1 .. OWN+9 the caller's pending batch (see parse_batch in lib/batch.lua), counted first.
 -- Reply: { verdict, state, incarnation, epoch, failures, fseq, remaining_ms, stored_config, reason }
 --   verdict: 'allowed' (closed or forced_closed), 'probe' (a half-open lease was taken for the

@@ -1,7 +1,7 @@
 -- redis-breaker: control — an operator's force_open, force_close and reset.
--- KEYS: state, probes, window, metrics, history, reporters (see lib/args.lua).
--- ARGV: 1..23 common (see lib/args.lua), then
---   OWN (24) op: 'force_open' | 'force_close' | 'reset'   OWN+1 duration_ms (0 = until reset)
+-- KEYS: state, probes, window, metrics, history, reporters, processes (see lib/args.lua).
+-- ARGV: 1..24 common (see lib/args.lua), then
+--   OWN (25) op: 'force_open' | 'force_close' | 'reset'   OWN+1 duration_ms (0 = until reset)
 --   OWN+2 the operator's note for the history (0-200 bytes; '' = none)
 -- Reply: { 'ok', state, incarnation, epoch, failures, fseq, remaining_ms, stored_config, reason }
 -- Transitions: any -> forced_open (trips kept; after the duration it acts as an expired open);

@@ -3,8 +3,8 @@
 -- missing permission is one clear error before anything is written, not a script that fails
 -- after it wrote the state. Reads and writes nothing. Its prelude: none.
 -- Needs redis.acl_check_cmd (Redis >= 7.0, Valkey); earlier servers answer 'unchecked'.
--- KEYS: state, probes, window, metrics, history, reporters (as in lib/args.lua). The commands
---   only a quorum breaker runs on reporters (ZCOUNT, ZSCORE, ZREMRANGEBYSCORE, ZREM) are not
+-- KEYS: state, probes, window, metrics, history, reporters, processes (as in lib/args.lua). The
+--   commands only a quorum breaker runs on those two (ZCOUNT, ZSCORE, ZREMRANGEBYSCORE, ZREM) are not
 --   asked: a user without them is refused at its first report, before anything is written.
 -- ARGV: 1 the channel events are published on ('' = none), 2 how: 'publish' or 'spublish',
 --   3 the record function of the crate's Functions library ('' = not asked).
@@ -25,9 +25,10 @@ local function check(...)
     denied[#denied + 1] = name
   end
 end
-local state, probes, window, metrics, history, reporters = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local state, probes, window, metrics, history, reporters, processes = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5],
+  KEYS[6], KEYS[7]
 check('TIME')
-for _, key in ipairs({ state, probes, window, metrics, history, reporters }) do
+for _, key in ipairs({ state, probes, window, metrics, history, reporters, processes }) do
   check('TYPE', key)
   check('DEL', key)
   check('PEXPIRE', key, 1)
@@ -39,6 +40,7 @@ check('PERSIST', state)
 check('ZRANGE', probes, 0, -1, 'WITHSCORES')
 check('ZADD', probes, 1, 'p')
 check('ZADD', reporters, 1, 'c')
+check('ZADD', processes, 1, 'c')
 check('HGETALL', window)
 check('HSET', window, 'len', 1)
 check('HDEL', window, 'b')
@@ -57,7 +59,8 @@ if ARGV[1] ~= '' then
   if ran and not allowed then reply[#reply + 1] = 'publish' end
 end
 if ARGV[3] and ARGV[3] ~= '' then
-  local ran, call = pcall(redis.acl_check_cmd, 'FCALL', ARGV[3], 6, state, probes, window, metrics, history, reporters)
+  local ran, call = pcall(redis.acl_check_cmd, 'FCALL', ARGV[3], 7, state, probes, window, metrics, history, reporters,
+    processes)
   local ran_load, load = pcall(redis.acl_check_cmd, 'FUNCTION', 'LOAD', 'code')
   if ran and call and ran_load and load then reply[#reply + 1] = 'functions' end
 end

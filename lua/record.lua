@@ -1,6 +1,6 @@
 -- redis-breaker: record — report one call's outcome; batched counters ride along.
--- KEYS: state, probes, window, metrics, history, reporters (see lib/args.lua).
--- ARGV: 1..23 common (see lib/args.lua), then, from OWN (24):
+-- KEYS: state, probes, window, metrics, history, reporters, processes (see lib/args.lua).
+-- ARGV: 1..24 common (see lib/args.lua), then, from OWN (25):
 --   OWN outcome: 'success' | 'failure' | 'ignore' | 'release' (a permit dropped with no outcome:
 --      frees its probe lease, counts nothing) | 'none' (a flush of the batch alone)
 --   OWN+1 permit incarnation  OWN+2 permit epoch  OWN+3 probe id ('' when the permit holds no
@@ -9,6 +9,8 @@
 --   OWN+16 a failure's one-line description for the history (0-200 bytes; '' = none)
 --   OWN+17 the caller's report under the quorum rule: '' | 'failing' (its own breaker opened)
 --      | 'recovered' (it closed again); see `report` in lib/rules.lua
+--   OWN+18 active (0|1): with a quorum_fraction, the caller recorded calls and counts among the
+--      processes of the window (sent about ten times per window, not with every record)
 -- Reply: { verdict, state, incarnation, epoch, failures, fseq, remaining_ms, stored_config, reason }
 --   verdict: 'applied', or 'stale' when the outcome moved no state (its permit belongs to another
 --   incarnation or epoch, or its probe lease is gone). Metrics count both. A probe's own lease
@@ -35,6 +37,8 @@ local batch = parse_batch(OWN + 7)
 if outcome == 'failure' then c.failure = str_arg(OWN + 16, 'failure description', 200, true) end
 local action = str_arg(OWN + 17, 'report', 9, true)
 if action ~= '' and action ~= 'failing' and action ~= 'recovered' then fail('report') end
+local active = int_arg(OWN + 18, 'active', 0)
+if active > 1 then fail('active') end
 if slow > 1 or timed_out > 1 then fail('flags') end
 local S = load(c)
 
@@ -95,6 +99,7 @@ if outcome ~= 'none' then
 end
 
 report(S, c, action)
+S.active = active == 1 and c.fraction > 0 and c.origin ~= ''
 
 commit(S, c)
 return reply(S, c, verdict)

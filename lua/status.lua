@@ -1,11 +1,11 @@
 -- redis-breaker: status — read one breaker's keys for operators (the CLI's `status` and `list`).
 -- Reads only; its prelude is lib/clock.lua alone.
--- KEYS: state, probes, window, metrics, history, reporters (as in lib/args.lua; the history is
---   not read).
+-- KEYS: state, probes, window, metrics, history, reporters, processes (as in lib/args.lua; the
+--   history is not read).
 -- ARGV: none.
 -- Reply: { now_ms, state_hash_flat, probes_flat (member, score, ...), metrics_flat,
 --          pttl_state, pttl_probes, pttl_window, pttl_metrics, reporters_flat (member, score, ...),
---          pttl_reporters } where a key of the wrong type
+--          pttl_reporters, processes (their count) } where a key of the wrong type
 --          reads as empty (the next write resets it).
 -- Transitions: none.
 local now = redis_now_ms()
@@ -26,4 +26,5 @@ return {
   redis.call('PTTL', KEYS[4]),
   read(KEYS[6], 'zset', 'ZRANGE', 0, -1, 'WITHSCORES'),
   redis.call('PTTL', KEYS[6]),
+  #read(KEYS[7], 'zset', 'ZRANGE', 0, -1),
 }

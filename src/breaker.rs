@@ -83,7 +83,7 @@ impl Breaker {
         if matches!(self.inner.shared.store(), Store::InMemory) {
             return Ok(());
         }
-        let record = Record::flush(self.inner.take_pending());
+        let record = Record { active: self.inner.active_due(), ..Record::flush(self.inner.take_pending()) };
         self.inner.run(&Op::Record(record)).await.map(drop)
     }
 

@@ -44,6 +44,7 @@ pub struct Config {
     pub(crate) failure_expiry: Duration,
     pub(crate) shadow: bool,
     pub(crate) quorum: u32,
+    pub(crate) quorum_fraction: Option<f64>,
 }
 
 impl Default for Config {
@@ -68,6 +69,7 @@ impl Default for Config {
             failure_expiry: Config::DEFAULT_FAILURE_EXPIRY,
             shadow: false,
             quorum: 1,
+            quorum_fraction: None,
         }
     }
 }
@@ -107,6 +109,7 @@ pub struct ConfigBuilder {
     failure_expiry: Option<Duration>,
     shadow: Option<bool>,
     quorum: Option<u32>,
+    quorum_fraction: Option<f64>,
 }
 
 /// Writes a builder's setter and the built config's getter for each `Copy` field, with one doc
@@ -196,6 +199,17 @@ impl ConfigBuilder {
         self
     }
 
+    /// Scales the quorum with the fleet: the fleet opens only when at least this fraction of
+    /// the processes that recorded calls within `window` reported their own breaker open (e.g.
+    /// 0.3), and at least `quorum` of them; it puts the breaker under a quorum even with a
+    /// `quorum` of 1. Costs each process a few Redis commands about ten times per window (it
+    /// says it is active in `<prefix>:{<name>}:processes`), none per call. In (0, 1].
+    #[must_use]
+    pub fn quorum_fraction(mut self, fraction: f64) -> Self {
+        self.quorum_fraction = Some(fraction);
+        self
+    }
+
     /// Turns on the slow-call rule: trip when at least this fraction of the window's calls took
     /// `slow_call_duration` or longer.
     #[must_use]
@@ -230,6 +244,7 @@ impl ConfigBuilder {
             failure_expiry: self.failure_expiry.unwrap_or(d.failure_expiry),
             shadow: self.shadow.unwrap_or(d.shadow),
             quorum: self.quorum.unwrap_or(d.quorum),
+            quorum_fraction: self.quorum_fraction,
         };
         c.validate()?;
         Ok(c)
@@ -314,6 +329,11 @@ impl Config {
         self.slow_call_rate
     }
 
+    /// The quorum's fraction of the active processes, when set.
+    pub fn quorum_fraction(&self) -> Option<f64> {
+        self.quorum_fraction
+    }
+
     pub(crate) fn windowed(&self) -> bool {
         self.failure_rate.is_some() || self.slow_call_rate.is_some()
     }
@@ -364,6 +384,7 @@ impl Config {
         check((1..=MAX_QUORUM).contains(&self.quorum), "quorum", || {
             format!("must be between 1 and {MAX_QUORUM}, got {}", self.quorum)
         })?;
+        fraction(self.quorum_fraction, "quorum_fraction")?;
         check(self.failure_threshold > 0 || self.windowed(), "failure_threshold", || {
             "is 0 (rule off) and no rate rule is on: the breaker could never open".into()
         })
@@ -391,6 +412,10 @@ impl Config {
         );
         // The quorum only when it is not the default: fingerprints of earlier versions still match.
         let text = if self.quorum > 1 { format!("{text}|q{}", self.quorum) } else { text };
+        let text = match self.quorum_fraction {
+            Some(f) => format!("{text}|qf{f}"),
+            None => text,
+        };
         // FNV-1a, 64 bits: stable across builds and platforms, unlike std's hasher.
         let hash =
             text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3));
@@ -439,6 +464,8 @@ mod tests {
         assert_eq!(field_of(b().failure_threshold(0).build()), "failure_threshold");
         assert_eq!(field_of(b().quorum(0).build()), "quorum");
         assert_eq!(field_of(b().quorum(10_001).build()), "quorum");
+        assert_eq!(field_of(b().quorum_fraction(0.0).build()), "quorum_fraction");
+        assert_eq!(field_of(b().quorum_fraction(1.5).build()), "quorum_fraction");
         assert_eq!(field_of(b().base_recovery(Duration::from_secs(u64::MAX / 2)).build()), "base_recovery");
     }
 

@@ -28,6 +28,9 @@ pub(crate) struct Inner {
     pub(crate) pending: Pending,
     /// Nanoseconds since the client's base when a script call last took `pending`.
     pending_sent: AtomicU64,
+    /// With a quorum fraction: nanoseconds since the client's base when a record last said
+    /// this process is active (0: never).
+    active_sent: AtomicU64,
     pub(crate) shared: Arc<Shared>,
     pub(crate) config_matches: AtomicBool,
     /// False until the in-process breaker has been started from the snapshot since the last
@@ -48,12 +51,13 @@ impl Inner {
         Arc::new(Inner {
             name: name.to_string(),
             keys,
-            own: (params.quorum > 1).then(|| OwnBreaker::new(&params)),
+            own: params.under_quorum().then(|| OwnBreaker::new(&params)),
             params,
             config,
             snapshot: SnapshotCell::new(shared.base),
             pending: Pending::default(),
             pending_sent: AtomicU64::new(0),
+            active_sent: AtomicU64::new(0),
             shared,
             config_matches: AtomicBool::new(true),
             in_process_seeded: AtomicBool::new(false),
@@ -68,6 +72,19 @@ impl Inner {
     pub(crate) fn take_pending(&self) -> Batch {
         self.pending_sent.store(self.shared.nanos_since_base(Instant::now()), Ordering::Relaxed);
         self.pending.take()
+    }
+
+    /// With a quorum fraction: whether the next record says this process is active (about ten
+    /// times per window: the processes key keeps each for a window).
+    pub(crate) fn active_due(&self) -> bool {
+        if self.params.fraction <= 0.0 {
+            return false;
+        }
+        let now = self.shared.nanos_since_base(Instant::now()).max(1);
+        let last = self.active_sent.load(Ordering::Relaxed);
+        let every = self.params.window.saturating_mul(1_000_000) / 10;
+        (last == 0 || now.saturating_sub(last) >= every)
+            && self.active_sent.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
     }
 
     /// Whether the background flush sends this breaker's counts now: successes a rolling

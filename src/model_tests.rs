@@ -39,15 +39,18 @@ enum Step {
         outcome: RecordOutcome,
         slow: bool,
         timed_out: bool,
-        /// Which process records it, and what it reports under the quorum rule.
+        /// Which process records it, what it reports under the quorum rule, and whether it
+        /// says it is active (quorum fraction).
         reporter: usize,
         report: Report,
+        active: bool,
     },
     Flush {
         counts: Counts,
         second: bool,
         reporter: usize,
         report: Report,
+        active: bool,
     },
     Advance {
         ms: u64,
@@ -65,8 +68,13 @@ const SLOTS: usize = 4;
 /// Processes (client ids) that record outcomes and report under the quorum rule.
 const REPORTERS: usize = 3;
 
-fn report() -> impl Strategy<Value = (usize, Report)> {
-    (0..REPORTERS, prop_oneof![4 => Just(Report::None), 3 => Just(Report::Failing), 1 => Just(Report::Recovered)])
+/// Which process records, what it reports, and whether it says it is active.
+fn report() -> impl Strategy<Value = (usize, Report, bool)> {
+    (
+        0..REPORTERS,
+        prop_oneof![4 => Just(Report::None), 3 => Just(Report::Failing), 1 => Just(Report::Recovered)],
+        prop::bool::weighted(0.4),
+    )
 }
 
 /// Batched counts, stamped with the snapshot of the permit held in `slot` (or none).
@@ -124,17 +132,19 @@ fn step() -> impl Strategy<Value = Step> {
         1 => (0..SLOTS).prop_map(|slot| Step::ReleaseLost { slot }),
         1 => any::<bool>().prop_map(|metrics| Step::Poison { metrics }),
         6 => (0..SLOTS, outcome, any::<bool>(), prop::bool::weighted(0.1), report()).prop_map(
-            |(slot, outcome, slow, timed_out, (reporter, report))| Step::Finish {
+            |(slot, outcome, slow, timed_out, (reporter, report, active))| Step::Finish {
                 slot,
                 outcome,
                 slow,
                 timed_out,
                 reporter,
-                report
+                report,
+                active
             }
         ),
-        2 => (counts(), prop::bool::weighted(0.3), report())
-            .prop_map(|(counts, second, (reporter, report))| Step::Flush { counts, second, reporter, report }),
+        2 => (counts(), prop::bool::weighted(0.3), report()).prop_map(|(counts, second, (reporter, report, active))| {
+            Step::Flush { counts, second, reporter, report, active }
+        }),
         4 => prop_oneof![0..50u64, 50..400u64, 400..3000u64].prop_map(|ms| Step::Advance { ms }),
         2 => Just(Step::ToDeadline),
         1 => (control, prop_oneof![Just(0u64), 1..2000u64])
@@ -149,11 +159,11 @@ fn config() -> impl Strategy<Value = Config> {
         (50..500u64, 0..3000u64, 1.0..3.0f64, 0.0..0.5f64),
         (50..600u64, prop::option::of(0.3..1.0f64), prop::option::of(0.3..1.0f64), 1..6u32, 500..3000u64),
         100..5000u64,
-        prop_oneof![Just(1u32), 2..4u32],
+        (prop_oneof![Just(1u32), 2..4u32], prop::option::weighted(0.3, 0.2..1.0f64)),
     )
         .prop_filter_map(
             "no trip rule",
-            |((ft, st, probes), (base, extra, mult, jitter), (lease, fr, sr, min, win), expiry, quorum)| {
+            |((ft, st, probes), (base, extra, mult, jitter), (lease, fr, sr, min, win), expiry, (quorum, fraction))| {
                 let mut b = Config::builder()
                     .failure_threshold(ft)
                     .success_threshold(st)
@@ -168,6 +178,9 @@ fn config() -> impl Strategy<Value = Config> {
                     .window(Duration::from_millis(win))
                     .failure_expiry(Duration::from_millis(expiry))
                     .quorum(quorum);
+                if let Some(f) = fraction {
+                    b = b.quorum_fraction(f);
+                }
                 if let Some(r) = fr {
                     b = b.failure_rate(r);
                 }
@@ -288,7 +301,7 @@ impl Case {
                     0,
                 )
             }
-            Step::Finish { slot, outcome, slow, timed_out, reporter, report } => {
+            Step::Finish { slot, outcome, slow, timed_out, reporter, report, active } => {
                 let h = self.held[*slot].take()?;
                 let record = |incarnation| Record {
                     outcome: *outcome,
@@ -305,6 +318,7 @@ impl Case {
                         String::new()
                     },
                     report: *report,
+                    active: *active,
                 };
                 (
                     Op::Record(record(h.redis_incarnation)),
@@ -314,9 +328,9 @@ impl Case {
                     *reporter,
                 )
             }
-            Step::Flush { counts, second, reporter, report } => {
+            Step::Flush { counts, second, reporter, report, active } => {
                 let (for_redis, for_model) = batches(&self.held, counts);
-                let flush = |batch| Op::Record(Record { report: *report, ..Record::flush(batch) });
+                let flush = |batch| Op::Record(Record { report: *report, active: *active, ..Record::flush(batch) });
                 (flush(for_redis), flush(for_model), None, *second, *reporter)
             }
             Step::Control { op, duration_ms } => {
@@ -419,6 +433,10 @@ impl Case {
             redis::pipe().zrange_withscores(&keys[5], 0, -1).pttl(&keys[5]).query_async(conn).await.unwrap();
         let reporters: BTreeMap<String, u64> = reporters.into_iter().collect();
         prop_assert_eq!(&reporters, self.model.reporters(), "reporters after {:?}", step);
+        let processes: Vec<(String, u64)> =
+            redis::cmd("ZRANGE").arg(&keys[6]).arg(0).arg(-1).arg("WITHSCORES").query_async(conn).await.unwrap();
+        let processes: BTreeMap<String, u64> = processes.into_iter().collect();
+        prop_assert_eq!(&processes, self.model.processes(), "processes after {:?}", step);
         let window = i64::try_from(self.params.window.max(self.second.window)).unwrap();
         prop_assert!(
             reporters_pttl == -2 || (reporters_pttl > 0 && reporters_pttl <= window),

@@ -35,11 +35,11 @@ pub(crate) fn valid_prefix(prefix: &str) -> bool {
     !prefix.is_empty() && prefix.len() <= 100 && prefix.bytes().all(allowed_byte)
 }
 
-/// The six keys of one breaker, in the order every script takes them.
+/// The seven keys of one breaker, in the order every script takes them.
 #[derive(Debug, Clone)]
 pub(crate) struct Keys {
     pub(crate) name: String,
-    pub(crate) all: [String; 6],
+    pub(crate) all: [String; 7],
     /// The breaker's own events channel, in its slot: `<prefix>:{<name>}:events` (sharded
     /// pub/sub on Redis Cluster).
     pub(crate) shard_channel: String,
@@ -50,7 +50,15 @@ impl Keys {
         let key = |suffix: &str| format!("{prefix}:{{{name}}}:{suffix}");
         Keys {
             name: name.to_string(),
-            all: [key("state"), key("probes"), key("window"), key("metrics"), key("history"), key("reporters")],
+            all: [
+                key("state"),
+                key("probes"),
+                key("window"),
+                key("metrics"),
+                key("history"),
+                key("reporters"),
+                key("processes"),
+            ],
             shard_channel: key("events"),
         }
     }

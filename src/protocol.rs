@@ -27,6 +27,8 @@ pub(crate) struct Params {
     pub(crate) window: u64,
     pub(crate) failure_expiry: u64,
     pub(crate) quorum: u64,
+    /// The quorum's fraction of the processes that recorded calls in the window (0: none).
+    pub(crate) fraction: f64,
 }
 
 fn ms(d: std::time::Duration) -> u64 {
@@ -53,18 +55,29 @@ impl Params {
             window: ms(c.window),
             failure_expiry: ms(c.failure_expiry),
             quorum: c.quorum.into(),
+            fraction: c.quorum_fraction.unwrap_or(0.0),
         }
     }
 
     /// Whether the fleet keeps a rolling window: a rate rule is on and the fleet's outcomes
     /// decide (no quorum; under one, each process keeps its own window).
     pub(crate) fn windowed(&self) -> bool {
-        (self.failure_rate > 0.0 || self.slow_rate > 0.0) && self.quorum == 1
+        (self.failure_rate > 0.0 || self.slow_rate > 0.0) && !self.under_quorum()
+    }
+
+    /// Whether the fleet opens by a quorum of processes (`quorum` > 1 or a `quorum_fraction`).
+    pub(crate) fn under_quorum(&self) -> bool {
+        self.quorum > 1 || self.fraction > 0.0
+    }
+
+    /// The quorum rule as the state hash keeps it: `<quorum>` or `<quorum>:<fraction>`.
+    pub(crate) fn quorum_text(&self) -> String {
+        if self.fraction > 0.0 { format!("{}:{}", self.quorum, self.fraction) } else { self.quorum.to_string() }
     }
 
     /// The rules a process applies to its own calls under a quorum: the same, with no quorum.
     pub(crate) fn own_rules(&self) -> Params {
-        Params { quorum: 1, ..self.clone() }
+        Params { quorum: 1, fraction: 0.0, ..self.clone() }
     }
 }
 
@@ -170,6 +183,8 @@ pub(crate) struct Record {
     pub(crate) description: String,
     /// The caller's report under the quorum rule.
     pub(crate) report: Report,
+    /// With a quorum fraction: the caller recorded calls, and counts among the window's processes.
+    pub(crate) active: bool,
 }
 
 /// What a process tells the fleet about its own breaker under a quorum (record.lua OWN+17).
@@ -208,6 +223,7 @@ impl Record {
             batch,
             description: String::new(),
             report: Report::None,
+            active: false,
         }
     }
 

@@ -133,7 +133,9 @@ impl Inner {
         slow: bool,
         timed_out: bool,
     ) -> Record {
-        view.record(outcome, probe, slow, timed_out, self.take_pending())
+        let mut record = view.record(outcome, probe, slow, timed_out, self.take_pending());
+        record.active = self.active_due();
+        record
     }
 
     /// Sends a record to Redis; when Redis cannot take it, a batch it carried is kept for the

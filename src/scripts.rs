@@ -118,7 +118,7 @@ pub(crate) struct Scripts {
 pub(crate) struct Call<'s> {
     script: &'s Script,
     name: &'static str,
-    keys: &'s [String; 6],
+    keys: &'s [String; 7],
     args: Vec<Vec<u8>>,
 }
 
@@ -223,7 +223,8 @@ impl Scripts {
             .arg(p.failure_expiry)
             .arg(&self.origin)
             .arg(if self.sharded { keys.shard_channel.as_str() } else { "" })
-            .arg(p.quorum);
+            .arg(p.quorum)
+            .arg(p.fraction.to_string());
         match op {
             Op::Acquire { permit, batch } => {
                 call.arg(permit);
@@ -238,7 +239,7 @@ impl Scripts {
                     .arg(u8::from(r.timed_out))
                     .arg(r.fseq);
                 batch_args(&mut call, &r.batch);
-                call.arg(&r.description).arg(r.report.as_str());
+                call.arg(&r.description).arg(r.report.as_str()).arg(u8::from(r.active));
             }
             Op::Control { op, duration_ms, note } => {
                 call.arg(op.as_str()).arg(*duration_ms).arg(note);

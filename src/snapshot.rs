@@ -53,6 +53,7 @@ impl View {
             batch,
             description: String::new(),
             report: crate::protocol::Report::None,
+            active: false,
         }
     }
 }

@@ -48,6 +48,12 @@ pub struct Status {
     /// processes must report their own breaker open before the fleet opens
     /// ([`ConfigBuilder::quorum`](crate::ConfigBuilder::quorum)).
     pub quorum: u64,
+    /// The quorum's fraction of the processes that recorded calls within the window, when the
+    /// last writer set one ([`ConfigBuilder::quorum_fraction`](crate::ConfigBuilder::quorum_fraction)).
+    pub quorum_fraction: Option<f64>,
+    /// With a quorum fraction: the processes that said they recorded calls recently (about
+    /// the last window; the key's entries are swept as processes add themselves).
+    pub processes: u64,
     /// The processes whose own breaker opened and that count toward the quorum now (reported
     /// within the window), newest first.
     pub reporters: Vec<Reporter>,
@@ -65,7 +71,7 @@ pub struct Probe {
     pub expires_in_ms: i64,
 }
 
-/// A process that reported its own breaker open (quorum > 1), from `<prefix>:{<name>}:reporters`.
+/// A process that reported its own breaker open (under a quorum), from `<prefix>:{<name>}:reporters`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
 pub struct Reporter {
@@ -138,6 +144,7 @@ pub(crate) struct Raw {
     pub(crate) probes: Vec<String>,
     pub(crate) metrics: Vec<String>,
     pub(crate) reporters: Vec<String>,
+    pub(crate) processes: u64,
     pub(crate) pttl: [i64; 5],
 }
 
@@ -172,6 +179,11 @@ impl Status {
                 Reporter { id: r[0].clone(), reported_at_ms: at, age_ms: raw.now_ms.saturating_sub(at) }
             })
             .collect();
+        // The quorum rule as stored: "<quorum>" or "<quorum>:<fraction>" (absent: 1).
+        let rule = h.get("quorum").map_or((1, None), |text| {
+            let (q, f) = text.split_once(':').map_or((*text, None), |(q, f)| (q, Some(f)));
+            (q.parse::<u64>().ok().filter(|q| *q >= 1).unwrap_or(1), f.and_then(|f| f.parse::<f64>().ok()))
+        });
         reporters.sort_by(|a, b| b.reported_at_ms.cmp(&a.reported_at_ms).then_with(|| a.id.cmp(&b.id)));
         Status {
             name: name.to_string(),
@@ -190,7 +202,9 @@ impl Status {
             reason,
             config: h.get("config").map(|c| c.to_string()).unwrap_or_default(),
             probes,
-            quorum: h.get("quorum").and_then(|v| v.parse::<u64>().ok()).filter(|q| *q >= 1).unwrap_or(1),
+            quorum: rule.0,
+            quorum_fraction: rule.1,
+            processes: raw.processes,
             reporters,
             metrics: Metrics {
                 calls: metric("calls"),

@@ -360,17 +360,17 @@ impl RedisStore {
 
     /// Reads one breaker's keys for operators.
     pub(crate) async fn status(&self, keys: &Keys) -> Result<crate::status::Raw, StoreError> {
-        type Reply = (String, Vec<String>, Vec<String>, Vec<String>, i64, i64, i64, i64, Vec<String>, i64);
+        type Reply = (String, Vec<String>, Vec<String>, Vec<String>, i64, i64, i64, i64, Vec<String>, i64, u64);
         self.check_version(keys.state()).await?;
         let inv = self.scripts.status(keys);
         let mut conn = self.handle();
-        let (now, state, probes, metrics, a, b, c, d, reporters, e): Reply =
+        let (now, state, probes, metrics, a, b, c, d, reporters, e, processes): Reply =
             self.deadline(keys.state(), inv.invoke_async(&mut conn)).await?;
         let now_ms = now.parse().map_err(|_| StoreError::Protocol {
             key: keys.state().to_string(),
             detail: format!("status time is {now:?}"),
         })?;
-        Ok(crate::status::Raw { now_ms, state, probes, metrics, reporters, pttl: [a, b, c, d, e] })
+        Ok(crate::status::Raw { now_ms, state, probes, metrics, reporters, processes, pttl: [a, b, c, d, e] })
     }
 
     /// The last `count` entries of a breaker's history stream, newest first.
@@ -476,7 +476,8 @@ impl InProcessStore {
         let machines = self.machines.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let (state, probes, metrics) = machines.get(name).map(|m| m.flat()).unwrap_or_default();
         let reporters = machines.get(name).map(|m| m.flat_reporters()).unwrap_or_default();
-        crate::status::Raw { now_ms, state, probes, metrics, reporters, pttl: [-1, -1, -1, -1, -1] }
+        let processes = machines.get(name).map_or(0, Machine::process_count);
+        crate::status::Raw { now_ms, state, probes, metrics, reporters, processes, pttl: [-1, -1, -1, -1, -1] }
     }
 
     pub(crate) fn names(&self) -> Vec<String> {

@@ -476,13 +476,7 @@ async fn the_readme_minimal_acl_is_enough_for_rate_rules_status_and_the_cli() {
     // Every failure reached the state, and the server refused nothing (a command refused inside
     // a script, after the state was written, shows only in its error statistics).
     assert_eq!(state_field(&redis, &name, "fseq").await, failures, "every failure was recorded by the scripts");
-    let stats: String = redis::cmd("INFO").arg("commandstats").query_async(&mut redis.conn().await).await.unwrap();
-    // A command the ACL denies (inside a script too) counts in its rejected_calls; CLIENT
-    // SETINFO, which the redis crate sends when it connects and whose refusal it ignores, aside.
-    let refused: Vec<&str> = stats
-        .lines()
-        .filter(|l| l.starts_with("cmdstat_") && !l.starts_with("cmdstat_client") && !l.contains("rejected_calls=0,"))
-        .collect();
+    let refused = refused_commands(&redis).await;
     assert!(refused.is_empty(), "the server refused commands to the README's ACL user: {refused:?}");
     let status = b.status().await.expect("status under the minimal ACL (PTTL, TYPE)");
     assert_eq!(status.state, State::Closed);
@@ -512,6 +506,59 @@ async fn the_readme_minimal_acl_is_enough_for_rate_rules_status_and_the_cli() {
         let history = cli(&["history", &name]);
         assert!(history.contains("acl test") && history.contains("forced_open"), "{history}");
     }
+}
+
+/// The commands the server refused (`INFO commandstats` lines with rejected calls). A command
+/// the ACL denies (inside a script too) counts in its rejected_calls; CLIENT SETINFO, which the
+/// redis crate sends when it connects and whose refusal it ignores, aside.
+async fn refused_commands(redis: &TestRedis) -> Vec<String> {
+    let stats: String = redis::cmd("INFO").arg("commandstats").query_async(&mut redis.conn().await).await.unwrap();
+    stats
+        .lines()
+        .filter(|l| l.starts_with("cmdstat_") && !l.starts_with("cmdstat_client") && !l.contains("rejected_calls=0,"))
+        .map(str::to_string)
+        .collect()
+}
+
+/// A breaker under a quorum (with a fraction) works under the README's ACL: reports, the
+/// processes' key, the fleet's trip. Without the quorum's commands (a user made before them)
+/// a report is refused before anything is written, and other breakers are unaffected.
+#[tokio::test]
+async fn the_readme_acl_is_enough_for_a_quorum_and_without_its_commands_a_report_writes_nothing() {
+    let config = Config::builder().failure_threshold(1).quorum(2).quorum_fraction(0.5).build().unwrap();
+    let redis = private_redis().await;
+    let url = readme_acl_user(&redis).await;
+    let (a, b) = (patient_client(&url, Degraded::FailClosed).await, patient_client(&url, Degraded::FailClosed).await);
+    let name = unique("acl-quorum");
+    let (ba, bb) = (a.breaker(&name, config.clone()).unwrap(), b.breaker(&name, config.clone()).unwrap());
+    for (breaker, client) in [(&ba, &a), (&bb, &b)] {
+        breaker.execute(|| async { Ok::<(), ()>(()) }).await.unwrap();
+        client.flush().await.unwrap();
+    }
+    let _ = ba.execute(|| async { Err::<(), _>("down") }).await;
+    assert_eq!(state_hash(&redis, &name).await["state"], "closed", "one report of two needed");
+    let _ = bb.execute(|| async { Err::<(), _>("down") }).await;
+    assert_eq!(state_hash(&redis, &name).await["state"], "open", "the second report opens the fleet");
+    assert!(ba.status().await.unwrap().processes >= 2);
+    assert_eq!(refused_commands(&redis).await, Vec::<String>::new());
+
+    let redis = private_redis().await;
+    let url = readme_acl_user_without(&redis, &["+zcount", "+zscore", "+zremrangebyscore", "+zrem"]).await;
+    let client = patient_client(&url, Degraded::FailClosed).await;
+    let plain =
+        client.breaker(&unique("acl-no-quorum"), Config::builder().failure_threshold(1).build().unwrap()).unwrap();
+    let _ = plain.execute(|| async { Err::<(), _>("down") }).await;
+    assert_eq!(plain.state(), State::Open, "a breaker without a quorum needs none of them");
+    let name = unique("acl-quorum-refused");
+    let quorum = client.breaker(&name, config).unwrap();
+    quorum.execute(|| async { Ok::<(), ()>(()) }).await.unwrap();
+    client.flush().await.unwrap();
+    let fseq_before = state_field(&redis, &name, "fseq").await;
+    let _ = quorum.execute(|| async { Err::<(), _>("down") }).await;
+    let refused = refused_commands(&redis).await;
+    assert!(refused.iter().any(|l| l.starts_with("cmdstat_zcount")), "{refused:?}");
+    assert_eq!(state_field(&redis, &name, "fseq").await, fseq_before, "the refused report wrote nothing");
+    assert_eq!(client.store_status(), StoreStatus::Redis, "a refused report does not mark Redis down");
 }
 
 /// The README's ACL user with `words` taken out (a managed service that forbids them).

@@ -170,10 +170,10 @@ async fn scripts_refuse_bad_arguments_with_a_named_error() {
     assert!(lib.contains("local function parse_config"), "the prelude was found in src/scripts.rs");
     let script = header + &lib + include_str!("../lua/acquire.lua");
     let name = unique("bad-args");
-    let keys = ["state", "probes", "window", "metrics", "history", "reporters"].map(|s| key(&name, s));
+    let keys = ["state", "probes", "window", "metrics", "history", "reporters", "processes"].map(|s| key(&name, s));
     let good: Vec<String> = [
         "", "0.5", "fp", "5", "2", "1", "30000", "300000", "2", "0.1", "30000", "3600000", "86400000", "0", "0", "20",
-        "60000", "", "n", "60000", "client-a", "", "1", "p1", "0", "0", "0", "0", "0", "0", "0", "0", "0",
+        "60000", "", "n", "60000", "client-a", "", "1", "0", "p1", "0", "0", "0", "0", "0", "0", "0", "0", "0",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -208,7 +208,7 @@ async fn scripts_refuse_bad_arguments_with_a_named_error() {
     for way in &ways {
         let run = |args: Vec<String>| {
             let mut cmd = way.clone();
-            cmd.arg(6).arg(&keys).arg(args);
+            cmd.arg(7).arg(&keys).arg(args);
             cmd
         };
         for (i, bad, field) in [
@@ -224,9 +224,10 @@ async fn scripts_refuse_bad_arguments_with_a_named_error() {
             (21, &"x".repeat(513), "shard channel"),
             (22, "0", "quorum"),
             (22, "10001", "quorum"),
-            (23, "", "permit id"),
-            (26, "1.5", "batch fseq"),
-            (28, "3", "batch slow"),
+            (23, "1.5", "quorum_fraction"),
+            (24, "", "permit id"),
+            (27, "1.5", "batch fseq"),
+            (29, "3", "batch slow"),
         ] {
             let ok: Vec<String> = run(good.clone()).query_async(&mut conn).await.unwrap();
             assert_eq!(ok[0], "allowed");

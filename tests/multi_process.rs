@@ -604,7 +604,7 @@ fn quorum_of_three(rt: &tokio::runtime::Runtime, redis: &support::TestRedis, fle
         let (state, metrics, reporters) = quorum_keys(rt, redis, &name);
         assert_eq!(state["state"], "open", "{state:?} {answers:?}");
         assert_eq!((state["epoch"].as_str(), state["trips"].as_str()), ("1", "1"), "one trip, one epoch: {state:?}");
-        assert_eq!(state["reason"], "3 processes failed (quorum 3)");
+        assert_eq!(state["reason"], "failing processes 3 >= quorum 3");
         assert_eq!(metrics["opened"], 1);
         assert_eq!(reporters, 0, "the reporters folded into the trip");
         // From the quorum-th report (the trip, on Redis's clock) to each healthy process's first

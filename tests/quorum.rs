@@ -93,7 +93,7 @@ async fn one_failing_process_opens_for_itself_and_the_quorum_th_opens_the_fleet_
     fail(&b[2]).await.unwrap_err();
     let state = state_hash(&redis, &name).await;
     assert_eq!((state["state"].as_str(), state["epoch"].as_str(), state["trips"].as_str()), ("open", "1", "1"));
-    assert_eq!(state["reason"], "3 processes failed (quorum 3)");
+    assert_eq!(state["reason"], "failing processes 3 >= quorum 3");
     assert_eq!(state["quorum"], "3");
     assert!(reporters(&redis, &name).await.is_empty(), "the reporters fold into the fleet's trip");
     // Every process is now held by the fleet; process 0's own breaker folded into it.
@@ -237,4 +237,35 @@ async fn a_quorum_costs_nothing_on_the_healthy_path_and_no_round_trip_per_failur
         "commands: 1000 healthy calls + flush {healthy_1} (quorum 1) / {healthy_3} (quorum 3); a failure {failure_1} / {failure_3}; \
          the failure that opens (quorum 1: the fleet; quorum 3: the process itself, with its report) {opening_1} / {opening_3}"
     );
+}
+
+/// With a quorum fraction, the processes that recorded calls within the window set how many
+/// reports open the fleet: 0.5 of four active processes is two, though `quorum` is 1.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_quorum_fraction_scales_with_the_active_processes() {
+    let redis = redis().await;
+    let name = unique("quorum-fraction");
+    let config = quorum(1).quorum_fraction(0.5).build().unwrap();
+    let clients = clients(&redis, 4).await;
+    let b: Vec<_> = clients.iter().map(|c| c.breaker(&name, config.clone()).unwrap()).collect();
+    // Four processes make calls and flush them: each says it is active.
+    for (breaker, client) in b.iter().zip(&clients) {
+        succeed(breaker).await.unwrap();
+        client.flush().await.unwrap();
+    }
+    assert_eq!(b[0].status().await.unwrap().processes, 4);
+    // One failing process of four: it opens for itself only (1 < ceil(0.5 * 4)).
+    fail(&b[0]).await.unwrap_err();
+    fail(&b[0]).await.unwrap_err();
+    let third = succeed(&b[0]).await;
+    assert!(matches!(third, Err(Error::Rejected(r)) if r.local), "{third:?} {:?}", state_hash(&redis, &name).await);
+    assert_eq!(state_hash(&redis, &name).await["state"], "closed");
+    // The second of four is half: the fleet opens.
+    fail(&b[1]).await.unwrap_err();
+    fail(&b[1]).await.unwrap_err();
+    let state = state_hash(&redis, &name).await;
+    assert_eq!((state["state"].as_str(), state["reason"].as_str()), ("open", "failing processes 2 >= quorum 2"));
+    assert_eq!(state["quorum"], "1:0.5");
+    let status = b[0].status().await.unwrap();
+    assert_eq!((status.quorum, status.quorum_fraction), (1, Some(0.5)), "{status:?}");
 }

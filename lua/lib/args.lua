@@ -9,10 +9,12 @@
 --   3 window  HASH  breaker:{name}:window   rolling-window buckets "<bucket>:c|f|s"
 --   4 metrics HASH  breaker:{name}:metrics  cumulative outcome counters
 --   5 history STREAM breaker:{name}:history the last transitions (about 100), with their reasons
---   6 reporters ZSET breaker:{name}:reporters processes whose own breaker opened (quorum > 1):
+--   6 reporters ZSET breaker:{name}:reporters processes whose own breaker opened (under a quorum):
 --                                                  member = client id, score = when it reported (ms)
+--   7 processes ZSET breaker:{name}:processes processes that recorded calls (with quorum_fraction):
+--                                                  member = client id, score = when it last said so (ms)
 --
--- ARGV 1..23 (every script): the caller's clock override, config and id; from OWN (24) on, the
+-- ARGV 1..24 (every script): the caller's clock override, config and id; from OWN (25) on, the
 -- script's own, which each script names as OWN + k so a new common argument moves none of them.
 --   1 now_ms ('' = Redis TIME; only tests send a value)   2 rand in [0,1) for the jitter
 --   3 config fingerprint      4 failure_threshold (0 = rule off)   5 success_threshold
@@ -26,6 +28,9 @@
 --   travels within its shard), falling back to PUBLISH on 18 where SPUBLISH is unknown (< 7.0)
 --   23 quorum: distinct processes whose own trip rule must hold (reported with record.lua's
 --   'failing') before the fleet opens; 1 = the closed-state rules count the fleet's outcomes
+--   24 quorum_fraction in [0, 1] (0 = none): the fleet opens only when at least this fraction of
+--   the processes that recorded calls within the window (key 7) reported, and `quorum` of them.
+--   Either above its default (1, 0) puts the breaker under a quorum.
 --
 -- Reply (every script): { verdict, state, incarnation, epoch, failures, fseq, remaining_ms,
 --   stored_config, reason }. remaining_ms is the time left to the state's next deadline (open_until,
@@ -37,7 +42,7 @@ local floor, mmin, mmax, fmt = math.floor, math.min, math.max, string.format
 local rcall, rpcall = redis.call, redis.pcall
 
 -- The first of a script's own arguments.
-local OWN = 24
+local OWN = 25
 local MAX_INT = 9007199254740991
 -- The longest duration any argument may carry (2^43 ms, about 278 years): a deadline now + this
 -- stays an exact integer. A stored deadline further away than this was not written by us.
@@ -62,7 +67,7 @@ local REASON = {
   forced_until_reset = '%s by operator until reset',
   forced_for = '%s by operator for %dms',
   corrupt = 'corrupt state reset to closed: %s',
-  quorum = '%d processes failed (quorum %d)',
+  quorum = 'failing processes %d >= quorum %d',
 }
 local STATES = { closed = true, open = true, half_open = true, forced_open = true, forced_closed = true }
 -- The state hash's fields: three strings, then these integers (in this order in `S.stored`,
@@ -103,7 +108,7 @@ local function int(n)
 end
 
 
--- The config arguments (3 .. 17, 20 and 23) validated once per distinct argument list where the
+-- The config arguments (3 .. 17, 20, 23 and 24) validated once per distinct argument list where the
 -- scripts run as a Functions library (PERSISTENT: the library's locals outlive a call), on every
 -- call where they run with EVALSHA. A fleet has a few configs, so at most CONFIGS_MAX are kept
 -- (the table starts again when full). The key joins the arguments with NUL bytes; two lists
@@ -132,13 +137,20 @@ local function validate_config()
     window = int_arg(17, 'window', 10),
     failure_expiry = int_arg(20, 'failure_expiry', 1),
     quorum = int_arg(23, 'quorum', 1),
+    fraction = float_arg(24, 'quorum_fraction', 0, 1),
+    quorum_mode = false,
+    quorum_text = '',
     windowed = false,
   }
   if c.window > MAX_DURATION then fail('window') end
   if c.failure_expiry > MAX_DURATION then fail('failure_expiry') end
   if c.quorum > MAX_QUORUM then fail('quorum') end
+  c.quorum_mode = c.quorum > 1 or c.fraction > 0
+  -- The rule as the state hash keeps it: "<quorum>" or "<quorum>:<fraction>".
+  c.quorum_text = int(c.quorum)
+  if c.fraction > 0 then c.quorum_text = c.quorum_text .. ':' .. ARGV[24] end
   -- Under a quorum the fleet keeps no window: each process applies the rate rules to its own calls.
-  c.windowed = (c.failure_rate > 0 or c.slow_rate > 0) and c.quorum == 1
+  c.windowed = (c.failure_rate > 0 or c.slow_rate > 0) and not c.quorum_mode
   return c
 end
 
@@ -146,14 +158,14 @@ end
 -- draw and the per-breaker arguments (channel, name, origin). A cached config table is reused:
 -- those fields are this call's (scripts never run at the same time).
 local function parse_config()
-  if #KEYS ~= 6 then fail('keys (expected 6)') end
-  if #ARGV < OWN - 1 then fail('count (expected at least 23)') end
+  if #KEYS ~= 7 then fail('keys (expected 7)') end
+  if #ARGV < OWN - 1 then fail('count (expected at least 24)') end
   local c
   if PERSISTENT then
     local A = ARGV
     local key = A[3] .. '\0' .. A[4] .. '\0' .. A[5] .. '\0' .. A[6] .. '\0' .. A[7] .. '\0' .. A[8] .. '\0'
       .. A[9] .. '\0' .. A[10] .. '\0' .. A[11] .. '\0' .. A[12] .. '\0' .. A[13] .. '\0' .. A[14] .. '\0'
-      .. A[15] .. '\0' .. A[16] .. '\0' .. A[17] .. '\0' .. A[20] .. '\0' .. A[23]
+      .. A[15] .. '\0' .. A[16] .. '\0' .. A[17] .. '\0' .. A[20] .. '\0' .. A[23] .. '\0' .. A[24]
     c = CONFIGS[key]
     if c == nil then
       c = validate_config()

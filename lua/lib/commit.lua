@@ -81,10 +81,10 @@ local function commit(S, c)
     if S.dirty and (not was or was[3] ~= config) then
       args[n + 1], args[n + 2], n = 'config', config, n + 2
     end
-    -- The writer's quorum, when it differs from the stored one (absent: 1), so operators can
-    -- read it; an operator's command has none.
-    if S.dirty and not S.keep_config and (S.quorum or 1) ~= c.quorum then
-      args[n + 1], args[n + 2], n = 'quorum', c.quorum, n + 2
+    -- The writer's quorum rule, when it differs from the stored one (absent: '1'), so operators
+    -- can read it; an operator's command has none.
+    if S.dirty and not S.keep_config and (S.quorum or '1') ~= c.quorum_text then
+      args[n + 1], args[n + 2], n = 'quorum', c.quorum_text, n + 2
     end
     for i = 1, #INT_FIELDS do
       local f = INT_FIELDS[i]
@@ -155,6 +155,13 @@ local function commit(S, c)
     rpcall('ZREM', KEYS[6], c.origin)
   elseif S.reporters == 'clear' then
     rcall('DEL', KEYS[6])
+  end
+  -- The caller recorded calls (quorum_fraction): it counts among the processes for a window.
+  if S.active then
+    rpcall('ZREMRANGEBYSCORE', KEYS[7], '-inf', c.now - c.window)
+    rpcall('ZREMRANGEBYSCORE', KEYS[7], '(' .. int(c.now), '+inf')
+    rcall('ZADD', KEYS[7], c.now, c.origin)
+    rcall('PEXPIRE', KEYS[7], c.window)
   end
   -- Each transition also goes to the breaker's history, capped at about HISTORY_LEN entries,
   -- kept as long as the state and at least metrics_ttl (the console draws the last day). With

@@ -35,7 +35,8 @@ end
 local function empty_state(c)
   return { exists = false, state = 'closed', reason = '', config = '', dirty = false,
     incarnation = 0, epoch = 0, failures = 0, fseq = 0, successes = 0, trips = 0, opened_at = 0,
-    open_until = 0, changed_at = 0, failed_at = 0, ttl_at = 0, quorum = nil, reporters = '', stored = false,
+    open_until = 0, changed_at = 0, failed_at = 0, ttl_at = 0, quorum = nil, reporters = '', active = false,
+    stored = false,
     keep_config = false,
     events = EMPTY, drop = EMPTY, metrics = EMPTY, P = EMPTY, probes_dirty = false, W = EMPTY,
     fresh_window = false, Wadd = EMPTY, Wdel = EMPTY, window = c.window, window_stored = false }
@@ -64,9 +65,8 @@ local function load_state(S, c)
   -- When the TTLs were last set in full (bookkeeping: a bad value only makes them due now).
   local ttl_at = tonumber(raw[4])
   if ttl_at and ttl_at == ttl_at and ttl_at > 0 and ttl_at <= MAX_INT then S.ttl_at = ttl_at end
-  -- The quorum of the last process that wrote (absent: 1); a bad value reads as absent.
-  local quorum = tonumber(raw[5])
-  if quorum and quorum >= 1 and quorum <= MAX_QUORUM and quorum % 1 == 0 then S.quorum = quorum end
+  -- The quorum rule of the last process that wrote (text; absent: '1').
+  S.quorum = raw[5] or nil
   for i = 1, #INT_FIELDS do
     local f = INT_FIELDS[i]
     local v = raw[i + 5]

@@ -35,7 +35,7 @@ end
 -- Opens the breaker when a trip rule holds (closed state only). Under a quorum the fleet's
 -- outcomes open nothing: each process applies the rules to its own and reports (`report`).
 local function check_rules(S, c)
-  if S.state ~= 'closed' or c.quorum > 1 then return end
+  if S.state ~= 'closed' or c.quorum_mode then return end
   if c.failure_threshold > 0 and S.failures >= c.failure_threshold then
     trip(S, c, fmt(REASON.consecutive, S.failures))
     return
@@ -50,10 +50,10 @@ local function check_rules(S, c)
   end
 end
 
--- A read of the reporters key: nil when it has another type (set by hand: replaced at commit);
--- any other refusal (NOPERM) is raised, before anything is written.
-local function read_reporters(cmd, ...)
-  local r = rpcall(cmd, KEYS[6], ...)
+-- A read of the reporters (6) or processes (7) key: nil when it has another type (set by hand:
+-- replaced at commit); any other refusal (NOPERM) is raised, before anything is written.
+local function read_quorum_key(k, cmd, ...)
+  local r = rpcall(cmd, KEYS[k], ...)
   if type(r) == 'table' and r.err then
     if string.sub(r.err, 1, 9) == 'WRONGTYPE' then return nil end
     error(r.err, 0)
@@ -64,29 +64,40 @@ end
 -- A process's report under the quorum rule (record.lua OWN+17; Rust twin: `Call::report`):
 -- 'failing' when its own breaker opened (its own outcomes met the trip rule) or reopened,
 -- 'recovered' when it closed again. The fleet opens, once, when `quorum` distinct processes
--- reported failing within the window (the caller included); below that the caller is added as
--- a reporter and the fleet stays closed. Reports reach a closed fleet only: once the fleet is
--- open, every process is held by it.
+-- reported failing within the window (the caller included) and, with a quorum_fraction, at
+-- least that fraction of the processes that recorded calls within it; below that the caller
+-- is added as a reporter and the fleet stays closed. Reports reach a closed fleet only: once
+-- the fleet is open, every process is held by it.
+
+-- Entries of the ZSET key k within (now - window, now], the caller counted whether it is in
+-- there or not (nil key: another type, queued to be replaced).
+local function count_with_caller(S, c, k)
+  local since = c.now - c.window
+  local n = read_quorum_key(k, 'ZCOUNT', '(' .. int(since), c.now)
+  if n == nil then
+    local drop = own(S, 'drop')
+    drop[#drop + 1] = KEYS[k]
+    return 1
+  end
+  local at = tonumber(read_quorum_key(k, 'ZSCORE', c.origin))
+  if at and at > since and at <= c.now then return n end
+  return n + 1
+end
+
 local function report(S, c, action)
   if action == '' or c.origin == '' then return end
   if action == 'recovered' then
     S.reporters = 'remove'
     return
   end
-  if S.state ~= 'closed' or c.quorum <= 1 then return end
-  local since = c.now - c.window
-  local n = read_reporters('ZCOUNT', '(' .. int(since), c.now)
-  if n == nil then
-    local drop = own(S, 'drop')
-    drop[#drop + 1] = KEYS[6]
-    n = 0
-  else
-    local at = tonumber(read_reporters('ZSCORE', c.origin))
-    if at and at > since and at <= c.now then n = n - 1 end
+  if S.state ~= 'closed' or not c.quorum_mode then return end
+  local n = count_with_caller(S, c, 6)
+  local required = c.quorum
+  if c.fraction > 0 then
+    required = mmax(required, math.ceil(c.fraction * count_with_caller(S, c, 7)))
   end
-  n = n + 1
-  if n >= c.quorum then
-    trip(S, c, fmt(REASON.quorum, n, c.quorum))
+  if n >= required then
+    trip(S, c, fmt(REASON.quorum, n, required))
     S.reporters = 'clear'
   else
     S.reporters = 'add'

@@ -110,7 +110,7 @@ impl Call<'_> {
     }
 
     fn check_rules(&mut self) {
-        if self.m.state != State::Closed || self.p.quorum > 1 {
+        if self.m.state != State::Closed || self.p.under_quorum() {
             return;
         }
         let p = self.p;
@@ -198,15 +198,19 @@ impl Call<'_> {
             self.m.reporters.remove(self.origin);
             return;
         }
-        if self.m.state != State::Closed || self.p.quorum <= 1 {
+        if self.m.state != State::Closed || !self.p.under_quorum() {
             return;
+        }
+        let n = self.count_with_caller(&self.m.reporters);
+        let mut required = self.p.quorum;
+        if self.p.fraction > 0.0 {
+            let active = self.count_with_caller(&self.m.processes);
+            required = required.max((self.p.fraction * active as f64).ceil() as u64);
         }
         let (now, since) = (self.now, self.now.saturating_sub(self.p.window));
         let counts = |at: u64| at > since && at <= now;
-        let others = self.m.reporters.iter().filter(|(id, at)| id.as_str() != self.origin && counts(**at)).count();
-        let n = others as u64 + 1;
-        if n >= self.p.quorum {
-            self.trip(reason::quorum(n, self.p.quorum));
+        if n >= required {
+            self.trip(reason::quorum(n, required));
             self.m.reporters.clear();
         } else {
             self.m.reporters.retain(|_, at| counts(*at));
@@ -214,9 +218,27 @@ impl Call<'_> {
         }
     }
 
+    /// Entries of `set` within the window, the caller counted whether it is in there or not
+    /// (`count_with_caller` in `lua/lib/rules.lua`).
+    fn count_with_caller(&self, set: &std::collections::BTreeMap<String, u64>) -> u64 {
+        let (now, since) = (self.now, self.now.saturating_sub(self.p.window));
+        let others = set.iter().filter(|(id, at)| id.as_str() != self.origin && **at > since && **at <= now).count();
+        others as u64 + 1
+    }
+
+    /// The caller recorded calls (quorum fraction): it counts among the window's processes.
+    fn active(&mut self) {
+        let (now, since) = (self.now, self.now.saturating_sub(self.p.window));
+        self.m.processes.retain(|_, at| *at > since && *at <= now);
+        self.m.processes.insert(self.origin.to_string(), now);
+    }
+
     pub(super) fn record(&mut self, r: &Record) -> Verdict {
         let verdict = self.record_outcome(r);
         self.report(r.report);
+        if r.active && self.p.fraction > 0.0 && !self.origin.is_empty() {
+            self.active();
+        }
         verdict
     }
 

@@ -57,10 +57,12 @@ pub(crate) struct Machine {
     window: BTreeMap<(u64, u8), u64>,
     /// The window length the buckets are counted in (the first writer's), once stored.
     window_len: Option<u64>,
-    /// The quorum of the last process that wrote, once one other than 1 was written.
-    quorum: Option<u64>,
+    /// The quorum rule of the last process that wrote, once one other than "1" was written.
+    quorum: Option<String>,
     /// The quorum's reporters: client id -> when it reported (the reporters key).
     reporters: BTreeMap<String, u64>,
+    /// The processes that recorded calls (quorum fraction): client id -> when (the processes key).
+    processes: BTreeMap<String, u64>,
     pub(crate) metrics: Metrics,
 }
 
@@ -86,6 +88,7 @@ impl Default for Machine {
             window_len: None,
             quorum: None,
             reporters: BTreeMap::new(),
+            processes: BTreeMap::new(),
             metrics: Metrics::default(),
         }
     }
@@ -110,7 +113,13 @@ impl Machine {
     pub(crate) fn lose_keys(&mut self) {
         let metrics = std::mem::take(&mut self.metrics);
         let reporters = std::mem::take(&mut self.reporters);
-        *self = Machine { metrics, reporters, ..Machine::default() };
+        let processes = std::mem::take(&mut self.processes);
+        *self = Machine { metrics, reporters, processes, ..Machine::default() };
+    }
+
+    /// How many processes the processes key holds.
+    pub(crate) fn process_count(&self) -> u64 {
+        self.processes.len() as u64
     }
 
     /// The reporters as the reporters key holds them (member, score, ...).
@@ -121,6 +130,11 @@ impl Machine {
     #[cfg(test)]
     pub(crate) fn reporters(&self) -> &BTreeMap<String, u64> {
         &self.reporters
+    }
+
+    #[cfg(test)]
+    pub(crate) fn processes(&self) -> &BTreeMap<String, u64> {
+        &self.processes
     }
 
     /// A machine that starts from what a process last knew of Redis's state: the in-process
@@ -160,8 +174,8 @@ impl Machine {
             state.push(v.to_string());
         }
         state.extend(["reason".to_string(), self.reason.clone(), "config".to_string(), self.config.clone()]);
-        if let Some(q) = self.quorum {
-            state.extend(["quorum".to_string(), q.to_string()]);
+        if let Some(q) = &self.quorum {
+            state.extend(["quorum".to_string(), q.clone()]);
         }
         if !self.exists {
             state.clear();
@@ -268,8 +282,9 @@ impl Machine {
             // An operator's write keeps the fingerprint (and quorum) of the last process that wrote.
             if !matches!(op, Op::Control { .. }) {
                 call.m.config = p.fingerprint.clone();
-                if call.m.quorum.unwrap_or(1) != p.quorum {
-                    call.m.quorum = Some(p.quorum);
+                let rule = p.quorum_text();
+                if call.m.quorum.as_deref().unwrap_or("1") != rule {
+                    call.m.quorum = Some(rule);
                 }
             }
         }

@@ -21,7 +21,7 @@ pub(super) fn probes_succeeded(successes: u64) -> String {
 }
 
 pub(super) fn quorum(reporters: u64, quorum: u64) -> String {
-    format!("{reporters} processes failed (quorum {quorum})")
+    format!("failing processes {reporters} >= quorum {quorum}")
 }
 
 pub(super) const FORCED_CLOSE_EXPIRED: &str = "forced close expired";

@@ -99,6 +99,10 @@ struct BreakerOpts {
     /// --window open the breaker.
     #[arg(long)]
     quorum: Option<u32>,
+    /// The fleet opens only when at least this fraction of the processes that ran within
+    /// --window reported, e.g. 0.3 (and --quorum of them).
+    #[arg(long)]
+    quorum_fraction: Option<f64>,
 }
 
 impl BreakerOpts {
@@ -108,7 +112,17 @@ impl BreakerOpts {
             ($($field:ident),*) => { $( if let Some(v) = self.$field { b = b.$field(v); } )* };
         }
         set!(failure_threshold, success_threshold, half_open_max_probes, base_recovery, max_recovery, multiplier);
-        set!(jitter, probe_lease, call_timeout, failure_rate, minimum_calls, window, failure_expiry, quorum);
+        set!(
+            jitter,
+            probe_lease,
+            call_timeout,
+            failure_rate,
+            minimum_calls,
+            window,
+            failure_expiry,
+            quorum,
+            quorum_fraction
+        );
         if self.shadow {
             b = b.shadow(true);
         }

@@ -36,7 +36,7 @@ pub(crate) fn list_value(statuses: &[Status]) -> serde_json::Value {
                 "retry_after_ms": s.retry_after_ms, "calls": s.metrics.calls, "failure_rate": rate(s),
                 "reason": s.reason, "epoch": s.epoch, "trips": s.trips, "probes": s.probes.len(),
                 "rejected": s.metrics.rejected, "config": s.config, "recovery_due": s.recovery_due,
-                "quorum": s.quorum, "reporters": s.reporters.len(),
+                "quorum": s.quorum, "quorum_fraction": s.quorum_fraction, "reporters": s.reporters.len(),
             })
         })
         .collect();
@@ -117,14 +117,16 @@ impl Out {
         line(format_args!("trips:       {}", s.trips));
         let probes: Vec<String> = s.probes.iter().map(|p| format!("{} ({}ms left)", p.id, p.expires_in_ms)).collect();
         line(format_args!("probes:      {}", if probes.is_empty() { "none".to_string() } else { probes.join(", ") }));
-        if s.quorum > 1 || !s.reporters.is_empty() {
+        if s.quorum > 1 || s.quorum_fraction.is_some() || !s.reporters.is_empty() {
             let reporters: Vec<String> =
                 s.reporters.iter().map(|r| format!("{} ({:.1}s ago)", r.id, r.age_ms as f64 / 1000.0)).collect();
+            let rule = match s.quorum_fraction {
+                Some(f) => format!("{}, and {f} of the {} processes active", s.quorum, s.processes),
+                None => s.quorum.to_string(),
+            };
             line(format_args!(
-                "quorum:      {} ({} of {} processes reported their own breaker open{})",
-                s.quorum,
+                "quorum:      {rule} ({} reported their own breaker open{})",
                 s.reporters.len(),
-                s.quorum,
                 if reporters.is_empty() { String::new() } else { format!(": {}", reporters.join(", ")) }
             ));
         }
