@@ -42,6 +42,9 @@
 //!   `flush_interval`, metrics every `metrics_interval`).
 //! - When Redis is down or slow (every operation has an `op_timeout`), calls are decided by
 //!   the [`Degraded`] mode: by default an in-process breaker with the same config.
+//! - With a [quorum](ConfigBuilder::quorum), one process whose own calls fail (its own network
+//!   path, a starved pod) opens for itself only and reports itself; the fleet opens when
+//!   `quorum` processes did within the window.
 //!
 //! # Features
 //!
@@ -58,7 +61,9 @@
 //!
 //! For a breaker `payments` under the default prefix: `breaker:{payments}:state` (HASH),
 //! `breaker:{payments}:probes` (ZSET of leases), `breaker:{payments}:window` (HASH, rate rules
-//! only), `breaker:{payments}:metrics` (HASH); transitions on the channel `breaker:events`.
+//! only), `breaker:{payments}:metrics` (HASH), `breaker:{payments}:history` (STREAM of the last
+//! transitions), and under a quorum `breaker:{payments}:reporters` and `:processes` (ZSETs);
+//! transitions on the channel `breaker:events`.
 //! A missing state key means closed, so deleting keys is always safe. The README documents the
 //! key schema, the semantics and the configuration in full.
 

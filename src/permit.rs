@@ -473,8 +473,11 @@ impl Breaker {
                 self.deliver(record).await;
             }
             Grant::InProcess { view, probe } => {
-                // The pending batch stays pending: it goes to Redis when Redis is back.
-                self.inner.run_in_process(&Op::Record(view.record(kind, probe, slow, timed_out, Batch::default())));
+                // The pending batch stays pending: it goes to Redis when Redis is back. A report
+                // goes to the in-process breaker (an in-memory client's fleet is itself).
+                let mut record = view.record(kind, probe, slow, timed_out, Batch::default());
+                record.report = report;
+                self.inner.run_in_process(&Op::Record(record));
                 self.inner.count_degraded(outcome);
             }
         }

@@ -555,8 +555,11 @@ async fn the_readme_acl_is_enough_for_a_quorum_and_without_its_commands_a_report
     client.flush().await.unwrap();
     let fseq_before = state_field(&redis, &name, "fseq").await;
     let _ = quorum.execute(|| async { Err::<(), _>("down") }).await;
-    let refused = refused_commands(&redis).await;
-    assert!(refused.iter().any(|l| l.starts_with("cmdstat_zcount")), "{refused:?}");
+    // (Redis 6.2 counts no rejected calls; there the unchanged state shows it.)
+    if redis.version().await >= (7, 0) {
+        let refused = refused_commands(&redis).await;
+        assert!(refused.iter().any(|l| l.starts_with("cmdstat_zcount")), "{refused:?}");
+    }
     assert_eq!(state_field(&redis, &name, "fseq").await, fseq_before, "the refused report wrote nothing");
     assert_eq!(client.store_status(), StoreStatus::Redis, "a refused report does not mark Redis down");
 }

@@ -269,3 +269,41 @@ async fn a_quorum_fraction_scales_with_the_active_processes() {
     let status = b[0].status().await.unwrap();
     assert_eq!((status.quorum, status.quorum_fraction), (1, Some(0.5)), "{status:?}");
 }
+
+/// This process's own breaker backs off and probes on the client's clock, with the same
+/// recovery rules as the shared one: rejected for `base_recovery` with the time left, then one
+/// own probe whose success closes it (on a fake clock, in memory: a fleet of one process
+/// below a quorum of 3).
+#[tokio::test]
+async fn the_own_breaker_backs_off_and_probes_on_the_clients_clock() {
+    let clock = redis_breaker::FakeClock::new(1_000_000);
+    let client = Client::in_memory_with_clock(clock.clone());
+    let config =
+        quorum(3).base_recovery(Duration::from_secs(30)).max_recovery(Duration::from_secs(30)).build().unwrap();
+    let b = client.breaker("own", config).unwrap();
+    fail(&b).await.unwrap_err();
+    fail(&b).await.unwrap_err();
+    match succeed(&b).await {
+        Err(Error::Rejected(r)) => {
+            assert!(r.local);
+            assert_eq!(r.retry_after, Some(Duration::from_secs(30)));
+        }
+        other => panic!("expected its own rejection, got {other:?}"),
+    }
+    clock.advance(Duration::from_secs(29));
+    assert!(
+        matches!(succeed(&b).await, Err(Error::Rejected(r)) if r.local && r.retry_after == Some(Duration::from_secs(1)))
+    );
+    clock.advance(Duration::from_secs(1));
+    let probe = b.acquire().await.expect("its own probe");
+    assert!(probe.is_probe());
+    // While its probe is out, it rejects its other calls (one probe at a time).
+    assert!(matches!(b.acquire().await, Err(r) if r.local && r.state == State::HalfOpen));
+    probe.success().await;
+    succeed(&b).await.unwrap();
+    let health = b.health().await.unwrap();
+    assert_eq!(
+        (health.local_state, health.reporting, health.snapshot.state),
+        (Some(State::Closed), false, State::Closed)
+    );
+}
