@@ -172,6 +172,14 @@ async fn every_endpoint_answers_in_its_shape_and_writes_need_the_token() {
         assert!(a.json()["error"].is_string() && !a.body.contains('\n'), "{method} {path}: {}", a.body);
     }
 
+    // A breaker under a quorum of 2 that one process opened for itself: one reporter.
+    let quorum = unique("con-quorum");
+    let q = client.breaker(&quorum, Config::builder().failure_threshold(1).quorum(2).build().unwrap()).unwrap();
+    let _ = q.execute(|| async { Err::<(), _>("down") }).await;
+    let listed = http(&c, "GET", "/api/breakers", None).await.json();
+    let entry = listed["breakers"].as_array().unwrap().iter().find(|b| b["name"] == quorum.as_str()).cloned();
+    assert_eq!(entry.map(|b| (b["quorum"].clone(), b["reporters"].clone())), Some((2.into(), 1.into())));
+
     // Prometheus: the OpenMetrics text, with each breaker's state and the fleet counters.
     let m = http(&c, "GET", "/metrics", None).await;
     assert_eq!(m.status, 200);
@@ -193,7 +201,9 @@ async fn every_endpoint_answers_in_its_shape_and_writes_need_the_token() {
     assert_eq!(get(format!(r#"redis_breaker_fleet_opened_total{{breaker="{open}"}}"#)), 1.0);
     assert_eq!(get(format!(r#"redis_breaker_fleet_calls_total{{breaker="{healthy}"}}"#)), 1.0);
     assert_eq!(get(format!(r#"redis_breaker_alert{{breaker="{open}",kind="forced_without_end"}}"#)), 1.0);
-    assert_eq!(get("redis_breaker_console_breakers".into()), 3.0);
+    assert_eq!(get(format!(r#"redis_breaker_quorum_reporters{{breaker="{quorum}"}}"#)), 1.0);
+    assert_eq!(get(format!(r#"redis_breaker_quorum_reporters{{breaker="{open}"}}"#)), 0.0);
+    assert_eq!(get("redis_breaker_console_breakers".into()), 4.0);
 }
 
 #[tokio::test]

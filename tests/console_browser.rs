@@ -132,6 +132,10 @@ async fn the_page_lists_breakers_follows_trips_live_forces_open_and_shows_hostil
     let h = client.breaker(hostile, trips.clone()).unwrap();
     let _ = h.execute(|| async { Err::<(), _>("down") }).await;
     assert_eq!(h.state(), State::Open);
+    // A breaker under a quorum of 3 that one process opened for itself: still closed, one reporter.
+    let quorum =
+        client.breaker("browser-quorum", Config::builder().failure_threshold(1).quorum(3).build().unwrap()).unwrap();
+    let _ = quorum.execute(|| async { Err::<(), _>("down") }).await;
 
     let (_console, port) = console(&redis);
     let (_driver, driver_port) = chromedriver().await;
@@ -145,7 +149,7 @@ async fn the_page_lists_breakers_follows_trips_live_forces_open_and_shows_hostil
     browser.goto(&format!("http://127.0.0.1:{port}/")).await.unwrap();
 
     // The page lists the breakers, open first; the hostile name is text.
-    until_rows(&browser, Duration::from_secs(10), "three breakers", |r| r.len() == 3).await;
+    until_rows(&browser, Duration::from_secs(10), "four breakers", |r| r.len() == 4).await;
     let shown = rows(&browser).await;
     assert_eq!(shown[0], (hostile.to_string(), "open".to_string()), "open first, the name as text: {shown:?}");
     let markup: Value = browser
@@ -153,6 +157,14 @@ async fn the_page_lists_breakers_follows_trips_live_forces_open_and_shows_hostil
         .await
         .unwrap();
     assert_eq!(markup, json!(["redis-breaker console", 0]), "the name was never parsed as HTML");
+    let reason: Value = browser
+        .execute(
+            "return Array.from(document.querySelectorAll('#rows tr')).find(r => r.cells[0].textContent === 'browser-quorum').cells[2].textContent;",
+            vec![],
+        )
+        .await
+        .unwrap();
+    assert_eq!(reason, json!("quorum 3: 1 reporting"), "the quorum and its reporters in the row");
 
     // A trip made by another process appears without a reload.
     let other = Client::connect(&redis.url).await.unwrap();

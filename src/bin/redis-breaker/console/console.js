@@ -203,7 +203,12 @@ function render() {
     badge.className = 'state state-' + b.state;
     badge.textContent = b.state.replace('_', ' ');
     st.appendChild(badge);
-    cell(row, b.reason || '-', 'reason');
+    // Under a quorum: how many processes opened for themselves and count toward it now.
+    const quorum = b.quorum > 1 || b.quorum_fraction || b.reporters > 0
+      ? 'quorum ' + b.quorum + (b.quorum_fraction ? ' and ' + b.quorum_fraction + ' of the active' : '')
+        + ': ' + b.reporters + ' reporting'
+      : '';
+    cell(row, [b.reason, quorum].filter(Boolean).join(' · ') || '-', 'reason');
     cell(row, b.recovery_due ? 'due' : seconds(b.retry_after_ms), 'num');
     cell(row, String(b.epoch), 'num');
     cell(row, String(b.trips), 'num');

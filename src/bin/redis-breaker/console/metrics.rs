@@ -27,6 +27,7 @@ pub(crate) fn exposition(all: &[Status], alerts: &[Alert], read_in: Duration) ->
     let retry_after = Family::<Labels, Gauge<f64, AtomicU64>>::default();
     let trips = Family::<Labels, Gauge>::default();
     let probes = Family::<Labels, Gauge>::default();
+    let reporters = Family::<Labels, Gauge>::default();
     let counters: [(&str, &str, Family<Labels, Counter>); 7] = [
         ("fleet_calls", "Calls that ran, fleet-wide (the metrics hash)", Family::default()),
         ("fleet_successes", "Successful calls, fleet-wide", Family::default()),
@@ -46,6 +47,7 @@ pub(crate) fn exposition(all: &[Status], alerts: &[Alert], read_in: Duration) ->
         retry_after.get_or_create(&one).set(s.retry_after_ms.map_or(0.0, |ms| ms as f64 / 1000.0));
         trips.get_or_create(&one).set(i64::try_from(s.trips).unwrap_or(i64::MAX));
         probes.get_or_create(&one).set(i64::try_from(s.probes.len()).unwrap_or(i64::MAX));
+        reporters.get_or_create(&one).set(i64::try_from(s.reporters.len()).unwrap_or(i64::MAX));
         let m = &s.metrics;
         let values = [m.calls, m.successes, m.failures, m.slow, m.rejected, m.timeouts, m.opened];
         for ((_, _, family), v) in counters.iter().zip(values) {
@@ -56,6 +58,11 @@ pub(crate) fn exposition(all: &[Status], alerts: &[Alert], read_in: Duration) ->
     registry.register("retry_after_seconds", "Time left to the state's deadline (0 when none)", retry_after);
     registry.register("trips", "Opens since the last full close (the backoff exponent)", trips);
     registry.register("probes_in_flight", "Half-open probes out now", probes);
+    registry.register(
+        "quorum_reporters",
+        "Under a quorum: processes whose own breaker opened, counting toward the quorum now",
+        reporters,
+    );
     for (name, help, family) in counters {
         registry.register(name, help, family);
     }
