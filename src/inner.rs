@@ -77,24 +77,32 @@ impl Inner {
     /// With a quorum fraction: whether the next record says this process is active (about ten
     /// times per window: the processes key keeps each for a window).
     pub(crate) fn active_due(&self) -> bool {
-        if self.params.fraction <= 0.0 {
-            return false;
-        }
         let now = self.shared.nanos_since_base(Instant::now()).max(1);
         let last = self.active_sent.load(Ordering::Relaxed);
-        let every = self.params.window.saturating_mul(1_000_000) / 10;
-        (last == 0 || now.saturating_sub(last) >= every)
+        self.active_due_at(now, last)
             && self.active_sent.compare_exchange(last, now, Ordering::Relaxed, Ordering::Relaxed).is_ok()
     }
 
+    /// `active_due` at `now` (ns since the base) when it was last sent at `last` (0: never).
+    fn active_due_at(&self, now: u64, last: u64) -> bool {
+        let every = self.params.window.saturating_mul(1_000_000) / 10;
+        self.params.fraction > 0.0 && (last == 0 || now.saturating_sub(last) >= every)
+    }
+
     /// Whether the background flush sends this breaker's counts now: successes a rolling
-    /// window needs (every flush), or counts that only feed metrics and have waited
+    /// window needs (every flush), a process's word that it is active (quorum fraction), or
+    /// counts that only feed metrics and have waited
     /// `metrics_interval` since a script call last took the pending counts.
     pub(crate) fn flush_due(&self, now: Instant) -> bool {
         if self.pending.is_empty() {
             return false;
         }
         if self.params.windowed() && self.pending.has_successes() {
+            return true;
+        }
+        // With a quorum fraction, a process with calls to report says it is active about ten
+        // times per window, whatever metrics_interval is.
+        if self.active_due_at(self.shared.nanos_since_base(now).max(1), self.active_sent.load(Ordering::Relaxed)) {
             return true;
         }
         let waited = self.shared.nanos_since_base(now).saturating_sub(self.pending_sent.load(Ordering::Relaxed));

@@ -307,3 +307,41 @@ async fn the_own_breaker_backs_off_and_probes_on_the_clients_clock() {
         (Some(State::Closed), false, State::Closed)
     );
 }
+
+/// With a quorum fraction, a process with calls to report says it is active about ten times
+/// per window through its background flush, though its metrics wait `metrics_interval` (30s).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_says_it_is_active_within_a_tenth_of_the_window() {
+    let redis = redis().await;
+    let config = redis_breaker::ClientConfig::builder()
+        .flush_interval(Duration::from_millis(50))
+        .metrics_interval(Duration::from_secs(30))
+        .build()
+        .unwrap();
+    let client = Client::connect_with(&redis.url, config).await.unwrap();
+    let name = unique("quorum-active");
+    let config = quorum(2).quorum_fraction(0.5).window(Duration::from_secs(2)).build().unwrap();
+    let b = client.breaker(&name, config).unwrap();
+    let mut conn = redis.conn().await;
+    let mut seen = Vec::new();
+    for _ in 0..2 {
+        succeed(&b).await.unwrap();
+        let started = std::time::Instant::now();
+        let at = loop {
+            let at: Option<u64> = redis::cmd("ZSCORE")
+                .arg(key(&name, "processes"))
+                .arg(client.id())
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+            if let Some(at) = at.filter(|at| !seen.contains(at)) {
+                break at;
+            }
+            assert!(started.elapsed() < Duration::from_secs(10), "not said active before metrics_interval (30s)");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
+        seen.push(at);
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert!(seen[1] >= seen[0] + 200, "said again a tenth of the window later: {seen:?}");
+}
