@@ -6,7 +6,8 @@
 -- Reply: { 'ok', state, incarnation, epoch, failures, fseq, remaining_ms, stored_config, reason }
 -- Transitions: any -> forced_open (trips kept; after the duration it acts as an expired open);
 --   any -> forced_closed (never trips; after the duration, closed); any other state -> closed on
---   reset (failures, trips, probes, window and the quorum's reporters cleared; metrics kept). Each is a new epoch. A reset
+--   reset (failures, trips, probes and window cleared; metrics kept). Every op clears the
+--   quorum's reporters. Each is a new epoch. A reset
 --   of a closed breaker clears its failures and window and is no transition. The stored config
 --   fingerprint is kept (an operator is not a process with a config).
 local c = parse_config()
@@ -32,10 +33,8 @@ if op == 'reset' and S.state == 'closed' then
     S.dirty = true
   end
   clear_window(S, c)
-  S.reporters = 'clear'
 elseif op == 'reset' then
   close(S, c, REASON.reset)
-  S.reporters = 'clear'
 else
   local to = 'forced_open'
   local what = 'forced open'
@@ -48,6 +47,10 @@ else
   if duration > 0 then S.open_until = c.now + duration end
   if to == 'forced_open' then S.opened_at = c.now end
 end
+
+-- Every operator's command folds the quorum's reports into the state it sets: a process that
+-- reported before it is not held to that report afterwards.
+S.reporters = 'clear'
 
 commit(S, c)
 return reply(S, c, 'ok')

@@ -83,8 +83,13 @@ impl Breaker {
         if matches!(self.inner.shared.store(), Store::InMemory) {
             return Ok(());
         }
-        let record = Record { active: self.inner.active_due(), ..Record::flush(self.inner.take_pending()) };
-        self.inner.run(&Op::Record(record)).await.map(drop)
+        let report = self.inner.deferred_report();
+        let record = Record { active: self.inner.active_due(), report, ..Record::flush(self.inner.take_pending()) };
+        let sent = self.inner.run(&Op::Record(record)).await;
+        if matches!(&sent, Err(e) if !matches!(e, StoreError::Timeout(_))) {
+            self.inner.defer_report(report);
+        }
+        sent.map(drop)
     }
 
     /// `flush` on an owned handle (a future that borrows nothing, for a flush round).
@@ -124,6 +129,7 @@ impl Breaker {
             shadow: self.inner.config.shadow,
             scripts: self.inner.shared.redis.as_ref().map_or("none", |r| r.script_mode()),
             quorum: self.inner.config.quorum,
+            quorum_fraction: self.inner.config.quorum_fraction,
             local_state: own.map(|(state, _)| state),
             reporting: own.is_some_and(|(_, reporting)| reporting),
         })

@@ -63,6 +63,9 @@ pub struct Health {
     pub scripts: &'static str,
     /// The breaker's quorum ([`ConfigBuilder::quorum`](crate::ConfigBuilder::quorum); 1: none).
     pub quorum: u32,
+    /// The breaker's quorum fraction, when set
+    /// ([`ConfigBuilder::quorum_fraction`](crate::ConfigBuilder::quorum_fraction)).
+    pub quorum_fraction: Option<f64>,
     /// Under a quorum, the state of this process's own breaker: `Open` or `HalfOpen` while its
     /// own calls failed and the fleet stays closed (it rejects its own calls with
     /// [`Rejected::local`](crate::Rejected)). `None` without a quorum.

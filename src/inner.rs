@@ -94,6 +94,10 @@ impl Inner {
     /// counts that only feed metrics and have waited
     /// `metrics_interval` since a script call last took the pending counts.
     pub(crate) fn flush_due(&self, now: Instant) -> bool {
+        // Under a quorum, a report that did not reach Redis goes with the next flush round.
+        if self.own.as_ref().is_some_and(OwnBreaker::has_deferred) {
+            return true;
+        }
         if self.pending.is_empty() {
             return false;
         }

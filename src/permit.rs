@@ -210,8 +210,7 @@ impl Breaker {
     {
         // A panic inside the call unwinds through `guard`, whose drop records it as a failure.
         // A fresh snapshot decides without entering `grant`'s (larger) future. Under a quorum,
-        // this process's own breaker decides first.
-        let own = if self.inner.own.is_some() { self.own_grant()? } else { None };
+        // this process's own breaker decides next (with no await before the guard holds it).
         let grant = match self.inner.snapshot.decide_now() {
             Decision::Allow(view) => Grant::Closed(view),
             Decision::Reject { state, retry_after } if !self.inner.config.shadow => {
@@ -220,6 +219,7 @@ impl Breaker {
             }
             _ => self.fleet_grant().await?,
         };
+        let own = self.own_grant_after(&grant)?;
         let mut guard = CallGuard { breaker: self, grant: Some(grant), own };
         let config = &self.inner.config;
         let started = config.slow_call_rate.is_some().then(Instant::now);
@@ -244,9 +244,18 @@ impl Breaker {
     /// # Errors
     /// [`Rejected`] when the breaker turns the call away.
     pub async fn acquire(&self) -> Result<Permit, Rejected> {
-        let own = if self.inner.own.is_some() { self.own_grant()? } else { None };
         let grant = self.fleet_grant().await?;
+        let own = self.own_grant_after(&grant)?;
         Ok(Permit { breaker: self.clone(), grant: Some(grant), own })
+    }
+
+    /// Under a quorum, what this process's own breaker says of a call the fleet let through;
+    /// when it rejects, the fleet's grant is given back (a lease it holds freed).
+    fn own_grant_after(&self, grant: &Grant) -> Result<Option<OwnGrant>, Rejected> {
+        if self.inner.own.is_none() {
+            return Ok(None);
+        }
+        self.own_grant().inspect_err(|_| self.release(grant.clone()))
     }
 
     /// Under a quorum: what this process's own breaker says, while the fleet is closed (an
@@ -257,9 +266,16 @@ impl Breaker {
             self.inner.fold_own();
             return Ok(None);
         }
-        match own.acquire(|| self.inner.shared.in_process.clock.now_ms()) {
+        let (decision, moved) = own.acquire(|| self.inner.shared.in_process.clock.now_ms());
+        if let Some(o) = moved {
+            self.inner.own_transitions(&o.transitions, o.incarnation, o.remaining_ms);
+        }
+        match decision {
             OwnDecision::Allow(grant) => Ok(Some(grant)),
-            OwnDecision::Reject { .. } if self.inner.config.shadow => Ok(None),
+            OwnDecision::Reject { state, retry_after } if self.inner.config.shadow => {
+                self.inner.shadow_rejected(state, retry_after);
+                Ok(None)
+            }
             OwnDecision::Reject { state, retry_after } => {
                 self.inner.meters.rejected();
                 self.inner.pending.rejected();
@@ -268,10 +284,11 @@ impl Breaker {
         }
     }
 
-    /// The fleet's grant; a rejection folds this process's own breaker into the fleet's state.
+    /// The fleet's grant; a rejection by the fleet's state (not by the degraded mode while Redis
+    /// is down) folds this process's own breaker into it.
     async fn fleet_grant(&self) -> Result<Grant, Rejected> {
         let granted = self.grant().await;
-        if granted.is_err() {
+        if granted.is_err() && self.inner.snapshot.state() != State::Closed {
             self.inner.fold_own();
         }
         granted
@@ -455,7 +472,10 @@ impl Breaker {
         };
         let quiet = report == Report::None;
         match grant {
-            Grant::Free => self.inner.count_degraded(outcome),
+            Grant::Free => {
+                self.inner.defer_report(report);
+                self.inner.count_degraded(outcome);
+            }
             Grant::Closed(_) if outcome == Outcome::Ignore && quiet => self.inner.pending.ignored(),
             Grant::Closed(view) if outcome == Outcome::Success && view.failures == 0 && quiet => {
                 self.inner.pending.success(&view, slow);
@@ -478,6 +498,7 @@ impl Breaker {
                 let mut record = view.record(kind, probe, slow, timed_out, Batch::default());
                 record.report = report;
                 self.inner.run_in_process(&Op::Record(record));
+                self.inner.defer_report(report);
                 self.inner.count_degraded(outcome);
             }
         }

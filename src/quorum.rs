@@ -31,6 +31,9 @@ struct Own {
     machine: Machine,
     /// This process reported itself failing to the fleet and has not withdrawn it.
     reported: bool,
+    /// A report that has not reached Redis yet (Redis was down, or did not take it): it rides
+    /// on the next record or flush. A newer report replaces it.
+    unsent: Report,
 }
 
 /// What one call holds of the own breaker: the view it was let through under, and its own
@@ -89,29 +92,33 @@ impl OwnBreaker {
         self.closed.load(Ordering::Acquire)
     }
 
-    /// Decides one call of this process.
-    pub(crate) fn acquire(&self, now_ms: impl FnOnce() -> u64) -> OwnDecision {
+    /// Decides one call of this process; answers the transitions it made too (to half-open,
+    /// when the own backoff is over), if any.
+    pub(crate) fn acquire(&self, now_ms: impl FnOnce() -> u64) -> (OwnDecision, Option<OwnOutcome>) {
         let mut own = self.lock();
         if let Some(view) = own.machine.closed_view() {
-            return OwnDecision::Allow(OwnGrant { view, probe: String::new() });
+            return (OwnDecision::Allow(OwnGrant { view, probe: String::new() }), None);
         }
-        // A probe lease needs an id; a closed breaker takes none.
-        let permit = if own.machine.state() == State::Closed {
-            String::new()
-        } else {
-            format!("{:016x}", rand::random::<u64>())
-        };
+        // A probe lease needs an id.
+        let permit = format!("{:016x}", rand::random::<u64>());
         let op = Op::Acquire { permit: permit.clone(), batch: Batch::default() };
-        let (reply, _) = self.run(&mut own, now_ms(), &op);
+        let (reply, transitions) = self.run(&mut own, now_ms(), &op);
         let view =
             View { incarnation: reply.incarnation, epoch: reply.epoch, failures: reply.failures, fseq: reply.fseq };
-        match reply.verdict {
+        let decision = match reply.verdict {
             Verdict::Rejected => {
                 OwnDecision::Reject { state: reply.state, retry_after: reply.remaining_ms.map(Duration::from_millis) }
             }
             Verdict::Probe => OwnDecision::Allow(OwnGrant { view, probe: permit }),
             _ => OwnDecision::Allow(OwnGrant { view, probe: String::new() }),
-        }
+        };
+        let moved = (!transitions.is_empty()).then_some(OwnOutcome {
+            transitions,
+            report: Report::None,
+            incarnation: reply.incarnation,
+            remaining_ms: reply.remaining_ms,
+        });
+        (decision, moved)
     }
 
     /// Whether a success under `grant` would change nothing: the own breaker is closed with no
@@ -146,7 +153,30 @@ impl OwnBreaker {
             }
             _ => Report::None,
         };
+        // A newer report replaces one still waiting to reach Redis; with none, the waiting one
+        // rides on this outcome's record if it is sent.
+        let report = if report == Report::None { std::mem::take(&mut own.unsent) } else { report };
+        own.unsent = Report::None;
         OwnOutcome { transitions, report, incarnation: reply.incarnation, remaining_ms: reply.remaining_ms }
+    }
+
+    /// Keeps a report that did not reach Redis for the next record or flush, unless a newer
+    /// one is already waiting.
+    pub(crate) fn defer(&self, report: Report) {
+        let mut own = self.lock();
+        if own.unsent == Report::None {
+            own.unsent = report;
+        }
+    }
+
+    /// Whether a report waits to reach Redis.
+    pub(crate) fn has_deferred(&self) -> bool {
+        self.lock().unsent != Report::None
+    }
+
+    /// The report waiting to reach Redis, if any (taken: the caller sends it).
+    pub(crate) fn take_deferred(&self) -> Report {
+        std::mem::take(&mut self.lock().unsent)
     }
 
     /// Starts the own breaker again, closed: the fleet is open (or forced), and decides. Answers

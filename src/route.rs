@@ -7,7 +7,7 @@ use crate::error::StoreError;
 use crate::events::{in_process_event, log_transition};
 use crate::inner::Inner;
 use crate::machine::Machine;
-use crate::protocol::{Batch, Op, Outcome, Record, RecordOutcome, Reply};
+use crate::protocol::{Batch, Op, Outcome, Record, RecordOutcome, Reply, Report};
 use crate::shared::Store;
 use crate::snapshot::{Source, View};
 use crate::store::RedisStore;
@@ -135,6 +135,7 @@ impl Inner {
     ) -> Record {
         let mut record = view.record(outcome, probe, slow, timed_out, self.take_pending());
         record.active = self.active_due();
+        record.report = self.deferred_report();
         record
     }
 
@@ -148,6 +149,7 @@ impl Inner {
             RecordOutcome::Ignore => Some(Outcome::Ignore),
             RecordOutcome::Release | RecordOutcome::None => None,
         };
+        let report = record.report;
         let op = Op::Record(record);
         let delivered = match self.shared.store() {
             Store::Redis(redis) => match self.try_redis(redis, &op).await {
@@ -165,9 +167,28 @@ impl Inner {
                 false
             }
         };
+        if !delivered {
+            self.defer_report(report);
+        }
         if let (false, Some(outcome)) = (delivered, outcome) {
             self.count_degraded(outcome);
         }
+    }
+
+    /// Under a quorum, keeps a report that did not reach Redis for the next record or flush (an
+    /// in-memory client's reports reach its in-process breaker: nothing waits).
+    pub(crate) fn defer_report(&self, report: Report) {
+        if let Some(own) = &self.own
+            && report != Report::None
+            && !matches!(self.shared.store(), Store::InMemory)
+        {
+            own.defer(report);
+        }
+    }
+
+    /// Under a quorum, the report waiting to reach Redis, if any.
+    pub(crate) fn deferred_report(&self) -> Report {
+        self.own.as_ref().map_or(Report::None, crate::quorum::OwnBreaker::take_deferred)
     }
 
     /// Counts the outcome of a call decided without Redis, for Redis's metrics once it is back.

@@ -54,8 +54,9 @@ pub struct Status {
     /// With a quorum fraction: the processes that said they recorded calls recently (about
     /// the last window; the key's entries are swept as processes add themselves).
     pub processes: u64,
-    /// The processes whose own breaker opened and that count toward the quorum now (reported
-    /// within the window), newest first.
+    /// The processes whose own breaker opened, newest first: the entries of the reporters key.
+    /// Those reported within the window count toward the quorum; older ones (see `age_ms`)
+    /// no longer count and are swept at the next report.
     pub reporters: Vec<Reporter>,
     /// Remaining TTL of each key in ms: `None` for a key that does not exist, -1 for no TTL.
     pub ttl_ms: KeyTtls,

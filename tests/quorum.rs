@@ -188,6 +188,15 @@ async fn an_operator_reset_clears_the_reporters() {
     assert_eq!(reporters(&redis, &name).await.len(), 1);
     b.reset().await.unwrap();
     assert!(reporters(&redis, &name).await.is_empty());
+    // Every operator's command folds the reports: a process that reported before a forced
+    // state does not count afterwards.
+    let name = unique("quorum-forced");
+    let b = clients[0].breaker(&name, quorum(3).build().unwrap()).unwrap();
+    fail(&b).await.unwrap_err();
+    fail(&b).await.unwrap_err();
+    assert_eq!(reporters(&redis, &name).await.len(), 1);
+    b.force_open(Some(Duration::from_secs(60))).await.unwrap();
+    assert!(reporters(&redis, &name).await.is_empty());
 }
 
 /// Redis commands (all of them, those scripts run included; not INFO) that `f` costs.
@@ -281,6 +290,7 @@ async fn the_own_breaker_backs_off_and_probes_on_the_clients_clock() {
     let config =
         quorum(3).base_recovery(Duration::from_secs(30)).max_recovery(Duration::from_secs(30)).build().unwrap();
     let b = client.breaker("own", config).unwrap();
+    let mut events = b.subscribe();
     fail(&b).await.unwrap_err();
     fail(&b).await.unwrap_err();
     match succeed(&b).await {
@@ -305,6 +315,19 @@ async fn the_own_breaker_backs_off_and_probes_on_the_clients_clock() {
     assert_eq!(
         (health.local_state, health.reporting, health.snapshot.state),
         (Some(State::Closed), false, State::Closed)
+    );
+    let mut kinds = Vec::new();
+    while let Ok(Some(e)) = tokio::time::timeout(Duration::from_millis(100), events.recv()).await {
+        kinds.push((e.kind, e.from, e.to));
+    }
+    assert_eq!(
+        kinds,
+        [
+            (EventKind::LocalOpen, Some(State::Closed), State::Open),
+            (EventKind::LocalHalfOpen, Some(State::Open), State::HalfOpen),
+            (EventKind::LocalClosed, Some(State::HalfOpen), State::Closed),
+        ],
+        "its own transitions, and no fleet transition"
     );
 }
 
@@ -344,4 +367,47 @@ async fn a_process_says_it_is_active_within_a_tenth_of_the_window() {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     assert!(seen[1] >= seen[0] + 200, "said again a tenth of the window later: {seen:?}");
+}
+
+/// A report made while Redis is down (the degraded mode decides the calls) waits in the process
+/// and reaches the reporters key once Redis is back.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_report_made_while_redis_is_down_reaches_it_when_it_is_back() {
+    let mut redis = private_redis().await;
+    let config = redis_breaker::ClientConfig::builder()
+        .op_timeout(Duration::from_millis(100))
+        .cache_ttl(Duration::from_millis(50))
+        .subscribed_cache_ttl(Duration::from_millis(50))
+        .flush_interval(Duration::from_millis(50))
+        .store_failure_threshold(1)
+        .build()
+        .unwrap();
+    let client = Client::connect_with(&redis.url, config).await.unwrap();
+    let name = unique("quorum-outage");
+    let b = client.breaker(&name, quorum(3).build().unwrap()).unwrap();
+    succeed(&b).await.unwrap();
+    client.flush().await.unwrap();
+
+    redis.kill();
+    let start = std::time::Instant::now();
+    while client.store_status() != redis_breaker::StoreStatus::RedisDown {
+        assert!(start.elapsed() < Duration::from_secs(10), "the client never saw Redis down");
+        let _ = b.health().await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(matches!(fail(&b).await, Err(Error::Inner(_))), "served while Redis is down");
+    assert!(matches!(fail(&b).await, Err(Error::Inner(_))), "served while Redis is down");
+    assert!(matches!(succeed(&b).await, Err(Error::Rejected(r)) if r.local), "its own breaker opened");
+    assert!(b.health().await.unwrap().reporting);
+
+    redis.restart(); // empty
+    let start = std::time::Instant::now();
+    loop {
+        if reporters(&redis, &name).await.contains_key(client.id()) {
+            break;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "the report never reached Redis");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }

@@ -49,6 +49,21 @@ local function incr(key, field, n)
   return r == n
 end
 
+-- Adds the caller to a ZSET of the quorum's bookkeeping (reporters, processes) at now: entries
+-- outside (now - window, now] are swept, a key of another type set by hand is replaced, and the
+-- key lives at least a window from now (never shortened: a process with a longer window may
+-- have written it).
+local function add_caller(key, c)
+  rpcall('ZREMRANGEBYSCORE', key, '-inf', c.now - c.window)
+  rpcall('ZREMRANGEBYSCORE', key, '(' .. int(c.now), '+inf')
+  local added = rpcall('ZADD', key, c.now, c.origin)
+  if type(added) == 'table' and added.err and string.sub(added.err, 1, 9) == 'WRONGTYPE' then
+    rcall('DEL', key)
+    rcall('ZADD', key, c.now, c.origin)
+  end
+  if rcall('PTTL', key) < c.window then rcall('PEXPIRE', key, c.window) end
+end
+
 -- Writes everything the decision changed, refreshes TTLs, then publishes (last, and with pcall:
 -- a refused PUBLISH must not turn an applied transition into an error).
 local function commit(S, c)
@@ -142,27 +157,19 @@ local function commit(S, c)
     -- The refresh covers the metrics key too (none: nothing happens).
     rcall('PEXPIRE', KEYS[4], c.metrics_ttl)
   end
-  -- The reporters of the quorum rule (see `report` in lib/rules.lua): those older than the
-  -- window (or from a clock ahead of this one) go as a reporter is added; a quorum met, or a
-  -- reset, deletes them all (they are folded into the fleet's state). Removals use pcall: they
-  -- only tidy, and must not undo what was applied.
+  -- The reporters of the quorum rule (see `report` in lib/rules.lua): the caller added (those
+  -- older than the window go); a quorum met, or an operator's command, deletes them all (they
+  -- are folded into the fleet's state). Removals use pcall: they only tidy, and must not undo
+  -- what was applied.
   if S.reporters == 'add' then
-    rpcall('ZREMRANGEBYSCORE', KEYS[6], '-inf', c.now - c.window)
-    rpcall('ZREMRANGEBYSCORE', KEYS[6], '(' .. int(c.now), '+inf')
-    rcall('ZADD', KEYS[6], c.now, c.origin)
-    rcall('PEXPIRE', KEYS[6], c.window)
+    add_caller(KEYS[6], c)
   elseif S.reporters == 'remove' then
     rpcall('ZREM', KEYS[6], c.origin)
   elseif S.reporters == 'clear' then
     rcall('DEL', KEYS[6])
   end
   -- The caller recorded calls (quorum_fraction): it counts among the processes for a window.
-  if S.active then
-    rpcall('ZREMRANGEBYSCORE', KEYS[7], '-inf', c.now - c.window)
-    rpcall('ZREMRANGEBYSCORE', KEYS[7], '(' .. int(c.now), '+inf')
-    rcall('ZADD', KEYS[7], c.now, c.origin)
-    rcall('PEXPIRE', KEYS[7], c.window)
-  end
+  if S.active then add_caller(KEYS[7], c) end
   -- Each transition also goes to the breaker's history, capped at about HISTORY_LEN entries,
   -- kept as long as the state and at least metrics_ttl (the console draws the last day). With
   -- pcall, as publishing: a history Redis refuses must not undo an applied transition; a key of

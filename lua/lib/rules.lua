@@ -94,7 +94,8 @@ local function report(S, c, action)
   local n = count_with_caller(S, c, 6)
   local required = c.quorum
   if c.fraction > 0 then
-    required = mmax(required, math.ceil(c.fraction * count_with_caller(S, c, 7)))
+    -- (less a hair: 0.14 x 50 is 7.000000000000001 in floating point, and means 7)
+    required = mmax(required, math.ceil(c.fraction * count_with_caller(S, c, 7) - 1e-9))
   end
   if n >= required then
     trip(S, c, fmt(REASON.quorum, n, required))

@@ -205,7 +205,7 @@ impl Call<'_> {
         let mut required = self.p.quorum;
         if self.p.fraction > 0.0 {
             let active = self.count_with_caller(&self.m.processes);
-            required = required.max((self.p.fraction * active as f64).ceil() as u64);
+            required = required.max((self.p.fraction * active as f64 - 1e-9).ceil() as u64);
         }
         let (now, since) = (self.now, self.now.saturating_sub(self.p.window));
         let counts = |at: u64| at > since && at <= now;
@@ -308,6 +308,8 @@ impl Call<'_> {
     }
 
     pub(super) fn control(&mut self, op: ControlOp, duration_ms: u64) -> Verdict {
+        // Every operator's command folds the quorum's reports into the state it sets.
+        self.m.reporters.clear();
         match op {
             // Already closed: no transition; only the counts are cleared.
             ControlOp::Reset if self.m.state == State::Closed => {
@@ -316,12 +318,8 @@ impl Call<'_> {
                     self.dirty = true;
                 }
                 self.clear_window();
-                self.m.reporters.clear();
             }
-            ControlOp::Reset => {
-                self.close(reason::RESET.into());
-                self.m.reporters.clear();
-            }
+            ControlOp::Reset => self.close(reason::RESET.into()),
             ControlOp::ForceOpen | ControlOp::ForceClose => {
                 let (to, what) = if op == ControlOp::ForceOpen {
                     (State::ForcedOpen, "forced open")

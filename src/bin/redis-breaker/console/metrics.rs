@@ -60,7 +60,7 @@ pub(crate) fn exposition(all: &[Status], alerts: &[Alert], read_in: Duration) ->
     registry.register("probes_in_flight", "Half-open probes out now", probes);
     registry.register(
         "quorum_reporters",
-        "Under a quorum: processes whose own breaker opened, counting toward the quorum now",
+        "Under a quorum: processes whose own breaker opened (reports older than the window are swept at the next)",
         reporters,
     );
     for (name, help, family) in counters {
