@@ -219,8 +219,11 @@ impl Breaker {
             }
             _ => self.fleet_grant().await?,
         };
-        let own = self.own_grant_after(&grant)?;
-        let mut guard = CallGuard { breaker: self, grant: Some(grant), own };
+        let mut guard = CallGuard { breaker: self, grant: Some(grant), own: None };
+        if self.inner.own.is_some() {
+            // Rejected by its own breaker: the guard's drop gives the fleet's grant back.
+            guard.own = self.own_grant()?;
+        }
         let config = &self.inner.config;
         let started = config.slow_call_rate.is_some().then(Instant::now);
         match with_deadline(f(), config.call_timeout).await {
@@ -245,17 +248,12 @@ impl Breaker {
     /// [`Rejected`] when the breaker turns the call away.
     pub async fn acquire(&self) -> Result<Permit, Rejected> {
         let grant = self.fleet_grant().await?;
-        let own = self.own_grant_after(&grant)?;
-        Ok(Permit { breaker: self.clone(), grant: Some(grant), own })
-    }
-
-    /// Under a quorum, what this process's own breaker says of a call the fleet let through;
-    /// when it rejects, the fleet's grant is given back (a lease it holds freed).
-    fn own_grant_after(&self, grant: &Grant) -> Result<Option<OwnGrant>, Rejected> {
-        if self.inner.own.is_none() {
-            return Ok(None);
+        let mut permit = Permit { breaker: self.clone(), grant: Some(grant), own: None };
+        if self.inner.own.is_some() {
+            // Rejected by its own breaker: the permit's drop gives the fleet's grant back.
+            permit.own = self.own_grant()?;
         }
-        self.own_grant().inspect_err(|_| self.release(grant.clone()))
+        Ok(permit)
     }
 
     /// Under a quorum: what this process's own breaker says, while the fleet is closed (an
