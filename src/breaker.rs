@@ -86,7 +86,7 @@ impl Breaker {
         let report = self.inner.deferred_report();
         let record = Record { active: self.inner.active_due(), report, ..Record::flush(self.inner.take_pending()) };
         let sent = self.inner.run(&Op::Record(record)).await;
-        if matches!(&sent, Err(e) if !matches!(e, StoreError::Timeout(_))) {
+        if matches!(&sent, Err(e) if e.is_outage()) {
             self.inner.defer_report(report);
         }
         sent.map(drop)

@@ -151,23 +151,26 @@ impl Inner {
         };
         let report = record.report;
         let op = Op::Record(record);
-        let delivered = match self.shared.store() {
+        // A quorum report that Redis could not take waits for the next record (sending it twice
+        // is harmless: adding or removing a reporter again changes nothing); one Redis refused
+        // would be refused again, and is dropped.
+        let (delivered, keep_report) = match self.shared.store() {
             Store::Redis(redis) => match self.try_redis(redis, &op).await {
-                Ok(_) => true,
+                Ok(_) => (true, false),
                 Err(e) => {
                     tracing::debug!(breaker = %self.name, error = %e, "an outcome was not delivered");
                     // A timed-out record may have been applied: counting it again would count it twice.
-                    matches!(e, StoreError::Timeout(_))
+                    (matches!(e, StoreError::Timeout(_)), e.is_outage())
                 }
             },
             Store::Down(_) | Store::InMemory => {
                 if let Some(batch) = op.batch() {
                     self.pending.restore(batch);
                 }
-                false
+                (false, true)
             }
         };
-        if !delivered {
+        if keep_report {
             self.defer_report(report);
         }
         if let (false, Some(outcome)) = (delivered, outcome) {

@@ -56,7 +56,8 @@ local function read_quorum_key(k, cmd, ...)
   local r = rpcall(cmd, KEYS[k], ...)
   if type(r) == 'table' and r.err then
     if string.sub(r.err, 1, 9) == 'WRONGTYPE' then return nil end
-    error(r.err, 0)
+    error('redis-breaker: ' .. string.lower(cmd) .. ' on ' .. KEYS[k] .. ' refused (a breaker under a quorum needs '
+      .. '+zcount +zscore +zremrangebyscore +zrem): ' .. r.err, 0)
   end
   return r
 end
