@@ -175,7 +175,7 @@ fn config() -> impl Strategy<Value = Config> {
                     .probe_lease(Duration::from_millis(lease))
                     .call_timeout(Duration::from_millis(lease * 10 / 11))
                     .minimum_calls(min)
-                    .window(Duration::from_millis(win))
+                    .window(Duration::from_millis(quorum_window(win, quorum > 1 || fraction.is_some())))
                     .failure_expiry(Duration::from_millis(expiry))
                     .quorum(quorum);
                 if let Some(f) = fraction {
@@ -238,7 +238,13 @@ impl Case {
         Case {
             keys: Keys::new("breaker", &support::unique("model")),
             params: Params::new(&config),
-            second: Params::new(&Config { window: Duration::from_millis(second_window), ..config }),
+            second: Params::new(&Config {
+                window: Duration::from_millis(quorum_window(
+                    second_window,
+                    config.quorum() > 1 || config.quorum_fraction().is_some(),
+                )),
+                ..config
+            }),
             model: Machine::default(),
             now: 1_700_000_000_000,
             held: vec![None; SLOTS],
@@ -512,6 +518,14 @@ impl Case {
         );
         Ok(())
     }
+}
+
+/// A window of at least 2 s under a quorum: the reporters' and processes' keys expire a window
+/// after their last write in real time while the case runs on its own clock, so a window
+/// shorter than a slow case would lose them under the model's feet. (The clock's steps, up
+/// to 3 s, still cross it.)
+fn quorum_window(window: u64, under_quorum: bool) -> u64 {
+    if under_quorum { window.max(2000) } else { window }
 }
 
 /// The client id of reporter `i`.
