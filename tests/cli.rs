@@ -75,6 +75,13 @@ async fn exec_runs_are_reporters_under_a_quorum_and_status_names_them() {
     let o = run(&redis, &["exec", &name, "--quorum", "0", "--", "true"]);
     assert_eq!(code(&o), 2, "a bad quorum is a usage error");
     assert!(stderr(&o).contains("quorum"), "{}", stderr(&o));
+    // One call per run: a quorum without a threshold of 1 could never open the breaker.
+    let o = run(&redis, &["exec", &unique("cli-quorum-threshold"), "--quorum", "3", "--", "true"]);
+    assert_eq!(code(&o), 2, "{}", stderr(&o));
+    assert!(stderr(&o).contains("--failure-threshold 1"), "{}", stderr(&o));
+    let rate = ["--failure-threshold", "0", "--failure-rate", "0.5", "--minimum-calls", "1", "--quorum", "2"];
+    let o = run(&redis, &[&["exec", &unique("cli-quorum-rate")][..], &rate, &["--", "true"]].concat());
+    assert_eq!(code(&o), 0, "a rate rule one call meets will do: {}", stderr(&o));
 }
 
 #[tokio::test]

@@ -94,8 +94,8 @@ struct BreakerOpts {
     #[arg(long)]
     shadow: bool,
     /// Distinct processes whose own failures must meet the trip rule before the fleet opens.
-    /// Each run is its own process: with one call per run, pair it with
-    /// --failure-threshold 1, so a failing run reports itself and N failing runs within
+    /// Each run is its own process making one call: it needs --failure-threshold 1 (or a rate
+    /// rule with --minimum-calls 1), so a failing run reports itself and N failing runs within
     /// --window open the breaker.
     #[arg(long)]
     quorum: Option<u32>,
@@ -131,7 +131,22 @@ impl BreakerOpts {
         if let (Some(lease), None) = (self.probe_lease, self.call_timeout) {
             b = b.call_timeout((lease * 10 / 11).min(redis_breaker::Config::DEFAULT_CALL_TIMEOUT));
         }
-        Ok(b.build()?)
+        let config = b.build()?;
+        // Under a quorum each run is one process making one call: only a rule that one failed
+        // call meets lets a failing run open for itself and report; with any other the breaker
+        // would never open.
+        let under_quorum = config.quorum() > 1 || config.quorum_fraction().is_some();
+        let rate_rule = config.failure_rate().is_some() || config.slow_call_rate().is_some();
+        let one_call_opens = config.failure_threshold() == 1 || (rate_rule && config.minimum_calls() == 1);
+        if under_quorum && !one_call_opens {
+            return Err(Failure::Usage(
+                "--quorum and --quorum-fraction need --failure-threshold 1 (or a rate rule with \
+                 --minimum-calls 1): each exec run is one process making one call, so with any other \
+                 rule no run would ever report and the breaker would never open"
+                    .into(),
+            ));
+        }
+        Ok(config)
     }
 }
 
