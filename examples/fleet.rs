@@ -125,20 +125,19 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         reason.unwrap_or_default()
     );
     let url = redis.url.clone();
-    match (keep, redis.keep()) {
-        (true, Some(port)) => {
-            println!("\nThe demo's redis-server keeps running on port {port}. Look at the breaker:");
-            println!("  redis-cli -p {port} HGETALL 'breaker:{{{name}}}:state'");
-            println!("  redis-cli -p {port} HGETALL 'breaker:{{{name}}}:metrics'");
-            println!(
-                "  cargo run --features console --bin redis-breaker -- --url {url} serve   # then open http://127.0.0.1:9187"
-            );
-            println!("Stop it with: redis-cli -p {port} shutdown nosave");
-        }
-        (false, Some(_)) => {
-            println!("(the demo's redis-server has stopped: run with --keep to look at the breaker afterwards)")
-        }
-        (_, None) => println!("Inspect it: redis-cli -u {url} HGETALL 'breaker:{{{name}}}:state' (and :metrics)"),
+    if !redis.started() {
+        println!("Inspect it: redis-cli -u {url} HGETALL 'breaker:{{{name}}}:state' (and :metrics)");
+    } else if let Some(port) = keep.then(|| redis.keep()).flatten() {
+        println!("\nThe demo's redis-server keeps running on port {port}. Look at the breaker:");
+        println!("  redis-cli -p {port} HGETALL 'breaker:{{{name}}}:state'");
+        println!("  redis-cli -p {port} HGETALL 'breaker:{{{name}}}:metrics'");
+        println!(
+            "  cargo run --features console --bin redis-breaker -- --url {url} serve   # then open http://127.0.0.1:9187"
+        );
+        println!("Stop it with: redis-cli -p {port} shutdown nosave");
+    } else {
+        // Dropping the handle stops the server the demo started (and removes its directory).
+        println!("(the demo's redis-server has stopped: run with --keep to look at the breaker afterwards)");
     }
     Ok(())
 }

@@ -20,6 +20,11 @@ pub fn redis() -> Result<ExampleRedis, String> {
 }
 
 impl ExampleRedis {
+    /// Whether the example started this server (it stops on drop).
+    pub fn started(&self) -> bool {
+        self._server.is_some()
+    }
+
     /// Leaves a server the example started running after it ends (its data directory too);
     /// answers its port, or `None` when the example uses a Redis it did not start.
     pub fn keep(self) -> Option<u16> {
