@@ -165,18 +165,26 @@ impl Inner {
         });
     }
 
-    /// Announces transitions of this process's own breaker (under a quorum): events, logs and
+    /// Announces transitions made in this process: by the in-process breaker (`own` false: the
+    /// breaker's state while it decides) or by this process's own breaker under a quorum (`own`
+    /// true: `EventKind::Local*`). Each is logged and sent to subscribers; only the last knows
+    /// the time left to its deadline, earlier ones say 0 ("ask"). Meters: the transitions, or
     /// the `redis_breaker_local_open` gauge.
-    pub(crate) fn own_transitions(&self, transitions: &[Transition], incarnation: u64, remaining: Option<u64>) {
+    pub(crate) fn announce(&self, transitions: &[Transition], incarnation: u64, remaining: Option<u64>, own: bool) {
         let last = transitions.len().saturating_sub(1);
         for (i, t) in transitions.iter().enumerate() {
             let remaining = if i == last { remaining } else { Some(0) };
-            let event = crate::events::own_event(&self.name, &self.shared.id, t, incarnation, remaining);
+            let event = if own {
+                crate::events::own_event(&self.name, &self.shared.id, t, incarnation, remaining)
+            } else {
+                self.meters.transition(Some(t.from), t.to);
+                crate::events::in_process_event(&self.name, &self.shared.id, t, incarnation, t.epoch, remaining)
+            };
             log_transition(&event);
             let _ = self.shared.all_events.send(event.clone());
             let _ = self.events.send(event);
         }
-        if let Some(t) = transitions.last() {
+        if let (true, Some(t)) = (own, transitions.last()) {
             self.meters.local_open(t.to != crate::state::State::Closed);
         }
     }
@@ -188,7 +196,7 @@ impl Inner {
         if let Some(left) = own.fold() {
             let reason = "folded into the fleet's state".to_string();
             let t = Transition { from: left, to: crate::state::State::Closed, epoch: 0, reason };
-            self.own_transitions(&[t], 0, None);
+            self.announce(&[t], 0, None, true);
         }
     }
 

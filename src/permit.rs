@@ -266,7 +266,7 @@ impl Breaker {
         }
         let (decision, moved) = own.acquire(|| self.inner.shared.in_process.clock.now_ms());
         if let Some(o) = moved {
-            self.inner.own_transitions(&o.transitions, o.incarnation, o.remaining_ms);
+            self.inner.announce(&o.transitions, o.incarnation, o.remaining_ms, true);
         }
         match decision {
             OwnDecision::Allow(grant) => Ok(Some(grant)),
@@ -463,7 +463,7 @@ impl Breaker {
             (Some(grant), Some(breaker)) => {
                 let now = self.inner.shared.in_process.clock.now_ms();
                 let o = breaker.finish(grant, kind, slow, timed_out, now);
-                self.inner.own_transitions(&o.transitions, o.incarnation, o.remaining_ms);
+                self.inner.announce(&o.transitions, o.incarnation, o.remaining_ms, true);
                 o.report
             }
             _ => Report::None,

@@ -4,7 +4,6 @@
 
 use crate::client_config::Degraded;
 use crate::error::StoreError;
-use crate::events::{in_process_event, log_transition};
 use crate::inner::Inner;
 use crate::machine::Machine;
 use crate::protocol::{Batch, Op, Outcome, Record, RecordOutcome, Reply, Report};
@@ -92,15 +91,7 @@ impl Inner {
         // The snapshot shows what decides the calls (for `state()`, `snapshot()`, `health()`), but
         // is never fresh: the next call asks the local machine, or Redis once it is back.
         inner.snapshot.apply(&reply, Source::Local, Duration::ZERO);
-        let last = transitions.len().saturating_sub(1);
-        for (i, t) in transitions.iter().enumerate() {
-            let remaining = if i == last { reply.remaining_ms } else { Some(0) };
-            let event = in_process_event(&inner.name, &inner.shared.id, t, reply.incarnation, t.epoch, remaining);
-            inner.meters.transition(event.from, event.to);
-            log_transition(&event);
-            let _ = inner.shared.all_events.send(event.clone());
-            let _ = inner.events.send(event);
-        }
+        inner.announce(&transitions, reply.incarnation, reply.remaining_ms, false);
         reply
     }
 
