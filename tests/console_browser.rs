@@ -21,13 +21,17 @@ const TOKEN: &str = "browser-test-token-0123456789";
 const HOW_TO_GET_CHROMIUM: &str = "this test drives headless Chromium through chromedriver: install them \
     (Debian/Ubuntu: `apt-get install -y chromium chromium-driver`) so that `chromedriver` is on PATH";
 
-/// A child process killed when dropped.
-struct Running(Child);
+/// A child process killed when dropped, and the directory it was given for its temporary files
+/// (removed then).
+struct Running(Child, Option<std::path::PathBuf>);
 
 impl Drop for Running {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
+        if let Some(dir) = &self.1 {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
 
@@ -51,14 +55,19 @@ fn console(redis: &TestRedis) -> (Running, u16) {
         .and_then(|p| p.parse().ok())
         .unwrap_or_else(|| panic!("the console says where it listens: {line:?}"));
     std::thread::spawn(move || for _ in stderr.lines() {});
-    (Running(child), port)
+    (Running(child, None), port)
 }
 
-/// chromedriver on a free loopback port, once it answers.
+/// chromedriver on a free loopback port, once it answers. It and the browser it starts keep
+/// their temporary files (Chromium leaves a few MB behind each run) in a directory of their own,
+/// removed when the test ends.
 async fn chromedriver() -> (Running, u16) {
     let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let tmp = std::env::temp_dir().join(format!("redis-breaker-chromium-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).unwrap();
     let child = Command::new("chromedriver")
         .arg(format!("--port={port}"))
+        .env("TMPDIR", &tmp)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .spawn()
@@ -68,7 +77,7 @@ async fn chromedriver() -> (Running, u16) {
         assert!(started.elapsed() < Duration::from_secs(20), "chromedriver did not start: {HOW_TO_GET_CHROMIUM}");
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    (Running(child), port)
+    (Running(child, Some(tmp)), port)
 }
 
 /// The state each row of the table shows, by breaker name.
