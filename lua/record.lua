@@ -7,8 +7,9 @@
 --   lease)  OWN+4 slow (0|1)  OWN+5 timed out (0|1)  OWN+6 fseq the permit's process had seen
 --   OWN+7 .. OWN+15 the caller's pending batch (see parse_batch in lib/batch.lua)
 --   OWN+16 a failure's one-line description for the history (0-200 bytes; '' = none)
---   OWN+17 the caller's report under the quorum rule: '' | 'failing' (its own breaker opened)
---      | 'recovered' (it closed again); see `report` in lib/rules.lua
+--   OWN+17 the caller's report under the quorum rule: '' | 'failing' (its own breaker opened, or
+--      is still open: said again every quarter window) | 'recovered' (it closed again); see
+--      `report` in lib/rules.lua
 --   OWN+18 active (0|1): with a quorum_fraction, the caller recorded calls and counts among the
 --      processes of the window (sent about ten times per window, not with every record)
 -- Reply: { verdict, state, incarnation, epoch, failures, fseq, remaining_ms, stored_config, reason }

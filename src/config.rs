@@ -182,8 +182,9 @@ setters_and_getters! { ConfigBuilder => Config {
     /// above 1, each process applies the rules (consecutive failures, rates) to its own calls:
     /// a process that meets them alone opens for itself only (its own backoff and probes,
     /// [`EventKind::LocalOpen`](crate::EventKind::LocalOpen), [`Rejected::local`](crate::Rejected))
-    /// and reports itself in `<prefix>:{<name>}:reporters`; when `quorum` processes reported
-    /// within `window`, the fleet opens once, as it does with a quorum of 1. One bad node (its
+    /// and reports itself in `<prefix>:{<name>}:reporters` (again every quarter `window` while
+    /// it stays open); when `quorum` processes reported within `window`, the fleet opens once,
+    /// as it does with a quorum of 1. One bad node (its
     /// own network path, a starved pod) then cannot open the breaker for the healthy ones.
     /// Between 1 and 10000; 2 or 3 suit fleets of ten or more. Part of the config fingerprint
     /// when above 1.

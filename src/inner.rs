@@ -94,8 +94,9 @@ impl Inner {
     /// counts that only feed metrics and have waited
     /// `metrics_interval` since a script call last took the pending counts.
     pub(crate) fn flush_due(&self, now: Instant) -> bool {
-        // Under a quorum, a report that did not reach Redis goes with the next flush round.
-        if self.own.as_ref().is_some_and(OwnBreaker::has_deferred) {
+        // Under a quorum, a report that did not reach Redis goes with the next flush round, and
+        // so does the repeat of the report of a process that stays open for itself.
+        if self.own.as_ref().is_some_and(|own| own.report_waits(self.shared.in_process.clock.now_ms())) {
             return true;
         }
         if self.pending.is_empty() {

@@ -31,6 +31,8 @@ struct Own {
     machine: Machine,
     /// This process reported itself failing to the fleet and has not withdrawn it.
     reported: bool,
+    /// When it last said so (ms, the client's clock): said again while it stays open.
+    reported_at: u64,
     /// A report that has not reached Redis yet (Redis was down, or did not take it): it rides
     /// on the next record or flush. A newer report replaces it.
     unsent: Report,
@@ -145,6 +147,7 @@ impl OwnBreaker {
         let report = match transitions.last().map(|t| t.to) {
             Some(State::Open) => {
                 own.reported = true;
+                own.reported_at = now_ms;
                 Report::Failing
             }
             Some(State::Closed) if own.reported => {
@@ -169,9 +172,22 @@ impl OwnBreaker {
         }
     }
 
-    /// Whether a report waits to reach Redis.
-    pub(crate) fn has_deferred(&self) -> bool {
-        self.lock().unsent != Report::None
+    /// Whether a report waits to reach Redis (at `now_ms`, the client's clock): one that did
+    /// not reach it yet, or the repeat of this process's report while it stays open for itself.
+    /// Redis counts a report for a window, and a process open for itself may wait longer than
+    /// that for its next probe (its backoff grows to `max_recovery`): said again every quarter
+    /// window, the report counts for as long as the process stays open and is alive, and stops
+    /// counting within a window of the process going away.
+    pub(crate) fn report_waits(&self, now_ms: u64) -> bool {
+        let mut own = self.lock();
+        if own.unsent == Report::None
+            && own.reported
+            && now_ms.saturating_sub(own.reported_at) >= self.params.window / 4
+        {
+            own.unsent = Report::Failing;
+            own.reported_at = now_ms;
+        }
+        own.unsent != Report::None
     }
 
     /// The report waiting to reach Redis, if any (taken: the caller sends it).

@@ -417,3 +417,63 @@ async fn a_report_made_while_redis_is_down_reaches_it_when_it_is_back() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
+
+/// A process open for itself may wait longer than a window for its next own probe (its backoff
+/// grows to `max_recovery`): it says its report again every quarter window, so it counts for as
+/// long as it stays open; a process that went away stops counting once its last report is a
+/// window old.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_open_for_itself_keeps_counting_and_a_gone_one_stops() {
+    let redis = redis().await;
+    let window = Duration::from_secs(1);
+    let config = quorum(2)
+        .window(window)
+        .base_recovery(Duration::from_secs(60))
+        .max_recovery(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let connect = || async {
+        let c = redis_breaker::ClientConfig::builder().flush_interval(Duration::from_millis(50)).build().unwrap();
+        Client::connect_with(&redis.url, c).await.unwrap()
+    };
+
+    // Process a opens for itself, then makes no call for three windows (its backoff is 60s).
+    let name = unique("quorum-stays-open");
+    let a = connect().await;
+    let ba = a.breaker(&name, config.clone()).unwrap();
+    fail(&ba).await.unwrap_err();
+    fail(&ba).await.unwrap_err();
+    let first = reporters(&redis, &name).await[a.id()];
+    tokio::time::sleep(window * 3).await;
+    let last = reporters(&redis, &name).await.get(a.id()).copied();
+    let (s, us): (u64, u64) = redis::cmd("TIME").query_async(&mut redis.conn().await).await.unwrap();
+    let now = s * 1000 + us / 1000;
+    let last = last.unwrap_or_else(|| panic!("process a is still open for itself but no longer a reporter"));
+    assert!(last > first && now - last < 1000, "said again within the window: first {first}, last {last}, now {now}");
+    assert!(ba.health().await.unwrap().reporting);
+    // So a second failing process makes the quorum of 2 three windows after the first report.
+    let b = connect().await;
+    let bb = b.breaker(&name, config.clone()).unwrap();
+    fail(&bb).await.unwrap_err();
+    fail(&bb).await.unwrap_err();
+    let state = state_hash(&redis, &name).await;
+    assert_eq!(state["state"], "open", "{state:?}");
+    assert!(state["reason"].contains("failing processes 2 >= quorum 2"), "{state:?}");
+
+    // Process c opens for itself and goes away: a window later it no longer counts.
+    let name = unique("quorum-gone");
+    let c = connect().await;
+    let bc = c.breaker(&name, config.clone()).unwrap();
+    fail(&bc).await.unwrap_err();
+    fail(&bc).await.unwrap_err();
+    let gone = c.id().to_string();
+    drop(bc);
+    drop(c);
+    tokio::time::sleep(window + Duration::from_millis(300)).await;
+    let bb = b.breaker(&name, config).unwrap();
+    fail(&bb).await.unwrap_err();
+    fail(&bb).await.unwrap_err();
+    assert_eq!(state_hash(&redis, &name).await["state"], "closed", "a gone process's report counted");
+    let left = reporters(&redis, &name).await;
+    assert!(!left.contains_key(&gone) && left.contains_key(b.id()), "the gone report was swept: {left:?}");
+}
