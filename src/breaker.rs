@@ -86,8 +86,10 @@ impl Breaker {
         let report = self.inner.deferred_report();
         let record = Record { active: self.inner.active_due(), report, ..Record::flush(self.inner.take_pending()) };
         let sent = self.inner.run(&Op::Record(record)).await;
-        if matches!(&sent, Err(e) if e.is_outage()) {
-            self.inner.defer_report(report);
+        match (&sent, &self.inner.own) {
+            (Ok(_), Some(own)) => own.delivered(report),
+            (Err(e), _) if e.is_outage() => self.inner.defer_report(report),
+            _ => {}
         }
         sent.map(drop)
     }

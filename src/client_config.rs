@@ -270,9 +270,12 @@ impl ClientConfig {
         self.client_id.as_deref()
     }
 
-    /// Checks what depends on both configs: batches must flush several times per window.
+    /// Checks what depends on both configs: batches must flush several times per window (a
+    /// rolling window's successes; under a quorum, the process's word that it is active and
+    /// the repeat of its report go with the background flush too).
     pub(crate) fn check_breaker(&self, config: &Config) -> Result<(), ConfigError> {
-        check(!config.windowed() || self.flush_interval <= config.window / 10, "window", || {
+        let flushed = config.windowed() || config.quorum > 1 || config.quorum_fraction.is_some();
+        check(!flushed || self.flush_interval <= config.window / 10, "window", || {
             format!(
                 "must be at least 10 x the client's flush_interval ({}), got {}",
                 duration::format(self.flush_interval),
@@ -298,6 +301,15 @@ mod tests {
         let client = ClientConfig::default();
         let config = Config::builder().failure_rate(0.5).window(Duration::from_secs(5)).build().expect("valid");
         assert!(matches!(client.check_breaker(&config), Err(ConfigError::Field { field: "window", .. })));
+        // A quorum's reports and the word that a process is active go with the background flush.
+        let quorum = Config::builder().quorum(2).window(Duration::from_secs(5)).build().expect("valid");
+        assert!(matches!(client.check_breaker(&quorum), Err(ConfigError::Field { field: "window", .. })));
+        let fraction = Config::builder().quorum_fraction(0.3).window(Duration::from_secs(5)).build().expect("valid");
+        assert!(matches!(client.check_breaker(&fraction), Err(ConfigError::Field { field: "window", .. })));
+        // The consecutive rule alone keeps no window: any flush_interval goes.
+        let consecutive = Config::builder().window(Duration::from_secs(5)).build().expect("valid");
+        assert!(client.check_breaker(&consecutive).is_ok());
+        assert!(client.check_breaker(&Config::builder().quorum(2).build().expect("valid")).is_ok());
     }
 
     #[test]

@@ -95,9 +95,15 @@ impl Inner {
     /// `metrics_interval` since a script call last took the pending counts.
     pub(crate) fn flush_due(&self, now: Instant) -> bool {
         // Under a quorum, a report that did not reach Redis goes with the next flush round, and
-        // so does the repeat of the report of a process that stays open for itself.
-        if self.own.as_ref().is_some_and(|own| own.report_waits(self.shared.in_process.clock.now_ms())) {
-            return true;
+        // so does the repeat of the report of a process that stays open for itself. A process
+        // that makes no calls folds here once the fleet's state (events, flush replies) is open.
+        if let Some(own) = &self.own {
+            if self.snapshot.state() != crate::state::State::Closed {
+                self.fold_own();
+            }
+            if own.report_waits(self.shared.in_process.clock.now_ms()) {
+                return true;
+            }
         }
         if self.pending.is_empty() {
             return false;

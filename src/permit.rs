@@ -481,13 +481,19 @@ impl Breaker {
             Grant::Closed(view) => {
                 let mut record = self.inner.record_args(kind, &view, String::new(), slow, timed_out);
                 record.description = description;
-                record.report = report;
+                if report != Report::None {
+                    // (else a report that waited, taken by `record_args`, rides on it)
+                    record.report = report;
+                }
                 self.deliver(record).await;
             }
             Grant::Probe { view, id } => {
                 let mut record = self.inner.record_args(kind, &view, id, slow, timed_out);
                 record.description = description;
-                record.report = report;
+                if report != Report::None {
+                    // (else a report that waited, taken by `record_args`, rides on it)
+                    record.report = report;
+                }
                 self.deliver(record).await;
             }
             Grant::InProcess { view, probe } => {

@@ -38,6 +38,13 @@ struct Own {
     unsent: Report,
 }
 
+impl Own {
+    /// The report that holds now: `failing` while this process reports itself, else `recovered`.
+    fn truth(&self) -> Report {
+        if self.reported { Report::Failing } else { Report::Recovered }
+    }
+}
+
 /// What one call holds of the own breaker: the view it was let through under, and its own
 /// probe lease (empty when it is not an own probe).
 #[derive(Debug, Clone)]
@@ -157,31 +164,57 @@ impl OwnBreaker {
             _ => Report::None,
         };
         // A newer report replaces one still waiting to reach Redis; with none, the waiting one
-        // rides on this outcome's record if it is sent.
-        let report = if report == Report::None { std::mem::take(&mut own.unsent) } else { report };
-        own.unsent = Report::None;
+        // rides on this outcome's record. A released grant sends no record: it keeps waiting.
+        let report = if outcome == RecordOutcome::Release {
+            if report != Report::None {
+                own.unsent = report;
+            }
+            Report::None
+        } else if report == Report::None {
+            std::mem::take(&mut own.unsent)
+        } else {
+            own.unsent = Report::None;
+            report
+        };
         OwnOutcome { transitions, report, incarnation: reply.incarnation, remaining_ms: reply.remaining_ms }
     }
 
-    /// Keeps a report that did not reach Redis for the next record or flush, unless a newer
-    /// one is already waiting.
+    /// A report did not reach Redis (or may not have): what waits for the next record or flush
+    /// is what holds now, `failing` while this process reports itself and `recovered` once it
+    /// no longer does, whichever report failed to go (saying either twice changes nothing).
     pub(crate) fn defer(&self, report: Report) {
+        if report == Report::None {
+            return;
+        }
         let mut own = self.lock();
-        if own.unsent == Report::None {
-            own.unsent = report;
+        own.unsent = own.truth();
+    }
+
+    /// A report reached Redis. Reports go from different tasks (a call's record, a flush), so
+    /// one made before the own breaker moved may land after the report of that move: when
+    /// what Redis now holds is not what holds here, the truth goes with the next flush.
+    pub(crate) fn delivered(&self, report: Report) {
+        if report == Report::None {
+            return;
+        }
+        let mut own = self.lock();
+        if own.unsent == Report::None && report != own.truth() {
+            own.unsent = own.truth();
         }
     }
 
     /// Whether a report waits to reach Redis (at `now_ms`, the client's clock): one that did
-    /// not reach it yet, or the repeat of this process's report while it stays open for itself.
-    /// Redis counts a report for a window, and a process open for itself may wait longer than
-    /// that for its next probe (its backoff grows to `max_recovery`): said again every quarter
-    /// window, the report counts for as long as the process stays open and is alive, and stops
-    /// counting within a window of the process going away.
+    /// not reach it yet, or the repeat of this process's report while its own trip is in force
+    /// (backing off, or probing). Redis counts a report for a window, and a process open for
+    /// itself may wait longer than that for its next probe (its backoff grows to
+    /// `max_recovery`): said again every quarter window, the report counts for as long as the
+    /// process stays open and is alive, and stops counting within a window of the process going
+    /// away, or of its backoff ending with no call to probe.
     pub(crate) fn report_waits(&self, now_ms: u64) -> bool {
         let mut own = self.lock();
         if own.unsent == Report::None
             && own.reported
+            && own.machine.trip_in_force(now_ms)
             && now_ms.saturating_sub(own.reported_at) >= self.params.window / 4
         {
             own.unsent = Report::Failing;
@@ -215,5 +248,97 @@ impl OwnBreaker {
     pub(crate) fn state(&self) -> (State, bool) {
         let own = self.lock();
         (own.machine.state(), own.reported)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Config;
+
+    /// An own breaker that opens at one failure and closes at one success, with a window of
+    /// 1s and a fixed backoff of 10s.
+    fn own() -> OwnBreaker {
+        let config = Config::builder()
+            .failure_threshold(1)
+            .success_threshold(1)
+            .quorum(2)
+            .window(Duration::from_secs(1))
+            .base_recovery(Duration::from_secs(10))
+            .max_recovery(Duration::from_secs(10))
+            .jitter(0.0)
+            .build()
+            .expect("valid");
+        OwnBreaker::new(&Params::new(&config))
+    }
+
+    fn grant(own: &OwnBreaker, now: u64) -> OwnGrant {
+        match own.acquire(|| now).0 {
+            OwnDecision::Allow(grant) => grant,
+            OwnDecision::Reject { state, .. } => panic!("rejected ({state:?}) at {now}"),
+        }
+    }
+
+    fn outcome(own: &OwnBreaker, now: u64, outcome: RecordOutcome) -> Report {
+        let g = grant(own, now);
+        own.finish(g, outcome, false, false, now).report
+    }
+
+    #[test]
+    fn a_failing_report_is_said_again_while_the_trip_is_in_force_and_no_longer_after() {
+        let own = own();
+        assert_eq!(outcome(&own, 1_000, RecordOutcome::Failure), Report::Failing);
+        assert!(!own.report_waits(1_100), "not due yet (a quarter window is 250ms)");
+        assert!(own.report_waits(1_250));
+        assert_eq!(own.take_deferred(), Report::Failing);
+        assert!(!own.report_waits(1_400), "just said");
+        assert!(own.report_waits(10_999));
+        assert_eq!(own.take_deferred(), Report::Failing);
+        // The backoff ended at 11s and no call came to probe: nothing is said any more.
+        assert!(!own.report_waits(11_000));
+        assert!(!own.report_waits(30_000));
+        assert_eq!(own.state(), (State::Open, true), "still open for itself until a call probes");
+    }
+
+    #[test]
+    fn a_report_that_failed_to_go_waits_as_what_holds_now() {
+        let own = own();
+        assert_eq!(outcome(&own, 1_000, RecordOutcome::Failure), Report::Failing);
+        // A repeat of `failing` is on its way when the own probe closes the breaker.
+        assert!(own.report_waits(1_300));
+        let repeat = own.take_deferred();
+        assert_eq!(outcome(&own, 11_000, RecordOutcome::Success), Report::Recovered);
+        // Both fail to reach Redis, the repeat first: `recovered` waits, not the stale `failing`.
+        own.defer(repeat);
+        own.defer(Report::Recovered);
+        assert_eq!(own.take_deferred(), Report::Recovered);
+        // In the other order too.
+        own.defer(Report::Recovered);
+        own.defer(repeat);
+        assert_eq!(own.take_deferred(), Report::Recovered);
+    }
+
+    #[test]
+    fn a_report_that_lands_after_a_newer_one_is_corrected_by_the_next_flush() {
+        let own = own();
+        assert_eq!(outcome(&own, 1_000, RecordOutcome::Failure), Report::Failing);
+        own.delivered(Report::Failing);
+        assert_eq!(own.lock().unsent, Report::None, "what Redis holds is what holds here");
+        assert_eq!(outcome(&own, 11_000, RecordOutcome::Success), Report::Recovered);
+        own.delivered(Report::Recovered);
+        // A `failing` sent before the own breaker closed reached Redis after the `recovered`.
+        own.delivered(Report::Failing);
+        assert_eq!(own.take_deferred(), Report::Recovered);
+    }
+
+    #[test]
+    fn a_released_grant_leaves_a_waiting_report_waiting() {
+        let own = own();
+        assert_eq!(outcome(&own, 1_000, RecordOutcome::Failure), Report::Failing);
+        own.defer(Report::Failing); // Redis did not take it
+        let probe = grant(&own, 11_000);
+        let released = own.finish(probe, RecordOutcome::Release, false, false, 11_001);
+        assert_eq!(released.report, Report::None);
+        assert_eq!(own.take_deferred(), Report::Failing, "still waiting for the next record or flush");
     }
 }

@@ -147,7 +147,12 @@ impl Inner {
         // would be refused again, and is dropped.
         let (delivered, keep_report) = match self.shared.store() {
             Store::Redis(redis) => match self.try_redis(redis, &op).await {
-                Ok(_) => (true, false),
+                Ok(_) => {
+                    if let Some(own) = &self.own {
+                        own.delivered(report);
+                    }
+                    (true, false)
+                }
                 Err(e) => {
                     tracing::debug!(breaker = %self.name, error = %e, "an outcome was not delivered");
                     // A timed-out record may have been applied: counting it again would count it twice.

@@ -225,7 +225,8 @@ async fn a_quorum_costs_nothing_on_the_healthy_path_and_no_round_trip_per_failur
     let client = client_flushing_every(&redis, Duration::from_secs(60), Duration::from_secs(600)).await;
     let mut figures = Vec::new();
     for q in [1, 3] {
-        let config = quorum(q).failure_threshold(3).build().unwrap();
+        // (a window of 2h: the background flush, every 10m here, must fit ten times in it)
+        let config = quorum(q).failure_threshold(3).window(Duration::from_secs(7200)).build().unwrap();
         let b = client.breaker(&unique("quorum-cost"), config).unwrap();
         succeed(&b).await.unwrap();
         client.flush().await.unwrap();
@@ -476,4 +477,58 @@ async fn a_process_open_for_itself_keeps_counting_and_a_gone_one_stops() {
     assert_eq!(state_hash(&redis, &name).await["state"], "closed", "a gone process's report counted");
     let left = reporters(&redis, &name).await;
     assert!(!left.contains_key(&gone) && left.contains_key(b.id()), "the gone report was swept: {left:?}");
+}
+
+/// A process open for itself that makes no more calls (drained by its load balancer, a queue
+/// worker with nothing to do) folds into the fleet's trip when it hears of it, and does not
+/// vote again once the fleet is closed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_with_no_calls_folds_into_the_fleets_trip_and_votes_no_more() {
+    let redis = redis().await;
+    let window = Duration::from_secs(1);
+    let config = quorum(2)
+        .window(window)
+        .base_recovery(Duration::from_secs(60))
+        .max_recovery(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let c = redis_breaker::ClientConfig::builder().flush_interval(Duration::from_millis(50)).build().unwrap();
+    let (a, b) = (
+        Client::connect_with(&redis.url, c.clone()).await.unwrap(),
+        Client::connect_with(&redis.url, c).await.unwrap(),
+    );
+    let name = unique("quorum-idle");
+    let ba = a.breaker(&name, config.clone()).unwrap();
+    let mut events = ba.subscribe();
+    fail(&ba).await.unwrap_err();
+    fail(&ba).await.unwrap_err();
+    let bb = b.breaker(&name, config).unwrap();
+    let mut b_events = bb.subscribe();
+    fail(&bb).await.unwrap_err();
+    fail(&bb).await.unwrap_err();
+    assert_eq!(state_hash(&redis, &name).await["state"], "open", "the quorum of 2 opened the fleet");
+
+    // Neither process makes another call: each folds when it hears of the trip (process a by
+    // the event, process b by its own trip's reply).
+    for (process, events) in [("a", &mut events), ("b", &mut b_events)] {
+        let folded = async {
+            loop {
+                let e = events.recv().await.expect("events");
+                if e.kind == EventKind::LocalClosed {
+                    break e.reason;
+                }
+            }
+        };
+        let reason = tokio::time::timeout(Duration::from_secs(5), folded)
+            .await
+            .unwrap_or_else(|_| panic!("process {process} never folded"));
+        assert!(reason.contains("folded"), "{reason}");
+    }
+
+    // An operator closes the fleet; process a, still idle, does not report itself again.
+    bb.reset().await.unwrap();
+    tokio::time::sleep(window * 2).await;
+    let left = reporters(&redis, &name).await;
+    assert!(left.is_empty(), "an idle process voted after the fleet closed: {left:?} (a {}, b {})", a.id(), b.id());
+    assert_eq!(state_hash(&redis, &name).await["state"], "closed");
 }

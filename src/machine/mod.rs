@@ -244,6 +244,17 @@ impl Machine {
         self.state
     }
 
+    /// Whether this machine's trip is in force at `now` (ms): open with its backoff still
+    /// running, or half-open with a probe lease held. An open state whose backoff ended, or a
+    /// half-open one with no probe out, waits for a call to decide anything.
+    pub(crate) fn trip_in_force(&self, now: u64) -> bool {
+        match self.state {
+            State::Open => self.open_until > now,
+            State::HalfOpen => self.probes.values().any(|until| *until > now),
+            _ => false,
+        }
+    }
+
     #[cfg(test)]
     pub(crate) fn exists(&self) -> bool {
         self.exists
