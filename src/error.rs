@@ -118,7 +118,9 @@ pub enum StoreError {
     /// Redis did not answer within `op_timeout`. A write may still have been applied.
     #[error("redis did not answer within {}ms", .0.as_millis())]
     Timeout(Duration),
-    /// Redis could not be reached, or the connection broke. The message includes Redis's own
+    /// Redis could not be reached, the connection broke, or the server serves nobody yet
+    /// (LOADING after a restart, MASTERDOWN from a replica cut off from its primary,
+    /// CLUSTERDOWN, TRYAGAIN, READONLY from a demoted master). The message includes Redis's own
     /// error, which is therefore not also given as `source()` (a report prints it once).
     #[error("redis is unreachable: {0}")]
     Unreachable(redis::RedisError),
@@ -192,7 +194,19 @@ impl StoreError {
             || e.is_timeout()
             || e.is_unrecoverable_error()
             // The sentinels name no primary (yet): nothing can be decided through Redis.
-            || e.kind() == redis::ErrorKind::MasterNameNotFoundBySentinel;
+            || e.kind() == redis::ErrorKind::MasterNameNotFoundBySentinel
+            // The server answers but serves nobody yet, and ran nothing: it is loading its data
+            // after a restart (LOADING), a replica cut off from its primary (MASTERDOWN), a
+            // cluster without its slots covered or moving a slot (CLUSTERDOWN, TRYAGAIN).
+            || matches!(
+                e.kind(),
+                redis::ErrorKind::Server(
+                    redis::ServerErrorKind::BusyLoading
+                        | redis::ServerErrorKind::MasterDown
+                        | redis::ServerErrorKind::ClusterDown
+                        | redis::ServerErrorKind::TryAgain
+                )
+            );
         let said = e.to_string().to_ascii_lowercase();
         let tls = ["certificate", "tls", "handshake", "received fatal alert", "unknownissuer"]
             .iter()

@@ -711,6 +711,49 @@ async fn readonly_from_a_demoted_master_replaces_the_connection() {
     assert_eq!(b.state(), State::ForcedOpen);
 }
 
+/// A server that answers but serves nobody (here a replica cut off from its primary, with
+/// `replica-serve-stale-data no`: MASTERDOWN; a restarted server loading its data answers
+/// LOADING the same way) is an outage, not a refusal: the degraded mode decides, the counts are
+/// kept, and they reach Redis once the node serves again (promoted).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_replica_cut_off_from_its_primary_is_an_outage_and_keeps_the_counts() {
+    let replica = private_redis().await;
+    let mut conn = replica.conn().await;
+    let gone = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port(); // closed again
+    let _: () =
+        redis::cmd("CONFIG").arg("SET").arg("replica-serve-stale-data").arg("no").query_async(&mut conn).await.unwrap();
+    let _: () = redis::cmd("REPLICAOF").arg("127.0.0.1").arg(gone).query_async(&mut conn).await.unwrap();
+    let said = redis::cmd("GET").arg("k").query_async::<Option<String>>(&mut conn).await.expect_err("MASTERDOWN");
+    assert_eq!(said.kind(), redis::ErrorKind::Server(redis::ServerErrorKind::MasterDown), "{said}");
+
+    let client = patient_client(&replica.url, Degraded::Local).await;
+    let name = unique("masterdown");
+    let b = client.breaker(&name, Config::builder().failure_threshold(3).build().unwrap()).unwrap();
+    for _ in 0..4 {
+        succeed(&b).await.expect("decided by the local breaker");
+    }
+    assert!(matches!(fail(&b).await, Err(Error::Inner(_))), "the call ran");
+    assert!(matches!(fail(&b).await, Err(Error::Inner(_))), "the call ran");
+    wait_for_status(&client, StoreStatus::RedisDown, Duration::from_secs(5)).await;
+    let health = b.health().await.expect("health while redis serves nobody");
+    assert_eq!(health.store, StoreStatus::RedisDown);
+
+    let _: () = redis::cmd("REPLICAOF").arg("NO").arg("ONE").query_async(&mut conn).await.unwrap();
+    wait_for_status(&client, StoreStatus::Redis, Duration::from_secs(10)).await;
+    let start = Instant::now();
+    while let Err(e) = client.flush().await {
+        assert!(start.elapsed() < Duration::from_secs(5), "flush after the promotion: {e}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let m = metrics_hash(&replica, &name).await;
+    let got = |f: &str| m.get(f).copied().unwrap_or(0);
+    assert_eq!(
+        (got("calls"), got("successes"), got("failures")),
+        (6, 4, 2),
+        "the calls decided while the node served nobody reached it afterwards: {m:?}"
+    );
+}
+
 /// A subscription that stays connected but carries nothing (a blackholed path) is noticed by
 /// its keepalive: the client says it is not subscribed, snapshots stop being trusted, and it
 /// subscribes again when the path heals.
