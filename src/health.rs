@@ -71,6 +71,8 @@ pub struct Health {
     /// [`Rejected::local`](crate::Rejected)). `None` without a quorum.
     pub local_state: Option<State>,
     /// Under a quorum, true while this process counts itself among the fleet's failing
-    /// reporters (it reported its own breaker open and has not withdrawn that).
+    /// reporters (it reported its own breaker open and has not withdrawn that). It says so
+    /// again every quarter `window` while its own trip is in force; once its own backoff ended
+    /// with no call to probe, Redis stops counting it a window later.
     pub reporting: bool,
 }
