@@ -419,6 +419,26 @@ async fn a_report_made_while_redis_is_down_reaches_it_when_it_is_back() {
     }
 }
 
+/// The window of the tests of a process that stays open for itself.
+const WINDOW: Duration = Duration::from_secs(1);
+
+/// A quorum of 2 over `WINDOW` whose own breaker backs off for 60s: a process stays open for
+/// itself for many windows.
+fn long_own_backoff() -> Config {
+    quorum(2)
+        .window(WINDOW)
+        .base_recovery(Duration::from_secs(60))
+        .max_recovery(Duration::from_secs(60))
+        .build()
+        .unwrap()
+}
+
+/// A client whose background flush (the repeats of its reports) runs every 50ms.
+async fn flushing_often(redis: &TestRedis) -> Client {
+    let config = redis_breaker::ClientConfig::builder().flush_interval(Duration::from_millis(50)).build().unwrap();
+    Client::connect_with(&redis.url, config).await.unwrap()
+}
+
 /// A process open for itself may wait longer than a window for its next own probe (its backoff
 /// grows to `max_recovery`): it says its report again every quarter window, so it counts for as
 /// long as it stays open; a process that went away stops counting once its last report is a
@@ -426,17 +446,8 @@ async fn a_report_made_while_redis_is_down_reaches_it_when_it_is_back() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_process_open_for_itself_keeps_counting_and_a_gone_one_stops() {
     let redis = redis().await;
-    let window = Duration::from_secs(1);
-    let config = quorum(2)
-        .window(window)
-        .base_recovery(Duration::from_secs(60))
-        .max_recovery(Duration::from_secs(60))
-        .build()
-        .unwrap();
-    let connect = || async {
-        let c = redis_breaker::ClientConfig::builder().flush_interval(Duration::from_millis(50)).build().unwrap();
-        Client::connect_with(&redis.url, c).await.unwrap()
-    };
+    let (window, config) = (WINDOW, long_own_backoff());
+    let connect = || flushing_often(&redis);
 
     // Process a opens for itself, then makes no call for three windows (its backoff is 60s).
     let name = unique("quorum-stays-open");
@@ -485,18 +496,8 @@ async fn a_process_open_for_itself_keeps_counting_and_a_gone_one_stops() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_process_with_no_calls_folds_into_the_fleets_trip_and_votes_no_more() {
     let redis = redis().await;
-    let window = Duration::from_secs(1);
-    let config = quorum(2)
-        .window(window)
-        .base_recovery(Duration::from_secs(60))
-        .max_recovery(Duration::from_secs(60))
-        .build()
-        .unwrap();
-    let c = redis_breaker::ClientConfig::builder().flush_interval(Duration::from_millis(50)).build().unwrap();
-    let (a, b) = (
-        Client::connect_with(&redis.url, c.clone()).await.unwrap(),
-        Client::connect_with(&redis.url, c).await.unwrap(),
-    );
+    let (window, config) = (WINDOW, long_own_backoff());
+    let (a, b) = (flushing_often(&redis).await, flushing_often(&redis).await);
     let name = unique("quorum-idle");
     let ba = a.breaker(&name, config.clone()).unwrap();
     let mut events = ba.subscribe();
