@@ -86,11 +86,7 @@ impl Breaker {
         let report = self.inner.deferred_report();
         let record = Record { active: self.inner.active_due(), report, ..Record::flush(self.inner.take_pending()) };
         let sent = self.inner.run(&Op::Record(record)).await;
-        match (&sent, &self.inner.own) {
-            (Ok(_), Some(own)) => own.delivered(report),
-            (Err(e), _) if e.is_outage() => self.inner.defer_report(report),
-            _ => {}
-        }
+        self.inner.report_sent(report, &sent);
         sent.map(drop)
     }
 

@@ -274,7 +274,7 @@ impl ClientConfig {
     /// rolling window's successes; under a quorum, the process's word that it is active and
     /// the repeat of its report go with the background flush too).
     pub(crate) fn check_breaker(&self, config: &Config) -> Result<(), ConfigError> {
-        let flushed = config.windowed() || config.quorum > 1 || config.quorum_fraction.is_some();
+        let flushed = config.windowed() || config.under_quorum();
         check(!flushed || self.flush_interval <= config.window / 10, "window", || {
             format!(
                 "must be at least 10 x the client's flush_interval ({}), got {}",

@@ -335,6 +335,12 @@ impl Config {
         self.quorum_fraction
     }
 
+    /// Whether the fleet opens by a quorum of processes: `quorum` above 1, or a
+    /// `quorum_fraction`.
+    pub fn under_quorum(&self) -> bool {
+        self.quorum > 1 || self.quorum_fraction.is_some()
+    }
+
     pub(crate) fn windowed(&self) -> bool {
         self.failure_rate.is_some() || self.slow_call_rate.is_some()
     }

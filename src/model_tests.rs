@@ -239,10 +239,7 @@ impl Case {
             keys: Keys::new("breaker", &support::unique("model")),
             params: Params::new(&config),
             second: Params::new(&Config {
-                window: Duration::from_millis(quorum_window(
-                    second_window,
-                    config.quorum() > 1 || config.quorum_fraction().is_some(),
-                )),
+                window: Duration::from_millis(quorum_window(second_window, config.under_quorum())),
                 ..config
             }),
             model: Machine::default(),

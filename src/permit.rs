@@ -412,7 +412,7 @@ impl Breaker {
             )));
             return None;
         }
-        Some(self.inner.record_args(RecordOutcome::Release, &view, probe, false, false))
+        Some(self.inner.record_args(RecordOutcome::Release, &view, probe, false, false, Report::None))
     }
 
     fn reject(&self, state: State, retry_after: Option<Duration>) -> Rejected {
@@ -479,21 +479,13 @@ impl Breaker {
                 self.inner.pending.success(&view, slow);
             }
             Grant::Closed(view) => {
-                let mut record = self.inner.record_args(kind, &view, String::new(), slow, timed_out);
+                let mut record = self.inner.record_args(kind, &view, String::new(), slow, timed_out, report);
                 record.description = description;
-                if report != Report::None {
-                    // (else a report that waited, taken by `record_args`, rides on it)
-                    record.report = report;
-                }
                 self.deliver(record).await;
             }
             Grant::Probe { view, id } => {
-                let mut record = self.inner.record_args(kind, &view, id, slow, timed_out);
+                let mut record = self.inner.record_args(kind, &view, id, slow, timed_out, report);
                 record.description = description;
-                if report != Report::None {
-                    // (else a report that waited, taken by `record_args`, rides on it)
-                    record.report = report;
-                }
                 self.deliver(record).await;
             }
             Grant::InProcess { view, probe } => {

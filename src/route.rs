@@ -115,7 +115,8 @@ impl Inner {
         }
     }
 
-    /// The record of an outcome granted under `view`, carrying the pending batch.
+    /// The record of an outcome granted under `view`, carrying the pending batch and, under a
+    /// quorum, `report` (or one waiting to reach Redis).
     pub(crate) fn record_args(
         &self,
         outcome: RecordOutcome,
@@ -123,10 +124,12 @@ impl Inner {
         probe: String,
         slow: bool,
         timed_out: bool,
+        report: Report,
     ) -> Record {
         let mut record = view.record(outcome, probe, slow, timed_out, self.take_pending());
         record.active = self.active_due();
-        record.report = self.deferred_report();
+        // Under a quorum: the report this outcome made, else one that waits to reach Redis.
+        record.report = if report == Report::None { self.deferred_report() } else { report };
         record
     }
 
@@ -142,35 +145,42 @@ impl Inner {
         };
         let report = record.report;
         let op = Op::Record(record);
-        // A quorum report that Redis could not take waits for the next record (sending it twice
-        // is harmless: adding or removing a reporter again changes nothing); one Redis refused
-        // would be refused again, and is dropped.
-        let (delivered, keep_report) = match self.shared.store() {
-            Store::Redis(redis) => match self.try_redis(redis, &op).await {
-                Ok(_) => {
-                    if let Some(own) = &self.own {
-                        own.delivered(report);
+        let delivered = match self.shared.store() {
+            Store::Redis(redis) => {
+                let sent = self.try_redis(redis, &op).await;
+                self.report_sent(report, &sent);
+                match sent {
+                    Ok(_) => true,
+                    Err(e) => {
+                        tracing::debug!(breaker = %self.name, error = %e, "an outcome was not delivered");
+                        // A timed-out record may have been applied: counting it again would count it twice.
+                        matches!(e, StoreError::Timeout(_))
                     }
-                    (true, false)
                 }
-                Err(e) => {
-                    tracing::debug!(breaker = %self.name, error = %e, "an outcome was not delivered");
-                    // A timed-out record may have been applied: counting it again would count it twice.
-                    (matches!(e, StoreError::Timeout(_)), e.is_outage())
-                }
-            },
+            }
             Store::Down(_) | Store::InMemory => {
                 if let Some(batch) = op.batch() {
                     self.pending.restore(batch);
                 }
-                (false, true)
+                self.defer_report(report);
+                false
             }
         };
-        if keep_report {
-            self.defer_report(report);
-        }
         if let (false, Some(outcome)) = (delivered, outcome) {
             self.count_degraded(outcome);
+        }
+    }
+
+    /// Under a quorum, what became of the report a script call carried: it reached Redis (which
+    /// may need the newer truth: see `OwnBreaker::delivered`); Redis could not take it (down,
+    /// timed out) and it waits for the next record or flush (sending it twice is harmless:
+    /// adding or removing a reporter again changes nothing); or Redis refused it, and it is
+    /// dropped (it would be refused again, and take every later record with it).
+    pub(crate) fn report_sent<T>(&self, report: Report, sent: &Result<T, StoreError>) {
+        match (sent, &self.own) {
+            (Ok(_), Some(own)) => own.delivered(report),
+            (Err(e), _) if e.is_outage() => self.defer_report(report),
+            _ => {}
         }
     }
 

@@ -135,10 +135,9 @@ impl BreakerOpts {
         // Under a quorum each run is one process making one call: only a rule that one failed
         // call meets lets a failing run open for itself and report; with any other the breaker
         // would never open.
-        let under_quorum = config.quorum() > 1 || config.quorum_fraction().is_some();
         let rate_rule = config.failure_rate().is_some() || config.slow_call_rate().is_some();
         let one_call_opens = config.failure_threshold() == 1 || (rate_rule && config.minimum_calls() == 1);
-        if under_quorum && !one_call_opens {
+        if config.under_quorum() && !one_call_opens {
             return Err(Failure::Usage(
                 "--quorum and --quorum-fraction need --failure-threshold 1 (or a rate rule with \
                  --minimum-calls 1): each exec run is one process making one call, so with any other \
