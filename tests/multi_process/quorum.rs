@@ -121,15 +121,29 @@ fn quorum_keys(
     })
 }
 
+/// One round: every process calls the downstream under `quorum` for 1.5s, one call every
+/// `gap_ms`, the first `failing` of them through the broken path; answers what each counted.
+fn round(
+    rt: &tokio::runtime::Runtime,
+    fleet: &mut Fleet,
+    name: &str,
+    (direct, broken): (&str, &str),
+    failing: usize,
+    quorum: u32,
+    gap_ms: u32,
+) -> Vec<String> {
+    rt.block_on(fleet.round(0..PROCESSES, |i, go| {
+        let addr = if i < failing { broken } else { direct };
+        format!("downstream {name} {addr} {quorum} 1500 {gap_ms} {go}")
+    }))
+}
+
 pub fn one_bad_node(rt: &tokio::runtime::Runtime, redis: &support::TestRedis, fleet: &mut Fleet) -> String {
     let (direct, broken) = downstream(rt);
     let mut figures = Vec::new();
     for quorum in [3, 1] {
         let name = support::unique("mp-bad-node");
-        let answers = rt.block_on(fleet.round(0..PROCESSES, |i, go| {
-            let addr = if i == 0 { &broken } else { &direct };
-            format!("downstream {name} {addr} {quorum} 1500 5 {go}")
-        }));
+        let answers = round(rt, fleet, &name, (&direct, &broken), 1, quorum, 5);
         let (state, metrics, reporters) = quorum_keys(rt, redis, &name);
         let healthy_ok: u64 = answers[1..].iter().map(|a| field(a, "ok")).sum();
         let healthy_calls: u64 = answers[1..]
@@ -169,10 +183,7 @@ pub fn of_three(rt: &tokio::runtime::Runtime, redis: &support::TestRedis, fleet:
     let rounds = 4;
     for _ in 0..rounds {
         let name = support::unique("mp-quorum");
-        let answers = rt.block_on(fleet.round(0..PROCESSES, |i, go| {
-            let addr = if i < 3 { &broken } else { &direct };
-            format!("downstream {name} {addr} 3 1500 2 {go}")
-        }));
+        let answers = round(rt, fleet, &name, (&direct, &broken), 3, 3, 2);
         let (state, metrics, reporters) = quorum_keys(rt, redis, &name);
         assert_eq!(state["state"], "open", "{state:?} {answers:?}");
         assert_eq!((state["epoch"].as_str(), state["trips"].as_str()), ("1", "1"), "one trip, one epoch: {state:?}");
@@ -189,10 +200,7 @@ pub fn of_three(rt: &tokio::runtime::Runtime, redis: &support::TestRedis, fleet:
     }
     // Two failing processes stay below the quorum: no trip.
     let name = support::unique("mp-quorum-two");
-    let answers = rt.block_on(fleet.round(0..PROCESSES, |i, go| {
-        let addr = if i < 2 { &broken } else { &direct };
-        format!("downstream {name} {addr} 3 1500 5 {go}")
-    }));
+    let answers = round(rt, fleet, &name, (&direct, &broken), 2, 3, 5);
     let (state, metrics, reporters) = quorum_keys(rt, redis, &name);
     assert_eq!(state["state"], "closed", "{state:?}");
     assert_eq!(metrics.get("opened"), None);
