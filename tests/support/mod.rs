@@ -42,3 +42,20 @@ pub async fn fail(breaker: &redis_breaker::Breaker) -> Result<(), redis_breaker:
 pub async fn succeed(breaker: &redis_breaker::Breaker) -> Result<(), redis_breaker::Error<&'static str>> {
     breaker.execute(|| async { Ok::<(), &'static str>(()) }).await
 }
+
+/// Flushes `client` until Redis takes it (within 5s, for a Redis just back), then answers the
+/// breaker's metrics as (calls, successes, failures), with the whole hash for a message.
+pub async fn counts_after_flush(
+    client: &redis_breaker::Client,
+    redis: &TestRedis,
+    name: &str,
+) -> ((u64, u64, u64), std::collections::HashMap<String, u64>) {
+    let start = std::time::Instant::now();
+    while let Err(e) = client.flush().await {
+        assert!(start.elapsed() < Duration::from_secs(5), "no flush reached redis: {e}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let m = metrics_hash(redis, name).await;
+    let got = |f: &str| m.get(f).copied().unwrap_or(0);
+    ((got("calls"), got("successes"), got("failures")), m)
+}
