@@ -115,7 +115,7 @@ impl Breaker {
         if self.inner.own.is_some() && self.state() != State::Closed {
             self.inner.fold_own();
         }
-        let own = self.inner.own.as_ref().map(crate::quorum::OwnBreaker::state);
+        let local_state = self.inner.own.as_ref().map(crate::quorum::OwnBreaker::state);
         Ok(Health {
             snapshot: self.snapshot(),
             store,
@@ -128,8 +128,8 @@ impl Breaker {
             scripts: self.inner.shared.redis.as_ref().map_or("none", |r| r.script_mode()),
             quorum: self.inner.config.quorum,
             quorum_fraction: self.inner.config.quorum_fraction,
-            local_state: own.map(|(state, _)| state),
-            reporting: own.is_some_and(|(_, reporting)| reporting),
+            local_state,
+            reporting: local_state.is_some_and(|state| state != State::Closed),
         })
     }
 

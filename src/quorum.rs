@@ -29,9 +29,9 @@ pub(crate) struct OwnBreaker {
 #[derive(Debug, Default)]
 struct Own {
     machine: Machine,
-    /// This process reported itself failing to the fleet and has not withdrawn it.
-    reported: bool,
-    /// When it last said so (ms, the client's clock): said again while it stays open.
+    /// When this process last reported itself failing (ms, the client's clock): it did when its
+    /// own breaker opened, and says so again while it stays open. It reports itself for as long
+    /// as its own breaker is not closed; closing withdraws the report.
     reported_at: u64,
     /// A report that has not reached Redis yet (Redis was down, or did not take it): it rides
     /// on the next record or flush. A newer report replaces it.
@@ -39,9 +39,14 @@ struct Own {
 }
 
 impl Own {
+    /// Whether this process reports itself failing: its own breaker is open or half-open.
+    fn reported(&self) -> bool {
+        self.machine.state() != State::Closed
+    }
+
     /// The report that holds now: `failing` while this process reports itself, else `recovered`.
     fn truth(&self) -> Report {
-        if self.reported { Report::Failing } else { Report::Recovered }
+        if self.reported() { Report::Failing } else { Report::Recovered }
     }
 }
 
@@ -153,14 +158,10 @@ impl OwnBreaker {
         let (reply, transitions) = self.run(&mut own, now_ms, &Op::Record(record));
         let report = match transitions.last().map(|t| t.to) {
             Some(State::Open) => {
-                own.reported = true;
                 own.reported_at = now_ms;
                 Report::Failing
             }
-            Some(State::Closed) if own.reported => {
-                own.reported = false;
-                Report::Recovered
-            }
+            Some(State::Closed) => Report::Recovered,
             _ => Report::None,
         };
         // A newer report replaces one still waiting to reach Redis; with none, the waiting one
@@ -213,7 +214,6 @@ impl OwnBreaker {
     pub(crate) fn report_waits(&self, now_ms: u64) -> bool {
         let mut own = self.lock();
         if own.unsent == Report::None
-            && own.reported
             && own.machine.trip_in_force(now_ms)
             && now_ms.saturating_sub(own.reported_at) >= self.params.window / 4
         {
@@ -244,10 +244,9 @@ impl OwnBreaker {
         Some(left)
     }
 
-    /// The own breaker's state and whether this process counts as a failing reporter.
-    pub(crate) fn state(&self) -> (State, bool) {
-        let own = self.lock();
-        (own.machine.state(), own.reported)
+    /// The own breaker's state (this process reports itself failing while it is not closed).
+    pub(crate) fn state(&self) -> State {
+        self.lock().machine.state()
     }
 }
 
@@ -297,7 +296,7 @@ mod tests {
         // The backoff ended at 11s and no call came to probe: nothing is said any more.
         assert!(!own.report_waits(11_000));
         assert!(!own.report_waits(30_000));
-        assert_eq!(own.state(), (State::Open, true), "still open for itself until a call probes");
+        assert_eq!(own.state(), State::Open, "still open for itself (and reporting) until a call probes");
     }
 
     #[test]
