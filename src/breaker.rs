@@ -111,10 +111,6 @@ impl Breaker {
                 Err(e) => return Err(e),
             },
         };
-        // Under a quorum, a fleet that is no longer closed holds this process too.
-        if self.inner.own.is_some() && self.state() != State::Closed {
-            self.inner.fold_own();
-        }
         let local_state = self.inner.own.as_ref().map(crate::quorum::OwnBreaker::state);
         Ok(Health {
             snapshot: self.snapshot(),

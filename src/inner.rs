@@ -95,15 +95,9 @@ impl Inner {
     /// `metrics_interval` since a script call last took the pending counts.
     pub(crate) fn flush_due(&self, now: Instant) -> bool {
         // Under a quorum, a report that did not reach Redis goes with the next flush round, and
-        // so does the repeat of the report of a process that stays open for itself. A process
-        // that makes no calls folds here once the fleet's state (events, flush replies) is open.
-        if let Some(own) = &self.own {
-            if self.snapshot.state() != crate::state::State::Closed {
-                self.fold_own();
-            }
-            if own.report_waits(self.shared.in_process.clock.now_ms()) {
-                return true;
-            }
+        // so does the repeat of the report of a process that stays open for itself.
+        if self.own.as_ref().is_some_and(|own| own.report_waits(self.shared.in_process.clock.now_ms())) {
+            return true;
         }
         if self.pending.is_empty() {
             return false;
@@ -148,6 +142,7 @@ impl Inner {
         self.meters.transition(event.from, event.to);
         log_transition(&event);
         let _ = self.events.send(event);
+        self.fold_own();
     }
 
     /// Tells subscribers that Redis went down or came back for this process.
@@ -196,10 +191,16 @@ impl Inner {
         }
     }
 
-    /// Under a quorum: the fleet is open, half-open or forced, so this process's own breaker
-    /// starts again closed (its report, if any, was folded into the fleet's trip).
+    /// Under a quorum, once the snapshot shows the fleet open, half-open or forced: this
+    /// process's own breaker starts again closed (its report, if any, was folded into the
+    /// fleet's trip), and the fleet decides. Called wherever the snapshot learns a state (a
+    /// reply, an event, the in-process breaker), so a process folds whether or not it makes
+    /// calls.
     pub(crate) fn fold_own(&self) {
         let Some(own) = &self.own else { return };
+        if self.snapshot.state() == crate::state::State::Closed {
+            return;
+        }
         if let Some(left) = own.fold() {
             let reason = "folded into the fleet's state".to_string();
             let t = Transition { from: left, to: crate::state::State::Closed, epoch: 0, reason };

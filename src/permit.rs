@@ -214,10 +214,9 @@ impl Breaker {
         let grant = match self.inner.snapshot.decide_now() {
             Decision::Allow(view) => Grant::Closed(view),
             Decision::Reject { state, retry_after } if !self.inner.config.shadow => {
-                self.inner.fold_own();
                 return Err(self.reject(state, retry_after).into());
             }
-            _ => self.fleet_grant().await?,
+            _ => self.grant().await?,
         };
         let mut guard = CallGuard { breaker: self, grant: Some(grant), own: None };
         if self.inner.own.is_some() {
@@ -247,7 +246,7 @@ impl Breaker {
     /// # Errors
     /// [`Rejected`] when the breaker turns the call away.
     pub async fn acquire(&self) -> Result<Permit, Rejected> {
-        let grant = self.fleet_grant().await?;
+        let grant = self.grant().await?;
         let mut permit = Permit { breaker: self.clone(), grant: Some(grant), own: None };
         if self.inner.own.is_some() {
             // Rejected by its own breaker: the permit's drop gives the fleet's grant back.
@@ -261,8 +260,7 @@ impl Breaker {
     fn own_grant(&self) -> Result<Option<OwnGrant>, Rejected> {
         let Some(own) = &self.inner.own else { return Ok(None) };
         if self.inner.snapshot.state() != State::Closed {
-            self.inner.fold_own();
-            return Ok(None);
+            return Ok(None); // (the own breaker folded when the snapshot learnt that state)
         }
         let (decision, moved) = own.acquire(|| self.inner.shared.in_process.clock.now_ms());
         if let Some(o) = moved {
@@ -280,16 +278,6 @@ impl Breaker {
                 Err(Rejected { state, retry_after, local: true })
             }
         }
-    }
-
-    /// The fleet's grant; a rejection by the fleet's state (not by the degraded mode while Redis
-    /// is down) folds this process's own breaker into it.
-    async fn fleet_grant(&self) -> Result<Grant, Rejected> {
-        let granted = self.grant().await;
-        if granted.is_err() && self.inner.snapshot.state() != State::Closed {
-            self.inner.fold_own();
-        }
-        granted
     }
 
     /// Frees an own probe lease of a call that ends with no outcome.

@@ -92,12 +92,14 @@ impl Inner {
         // is never fresh: the next call asks the local machine, or Redis once it is back.
         inner.snapshot.apply(&reply, Source::Local, Duration::ZERO);
         inner.announce(&transitions, reply.incarnation, reply.remaining_ms, false);
+        inner.fold_own();
         reply
     }
 
     pub(crate) fn absorb(&self, reply: &Reply, sent: Instant) {
         let inner = self;
         inner.snapshot.apply(reply, Source::Reply(sent), inner.shared.reply_ttl(sent, &inner.name));
+        inner.fold_own();
         inner.in_process_seeded.store(false, Ordering::Release);
         inner.meters.state(reply.state);
         let matches = reply.stored_config.is_empty() || reply.stored_config == inner.params.fingerprint;
