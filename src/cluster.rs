@@ -1,5 +1,6 @@
 //! Redis Cluster (feature `cluster`). One breaker's keys share a hash tag, so every script
-//! runs on the one master that owns the breaker's slot; PUBLISH reaches every node.
+//! runs on the one master that owns the breaker's slot; its events go with SPUBLISH to its own
+//! shard channel (Redis >= 7.0), else PUBLISH reaches every node.
 
 use redis::aio::ConnectionLike;
 use redis::cluster::ClusterClient;
@@ -51,7 +52,8 @@ impl ConnectionLike for LazyCluster {
 /// that SSUBSCRIBEs the channel of every breaker the client holds (new ones at the next
 /// keepalive, those that left are unsubscribed), applies the messages, and PINGs every node
 /// each `keepalive`. A breaker's snapshot gets the long bound only once its own channel is
-/// confirmed. Any dropped node connection or unanswered PING marks every snapshot stale and
+/// confirmed; a channel Redis unsubscribes on its own (its slot moved to another master) is
+/// unconfirmed at once, its breaker's snapshot marked stale, and subscribed again. Any dropped node connection or unanswered PING marks every snapshot stale and
 /// makes the whole subscription again. A server without SSUBSCRIBE (< 7.0) gets the classic
 /// subscription to `<prefix>:events` instead (the scripts fall back to PUBLISH there).
 pub(crate) async fn shard_subscribe_loop(
@@ -154,6 +156,25 @@ pub(crate) async fn shard_subscribe_loop(
                         (PushKind::SSubscribe, [Value::BulkString(channel), ..]) => {
                             if let Some(name) = name_of(channel) {
                                 h.shared.confirm_shard_channel(Some(&name));
+                            }
+                        }
+                        // An unsubscription this task did not ask for (those it asks for leave
+                        // `wanted` first): Redis moved the channel's slot to another master and
+                        // dropped its subscribers. Events of the breaker no longer reach this
+                        // client, so it loses the long bound at once and asks Redis on its next
+                        // call, and the channel is subscribed again (on the slot's new owner: the
+                        // cluster connection follows the MOVED answer).
+                        (PushKind::SUnsubscribe, [Value::BulkString(channel), ..]) => {
+                            let Some(name) = name_of(channel).filter(|name| wanted.contains(name)) else { continue };
+                            h.shared.forget_shard_channel(&name);
+                            if let Some(inner) = h.named(&name) {
+                                inner.snapshot.mark_stale();
+                            }
+                            drop(h);
+                            tracing::info!(breaker = %name, "redis unsubscribed a breaker's shard channel (its slot moved); subscribing again");
+                            let again = tokio::time::timeout(op_timeout, each_channel(&conn, vec![channel_of(&name)], true));
+                            if !matches!(again.await, Ok(Ok(()))) {
+                                break "SSUBSCRIBE after a slot moved failed";
                             }
                         }
                         (PushKind::Disconnection, _) => break "a node's connection dropped",

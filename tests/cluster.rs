@@ -114,3 +114,187 @@ async fn breakers_spread_over_every_master_and_behave_as_on_one_redis() {
         println!("figures: Redis {major}: classic events, {bus_publishes} publishes over the bus");
     }
 }
+
+/// A node of the test cluster as `CLUSTER NODES` lists it: its id, its port, and the slot
+/// ranges it serves.
+struct Node {
+    id: String,
+    port: u16,
+    slots: Vec<(u16, u16)>,
+}
+
+async fn node_conn(port: u16) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(format!("redis://127.0.0.1:{port}")).unwrap().get_multiplexed_async_connection().await.unwrap()
+}
+
+async fn cluster_nodes(url: &str) -> Vec<Node> {
+    let mut conn = redis::Client::open(url).unwrap().get_multiplexed_async_connection().await.unwrap();
+    let listed: String = redis::cmd("CLUSTER").arg("NODES").query_async(&mut conn).await.unwrap();
+    listed
+        .lines()
+        .filter(|l| l.contains("master"))
+        .map(|l| {
+            let fields: Vec<&str> = l.split_whitespace().collect();
+            let port = fields[1].split(['@', ',']).next().unwrap().rsplit(':').next().unwrap().parse().unwrap();
+            let slots = fields[8..]
+                .iter()
+                .filter(|r| !r.starts_with('['))
+                .map(|r| match r.split_once('-') {
+                    Some((a, b)) => (a.parse().unwrap(), b.parse().unwrap()),
+                    None => (r.parse().unwrap(), r.parse().unwrap()),
+                })
+                .collect();
+            Node { id: fields[0].to_string(), port, slots }
+        })
+        .collect()
+}
+
+async fn shard_subscribers(port: u16, channel: &str) -> i64 {
+    let counts: Vec<redis::Value> =
+        redis::cmd("PUBSUB").arg("SHARDNUMSUB").arg(channel).query_async(&mut node_conn(port).await).await.unwrap();
+    match counts.as_slice() {
+        [_, redis::Value::Int(n)] => *n,
+        other => panic!("PUBSUB SHARDNUMSUB answered {other:?}"),
+    }
+}
+
+/// Moves `slot` from `from` to `to` as `redis-cli --cluster reshard` does: IMPORTING on the
+/// target, MIGRATING on the source, MIGRATE of every key, then SETSLOT NODE on every master
+/// (the target first).
+async fn move_slot(nodes: &[Node], slot: u16, from: &Node, to: &Node) {
+    let (mut source, mut target) = (node_conn(from.port).await, node_conn(to.port).await);
+    let _: () = redis::cmd("CLUSTER")
+        .arg("SETSLOT")
+        .arg(slot)
+        .arg("IMPORTING")
+        .arg(&from.id)
+        .query_async(&mut target)
+        .await
+        .unwrap();
+    let _: () = redis::cmd("CLUSTER")
+        .arg("SETSLOT")
+        .arg(slot)
+        .arg("MIGRATING")
+        .arg(&to.id)
+        .query_async(&mut source)
+        .await
+        .unwrap();
+    let keys: Vec<String> =
+        redis::cmd("CLUSTER").arg("GETKEYSINSLOT").arg(slot).arg(1000).query_async(&mut source).await.unwrap();
+    assert!(!keys.is_empty(), "the held breaker has keys in slot {slot}");
+    let _: () = redis::cmd("MIGRATE")
+        .arg("127.0.0.1")
+        .arg(to.port)
+        .arg("")
+        .arg(0)
+        .arg(5000)
+        .arg("REPLACE")
+        .arg("KEYS")
+        .arg(&keys)
+        .query_async(&mut source)
+        .await
+        .unwrap();
+    for node in std::iter::once(to)
+        .chain(std::iter::once(from))
+        .chain(nodes.iter().filter(|n| n.id != from.id && n.id != to.id))
+    {
+        let _: () = redis::cmd("CLUSTER")
+            .arg("SETSLOT")
+            .arg(slot)
+            .arg("NODE")
+            .arg(&to.id)
+            .query_async(&mut node_conn(node.port).await)
+            .await
+            .unwrap();
+    }
+}
+
+/// Issue 22, item 2: Redis unsubscribes a shard channel whose slot moved to another master (a
+/// `sunsubscribe` push the client did not ask for). The breaker loses the long bound at once
+/// (its snapshot is marked stale, `events_subscribed` is false) and its channel is subscribed
+/// again on the slot's new owner. Before the fix the push was ignored: the channel stayed
+/// confirmed and the client admitted calls for `subscribed_cache_ttl` (30s) into a breaker
+/// another process had opened on the new owner.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_breaker_whose_slot_moves_loses_the_long_bound_and_is_subscribed_on_the_new_owner() {
+    const CACHE_TTL: Duration = Duration::from_millis(500);
+    let cluster = support::cluster();
+    let a = cluster_client(&cluster.urls, CACHE_TTL).await;
+    let name = support::unique("moving");
+    let config = Config::builder().failure_threshold(3).base_recovery(Duration::from_secs(60)).build().unwrap();
+    let held = a.breaker(&name, config.clone()).unwrap();
+    let channel = format!("breaker:{{{name}}}:events");
+    let start = std::time::Instant::now();
+    while !held.health().await.unwrap().events_subscribed {
+        assert!(start.elapsed() < Duration::from_secs(10), "the shard channel was never subscribed");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // The breaker has keys to move (a failure, then a success that resets the count), and a
+    // reply after the channel was confirmed: the snapshot holds the long bound (30s).
+    assert!(matches!(held.execute(|| async { Err::<(), _>("down") }).await, Err(Error::Inner(_))));
+    held.execute(|| async { Ok::<(), ()>(()) }).await.unwrap();
+    a.flush().await.unwrap();
+    held.health().await.unwrap();
+
+    let nodes = cluster_nodes(&cluster.urls[0]).await;
+    let mut any = node_conn(nodes[0].port).await;
+    let slot: u16 = redis::cmd("CLUSTER").arg("KEYSLOT").arg(&channel).query_async(&mut any).await.unwrap();
+    let from = nodes.iter().find(|n| n.slots.iter().any(|&(a, b)| (a..=b).contains(&slot))).expect("the slot's owner");
+    let to = nodes.iter().find(|n| n.id != from.id).unwrap();
+    assert_eq!(shard_subscribers(from.port, &channel).await, 1, "the client listens on the slot's owner");
+    assert!(held.snapshot().fresh, "the snapshot decides calls on its own before the move");
+    move_slot(&nodes, slot, from, to).await;
+    let moved = std::time::Instant::now();
+    // Redis dropped the channel's subscribers when the slot left: the snapshot is stale at once
+    // (no call is made meanwhile, so nothing else could have made it so).
+    while held.snapshot().fresh {
+        assert!(moved.elapsed() < Duration::from_secs(2), "the snapshot kept its long bound after the slot moved");
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+    let stale_after = moved.elapsed();
+
+    // Another process opens the breaker on the new owner.
+    let b = cluster_client(&cluster.urls, CACHE_TTL).await;
+    b.breaker(&name, config.clone()).unwrap().force_open(None).await.expect("a write on the new owner");
+    let opened = std::time::Instant::now();
+    let (mut admitted, mut rejected_after) = (0u32, None);
+    while opened.elapsed() < CACHE_TTL + Duration::from_secs(3) {
+        match held.execute(|| async { Ok::<(), ()>(()) }).await {
+            Ok(()) => admitted += 1,
+            Err(Error::Rejected(_)) => {
+                rejected_after = Some(opened.elapsed());
+                break;
+            }
+            Err(e) => panic!("{e:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let rejected_after = rejected_after.unwrap_or_else(|| {
+        panic!(
+            "the client admitted {admitted} calls over {:?} into a breaker opened on the slot's new owner (cache_ttl {CACHE_TTL:?})",
+            opened.elapsed()
+        )
+    });
+    assert!(rejected_after <= CACHE_TTL + Duration::from_secs(1), "rejected only after {rejected_after:?}");
+
+    // Events flow again: the channel is subscribed on the new owner, and a transition made there
+    // reaches the client as an event.
+    let start = std::time::Instant::now();
+    while !(held.health().await.unwrap().events_subscribed && shard_subscribers(to.port, &channel).await >= 1) {
+        assert!(start.elapsed() < Duration::from_secs(10), "the channel was never subscribed on the new owner");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let resubscribed = moved.elapsed();
+    assert_eq!(shard_subscribers(from.port, &channel).await, 0, "nothing listens on the old owner");
+    let mut events = held.subscribe();
+    b.breaker(&name, config).unwrap().force_close(None).await.unwrap();
+    let e = tokio::time::timeout(Duration::from_secs(2), events.recv())
+        .await
+        .expect("an event from the new owner")
+        .unwrap();
+    assert_eq!(e.to, State::ForcedClosed);
+    held.execute(|| async { Ok::<(), ()>(()) }).await.expect("forced closed");
+    println!(
+        "figures: slot {slot} moved; snapshot stale {stale_after:?} after the move; after the open on the new owner the client admitted {admitted} calls and rejected after {rejected_after:?}; subscribed on the new owner {resubscribed:?} after the move"
+    );
+}
