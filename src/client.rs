@@ -375,6 +375,11 @@ impl Client {
     /// Redis; a healthy breaker that never left closed has only its metrics; for an in-memory
     /// client, those it has made).
     ///
+    /// Each name is as the key holds it: a key written by something else may hold one that
+    /// cannot be a breaker (it breaks the [naming rule](crate::name::validate_name); a key that
+    /// is not UTF-8 is read lossily, so its name breaks the rule too). It is listed all the
+    /// same, for the caller to skip and report; [`breaker`](Client::breaker) refuses it.
+    ///
     /// # Errors
     /// [`StoreError`] when Redis could not be read.
     pub async fn breakers(&self) -> Result<Vec<String>, StoreError> {
@@ -396,8 +401,10 @@ impl Client {
         loop {
             let mut cmd = redis::cmd("SCAN");
             cmd.arg(cursor).arg("MATCH").arg(&pattern).arg("COUNT").arg(1000);
-            let (next, keys): (u64, Vec<String>) = redis.query(&cmd, &pattern).await?;
-            names.extend(keys.iter().filter_map(|k| name_from_listed_key(prefix, k)).map(str::to_string));
+            let (next, keys): (u64, Vec<Vec<u8>>) = redis.query(&cmd, &pattern).await?;
+            for key in &keys {
+                names.extend(name_from_listed_key(prefix, &String::from_utf8_lossy(key)).map(str::to_string));
+            }
             if next == 0 {
                 break;
             }

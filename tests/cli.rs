@@ -409,3 +409,31 @@ async fn history_lists_transitions_newest_first_with_operators_notes() {
     assert_eq!(v["history"][0]["to"], "open");
     assert_eq!(v["history"][0]["failure"], "sh: exit status 3");
 }
+
+/// A key under the prefix whose name cannot be a breaker (here a space, and bytes that are not
+/// UTF-8) is skipped: `list` lists every other breaker, says on stderr which it skipped, and
+/// `--json` counts them.
+#[tokio::test]
+async fn list_skips_keys_whose_name_cannot_be_a_breaker_and_says_so() {
+    let redis = private_redis().await;
+    assert_eq!(code(&run(&redis, &["open", "payments"])), 0);
+    let mut conn = redis.conn().await;
+    for k in [&b"breaker:{a b}:metrics"[..], &b"breaker:{\xff}:state"[..]] {
+        redis::cmd("HSET").arg(k).arg("calls").arg(1).query_async::<()>(&mut conn).await.unwrap();
+    }
+    let o = run(&redis, &["list"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let table = stdout(&o);
+    assert!(table.starts_with("NAME") && table.contains("payments") && !table.contains("a b"), "{table}");
+    assert_eq!(table.lines().count(), 2, "{table}");
+    let warned = stderr(&o);
+    assert_eq!(warned.lines().count(), 1, "{warned}");
+    assert!(warned.contains("skipped 2") && warned.contains(r#""a b""#), "{warned}");
+    let o = run(&redis, &["list", "--json"]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(v["breakers"].as_array().unwrap().len(), 1, "{v}");
+    assert_eq!(v["breakers"][0]["name"], "payments");
+    assert_eq!(v["skipped"], 2, "{v}");
+    assert!(v["skipped_names"].as_array().unwrap().iter().any(|n| n == "a b"), "{v}");
+}

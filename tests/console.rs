@@ -19,6 +19,14 @@ const TOKEN: &str = "console-test-token-0123456789";
 struct Console {
     child: Child,
     port: u16,
+    /// What it wrote on stderr after its first line.
+    logs: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Console {
+    fn logs(&self) -> Vec<String> {
+        self.logs.lock().unwrap().clone()
+    }
 }
 
 impl Drop for Console {
@@ -48,8 +56,14 @@ fn console(redis: &TestRedis, token: Option<&str>, extra: &[&str]) -> Console {
         .and_then(|p| p.parse().ok())
         .unwrap_or_else(|| panic!("the console says where it listens: {line:?}"));
     assert!(line.contains("loopback only"), "{line}");
-    std::thread::spawn(move || for _ in stderr.lines() {});
-    Console { child, port }
+    let logs = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let kept = logs.clone();
+    std::thread::spawn(move || {
+        for line in stderr.lines().map_while(Result::ok) {
+            kept.lock().unwrap().push(line);
+        }
+    });
+    Console { child, port, logs }
 }
 
 /// One answer: status, headers (lower-case names), body.
@@ -67,10 +81,17 @@ impl Answer {
 
 /// One HTTP/1.1 request on its own connection (`Connection: close`).
 async fn http(c: &Console, method: &str, path: &str, token: Option<&str>) -> Answer {
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", c.port)).await.expect("connect to the console");
     let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
     let req =
         format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Length: 0\r\n{auth}\r\n");
+    raw_request(c, &req).await
+}
+
+/// A request written as given (request line and headers, ending in an empty line); the
+/// console closes the connection after its answer when the request says `Connection: close`
+/// or is HTTP/1.0.
+async fn raw_request(c: &Console, req: &str) -> Answer {
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", c.port)).await.expect("connect to the console");
     s.write_all(req.as_bytes()).await.unwrap();
     let mut raw = Vec::new();
     tokio::time::timeout(Duration::from_secs(20), s.read_to_end(&mut raw)).await.expect("an answer").unwrap();
@@ -412,4 +433,305 @@ async fn a_breaker_open_longer_than_alert_open_raises_an_alert_and_a_gauge() {
         "{}",
         m.body
     );
+}
+
+const HOW_TO_GET_PROMTOOL: &str = "promtool is not installed: this test parses a scrape of /metrics with \
+    Prometheus's own parser, `promtool check metrics`. Install it (Debian/Ubuntu: `apt-get install -y \
+    prometheus`; elsewhere: promtool from https://prometheus.io/download/ on PATH) and run the test again";
+
+/// Prometheus's own parser over `text` (`promtool check metrics`); fails, saying how to install
+/// it, when promtool is missing. promtool reads the classic text format, in which an
+/// OpenMetrics counter's `# HELP` (naming the family without `_total`) does not name its
+/// samples: its lint finding "no help text" on those counters is no error; any other finding,
+/// and any parse error, is.
+fn promtool_check(text: &str) {
+    use std::io::Write;
+    let mut child = match Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+    {
+        Ok(child) => child,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => panic!("{HOW_TO_GET_PROMTOOL}"),
+        Err(e) => panic!("cannot run promtool: {e}"),
+    };
+    child.stdin.take().expect("promtool's stdin").write_all(text.as_bytes()).expect("feed promtool");
+    let out = child.wait_with_output().expect("promtool's verdict");
+    let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let tolerated = |l: &str| {
+        l.strip_suffix("_total no help text").is_some_and(|family| family.starts_with("redis_breaker_fleet_"))
+    };
+    let lint_only = out.status.code() == Some(3) && said.lines().filter(|l| !l.trim().is_empty()).all(tolerated);
+    assert!(
+        out.status.success() || lint_only,
+        "promtool check metrics refused the scrape (status {:?}): {said}\n--- the scrape:\n{text}",
+        out.status.code()
+    );
+}
+
+/// One sample of an exposition: the metric, its labels (values unescaped), its value.
+type Sample = (String, Vec<(String, String)>, String);
+
+/// The samples of an OpenMetrics text, label values unescaped as the format says (`\\`, `\"`,
+/// `\n`). A line this reader cannot take whole fails the test.
+fn exposition_samples(text: &str) -> Vec<Sample> {
+    let mut out = Vec::new();
+    for line in text.lines().filter(|l| !l.starts_with('#') && !l.is_empty()) {
+        let bad = || -> ! { panic!("not a sample line: {line:?}") };
+        let (name, mut rest) = match line.find(['{', ' ']) {
+            Some(i) => line.split_at(i),
+            None => bad(),
+        };
+        let mut labels = Vec::new();
+        if let Some(inner) = rest.strip_prefix('{') {
+            let mut chars = inner.chars();
+            loop {
+                let key: String = chars.by_ref().take_while(|c| *c != '=').collect();
+                if chars.next() != Some('"') {
+                    bad();
+                }
+                let mut value = String::new();
+                loop {
+                    match chars.next() {
+                        Some('\\') => match chars.next() {
+                            Some('\\') => value.push('\\'),
+                            Some('"') => value.push('"'),
+                            Some('n') => value.push('\n'),
+                            _ => bad(),
+                        },
+                        Some('"') => break,
+                        Some(c) => value.push(c),
+                        None => bad(),
+                    }
+                }
+                labels.push((key, value));
+                match chars.next() {
+                    Some(',') => continue,
+                    Some('}') => break,
+                    _ => bad(),
+                }
+            }
+            rest = chars.as_str();
+        }
+        let value = rest.strip_prefix(' ').filter(|v| !v.is_empty() && !v.contains(' ')).unwrap_or_else(|| bad());
+        out.push((name.to_string(), labels, value.to_string()));
+    }
+    out
+}
+
+/// Breaker names may hold `"` and `\`: each label value in /metrics is escaped as OpenMetrics
+/// requires, so a name neither adds a label nor breaks the exposition. Prometheus's parser
+/// (`promtool check metrics`) takes the whole scrape, and each name comes back as it was.
+#[tokio::test]
+async fn metrics_escape_hostile_names_and_promtool_parses_the_scrape() {
+    let redis = private_redis().await;
+    let client = library(&redis).await;
+    let hostile = [r#"pay",state="open"#, r"x\", r#"a\"b"#, r"q\n", r#"""#, r"\\", r#"z"="\"#];
+    let trips = Config::builder().failure_threshold(1).base_recovery(Duration::from_secs(300)).build().unwrap();
+    for name in hostile {
+        let b = client.breaker(name, trips.clone()).unwrap();
+        let _ = b.execute(|| async { Err::<(), _>("down") }).await;
+        b.force_open(None).await.unwrap();
+    }
+    let healthy = unique("con-plain");
+    client.breaker(&healthy, Config::default()).unwrap().execute(|| async { Ok::<(), ()>(()) }).await.unwrap();
+    client.flush().await.unwrap();
+    let c = console(&redis, None, &[]);
+
+    let m = http(&c, "GET", "/metrics", None).await;
+    assert_eq!(m.status, 200, "{}", m.body);
+    promtool_check(&m.body);
+    let samples = exposition_samples(&m.body);
+    for name in hostile.iter().copied().chain([healthy.as_str()]) {
+        let mut states: Vec<(String, String)> = samples
+            .iter()
+            .filter(|(metric, labels, _)| {
+                metric == "redis_breaker_state" && labels[0] == ("breaker".into(), name.into())
+            })
+            .map(|(_, labels, value)| {
+                assert_eq!(labels.len(), 2, "breaker and state only: {labels:?}");
+                assert_eq!(labels[1].0, "state", "{labels:?}");
+                (labels[1].1.clone(), value.clone())
+            })
+            .collect();
+        states.sort();
+        let open = if name == healthy { "0" } else { "1" };
+        let closed = if name == healthy { "1" } else { "0" };
+        assert_eq!(
+            states,
+            [("closed", closed), ("forced_closed", "0"), ("forced_open", open), ("half_open", "0"), ("open", "0")]
+                .map(|(s, v)| (s.to_string(), v.to_string())),
+            "{name:?}: its five state series:\n{}",
+            m.body
+        );
+        let calls = samples
+            .iter()
+            .find(|(metric, labels, _)| metric == "redis_breaker_fleet_calls_total" && labels[0].1 == name)
+            .unwrap_or_else(|| panic!("{name:?}: its calls:\n{}", m.body));
+        assert_eq!(calls.1.len(), 1, "{calls:?}");
+        if name != healthy {
+            let alert =
+                samples.iter().find(|(metric, labels, _)| metric == "redis_breaker_alert" && labels[0].1 == name);
+            assert_eq!(
+                alert.map(|(_, labels, v)| (labels[1].clone(), v.as_str())),
+                Some((("kind".into(), "forced_without_end".into()), "1")),
+                "{name:?}: its alert:\n{}",
+                m.body
+            );
+        }
+    }
+    let breakers = samples.iter().find(|(metric, ..)| metric == "redis_breaker_console_breakers").unwrap();
+    assert_eq!(breakers.2, (hostile.len() + 1).to_string());
+}
+
+/// A key under the prefix whose name cannot be a breaker (a space, a brace, empty, not ASCII,
+/// not UTF-8, too long) is skipped, logged once per name and counted; every other breaker is
+/// still listed, scraped and alerted on.
+#[tokio::test]
+async fn keys_whose_name_cannot_be_a_breaker_are_skipped_logged_once_and_counted() {
+    let redis = private_redis().await;
+    let client = library(&redis).await;
+    let good = unique("con-good");
+    client.breaker(&good, Config::default()).unwrap().force_open(None).await.unwrap();
+    let long = "n".repeat(201);
+    let bad_keys: Vec<Vec<u8>> = vec![
+        b"breaker:{a b}:metrics".to_vec(),
+        b"breaker:{a}b}:state".to_vec(),
+        b"breaker:{}:metrics".to_vec(),
+        "breaker:{café}:state".as_bytes().to_vec(),
+        b"breaker:{\xff\xfe}:metrics".to_vec(),
+        format!("breaker:{{{long}}}:metrics").into_bytes(),
+    ];
+    let mut conn = redis.conn().await;
+    for k in &bad_keys {
+        redis::cmd("HSET").arg(k).arg("calls").arg(1).query_async::<()>(&mut conn).await.unwrap();
+    }
+    let c = console(&redis, None, &["-v"]);
+
+    for _ in 0..2 {
+        let list = http(&c, "GET", "/api/breakers", None).await;
+        assert_eq!(list.status, 200, "{}", list.body);
+        let list = list.json();
+        let names: Vec<&str> =
+            list["breakers"].as_array().unwrap().iter().map(|b| b["name"].as_str().unwrap()).collect();
+        assert_eq!(names, vec![good.as_str()], "{list}");
+        assert_eq!(list["skipped"], 6, "{list}");
+        let skipped = list["skipped_names"].as_array().unwrap();
+        assert!(skipped.iter().any(|n| n == "a b") && skipped.iter().any(|n| n == "café"), "{list}");
+    }
+    let m = http(&c, "GET", "/metrics", None).await;
+    assert_eq!(m.status, 200, "{}", m.body);
+    assert!(
+        m.body.contains(&format!(r#"redis_breaker_state{{breaker="{good}",state="forced_open"}} 1"#)),
+        "{}",
+        m.body
+    );
+    assert!(m.body.contains("\nredis_breaker_console_skipped_names 6\n"), "{}", m.body);
+    assert!(m.body.contains("\nredis_breaker_console_breakers 1\n"), "{}", m.body);
+    let alerts = http(&c, "GET", "/api/alerts", None).await;
+    assert_eq!(alerts.status, 200, "{}", alerts.body);
+    let alerts = alerts.json();
+    assert!(
+        alerts["alerts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["breaker"] == good.as_str() && a["kind"] == "forced_without_end"),
+        "{alerts}"
+    );
+
+    // Once per name, however often the console lists.
+    let started = Instant::now();
+    let said = loop {
+        let said: Vec<String> = c.logs().into_iter().filter(|l| l.contains("cannot be a breaker")).collect();
+        if said.len() >= 6 || started.elapsed() > Duration::from_secs(5) {
+            break said;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    };
+    assert_eq!(said.len(), 6, "{said:#?}");
+    assert!(said.iter().any(|l| l.contains(r#""a b""#)), "{said:#?}");
+}
+
+/// DNS rebinding: a page of another origin whose name resolves to 127.0.0.1 reaches the
+/// console with its own Host. On loopback only loopback Host values are answered; any other
+/// gets 421 Misdirected Request on every route, before anything is read or written;
+/// `--allowed-host` lets a name through; HTTP/1.1 without a Host is a 400.
+#[tokio::test]
+async fn only_loopback_or_allowed_host_values_are_answered() {
+    let redis = private_redis().await;
+    let c = console(&redis, Some(TOKEN), &[]);
+    let port = c.port;
+    let with_host = |method: &str, path: &str, host: &str| {
+        format!(
+            "{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\nContent-Length: 0\r\nAuthorization: Bearer {TOKEN}\r\n\r\n"
+        )
+    };
+    for host in [
+        "127.0.0.1".to_string(),
+        format!("127.0.0.1:{port}"),
+        "localhost".into(),
+        format!("localhost:{port}"),
+        format!("LocalHost:{port}"),
+        "[::1]".into(),
+        format!("[::1]:{port}"),
+    ] {
+        let a = raw_request(&c, &with_host("GET", "/api/breakers", &host)).await;
+        assert_eq!(a.status, 200, "Host: {host}: {}", a.body);
+    }
+    let name = unique("con-rebind");
+    for host in [
+        "evil.example".to_string(),
+        format!("evil.example:{port}"),
+        format!("127.0.0.1.nip.io:{port}"),
+        "localhost.evil.example".into(),
+        "127.0.0.2".into(),
+        "0.0.0.0".into(),
+        "[::2]".into(),
+        format!("127.0.0.1:{port}@evil.example"),
+        "localhost:http".into(),
+    ] {
+        for (method, path) in [
+            ("GET", "/api/breakers".to_string()),
+            ("GET", "/metrics".into()),
+            ("GET", "/".into()),
+            ("GET", "/api/events".into()),
+            ("GET", "/no/such/route".into()),
+            ("POST", format!("/api/breakers/{name}/open")),
+        ] {
+            let a = raw_request(&c, &with_host(method, &path, &host)).await;
+            assert_eq!(a.status, 421, "Host: {host}, {method} {path}: {}", a.body);
+            assert!(a.json()["error"].as_str().unwrap().contains("Host"), "{}", a.body);
+        }
+    }
+    assert!(state_hash(&redis, &name).await.is_empty(), "nothing written");
+    // The authority of an absolute-form request names the host as well.
+    let absolute =
+        format!("GET http://evil.example:{port}/api/breakers HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+    assert_eq!(raw_request(&c, &absolute).await.status, 421);
+    // No Host on HTTP/1.1, or two of them: 400.
+    let missing = raw_request(&c, "GET /api/breakers HTTP/1.1\r\nConnection: close\r\n\r\n").await;
+    assert_eq!(missing.status, 400, "{}", missing.body);
+    let two = "GET /api/breakers HTTP/1.1\r\nHost: 127.0.0.1\r\nHost: evil.example\r\nConnection: close\r\n\r\n";
+    assert_eq!(raw_request(&c, two).await.status, 400);
+    drop(c);
+
+    let c = console(&redis, None, &["--allowed-host", "console.example.com", "--allowed-host", "Ops.Example:8443"]);
+    for (host, status) in [
+        ("console.example.com", 200),
+        ("CONSOLE.example.com:9999", 200),
+        ("ops.example:8443", 200),
+        ("ops.example:8444", 421),
+        ("ops.example", 421),
+        ("evil.example", 421),
+        ("127.0.0.1", 200),
+    ] {
+        let a = raw_request(&c, &with_host("GET", "/api/breakers", host)).await;
+        assert_eq!(a.status, status, "Host: {host}: {}", a.body);
+    }
+    let help = Command::new(env!("CARGO_BIN_EXE_redis-breaker")).args(["serve", "--help"]).output().unwrap();
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(help.contains("--allowed-host") && help.contains("421 Misdirected Request"), "{help}");
 }

@@ -244,11 +244,19 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
     let out = output::Out { json: cli.json };
     match &cli.command {
         Command::List => {
+            let listing = listing(&client).await?;
             let mut statuses = Vec::new();
-            for name in client.breakers().await? {
-                statuses.push(breaker(&client, &name)?.status().await?);
+            for name in &listing.names {
+                statuses.push(breaker(&client, name)?.status().await?);
             }
-            out.list(&statuses);
+            out.list(&statuses, &listing.skipped);
+            if !listing.skipped.is_empty() {
+                eprintln!(
+                    "redis-breaker: skipped {} key(s) under the prefix whose name cannot be a breaker: {}",
+                    listing.skipped.len(),
+                    shown_names(&listing.skipped)
+                );
+            }
         }
         Command::Status { name } => out.status(&breaker(&client, name)?.status().await?),
         Command::Open { name, duration, note } => {
@@ -273,6 +281,31 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Serve(_) => {}
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// The names found under the prefix, split: those of breakers, and those that cannot be one
+/// (a key written by something else or by hand, e.g. `breaker:{a b}:metrics`), which are
+/// skipped so that one bad key hides no breaker.
+pub(crate) struct Listing {
+    pub(crate) names: Vec<String>,
+    pub(crate) skipped: Vec<String>,
+}
+
+pub(crate) async fn listing(client: &Client) -> Result<Listing, StoreError> {
+    let (names, skipped) =
+        client.breakers().await?.into_iter().partition(|name| redis_breaker::name::validate_name(name).is_ok());
+    Ok(Listing { names, skipped })
+}
+
+/// Names that cannot be breakers, for one line of text: each quoted and escaped (they are
+/// anyone's bytes), at most ten and how many more.
+fn shown_names(names: &[String]) -> String {
+    const SHOWN: usize = 10;
+    let mut text = names.iter().take(SHOWN).map(|n| format!("{n:?}")).collect::<Vec<_>>().join(", ");
+    if names.len() > SHOWN {
+        text.push_str(&format!(" and {} more", names.len() - SHOWN));
+    }
+    text
 }
 
 fn breaker(client: &Client, name: &str) -> Result<redis_breaker::Breaker, Failure> {

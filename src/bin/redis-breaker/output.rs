@@ -26,8 +26,9 @@ fn rate(s: &Status) -> Option<f64> {
     s.metrics.failure_rate().map(|r| (r * 1000.0).round() / 1000.0)
 }
 
-/// `list --json` and the console's `GET /api/breakers`: one object per breaker.
-pub(crate) fn list_value(statuses: &[Status]) -> serde_json::Value {
+/// `list --json` and the console's `GET /api/breakers`: one object per breaker, and the names
+/// under the prefix that cannot be breakers (skipped), with their count.
+pub(crate) fn list_value(statuses: &[Status], skipped: &[String]) -> serde_json::Value {
     let breakers: Vec<_> = statuses
         .iter()
         .map(|s| {
@@ -40,7 +41,7 @@ pub(crate) fn list_value(statuses: &[Status]) -> serde_json::Value {
             })
         })
         .collect();
-    json!({ "breakers": breakers })
+    json!({ "breakers": breakers, "skipped": skipped.len(), "skipped_names": skipped })
 }
 
 impl Out {
@@ -75,9 +76,9 @@ impl Out {
         }
     }
 
-    pub(crate) fn list(&self, statuses: &[Status]) {
+    pub(crate) fn list(&self, statuses: &[Status], skipped: &[String]) {
         if self.json {
-            line(list_value(statuses));
+            line(list_value(statuses, skipped));
             return;
         }
         let width = statuses.iter().map(|s| s.name.len()).max().unwrap_or(4).max(4);

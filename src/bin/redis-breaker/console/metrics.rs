@@ -18,10 +18,31 @@ pub(crate) const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0
 
 type Labels = Vec<(&'static str, String)>;
 
+/// Labels whose values are escaped as the text format requires (`\\`, `\"`, `\n`):
+/// `prometheus-client` writes a `String` value as it is, and breaker names may hold `"` and
+/// `\`, which would otherwise add labels or break the exposition.
+fn labels<const N: usize>(pairs: [(&'static str, &str); N]) -> Labels {
+    pairs.into_iter().map(|(key, value)| (key, escaped(value))).collect()
+}
+
+fn escaped(value: &str) -> String {
+    let mut out = String::with_capacity(value.len());
+    for c in value.chars() {
+        match c {
+            '\\' => out.push_str("\\\\"),
+            '"' => out.push_str("\\\""),
+            '\n' => out.push_str("\\n"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
 const STATES: [State; 5] = [State::Closed, State::Open, State::HalfOpen, State::ForcedOpen, State::ForcedClosed];
 
-/// The text of one scrape: made fresh from the statuses read for it.
-pub(crate) fn exposition(all: &[Status], alerts: &[Alert], read_in: Duration) -> String {
+/// The text of one scrape: made fresh from the statuses read for it (and the count of names
+/// under the prefix that cannot be breakers, skipped).
+pub(crate) fn exposition(all: &[Status], skipped: usize, alerts: &[Alert], read_in: Duration) -> String {
     let mut registry = Registry::with_prefix("redis_breaker");
     let state = Family::<Labels, Gauge>::default();
     let retry_after = Family::<Labels, Gauge<f64, AtomicU64>>::default();
@@ -38,12 +59,10 @@ pub(crate) fn exposition(all: &[Status], alerts: &[Alert], read_in: Duration) ->
         ("fleet_opened", "Times the breaker opened", Family::default()),
     ];
     for s in all {
-        let name = ("breaker", s.name.clone());
         for st in STATES {
-            let labels = vec![name.clone(), ("state", st.as_str().to_string())];
-            state.get_or_create(&labels).set(i64::from(s.state == st));
+            state.get_or_create(&labels([("breaker", &s.name), ("state", st.as_str())])).set(i64::from(s.state == st));
         }
-        let one = vec![name];
+        let one = labels([("breaker", &s.name)]);
         retry_after.get_or_create(&one).set(s.retry_after_ms.map_or(0.0, |ms| ms as f64 / 1000.0));
         trips.get_or_create(&one).set(i64::try_from(s.trips).unwrap_or(i64::MAX));
         probes.get_or_create(&one).set(i64::try_from(s.probes.len()).unwrap_or(i64::MAX));
@@ -68,12 +87,19 @@ pub(crate) fn exposition(all: &[Status], alerts: &[Alert], read_in: Duration) ->
     }
     let alert = Family::<Labels, Gauge>::default();
     for a in alerts {
-        alert.get_or_create(&vec![("breaker", a.breaker.clone()), ("kind", a.kind.to_string())]).set(1);
+        alert.get_or_create(&labels([("breaker", &a.breaker), ("kind", a.kind)])).set(1);
     }
     registry.register("alert", "1 for each alert that holds (see /api/alerts)", alert);
     let breakers = Gauge::<i64>::default();
     breakers.set(i64::try_from(all.len()).unwrap_or(i64::MAX));
     registry.register("console_breakers", "Breakers under the prefix", breakers);
+    let skipped_names = Gauge::<i64>::default();
+    skipped_names.set(i64::try_from(skipped).unwrap_or(i64::MAX));
+    registry.register(
+        "console_skipped_names",
+        "Keys under the prefix whose name cannot be a breaker, skipped (the console logs each name once, with -v)",
+        skipped_names,
+    );
     let read = Gauge::<f64, AtomicU64>::default();
     read.set(read_in.as_secs_f64());
     registry.register("console_read_seconds", "Time this scrape took to read every breaker from Redis", read);

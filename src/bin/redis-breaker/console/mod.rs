@@ -8,6 +8,7 @@
 //! elsewhere and is served with a strict Content-Security-Policy.
 
 mod alerts;
+mod hosts;
 mod metrics;
 
 use alerts::{all_alerts, now_ms};
@@ -25,7 +26,7 @@ use redis_breaker::status::Status;
 use redis_breaker::{Client, StoreError, duration};
 use serde::Deserialize;
 use serde_json::json;
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -56,6 +57,15 @@ pub(crate) struct ServeArgs {
     /// keeps an hour of samples in memory).
     #[arg(long, default_value = "1m", value_parser = crate::duration, hide = true)]
     sample_every: Duration,
+    /// A Host the console also answers (repeatable): a name (any port), e.g.
+    /// console.example.com, or name:port. On a loopback address the console answers only the
+    /// Host values 127.0.0.1, localhost and [::1] (any port) and these, so that a web page
+    /// whose name rebinds to 127.0.0.1 (DNS rebinding) cannot read it: any other Host gets 421
+    /// Misdirected Request, an HTTP/1.1 request without one 400. On another address, without
+    /// this option any Host is answered; with it, only loopback names, the listen address and
+    /// these.
+    #[arg(long = "allowed-host", value_name = "HOST[:PORT]", value_parser = hosts::parse_allowed)]
+    allowed_host: Vec<hosts::HostName>,
 }
 
 /// One sample of a breaker's cumulative counters.
@@ -78,6 +88,9 @@ struct App {
     samples: std::sync::Mutex<HashMap<String, VecDeque<Sample>>>,
     /// How many samples make an hour.
     samples_kept: usize,
+    /// The names under the prefix that cannot be breakers and were logged: each is logged
+    /// once (while its key exists).
+    warned: std::sync::Mutex<HashSet<String>>,
 }
 
 /// Breakers read from Redis at once (each a script call on one multiplexed connection, so the
@@ -111,7 +124,12 @@ pub(crate) async fn serve(client: Client, args: &ServeArgs) -> Result<ExitCode, 
         format!("reachable from the network at {}: put it behind a proxy that authenticates", args.listen.ip())
     };
     let writes = if token.is_some() { "writes need the token" } else { "read-only: no token" };
-    eprintln!("redis-breaker: console on http://{} ({scope}; {writes})", listener.local_addr().unwrap_or(args.listen));
+    let hosts = hosts::Hosts::new(args.listen.ip(), &args.allowed_host);
+    let answered = if hosts.any() { "; any Host header is answered: --allowed-host restricts it" } else { "" };
+    eprintln!(
+        "redis-breaker: console on http://{} ({scope}; {writes}{answered})",
+        listener.local_addr().unwrap_or(args.listen)
+    );
     let app = Arc::new(App {
         client,
         token,
@@ -120,9 +138,10 @@ pub(crate) async fn serve(client: Client, args: &ServeArgs) -> Result<ExitCode, 
         alert_flaps: args.alert_flaps,
         samples: std::sync::Mutex::new(HashMap::new()),
         samples_kept: usize::try_from(3600 / args.sample_every.as_secs().max(1)).unwrap_or(60) + 1,
+        warned: std::sync::Mutex::new(HashSet::new()),
     });
     tokio::spawn(sample_loop(Arc::downgrade(&app), args.sample_every.max(Duration::from_millis(100))));
-    let router = router(app);
+    let router = router(app, hosts);
     let server = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(async {
             let _ = tokio::signal::ctrl_c().await;
@@ -148,7 +167,7 @@ fn token(args: &ServeArgs) -> Result<Option<Vec<u8>>, Failure> {
     Ok(Some(token.as_bytes().to_vec()))
 }
 
-fn router(app: Arc<App>) -> Router {
+fn router(app: Arc<App>, hosts: hosts::Hosts) -> Router {
     Router::new()
         .route("/", get(page))
         .route("/console.js", get(|| async { asset(SCRIPT, "text/javascript; charset=utf-8") }))
@@ -164,11 +183,13 @@ fn router(app: Arc<App>) -> Router {
         .route("/metrics", get(prometheus))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such route") })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        // Outermost: a request for another Host is answered before any route reads Redis.
+        .layer(axum::middleware::from_fn_with_state(Arc::new(hosts), hosts::check))
         .with_state(app)
 }
 
 /// A JSON error: `{"error": "..."}`, one line.
-fn error(status: StatusCode, text: impl Into<String>) -> Response {
+pub(super) fn error(status: StatusCode, text: impl Into<String>) -> Response {
     (status, Json(json!({ "error": text.into() }))).into_response()
 }
 
@@ -183,7 +204,7 @@ fn store_error(e: &StoreError) -> Response {
 }
 
 /// Security headers every answer of ours carries.
-fn hardened(mut r: Response) -> Response {
+pub(super) fn hardened(mut r: Response) -> Response {
     let h = r.headers_mut();
     h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
@@ -236,8 +257,11 @@ fn refused_read(app: &App, headers: &HeaderMap) -> Option<Response> {
 }
 
 /// Every breaker's status, read concurrently; sorted open and half-open first, then by name.
-async fn statuses(app: &App) -> Result<Vec<Status>, StoreError> {
-    let names = app.client.breakers().await?;
+/// With them, the names under the prefix that cannot be breakers: skipped, and each logged
+/// once.
+async fn statuses(app: &App) -> Result<(Vec<Status>, Vec<String>), StoreError> {
+    let crate::Listing { names, skipped } = crate::listing(&app.client).await?;
+    warn_once(app, &skipped);
     let reads = futures_util::stream::iter(names).map(|name| async move {
         let b = app.client.breaker(&name, redis_breaker::Config::default())?;
         b.status().await
@@ -245,7 +269,21 @@ async fn statuses(app: &App) -> Result<Vec<Status>, StoreError> {
     let mut out: Vec<Status> =
         reads.buffer_unordered(READS_IN_FLIGHT).collect::<Vec<_>>().await.into_iter().collect::<Result<_, _>>()?;
     out.sort_by(|a, b| (rank(a), &a.name).cmp(&(rank(b), &b.name)));
-    Ok(out)
+    Ok((out, skipped))
+}
+
+/// Logs each name in `skipped` that was not logged before (and forgets the names whose keys
+/// are gone, so the set holds no more than the last listing found).
+fn warn_once(app: &App, skipped: &[String]) {
+    let mut warned = app.warned.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let now: HashSet<&String> = skipped.iter().collect();
+    warned.retain(|name| now.contains(name));
+    for name in skipped {
+        if warned.insert(name.clone()) {
+            let why = redis_breaker::name::validate_name(name).err().map(|e| e.to_string()).unwrap_or_default();
+            tracing::warn!(name = ?name, %why, "skipped a key under the prefix whose name cannot be a breaker");
+        }
+    }
 }
 
 /// Open and half-open first, then forced, then closed.
@@ -274,7 +312,7 @@ async fn list(AxumState(app): AxumState<Arc<App>>, headers: HeaderMap) -> Respon
         return r;
     }
     match statuses(&app).await {
-        Ok(all) => hardened(Json(output::list_value(&all)).into_response()),
+        Ok((all, skipped)) => hardened(Json(output::list_value(&all, &skipped)).into_response()),
         Err(e) => store_error(&e),
     }
 }
@@ -306,7 +344,7 @@ async fn sample_loop(app: std::sync::Weak<App>, every: Duration) {
     loop {
         tick.tick().await;
         let Some(app) = app.upgrade() else { return };
-        let Ok(all) = statuses(&app).await else { continue };
+        let Ok((all, _)) = statuses(&app).await else { continue };
         let at_ms = now_ms();
         let mut samples = app.samples.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         samples.retain(|name, _| all.iter().any(|s| &s.name == name));
@@ -421,7 +459,7 @@ async fn alerts(AxumState(app): AxumState<Arc<App>>, headers: HeaderMap) -> Resp
         return r;
     }
     let read = async {
-        let all = statuses(&app).await?;
+        let (all, _) = statuses(&app).await?;
         all_alerts(&app, &all).await
     };
     match read.await {
@@ -436,13 +474,13 @@ async fn prometheus(AxumState(app): AxumState<Arc<App>>, headers: HeaderMap) -> 
     }
     let started = std::time::Instant::now();
     let read = async {
-        let all = statuses(&app).await?;
+        let (all, skipped) = statuses(&app).await?;
         let alerts = all_alerts(&app, &all).await?;
-        Ok::<_, StoreError>((all, alerts))
+        Ok::<_, StoreError>((all, skipped, alerts))
     };
     match read.await {
-        Ok((all, alerts)) => {
-            let text = metrics::exposition(&all, &alerts, started.elapsed());
+        Ok((all, skipped, alerts)) => {
+            let text = metrics::exposition(&all, skipped.len(), &alerts, started.elapsed());
             hardened(([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response())
         }
         Err(e) => store_error(&e),
