@@ -105,6 +105,7 @@ impl Breaker {
             Store::InMemory => StoreStatus::InMemory,
             _ => match self.flush().await {
                 Ok(()) => StoreStatus::Redis,
+                Err(StoreError::Auth(_)) => StoreStatus::AuthFailed,
                 Err(e) if e.is_outage() || matches!(self.inner.shared.store(), Store::Down(_)) => {
                     StoreStatus::RedisDown
                 }

@@ -132,8 +132,11 @@ impl Client {
     /// <service> ...`). The primary is asked of the sentinels when first needed and again
     /// whenever its connection breaks or it answers READONLY (a failover demoted it), so the
     /// client follows a failover; a node is used only once it says (ROLE) it is a primary.
-    /// The event subscription moves to the new primary the same way, and every snapshot asks
-    /// Redis again when it does. Connecting is lazy, as for [`connect`](Client::connect).
+    /// The event subscription always sits on the node the commands use: when the sentinels
+    /// name another node, to either of them, both move, and every snapshot asks Redis again.
+    /// The primary is reached as the default user over plain TCP; for a password, an ACL user
+    /// or TLS, see [`connect_sentinel_with`](Client::connect_sentinel_with). Connecting is
+    /// lazy, as for [`connect`](Client::connect).
     ///
     /// ```no_run
     /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
@@ -153,27 +156,64 @@ impl Client {
         service: &str,
         config: ClientConfig,
     ) -> Result<Client, ConfigError> {
+        Client::connect_sentinel_with(sentinels, service, config, crate::SentinelOptions::new()).await
+    }
+
+    /// As [`connect_sentinel`](Client::connect_sentinel), reaching the primary (and every node
+    /// the sentinels name after a failover) with a username and password, and over TLS (feature
+    /// `tls`), as [`SentinelOptions`](crate::SentinelOptions) say; the command connection and
+    /// the event subscription both use them. Credentials Redis refuses (NOAUTH, WRONGPASS) are
+    /// [`StoreError::Auth`] at the first operation, and `store_status()` says
+    /// [`AuthFailed`](crate::StoreStatus::AuthFailed): calls are decided by the degraded mode.
+    /// The sentinels' own password goes in their URLs.
+    ///
+    /// ```no_run
+    /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
+    /// use redis_breaker::{Client, ClientConfig, SentinelOptions};
+    ///
+    /// let primary = SentinelOptions::new().username("breaker").password("secret");
+    /// let client = Client::connect_sentinel_with(&["redis://10.0.0.1:26379"], "mymaster", ClientConfig::default(), primary).await?;
+    /// # Ok(()) }
+    /// ```
+    ///
+    /// # Errors
+    /// [`ConfigError`] naming `url` when a sentinel URL cannot be parsed or the list is empty,
+    /// or naming `tls` when a certificate or key is not usable PEM.
+    #[cfg(feature = "sentinel")]
+    #[cfg_attr(docsrs, doc(cfg(feature = "sentinel")))]
+    pub async fn connect_sentinel_with(
+        sentinels: &[&str],
+        service: &str,
+        config: ClientConfig,
+        primary: crate::SentinelOptions,
+    ) -> Result<Client, ConfigError> {
         if sentinels.is_empty() {
             return Err(ConfigError::Field { field: "url", reason: "list of sentinels is empty".into() });
         }
-        let service = String::from(service);
-        let make = || {
-            redis::sentinel::SentinelClient::build(
-                sentinels.to_vec(),
-                service.clone(),
-                None,
-                redis::sentinel::SentinelServerType::Master,
-            )
-            .map_err(url_error)
-        };
-        let conn = crate::sentinel::SentinelConn::new(make()?, config.op_timeout);
-        let events = crate::sentinel::SentinelConn::new(make()?, config.op_timeout);
+        let sentinel = crate::sentinel::sentinel_client(sentinels, service, &primary)?;
+        let conn = crate::sentinel::SentinelConn::new(sentinel, config.op_timeout);
         let forget = conn.clone();
         let reconnect: Reconnect = Box::new(move || {
             forget.forget();
             Some(Box::new(forget.clone()) as Box<dyn SharedConn>)
         });
-        Ok(Client::over(conn, config, false, Some(reconnect)).with_events(tasks::EventNodes::Sentinel(events)))
+        let client = Client::over(conn.clone(), config, false, Some(reconnect));
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            // The subscription follows the node the commands use.
+            let handle = &client.handle;
+            let channel = events_channel(&handle.shared.config.prefix);
+            let (op_timeout, keepalive) = (handle.shared.config.op_timeout, handle.shared.config.events_keepalive);
+            let events = crate::sentinel::subscribe_loop(
+                Arc::downgrade(handle),
+                conn,
+                channel,
+                op_timeout,
+                keepalive,
+                handle.stopped(),
+            );
+            rt.spawn(events);
+        }
+        Ok(client)
     }
 
     /// Makes a client for a Redis Cluster (feature `cluster`), from the URLs of some of its
@@ -321,7 +361,7 @@ impl Client {
     pub fn store_status(&self) -> StoreStatus {
         match &self.handle.shared.redis {
             None => StoreStatus::InMemory,
-            Some(redis) if redis.is_down() => StoreStatus::RedisDown,
+            Some(redis) if redis.is_down() => redis.down_status(),
             Some(_) => StoreStatus::Redis,
         }
     }

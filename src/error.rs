@@ -170,6 +170,16 @@ pub enum StoreError {
     /// the scripts accept); nothing was sent to Redis.
     #[error(transparent)]
     Invalid(#[from] ConfigError),
+    /// Redis refused this client's credentials: NOAUTH (the server wants a password and none
+    /// was given) or WRONGPASS (a wrong username or password, or a disabled user). Nothing ran.
+    /// Like an outage, calls are decided by the degraded mode at once, and `store_status()` and
+    /// `health().store` say [`StoreStatus::AuthFailed`](crate::StoreStatus::AuthFailed) until
+    /// Redis accepts the credentials (asked again with backoff, so a fixed ACL is noticed). The
+    /// message includes Redis's own words, never the password.
+    #[error(
+        "redis refused this client's credentials: {0} (check the username and password given for redis, and the user's ACL)"
+    )]
+    Auth(redis::RedisError),
     /// Redis answered something this crate cannot read.
     #[error("unexpected reply from redis for {key}: {detail}")]
     Protocol {
@@ -184,10 +194,17 @@ impl StoreError {
     /// True when the error says Redis is unreachable or slow (an outage), rather than refusing
     /// one breaker's operation.
     pub fn is_outage(&self) -> bool {
-        matches!(self, StoreError::Timeout(_) | StoreError::Unreachable(_) | StoreError::Tls(_))
+        matches!(self, StoreError::Timeout(_) | StoreError::Unreachable(_) | StoreError::Tls(_) | StoreError::Auth(_))
     }
 
     pub(crate) fn from_redis(e: redis::RedisError, key: &str) -> StoreError {
+        // NOAUTH (no password given) and WRONGPASS (a wrong one) come back as server errors of
+        // those codes on a command; a refused AUTH while connecting as AuthenticationFailed.
+        let auth =
+            e.kind() == redis::ErrorKind::AuthenticationFailed || matches!(e.code(), Some("NOAUTH" | "WRONGPASS"));
+        if auth {
+            return StoreError::Auth(e);
+        }
         let outage = e.is_io_error()
             || e.is_connection_dropped()
             || e.is_connection_refusal()

@@ -33,6 +33,10 @@ pub enum StoreStatus {
     Redis,
     /// Redis is treated as down: calls follow the degraded mode.
     RedisDown,
+    /// Redis refused this client's credentials (NOAUTH: none given where a password is
+    /// required; WRONGPASS: a wrong username or password): calls follow the degraded mode, as
+    /// with `RedisDown`, until Redis accepts them. See [`StoreError::Auth`](crate::StoreError::Auth).
+    AuthFailed,
     /// The client is in-memory ([`Client::in_memory`](crate::Client::in_memory)).
     InMemory,
 }

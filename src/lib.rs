@@ -130,6 +130,8 @@ pub use events::{Event, EventKind, Subscription};
 pub use health::{Health, Snapshot, StoreStatus};
 pub use permit::Permit;
 pub use protocol::Outcome;
+#[cfg(feature = "sentinel")]
+pub use sentinel::SentinelOptions;
 pub use state::{State, UnknownState};
 #[cfg(feature = "tls")]
 pub use tls::TlsOptions;

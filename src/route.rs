@@ -70,7 +70,8 @@ impl Inner {
         let result = redis.run(&inner.keys, &inner.params, op, None, rand::random()).await;
         match &result {
             Ok(reply) => self.absorb(reply, sent),
-            Err(StoreError::Unreachable(_)) => {
+            // Nothing ran (refused credentials included): the counts go with the next call.
+            Err(StoreError::Unreachable(_) | StoreError::Auth(_)) => {
                 if let Some(batch) = op.batch() {
                     inner.pending.restore(batch);
                 }

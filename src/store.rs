@@ -135,6 +135,8 @@ pub(crate) struct RedisStore {
     errors_in_row: AtomicU32,
     /// `true` while Redis is up; the client's watcher probes Redis while it is `false`.
     up: watch::Sender<bool>,
+    /// Whether the last error that kept Redis down was a refusal of the credentials.
+    auth_failed: AtomicBool,
 }
 
 impl RedisStore {
@@ -153,6 +155,7 @@ impl RedisStore {
             threshold,
             errors_in_row: AtomicU32::new(0),
             up: watch::channel(true).0,
+            auth_failed: AtomicBool::new(false),
         }
     }
 
@@ -174,12 +177,25 @@ impl RedisStore {
 
     fn note_success(&self) {
         self.errors_in_row.store(0, Ordering::Release);
+        self.auth_failed.store(false, Ordering::Release);
         self.up.send_if_modified(|up| !std::mem::replace(up, true));
+    }
+
+    /// Where calls are decided while Redis is down: `AuthFailed` when it refused the credentials.
+    pub(crate) fn down_status(&self) -> crate::StoreStatus {
+        if self.auth_failed.load(Ordering::Acquire) {
+            crate::StoreStatus::AuthFailed
+        } else {
+            crate::StoreStatus::RedisDown
+        }
     }
 
     fn note_outage(&self, err: &StoreError) {
         let n = self.errors_in_row.fetch_add(1, Ordering::AcqRel) + 1;
-        if n >= self.threshold && self.up.send_if_modified(|up| std::mem::replace(up, false)) {
+        // Refused credentials do not mend between two calls: Redis is down for this client at once.
+        let auth = matches!(err, StoreError::Auth(_));
+        self.auth_failed.store(auth, Ordering::Release);
+        if (auth || n >= self.threshold) && self.up.send_if_modified(|up| std::mem::replace(up, false)) {
             tracing::warn!(error = %err, errors_in_row = n, "redis is down; deciding calls by the degraded mode");
         }
     }

@@ -81,10 +81,9 @@ pub(crate) async fn flush_loop(handle: Weak<Handle<Inner>>, every: Duration, mut
 /// Where the event subscription is made.
 pub(crate) enum EventNodes {
     /// These nodes, tried in turn (one Redis, or the nodes of a cluster without sharded pub/sub).
+    /// (Sentinel has a loop of its own, `sentinel::subscribe_loop`: its subscription follows
+    /// the node its commands use.)
     Fixed(Vec<redis::Client>),
-    /// The primary the sentinels name at each attempt (it moves on a failover).
-    #[cfg(feature = "sentinel")]
-    Sentinel(crate::sentinel::SentinelConn),
 }
 
 impl EventNodes {
@@ -92,8 +91,6 @@ impl EventNodes {
     async fn pick(&self, n: usize) -> redis::RedisResult<Option<redis::Client>> {
         match self {
             EventNodes::Fixed(nodes) => Ok(nodes.get(n % nodes.len().max(1)).cloned()),
-            #[cfg(feature = "sentinel")]
-            EventNodes::Sentinel(sentinels) => sentinels.primary().await.map(Some),
         }
     }
 }

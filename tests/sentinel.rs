@@ -6,7 +6,7 @@
 
 mod support;
 
-use redis_breaker::{Client, ClientConfig, Config, Error, State};
+use redis_breaker::{Client, ClientConfig, Config, Error, SentinelOptions, State, StoreError, StoreStatus};
 use std::process::Command;
 use std::time::{Duration, Instant};
 use support::server::{Server, free_port, server_said, spawn_on_free_port, wait_until_ours};
@@ -169,4 +169,227 @@ async fn a_service_the_sentinels_do_not_know_is_an_outage_with_a_clear_error() {
     assert!(keys.is_empty(), "{keys:?}");
     assert!(Client::connect_sentinel(&[], "x", ClientConfig::default()).await.is_err(), "an empty list is refused");
     println!("figures: unknown service: {err}");
+}
+
+/// Issue 22, item 11 (Sentinel): the command connection and the event subscription each asked
+/// the sentinels on their own, so after the sentinels named another node (a failover whose old
+/// primary still runs and serves, until the sentinels reach it to demote it) the commands
+/// could go to the new primary while the subscription stayed on the old one: transitions made
+/// on the new primary never reached the client, and its replies kept the long bound (the
+/// subscription was live). Now the two follow one node: when the commands move, the
+/// subscription is made again on their node (every snapshot asks Redis again meanwhile).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_event_subscription_follows_the_commands_to_the_node_the_sentinels_name() {
+    const CACHE_TTL: Duration = Duration::from_millis(500);
+    let old = spawn_on_free_port(|_| Vec::new()).expect("a primary");
+    let new = spawn_on_free_port(|_| Vec::new()).expect("another primary");
+    let s = sentinel(old.port);
+    let url = format!("redis://127.0.0.1:{}", s.port);
+    let config = ClientConfig::builder().op_timeout(OP_TIMEOUT).cache_ttl(CACHE_TTL).build().unwrap();
+    let a = Client::connect_sentinel(&[url.as_str()], "mymaster", config.clone()).await.unwrap();
+    let name = support::unique("sentinel-moved");
+    let trips = Config::builder().failure_threshold(3).base_recovery(Duration::from_secs(60)).build().unwrap();
+    let held = a.breaker(&name, trips.clone()).unwrap();
+    eventually("the event subscription", Duration::from_secs(10), async || {
+        held.health().await.is_ok_and(|h| h.events_subscribed)
+    })
+    .await;
+    held.execute(|| async { Ok::<(), ()>(()) }).await.unwrap();
+
+    // The sentinels now name `new` (as after a failover); `old` still runs, and drops the
+    // client's command connection (a failover sends CLIENT KILL TYPE normal to the old primary)
+    // but not its subscription.
+    let mut sc = conn(s.port).await;
+    let _: () = redis::cmd("SENTINEL").arg("REMOVE").arg("mymaster").query_async(&mut sc).await.unwrap();
+    let _: () = redis::cmd("SENTINEL")
+        .arg("MONITOR")
+        .arg("mymaster")
+        .arg("127.0.0.1")
+        .arg(new.port)
+        .arg(1)
+        .query_async(&mut sc)
+        .await
+        .unwrap();
+    let _: i64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("normal")
+        .query_async(&mut conn(old.port).await)
+        .await
+        .unwrap();
+    // The client's next requests reach `new`.
+    eventually("the commands reached the node the sentinels name", Duration::from_secs(10), async || {
+        held.health().await.is_ok() && held.force_close(None).await.is_ok() && held.reset().await.is_ok()
+    })
+    .await;
+    let on_new: std::collections::HashMap<String, String> = redis::cmd("HGETALL")
+        .arg(format!("breaker:{{{name}}}:state"))
+        .query_async(&mut conn(new.port).await)
+        .await
+        .unwrap();
+    assert!(!on_new.is_empty(), "the client's writes go to the node the sentinels name");
+    held.health().await.unwrap();
+
+    // Another process opens the breaker there.
+    let b = Client::connect_sentinel(&[url.as_str()], "mymaster", config).await.unwrap();
+    b.breaker(&name, trips).unwrap().force_open(None).await.expect("a write on the new primary");
+    let opened = Instant::now();
+    let (mut admitted, mut rejected_after) = (0u32, None);
+    while opened.elapsed() < CACHE_TTL + Duration::from_secs(3) {
+        match held.execute(|| async { Ok::<(), ()>(()) }).await {
+            Ok(()) => admitted += 1,
+            Err(Error::Rejected(_)) => {
+                rejected_after = Some(opened.elapsed());
+                break;
+            }
+            Err(e) => panic!("{e:?}"),
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let rejected_after = rejected_after.unwrap_or_else(|| {
+        panic!(
+            "the client admitted {admitted} calls over {:?} into a breaker opened on the primary the sentinels name (cache_ttl {CACHE_TTL:?})",
+            opened.elapsed()
+        )
+    });
+    assert!(rejected_after <= CACHE_TTL + Duration::from_secs(1), "rejected only after {rejected_after:?}");
+    let numsub = |port: u16| async move {
+        let counts: Vec<redis::Value> =
+            redis::cmd("PUBSUB").arg("NUMSUB").arg("breaker:events").query_async(&mut conn(port).await).await.unwrap();
+        match counts.as_slice() {
+            [_, redis::Value::Int(n)] => *n,
+            other => panic!("PUBSUB NUMSUB answered {other:?}"),
+        }
+    };
+    eventually("both clients listen on the new primary, none on the old", Duration::from_secs(10), async || {
+        numsub(new.port).await == 2 && numsub(old.port).await == 0
+    })
+    .await;
+    println!(
+        "figures: sentinels named another node; after an open there the client admitted {admitted} calls and rejected after {rejected_after:?}"
+    );
+}
+
+/// The password of the default user of the protected primaries below (also the sentinels'
+/// `auth-pass`), and of the ACL user `breaker` (the README's minimal ACL, with `+role`).
+const PASSWORD: &str = "default-pw-7c1e";
+const BREAKER_PASSWORD: &str = "breaker-pw-93ad";
+
+/// A primary that wants a password: `requirepass`, and the user `breaker` with the README's
+/// minimal ACL plus `+role` (a Sentinel client asks the node its role).
+async fn protected_primary() -> Server {
+    let primary = spawn_on_free_port(|_| Vec::new()).expect("a primary");
+    let mut c = conn(primary.port).await;
+    let acl = format!(
+        "breaker on >{BREAKER_PASSWORD} ~breaker:* resetchannels &breaker:events +evalsha +script|load +time +type +hmget +hgetall +hset +hsetnx +hincrby +hdel +del +pexpire +persist +pttl +zrange +zadd +zcount +zscore +zremrangebyscore +zrem +xadd +xrevrange +publish +subscribe +scan +ping +hello +role"
+    );
+    let mut setuser = redis::cmd("ACL");
+    setuser.arg("SETUSER");
+    for word in acl.split_whitespace() {
+        setuser.arg(word);
+    }
+    let _: () = setuser.query_async(&mut c).await.unwrap();
+    let _: () = redis::cmd("CONFIG").arg("SET").arg("requirepass").arg(PASSWORD).query_async(&mut c).await.unwrap();
+    primary
+}
+
+async fn authenticated(port: u16) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(format!("redis://:{PASSWORD}@127.0.0.1:{port}"))
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap()
+}
+
+/// A sentinel of `primary` that knows its password.
+async fn sentinel_of_protected(primary: u16) -> Server {
+    let s = sentinel(primary);
+    let _: () = redis::cmd("SENTINEL")
+        .arg("SET")
+        .arg("mymaster")
+        .arg("auth-pass")
+        .arg(PASSWORD)
+        .query_async(&mut conn(s.port).await)
+        .await
+        .unwrap();
+    s
+}
+
+/// Issue 22, item 5: the primary's username and password reach it, for the commands and the
+/// events. Before, `connect_sentinel` gave the primary no credentials: with `requirepass` every
+/// script call got NOAUTH, `store_status()` said Redis, and nothing was ever written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_primary_behind_a_password_or_an_acl_user_is_reached_with_the_credentials_given() {
+    let primary = protected_primary().await;
+    let s = sentinel_of_protected(primary.port).await;
+    let url = format!("redis://127.0.0.1:{}", s.port);
+    let config = ClientConfig::builder().op_timeout(OP_TIMEOUT).build().unwrap();
+    let cases = [
+        ("requirepass", SentinelOptions::new().password(PASSWORD)),
+        ("an ACL user", SentinelOptions::new().username("breaker").password(BREAKER_PASSWORD)),
+    ];
+    for (what, options) in cases {
+        let a =
+            Client::connect_sentinel_with(&[url.as_str()], "mymaster", config.clone(), options.clone()).await.unwrap();
+        let b = Client::connect_sentinel_with(&[url.as_str()], "mymaster", config.clone(), options).await.unwrap();
+        let name = support::unique("sentinel-auth");
+        let trips = Config::builder().failure_threshold(1).base_recovery(Duration::from_secs(60)).build().unwrap();
+        let (ba, bb) = (a.breaker(&name, trips.clone()).unwrap(), b.breaker(&name, trips).unwrap());
+        bb.execute(|| async { Ok::<(), ()>(()) }).await.unwrap();
+        eventually("the event subscription with the credentials", Duration::from_secs(10), async || {
+            bb.health().await.is_ok_and(|h| h.events_subscribed)
+        })
+        .await;
+        let mut events = bb.subscribe();
+        assert!(matches!(ba.execute(|| async { Err::<(), _>("down") }).await, Err(Error::Inner(_))), "{what}");
+        let e = tokio::time::timeout(Duration::from_secs(5), events.recv()).await.expect("an event").unwrap();
+        assert_eq!(e.to, State::Open, "{what}");
+        assert!(matches!(bb.execute(|| async { Ok::<(), ()>(()) }).await, Err(Error::Rejected(_))), "{what}");
+        let state: String = redis::cmd("HGET")
+            .arg(format!("breaker:{{{name}}}:state"))
+            .arg("state")
+            .query_async(&mut authenticated(primary.port).await)
+            .await
+            .unwrap();
+        assert_eq!(state, "open", "{what}: the state is written in the primary");
+        assert_eq!(a.store_status(), StoreStatus::Redis, "{what}");
+        assert_eq!(ba.health().await.unwrap().store, StoreStatus::Redis, "{what}");
+    }
+}
+
+/// Issue 22, item 5: credentials the primary refuses are an authentication error, in the
+/// error, in `store_status()` and in `health()`, and Redis is treated as down at once (the
+/// degraded mode decides, no call waits on it), never a per-call refusal; nothing is written
+/// and no password is printed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_credentials_are_an_authentication_error_not_a_refusal_per_call() {
+    let primary = protected_primary().await;
+    let s = sentinel_of_protected(primary.port).await;
+    let url = format!("redis://127.0.0.1:{}", s.port);
+    let config = ClientConfig::builder().op_timeout(OP_TIMEOUT).build().unwrap();
+    let cases = [
+        ("no password (NOAUTH)", SentinelOptions::new()),
+        ("a wrong password (WRONGPASS)", SentinelOptions::new().password("wrong-pw-5f0b")),
+        ("an ACL user with a wrong password", SentinelOptions::new().username("breaker").password("wrong-pw-5f0b")),
+    ];
+    for (what, options) in cases {
+        let client = Client::connect_sentinel_with(&[url.as_str()], "mymaster", config.clone(), options).await.unwrap();
+        let b = client.breaker(&support::unique("sentinel-refused"), Config::default()).unwrap();
+        let err = b.force_open(None).await.expect_err("the credentials are refused");
+        assert!(matches!(err, StoreError::Auth(_)), "{what}: {err:?}");
+        assert!(err.is_outage(), "{what}");
+        let said = format!("{err} {err:?}");
+        assert!(!said.contains("wrong-pw") && !said.contains(PASSWORD), "{what}: a password in {said}");
+        assert_eq!(client.store_status(), StoreStatus::AuthFailed, "{what}: after one operation");
+        let started = Instant::now();
+        b.execute(|| async { Ok::<(), ()>(()) }).await.expect("calls flow on the degraded mode");
+        assert!(started.elapsed() < OP_TIMEOUT, "{what}: a call waited on Redis");
+        assert_eq!(b.health().await.unwrap().store, StoreStatus::AuthFailed, "{what}");
+        println!("figures: {what}: {err}");
+    }
+    let keys: Vec<String> =
+        redis::cmd("KEYS").arg("breaker:*").query_async(&mut authenticated(primary.port).await).await.unwrap();
+    assert!(keys.is_empty(), "nothing was written: {keys:?}");
+    let shown = format!("{:?}", SentinelOptions::new().username("breaker").password("hidden-pw-42"));
+    assert!(shown.contains("breaker") && !shown.contains("hidden-pw-42"), "{shown}");
 }

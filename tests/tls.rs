@@ -240,3 +240,101 @@ fn the_cli_speaks_tls_with_the_same_certificates() {
     let said = String::from_utf8_lossy(&out.stderr);
     assert!(said.contains("TLS"), "{said}");
 }
+
+/// Issue 22, item 5: a Sentinel deployment whose data nodes speak TLS only to clients with a
+/// certificate, and want a password. [`SentinelOptions`] carries both to the primary the
+/// sentinel names, for the commands and the event subscription. The sentinel itself listens in
+/// plain TCP and reaches the primary over TLS (`tls-replication yes`).
+#[cfg(feature = "sentinel")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sentinel_names_a_tls_primary_reached_with_the_certificates_and_the_password_given() {
+    use redis_breaker::{SentinelOptions, StoreStatus};
+    const PASSWORD: &str = "tls-sentinel-pw-1d2c";
+    let redis = tls_redis();
+    let plain = redis._server.port;
+    let mut admin = redis::Client::open(format!("redis://127.0.0.1:{plain}"))
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let _: () = redis::cmd("CONFIG").arg("SET").arg("requirepass").arg(PASSWORD).query_async(&mut admin).await.unwrap();
+
+    let binary = std::env::var("RB_TLS_REDIS_SERVER").unwrap_or_else(|_| "redis-server".into());
+    let certs = &redis.certs;
+    let mut last = String::new();
+    let mut sentinel = None;
+    for _ in 0..10 {
+        let port = free_port().unwrap();
+        let dir = std::env::temp_dir().join(format!("redis-breaker-tls-sentinel-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let conf = dir.join("sentinel.conf");
+        let file = |name: &str| certs.join(name).display().to_string();
+        std::fs::write(
+            &conf,
+            format!(
+                "port {port}\nbind 127.0.0.1\ndir {}\nsentinel monitor mymaster 127.0.0.1 {} 1\nsentinel auth-pass mymaster {PASSWORD}\n\
+                 tls-replication yes\ntls-cert-file {}\ntls-key-file {}\ntls-client-cert-file {}\ntls-client-key-file {}\ntls-ca-cert-file {}\n",
+                dir.display(),
+                redis.tls_port,
+                file("server.crt"),
+                file("server.key"),
+                file("client.crt"),
+                file("client.key"),
+                file("ca.crt"),
+            ),
+        )
+        .unwrap();
+        let out = std::fs::File::create(dir.join("server.out")).unwrap();
+        let child = Command::new(&binary)
+            .arg(&conf)
+            .arg("--sentinel")
+            .stdout(out.try_clone().unwrap())
+            .stderr(out)
+            .spawn()
+            .unwrap_or_else(|e| {
+                panic!("{binary} --sentinel: {e}; install redis-server (apt-get install -y redis-server)")
+            });
+        let mut server = Server { child, port, dir };
+        if wait_until_ours(&mut server, Duration::from_secs(5)) {
+            sentinel = Some(server);
+            break;
+        }
+        last = server_said(&server.dir);
+    }
+    let sentinel = sentinel.unwrap_or_else(|| panic!("{binary} --sentinel did not start with TLS; it said: {last}"));
+    let url = format!("redis://127.0.0.1:{}", sentinel.port);
+    let options = SentinelOptions::new().password(PASSWORD).tls(redis.options());
+    let a = Client::connect_sentinel_with(&[url.as_str()], "mymaster", config(), options.clone()).await.unwrap();
+    let b = Client::connect_sentinel_with(&[url.as_str()], "mymaster", config(), options).await.unwrap();
+    let name = support::unique("tls-sentinel");
+    let trips = Config::builder().failure_threshold(1).build().unwrap();
+    let (ba, bb) = (a.breaker(&name, trips.clone()).unwrap(), b.breaker(&name, trips).unwrap());
+    bb.execute(|| async { Ok::<(), ()>(()) }).await.unwrap();
+    eventually("the event subscription over TLS", async || bb.health().await.is_ok_and(|h| h.events_subscribed)).await;
+    let mut events = bb.subscribe();
+    assert!(matches!(ba.execute(|| async { Err::<(), _>("down") }).await, Err(Error::Inner(_))));
+    let e = tokio::time::timeout(Duration::from_secs(5), events.recv()).await.expect("an event over TLS").unwrap();
+    assert_eq!(e.to, State::Open);
+    assert!(matches!(bb.execute(|| async { Ok::<(), ()>(()) }).await, Err(Error::Rejected(_))));
+    assert_eq!(a.store_status(), StoreStatus::Redis);
+    let mut authed = redis::Client::open(format!("redis://:{PASSWORD}@127.0.0.1:{plain}"))
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let state: String = redis::cmd("HGET")
+        .arg(format!("breaker:{{{name}}}:state"))
+        .arg("state")
+        .query_async(&mut authed)
+        .await
+        .unwrap();
+    assert_eq!(state, "open", "the state is in the TLS primary");
+    // The commands and the events went over TLS: the plain port saw only this test's connections.
+    let clients: String = redis::cmd("CLIENT").arg("LIST").query_async(&mut authed).await.unwrap();
+    let over_plain = clients.lines().filter(|l| l.contains(&format!("laddr=127.0.0.1:{plain}"))).count();
+    let over_tls = clients.lines().filter(|l| l.contains(&format!("laddr=127.0.0.1:{}", redis.tls_port))).count();
+    assert!(over_tls >= 4, "both clients' commands and events over TLS: {clients}");
+    println!(
+        "figures: sentinel + TLS + password: {over_tls} connections over TLS, {over_plain} over plain TCP (the test's own)"
+    );
+}
