@@ -12,6 +12,10 @@
 --      `report` in lib/rules.lua
 --   OWN+18 active (0|1): with a quorum_fraction, the caller recorded calls and counts among the
 --      processes of the window (sent about ten times per window, not with every record)
+--   OWN+19 reporter: the caller's identity for the quorum (1-64 bytes; '' = none): the member its
+--      report and its word that it is active write in KEYS[6] and KEYS[7]. Processes with one
+--      identity (one host, across restarts) count as one; the events still name the caller's
+--      own client id (ARGV 21)
 -- Reply: { verdict, state, incarnation, epoch, failures, fseq, remaining_ms, stored_config, reason }
 --   verdict: 'applied', or 'stale' when the outcome moved no state (its permit belongs to another
 --   incarnation or epoch, or its probe lease is gone). Metrics count both. A probe's own lease
@@ -40,6 +44,7 @@ local action = str_arg(OWN + 17, 'report', 9, true)
 if action ~= '' and action ~= 'failing' and action ~= 'recovered' then fail('report') end
 local active = int_arg(OWN + 18, 'active', 0)
 if active > 1 then fail('active') end
+c.reporter = str_arg(OWN + 19, 'reporter', 64, true)
 if slow > 1 or timed_out > 1 then fail('flags') end
 local S = load(c)
 
@@ -100,7 +105,7 @@ if outcome ~= 'none' then
 end
 
 report(S, c, action)
-S.active = active == 1 and c.fraction > 0 and c.origin ~= ''
+S.active = active == 1 and c.fraction > 0 and c.reporter ~= ''
 
 commit(S, c)
 return reply(S, c, verdict)

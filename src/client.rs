@@ -289,17 +289,18 @@ impl Client {
         C: ConnectionLike + Clone + Send + Sync + 'static,
     {
         let channel = events_channel(&config.prefix);
-        let id = client_id(&config);
+        let ids = ids(&config);
         let settings = StoreSettings {
             op_timeout: config.op_timeout,
             channel,
-            origin: id.clone(),
+            origin: ids.0.clone(),
+            reporter: ids.1.clone(),
             sharded: cluster,
             threshold: config.store_failure_threshold,
             functions: config.functions,
         };
         let redis = RedisStore::new(Box::new(conn), reconnect, settings);
-        Client::build(config, Some(redis), Arc::new(SystemClock), !cluster, id)
+        Client::build(config, Some(redis), Arc::new(SystemClock), !cluster, ids)
     }
 
     /// A single-process client with no Redis: the same semantics, decided in memory. For unit
@@ -311,8 +312,8 @@ impl Client {
     /// As [`in_memory`](Client::in_memory), on the given clock (e.g. a [`FakeClock`](crate::FakeClock)).
     pub fn in_memory_with_clock(clock: impl Clock) -> Client {
         let config = ClientConfig::default();
-        let id = client_id(&config);
-        Client::build(config, None, Arc::new(clock), true, id)
+        let ids = ids(&config);
+        Client::build(config, None, Arc::new(clock), true, ids)
     }
 
     fn build(
@@ -320,15 +321,16 @@ impl Client {
         redis: Option<RedisStore>,
         clock: Arc<dyn Clock>,
         can_scan: bool,
-        id: String,
+        (id, reporter): (String, String),
     ) -> Client {
         let flush_interval = config.flush_interval;
         let shared = Arc::new(Shared {
+            in_process: InProcessStore::new(clock, reporter.clone()),
             config,
             redis,
-            in_process: InProcessStore::new(clock, id.clone()),
             base: Instant::now(),
             id,
+            reporter,
             subscribed_since: Default::default(),
             shard_channels: Default::default(),
             breaker_made: tokio::sync::Notify::new(),
@@ -350,6 +352,15 @@ impl Client {
     /// cause carry it, and [`Event::caused_here`](crate::Event) compares with it.
     pub fn id(&self) -> &str {
         &self.handle.shared.id
+    }
+
+    /// This client's identity for a quorum: under it this process reports its own breaker open
+    /// and counts among the active processes. Processes with one identity count once, so a
+    /// process that restarts is still one reporter. By default the host name; see
+    /// [`ClientConfigBuilder::reporter_id`](crate::ClientConfigBuilder::reporter_id) and
+    /// `$REDIS_BREAKER_REPORTER_ID` for the order in which it is chosen.
+    pub fn reporter_id(&self) -> &str {
+        &self.handle.shared.reporter
     }
 
     /// Whether the subscription to `<prefix>:events` is live.
@@ -460,14 +471,13 @@ impl Client {
     /// # Errors
     /// The first [`StoreError`]; every breaker is still tried, and unsent counts are kept.
     pub async fn flush(&self) -> Result<(), StoreError> {
-        let pending = self.handle.registered().into_iter().filter(|inner| !inner.pending.is_empty()).collect();
+        let pending = self.handle.registered().into_iter().filter(|inner| inner.has_unsent()).collect();
         let result = tasks::flush_all(&self.handle, pending).await;
         // Counts another task took (a background flush, another call's record) travel in its
         // script call: wait for the calls in flight, and send what a failed one put back.
         if let Some(redis) = &self.handle.shared.redis {
             redis.settle().await;
-            let put_back: Vec<_> =
-                self.handle.registered().into_iter().filter(|inner| !inner.pending.is_empty()).collect();
+            let put_back: Vec<_> = self.handle.registered().into_iter().filter(|inner| inner.has_unsent()).collect();
             if result.is_ok() && !put_back.is_empty() {
                 return tasks::flush_all(&self.handle, put_back).await;
             }
@@ -483,16 +493,24 @@ impl Client {
         self.handle.names()
     }
 
-    /// Flushes what is pending; call it before a process (or a serverless invocation) exits.
+    /// Flushes what is pending and, under a quorum, withdraws this process's reports (its own
+    /// breaker open) from every breaker it reported to, before it returns: call it before a
+    /// process exits, so a process that leaves no longer counts toward a quorum. (A process
+    /// that makes calls afterwards reports again when its own breaker opens again.)
     ///
     /// # Errors
-    /// As [`flush`](Client::flush).
+    /// As [`flush`](Client::flush); a report that could not be withdrawn (Redis down) still
+    /// stops counting a window after it was last said.
     pub async fn shutdown(&self) -> Result<(), StoreError> {
-        self.flush().await
+        let flushed = self.flush().await;
+        let withdrawn = tasks::withdraw_reports(&self.handle).await;
+        flushed.and(withdrawn)
     }
 }
 
-/// The configured client id, else 16 random hex digits.
-fn client_id(config: &ClientConfig) -> String {
-    config.client_id.clone().unwrap_or_else(|| format!("{:016x}", rand::random::<u64>()))
+/// The client id (the configured one, else 16 random hex digits) and the quorum identity.
+fn ids(config: &ClientConfig) -> (String, String) {
+    let id = config.client_id.clone().unwrap_or_else(|| format!("{:016x}", rand::random::<u64>()));
+    let reporter = config.resolve_reporter_id(&id);
+    (id, reporter)
 }

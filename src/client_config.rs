@@ -84,6 +84,7 @@ pub struct ClientConfig {
     pub(crate) metrics_interval: Duration,
     pub(crate) store_failure_threshold: u32,
     pub(crate) client_id: Option<String>,
+    pub(crate) reporter_id: Option<String>,
     pub(crate) events_keepalive: Duration,
     pub(crate) functions: bool,
 }
@@ -100,6 +101,7 @@ impl Default for ClientConfig {
             metrics_interval: ClientConfig::DEFAULT_METRICS_INTERVAL,
             store_failure_threshold: ClientConfig::DEFAULT_STORE_FAILURE_THRESHOLD,
             client_id: None,
+            reporter_id: None,
             events_keepalive: ClientConfig::DEFAULT_EVENTS_KEEPALIVE,
             functions: true,
         }
@@ -124,6 +126,7 @@ pub struct ClientConfigBuilder {
     metrics_interval: Option<Duration>,
     store_failure_threshold: Option<u32>,
     client_id: Option<String>,
+    reporter_id: Option<String>,
     #[serde(with = "serde_human::option")]
     events_keepalive: Option<Duration>,
     functions: Option<bool>,
@@ -136,11 +139,28 @@ impl ClientConfigBuilder {
         self.prefix = Some(prefix.into());
         self
     }
-    /// This client's id, carried by the events its script calls cause (default: 16 random hex
-    /// digits, new for each client). 1-64 bytes of printable ASCII without whitespace.
+    /// This client's id, carried by the events its script calls cause and the history entries
+    /// they write (default: 16 random hex digits, new for each client). 1-64 bytes of printable
+    /// ASCII without whitespace. Set and no [`reporter_id`](Self::reporter_id) given, it is also
+    /// the client's identity for a quorum.
     #[must_use]
     pub fn client_id(mut self, id: impl Into<String>) -> Self {
         self.client_id = Some(id.into());
+        self
+    }
+
+    /// This client's identity for a quorum ([`ConfigBuilder::quorum`](crate::ConfigBuilder::quorum)):
+    /// the member it reports as in `<prefix>:{<name>}:reporters` and counts as in
+    /// `<prefix>:{<name>}:processes`. Processes with one identity count once, so a process that
+    /// restarts (a crash loop, a rolling deploy on the same host) is still one reporter.
+    /// 1-64 bytes of printable ASCII without whitespace. The first of these applies: this
+    /// setting; the environment variable `REDIS_BREAKER_REPORTER_ID`
+    /// ([`ClientConfig::REPORTER_ID_ENV`]); [`client_id`](Self::client_id) when set; the host
+    /// name (`/proc/sys/kernel/hostname`, else `$HOSTNAME`); the client's random id. See
+    /// [`Client::reporter_id`](crate::Client::reporter_id).
+    #[must_use]
+    pub fn reporter_id(mut self, id: impl Into<String>) -> Self {
+        self.reporter_id = Some(id.into());
         self
     }
 
@@ -160,13 +180,16 @@ impl ClientConfigBuilder {
             metrics_interval: self.metrics_interval.unwrap_or(d.metrics_interval),
             store_failure_threshold: self.store_failure_threshold.unwrap_or(d.store_failure_threshold),
             client_id: self.client_id,
+            reporter_id: self.reporter_id,
             events_keepalive: self.events_keepalive.unwrap_or(d.events_keepalive),
             functions: self.functions.unwrap_or(d.functions),
         };
-        if let Some(id) = &c.client_id {
-            check(!id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_graphic()), "client_id", || {
-                format!("must be 1-64 bytes of printable ASCII without whitespace, got {id:?}")
-            })?;
+        for (field, id) in [("client_id", &c.client_id), ("reporter_id", &c.reporter_id)] {
+            if let Some(id) = id {
+                check(valid_id(id), field, || {
+                    format!("must be 1-64 bytes of printable ASCII without whitespace, got {id:?}")
+                })?;
+            }
         }
         check(crate::name::valid_prefix(&c.prefix), "prefix", || {
             format!("must be 1-100 bytes of printable ASCII without whitespace, `{{`, `}}` or `*`, got {:?}", c.prefix)
@@ -269,6 +292,11 @@ impl ClientConfig {
     pub fn client_id(&self) -> Option<&str> {
         self.client_id.as_deref()
     }
+    /// The quorum identity set in the config, if any (see
+    /// [`Client::reporter_id`](crate::Client::reporter_id) for the one in use).
+    pub fn reporter_id(&self) -> Option<&str> {
+        self.reporter_id.as_deref()
+    }
 
     /// Checks what depends on both configs: batches must flush several times per window (a
     /// rolling window's successes; under a quorum, the process's word that it is active and
@@ -283,6 +311,49 @@ impl ClientConfig {
             )
         })
     }
+
+    /// The environment variable that sets a client's quorum identity when the config does not
+    /// ([`ClientConfigBuilder::reporter_id`]): e.g. a pod's or a node's name.
+    pub const REPORTER_ID_ENV: &'static str = "REDIS_BREAKER_REPORTER_ID";
+
+    /// The quorum identity of a client whose own id is `client_id`: the config's `reporter_id`,
+    /// else `$REDIS_BREAKER_REPORTER_ID`, else the config's `client_id`, else the host name,
+    /// else `client_id`. A value from the environment or the host that is not a usable id is
+    /// passed over (with a warning for the environment).
+    pub(crate) fn resolve_reporter_id(&self, client_id: &str) -> String {
+        self.pick_reporter_id(std::env::var(ClientConfig::REPORTER_ID_ENV).ok(), host_name, client_id)
+    }
+
+    /// `resolve_reporter_id` with the environment's value and the host's name given.
+    fn pick_reporter_id(&self, env: Option<String>, host: impl FnOnce() -> Option<String>, client_id: &str) -> String {
+        if let Some(id) = &self.reporter_id {
+            return id.clone();
+        }
+        match env {
+            Some(id) if valid_id(&id) => return id,
+            Some(id) => tracing::warn!(
+                value = %id.escape_debug(),
+                "${} must be 1-64 bytes of printable ASCII without whitespace: ignored",
+                ClientConfig::REPORTER_ID_ENV
+            ),
+            None => {}
+        }
+        if let Some(id) = &self.client_id {
+            return id.clone();
+        }
+        host().filter(|name| valid_id(name)).unwrap_or_else(|| client_id.to_string())
+    }
+}
+
+/// Whether `id` may name a client or a reporter: 1-64 bytes of printable ASCII, no whitespace.
+fn valid_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= 64 && id.bytes().all(|b| b.is_ascii_graphic())
+}
+
+/// This host's name, when it is a usable id: the kernel's (Linux), else `$HOSTNAME`.
+fn host_name() -> Option<String> {
+    let kernel = std::fs::read_to_string("/proc/sys/kernel/hostname").ok().map(|s| s.trim().to_string());
+    kernel.into_iter().chain(std::env::var("HOSTNAME").ok()).find(|name| valid_id(name))
 }
 
 #[cfg(test)]
@@ -310,6 +381,24 @@ mod tests {
         let consecutive = Config::builder().window(Duration::from_secs(5)).build().expect("valid");
         assert!(client.check_breaker(&consecutive).is_ok());
         assert!(client.check_breaker(&Config::builder().quorum(2).build().expect("valid")).is_ok());
+    }
+
+    #[test]
+    fn the_quorum_identity_is_the_first_usable_of_config_env_client_id_host_and_random() {
+        let plain = ClientConfig::default();
+        let host = || Some("web-7".to_string());
+        assert_eq!(plain.pick_reporter_id(None, host, "4f1c"), "web-7", "the host by default");
+        assert_eq!(plain.pick_reporter_id(None, || None, "4f1c"), "4f1c", "no host name: the random id");
+        assert_eq!(plain.pick_reporter_id(None, || Some("a b".into()), "4f1c"), "4f1c", "a host name with a space");
+        assert_eq!(plain.pick_reporter_id(Some("pod-3".into()), host, "4f1c"), "pod-3", "the environment");
+        assert_eq!(plain.pick_reporter_id(Some(String::new()), host, "4f1c"), "web-7", "an empty one is passed over");
+        let with_client_id = ClientConfig::builder().client_id("worker-a").build().expect("valid");
+        assert_eq!(with_client_id.pick_reporter_id(None, host, "worker-a"), "worker-a");
+        assert_eq!(with_client_id.pick_reporter_id(Some("pod-3".into()), host, "worker-a"), "pod-3");
+        let set = ClientConfig::builder().client_id("worker-a").reporter_id("rack-2").build().expect("valid");
+        assert_eq!(set.pick_reporter_id(Some("pod-3".into()), host, "worker-a"), "rack-2", "the config first");
+        let err = ClientConfig::builder().reporter_id("two words").build().expect_err("a space");
+        assert!(matches!(err, ConfigError::Field { field: "reporter_id", .. }), "{err}");
     }
 
     #[test]

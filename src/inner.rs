@@ -4,12 +4,13 @@
 
 use crate::client_config::Degraded;
 use crate::config::Config;
+use crate::error::StoreError;
 use crate::events::{Event, EventKind, Wire, log_transition};
 use crate::meters::Meters;
 use crate::name::Keys;
 use crate::pending::Pending;
 use crate::protocol::Batch;
-use crate::protocol::{Params, Reply, Transition, Verdict};
+use crate::protocol::{Op, Params, Record, Reply, Report, Transition, Verdict};
 use crate::quorum::OwnBreaker;
 use crate::shared::Shared;
 use crate::snapshot::{SnapshotCell, Source};
@@ -114,14 +115,38 @@ impl Inner {
         waited >= u64::try_from(self.shared.metrics_interval().as_nanos()).unwrap_or(u64::MAX)
     }
 
+    /// Whether something waits to reach Redis: batched counts, or under a quorum a report.
+    pub(crate) fn has_unsent(&self) -> bool {
+        !self.pending.is_empty() || self.own.as_ref().is_some_and(OwnBreaker::has_waiting_report)
+    }
+
     /// Whether this breaker may leave the client's registry (called under the registry's lock
-    /// with no handle left): nothing pending, no subscriber, a snapshot that decides nothing any
-    /// more, and Redis deciding (an in-process machine of the degraded mode keeps its breaker).
+    /// with no handle left): nothing waiting to reach Redis, no subscriber, a snapshot that
+    /// decides nothing any more, Redis deciding (an in-process machine of the degraded mode
+    /// keeps its breaker), and under a quorum this process's own breaker closed (an own
+    /// breaker open or probing lives only here: made again, it would start closed and call the
+    /// downstream during its own backoff).
     pub(crate) fn idle(&self, now: Instant) -> bool {
         matches!(self.shared.store(), crate::shared::Store::Redis(_))
-            && self.pending.is_empty()
+            && !self.has_unsent()
+            && self.own.as_ref().is_none_or(OwnBreaker::is_closed)
             && self.events.receiver_count() == 0
             && self.snapshot.unused_at(now, self.shared.cache_ttl())
+    }
+
+    /// Under a quorum, when this process said `failing` for this breaker: withdraws its report
+    /// (`Client::shutdown`), with the pending counts. A report Redis could not take waits as
+    /// `recovered` for the next flush.
+    pub(crate) async fn withdraw_report(&self) -> Result<(), StoreError> {
+        let Some(own) = &self.own else { return Ok(()) };
+        if matches!(self.shared.store(), crate::shared::Store::InMemory) || !own.withdraw() {
+            return Ok(());
+        }
+        let report = Report::Recovered;
+        let record = Record { report, ..Record::flush(self.take_pending()) };
+        let sent = self.run(&Op::Record(record)).await;
+        self.report_sent(report, &sent);
+        sent.map(drop)
     }
 
     /// Applies an event from the subscription, received at `at`, and hands it to subscribers.

@@ -562,7 +562,9 @@ fn lua_scripts_and_the_rust_machine_agree_step_by_step() {
             let settings = StoreSettings {
                 op_timeout: Duration::from_secs(5),
                 channel: String::new(),
-                origin: reporter_id(reporter),
+                // Events name the client; the quorum's keys its identity (which must differ).
+                origin: format!("client-of-{}", reporter_id(reporter)),
+                reporter: reporter_id(reporter),
                 sharded: false,
                 threshold: 3,
                 functions,

@@ -24,6 +24,9 @@ pub(crate) struct OwnBreaker {
     closed: AtomicBool,
     /// Incarnations for the own machine (its state is never shared: any increasing number).
     incarnations: AtomicU64,
+    /// Set once this process has said `failing` for this breaker (not cleared by a fold): what
+    /// `Client::shutdown` withdraws from.
+    said_failing: AtomicBool,
 }
 
 #[derive(Debug, Default)]
@@ -36,12 +39,16 @@ struct Own {
     /// A report that has not reached Redis yet (Redis was down, or did not take it): it rides
     /// on the next record or flush. A newer report replaces it.
     unsent: Report,
+    /// The process withdrew its report (`Client::shutdown`): it says `failing` again only when
+    /// its own breaker opens again.
+    withdrawn: bool,
 }
 
 impl Own {
-    /// Whether this process reports itself failing: its own breaker is open or half-open.
+    /// Whether this process reports itself failing: its own breaker is open or half-open, and
+    /// it did not withdraw the report.
     fn reported(&self) -> bool {
-        self.machine.state() != State::Closed
+        self.machine.state() != State::Closed && !self.withdrawn
     }
 
     /// The report that holds now: `failing` while this process reports itself, else `recovered`.
@@ -86,6 +93,7 @@ impl OwnBreaker {
             machine: Mutex::new(Own::default()),
             closed: AtomicBool::new(true),
             incarnations: AtomicU64::new(1),
+            said_failing: AtomicBool::new(false),
         }
     }
 
@@ -159,6 +167,8 @@ impl OwnBreaker {
         let report = match transitions.last().map(|t| t.to) {
             Some(State::Open) => {
                 own.reported_at = now_ms;
+                own.withdrawn = false;
+                self.said_failing.store(true, Ordering::Release);
                 Report::Failing
             }
             Some(State::Closed) => Report::Recovered,
@@ -214,6 +224,7 @@ impl OwnBreaker {
     pub(crate) fn report_waits(&self, now_ms: u64) -> bool {
         let mut own = self.lock();
         if own.unsent == Report::None
+            && !own.withdrawn
             && own.machine.trip_in_force(now_ms)
             && now_ms.saturating_sub(own.reported_at) >= self.params.window / 4
         {
@@ -226,6 +237,24 @@ impl OwnBreaker {
     /// The report waiting to reach Redis, if any (taken: the caller sends it).
     pub(crate) fn take_deferred(&self) -> Report {
         std::mem::take(&mut self.lock().unsent)
+    }
+
+    /// Whether a report waits to reach Redis (no repeat is made due: see `report_waits`).
+    pub(crate) fn has_waiting_report(&self) -> bool {
+        self.lock().unsent != Report::None
+    }
+
+    /// The process is leaving (`Client::shutdown`): answers whether it ever said `failing` for
+    /// this breaker, and if so stops saying it (no repeat, nothing waiting) until its own
+    /// breaker opens again. The caller then sends `recovered`, which removes the report.
+    pub(crate) fn withdraw(&self) -> bool {
+        if !self.said_failing.load(Ordering::Acquire) {
+            return false;
+        }
+        let mut own = self.lock();
+        own.withdrawn = true;
+        own.unsent = Report::None;
+        true
     }
 
     /// Starts the own breaker again, closed: the fleet is open (or forced), and decides. Answers

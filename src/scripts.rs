@@ -110,6 +110,9 @@ pub(crate) struct Scripts {
     channel: String,
     /// This client's id, sent with every call: the events it causes name it.
     origin: String,
+    /// This client's identity for a quorum, sent with every record (record.lua OWN+19): the
+    /// member its reports and its word that it is active write.
+    reporter: String,
     /// Publish each breaker's events on its own channel with SPUBLISH (Redis Cluster).
     sharded: bool,
 }
@@ -152,7 +155,7 @@ impl Call<'_> {
 }
 
 impl Scripts {
-    pub(crate) fn new(channel: String, origin: String, sharded: bool) -> Scripts {
+    pub(crate) fn new(channel: String, origin: String, reporter: String, sharded: bool) -> Scripts {
         Scripts {
             acquire: script!("acquire.lua"),
             record: script!("record.lua"),
@@ -161,6 +164,7 @@ impl Scripts {
             preflight: Script::new(include_str!("../lua/preflight.lua")),
             channel,
             origin,
+            reporter,
             sharded,
         }
     }
@@ -239,7 +243,7 @@ impl Scripts {
                     .arg(u8::from(r.timed_out))
                     .arg(r.fseq);
                 batch_args(&mut call, &r.batch);
-                call.arg(&r.description).arg(r.report.as_str()).arg(u8::from(r.active));
+                call.arg(&r.description).arg(r.report.as_str()).arg(u8::from(r.active)).arg(&self.reporter);
             }
             Op::Control { op, duration_ms, note } => {
                 call.arg(op.as_str()).arg(*duration_ms).arg(note);

@@ -18,6 +18,9 @@ pub(crate) struct Shared {
     pub(crate) base: Instant,
     /// This client's id: events caused by its script calls carry it.
     pub(crate) id: String,
+    /// This client's identity for a quorum (`ClientConfig::reporter_id`): processes with one
+    /// identity report, and count as active, as one.
+    pub(crate) reporter: String,
     /// While the subscription to `<prefix>:events` is live: 1 + the nanoseconds since `base`
     /// at which it was made; 0 while there is none.
     pub(crate) subscribed_since: AtomicU64,

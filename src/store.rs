@@ -107,6 +107,9 @@ pub(crate) struct StoreSettings {
     pub(crate) channel: String,
     /// The client's id, carried by the events its calls cause.
     pub(crate) origin: String,
+    /// The client's identity for a quorum: the member its reports and its word that it is
+    /// active write.
+    pub(crate) reporter: String,
     /// Each breaker's events on its own channel with SPUBLISH (Redis Cluster).
     pub(crate) sharded: bool,
     /// Errors in a row after which Redis is treated as down.
@@ -141,13 +144,13 @@ pub(crate) struct RedisStore {
 
 impl RedisStore {
     pub(crate) fn new(conn: Box<dyn SharedConn>, reconnect: Option<Reconnect>, s: StoreSettings) -> RedisStore {
-        let StoreSettings { op_timeout, channel, origin, sharded, threshold, functions } = s;
+        let StoreSettings { op_timeout, channel, origin, reporter, sharded, threshold, functions } = s;
         RedisStore {
             server: Mutex::new(ServerCheck::Unknown),
             acl: Mutex::new(AclCheck::Unknown),
             conn: RwLock::new(conn),
             reconnect,
-            scripts: Scripts::new(channel, origin, sharded),
+            scripts: Scripts::new(channel, origin, reporter, sharded),
             functions_wanted: functions,
             functions: AtomicBool::new(false),
             sending: tokio::sync::RwLock::new(()),
@@ -451,13 +454,13 @@ pub(crate) struct InProcessStore {
     machines: Mutex<HashMap<String, Machine>>,
     pub(crate) clock: Arc<dyn Clock>,
     last_incarnation: AtomicU64,
-    /// The client's id (a quorum's reporter).
-    origin: String,
+    /// The client's identity for a quorum (its reports in the in-process machine).
+    reporter: String,
 }
 
 impl InProcessStore {
-    pub(crate) fn new(clock: Arc<dyn Clock>, origin: String) -> InProcessStore {
-        InProcessStore { machines: Mutex::new(HashMap::new()), clock, last_incarnation: AtomicU64::new(0), origin }
+    pub(crate) fn new(clock: Arc<dyn Clock>, reporter: String) -> InProcessStore {
+        InProcessStore { machines: Mutex::new(HashMap::new()), clock, last_incarnation: AtomicU64::new(0), reporter }
     }
 
     pub(crate) fn run(&self, name: &str, p: &Params, op: &Op, rand: f64) -> (Reply, Vec<Transition>) {
@@ -468,7 +471,7 @@ impl InProcessStore {
         // A poisoned lock only means another caller panicked mid-call; the map is still whole.
         let mut machines = self.machines.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let machine = machines.entry(name.to_string()).or_default();
-        machine.run(p, now, rand, incarnation, &self.origin, op)
+        machine.run(p, now, rand, incarnation, &self.reporter, op)
     }
 
     /// Replaces the machine of `name` (keeping its metrics).

@@ -40,10 +40,27 @@ const FLUSH_CONCURRENCY: usize = 64;
 /// Flushes the given breakers concurrently (at most `FLUSH_CONCURRENCY` script calls in
 /// flight); returns the first error, every breaker still tried. Unsent counts are kept.
 pub(crate) async fn flush_all(handle: &Arc<Handle<Inner>>, breakers: Vec<Arc<Inner>>) -> Result<(), StoreError> {
-    let mut first = Ok(());
-    let mut results = futures_util::stream::iter(breakers)
+    let results = futures_util::stream::iter(breakers)
         .map(|inner| Breaker::new(inner, handle.clone()).flush_owned())
         .buffer_unordered(FLUSH_CONCURRENCY);
+    first_error(results).await
+}
+
+/// Under a quorum: withdraws this process's reports from every breaker it said `failing` to
+/// (`Client::shutdown`), concurrently as a flush round; returns the first error, every breaker
+/// still tried.
+pub(crate) async fn withdraw_reports(handle: &Handle<Inner>) -> Result<(), StoreError> {
+    let results = futures_util::stream::iter(handle.registered())
+        .map(|inner| async move { inner.withdraw_report().await })
+        .buffer_unordered(FLUSH_CONCURRENCY);
+    first_error(results).await
+}
+
+/// The first error of `results`, after every one of them ended.
+async fn first_error(
+    mut results: impl futures_util::Stream<Item = Result<(), StoreError>> + Unpin,
+) -> Result<(), StoreError> {
+    let mut first = Ok(());
     while let Some(result) = results.next().await {
         if let (Err(e), true) = (result, first.is_ok()) {
             first = Err(e);
@@ -222,7 +239,7 @@ pub(crate) async fn store_loop(
         let Some(h) = handle.upgrade() else { return };
         tracing::info!("redis answers again; breakers are decided by redis");
         on_store_change(&h, true);
-        let pending = h.registered().into_iter().filter(|inner| !inner.pending.is_empty()).collect();
+        let pending = h.registered().into_iter().filter(|inner| inner.has_unsent()).collect();
         let _ = flush_all(&h, pending).await;
     }
 }

@@ -241,13 +241,23 @@ async fn a_breaker_whose_slot_moves_loses_the_long_bound_and_is_subscribed_on_th
     let slot: u16 = redis::cmd("CLUSTER").arg("KEYSLOT").arg(&channel).query_async(&mut any).await.unwrap();
     let from = nodes.iter().find(|n| n.slots.iter().any(|&(a, b)| (a..=b).contains(&slot))).expect("the slot's owner");
     let to = nodes.iter().find(|n| n.id != from.id).unwrap();
-    assert_eq!(shard_subscribers(from.port, &channel).await, 1, "the client listens on the slot's owner");
+    // Before Redis 7.0 (no sharded pub/sub) events go over the classic channel, which a slot
+    // move does not touch: only the transition reaching the client is checked there.
+    let info: String = redis::cmd("INFO").arg("server").query_async(&mut any).await.unwrap();
+    let sharded = info
+        .lines()
+        .find_map(|l| l.strip_prefix("redis_version:"))
+        .and_then(|v| v.trim().split('.').next()?.parse::<u32>().ok())
+        .is_some_and(|major| major >= 7);
+    if sharded {
+        assert_eq!(shard_subscribers(from.port, &channel).await, 1, "the client listens on the slot's owner");
+    }
     assert!(held.snapshot().fresh, "the snapshot decides calls on its own before the move");
     move_slot(&nodes, slot, from, to).await;
     let moved = std::time::Instant::now();
     // Redis dropped the channel's subscribers when the slot left: the snapshot is stale at once
     // (no call is made meanwhile, so nothing else could have made it so).
-    while held.snapshot().fresh {
+    while sharded && held.snapshot().fresh {
         assert!(moved.elapsed() < Duration::from_secs(2), "the snapshot kept its long bound after the slot moved");
         tokio::time::sleep(Duration::from_millis(1)).await;
     }
@@ -280,12 +290,16 @@ async fn a_breaker_whose_slot_moves_loses_the_long_bound_and_is_subscribed_on_th
     // Events flow again: the channel is subscribed on the new owner, and a transition made there
     // reaches the client as an event.
     let start = std::time::Instant::now();
-    while !(held.health().await.unwrap().events_subscribed && shard_subscribers(to.port, &channel).await >= 1) {
+    while !(held.health().await.unwrap().events_subscribed
+        && (!sharded || shard_subscribers(to.port, &channel).await >= 1))
+    {
         assert!(start.elapsed() < Duration::from_secs(10), "the channel was never subscribed on the new owner");
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     let resubscribed = moved.elapsed();
-    assert_eq!(shard_subscribers(from.port, &channel).await, 0, "nothing listens on the old owner");
+    if sharded {
+        assert_eq!(shard_subscribers(from.port, &channel).await, 0, "nothing listens on the old owner");
+    }
     let mut events = held.subscribe();
     b.breaker(&name, config).unwrap().force_close(None).await.unwrap();
     let e = tokio::time::timeout(Duration::from_secs(2), events.recv())
@@ -295,6 +309,7 @@ async fn a_breaker_whose_slot_moves_loses_the_long_bound_and_is_subscribed_on_th
     assert_eq!(e.to, State::ForcedClosed);
     held.execute(|| async { Ok::<(), ()>(()) }).await.expect("forced closed");
     println!(
-        "figures: slot {slot} moved; snapshot stale {stale_after:?} after the move; after the open on the new owner the client admitted {admitted} calls and rejected after {rejected_after:?}; subscribed on the new owner {resubscribed:?} after the move"
+        "figures: slot {slot} moved ({}); snapshot stale {stale_after:?} after the move; after the open on the new owner the client admitted {admitted} calls and rejected after {rejected_after:?}; subscribed on the new owner {resubscribed:?} after the move",
+        if sharded { "sharded events" } else { "classic events: the slot move does not touch them" }
     );
 }

@@ -173,6 +173,7 @@ fn worker() {
                 ["downstream", name, addr, quorum, millis, gap, go] => {
                     quorum::calls(&client, &mut control, [name, addr, quorum, millis, gap, go]).await
                 }
+                ["crash" | "leave", name] => quorum::open_for_itself_then_exit(&client, name, words[0]).await,
                 _ => format!("error: unknown command {line:?}"),
             };
             println!("{answer}");
@@ -194,8 +195,15 @@ struct Worker {
 }
 
 impl Worker {
-    fn spawn(url: &str) -> Worker {
-        let mut child = Command::new(std::env::current_exe().unwrap())
+    /// A worker that is the host `host` to a quorum (`$REDIS_BREAKER_REPORTER_ID`), or with
+    /// `None` this host, as a process without the variable is (its default identity).
+    fn spawn(url: &str, host: Option<&str>) -> Worker {
+        let mut command = Command::new(std::env::current_exe().unwrap());
+        match host {
+            Some(host) => command.env(ClientConfig::REPORTER_ID_ENV, host),
+            None => command.env_remove(ClientConfig::REPORTER_ID_ENV),
+        };
+        let mut child = command
             .env("RB_WORKER", "1")
             .env("REDIS_URL", url)
             .stdin(Stdio::piped())
@@ -269,6 +277,11 @@ fn field(line: &str, key: &str) -> u64 {
         .unwrap()
 }
 
+/// The fleet's worker processes, each a host of its own to a quorum (`mp-host-0`, ...).
+fn spawn_fleet(url: &str) -> Vec<Worker> {
+    (0..PROCESSES).map(|i| Worker::spawn(url, Some(&format!("mp-host-{i}")))).collect()
+}
+
 /// A scenario runs against the fleet and returns the figures it measured.
 type Scenario = fn(&tokio::runtime::Runtime, &support::TestRedis, &mut Fleet) -> String;
 
@@ -277,8 +290,8 @@ fn coordinator() {
     let redis = rt.block_on(support::private_redis());
     let conn = rt.block_on(redis.conn());
     eprintln!("multi_process: redis at {}", redis.url);
-    let mut fleet = Fleet { workers: (0..PROCESSES).map(|_| Worker::spawn(&redis.url)).collect(), conn, rounds: 0 };
-    let scenarios: [(&str, Scenario); 8] = [
+    let mut fleet = Fleet { workers: spawn_fleet(&redis.url), conn, rounds: 0 };
+    let scenarios: [(&str, Scenario); 9] = [
         ("all_processes_failing_trip_the_breaker_once_and_every_failure_is_counted", all_fail),
         ("half_open_admits_exactly_max_probes_across_processes_200_times", probes),
         ("a_trip_in_one_process_reaches_the_others_within_milliseconds", propagation),
@@ -287,6 +300,7 @@ fn coordinator() {
         ("a_real_outage_still_trips_the_busy_fleet_at_once", outage),
         ("one_process_with_a_broken_network_path_opens_only_itself_under_a_quorum", quorum::one_bad_node),
         ("three_failing_processes_meet_a_quorum_of_3_and_trip_the_fleet_once_two_do_not", quorum::of_three),
+        ("a_process_restarted_quorum_times_within_a_window_is_one_reporter_and_a_shutdown_withdraws", quorum::restarts),
     ];
     let (mut passed, mut failed) = (0, 0);
     let only = std::env::var("RB_SCENARIO").ok();
@@ -305,7 +319,7 @@ fn coordinator() {
                 failed += 1;
                 println!("test {name} ... FAILED");
                 // A failed scenario may leave workers mid-command: start the rest afresh.
-                fleet.workers = (0..PROCESSES).map(|_| Worker::spawn(&redis.url)).collect();
+                fleet.workers = spawn_fleet(&redis.url);
             }
         }
     }

@@ -1,11 +1,12 @@
-//! The quorum rule with separate `Client`s on one Redis (each client is one process to the
-//! fleet): one failing process opens for itself only; the quorum-th opens the fleet once;
-//! reporters expire with the window and withdraw when they recover. The same with 8 OS
-//! processes and a broken network path: `tests/multi_process.rs`.
+//! The quorum rule with separate `Client`s on one Redis (each client given its own reporter id
+//! is one host to the fleet): one failing process opens for itself only; the quorum-th opens
+//! the fleet once; reporters expire with the window and withdraw when they recover or shut
+//! down; clients of one identity (a process restarted) are one reporter. The same with 8 OS
+//! processes and a broken network path, and a process restarted: `tests/multi_process.rs`.
 
 mod support;
 
-use redis_breaker::{Client, Config, Error, EventKind, State};
+use redis_breaker::{Client, ClientConfig, Config, Error, EventKind, State};
 use std::collections::HashMap;
 use std::time::Duration;
 use support::*;
@@ -20,12 +21,28 @@ fn quorum(q: u32) -> redis_breaker::ConfigBuilder {
         .jitter(0.0)
 }
 
+/// `n` clients, each a host of its own to the quorum (reporter ids `host-0`, `host-1`, ...).
 async fn clients(redis: &TestRedis, n: usize) -> Vec<Client> {
     let mut out = Vec::new();
-    for _ in 0..n {
-        out.push(client(redis, Duration::from_secs(5)).await);
+    for i in 0..n {
+        out.push(host(redis, &format!("host-{i}"), ClientConfig::DEFAULT_FLUSH_INTERVAL).await);
     }
     out
+}
+
+/// A client that is the host `id` to the quorum, its background flush every `flush_interval`
+/// (otherwise as `support::client` with snapshots of 5s).
+async fn host(redis: &TestRedis, id: &str, flush_interval: Duration) -> Client {
+    let config = ClientConfig::builder()
+        .reporter_id(id)
+        .cache_ttl(Duration::from_secs(5))
+        .subscribed_cache_ttl(Duration::from_secs(5))
+        .flush_interval(flush_interval)
+        .metrics_interval(flush_interval)
+        .op_timeout(Duration::from_millis(500))
+        .build()
+        .unwrap();
+    Client::connect_with(&redis.url, config).await.unwrap()
 }
 
 async fn reporters(redis: &TestRedis, name: &str) -> HashMap<String, u64> {
@@ -77,7 +94,7 @@ async fn one_failing_process_opens_for_itself_and_the_quorum_th_opens_the_fleet_
     let status = b[1].status().await.unwrap();
     assert_eq!((status.state, status.epoch, status.quorum), (State::Closed, 0, 3));
     let ids: Vec<&str> = status.reporters.iter().map(|r| r.id.as_str()).collect();
-    assert_eq!(ids, [clients[0].id()]);
+    assert_eq!(ids, [clients[0].reporter_id()]);
     assert!(status.ttl_ms.reporters.is_some_and(|t| t > 0 && t <= 60_000), "{:?}", status.ttl_ms);
     assert_eq!(b[1].health().await.unwrap().local_state, Some(State::Closed));
 
@@ -126,7 +143,7 @@ async fn a_recovered_process_withdraws_its_report_and_old_reports_do_not_count()
 
     fail(&b[0]).await.unwrap_err();
     fail(&b[0]).await.unwrap_err();
-    assert_eq!(reporters(&redis, &name).await.keys().collect::<Vec<_>>(), [clients[0].id()]);
+    assert_eq!(reporters(&redis, &name).await.keys().collect::<Vec<_>>(), [clients[0].reporter_id()]);
     // After its own backoff, its own probe succeeds: it closes and withdraws its report.
     tokio::time::sleep(Duration::from_millis(350)).await;
     let permit = b[0].acquire().await.expect("its own probe");
@@ -156,7 +173,7 @@ async fn a_recovered_process_withdraws_its_report_and_old_reports_do_not_count()
     fail(&b0).await.unwrap_err();
     fail(&b0).await.unwrap_err();
     assert_eq!(state_hash(&redis, &name).await.get("state").map(String::as_str), Some("closed"));
-    assert_eq!(reporters(&redis, &name).await.keys().collect::<Vec<_>>(), [clients[0].id()]);
+    assert_eq!(reporters(&redis, &name).await.keys().collect::<Vec<_>>(), [clients[0].reporter_id()]);
     // A report within the window does count: a second process opens the fleet.
     let b1 = clients[1].breaker(&name, config).unwrap();
     fail(&b1).await.unwrap_err();
@@ -343,7 +360,7 @@ async fn the_own_breaker_backs_off_and_probes_on_the_clients_clock() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_process_says_it_is_active_within_a_tenth_of_the_window() {
     let redis = redis().await;
-    let config = redis_breaker::ClientConfig::builder()
+    let config = ClientConfig::builder()
         .flush_interval(Duration::from_millis(50))
         .metrics_interval(Duration::from_secs(30))
         .build()
@@ -360,7 +377,7 @@ async fn a_process_says_it_is_active_within_a_tenth_of_the_window() {
         let at = loop {
             let at: Option<u64> = redis::cmd("ZSCORE")
                 .arg(key(&name, "processes"))
-                .arg(client.id())
+                .arg(client.reporter_id())
                 .query_async(&mut conn)
                 .await
                 .unwrap();
@@ -381,7 +398,7 @@ async fn a_process_says_it_is_active_within_a_tenth_of_the_window() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_report_made_while_redis_is_down_reaches_it_when_it_is_back() {
     let mut redis = private_redis().await;
-    let config = redis_breaker::ClientConfig::builder()
+    let config = ClientConfig::builder()
         .op_timeout(Duration::from_millis(100))
         .cache_ttl(Duration::from_millis(50))
         .subscribed_cache_ttl(Duration::from_millis(50))
@@ -411,7 +428,7 @@ async fn a_report_made_while_redis_is_down_reaches_it_when_it_is_back() {
     redis.restart(); // empty
     let start = std::time::Instant::now();
     loop {
-        if reporters(&redis, &name).await.contains_key(client.id()) {
+        if reporters(&redis, &name).await.contains_key(client.reporter_id()) {
             break;
         }
         assert!(start.elapsed() < Duration::from_secs(10), "the report never reached Redis");
@@ -433,9 +450,10 @@ fn long_own_backoff() -> Config {
         .unwrap()
 }
 
-/// A client whose background flush (the repeats of its reports) runs every 50ms.
-async fn flushing_often(redis: &TestRedis) -> Client {
-    let config = redis_breaker::ClientConfig::builder().flush_interval(Duration::from_millis(50)).build().unwrap();
+/// A client that is the host `id` to the quorum, whose background flush (the repeats of its
+/// reports) runs every 50ms.
+async fn flushing_often(redis: &TestRedis, id: &str) -> Client {
+    let config = ClientConfig::builder().reporter_id(id).flush_interval(Duration::from_millis(50)).build().unwrap();
     Client::connect_with(&redis.url, config).await.unwrap()
 }
 
@@ -447,24 +465,24 @@ async fn flushing_often(redis: &TestRedis) -> Client {
 async fn a_process_open_for_itself_keeps_counting_and_a_gone_one_stops() {
     let redis = redis().await;
     let (window, config) = (WINDOW, long_own_backoff());
-    let connect = || flushing_often(&redis);
+    let connect = |id| flushing_often(&redis, id);
 
     // Process a opens for itself, then makes no call for three windows (its backoff is 60s).
     let name = unique("quorum-stays-open");
-    let a = connect().await;
+    let a = connect("host-a").await;
     let ba = a.breaker(&name, config.clone()).unwrap();
     fail(&ba).await.unwrap_err();
     fail(&ba).await.unwrap_err();
-    let first = reporters(&redis, &name).await[a.id()];
+    let first = reporters(&redis, &name).await[a.reporter_id()];
     tokio::time::sleep(window * 3).await;
-    let last = reporters(&redis, &name).await.get(a.id()).copied();
+    let last = reporters(&redis, &name).await.get(a.reporter_id()).copied();
     let (s, us): (u64, u64) = redis::cmd("TIME").query_async(&mut redis.conn().await).await.unwrap();
     let now = s * 1000 + us / 1000;
     let last = last.unwrap_or_else(|| panic!("process a is still open for itself but no longer a reporter"));
     assert!(last > first && now - last < 1000, "said again within the window: first {first}, last {last}, now {now}");
     assert!(ba.health().await.unwrap().reporting);
     // So a second failing process makes the quorum of 2 three windows after the first report.
-    let b = connect().await;
+    let b = connect("host-b").await;
     let bb = b.breaker(&name, config.clone()).unwrap();
     fail(&bb).await.unwrap_err();
     fail(&bb).await.unwrap_err();
@@ -474,11 +492,11 @@ async fn a_process_open_for_itself_keeps_counting_and_a_gone_one_stops() {
 
     // Process c opens for itself and goes away: a window later it no longer counts.
     let name = unique("quorum-gone");
-    let c = connect().await;
+    let c = connect("host-c").await;
     let bc = c.breaker(&name, config.clone()).unwrap();
     fail(&bc).await.unwrap_err();
     fail(&bc).await.unwrap_err();
-    let gone = c.id().to_string();
+    let gone = c.reporter_id().to_string();
     drop(bc);
     drop(c);
     tokio::time::sleep(window + Duration::from_millis(300)).await;
@@ -487,7 +505,7 @@ async fn a_process_open_for_itself_keeps_counting_and_a_gone_one_stops() {
     fail(&bb).await.unwrap_err();
     assert_eq!(state_hash(&redis, &name).await["state"], "closed", "a gone process's report counted");
     let left = reporters(&redis, &name).await;
-    assert!(!left.contains_key(&gone) && left.contains_key(b.id()), "the gone report was swept: {left:?}");
+    assert!(!left.contains_key(&gone) && left.contains_key(b.reporter_id()), "the gone report was swept: {left:?}");
 }
 
 /// A process open for itself that makes no more calls (drained by its load balancer, a queue
@@ -497,7 +515,7 @@ async fn a_process_open_for_itself_keeps_counting_and_a_gone_one_stops() {
 async fn a_process_with_no_calls_folds_into_the_fleets_trip_and_votes_no_more() {
     let redis = redis().await;
     let (window, config) = (WINDOW, long_own_backoff());
-    let (a, b) = (flushing_often(&redis).await, flushing_often(&redis).await);
+    let (a, b) = (flushing_often(&redis, "host-a").await, flushing_often(&redis, "host-b").await);
     let name = unique("quorum-idle");
     let ba = a.breaker(&name, config.clone()).unwrap();
     let mut events = ba.subscribe();
@@ -530,6 +548,175 @@ async fn a_process_with_no_calls_folds_into_the_fleets_trip_and_votes_no_more() 
     bb.reset().await.unwrap();
     tokio::time::sleep(window * 2).await;
     let left = reporters(&redis, &name).await;
-    assert!(left.is_empty(), "an idle process voted after the fleet closed: {left:?} (a {}, b {})", a.id(), b.id());
+    assert!(
+        left.is_empty(),
+        "an idle process voted after the fleet closed: {left:?} (a {}, b {})",
+        a.reporter_id(),
+        b.reporter_id()
+    );
     assert_eq!(state_hash(&redis, &name).await["state"], "closed");
+}
+
+/// One host is one reporter across restarts (issue 22, 1): a failing process that restarts
+/// (a crash loop: each run a new `Client` with the default config, dropped without
+/// `shutdown`) reports under the same identity, the host's name, so `quorum` restarts within
+/// one window leave the fleet closed with one reporter. Each run still has its own client id
+/// (the events it causes name it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_restarted_quorum_times_within_a_window_is_one_reporter_and_the_fleet_stays_closed() {
+    let redis = redis().await;
+    let name = unique("quorum-restarts");
+    let config = quorum(3).base_recovery(Duration::from_secs(300)).max_recovery(Duration::from_secs(300)).build();
+    let config = config.unwrap();
+    let (mut ids, mut identities) = (Vec::new(), Vec::new());
+    for run in 0..3 {
+        let process = client(&redis, Duration::from_secs(5)).await;
+        let b = process.breaker(&name, config.clone()).unwrap();
+        fail(&b).await.unwrap_err();
+        fail(&b).await.unwrap_err();
+        let own = succeed(&b).await;
+        assert!(matches!(own, Err(Error::Rejected(ref r)) if r.local), "run {run} is not open for itself: {own:?}");
+        ids.push(process.id().to_string());
+        identities.push(process.reporter_id().to_string());
+        drop(b);
+        drop(process); // a crash: no shutdown
+    }
+    let state = state_hash(&redis, &name).await;
+    assert_eq!(
+        state.get("state").map(String::as_str),
+        Some("closed"),
+        "3 runs of one host opened the fleet: {state:?}"
+    );
+    let left = reporters(&redis, &name).await;
+    assert_eq!(left.keys().collect::<Vec<_>>(), [&identities[0]], "one reporter: {left:?}");
+    assert!(identities.iter().all(|id| *id == identities[0]), "one identity across runs: {identities:?}");
+    assert!(ids[0] != ids[1] && ids[1] != ids[2], "each run has its own client id: {ids:?}");
+    // Two other failing hosts make the quorum of 3 with it.
+    for host_id in ["other-host-1", "other-host-2"] {
+        let other = host(&redis, host_id, ClientConfig::DEFAULT_FLUSH_INTERVAL).await;
+        let b = other.breaker(&name, config.clone()).unwrap();
+        fail(&b).await.unwrap_err();
+        fail(&b).await.unwrap_err();
+    }
+    let state = state_hash(&redis, &name).await;
+    assert_eq!((state["state"].as_str(), state["reason"].as_str()), ("open", "failing processes 3 >= quorum 3"));
+}
+
+/// `Client::shutdown` withdraws this process's reports from every breaker it reported to
+/// before it returns (issue 22, 1): a process that leaves no longer counts toward a quorum.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_withdraws_the_processs_reports_from_every_breaker() {
+    let redis = redis().await;
+    let names = [unique("quorum-leave-a"), unique("quorum-leave-b")];
+    let config = quorum(2).base_recovery(Duration::from_secs(300)).max_recovery(Duration::from_secs(300)).build();
+    let config = config.unwrap();
+    let leaving = host(&redis, "leaving-host", ClientConfig::DEFAULT_FLUSH_INTERVAL).await;
+    let healthy = leaving.breaker(&unique("quorum-leave-healthy"), config.clone()).unwrap();
+    succeed(&healthy).await.unwrap();
+    for name in &names {
+        let b = leaving.breaker(name, config.clone()).unwrap();
+        fail(&b).await.unwrap_err();
+        fail(&b).await.unwrap_err();
+        assert_eq!(reporters(&redis, name).await.keys().collect::<Vec<_>>(), ["leaving-host"]);
+    }
+    leaving.shutdown().await.unwrap();
+    for name in &names {
+        assert!(reporters(&redis, name).await.is_empty(), "{name}: the report outlived shutdown()");
+    }
+    // It no longer counts: another failing host is alone, below the quorum of 2.
+    let other = host(&redis, "other-host", ClientConfig::DEFAULT_FLUSH_INTERVAL).await;
+    let b = other.breaker(&names[0], config).unwrap();
+    fail(&b).await.unwrap_err();
+    fail(&b).await.unwrap_err();
+    assert_eq!(state_hash(&redis, &names[0]).await["state"], "closed");
+    // Nor does the leaving process say it again while it lives on (its repeats stop).
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(reporters(&redis, &names[1]).await.len(), 0);
+}
+
+/// A breaker whose own breaker is open stays in the client's registry when no handle holds it
+/// (issue 22, 4): named again, it still rejects its own calls for the rest of its own backoff
+/// (300s) instead of starting closed and calling the broken downstream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_breaker_open_for_itself_is_not_evicted_and_named_again_still_rejects() {
+    let redis = redis().await;
+    let config = ClientConfig::builder()
+        .reporter_id("evicting-host")
+        .cache_ttl(Duration::from_millis(20))
+        .subscribed_cache_ttl(Duration::from_millis(20))
+        .flush_interval(Duration::from_millis(20))
+        .build()
+        .unwrap();
+    let client = Client::connect_with(&redis.url, config).await.unwrap();
+    let name = unique("quorum-evict");
+    let open_for_itself =
+        quorum(2).base_recovery(Duration::from_secs(300)).max_recovery(Duration::from_secs(300)).build().unwrap();
+    let b = client.breaker(&name, open_for_itself.clone()).unwrap();
+    fail(&b).await.unwrap_err();
+    fail(&b).await.unwrap_err();
+    drop(b);
+    // A breaker nobody holds whose snapshot expired leaves within a flush round or two; one
+    // that is closed for itself does (the eviction works), the one open for itself must not.
+    let closed = unique("quorum-evict-closed");
+    drop(client.breaker(&closed, open_for_itself.clone()).unwrap());
+    let start = std::time::Instant::now();
+    while client.local_breakers().contains(&closed) {
+        assert!(start.elapsed() < Duration::from_secs(5), "an idle breaker was never evicted");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(client.local_breakers().contains(&name), "evicted while open for itself: {:?}", client.local_breakers());
+    let b = client.breaker(&name, open_for_itself).unwrap();
+    let called = std::sync::atomic::AtomicBool::new(false);
+    let result = b
+        .execute(|| async {
+            called.store(true, std::sync::atomic::Ordering::SeqCst);
+            Err::<(), _>("still down")
+        })
+        .await;
+    assert!(matches!(result, Err(Error::Rejected(r)) if r.local), "{result:?}");
+    assert!(!called.load(std::sync::atomic::Ordering::SeqCst), "the downstream was called during the own backoff");
+    assert_eq!(b.health().await.unwrap().local_state, Some(State::Open));
+}
+
+/// `Client::flush` sends a report that waits in the process though nothing else is pending
+/// (issue 22, 11): here the repeat of a process open for itself, which failed to reach a Redis
+/// that went down and came back empty. `flush()` (and `shutdown()`, and the flush when Redis
+/// answers again) used to pick only breakers with pending counts, leaving the report to a
+/// later background flush.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn flush_sends_a_waiting_report_though_nothing_else_is_pending() {
+    let mut redis = private_redis().await;
+    let config = ClientConfig::builder()
+        .reporter_id("waiting-host")
+        .op_timeout(Duration::from_millis(100))
+        .flush_interval(Duration::from_millis(100))
+        .store_failure_threshold(1)
+        .build()
+        .unwrap();
+    let client = Client::connect_with(&redis.url, config).await.unwrap();
+    let name = unique("quorum-waiting");
+    let b = client.breaker(&name, long_own_backoff()).unwrap();
+    fail(&b).await.unwrap_err();
+    fail(&b).await.unwrap_err();
+    assert_eq!(reporters(&redis, &name).await.keys().collect::<Vec<_>>(), ["waiting-host"]);
+    // Redis goes: the repeat of the report (every quarter window, 250ms) fails to reach it, and
+    // waits; no call is made, so nothing else is pending.
+    redis.kill();
+    let start = std::time::Instant::now();
+    while client.store_status() != redis_breaker::StoreStatus::RedisDown {
+        assert!(start.elapsed() < Duration::from_secs(5), "the repeat never found redis down");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    redis.restart(); // empty
+    // (The first command after the restart may meet the dropped connection.)
+    let start = std::time::Instant::now();
+    while let Err(e) = client.flush().await {
+        assert!(start.elapsed() < Duration::from_secs(3), "no flush reached the restarted redis: {e}");
+    }
+    assert_eq!(
+        reporters(&redis, &name).await.keys().collect::<Vec<_>>(),
+        ["waiting-host"],
+        "flush() left the waiting report behind"
+    );
 }

@@ -393,3 +393,70 @@ async fn refused_credentials_are_an_authentication_error_not_a_refusal_per_call(
     let shown = format!("{:?}", SentinelOptions::new().username("breaker").password("hidden-pw-42"));
     assert!(shown.contains("breaker") && !shown.contains("hidden-pw-42"), "{shown}");
 }
+
+/// Issue 22, item 11 (Sentinel), the other way round: the subscription drops first (its node
+/// closed pub/sub connections), asks the sentinels, and finds they name another node; the
+/// commands, whose connection to the old node still works, move with it. Before, they stayed
+/// on the old node while the events came from the new one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_commands_follow_the_event_subscription_to_the_node_the_sentinels_name() {
+    let old = spawn_on_free_port(|_| Vec::new()).expect("a primary");
+    let new = spawn_on_free_port(|_| Vec::new()).expect("another primary");
+    let s = sentinel(old.port);
+    let url = format!("redis://127.0.0.1:{}", s.port);
+    let config = ClientConfig::builder().op_timeout(OP_TIMEOUT).build().unwrap();
+    let a = Client::connect_sentinel(&[url.as_str()], "mymaster", config).await.unwrap();
+    let name = support::unique("sentinel-events-moved");
+    let held = a.breaker(&name, Config::default()).unwrap();
+    eventually("the event subscription", Duration::from_secs(10), async || {
+        held.health().await.is_ok_and(|h| h.events_subscribed)
+    })
+    .await;
+    let mut sc = conn(s.port).await;
+    let _: () = redis::cmd("SENTINEL").arg("REMOVE").arg("mymaster").query_async(&mut sc).await.unwrap();
+    let _: () = redis::cmd("SENTINEL")
+        .arg("MONITOR")
+        .arg("mymaster")
+        .arg("127.0.0.1")
+        .arg(new.port)
+        .arg(1)
+        .query_async(&mut sc)
+        .await
+        .unwrap();
+    let _: i64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("pubsub")
+        .query_async(&mut conn(old.port).await)
+        .await
+        .unwrap();
+    let numsub = |port: u16| async move {
+        let counts: Vec<redis::Value> =
+            redis::cmd("PUBSUB").arg("NUMSUB").arg("breaker:events").query_async(&mut conn(port).await).await.unwrap();
+        match counts.as_slice() {
+            [_, redis::Value::Int(n)] => *n,
+            other => panic!("PUBSUB NUMSUB answered {other:?}"),
+        }
+    };
+    eventually("the subscription moved to the node the sentinels name", Duration::from_secs(10), async || {
+        numsub(new.port).await == 1
+    })
+    .await;
+    eventually("a write", Duration::from_secs(5), async || held.force_open(None).await.is_ok()).await;
+    let written = |port: u16| {
+        let name = name.clone();
+        async move {
+            let n: i64 = redis::cmd("EXISTS")
+                .arg(format!("breaker:{{{name}}}:state"))
+                .query_async(&mut conn(port).await)
+                .await
+                .unwrap();
+            n
+        }
+    };
+    assert_eq!(
+        (written(old.port).await, written(new.port).await),
+        (0, 1),
+        "the write went to the node the events come from"
+    );
+}

@@ -10,9 +10,9 @@
 --   4 metrics HASH  breaker:{name}:metrics  cumulative outcome counters
 --   5 history STREAM breaker:{name}:history the last transitions (about 100), with their reasons
 --   6 reporters ZSET breaker:{name}:reporters processes whose own breaker opened (under a quorum):
---                                                  member = client id, score = when it reported (ms)
+--                                         member = reporter id (record.lua OWN+19), score = when (ms)
 --   7 processes ZSET breaker:{name}:processes processes that recorded calls (with quorum_fraction):
---                                                  member = client id, score = when it last said so (ms)
+--                                         member = reporter id, score = when it last said so (ms)
 --
 -- ARGV 1..24 (every script): the caller's clock override, config and id; from OWN (25) on, the
 -- script's own, which each script names as OWN + k so a new common argument moves none of them.
@@ -119,7 +119,8 @@ local CONFIGS, CONFIG_COUNT, CONFIGS_MAX = {}, 0, 256
 local function validate_config()
   local base = int_arg(7, 'base_recovery', 1)
   local c = {
-    now = 0, clock_us = 0, rand = 0, channel = '', name = '', origin = '', shard_channel = '', note = '', failure = '',
+    now = 0, clock_us = 0, rand = 0, channel = '', name = '', origin = '', reporter = '', shard_channel = '', note = '',
+    failure = '',
     fingerprint = str_arg(3, 'config', 64, false),
     failure_threshold = int_arg(4, 'failure_threshold', 0),
     success_threshold = int_arg(5, 'success_threshold', 1),
@@ -188,5 +189,6 @@ local function parse_config()
   c.shard_channel = str_arg(22, 'shard channel', 512, true)
   c.note = ''
   c.failure = ''
+  c.reporter = ''
   return c
 end

@@ -56,10 +56,10 @@ end
 local function add_caller(key, c)
   rpcall('ZREMRANGEBYSCORE', key, '-inf', c.now - c.window)
   rpcall('ZREMRANGEBYSCORE', key, '(' .. int(c.now), '+inf')
-  local added = rpcall('ZADD', key, c.now, c.origin)
+  local added = rpcall('ZADD', key, c.now, c.reporter)
   if type(added) == 'table' and added.err and string.sub(added.err, 1, 9) == 'WRONGTYPE' then
     rcall('DEL', key)
-    rcall('ZADD', key, c.now, c.origin)
+    rcall('ZADD', key, c.now, c.reporter)
   end
   if rcall('PTTL', key) < c.window then rcall('PEXPIRE', key, c.window) end
 end
@@ -164,7 +164,7 @@ local function commit(S, c)
   if S.reporters == 'add' then
     add_caller(KEYS[6], c)
   elseif S.reporters == 'remove' then
-    rpcall('ZREM', KEYS[6], c.origin)
+    rpcall('ZREM', KEYS[6], c.reporter)
   elseif S.reporters == 'clear' then
     rcall('DEL', KEYS[6])
   end

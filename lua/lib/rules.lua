@@ -80,13 +80,13 @@ local function count_with_caller(S, c, k)
     drop[#drop + 1] = KEYS[k]
     return 1
   end
-  local at = tonumber(read_quorum_key(k, 'ZSCORE', c.origin))
+  local at = tonumber(read_quorum_key(k, 'ZSCORE', c.reporter))
   if at and at > since and at <= c.now then return n end
   return n + 1
 end
 
 local function report(S, c, action)
-  if action == '' or c.origin == '' then return end
+  if action == '' or c.reporter == '' then return end
   if action == 'recovered' then
     S.reporters = 'remove'
     return

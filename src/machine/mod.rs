@@ -59,9 +59,9 @@ pub(crate) struct Machine {
     window_len: Option<u64>,
     /// The quorum rule of the last process that wrote, once one other than "1" was written.
     quorum: Option<String>,
-    /// The quorum's reporters: client id -> when it reported (the reporters key).
+    /// The quorum's reporters: reporter id -> when it reported (the reporters key).
     reporters: BTreeMap<String, u64>,
-    /// The processes that recorded calls (quorum fraction): client id -> when (the processes key).
+    /// The processes that recorded calls (quorum fraction): reporter id -> when (the processes key).
     processes: BTreeMap<String, u64>,
     pub(crate) metrics: Metrics,
 }
@@ -100,7 +100,7 @@ pub(super) struct Call<'a> {
     p: &'a Params,
     now: u64,
     rand: f64,
-    /// The caller's client id (the quorum's reporter).
+    /// The caller's identity for the quorum (its reporter id, record.lua OWN+19).
     origin: &'a str,
     dirty: bool,
     transitions: Vec<Transition>,
@@ -260,7 +260,7 @@ impl Machine {
         self.exists
     }
 
-    /// Runs one operation at `now` (ms) for the client `origin`. `new_incarnation` is used when
+    /// Runs one operation at `now` (ms) for the reporter `origin`. `new_incarnation` is used when
     /// the state is created.
     pub(crate) fn run(
         &mut self,

@@ -1,8 +1,8 @@
 //! The quorum scenarios of `multi_process.rs`: a loopback TCP downstream, a loopback proxy to it
-//! that stops forwarding (one process's broken network path), the workers' `downstream` command
-//! and the two scenarios.
+//! that stops forwarding (one process's broken network path), the workers' `downstream`,
+//! `crash` and `leave` commands, and the three scenarios.
 
-use super::{Fleet, PROCESSES, field, ready_then_wait, support, unix_micros};
+use super::{Fleet, PROCESSES, Worker, field, ready_then_wait, support, unix_micros};
 use redis_breaker::{Client, Config, Error};
 use std::time::{Duration, Instant};
 
@@ -216,4 +216,67 @@ pub fn of_three(rt: &tokio::runtime::Runtime, redis: &support::TestRedis, fleet:
         pct(0.99),
         latencies.len()
     )
+}
+
+/// The config of the restart scenario: a quorum of 3; a process opens for itself at its second
+/// failure and backs off for 300s.
+fn restarting() -> Config {
+    Config::builder()
+        .failure_threshold(2)
+        .quorum(3)
+        .base_recovery(Duration::from_secs(300))
+        .max_recovery(Duration::from_secs(300))
+        .build()
+        .unwrap()
+}
+
+/// A worker's `crash NAME` and `leave NAME`: fails twice (its own breaker opens and reports),
+/// checks that its next call is rejected by its own breaker, answers its client id and
+/// identity, then exits: `crash` at once (no shutdown, as a crash), `leave` after
+/// `Client::shutdown`.
+pub async fn open_for_itself_then_exit(client: &Client, name: &str, how: &str) -> String {
+    let b = client.breaker(name, restarting()).unwrap();
+    for _ in 0..2 {
+        let _ = b.execute(|| async { Err::<(), _>("down") }).await;
+    }
+    let own = b.execute(|| async { Ok::<(), &str>(()) }).await;
+    let local = u8::from(matches!(own, Err(Error::Rejected(ref r)) if r.local));
+    if how == "leave" {
+        client.shutdown().await.unwrap();
+    }
+    println!("{how} local={local} id={} identity={}", client.id(), client.reporter_id());
+    std::process::exit(0);
+}
+
+/// A process that crash-loops (three runs, each a new OS process with this host's default
+/// identity, each opening for itself and exiting without shutdown) is one reporter: with a
+/// quorum of 3 the fleet stays closed. A run that shuts down withdraws the report.
+pub fn restarts(rt: &tokio::runtime::Runtime, redis: &support::TestRedis, _fleet: &mut Fleet) -> String {
+    let name = support::unique("mp-restarts");
+    let run = |how: &str| {
+        let mut worker = Worker::spawn(&redis.url, None);
+        worker.send(&format!("{how} {name}"));
+        let line = worker.line();
+        let _ = worker.child.wait();
+        line
+    };
+    let word = |line: &str, key: &str| {
+        line.split_whitespace().find_map(|kv| kv.strip_prefix(key)?.strip_prefix('=')).unwrap_or("").to_string()
+    };
+    let mut ids = Vec::new();
+    for i in 0..3 {
+        let answer = run("crash");
+        assert_eq!(word(&answer, "local"), "1", "run {i} opened for itself, the fleet did not: {answer}");
+        ids.push((word(&answer, "id"), word(&answer, "identity")));
+    }
+    let (state, _, reporters) = quorum_keys(rt, redis, &name);
+    assert_eq!(state.get("state").map(String::as_str), Some("closed"), "three runs of one host opened the fleet");
+    assert_eq!(reporters, 1, "one reporter: {ids:?}");
+    assert!(ids.iter().all(|(_, identity)| *identity == ids[0].1), "one identity across runs: {ids:?}");
+    assert!(ids[0].0 != ids[1].0 && ids[1].0 != ids[2].0, "a client id of its own in each run: {ids:?}");
+    let answer = run("leave");
+    assert_eq!(word(&answer, "local"), "1", "{answer}");
+    let (state, _, reporters) = quorum_keys(rt, redis, &name);
+    assert_eq!((state.get("state").map(String::as_str), reporters), (Some("closed"), 0), "shutdown() withdrew it");
+    format!("[3 crashed runs of host {:?}: 1 reporter, fleet closed; a 4th run's shutdown(): 0 reporters]", ids[0].1)
 }
