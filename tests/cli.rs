@@ -56,8 +56,12 @@ async fn exec_runs_are_reporters_under_a_quorum_and_status_names_them() {
     let redis = redis().await;
     let name = unique("cli-quorum");
     let exec = ["exec", &name, "--failure-threshold", "1", "--quorum", "3", "--", "sh", "-c", "exit 2"];
-    assert_eq!(code(&run(&redis, &exec)), 2);
-    assert_eq!(code(&run(&redis, &exec)), 2);
+    // Runs on three hosts: each its own reporter (runs on one host share its identity).
+    let on = |host: &str, args: &[&str]| {
+        cli(&redis).env("REDIS_BREAKER_REPORTER_ID", host).args(args).output().expect("run redis-breaker")
+    };
+    assert_eq!(code(&on("host-1", &exec)), 2);
+    assert_eq!(code(&on("host-2", &exec)), 2);
     let o = run(&redis, &["status", &name]);
     assert_eq!(code(&o), 0, "{}", stderr(&o));
     let text = stdout(&o);
@@ -67,7 +71,7 @@ async fn exec_runs_are_reporters_under_a_quorum_and_status_names_them() {
     let status: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
     assert_eq!(status["quorum"], 3);
     assert_eq!(status["reporters"].as_array().map(Vec::len), Some(2), "{status}");
-    assert_eq!(code(&run(&redis, &exec)), 2);
+    assert_eq!(code(&on("host-3", &exec)), 2);
     let o = run(&redis, &["exec", &name, "--failure-threshold", "1", "--quorum", "3", "--", "true"]);
     assert_eq!(code(&o), 75, "the third failing run opened the breaker: {}", stderr(&o));
     let state = state_hash(&redis, &name).await;

@@ -170,7 +170,7 @@ pub(crate) async fn run(client: Client, args: &ExecArgs) -> Result<ExitCode, Fai
         Ok(p) => p,
         Err(rejected) => {
             eprintln!("redis-breaker: {} is {}; {}", args.name, rejected.state, retry_text(rejected.retry_after));
-            let _ = client.shutdown().await;
+            finish(&client).await;
             return Ok(ExitCode::from(args.rejected_exit_code));
         }
     };
@@ -182,7 +182,7 @@ pub(crate) async fn run(client: Client, args: &ExecArgs) -> Result<ExitCode, Fai
         Err(e) => {
             // The downstream was never called: release the permit, record nothing.
             permit.release().await;
-            let _ = client.shutdown().await;
+            finish(&client).await;
             eprintln!("redis-breaker: cannot run {program}: {e}");
             let code = if e.kind() == std::io::ErrorKind::NotFound { EXIT_NOT_FOUND } else { EXIT_CANNOT_EXECUTE };
             return Ok(ExitCode::from(code));
@@ -199,7 +199,7 @@ pub(crate) async fn run(client: Client, args: &ExecArgs) -> Result<ExitCode, Fai
                 forward(pid, nix::sys::signal::Signal::SIGKILL);
                 let _ = child.kill().await;
                 permit.failure_described(&format!("{program}: killed after {}ms (--call-timeout)", call_timeout.as_millis())).await;
-                let _ = client.shutdown().await;
+                finish(&client).await;
                 eprintln!("redis-breaker: {program} ran longer than {}ms; killed", call_timeout.as_millis());
                 return Ok(ExitCode::from(EXIT_TIMEOUT));
             }
@@ -217,8 +217,15 @@ pub(crate) async fn run(client: Client, args: &ExecArgs) -> Result<ExitCode, Fai
     } else {
         permit.failure_described(&format!("{program}: exit status {code}")).await;
     }
-    let _ = client.shutdown().await;
+    finish(&client).await;
     Ok(ExitCode::from(u8::try_from(code).unwrap_or(1)))
+}
+
+/// Sends what this run recorded before it exits. A flush, not `Client::shutdown`: under a
+/// quorum each run is one process making one call, and a failing run's report must outlive it
+/// (N failing runs within --window open the breaker), while `shutdown` may withdraw it.
+async fn finish(client: &Client) {
+    let _ = client.flush().await;
 }
 
 fn signal(kind: tokio::signal::unix::SignalKind) -> Result<tokio::signal::unix::Signal, Failure> {
