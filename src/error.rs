@@ -199,9 +199,12 @@ impl StoreError {
 
     pub(crate) fn from_redis(e: redis::RedisError, key: &str) -> StoreError {
         // NOAUTH (no password given) and WRONGPASS (a wrong one) come back as server errors of
-        // those codes on a command; a refused AUTH while connecting as AuthenticationFailed.
-        let auth =
-            e.kind() == redis::ErrorKind::AuthenticationFailed || matches!(e.code(), Some("NOAUTH" | "WRONGPASS"));
+        // those codes on a command; a refused AUTH while connecting as AuthenticationFailed. A
+        // client with no password whose first command is long (a script) is answered
+        // "Protocol error: unauthenticated multibulk length" (or "bulk length") instead.
+        let auth = e.kind() == redis::ErrorKind::AuthenticationFailed
+            || matches!(e.code(), Some("NOAUTH" | "WRONGPASS"))
+            || e.to_string().contains("Protocol error: unauthenticated");
         if auth {
             return StoreError::Auth(e);
         }

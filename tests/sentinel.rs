@@ -460,3 +460,28 @@ async fn the_commands_follow_the_event_subscription_to_the_node_the_sentinels_na
         "the write went to the node the events come from"
     );
 }
+
+/// The same classification for a client of one Redis (`Client::connect_with`): a URL without
+/// the password of a `requirepass` server, or with a wrong one, is an authentication error in
+/// `store_status()`, not a refusal per call; with the right one the client works.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_plain_client_with_refused_credentials_says_so_too() {
+    let primary = protected_primary().await;
+    let config = ClientConfig::builder().op_timeout(OP_TIMEOUT).build().unwrap();
+    for url in
+        [format!("redis://127.0.0.1:{}", primary.port), format!("redis://:wrong-pw-5f0b@127.0.0.1:{}", primary.port)]
+    {
+        let client = Client::connect_with(&url, config.clone()).await.unwrap();
+        let b = client.breaker(&support::unique("plain-refused"), Config::default()).unwrap();
+        let err = b.force_open(None).await.expect_err("the credentials are refused");
+        assert!(matches!(err, StoreError::Auth(_)), "{err:?}");
+        assert!(!err.to_string().contains("wrong-pw"), "{err}");
+        assert_eq!(client.store_status(), StoreStatus::AuthFailed);
+        b.execute(|| async { Ok::<(), ()>(()) }).await.expect("calls flow on the degraded mode");
+    }
+    let url = format!("redis://breaker:{BREAKER_PASSWORD}@127.0.0.1:{}", primary.port);
+    let client = Client::connect_with(&url, config).await.unwrap();
+    let b = client.breaker(&support::unique("plain-accepted"), Config::default()).unwrap();
+    b.force_open(None).await.expect("the ACL user's credentials are accepted");
+    assert_eq!(client.store_status(), StoreStatus::Redis);
+}
