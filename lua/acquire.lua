@@ -2,7 +2,8 @@
 -- KEYS: state, probes, window, metrics, history, reporters, processes (see lib/args.lua).
 -- ARGV: 1..24 common (see lib/args.lua); OWN (25) permit id (1-64 bytes, unique per permit);
 --   OWN+1 .. OWN+9 the caller's pending batch (see parse_batch in lib/batch.lua), counted first.
--- Reply: { verdict, state, incarnation, epoch, failures, fseq, remaining_ms, stored_config, reason }
+-- Reply: { verdict, state, incarnation, epoch, failures, fseq, remaining_ms, stored_config, reason,
+--   announced } (see lib/args.lua)
 --   verdict: 'allowed' (closed or forced_closed), 'probe' (a half-open lease was taken for the
 --   permit id) or 'rejected' (remaining_ms says how long until it is worth asking again; -1 when
 --   an operator's forced open has no end).

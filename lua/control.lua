@@ -3,7 +3,8 @@
 -- ARGV: 1..24 common (see lib/args.lua), then
 --   OWN (25) op: 'force_open' | 'force_close' | 'reset'   OWN+1 duration_ms (0 = until reset)
 --   OWN+2 the operator's note for the history (0-200 bytes; '' = none)
--- Reply: { 'ok', state, incarnation, epoch, failures, fseq, remaining_ms, stored_config, reason }
+-- Reply: { 'ok', state, incarnation, epoch, failures, fseq, remaining_ms, stored_config, reason, announced }
+--   announced: 0 when the transition's event could not be published (the caller is told)
 -- Transitions: any -> forced_open (trips kept; after the duration it acts as an expired open);
 --   any -> forced_closed (never trips; after the duration, closed); any other state -> closed on
 --   reset (failures, trips, probes and window cleared; metrics kept). Every op clears the

@@ -16,7 +16,8 @@
 --      report and its word that it is active write in KEYS[6] and KEYS[7]. Processes with one
 --      identity (one host, across restarts) count as one; the events still name the caller's
 --      own client id (ARGV 21)
--- Reply: { verdict, state, incarnation, epoch, failures, fseq, remaining_ms, stored_config, reason }
+-- Reply: { verdict, state, incarnation, epoch, failures, fseq, remaining_ms, stored_config, reason,
+--   announced } (see lib/args.lua)
 --   verdict: 'applied', or 'stale' when the outcome moved no state (its permit belongs to another
 --   incarnation or epoch, or its probe lease is gone). Metrics count both. A probe's own lease
 --   is judged before expired ones are swept: one that outlived its lease still counts until

@@ -72,6 +72,7 @@ impl Breaker {
             failures: view.failures,
             fresh,
             reason: inner.reason.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone(),
+            announced: inner.snapshot.announced(),
         }
     }
 
@@ -153,8 +154,13 @@ impl Breaker {
             }));
         }
         let duration_ms = duration.map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1));
-        self.inner.run(&Op::Control { op, duration_ms, note: note.to_string() }).await?;
-        Ok(self.snapshot())
+        let reply = self.inner.run(&Op::Control { op, duration_ms, note: note.to_string() }).await?;
+        // What this write did: the reply's, not a snapshot an event may have replaced meanwhile.
+        let snapshot = Snapshot { announced: reply.announced, ..self.snapshot() };
+        if let Some(warning) = snapshot.unannounced_warning() {
+            tracing::warn!(breaker = %self.inner.name, op = op.as_str(), "{warning}");
+        }
+        Ok(snapshot)
     }
 
     /// The breaker's last transitions, newest first (at most `count`; Redis keeps about 100):
@@ -181,6 +187,12 @@ impl Breaker {
 
     /// Opens the breaker for every process: for `duration`, after which it behaves as an
     /// expired open (half-open probes), or until [`reset`](Breaker::reset) when `None`.
+    ///
+    /// The returned [`Snapshot::announced`] is false when Redis refused the transition's event
+    /// (the user may not publish on the events channel): the breaker is open in Redis, but
+    /// processes holding an older snapshot keep deciding from it until it expires (up to
+    /// `subscribed_cache_ttl`). It is logged as a warning; the CLI and the console say so and
+    /// fail. The same holds for every operator's call below.
     ///
     /// # Errors
     /// [`StoreError`] when Redis could not apply it (nothing changed, or for a timeout, maybe).

@@ -22,6 +22,27 @@ pub struct Snapshot {
     pub fresh: bool,
     /// Why the breaker is in its state, as Redis last said.
     pub reason: String,
+    /// Whether the transition into this state was announced on the events channel. False when
+    /// Redis refused its event (a user without PUBLISH rights on the channel, e.g. Redis 7's
+    /// `acl-pubsub-default resetchannels`): the state is written, but processes that hold an
+    /// older snapshot learn it only when theirs expires (up to `subscribed_cache_ttl`), and
+    /// every process trusts this state for `cache_ttl` only. The snapshot a
+    /// [`force_open`](crate::Breaker::force_open), [`force_close`](crate::Breaker::force_close)
+    /// or [`reset`](crate::Breaker::reset) returns says it of that write; an operator's tool
+    /// should warn and fail when it is false.
+    pub announced: bool,
+}
+
+impl Snapshot {
+    /// The operator's warning when [`announced`](Snapshot::announced) is false, else `None`.
+    pub fn unannounced_warning(&self) -> Option<String> {
+        (!self.announced).then(|| {
+            format!(
+                "breaker {} is {} in redis, but its event was not published (the redis user may not publish on the events channel): processes learn it only when their snapshots expire (subscribed_cache_ttl, 30s by default); allow the channel in the ACL (&<prefix>:events)",
+                self.name, self.state
+            )
+        })
+    }
 }
 
 /// Where a process decides a breaker's calls right now.

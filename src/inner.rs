@@ -162,6 +162,7 @@ impl Inner {
             remaining_ms: u64::try_from(wire.retry_after_ms).ok(),
             stored_config: String::new(),
             reason: event.reason.clone(),
+            announced: true,
         };
         self.snapshot.apply(&reply, Source::Event(at), self.shared.cache_ttl());
         self.meters.transition(event.from, event.to);

@@ -24,6 +24,8 @@ enum Step {
         batch: Option<Counts>,
         /// Made by the second process, whose config differs in its window length.
         second: bool,
+        /// Made by the process that may not publish events (`QUIET`).
+        quiet: bool,
     },
     /// The permit in `slot` is released by a caller that never saw the acquire's reply: it
     /// names no incarnation or epoch, only the permit id.
@@ -55,11 +57,19 @@ enum Step {
     Advance {
         ms: u64,
     },
+    /// The clock goes back (a failover to a server whose clock is behind).
+    Rewind {
+        ms: u64,
+    },
+    /// The TTLs of the state and metrics keys are cut to half by hand, so a renewal shows.
+    ShortenTtls,
     /// Jump exactly to the next deadline (open_until or a lease expiry): the boundary cases.
     ToDeadline,
     Control {
         op: ControlOp,
         duration_ms: u64,
+        /// Made by an operator who may not publish events (`QUIET`).
+        quiet: bool,
     },
     LoseKeys,
 }
@@ -67,6 +77,11 @@ enum Step {
 const SLOTS: usize = 4;
 /// Processes (client ids) that record outcomes and report under the quorum rule.
 const REPORTERS: usize = 3;
+/// The process whose Redis user may not publish on any channel (`resetchannels`): its
+/// transitions are not announced.
+const QUIET: usize = REPORTERS - 1;
+/// The events channel of the other processes.
+const CHANNEL: &str = "model:events";
 
 /// Which process records, what it reports, and whether it says it is active.
 fn report() -> impl Strategy<Value = (usize, Report, bool)> {
@@ -114,6 +129,7 @@ fn batches(held: &[Option<Held>], counts: &Counts) -> (Batch, Batch) {
         rejected: counts.rejected,
         degraded_successes: counts.degraded,
         degraded_failures: counts.degraded,
+        ..Batch::default()
     };
     (batch(h.redis_incarnation), batch(h.model_incarnation))
 }
@@ -127,8 +143,8 @@ fn step() -> impl Strategy<Value = Step> {
     ];
     let control = prop_oneof![Just(ControlOp::ForceOpen), Just(ControlOp::ForceClose), Just(ControlOp::Reset)];
     prop_oneof![
-        6 => (0..SLOTS, prop::option::weighted(0.3, counts()), prop::bool::weighted(0.3))
-            .prop_map(|(slot, batch, second)| Step::Acquire { slot, batch, second }),
+        6 => (0..SLOTS, prop::option::weighted(0.3, counts()), prop::bool::weighted(0.3), prop::bool::weighted(0.15))
+            .prop_map(|(slot, batch, second, quiet)| Step::Acquire { slot, batch, second, quiet }),
         1 => (0..SLOTS).prop_map(|slot| Step::ReleaseLost { slot }),
         1 => any::<bool>().prop_map(|metrics| Step::Poison { metrics }),
         6 => (0..SLOTS, outcome, any::<bool>(), prop::bool::weighted(0.1), report()).prop_map(
@@ -146,24 +162,39 @@ fn step() -> impl Strategy<Value = Step> {
             Step::Flush { counts, second, reporter, report, active }
         }),
         4 => prop_oneof![0..50u64, 50..400u64, 400..3000u64].prop_map(|ms| Step::Advance { ms }),
+        1 => (1..1500u64).prop_map(|ms| Step::Rewind { ms }),
+        1 => Just(Step::ShortenTtls),
         2 => Just(Step::ToDeadline),
-        1 => (control, prop_oneof![Just(0u64), 1..2000u64])
-            .prop_map(|(op, duration_ms)| Step::Control { op, duration_ms }),
+        1 => (control, prop_oneof![Just(0u64), 1..2000u64], prop::bool::weighted(0.3))
+            .prop_map(|(op, duration_ms, quiet)| Step::Control { op, duration_ms, quiet }),
         1 => Just(Step::LoseKeys),
     ]
 }
 
 fn config() -> impl Strategy<Value = Config> {
     (
-        (0..4u32, 1..4u32, 1..4u32),
+        // Biased so that a run takes the rarer ways out of a state: the failure-rate rule alone
+        // (no consecutive rule), and closing after the probes succeed (a lower threshold).
+        (prop_oneof![2 => Just(0u32), 3 => 1..4u32], prop_oneof![1 => Just(1u32), 1 => 2..4u32], 1..4u32),
         (50..500u64, 0..3000u64, 1.0..3.0f64, 0.0..0.5f64),
         (50..600u64, prop::option::of(0.3..1.0f64), prop::option::of(0.3..1.0f64), 1..6u32, 500..3000u64),
         100..5000u64,
-        (prop_oneof![Just(1u32), 2..4u32], prop::option::weighted(0.3, 0.2..1.0f64)),
+        // A quorum in about a third of the cases: under one the fleet's own rules trip nothing.
+        (prop_oneof![3 => Just(1u32), 1 => 2..4u32], prop::option::weighted(0.15, 0.2..1.0f64)),
+        // The TTLs: short ones (a tenth of the shorter, when they are set in full again, is
+        // 1-6s: the clock's steps cross it), or the defaults (never crossed in a case).
+        prop::option::weighted(0.6, (10_000..60_000u64, 10_000..120_000u64)),
     )
         .prop_filter_map(
             "no trip rule",
-            |((ft, st, probes), (base, extra, mult, jitter), (lease, fr, sr, min, win), expiry, (quorum, fraction))| {
+            |(
+                (ft, st, probes),
+                (base, extra, mult, jitter),
+                (lease, fr, sr, min, win),
+                expiry,
+                (quorum, fraction),
+                ttls,
+            )| {
                 let mut b = Config::builder()
                     .failure_threshold(ft)
                     .success_threshold(st)
@@ -178,6 +209,9 @@ fn config() -> impl Strategy<Value = Config> {
                     .window(Duration::from_millis(quorum_window(win, quorum > 1 || fraction.is_some())))
                     .failure_expiry(Duration::from_millis(expiry))
                     .quorum(quorum);
+                if let Some((state_ttl, metrics_ttl)) = ttls {
+                    b = b.state_ttl(Duration::from_millis(state_ttl)).metrics_ttl(Duration::from_millis(metrics_ttl));
+                }
                 if let Some(f) = fraction {
                     b = b.quorum_fraction(f);
                 }
@@ -205,7 +239,17 @@ struct Held {
 
 fn compare(step: &Step, redis: &Reply, model: &Reply) -> Result<(), TestCaseError> {
     let strip = |r: &Reply| {
-        (r.verdict, r.state, r.epoch, r.failures, r.fseq, r.remaining_ms, r.stored_config.clone(), r.reason.clone())
+        (
+            r.verdict,
+            r.state,
+            r.epoch,
+            r.failures,
+            r.fseq,
+            r.remaining_ms,
+            r.stored_config.clone(),
+            r.reason.clone(),
+            r.announced,
+        )
     };
     prop_assert_eq!(strip(redis), strip(model), "reply differs after {:?}", step);
     prop_assert_eq!(redis.incarnation == 0, model.incarnation == 0, "incarnation presence after {:?}", step);
@@ -227,6 +271,9 @@ struct Case {
     next_incarnation: u64,
     /// Redis and the model each name incarnations their own way; pair them as they appear.
     last_incarnations: (u64, u64),
+    /// The last script call set the TTLs in full (the model's `ttl_at` moved).
+    renewed: bool,
+    /// The last batch sent with an id, as each side names it, and the number of the next.
 }
 
 /// The op as each side names it, the slot a grant goes to, whether the second process's config
@@ -249,6 +296,7 @@ impl Case {
             next_permit: 0,
             next_incarnation: 1,
             last_incarnations: (0, 0),
+            renewed: false,
         }
     }
 
@@ -258,6 +306,18 @@ impl Case {
         let keys = &self.keys.all;
         match step {
             Step::Advance { ms } => self.now += ms,
+            Step::Rewind { ms } => self.now -= ms,
+            Step::ShortenTtls => {
+                // Cut to half its TTL (real time) so that a renewal shows in PTTL; a key with no
+                // TTL (forced until reset, made by hand) or a shorter one is left alone.
+                for (key, ttl) in [(&keys[0], self.params.state_ttl), (&keys[3], self.params.metrics_ttl)] {
+                    let half = i64::try_from(ttl / 2).unwrap();
+                    let pttl: i64 = redis::cmd("PTTL").arg(key).query_async(conn).await.unwrap();
+                    if pttl > half {
+                        let _: () = redis::cmd("PEXPIRE").arg(key).arg(half).query_async(conn).await.unwrap();
+                    }
+                }
+            }
             Step::ToDeadline => self.now = self.model.next_deadline(self.now).unwrap_or(self.now),
             Step::LoseKeys => {
                 let _: () =
@@ -292,7 +352,7 @@ impl Case {
                 let record = Record::release_unanswered(h.permit);
                 (Op::Record(record.clone()), Op::Record(record), None, false, 0)
             }
-            Step::Acquire { slot, batch, second } => {
+            Step::Acquire { slot, batch, second, quiet } => {
                 self.next_permit += 1;
                 let (for_redis, for_model) = batch.map(|c| batches(&self.held, &c)).unwrap_or_default();
                 let permit = format!("p{}", self.next_permit);
@@ -301,7 +361,7 @@ impl Case {
                     Op::Acquire { permit, batch: for_model },
                     Some(*slot),
                     *second,
-                    0,
+                    if *quiet { QUIET } else { 0 },
                 )
             }
             Step::Finish { slot, outcome, slow, timed_out, reporter, report, active } => {
@@ -336,11 +396,11 @@ impl Case {
                 let flush = |batch| Op::Record(Record { report: *report, active: *active, ..Record::flush(batch) });
                 (flush(for_redis), flush(for_model), None, *second, *reporter)
             }
-            Step::Control { op, duration_ms } => {
+            Step::Control { op, duration_ms, quiet } => {
                 // Half the operators leave a note for the history.
                 let note = if duration_ms % 2 == 0 { String::new() } else { format!("note {duration_ms}") };
                 let op = Op::Control { op: *op, duration_ms: *duration_ms, note };
-                (op.clone(), op, None, false, 0)
+                (op.clone(), op, None, false, if *quiet { QUIET } else { 0 })
             }
             _ => return None,
         })
@@ -356,8 +416,16 @@ impl Case {
             .await
             .map_err(|e| TestCaseError::fail(format!("{e}")))?;
         let origin = reporter_id(reporter);
+        // The quiet process's events are refused: its transitions are not announced.
+        self.model.publishes = reporter != QUIET;
+        let (ttl_at, unannounced) = (self.model.ttl_at(), self.model.unannounced());
         let (want, transitions) = self.model.run(p, self.now, rand, self.next_incarnation * 1000, &origin, &op_model);
         self.next_incarnation += 1;
+        self.renewed = self.model.ttl_at() != ttl_at;
+        stats::count(&want, &transitions, ttl_at, self.model.ttl_at(), self.now);
+        if unannounced && !self.model.unannounced() {
+            stats::add("announced again (the mark cleared)");
+        }
         compare(step, &got, &want)?;
         // Each transition is in the history, the last one newest, with the operator's note.
         if let Some(last) = transitions.last() {
@@ -420,14 +488,21 @@ impl Case {
             flat.chunks_exact(2).map(|kv| (kv[0].clone(), kv[1].clone())).collect();
         got.remove("incarnation");
         want.remove("incarnation");
-        // When the TTLs were last set in full: bookkeeping of the scripts, checked below.
-        let ttl_at = got.remove("ttl_at");
-        prop_assert!(
-            ttl_at.is_none() || !self.model.exists() || ttl_at.as_deref().and_then(|v| v.parse::<u64>().ok()).is_some(),
-            "ttl_at {:?} after {:?}",
-            ttl_at,
-            step
-        );
+        // A busy state's TTLs are set in full again once a tenth of the shorter has passed:
+        // after any script call, `ttl_at` (when they last were) is within that of now, whatever
+        // both sides agree on.
+        if self.model.exists() {
+            let refresh = self.params.state_ttl.min(self.params.metrics_ttl) / 10;
+            let ttl_at = got.get("ttl_at").and_then(|v| v.parse::<u64>().ok());
+            prop_assert!(
+                ttl_at.is_some_and(|t| t <= self.now && self.now - t < refresh),
+                "ttl_at {:?} at {} (renewed every {}ms) after {:?}",
+                ttl_at,
+                self.now,
+                refresh,
+                step
+            );
+        }
         prop_assert_eq!(got, want, "state hash after {:?}", step);
         prop_assert_eq!(leases, self.model.probe_count() as u64, "probe leases after {:?}", step);
 
@@ -469,6 +544,26 @@ impl Case {
         );
         if metrics_pttl != -1 {
             self.hand_made_metrics = false;
+        }
+        // A call that set the TTLs in full (the model says when) set them on the keys: whatever
+        // a ShortenTtls step left, each key now lives about its whole TTL (a forced state with
+        // no end has none).
+        if self.renewed {
+            let forever = self.model.state_key_ttl(&self.params, self.now).is_none();
+            prop_assert!(
+                forever || state_pttl > state_ttl - 2000,
+                "state TTL {} not renewed (state_ttl {}) after {:?}",
+                state_pttl,
+                state_ttl,
+                step
+            );
+            prop_assert!(
+                metrics_pttl == -2 || metrics_pttl > metrics_ttl - 2000,
+                "metrics TTL {} not renewed (metrics_ttl {}) after {:?}",
+                metrics_pttl,
+                metrics_ttl,
+                step
+            );
         }
 
         // A state in force never expires: every script that read it left state_ttl past its
@@ -525,6 +620,63 @@ fn quorum_window(window: u64, under_quorum: bool) -> u64 {
     if under_quorum { window.max(2000) } else { window }
 }
 
+/// A connection as a Redis user that may run every command but publish on no channel (Redis
+/// 7's `acl-pubsub-default resetchannels`): the `QUIET` process.
+async fn quiet_conn(server: &support::TestRedis) -> redis::aio::MultiplexedConnection {
+    let _: () = redis::cmd("ACL")
+        .arg(&["SETUSER", "rb-model-quiet", "reset", "on", "nopass", "~*", "resetchannels", "+@all"])
+        .query_async(&mut server.conn().await)
+        .await
+        .unwrap();
+    let (scheme, rest) = server.url.split_once("://").unwrap();
+    let host = rest.rsplit_once('@').map_or(rest, |(_, host)| host);
+    let url = format!("{scheme}://rb-model-quiet:x@{host}");
+    redis::Client::open(url).unwrap().get_multiplexed_async_connection().await.unwrap()
+}
+
+/// What a run produced, counted (printed with `MODEL_STATS=1`): verdicts, transitions, reasons
+/// (digits as #), whether states were announced, and why the TTLs were set in full.
+mod stats {
+    use crate::protocol::{Reply, Transition};
+    use std::collections::BTreeMap;
+    use std::sync::Mutex;
+
+    static COUNTS: Mutex<BTreeMap<String, u64>> = Mutex::new(BTreeMap::new());
+
+    pub(super) fn count(reply: &Reply, transitions: &[Transition], ttl_before: u64, ttl_after: u64, now: u64) {
+        let mut counts = COUNTS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut add = |k: String| *counts.entry(k).or_insert(0) += 1;
+        add(format!("verdict {:?}", reply.verdict));
+        add(format!("announced {}", reply.announced));
+        for t in transitions {
+            add(format!("transition {} -> {}", t.from, t.to));
+            let reason: String = t.reason.chars().map(|c| if c.is_ascii_digit() { '#' } else { c }).collect();
+            add(format!("reason {reason}"));
+        }
+        if ttl_after != ttl_before {
+            let why = if ttl_before == 0 {
+                "made"
+            } else if now < ttl_before {
+                "clock went back"
+            } else {
+                "by age"
+            };
+            add(format!("ttl set in full: {why}"));
+        }
+    }
+
+    pub(super) fn add(what: &str) {
+        *COUNTS.lock().unwrap_or_else(std::sync::PoisonError::into_inner).entry(what.to_string()).or_insert(0) += 1;
+    }
+
+    pub(super) fn print() {
+        let counts = COUNTS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        for (k, n) in counts.iter() {
+            eprintln!("model stats: {n:>7}  {k}");
+        }
+    }
+}
+
 /// The client id of reporter `i`.
 fn reporter_id(i: usize) -> String {
     format!("reporter-{i}")
@@ -550,6 +702,61 @@ async fn run_case(
     case.check_metrics(conn).await
 }
 
+/// A busy closed breaker's keys are kept alive: once a tenth of the shorter TTL has passed since
+/// they were last set in full (`ttl_at`), the next script call sets both again, in Lua and in
+/// the Rust twin (issue 22, item 9: the property test's configs never crossed it).
+#[test]
+fn a_busy_keys_ttls_are_set_in_full_when_due() {
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    let server = rt.block_on(support::redis());
+    rt.block_on(async {
+        let mut conn = server.conn().await;
+        let settings = StoreSettings {
+            op_timeout: Duration::from_secs(5),
+            channel: CHANNEL.to_string(),
+            origin: "ttl-client".to_string(),
+            reporter: "ttl-client".to_string(),
+            sharded: false,
+            threshold: 3,
+            functions: false,
+        };
+        let store = RedisStore::new(Box::new(conn.clone()), None, settings);
+        let config =
+            Config::builder().state_ttl(Duration::from_secs(60)).metrics_ttl(Duration::from_secs(600)).build().unwrap();
+        let p = Params::new(&config);
+        let keys = Keys::new("breaker", &support::unique("ttl-due"));
+        let mut model = Machine::default();
+        let t0 = 1_700_000_000_000u64;
+        let failure = Op::Record(Record { outcome: RecordOutcome::Failure, ..Record::flush(Batch::default()) });
+        let flush = Op::Record(Record::flush(Batch::default()));
+        let pttl = async |conn: &mut redis::aio::MultiplexedConnection, key: &str| -> i64 {
+            redis::cmd("PTTL").arg(key).query_async(conn).await.unwrap()
+        };
+        let ttl_at = async |conn: &mut redis::aio::MultiplexedConnection| -> u64 {
+            redis::cmd("HGET").arg(keys.state()).arg("ttl_at").query_async(conn).await.unwrap()
+        };
+        for (at, op) in [(t0, &failure), (t0 + 5_999, &flush), (t0 + 6_000, &flush)] {
+            // Cut both TTLs short (real time) before each call, so that a renewal shows.
+            for key in [&keys.all[0], &keys.all[3]] {
+                let _: () = redis::cmd("PEXPIRE").arg(key).arg(5_000).query_async(&mut conn).await.unwrap();
+            }
+            store.run(&keys, &p, op, Some(at), 0.5).await.unwrap();
+            model.run(&p, at, 0.5, 1000, "ttl-client", op);
+            let (state, metrics) = (pttl(&mut conn, &keys.all[0]).await, pttl(&mut conn, &keys.all[3]).await);
+            let renewed = at != t0 + 5_999;
+            let want = if renewed { at } else { t0 };
+            assert_eq!(ttl_at(&mut conn).await, want, "lua: ttl_at after the call at t0 + {}ms", at - t0);
+            assert_eq!(model.ttl_at(), want, "rust: ttl_at after the call at t0 + {}ms", at - t0);
+            if renewed {
+                assert!(state > 58_000, "lua: state TTL {state} set in full at t0 + {}ms", at - t0);
+                assert!(metrics > 598_000, "lua: metrics TTL {metrics} set in full at t0 + {}ms", at - t0);
+            } else {
+                assert!(state <= 5_000 && metrics <= 5_000, "not due yet: left as they were ({state}, {metrics})");
+            }
+        }
+    });
+}
+
 #[test]
 fn lua_scripts_and_the_rust_machine_agree_step_by_step() {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
@@ -558,10 +765,12 @@ fn lua_scripts_and_the_rust_machine_agree_step_by_step() {
     // Functions) or with EVALSHA, from one store per reporter (client id).
     let (stores, conn) = rt.block_on(async {
         let conn = server.conn().await;
+        let quiet = quiet_conn(&server).await;
         let store = |functions, reporter| {
+            let conn = if reporter == QUIET { quiet.clone() } else { conn.clone() };
             let settings = StoreSettings {
                 op_timeout: Duration::from_secs(5),
-                channel: String::new(),
+                channel: CHANNEL.to_string(),
                 // Events name the client; the quorum's keys its identity (which must differ).
                 origin: format!("client-of-{}", reporter_id(reporter)),
                 reporter: reporter_id(reporter),
@@ -569,7 +778,7 @@ fn lua_scripts_and_the_rust_machine_agree_step_by_step() {
                 threshold: 3,
                 functions,
             };
-            RedisStore::new(Box::new(conn.clone()), None, settings)
+            RedisStore::new(Box::new(conn), None, settings)
         };
         let stores: [Vec<RedisStore>; 2] =
             [false, true].map(|functions| (0..REPORTERS).map(|r| store(functions, r)).collect());
@@ -587,6 +796,9 @@ fn lua_scripts_and_the_rust_machine_agree_step_by_step() {
             rt.block_on(run_case(&stores[usize::from(functions)], &mut conn.clone(), config, second_window, steps))
         })
         .unwrap();
+    if std::env::var_os("MODEL_STATS").is_some() {
+        stats::print();
+    }
     // Both ways were taken: the library where the server has Functions (>= 7.0), else EVALSHA.
     let stats = rt.block_on(server.commandstats());
     let fcalls = stats.get("fcall").copied().unwrap_or(0);

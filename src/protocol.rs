@@ -271,6 +271,10 @@ pub(crate) struct Reply {
     pub(crate) remaining_ms: Option<u64>,
     pub(crate) stored_config: String,
     pub(crate) reason: String,
+    /// False while the state's last transition was not announced on the events channel (its
+    /// PUBLISH refused, or no channel): this call's own, or an earlier one's that the state hash
+    /// remembers. Processes trust such a state for the short bound (`cache_ttl`) only.
+    pub(crate) announced: bool,
 }
 
 /// A transition a call caused (published as an event).

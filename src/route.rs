@@ -99,7 +99,10 @@ impl Inner {
 
     pub(crate) fn absorb(&self, reply: &Reply, sent: Instant) {
         let inner = self;
-        inner.snapshot.apply(reply, Source::Reply(sent), inner.shared.reply_ttl(sent, &inner.name));
+        // The long bound is decided under the snapshot's lock (see `apply_reply`), and only for
+        // a state whose transition was announced.
+        let long = || inner.shared.reply_ttl(sent, &inner.name);
+        inner.snapshot.apply_reply(reply, sent, long, inner.shared.cache_ttl());
         inner.fold_own();
         inner.in_process_seeded.store(false, Ordering::Release);
         inner.meters.state(reply.state);

@@ -268,8 +268,8 @@ fn batch_args(call: &mut Call<'_>, b: &Batch) {
 /// Reads a script's reply (see the header of `lua/lib/args.lua`).
 pub(crate) fn parse_reply(fields: Vec<String>, key: &str) -> Result<Reply, StoreError> {
     let bad = |detail: String| StoreError::Protocol { key: key.to_string(), detail };
-    let [verdict, state, incarnation, epoch, failures, fseq, remaining, stored_config, reason]: [String; 9] =
-        fields.try_into().map_err(|f: Vec<String>| bad(format!("expected 9 fields, got {}", f.len())))?;
+    let [verdict, state, incarnation, epoch, failures, fseq, remaining, stored_config, reason, announced]: [String;
+        10] = fields.try_into().map_err(|f: Vec<String>| bad(format!("expected 10 fields, got {}", f.len())))?;
     let num = |what: &str, v: &str| v.parse::<u64>().map_err(|_| bad(format!("{what} is {v:?}")));
     let remaining: i64 = remaining.parse().map_err(|_| bad(format!("remaining_ms is {remaining:?}")))?;
     Ok(Reply {
@@ -282,5 +282,10 @@ pub(crate) fn parse_reply(fields: Vec<String>, key: &str) -> Result<Reply, Store
         remaining_ms: u64::try_from(remaining).ok(),
         stored_config,
         reason,
+        announced: match announced.as_str() {
+            "1" => true,
+            "0" => false,
+            _ => return Err(bad(format!("announced is {announced:?}"))),
+        },
     })
 }

@@ -86,6 +86,9 @@ pub(crate) struct SnapshotCell {
     fresh_until: AtomicU64,
     /// Nanoseconds since `base` of the state's deadline, or `NO_DEADLINE`.
     deadline: AtomicU64,
+    /// False when Redis said the state's last transition was not announced (see
+    /// [`Reply::announced`]); read for `Breaker::snapshot`, not on the hot path.
+    announced: AtomicBool,
     /// Nanoseconds since `base` of the latest instant the held snapshot is known to reflect
     /// (a reply's send time, an event's arrival); written under `writer` only.
     known_at: AtomicU64,
@@ -108,6 +111,7 @@ impl SnapshotCell {
             fseq: AtomicU64::new(0),
             fresh_until: AtomicU64::new(0),
             deadline: AtomicU64::new(NO_DEADLINE),
+            announced: AtomicBool::new(true),
             known_at: AtomicU64::new(0),
             writer: Mutex::new(()),
             refreshing: AtomicBool::new(false),
@@ -212,6 +216,12 @@ impl SnapshotCell {
         State::from_u8(self.state.load(Ordering::Acquire))
     }
 
+    /// Whether the state last applied was announced on the events channel (Redis said so, or
+    /// it came as an event); false when its transition's event was refused.
+    pub(crate) fn announced(&self) -> bool {
+        self.announced.load(Ordering::Acquire)
+    }
+
     /// The snapshot as it stands, fresh or not.
     pub(crate) fn view(&self) -> (State, View, bool) {
         let (state, view, fresh_until, _) = self.read();
@@ -251,6 +261,23 @@ impl SnapshotCell {
     /// is held), replaces it only when its (incarnation, epoch, fseq) is not older; an
     /// incarnation is Redis's clock when the state was created, so a larger one is newer.
     pub(crate) fn apply(&self, reply: &Reply, source: Source, cache_ttl: Duration) {
+        self.apply_with(reply, source, || cache_ttl);
+    }
+
+    /// Applies the reply to a request sent at `sent`: fresh for `long()` when the state's last
+    /// transition was announced, else for `short` (a process that holds a state nobody
+    /// announced would not hear of the next transition either, if it is not announced).
+    ///
+    /// `long` is asked under the writer lock, as the update is written. A subscription that
+    /// drops is recorded as lost first, then every snapshot is marked stale under this lock: so
+    /// either `long` sees the loss (and grants the short bound), or the mark comes after this
+    /// update and makes it stale. Asked before the lock, a long bound decided just before a
+    /// drop could be written just after the mark, and outlive the drop.
+    pub(crate) fn apply_reply(&self, reply: &Reply, sent: Instant, long: impl FnOnce() -> Duration, short: Duration) {
+        self.apply_with(reply, Source::Reply(sent), || if reply.announced { long() } else { short });
+    }
+
+    fn apply_with(&self, reply: &Reply, source: Source, ttl: impl FnOnce() -> Duration) {
         let _guard = self.writer.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let (held_state, held, held_fresh_until, _) = self.read();
         let known_at = self.known_at.load(Ordering::Relaxed);
@@ -278,7 +305,7 @@ impl SnapshotCell {
             Source::Local => 0,
             _ => {
                 self.known_at.store(known_at.max(at), Ordering::Relaxed);
-                let until = sent.saturating_add(nanos(cache_ttl)).min(deadline);
+                let until = sent.saturating_add(nanos(ttl())).min(deadline);
                 // Fresh for no time at all (cache_ttl zero, a half-open probe free to take):
                 // never fresh, whatever the lag of the coarse clock that decides calls.
                 if until <= sent { 0 } else { until }
@@ -294,6 +321,7 @@ impl SnapshotCell {
         self.fresh_until.store(fresh_until, Ordering::Relaxed);
         self.deadline.store(deadline, Ordering::Relaxed);
         self.seq.fetch_add(1, Ordering::Release);
+        self.announced.store(reply.announced, Ordering::Release);
     }
 }
 
@@ -315,6 +343,7 @@ mod tests {
             remaining_ms,
             stored_config: String::new(),
             reason: String::new(),
+            announced: true,
         }
     }
 
@@ -417,6 +446,42 @@ mod tests {
         assert_eq!(cell.view().0, State::Open);
         assert_eq!(cell.decide(Instant::now()), Decision::Miss);
         assert!(cell.stale_closed(Instant::now(), TTL).is_none());
+    }
+
+    #[test]
+    fn a_state_nobody_announced_is_trusted_for_the_short_bound_only() {
+        let cell = SnapshotCell::new(Instant::now());
+        let short = Duration::from_millis(20);
+        let sent = Instant::now();
+        let announced = reply(State::Closed, 7, 1, 0, None);
+        cell.apply_reply(&announced, sent, || TTL, short);
+        assert!(matches!(cell.decide(sent + Duration::from_secs(1)), Decision::Allow(_)), "announced: the long bound");
+        assert!(cell.announced());
+        let unannounced = Reply { announced: false, ..reply(State::ForcedClosed, 7, 2, 0, None) };
+        cell.apply_reply(&unannounced, sent, || panic!("the long bound is not even asked"), short);
+        assert!(matches!(cell.decide(sent + Duration::from_millis(10)), Decision::Allow(_)));
+        assert_eq!(cell.decide(sent + Duration::from_millis(20)), Decision::Miss, "unannounced: the short bound");
+        assert!(!cell.announced());
+    }
+
+    /// Suspicion (issue 22, item 11): a reply's long bound, decided just before the event
+    /// subscription dropped, written just after the drop marked every snapshot stale, would
+    /// outlive the drop. The bound is decided under the writer lock, which `mark_stale` takes.
+    #[test]
+    fn a_drop_while_a_long_bound_is_decided_leaves_the_snapshot_stale() {
+        let cell = Arc::new(SnapshotCell::new(Instant::now()));
+        let sent = Instant::now();
+        let mut drop_task = None;
+        let long = || {
+            // The subscription drops now: its task marks every snapshot stale.
+            let cell = cell.clone();
+            drop_task = Some(std::thread::spawn(move || cell.mark_stale()));
+            std::thread::sleep(Duration::from_millis(100));
+            TTL
+        };
+        cell.apply_reply(&reply(State::Closed, 7, 1, 0, None), sent, long, Duration::from_millis(1));
+        drop_task.expect("the long bound was asked").join().expect("mark_stale");
+        assert_eq!(cell.decide(Instant::now()), Decision::Miss, "the drop's mark outlives the reply's long bound");
     }
 
     #[test]

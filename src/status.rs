@@ -40,6 +40,11 @@ pub struct Status {
     pub reason: String,
     /// Fingerprint of the config of the last writer.
     pub config: String,
+    /// False when the transition into this state was not announced on the events channel (its
+    /// writer's Redis user may not publish): the state hash holds `announced` = 0 until an
+    /// announced transition replaces it, and every process trusts the state for `cache_ttl`
+    /// only. True for a breaker with no keys.
+    pub announced: bool,
     /// Half-open probes out now.
     pub probes: Vec<Probe>,
     /// Cumulative outcome counters.
@@ -202,6 +207,7 @@ impl Status {
             recovery_due: matches!(state, State::Open | State::ForcedOpen) && has_deadline && open_until <= raw.now_ms,
             reason,
             config: h.get("config").map(|c| c.to_string()).unwrap_or_default(),
+            announced: !h.contains_key("announced"),
             probes,
             quorum: rule.0,
             quorum_fraction: rule.1,

@@ -182,3 +182,75 @@ async fn two_clients_see_the_same_deadline() {
     assert!(ra - rb < Duration::from_millis(100), "{ra:?} vs {rb:?}");
     assert!(open_ms - ra < Duration::from_millis(100));
 }
+
+/// A Redis user made on `redis` with `rules` (after `on nopass ~*`), and a client of it.
+async fn client_as(redis: &TestRedis, user: &str, rules: &[&str]) -> redis_breaker::Client {
+    let _: () = redis::cmd("ACL")
+        .arg(&["SETUSER", user, "reset", "on", "nopass", "~*"])
+        .arg(rules)
+        .query_async(&mut redis.conn().await)
+        .await
+        .unwrap();
+    let url = redis.url.replacen("redis://", &format!("redis://{user}:x@"), 1);
+    let config = redis_breaker::ClientConfig::builder().op_timeout(Duration::from_secs(2)).build().unwrap();
+    redis_breaker::Client::connect_with(&url, config).await.unwrap()
+}
+
+/// Issue 22, item 3: an operator whose Redis user may not publish on the events channel (Redis
+/// 7's `acl-pubsub-default resetchannels`) forces a breaker: the state is written, the API says
+/// its event went out to nobody, the state hash remembers it, and a subscribed process that
+/// confirms a state nobody announced trusts it for `cache_ttl`, not `subscribed_cache_ttl`: it
+/// stops admitting calls within `cache_ttl` of the next unannounced transition.
+#[tokio::test]
+async fn an_operators_transition_redis_would_not_announce_is_reported_and_trusted_briefly() {
+    let redis = private_redis().await;
+    let name = unique("unannounced");
+    let operator =
+        client_as(&redis, "ops", &["resetchannels", "+@all"]).await.breaker(&name, Config::default()).unwrap();
+    // The service: default bounds (30s while subscribed, 1s otherwise).
+    let service = redis_breaker::Client::connect(&redis.url).await.unwrap().breaker(&name, Config::default()).unwrap();
+    let start = std::time::Instant::now();
+    while !service.health().await.unwrap().events_subscribed {
+        assert!(start.elapsed() < Duration::from_secs(5), "no event subscription");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    succeed(&service).await.unwrap();
+
+    let snap = operator.force_close(None).await.expect("the write itself is applied");
+    assert_eq!(snap.state, State::ForcedClosed);
+    assert!(!snap.announced, "the API says the event went out to nobody");
+    assert!(snap.unannounced_warning().unwrap().contains("not published"));
+    assert_eq!(state_hash(&redis, &name).await["announced"], "0", "the state hash remembers it");
+    assert!(!operator.status().await.unwrap().announced, "and operators' status shows it");
+    // The service confirms the state with Redis (its flush): one nobody announced.
+    service.flush().await.unwrap();
+    assert_eq!(service.state(), State::ForcedClosed);
+    assert!(!service.snapshot().announced);
+
+    let snap = operator.force_open(None).await.unwrap();
+    assert_eq!((snap.state, snap.announced), (State::ForcedOpen, false));
+    let forced = std::time::Instant::now();
+    let cache_ttl = redis_breaker::ClientConfig::DEFAULT_CACHE_TTL;
+    let mut admitted = 0;
+    while succeed(&service).await.is_ok() {
+        admitted += 1;
+        assert!(
+            forced.elapsed() < cache_ttl * 3,
+            "the service still admits calls {:?} after an unannounced forced open ({admitted} calls)",
+            forced.elapsed()
+        );
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    let stopped = forced.elapsed();
+    assert!(stopped < cache_ttl + Duration::from_millis(300), "stopped after {stopped:?}");
+    eprintln!("an unannounced forced open stopped the service after {stopped:?} ({admitted} calls)");
+
+    // An operator who may publish: the transition is announced, and the mark is gone.
+    let mut events = service.subscribe();
+    let snap = service.reset().await.unwrap();
+    assert!(snap.announced);
+    assert!(!state_hash(&redis, &name).await.contains_key("announced"));
+    assert!(service.status().await.unwrap().announced);
+    let e = tokio::time::timeout(Duration::from_secs(5), events.recv()).await.unwrap().unwrap();
+    assert_eq!(e.to, State::Closed);
+}

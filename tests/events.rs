@@ -169,3 +169,49 @@ async fn a_transition_is_logged_once_with_its_fields() {
     }
     assert!(!line.contains("redis-breaker:"), "no prefix in the message: {line}");
 }
+
+/// Issue 22, item 3: a process whose Redis user may not PUBLISH trips the breaker by its own
+/// failures: the trip is written and not announced; every process that reads that state (the
+/// tripping one, a subscribed one) trusts it for `cache_ttl` only.
+#[tokio::test]
+async fn a_trip_by_a_process_that_may_not_publish_is_trusted_for_the_short_bound() {
+    let redis = private_redis().await;
+    let name = unique("unannounced-trip");
+    let _: () = redis::cmd("ACL")
+        .arg(&["SETUSER", "mute", "reset", "on", "nopass", "~*", "&*", "+@all", "-publish"])
+        .query_async(&mut redis.conn().await)
+        .await
+        .unwrap();
+    let config = Config::builder().failure_threshold(2).base_recovery(Duration::from_secs(60)).build().unwrap();
+    let cache_ttl = Duration::from_millis(300);
+    let client_config = || {
+        redis_breaker::ClientConfig::builder()
+            .cache_ttl(cache_ttl)
+            .subscribed_cache_ttl(Duration::from_secs(30))
+            .build()
+            .unwrap()
+    };
+    let mute_url = redis.url.replacen("redis://", "redis://mute:x@", 1);
+    let mute = Client::connect_with(&mute_url, client_config()).await.unwrap().breaker(&name, config.clone()).unwrap();
+    let other_client = Client::connect_with(&redis.url, client_config()).await.unwrap();
+    let start = Instant::now();
+    while !other_client.events_subscribed() {
+        assert!(start.elapsed() < Duration::from_secs(5), "no event subscription");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    fail(&mute).await.unwrap_err();
+    fail(&mute).await.unwrap_err();
+    assert_eq!(mute.state(), State::Open);
+    assert!(!mute.snapshot().announced, "the trip's event was refused");
+    assert_eq!(state_hash(&redis, &name).await["announced"], "0");
+
+    // The subscribed process heard nothing; it asks Redis, which says nobody announced it.
+    let other = other_client.breaker(&name, config).unwrap();
+    let asked = Instant::now();
+    assert!(succeed(&other).await.unwrap_err().is_rejected());
+    assert_eq!(other.state(), State::Open);
+    assert!(!other.snapshot().announced);
+    tokio::time::sleep(cache_ttl + Duration::from_millis(50) - asked.elapsed().min(cache_ttl)).await;
+    assert!(!other.snapshot().fresh, "a state nobody announced is trusted for cache_ttl only");
+    assert!(!mute.snapshot().fresh, "also by the process that tripped it");
+}

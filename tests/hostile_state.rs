@@ -242,3 +242,52 @@ async fn scripts_refuse_bad_arguments_with_a_named_error() {
         }
     }
 }
+
+/// Issue 22, item 11 (the staleness table): a closed snapshot that expired keeps deciding while
+/// one task refreshes it. With Redis slow to answer that refresh (here writes paused), a state
+/// edited by hand (no event) is missed past the snapshot's lifetime: by at most `cache_ttl`
+/// (the grace of a stale closed snapshot), after which callers wait for the refresh's answer.
+#[tokio::test]
+async fn an_expired_closed_snapshot_decides_while_its_refresh_is_in_flight_for_at_most_cache_ttl() {
+    let redis = private_redis().await;
+    let ttl = Duration::from_millis(200);
+    let client = client(&redis, ttl).await;
+    let name = unique("stale-while-refreshing");
+    let b = client.breaker(&name, Config::default()).unwrap();
+    let mut conn = redis.conn().await;
+    succeed(&b).await.unwrap();
+    let confirmed = std::time::Instant::now();
+    // Forced open by hand: no event, no script.
+    let _: () = redis::cmd("HSET")
+        .arg(format!("breaker:{{{name}}}:state"))
+        .arg(&["state", "forced_open", "open_until", "0", "epoch", "9"])
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    // Redis takes no script for 700ms (CLIENT PAUSE WRITE): the refresh hangs in flight.
+    let _: () = redis::cmd("CLIENT").arg(&["PAUSE", "700", "WRITE"]).query_async(&mut conn).await.unwrap();
+    let mut last_admitted = Duration::ZERO;
+    let mut admitted_after_expiry = 0;
+    let rejected_at = loop {
+        let at = confirmed.elapsed();
+        match succeed(&b).await {
+            Ok(()) => {
+                last_admitted = at;
+                if at > ttl {
+                    admitted_after_expiry += 1;
+                }
+            }
+            Err(e) => {
+                assert!(e.is_rejected(), "{e}");
+                break confirmed.elapsed();
+            }
+        }
+        assert!(confirmed.elapsed() < Duration::from_secs(3), "never rejected");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    };
+    eprintln!(
+        "snapshot lifetime {ttl:?}: last call admitted at {last_admitted:?} ({admitted_after_expiry} after expiry), first rejection at {rejected_at:?}"
+    );
+    assert!(admitted_after_expiry > 0, "the stale closed snapshot decided while its refresh was in flight");
+    assert!(last_admitted < ttl * 2 + Duration::from_millis(50), "at most cache_ttl past expiry: {last_admitted:?}");
+}

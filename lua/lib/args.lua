@@ -33,8 +33,11 @@
 --   Either above its default (1, 0) puts the breaker under a quorum.
 --
 -- Reply (every script): { verdict, state, incarnation, epoch, failures, fseq, remaining_ms,
---   stored_config, reason }. remaining_ms is the time left to the state's next deadline (open_until,
---   the earliest probe lease when all are out, a forced state's end) or -1 when it has none.
+--   stored_config, reason, announced }. remaining_ms is the time left to the state's next deadline
+--   (open_until, the earliest probe lease when all are out, a forced state's end) or -1 when it has
+--   none. announced is 0 while the state's last transition was not announced on the events
+--   channel (this call's own refused, or an earlier one's: the state hash's `announced` field),
+--   else 1: processes trust a state answered with 0 for the short bound only.
 
 -- Library functions as locals: every global use is a table lookup in the script's environment.
 local tonumber, unpack, pairs, ipairs, next, type = tonumber, unpack, pairs, ipairs, next, type
@@ -74,6 +77,10 @@ local STATES = { closed = true, open = true, half_open = true, forced_open = tru
 -- and all of them in `empty_state`).
 local INT_FIELDS = { 'incarnation', 'epoch', 'failures', 'fseq', 'successes', 'trips', 'opened_at',
   'open_until', 'changed_at', 'failed_at' }
+-- What `load` asks the state hash for after its five text fields: INT_FIELDS, then `announced`
+-- (present while the last transition was not announced: see `announce` in lib/commit.lua).
+local INT_FIELDS_ANNOUNCED = { unpack(INT_FIELDS) }
+INT_FIELDS_ANNOUNCED[#INT_FIELDS_ANNOUNCED + 1] = 'announced'
 
 
 local function fail(what)

@@ -64,10 +64,27 @@ local function add_caller(key, c)
   if rcall('PTTL', key) < c.window then rcall('PEXPIRE', key, c.window) end
 end
 
+-- Whether this call's events can reach the processes that listen: an events channel is set
+-- and, where Redis can tell before anything is written (>= 7.0, redis.acl_check_cmd), this user
+-- may publish on it (SPUBLISH on the breaker's own channel when events are sharded). Before 7.0
+-- the PUBLISH itself tells (see `commit`).
+local function may_announce(c)
+  local cmd, channel = 'PUBLISH', c.channel
+  if c.shard_channel ~= '' then cmd, channel = 'SPUBLISH', c.shard_channel end
+  if channel == '' then return false end
+  if not redis.acl_check_cmd then return true end
+  local ran, allowed = pcall(redis.acl_check_cmd, cmd, channel, 'm')
+  return not ran or allowed == true
+end
+
 -- Writes everything the decision changed, refreshes TTLs, then publishes (last, and with pcall:
 -- a refused PUBLISH must not turn an applied transition into an error).
+-- A transition whose events cannot be announced (no channel, or publishing refused) is marked in
+-- the state hash (`announced` = 0) until an announced transition replaces it: every reply about
+-- such a state says so (`S.unannounced`), and processes trust it for the short bound only.
 local function commit(S, c)
   for i = 1, #S.drop do rcall('DEL', S.drop[i]) end
+  local announce = #S.events > 0 and may_announce(c)
   local ttl = state_key_ttl(S, c)
   local forever = (S.state == 'forced_open' or S.state == 'forced_closed') and S.open_until == 0
   -- Any state but closed is kept alive by every script that reads it, written or not.
@@ -111,7 +128,15 @@ local function commit(S, c)
     if refresh_ttls then
       args[n + 1], args[n + 2], n = 'ttl_at', c.now, n + 2
     end
+    if #S.events > 0 and not announce and not S.unannounced then
+      args[n + 1], args[n + 2], n = 'announced', 0, n + 2
+      S.unannounced = true
+    end
     if n > 0 then rcall('HSET', KEYS[1], unpack(args, 1, n)) end
+  end
+  if announce and S.unannounced then
+    rcall('HDEL', KEYS[1], 'announced')
+    S.unannounced = false
   end
   if in_force or refresh_ttls or (S.dirty and #S.events > 0) then
     if forever then
@@ -198,16 +223,27 @@ local function commit(S, c)
     end
   end
   if #S.events > 0 then rpcall('PEXPIRE', KEYS[5], mmax(ttl, c.metrics_ttl)) end
+  local refused = false
   for i, e in ipairs(S.events) do
     local msg = json_event(c, S, e, i == #S.events)
     local sent = nil
     if c.shard_channel ~= '' then sent = rpcall('SPUBLISH', c.shard_channel, msg) end
     if (sent == nil or (type(sent) == 'table' and sent.err)) and c.channel ~= '' then
-      rpcall('PUBLISH', c.channel, msg)
+      sent = rpcall('PUBLISH', c.channel, msg)
     end
+    if sent == nil or (type(sent) == 'table' and sent.err) then refused = true end
+  end
+  -- A refusal Redis could not foretell (before 7.0): the mark follows the PUBLISH, with pcall.
+  -- Nothing was announced, so nothing written after it can contradict an announcement.
+  if announce and refused then
+    rpcall('HSET', KEYS[1], 'announced', 0)
+    S.unannounced = true
   end
 end
 
 local function reply(S, c, verdict)
-  return { verdict, S.state, S.incarnation, S.epoch, S.failures, S.fseq, remaining(S, c), S.config, S.reason }
+  local announced = 1
+  if S.unannounced then announced = 0 end
+  return { verdict, S.state, S.incarnation, S.epoch, S.failures, S.fseq, remaining(S, c), S.config, S.reason,
+    announced }
 end

@@ -36,7 +36,7 @@ local function empty_state(c)
   return { exists = false, state = 'closed', reason = '', config = '', dirty = false,
     incarnation = 0, epoch = 0, failures = 0, fseq = 0, successes = 0, trips = 0, opened_at = 0,
     open_until = 0, changed_at = 0, failed_at = 0, ttl_at = 0, quorum = nil, reporters = '', active = false,
-    stored = false,
+    stored = false, unannounced = false,
     keep_config = false,
     events = EMPTY, drop = EMPTY, metrics = EMPTY, P = EMPTY, probes_dirty = false, W = EMPTY,
     fresh_window = false, Wadd = EMPTY, Wdel = EMPTY, window = c.window, window_stored = false }
@@ -44,7 +44,7 @@ end
 
 -- Reads the state hash into S; answers what is corrupt in it (nil when nothing is).
 local function load_state(S, c)
-  local raw = read('HMGET', KEYS[1], 'state', 'reason', 'config', 'ttl_at', 'quorum', unpack(INT_FIELDS))
+  local raw = read('HMGET', KEYS[1], 'state', 'reason', 'config', 'ttl_at', 'quorum', unpack(INT_FIELDS_ANNOUNCED))
   if not raw then
     local drop = own(S, 'drop')
     drop[#drop + 1] = KEYS[1]
@@ -67,6 +67,9 @@ local function load_state(S, c)
   if ttl_at and ttl_at == ttl_at and ttl_at > 0 and ttl_at <= MAX_INT then S.ttl_at = ttl_at end
   -- The quorum rule of the last process that wrote (text; absent: '1').
   S.quorum = raw[5] or nil
+  -- Present (any value; the scripts write '0') while the state's last transition was not
+  -- announced on the events channel: readers then trust it for the short bound only.
+  if raw[#INT_FIELDS + 6] then S.unannounced = true end
   for i = 1, #INT_FIELDS do
     local f = INT_FIELDS[i]
     local v = raw[i + 5]

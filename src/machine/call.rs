@@ -18,6 +18,7 @@ impl Call<'_> {
             remaining_ms: self.remaining(),
             stored_config: String::new(),
             reason: self.m.reason.clone(),
+            announced: !self.m.unannounced,
         }
     }
 

@@ -64,6 +64,15 @@ pub(crate) struct Machine {
     /// The processes that recorded calls (quorum fraction): reporter id -> when (the processes key).
     processes: BTreeMap<String, u64>,
     pub(crate) metrics: Metrics,
+    /// When the TTLs of the state and metrics keys were last set in full (`ttl_at` in the state
+    /// hash, see `commit` in `lua/lib/commit.lua`); 0: never.
+    ttl_at: u64,
+    /// The last transition was not announced (`announced` = 0 in the state hash).
+    unannounced: bool,
+    /// Whether the caller's events reach the events channel (as `may_announce` in
+    /// `lua/lib/commit.lua`): always for the in-process breaker, whose events reach this
+    /// process's subscribers; the property test clears it for a caller without PUBLISH rights.
+    pub(crate) publishes: bool,
 }
 
 impl Default for Machine {
@@ -90,6 +99,9 @@ impl Default for Machine {
             reporters: BTreeMap::new(),
             processes: BTreeMap::new(),
             metrics: Metrics::default(),
+            ttl_at: 0,
+            unannounced: false,
+            publishes: true,
         }
     }
 }
@@ -177,6 +189,12 @@ impl Machine {
         if let Some(q) = &self.quorum {
             state.extend(["quorum".to_string(), q.clone()]);
         }
+        if self.ttl_at > 0 {
+            state.extend(["ttl_at".to_string(), self.ttl_at.to_string()]);
+        }
+        if self.unannounced {
+            state.extend(["announced".to_string(), "0".to_string()]);
+        }
         if !self.exists {
             state.clear();
         }
@@ -260,6 +278,18 @@ impl Machine {
         self.exists
     }
 
+    /// When the TTLs were last set in full (0: never).
+    #[cfg(test)]
+    pub(crate) fn ttl_at(&self) -> u64 {
+        self.ttl_at
+    }
+
+    /// Whether the last transition was not announced.
+    #[cfg(test)]
+    pub(crate) fn unannounced(&self) -> bool {
+        self.unannounced
+    }
+
     /// Runs one operation at `now` (ms) for the reporter `origin`. `new_incarnation` is used when
     /// the state is created.
     pub(crate) fn run(
@@ -272,9 +302,17 @@ impl Machine {
         op: &Op,
     ) -> (Reply, Vec<Transition>) {
         let stored_config = self.config.clone();
+        let existed = self.exists;
         let mut call = Call { m: self, p, now, rand, origin, dirty: false, transitions: Vec::new() };
         if call.m.exists && call.m.incarnation == 0 {
             call.dirty = true;
+        }
+        // A lease ends at most probe_lease from now (`load_probes` in lua/lib/load.lua): one set
+        // further away (by hand, or before the clock went back) is brought back to that.
+        if call.m.state == State::HalfOpen {
+            for exp in call.m.probes.values_mut() {
+                *exp = (*exp).min(now + p.lease);
+            }
         }
         if call.m.state == State::Open && call.m.open_until > now + p.max {
             call.m.open_until = now + p.max;
@@ -298,6 +336,17 @@ impl Machine {
                     call.m.quorum = Some(rule);
                 }
             }
+        }
+        // The TTLs are set in full when a tenth of the shorter one has passed since they last
+        // were (or the clock went back), on every write of a state that exists or is made.
+        let refresh = p.state_ttl.min(p.metrics_ttl) / 10;
+        let m = &mut *call.m;
+        let ttl_due = m.ttl_at == 0 || now < m.ttl_at || now - m.ttl_at >= refresh;
+        if ttl_due && (call.dirty || existed) {
+            m.ttl_at = now;
+        }
+        if !call.transitions.is_empty() {
+            m.unannounced = !m.publishes;
         }
         let transitions = std::mem::take(&mut call.transitions);
         let mut reply = call.reply(verdict);
