@@ -273,7 +273,6 @@ struct Case {
     last_incarnations: (u64, u64),
     /// The last script call set the TTLs in full (the model's `ttl_at` moved).
     renewed: bool,
-    /// The last batch sent with an id, as each side names it, and the number of the next.
 }
 
 /// The op as each side names it, the slot a grant goes to, whether the second process's config
