@@ -174,6 +174,8 @@ async fn scripts_refuse_bad_arguments_with_a_named_error() {
     let good: Vec<String> = [
         "", "0.5", "fp", "5", "2", "1", "30000", "300000", "2", "0.1", "30000", "3600000", "86400000", "0", "0", "20",
         "60000", "", "n", "60000", "client-a", "", "1", "0", "p1", "0", "0", "0", "0", "0", "0", "0", "0", "0",
+        // The batch's id (none); ignored by scripts that take none.
+        "",
     ]
     .iter()
     .map(|s| s.to_string())
