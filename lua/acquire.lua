@@ -1,7 +1,9 @@
 -- redis-breaker: acquire — decide one call and, when half-open, lease a probe.
 -- KEYS: state, probes, window, metrics, history, reporters, processes (see lib/args.lua).
 -- ARGV: 1..24 common (see lib/args.lua); OWN (25) permit id (1-64 bytes, unique per permit);
---   OWN+1 .. OWN+9 the caller's pending batch (see parse_batch in lib/batch.lua), counted first.
+--   OWN+1 .. OWN+9 the caller's pending batch (see parse_batch in lib/batch.lua), counted first;
+--   OWN+10 its id ('', `<sender>:<seq>` or `<sender>:<seq>:again`: a batch counted already counts
+--   nothing).
 -- Reply: { verdict, state, incarnation, epoch, failures, fseq, remaining_ms, stored_config, reason,
 --   announced } (see lib/args.lua)
 --   verdict: 'allowed' (closed or forced_closed), 'probe' (a half-open lease was taken for the
@@ -12,7 +14,7 @@
 --   (then a probe is taken at once).
 local c = parse_config()
 local permit = str_arg(OWN, 'permit id', 64, false)
-local batch = parse_batch(OWN + 1)
+local batch = parse_batch(OWN + 1, OWN + 10)
 local S = load(c)
 
 advance(S, c)
@@ -36,4 +38,5 @@ elseif S.state == 'half_open' then
 end
 
 commit(S, c)
+remember_batch(c, batch)
 return reply(S, c, verdict)

@@ -16,6 +16,8 @@
 --      report and its word that it is active write in KEYS[6] and KEYS[7]. Processes with one
 --      identity (one host, across restarts) count as one; the events still name the caller's
 --      own client id (ARGV 21)
+--   OWN+20 the batch's id: '', `<sender>:<seq>`, or `<sender>:<seq>:again` when sent again after
+--      its reply was lost (see parse_batch in lib/batch.lua): a batch counted already counts nothing
 -- Reply: { verdict, state, incarnation, epoch, failures, fseq, remaining_ms, stored_config, reason,
 --   announced } (see lib/args.lua)
 --   verdict: 'applied', or 'stale' when the outcome moved no state (its permit belongs to another
@@ -39,7 +41,7 @@ local probe = str_arg(OWN + 3, 'probe id', 64, true)
 local slow = int_arg(OWN + 4, 'slow', 0)
 local timed_out = int_arg(OWN + 5, 'timed out', 0)
 local p_fseq = int_arg(OWN + 6, 'permit fseq', 0)
-local batch = parse_batch(OWN + 7)
+local batch = parse_batch(OWN + 7, OWN + 20)
 if outcome == 'failure' then c.failure = str_arg(OWN + 16, 'failure description', 200, true) end
 local action = str_arg(OWN + 17, 'report', 9, true)
 if action ~= '' and action ~= 'failing' and action ~= 'recovered' then fail('report') end
@@ -109,4 +111,5 @@ report(S, c, action)
 S.active = active == 1 and c.fraction > 0 and c.reporter ~= ''
 
 commit(S, c)
+remember_batch(c, batch)
 return reply(S, c, verdict)

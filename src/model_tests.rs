@@ -101,17 +101,21 @@ struct Counts {
     ignored: u64,
     rejected: u64,
     degraded: u64,
+    /// The batch id: 0 none, 1 a new one, 2 the last batch with an id sent again as it was
+    /// (its reply lost): counted once.
+    id: u8,
 }
 
 fn counts() -> impl Strategy<Value = Counts> {
-    (0..SLOTS, 0..4u64, 0..3u64, 0..2u64, 0..2u64, 0..2u64).prop_map(
-        |(slot, successes, slow, ignored, rejected, degraded)| Counts {
+    (0..SLOTS, 0..4u64, 0..3u64, 0..2u64, 0..2u64, 0..2u64, 0..3u8).prop_map(
+        |(slot, successes, slow, ignored, rejected, degraded, id)| Counts {
             slot,
             successes,
             slow: slow.min(successes),
             ignored,
             rejected,
             degraded,
+            id,
         },
     )
 }
@@ -273,6 +277,9 @@ struct Case {
     last_incarnations: (u64, u64),
     /// The last script call set the TTLs in full (the model's `ttl_at` moved).
     renewed: bool,
+    /// The last batch sent with an id, as each side names it, and the number of the next.
+    last_batch: Option<(Batch, Batch)>,
+    next_seq: u64,
 }
 
 /// The op as each side names it, the slot a grant goes to, whether the second process's config
@@ -296,6 +303,8 @@ impl Case {
             next_incarnation: 1,
             last_incarnations: (0, 0),
             renewed: false,
+            last_batch: None,
+            next_seq: 1,
         }
     }
 
@@ -353,7 +362,8 @@ impl Case {
             }
             Step::Acquire { slot, batch, second, quiet } => {
                 self.next_permit += 1;
-                let (for_redis, for_model) = batch.map(|c| batches(&self.held, &c)).unwrap_or_default();
+                let (for_redis, for_model) =
+                    batch.map(|c| self.with_id(batches(&self.held, &c), c.id)).unwrap_or_default();
                 let permit = format!("p{}", self.next_permit);
                 (
                     Op::Acquire { permit: permit.clone(), batch: for_redis },
@@ -391,7 +401,7 @@ impl Case {
                 )
             }
             Step::Flush { counts, second, reporter, report, active } => {
-                let (for_redis, for_model) = batches(&self.held, counts);
+                let (for_redis, for_model) = self.with_id(batches(&self.held, counts), counts.id);
                 let flush = |batch| Op::Record(Record { report: *report, active: *active, ..Record::flush(batch) });
                 (flush(for_redis), flush(for_model), None, *second, *reporter)
             }
@@ -587,6 +597,23 @@ impl Case {
         Ok(())
     }
 
+    /// Gives a batch pair its id (`Counts::id`): a new one from one of three lanes, or none; or
+    /// answers the last batch with an id, as it was sent, to be sent again.
+    fn with_id(&mut self, (mut for_redis, mut for_model): (Batch, Batch), id: u8) -> (Batch, Batch) {
+        match (id, self.last_batch) {
+            (2, Some((for_redis, for_model))) => {
+                return (Batch { again: true, ..for_redis }, Batch { again: true, ..for_model });
+            }
+            (0, _) => return (for_redis, for_model),
+            _ => {}
+        }
+        let (sender, seq) = (0xa0 + self.next_seq % 3, self.next_seq);
+        self.next_seq += 1;
+        (for_redis.sender, for_redis.seq, for_model.sender, for_model.seq) = (sender, seq, sender, seq);
+        self.last_batch = Some((for_redis, for_model));
+        (for_redis, for_model)
+    }
+
     /// The metrics hash against the model's counters; a poisoned count that no later script
     /// repaired reads as 0, as the model holds it.
     async fn check_metrics(&self, conn: &mut redis::aio::MultiplexedConnection) -> Result<(), TestCaseError> {
@@ -607,6 +634,13 @@ impl Case {
             (m.calls, m.successes, m.failures, m.slow, m.rejected, m.timeouts, m.opened),
             "metrics"
         );
+        // The lanes' batch ids the scripts remember (`batch:<sender>`).
+        let mut remembered: Vec<(String, String)> =
+            metrics.iter().filter(|(f, _)| f.starts_with("batch:")).map(|(f, v)| (f.clone(), v.clone())).collect();
+        remembered.sort();
+        let want: Vec<(String, String)> =
+            self.model.batch_fields().map(|(sender, v)| (format!("batch:{sender:x}"), v.to_string())).collect();
+        prop_assert_eq!(remembered, want, "batch ids");
         Ok(())
     }
 }

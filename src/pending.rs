@@ -1,12 +1,59 @@
 //! The counts a process gathers between script calls (healthy successes, slow, ignored and
 //! rejected calls, outcomes decided without Redis), taken by the next call that reaches Redis.
+//!
+//! Counts exactly once: a batch with counts goes with an id, `<sender>:<seq>`, from one of a
+//! few lanes per breaker. A lane sends one batch at a time: its next batch is numbered only
+//! once Redis took the last (or refused it), so the scripts remember one number per lane (the
+//! field `batch:<sender>` of the metrics hash, see `lua/lib/batch.lua`). A batch whose fate is
+//! unknown (a timeout, a dropped connection) stays in its lane and is sent again, as it was,
+//! until Redis answers: Redis counts it once, whether the first attempt was applied or not.
 
 use crate::protocol::Batch;
 use crate::snapshot::View;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::{Duration, Instant};
 
 /// The stamp of a batch with no success yet; the largest integer a script argument may be.
 const UNSTAMPED: u64 = (1 << 53) - 1;
+
+/// Batches with an id one breaker may have in flight or waiting to be sent again at once (a
+/// flush and a few failure records). A record that finds none free carries no batch.
+pub(crate) const LANES: usize = 4;
+
+/// How long the scripts remember a lane's last batch at least (`BATCH_MEMORY` in
+/// `lua/lib/batch.lua`), capped by `metrics_ttl`: a batch whose fate stays unknown longer is
+/// dropped (sent again, it might count twice).
+pub(crate) const BATCH_MEMORY_MS: u64 = 3_600_000;
+
+/// What became of a batch a script call carried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Fate {
+    /// Redis answered: the batch counted, now or when first sent (Redis remembered its id).
+    Applied,
+    /// Redis refused the call (its arguments are checked before anything is written): dropped.
+    Refused,
+    /// Perhaps applied (a timeout, a dropped connection): sent again, as it is, for `resend_for`.
+    Unknown { resend_for: Duration },
+    /// Never sent (Redis known down).
+    NotSent,
+}
+
+#[derive(Debug)]
+struct Lane {
+    sender: u64,
+    /// The number of the lane's next new batch.
+    next: u64,
+    /// One of its batches is in a script call.
+    busy: bool,
+    /// That batch was sent before (its fate was unknown).
+    resending: bool,
+    /// A batch whose fate is unknown, waiting to be sent again (boxed: a breaker rarely has
+    /// one, and every breaker has its lanes) ...
+    doubt: Option<Box<Batch>>,
+    /// ... until then (past it, Redis may have forgotten its id).
+    until: Instant,
+}
 
 /// Counts gathered since the last flush. Successes carry the oldest (epoch, fseq) they were
 /// counted under, so a batch can never erase a failure recorded after its first success.
@@ -21,10 +68,12 @@ pub(crate) struct Pending {
     incarnation: AtomicU64,
     epoch: AtomicU64,
     fseq: AtomicU64,
+    lanes: Mutex<[Lane; LANES]>,
 }
 
 impl Default for Pending {
     fn default() -> Self {
+        let now = Instant::now();
         Pending {
             successes: AtomicU64::new(0),
             slow: AtomicU64::new(0),
@@ -35,6 +84,15 @@ impl Default for Pending {
             incarnation: AtomicU64::new(0),
             epoch: AtomicU64::new(UNSTAMPED),
             fseq: AtomicU64::new(UNSTAMPED),
+            lanes: Mutex::new(std::array::from_fn(|_| Lane {
+                // Random: a lane of another process, or of this breaker made again, is another sender.
+                sender: rand::random::<u64>().max(1),
+                next: 1,
+                busy: false,
+                resending: false,
+                doubt: None,
+                until: now,
+            })),
         }
     }
 }
@@ -69,10 +127,21 @@ impl Pending {
         counter.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Nothing to send and nothing in a script call: no counts, no batch in flight or in doubt.
     pub(crate) fn is_empty(&self) -> bool {
         [&self.successes, &self.ignored, &self.rejected, &self.degraded_successes, &self.degraded_failures]
             .iter()
             .all(|c| c.load(Ordering::Relaxed) == 0)
+            && self.lanes().iter().all(|l| !l.busy && l.doubt.is_none())
+    }
+
+    /// Whether a batch whose fate is unknown waits to be sent again.
+    pub(crate) fn in_doubt(&self) -> bool {
+        self.lanes().iter().any(|l| l.doubt.is_some())
+    }
+
+    fn lanes(&self) -> MutexGuard<'_, [Lane; LANES]> {
+        self.lanes.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     /// Whether successes are waiting (a rolling window needs them soon).
@@ -80,8 +149,84 @@ impl Pending {
         self.successes.load(Ordering::Relaxed) > 0
     }
 
-    /// Takes everything counted so far.
+    /// The batch for a script call: one whose fate was unknown, as it was, else everything
+    /// counted so far with a new id (no id when there is nothing to count). With every lane in
+    /// a call, the counts stay here and the call carries none.
     pub(crate) fn take(&self) -> Batch {
+        let mut lanes = self.lanes();
+        let now = Instant::now();
+        for lane in lanes.iter_mut().filter(|l| !l.busy) {
+            let Some(b) = lane.doubt.take() else { continue };
+            if now < lane.until {
+                lane.busy = true;
+                lane.resending = true;
+                return *b;
+            }
+            tracing::warn!(
+                successes = b.successes.saturating_add(b.degraded_successes),
+                failures = b.degraded_failures,
+                "a batch of counts whose fate stayed unknown longer than redis remembers its id was dropped"
+            );
+            lane.next = b.seq + 1;
+        }
+        self.take_new(&mut lanes, false)
+    }
+
+    /// The batch for the record of an outcome: everything counted so far with a new id, even
+    /// with no counts (the outcome's own counts go under that id). A batch in doubt is left to
+    /// a flush (the outcome must not ride under an id Redis may already have applied).
+    pub(crate) fn take_for_outcome(&self) -> Batch {
+        let mut lanes = self.lanes();
+        self.take_new(&mut lanes, true)
+    }
+
+    fn take_new(&self, lanes: &mut [Lane; LANES], with_no_counts: bool) -> Batch {
+        let Some(lane) = lanes.iter_mut().find(|l| !l.busy && l.doubt.is_none()) else {
+            return Batch::default();
+        };
+        let mut b = self.take_counts();
+        if b.has_counts() || with_no_counts {
+            b.sender = lane.sender;
+            b.seq = lane.next;
+            lane.busy = true;
+            lane.resending = false;
+        }
+        b
+    }
+
+    /// What became of batch `b` (taken by `take` or `take_for_outcome`) in its script call.
+    pub(crate) fn settle(&self, b: &Batch, fate: Fate) {
+        if b.seq == 0 {
+            if fate == Fate::NotSent {
+                self.restore(b);
+            }
+            return;
+        }
+        let mut lanes = self.lanes();
+        let Some(lane) = lanes.iter_mut().find(|l| l.sender == b.sender && l.busy) else { return };
+        lane.busy = false;
+        match fate {
+            Fate::Applied => lane.next = b.seq + 1,
+            // A first attempt Redis refused was not applied: its number is used again (the
+            // scripts tell a batch from the last one applied by its number).
+            Fate::Refused if lane.resending => lane.next = b.seq + 1,
+            Fate::Refused => {}
+            Fate::Unknown { resend_for } => {
+                if !lane.resending {
+                    lane.until = Instant::now() + resend_for;
+                }
+                lane.doubt = Some(Box::new(Batch { again: true, ..*b }));
+            }
+            Fate::NotSent if lane.resending => lane.doubt = Some(Box::new(*b)),
+            Fate::NotSent => {
+                drop(lanes);
+                self.restore(b);
+            }
+        }
+    }
+
+    /// Takes everything counted so far (no id).
+    fn take_counts(&self) -> Batch {
         let successes = self.successes.swap(0, Ordering::AcqRel);
         let slow = self.slow.swap(0, Ordering::AcqRel).min(successes);
         let ignored = self.ignored.swap(0, Ordering::AcqRel);
@@ -93,11 +238,22 @@ impl Pending {
         let fseq = self.fseq.swap(UNSTAMPED, Ordering::AcqRel);
         // A stamp of UNSTAMPED means a success raced the swap: it then matches nothing (metrics only).
         let (epoch, fseq) = if successes == 0 { (0, 0) } else { (epoch, fseq) };
-        Batch { incarnation, epoch, fseq, successes, slow, ignored, rejected, degraded_successes, degraded_failures }
+        Batch {
+            incarnation,
+            epoch,
+            fseq,
+            successes,
+            slow,
+            ignored,
+            rejected,
+            degraded_successes,
+            degraded_failures,
+            ..Batch::default()
+        }
     }
 
-    /// Puts back a batch that could not be sent.
-    pub(crate) fn restore(&self, b: &Batch) {
+    /// Puts back the counts of a batch that was never sent.
+    fn restore(&self, b: &Batch) {
         if b.successes > 0 {
             self.fseq.fetch_min(b.fseq, Ordering::AcqRel);
             if self.epoch.fetch_min(b.epoch, Ordering::AcqRel) > b.epoch {
@@ -137,8 +293,109 @@ mod tests {
         assert_eq!((b.successes, b.slow, b.ignored, b.rejected), (3, 1, 1, 1));
         assert_eq!((b.degraded_successes, b.degraded_failures), (1, 1));
         assert_eq!((b.incarnation, b.epoch, b.fseq), (7, 3, 8), "the oldest epoch and fseq");
+        assert!(!p.is_empty(), "a batch in a script call is not settled yet");
+        p.settle(&b, Fate::Applied);
         assert!(p.is_empty());
-        assert_eq!(p.take().successes, 0);
+        let none = p.take();
+        assert!(none.seq == 0 && !none.has_counts(), "nothing to count: no id, no lane");
+    }
+
+    const AN_HOUR: Duration = Duration::from_secs(3600);
+
+    #[test]
+    fn a_batch_whose_fate_is_unknown_is_sent_again_as_it_was_then_the_lane_moves_on() {
+        let p = Pending::default();
+        p.success(&view(1, 0), false);
+        let first = p.take();
+        assert_eq!(first.seq, 1);
+        p.settle(&first, Fate::Unknown { resend_for: AN_HOUR });
+        assert!(p.in_doubt() && !p.is_empty());
+        p.success(&view(1, 0), false);
+        p.success(&view(1, 0), false);
+        let again = p.take();
+        assert_eq!(again, Batch { again: true, ..first }, "the batch in doubt goes first, as it was (its id too)");
+        // Meanwhile the new counts take another lane, under an id of their own.
+        let other = p.take();
+        assert_eq!(other.successes, 2);
+        assert_ne!(other.sender, first.sender);
+        p.settle(&other, Fate::Applied);
+        // Lost again, then answered: the lane's next batch has the next number.
+        p.settle(&again, Fate::Unknown { resend_for: AN_HOUR });
+        let third = p.take();
+        assert_eq!(third, again);
+        p.settle(&third, Fate::Applied);
+        assert!(p.is_empty());
+        p.ignored();
+        let next = p.take();
+        assert_eq!((next.sender, next.seq, next.ignored), (first.sender, 2, 1), "the first free lane, numbered on");
+    }
+
+    #[test]
+    fn a_refused_first_attempt_keeps_its_number_a_refused_resend_does_not() {
+        let p = Pending::default();
+        p.rejected();
+        let b = p.take();
+        p.settle(&b, Fate::Refused);
+        p.rejected();
+        let retry = p.take();
+        assert_eq!((retry.sender, retry.seq, retry.rejected), (b.sender, b.seq, 1), "Redis never applied it");
+        p.settle(&retry, Fate::Unknown { resend_for: AN_HOUR });
+        let resent = p.take();
+        p.settle(&resent, Fate::Refused);
+        p.rejected();
+        let next = p.take();
+        assert_eq!((next.sender, next.seq), (b.sender, b.seq + 1), "a resend may have been applied before");
+    }
+
+    #[test]
+    fn an_outcome_takes_a_new_id_never_the_batch_in_doubt() {
+        let p = Pending::default();
+        p.rejected();
+        let doubt = p.take();
+        p.settle(&doubt, Fate::Unknown { resend_for: AN_HOUR });
+        let outcome = p.take_for_outcome();
+        assert_ne!(outcome.sender, doubt.sender);
+        assert!(outcome.seq > 0 && !outcome.has_counts(), "an id even with no counts: the outcome counts under it");
+        // Every lane busy or in doubt: a record carries nothing, the counts wait.
+        let (a, b) = (p.take_for_outcome(), p.take_for_outcome());
+        assert!(a.seq > 0 && b.seq > 0);
+        p.rejected();
+        assert_eq!(p.take_for_outcome(), Batch::default());
+        let resend = p.take();
+        assert_eq!(resend, Batch { again: true, ..doubt }, "the lane in doubt is free for its own batch");
+        assert_eq!(p.take(), Batch::default(), "every lane in a call");
+        for b in [outcome, a, b, resend] {
+            p.settle(&b, Fate::Applied);
+        }
+        assert_eq!(p.take().rejected, 1, "the counts that waited");
+    }
+
+    #[test]
+    fn a_batch_never_sent_goes_back_to_the_counts_unless_it_was_sent_before() {
+        let p = Pending::default();
+        p.rejected();
+        let b = p.take();
+        p.settle(&b, Fate::NotSent);
+        assert!(!p.in_doubt());
+        let again = p.take();
+        assert_eq!((again.seq, again.rejected), (b.seq, 1));
+        p.settle(&again, Fate::Unknown { resend_for: AN_HOUR });
+        let resent = p.take();
+        p.settle(&resent, Fate::NotSent);
+        assert!(p.in_doubt(), "sent before: it may have been applied, so it stays as it is");
+    }
+
+    #[test]
+    fn a_batch_in_doubt_past_what_redis_remembers_is_dropped() {
+        let p = Pending::default();
+        p.rejected();
+        let b = p.take();
+        p.settle(&b, Fate::Unknown { resend_for: Duration::ZERO });
+        p.ignored();
+        let next = p.take();
+        assert_eq!((next.rejected, next.ignored), (0, 1), "the old batch is gone, not sent twice");
+        assert!(!p.in_doubt());
+        assert_eq!((next.sender, next.seq), (b.sender, b.seq + 1), "its lane numbers on");
     }
 
     #[test]
@@ -147,10 +404,11 @@ mod tests {
         p.success(&view(3, 5), false);
         let b = p.take();
         p.success(&view(4, 9), false);
-        p.restore(&b);
+        p.settle(&b, Fate::NotSent);
         let again = p.take();
         assert_eq!(again.successes, 2);
         assert_eq!((again.epoch, again.fseq), (3, 5));
+        assert_eq!((again.sender, again.seq), (b.sender, b.seq), "a batch never sent keeps its lane's number");
     }
 
     #[test]
@@ -174,6 +432,7 @@ mod tests {
                 let (mut successes, mut slow, mut rejected) = (0, 0, 0);
                 for _ in 0..2_000 {
                     let b = p.take();
+                    p.settle(&b, Fate::Applied);
                     assert!(b.slow <= b.successes);
                     successes += b.successes;
                     slow += b.slow;

@@ -166,6 +166,34 @@ pub(crate) struct Batch {
     pub(crate) degraded_successes: u64,
     /// Failures of calls decided without Redis: metrics only.
     pub(crate) degraded_failures: u64,
+    /// The lane (see `src/pending.rs`) that sends this batch, a random non-zero number per lane;
+    /// 0 with `seq` 0: the batch has no id.
+    pub(crate) sender: u64,
+    /// The batch's number in its lane (from 1); 0: no id. Sent as the batch id
+    /// `<sender hex>:<seq>`, which the scripts remember so a batch sent again counts once.
+    pub(crate) seq: u64,
+    /// Sent before, its reply lost: the scripts check whether they counted it already (a
+    /// first attempt cannot have been, and costs no read).
+    pub(crate) again: bool,
+}
+
+impl Batch {
+    /// The batch id the scripts take (`lua/lib/batch.lua`): `<sender hex>:<seq>`, with
+    /// `:again` when it was sent before; empty for none.
+    pub(crate) fn id(&self) -> String {
+        match (self.seq, self.again) {
+            (0, _) => String::new(),
+            (seq, false) => format!("{:x}:{seq}", self.sender),
+            (seq, true) => format!("{:x}:{seq}:again", self.sender),
+        }
+    }
+
+    /// Whether the batch counts anything.
+    pub(crate) fn has_counts(&self) -> bool {
+        [self.successes, self.ignored, self.rejected, self.degraded_successes, self.degraded_failures]
+            .iter()
+            .any(|&n| n > 0)
+    }
 }
 
 #[derive(Debug, Clone)]

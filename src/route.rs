@@ -6,6 +6,7 @@ use crate::client_config::Degraded;
 use crate::error::StoreError;
 use crate::inner::Inner;
 use crate::machine::Machine;
+use crate::pending::{BATCH_MEMORY_MS, Fate};
 use crate::protocol::{Batch, Op, Outcome, Record, RecordOutcome, Reply, Report};
 use crate::shared::Store;
 use crate::snapshot::{Source, View};
@@ -60,35 +61,50 @@ impl Inner {
         }
     }
 
-    /// Runs `op` on Redis; the reply refreshes the snapshot. When Redis could not be reached
-    /// the batch the op carried is kept for the next call. It is not kept when the request may
-    /// have been applied (a timeout; a reply that could not be read) nor when Redis refused it
-    /// (the same batch would be refused again, for ever).
+    /// Runs `op` on Redis; the reply refreshes the snapshot. The batch the op carried is settled
+    /// (see `Pending::settle`): applied when Redis answered; when the answer was lost (a
+    /// timeout, a dropped connection: it may have been applied) kept as it is, with its id, to be
+    /// sent again until Redis answers, which counts it once; dropped when Redis refused it (the
+    /// same batch would be refused again, for ever).
     pub(crate) async fn try_redis(&self, redis: &RedisStore, op: &Op) -> Result<Reply, StoreError> {
         let inner = self;
         let sent = Instant::now();
+        // Settled as unknown if this future is dropped before the reply is read.
+        let in_flight = BatchInFlight::new(self, op);
         let result = redis.run(&inner.keys, &inner.params, op, None, rand::random()).await;
-        match &result {
-            Ok(reply) => self.absorb(reply, sent),
-            // Nothing ran (refused credentials included): the counts go with the next call.
-            Err(StoreError::Unreachable(_) | StoreError::Auth(_)) => {
-                if let Some(batch) = op.batch() {
-                    inner.pending.restore(batch);
-                }
+        let fate = match &result {
+            Ok(reply) => {
+                self.absorb(reply, sent);
+                Fate::Applied
             }
-            Err(e @ (StoreError::Refused { .. } | StoreError::Protocol { .. })) => {
-                if op.batch().is_some_and(|b| *b != Batch::default()) {
+            // The script ran: its reply could not be read.
+            Err(StoreError::Protocol { .. }) => Fate::Applied,
+            // A timeout or a dropped connection may have run it; refused credentials or a
+            // connection never made did not, but sending it again under its id is as good.
+            Err(e) if e.is_outage() => Fate::Unknown { resend_for: self.resend_for() },
+            Err(e) => {
+                if op.batch().is_some_and(Batch::has_counts) {
                     tracing::warn!(breaker = %inner.name, error = %e, "batched counts dropped: redis refused them");
                 }
+                Fate::Refused
             }
-            Err(_) => {}
-        }
+        };
+        in_flight.settle(fate);
         result
+    }
+
+    /// How long a batch whose fate is unknown is sent again: a tenth less than the scripts
+    /// remember its id (an hour, or `metrics_ttl` if shorter).
+    fn resend_for(&self) -> Duration {
+        Duration::from_millis(BATCH_MEMORY_MS.min(self.params.metrics_ttl) / 10 * 9)
     }
 
     pub(crate) fn run_in_process(&self, op: &Op) -> Reply {
         let inner = self;
         let (reply, transitions) = inner.shared.in_process.run(&inner.name, &inner.params, op, rand::random());
+        if let Some(batch) = op.batch() {
+            inner.pending.settle(batch, Fate::Applied);
+        }
         // The snapshot shows what decides the calls (for `state()`, `snapshot()`, `health()`), but
         // is never fresh: the next call asks the local machine, or Redis once it is back.
         inner.snapshot.apply(&reply, Source::Local, Duration::ZERO);
@@ -132,16 +148,26 @@ impl Inner {
         timed_out: bool,
         report: Report,
     ) -> Record {
-        let mut record = view.record(outcome, probe, slow, timed_out, self.take_pending());
+        // An outcome's record takes a batch with an id of its own, even with no counts: if its
+        // reply is lost, the outcome is counted under that id when the batch is sent again. A
+        // release counts nothing and carries nothing.
+        let batch = match outcome {
+            RecordOutcome::Success | RecordOutcome::Failure | RecordOutcome::Ignore => self.pending.take_for_outcome(),
+            RecordOutcome::Release => Batch::default(),
+            RecordOutcome::None => self.take_pending(),
+        };
+        let mut record = view.record(outcome, probe, slow, timed_out, batch);
         record.active = self.active_due();
         // Under a quorum: the report this outcome made, else one that waits to reach Redis.
         record.report = if report == Report::None { self.deferred_report() } else { report };
         record
     }
 
-    /// Sends a record to Redis; when Redis cannot take it, a batch it carried is kept for the
-    /// next flush unless the request may have been applied (a timeout is never resent), and the
-    /// outcome itself is counted for Redis's metrics (it moves no state: Redis did not see it).
+    /// Sends a record to Redis. When its reply is lost, the outcome rides in its batch (see
+    /// `try_redis`), sent again until Redis has counted it once; a record with no batch id (every
+    /// lane was busy) that timed out may have been applied and is not counted again. When Redis
+    /// cannot take it, a batch it carried is kept for the next flush and the outcome itself is
+    /// counted for Redis's metrics (it moves no state: Redis did not see it).
     pub(crate) async fn send_record(&self, record: Record) {
         let outcome = match record.outcome {
             RecordOutcome::Success => Some(Outcome::Success),
@@ -150,6 +176,7 @@ impl Inner {
             RecordOutcome::Release | RecordOutcome::None => None,
         };
         let report = record.report;
+        let with_id = record.batch.seq != 0;
         let op = Op::Record(record);
         let delivered = match self.shared.store() {
             Store::Redis(redis) => {
@@ -159,14 +186,13 @@ impl Inner {
                     Ok(_) => true,
                     Err(e) => {
                         tracing::debug!(breaker = %self.name, error = %e, "an outcome was not delivered");
-                        // A timed-out record may have been applied: counting it again would count it twice.
-                        matches!(e, StoreError::Timeout(_))
+                        (with_id && e.is_outage()) || matches!(e, StoreError::Timeout(_))
                     }
                 }
             }
             Store::Down(_) | Store::InMemory => {
                 if let Some(batch) = op.batch() {
-                    self.pending.restore(batch);
+                    self.pending.settle(batch, Fate::NotSent);
                 }
                 self.defer_report(report);
                 false
@@ -273,5 +299,47 @@ impl Drop for UnansweredAcquire<'_> {
         let inner = self.inner.clone();
         let record = Record::release_unanswered(id);
         runtime.spawn(async move { inner.send_record(record).await });
+    }
+}
+
+/// The batch of a script call until the call settles it. Dropped unsettled (the caller's future
+/// cancelled while the request may be on its way), the batch is in doubt: sent again later.
+struct BatchInFlight<'i> {
+    inner: &'i Inner,
+    /// The batch as sent, and as it is kept if its fate is unknown: with the record's own
+    /// outcome folded in (its counts, metrics only) when the record holds the batch's id.
+    batch: Option<(Batch, Batch)>,
+}
+
+impl<'i> BatchInFlight<'i> {
+    fn new(inner: &'i Inner, op: &Op) -> BatchInFlight<'i> {
+        let batch = op.batch().filter(|b| b.seq != 0).map(|b| {
+            let mut kept = *b;
+            if let Op::Record(r) = op {
+                match r.outcome {
+                    RecordOutcome::Success => kept.degraded_successes = kept.degraded_successes.saturating_add(1),
+                    RecordOutcome::Failure => kept.degraded_failures = kept.degraded_failures.saturating_add(1),
+                    RecordOutcome::Ignore => kept.ignored = kept.ignored.saturating_add(1),
+                    RecordOutcome::Release | RecordOutcome::None => {}
+                }
+            }
+            (*b, kept)
+        });
+        BatchInFlight { inner, batch }
+    }
+
+    fn settle(mut self, fate: Fate) {
+        if let Some((sent, kept)) = self.batch.take() {
+            let b = if matches!(fate, Fate::Unknown { .. }) { kept } else { sent };
+            self.inner.pending.settle(&b, fate);
+        }
+    }
+}
+
+impl Drop for BatchInFlight<'_> {
+    fn drop(&mut self) {
+        if let Some((_, kept)) = self.batch.take() {
+            self.inner.pending.settle(&kept, Fate::Unknown { resend_for: self.inner.resend_for() });
+        }
     }
 }

@@ -249,6 +249,10 @@ impl Scripts {
                 call.arg(op.as_str()).arg(*duration_ms).arg(note);
             }
         }
+        // The batch's id goes last (acquire.lua OWN+10, record.lua OWN+20; see lib/batch.lua).
+        if let Some(b) = op.batch() {
+            call.arg(b.id());
+        }
         call
     }
 }

@@ -41,9 +41,22 @@ const FLUSH_CONCURRENCY: usize = 64;
 /// flight); returns the first error, every breaker still tried. Unsent counts are kept.
 pub(crate) async fn flush_all(handle: &Arc<Handle<Inner>>, breakers: Vec<Arc<Inner>>) -> Result<(), StoreError> {
     let results = futures_util::stream::iter(breakers)
-        .map(|inner| Breaker::new(inner, handle.clone()).flush_owned())
+        .map(|inner| flush_one(handle.clone(), inner))
         .buffer_unordered(FLUSH_CONCURRENCY);
     first_error(results).await
+}
+
+/// Flushes one breaker, then again while a batch whose fate was unknown waits to be sent again
+/// (each flush carries one), until Redis fails to answer.
+async fn flush_one(handle: Arc<Handle<Inner>>, inner: Arc<Inner>) -> Result<(), StoreError> {
+    Breaker::new(inner.clone(), handle.clone()).flush_owned().await?;
+    for _ in 0..crate::pending::LANES {
+        if !inner.pending.in_doubt() {
+            break;
+        }
+        Breaker::new(inner.clone(), handle.clone()).flush_owned().await?;
+    }
+    Ok(())
 }
 
 /// Under a quorum: withdraws this process's reports from every breaker it said `failing` to
@@ -86,7 +99,8 @@ pub(crate) async fn flush_loop(handle: Weak<Handle<Inner>>, every: Duration, mut
             continue;
         }
         let now = Instant::now();
-        let due: Vec<_> = handle.registered().into_iter().filter(|inner| inner.flush_due(now)).collect();
+        let due: Vec<_> =
+            handle.registered().into_iter().filter(|inner| inner.flush_due(now) || inner.pending.in_doubt()).collect();
         let _ = flush_all(&handle, due).await;
         for gone in handle.evict(|inner| inner.idle(now)) {
             gone.shared.in_process.forget(&gone.name);

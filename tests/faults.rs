@@ -528,7 +528,19 @@ async fn the_readme_acl_is_enough_for_a_quorum_and_without_its_commands_a_report
     let config = Config::builder().failure_threshold(1).quorum(2).quorum_fraction(0.5).build().unwrap();
     let redis = private_redis().await;
     let url = readme_acl_user(&redis).await;
-    let (a, b) = (patient_client(&url, Degraded::FailClosed).await, patient_client(&url, Degraded::FailClosed).await);
+    // Two hosts: a quorum counts distinct identities (one host is one reporter).
+    let host = |id: &str| {
+        let config = ClientConfig::builder()
+            .op_timeout(Duration::from_secs(2))
+            .cache_ttl(Duration::from_millis(50))
+            .subscribed_cache_ttl(Duration::from_millis(50))
+            .degraded(Degraded::FailClosed)
+            .reporter_id(id)
+            .build()
+            .unwrap();
+        Client::connect_with(&url, config)
+    };
+    let (a, b) = (host("host-a").await.unwrap(), host("host-b").await.unwrap());
     let name = unique("acl-quorum");
     let (ba, bb) = (a.breaker(&name, config.clone()).unwrap(), b.breaker(&name, config.clone()).unwrap());
     for (breaker, client) in [(&ba, &a), (&bb, &b)] {
@@ -793,4 +805,251 @@ async fn a_silently_dead_subscription_is_noticed_and_snapshots_go_stale() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     println!("figures: a blackholed subscription noticed after {noticed:?} (keepalive 200ms + op_timeout 100ms)");
+}
+
+// Outcomes exactly once (issue 22, item 10): a batch whose reply was lost (a timeout, a dropped
+// connection) is sent again, as it was, under its id, until Redis answers; the scripts count a
+// batch id once. Each test makes outcomes while Redis is up, across the fault, and right after
+// Redis is back, and finds each of them in the metrics hash once.
+
+/// A client with the default bounds but the default `op_timeout` (100ms) or `op_timeout`.
+async fn exact_client(url: &str, op_timeout: Duration) -> Client {
+    let config = ClientConfig::builder().op_timeout(op_timeout).degraded(Degraded::Local).build().unwrap();
+    Client::connect_with(url, config).await.unwrap()
+}
+
+/// Sends `sig` (STOP, CONT, KILL) to process `pid`.
+fn signal(pid: u32, sig: &str) {
+    let status = std::process::Command::new("kill").arg(format!("-{sig}")).arg(pid.to_string()).status().unwrap();
+    assert!(status.success(), "kill -{sig} {pid}");
+}
+
+/// The process id of the server behind `conn`.
+async fn server_pid(conn: &mut redis::aio::MultiplexedConnection) -> u32 {
+    let info: String = redis::cmd("INFO").arg("server").query_async(conn).await.unwrap();
+    info.lines().find_map(|l| l.strip_prefix("process_id:")).unwrap().trim().parse().unwrap()
+}
+
+/// (calls, successes, failures) of breaker `name` on the server at `url`, and the whole hash.
+async fn counts_at(url: &str, name: &str) -> ((u64, u64, u64), std::collections::HashMap<String, u64>) {
+    let mut conn = redis::Client::open(url).unwrap().get_multiplexed_async_connection().await.unwrap();
+    let m: std::collections::HashMap<String, u64> =
+        redis::cmd("HGETALL").arg(key(name, "metrics")).query_async(&mut conn).await.unwrap();
+    let got = |f: &str| m.get(f).copied().unwrap_or(0);
+    ((got("calls"), got("successes"), got("failures")), m)
+}
+
+/// Flushes `client` until Redis takes it (within 10s), then answers `counts_at`.
+async fn flushed_counts(
+    client: &Client,
+    url: &str,
+    name: &str,
+) -> ((u64, u64, u64), std::collections::HashMap<String, u64>) {
+    let start = Instant::now();
+    while let Err(e) = client.flush().await {
+        assert!(start.elapsed() < Duration::from_secs(10), "no flush reached redis: {e}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    counts_at(url, name).await
+}
+
+/// Makes `successes` successes and `failures` failures through `b` (their outcomes, whatever
+/// decided the calls: every call runs, the trip rule is far away).
+async fn outcomes(b: &redis_breaker::Breaker, successes: u64, failures: u64) {
+    for _ in 0..successes {
+        succeed(b).await.expect("the call runs");
+    }
+    for _ in 0..failures {
+        assert!(matches!(fail(b).await, Err(Error::Inner(_))), "the call runs");
+    }
+}
+
+fn far_trip() -> Config {
+    Config::builder().failure_threshold(1000).build().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outcomes_across_a_pause_longer_than_op_timeout_count_once() {
+    let redis = private_redis().await;
+    let pid = server_pid(&mut redis.conn().await).await;
+    let client = exact_client(&redis.url, OP_TIMEOUT).await;
+    let name = unique("exact-pause");
+    let b = client.breaker(&name, far_trip()).unwrap();
+    outcomes(&b, 3, 1).await;
+    assert_eq!(flushed_counts(&client, &redis.url, &name).await.0, (4, 3, 1));
+
+    // Stopped longer than op_timeout: the flush and the failure records time out, and the
+    // server runs them (and every attempt sent again meanwhile) when it resumes.
+    signal(pid, "STOP");
+    outcomes(&b, 4, 0).await;
+    let flushed = client.flush().await;
+    outcomes(&b, 0, 2).await;
+    tokio::time::sleep(OP_TIMEOUT * 3).await;
+    signal(pid, "CONT");
+    assert!(flushed.is_err(), "the flush timed out");
+    wait_for_status(&client, StoreStatus::Redis, Duration::from_secs(10)).await;
+    outcomes(&b, 1, 0).await; // right after Redis came back
+    let (counts, m) = flushed_counts(&client, &redis.url, &name).await;
+    assert_eq!(counts, (11, 8, 3), "each outcome counted once: {m:?}");
+    // What the client sends afterwards counts as usual (the lanes moved on).
+    outcomes(&b, 2, 1).await;
+    assert_eq!(flushed_counts(&client, &redis.url, &name).await.0, (14, 10, 4));
+}
+
+/// A server of its own with an append-only file synced on every write: killed and restarted,
+/// it comes back with every write it answered (the counts and the batch ids), or, started
+/// without it, empty.
+async fn outcomes_across_a_sigkill_and_restart(keep_data: bool) -> ((u64, u64, u64), (u64, u64, u64)) {
+    let aof = |_| ["--appendonly", "yes", "--appendfsync", "always"].map(String::from).to_vec();
+    let mut server = support::server::spawn_on_free_port(aof).unwrap();
+    let url = server.url();
+    let client = exact_client(&url, OP_TIMEOUT).await;
+    let name = unique("exact-kill");
+    let b = client.breaker(&name, far_trip()).unwrap();
+    outcomes(&b, 3, 1).await;
+    let before = flushed_counts(&client, &url, &name).await.0;
+
+    // Stopped, then killed: the flush and the failure record that timed out never ran.
+    signal(server.child.id(), "STOP");
+    outcomes(&b, 4, 0).await;
+    assert!(client.flush().await.is_err(), "the flush timed out");
+    outcomes(&b, 0, 2).await;
+    let _ = server.child.kill();
+    let _ = server.child.wait();
+    let restart = if keep_data { aof(0) } else { Vec::new() };
+    server.child = support::server::start_server(server.port, &server.dir, &restart).unwrap();
+    assert!(support::server::wait_until_ours(&mut server, Duration::from_secs(10)), "restarted");
+    wait_for_status(&client, StoreStatus::Redis, Duration::from_secs(10)).await;
+    outcomes(&b, 1, 0).await; // right after Redis came back
+    let (after, m) = flushed_counts(&client, &url, &name).await;
+    println!("figures: across a SIGKILL and a restart (data kept: {keep_data}): {before:?} then {after:?}: {m:?}");
+    (before, after)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outcomes_across_a_sigkill_and_a_restart_with_its_data_count_once() {
+    let (before, after) = outcomes_across_a_sigkill_and_restart(true).await;
+    assert_eq!(before, (4, 3, 1));
+    assert_eq!(after, (11, 8, 3), "the batch and the failure whose requests died with the server count once");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outcomes_across_a_sigkill_and_an_empty_restart_count_once_in_the_new_metrics() {
+    let (before, after) = outcomes_across_a_sigkill_and_restart(false).await;
+    assert_eq!(before, (4, 3, 1));
+    // The counts of before went with the data; those whose fate was unknown reach the new server.
+    assert_eq!(after, (7, 5, 2), "the outcomes of the outage and after, once");
+}
+
+/// A loopback proxy whose connections can be cut, that can swallow the requests (Redis never
+/// sees them) or hold the replies (Redis runs the requests, the client never hears).
+struct CutProxy {
+    port: u16,
+    mode: Arc<AtomicU64>,
+    pipes: Arc<std::sync::Mutex<Vec<tokio::task::AbortHandle>>>,
+}
+
+const FORWARD: u64 = 0;
+const SWALLOW_REQUESTS: u64 = 1;
+const HOLD_REPLIES: u64 = 2;
+
+impl CutProxy {
+    async fn start(upstream: String) -> CutProxy {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let mode = Arc::new(AtomicU64::new(FORWARD));
+        let pipes = Arc::new(std::sync::Mutex::new(Vec::new()));
+        let (m, p) = (mode.clone(), pipes.clone());
+        tokio::spawn(async move {
+            while let Ok((inbound, _)) = listener.accept().await {
+                let Ok(outbound) = tokio::net::TcpStream::connect(&upstream).await else { continue };
+                let (ri, wi) = inbound.into_split();
+                let (ro, wo) = outbound.into_split();
+                let requests = tokio::spawn(cut_pipe(ri, wo, m.clone(), true));
+                let replies = tokio::spawn(cut_pipe(ro, wi, m.clone(), false));
+                p.lock().unwrap().extend([requests.abort_handle(), replies.abort_handle()]);
+            }
+        });
+        CutProxy { port, mode, pipes }
+    }
+
+    fn set(&self, mode: u64) {
+        self.mode.store(mode, Ordering::SeqCst);
+    }
+
+    /// Closes every connection made so far (the client sees them drop).
+    fn cut(&self) {
+        for pipe in self.pipes.lock().unwrap().drain(..) {
+            pipe.abort();
+        }
+    }
+}
+
+async fn cut_pipe(
+    mut from: tokio::net::tcp::OwnedReadHalf,
+    mut to: tokio::net::tcp::OwnedWriteHalf,
+    mode: Arc<AtomicU64>,
+    requests: bool,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut buf = vec![0u8; 16 * 1024];
+    loop {
+        let n = match from.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => n,
+        };
+        if requests && mode.load(Ordering::SeqCst) == SWALLOW_REQUESTS {
+            continue;
+        }
+        while !requests && mode.load(Ordering::SeqCst) == HOLD_REPLIES {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        if to.write_all(&buf[..n]).await.is_err() {
+            return;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outcomes_across_dropped_connections_and_swallowed_requests_count_once() {
+    let redis = private_redis().await;
+    let proxy = CutProxy::start(redis.url.trim_start_matches("redis://").to_string()).await;
+    // As the README's ACL user: sending a batch again needs nothing more.
+    let user = readme_acl_user(&redis).await;
+    let url = user.replace(&format!(":{}", redis.port().unwrap()), &format!(":{}", proxy.port));
+    // Long enough that the connection drops before the request times out.
+    let client = exact_client(&url, Duration::from_millis(500)).await;
+    let name = unique("exact-drop");
+    let b = client.breaker(&name, far_trip()).unwrap();
+    outcomes(&b, 3, 1).await;
+    assert_eq!(flushed_counts(&client, &redis.url, &name).await.0, (4, 3, 1));
+
+    // Applied, and the connection drops before the reply: the batch is sent again, counted once.
+    outcomes(&b, 4, 0).await;
+    proxy.set(HOLD_REPLIES);
+    let flushing = {
+        let client = client.clone();
+        tokio::spawn(async move { client.flush().await })
+    };
+    let start = Instant::now();
+    while counts_at(&redis.url, &name).await.0 != (8, 7, 1) {
+        assert!(start.elapsed() < Duration::from_secs(5), "the held flush never reached redis");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    proxy.set(FORWARD);
+    proxy.cut();
+    let _ = flushing.await.unwrap();
+    let (counts, m) = flushed_counts(&client, &redis.url, &name).await;
+    assert_eq!(counts, (8, 7, 1), "applied once though its reply was lost: {m:?}");
+
+    // Swallowed: Redis never sees the flush nor the failure's record; both time out.
+    proxy.set(SWALLOW_REQUESTS);
+    outcomes(&b, 2, 1).await;
+    assert!(client.flush().await.is_err(), "the flush timed out");
+    proxy.set(FORWARD);
+    proxy.cut();
+    outcomes(&b, 1, 0).await;
+    let (counts, m) = flushed_counts(&client, &redis.url, &name).await;
+    assert_eq!(counts, (12, 10, 2), "what Redis never saw is sent again and counted once: {m:?}");
+    assert_eq!(refused_commands(&redis).await, Vec::<String>::new());
 }

@@ -136,3 +136,60 @@ async fn calls_rejections_transitions_and_state_are_recorded() {
     let samples = latencies.0.lock().unwrap().clone();
     assert!(samples.len() >= 2 && samples.iter().all(|s| *s >= 0.0 && *s < 5.0), "{samples:?}");
 }
+
+/// What one flush and one failure cost Redis (INFO commandstats, the commands the script runs
+/// included; before batch ids: 6 each), and what the ids leave in the metrics hash: one
+/// `batch:<sender>` field per lane that sent. A first attempt is never counted already, so its
+/// id costs one HSET and no read.
+#[tokio::test]
+async fn a_batch_id_costs_a_flush_and_a_failure_one_command_and_the_hash_keeps_one_field_per_lane() {
+    let redis = private_redis().await;
+    let client = client_flushing_every(&redis, Duration::from_secs(60), Duration::from_secs(600)).await;
+    let name = unique("flush-cost");
+    let b = client.breaker(&name, Config::default()).unwrap();
+    succeed(&b).await.unwrap();
+    client.flush().await.unwrap(); // the lane's first batch (it also tidies the hash)
+    const FLUSHES: u64 = 20;
+    let before = redis.commandstats().await;
+    for _ in 0..FLUSHES {
+        for _ in 0..5 {
+            succeed(&b).await.unwrap();
+        }
+        client.flush().await.unwrap();
+    }
+    let after = redis.commandstats().await;
+    // INFO is this test's own; PING the subscription's keepalive.
+    let per_flush: std::collections::BTreeMap<String, f64> = after
+        .iter()
+        .filter(|(c, _)| !matches!(c.as_str(), "info" | "ping"))
+        .map(|(c, n)| (c.clone(), (n - before.get(c).copied().unwrap_or(0)) as f64 / FLUSHES as f64))
+        .filter(|(_, n)| *n > 0.0)
+        .collect();
+    let total: f64 = per_flush.values().sum();
+    println!("figures: one flush of a healthy breaker's successes runs {total} commands: {per_flush:?}");
+    let hash = metrics_hash(&redis, &name).await;
+    assert_eq!((hash["calls"], hash["successes"]), (101, 101), "{hash:?}");
+    assert_eq!(hash.keys().filter(|f| f.starts_with("batch:")).count(), 1, "one lane sent them all: {hash:?}");
+    assert_eq!((per_flush.get("hget"), per_flush.get("hset")), (None, Some(&1.0)), "the batch id: {per_flush:?}");
+    assert!(total <= 7.0, "a flush stays small: {per_flush:?}");
+
+    // A failure's record carries an id of its own (its outcome counts under it if its reply is lost).
+    let f =
+        client.breaker(&unique("failure-cost"), Config::builder().failure_threshold(1000).build().unwrap()).unwrap();
+    fail(&f).await.unwrap_err();
+    fail(&f).await.unwrap_err();
+    let before = redis.commandstats().await;
+    for _ in 0..FLUSHES {
+        fail(&f).await.unwrap_err();
+    }
+    let after = redis.commandstats().await;
+    let per_failure: std::collections::BTreeMap<String, f64> = after
+        .iter()
+        .filter(|(c, _)| !matches!(c.as_str(), "info" | "ping"))
+        .map(|(c, n)| (c.clone(), (n - before.get(c).copied().unwrap_or(0)) as f64 / FLUSHES as f64))
+        .filter(|(_, n)| *n > 0.0)
+        .collect();
+    let total: f64 = per_failure.values().sum();
+    println!("figures: one failure's record runs {total} commands: {per_failure:?}");
+    assert!(total <= 7.0, "a failure's record stays small: {per_failure:?}");
+}

@@ -152,6 +152,11 @@ impl Call<'_> {
     }
 
     fn batch(&mut self, b: &Batch) {
+        // A batch sent again after its reply was lost, counted already, counts nothing.
+        if self.m.batch_seen(b) {
+            return;
+        }
+        self.m.remember_batch(b, self.now, self.p.metrics_ttl);
         let metrics = &mut self.m.metrics;
         metrics.calls += b.successes + b.ignored + b.degraded_successes + b.degraded_failures;
         metrics.successes += b.successes + b.degraded_successes;

@@ -64,6 +64,9 @@ pub(crate) struct Machine {
     /// The processes that recorded calls (quorum fraction): reporter id -> when (the processes key).
     processes: BTreeMap<String, u64>,
     pub(crate) metrics: Metrics,
+    /// The metrics hash's `batch:<sender>` fields (`lua/lib/batch.lua`): per lane, when its
+    /// last batch was applied (ms) x 1000 + its seq mod 1000.
+    batches: BTreeMap<u64, u64>,
     /// When the TTLs of the state and metrics keys were last set in full (`ttl_at` in the state
     /// hash, see `commit` in `lua/lib/commit.lua`); 0: never.
     ttl_at: u64,
@@ -99,6 +102,7 @@ impl Default for Machine {
             reporters: BTreeMap::new(),
             processes: BTreeMap::new(),
             metrics: Metrics::default(),
+            batches: BTreeMap::new(),
             ttl_at: 0,
             unannounced: false,
             publishes: true,
@@ -124,9 +128,40 @@ impl Machine {
     #[cfg(test)]
     pub(crate) fn lose_keys(&mut self) {
         let metrics = std::mem::take(&mut self.metrics);
+        let batches = std::mem::take(&mut self.batches);
         let reporters = std::mem::take(&mut self.reporters);
         let processes = std::mem::take(&mut self.processes);
-        *self = Machine { metrics, reporters, processes, ..Machine::default() };
+        *self = Machine { metrics, batches, reporters, processes, ..Machine::default() };
+    }
+
+    /// Whether batch `b` was counted already: its lane's field holds its seq (`batch_seen` in
+    /// `lua/lib/batch.lua`).
+    fn batch_seen(&self, b: &crate::protocol::Batch) -> bool {
+        b.seq != 0 && b.again && self.batches.get(&b.sender).is_some_and(|v| v % 1000 == b.seq % 1000)
+    }
+
+    /// Remembers that batch `b` was counted at `now` (`remember_batch` in `lua/lib/batch.lua`):
+    /// a lane's first batch forgets the lanes whose last batch is older than the memory.
+    fn remember_batch(&mut self, b: &crate::protocol::Batch, now: u64, metrics_ttl: u64) {
+        if b.seq == 0 {
+            return;
+        }
+        let mut v = now.saturating_mul(1000).saturating_add(b.seq % 1000);
+        if v > (1 << 53) - 1 {
+            v = b.seq % 1000;
+        }
+        if self.batches.insert(b.sender, v).is_none() {
+            let memory = crate::pending::BATCH_MEMORY_MS.min(metrics_ttl);
+            // Lua compares signed numbers: with now < memory nothing is older.
+            let before = now.saturating_sub(memory).saturating_mul(1000);
+            self.batches.retain(|_, v| *v >= before);
+        }
+    }
+
+    /// The lanes' batch ids remembered (sender, value), as the metrics hash's `batch:` fields.
+    #[cfg(test)]
+    pub(crate) fn batch_fields(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
+        self.batches.iter().map(|(s, v)| (*s, *v))
     }
 
     /// How many processes the processes key holds.
