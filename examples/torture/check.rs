@@ -48,9 +48,10 @@ pub(crate) struct Input<'a> {
     pub(crate) problems: Vec<String>,
 }
 
-/// Whether an operator's write that could not publish its event said so to its caller.
+/// Whether an operator's write that could not publish its event said so to its caller: an
+/// error, or a snapshot that says it was not announced.
 pub(crate) fn operator_told(r: &Result<redis_breaker::Snapshot, redis_breaker::StoreError>) -> bool {
-    r.is_err()
+    r.is_err() || r.as_ref().is_ok_and(|s| !s.announced)
 }
 
 struct Report<'a> {
@@ -114,8 +115,8 @@ pub(crate) fn check(input: &Input) -> Summary {
         t
     };
     // When each state that `b`'s transitions build on may have been lost: a loss of data (a
-    // failover's lasts until it ends: the old primary takes writes until it is demoted), or
-    // its keys deleted or poisoned by hand.
+    // failover's from its start to its end: the old primary takes writes until it is demoted,
+    // and they are lost), or its keys deleted or poisoned by hand.
     let wipes = |b: &str| -> Vec<f64> {
         input
             .faults
@@ -125,7 +126,7 @@ pub(crate) fn check(input: &Input) -> Summary {
                     || (matches!(f.kind, FaultKind::DeleteKeys | FaultKind::PoisonKey)
                         && setup::BREAKERS[f.target % setup::BREAKERS.len()].0 == b)
             })
-            .map(|f| if f.kind == FaultKind::Failover { f.end } else { f.start })
+            .flat_map(|f| if f.kind == FaultKind::Failover { vec![f.start, f.end] } else { vec![f.start] })
             .collect()
     };
 
@@ -231,7 +232,11 @@ pub(crate) fn check(input: &Input) -> Summary {
         let wiped = wipes(b);
         let mut seen: HashMap<(usize, u64), &Transition> = HashMap::new();
         let mut last: Option<&Transition> = None;
-        for t in transitions.iter().filter(|t| t.b == b) {
+        // While a failover goes on, the old primary and the new one both take writes: two
+        // histories, neither of which the checker can order.
+        let split =
+            |at: f64| input.faults.iter().any(|f| f.kind == FaultKind::Failover && f.start <= at && at <= f.end);
+        for t in transitions.iter().filter(|t| t.b == b && !split(t.at)) {
             let segment = wiped.iter().filter(|w| **w <= t.at).count();
             if let Some(l) = last
                 && wiped.iter().filter(|w| **w <= l.at).count() == segment

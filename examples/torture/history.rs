@@ -32,7 +32,17 @@ pub(crate) struct Decision {
     /// A rejection's time left (ms), 0 when none was given.
     #[serde(default)]
     pub(crate) ra: f64,
-    /// The snapshot after the decision: state, incarnation, epoch, fresh.
+    /// The snapshot before the call: state and epoch, whether it was fresh, and whether the
+    /// client held its event subscription verified.
+    #[serde(default)]
+    pub(crate) st0: String,
+    #[serde(default)]
+    pub(crate) ep0: u64,
+    #[serde(default)]
+    pub(crate) fresh0: bool,
+    #[serde(default)]
+    pub(crate) sub: bool,
+    /// The snapshot after the decision: state, incarnation, epoch.
     pub(crate) st: String,
     pub(crate) inc: u64,
     pub(crate) ep: u64,

@@ -729,6 +729,7 @@ impl Nemesis<'_> {
                     topo.primary_port().await != before
                 })
                 .await;
+                f.target = usize::from(before.unwrap_or(0));
             }
             FaultKind::SlotMigration => f.detail = self.migrate(setup::BREAKERS[f.target % 3].0).await,
             FaultKind::Blackhole => self.proxy(f.target).map(|p| p.blackhole(true)).unwrap_or(()),
@@ -836,6 +837,20 @@ impl Nemesis<'_> {
                         let _ = self.topo.wait_cluster_ok().await;
                     }
                     let _ = self.topo.add_no_publish_user().await;
+                }
+            }
+            FaultKind::Failover => {
+                // The old primary takes writes until the sentinels make it a replica (they wait
+                // to see it claim the role for a while): the failover ends when it has synced
+                // from the new one.
+                let old = f.target as u16;
+                let done =
+                    topology::wait_for(Duration::from_secs(30), "the old primary to become a replica", async || {
+                        topology::info_field(old, "replication", "master_link_status").await.as_deref() == Some("up")
+                    })
+                    .await;
+                if let Err(e) = done {
+                    f.detail.push_str(&format!("; {e}"));
                 }
             }
             FaultKind::Blackhole => self.proxy(f.target).map(|p| p.blackhole(false)).unwrap_or(()),

@@ -148,6 +148,8 @@ async fn call_loop(
         } else {
             held.clone()
         };
+        let before = breaker.snapshot();
+        let sub = client.events_subscribed();
         let t0 = now_ms();
         let acquired = breaker.acquire().await;
         let t1 = now_ms();
@@ -165,6 +167,10 @@ async fn call_loop(
             o: String::new(),
             local: false,
             ra: 0.0,
+            st0: before.state.as_str().to_string(),
+            ep0: before.epoch,
+            fresh0: before.fresh,
+            sub,
             st: snap.state.as_str().to_string(),
             inc: snap.incarnation,
             ep: snap.epoch,
