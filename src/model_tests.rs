@@ -520,10 +520,14 @@ impl Case {
             redis::pipe().zrange_withscores(&keys[5], 0, -1).pttl(&keys[5]).query_async(conn).await.unwrap();
         let reporters: BTreeMap<String, u64> = reporters.into_iter().collect();
         prop_assert_eq!(&reporters, self.model.reporters(), "reporters after {:?}", step);
-        let processes: Vec<(String, u64)> =
+        let processes: Vec<(String, i64)> =
             redis::cmd("ZRANGE").arg(&keys[6]).arg(0).arg(-1).arg("WITHSCORES").query_async(conn).await.unwrap();
-        let processes: BTreeMap<String, u64> = processes.into_iter().collect();
+        let (since, processes): (Vec<_>, Vec<_>) = processes.into_iter().partition(|(member, _)| member == " since");
+        let since = since.first().map(|(_, score)| score.unsigned_abs());
+        let processes: BTreeMap<String, u64> =
+            processes.into_iter().map(|(member, at)| (member, at.unsigned_abs())).collect();
         prop_assert_eq!(&processes, self.model.processes(), "processes after {:?}", step);
+        prop_assert_eq!(since, self.model.processes_since(), "processes since after {:?}", step);
         let window = i64::try_from(self.params.window.max(self.second.window)).unwrap();
         prop_assert!(
             reporters_pttl == -2 || (reporters_pttl > 0 && reporters_pttl <= window),

@@ -525,12 +525,21 @@ async fn refused_commands(redis: &TestRedis) -> Vec<String> {
 /// a report is refused before anything is written, and other breakers are unaffected.
 #[tokio::test]
 async fn the_readme_acl_is_enough_for_a_quorum_and_without_its_commands_a_report_writes_nothing() {
-    let config = Config::builder().failure_threshold(1).quorum(2).quorum_fraction(0.5).build().unwrap();
+    // (A window of 1s: a fraction is decided once the processes key has collected for a fifth
+    // of it.)
+    let config = Config::builder()
+        .failure_threshold(1)
+        .quorum(2)
+        .quorum_fraction(0.5)
+        .window(Duration::from_secs(1))
+        .build()
+        .unwrap();
     let redis = private_redis().await;
     let url = readme_acl_user(&redis).await;
     // Two hosts: a quorum counts distinct identities (one host is one reporter).
     let host = |id: &str| {
         let config = ClientConfig::builder()
+            .flush_interval(Duration::from_millis(100))
             .op_timeout(Duration::from_secs(2))
             .cache_ttl(Duration::from_millis(50))
             .subscribed_cache_ttl(Duration::from_millis(50))
@@ -547,6 +556,7 @@ async fn the_readme_acl_is_enough_for_a_quorum_and_without_its_commands_a_report
         breaker.execute(|| async { Ok::<(), ()>(()) }).await.unwrap();
         client.flush().await.unwrap();
     }
+    tokio::time::sleep(Duration::from_millis(250)).await;
     let _ = ba.execute(|| async { Err::<(), _>("down") }).await;
     assert_eq!(state_hash(&redis, &name).await["state"], "closed", "one report of two needed");
     let _ = bb.execute(|| async { Err::<(), _>("down") }).await;
@@ -562,6 +572,7 @@ async fn the_readme_acl_is_enough_for_a_quorum_and_without_its_commands_a_report
     let _ = plain.execute(|| async { Err::<(), _>("down") }).await;
     assert_eq!(plain.state(), State::Open, "a breaker without a quorum needs none of them");
     let name = unique("acl-quorum-refused");
+    let config = Config::builder().failure_threshold(1).quorum(2).quorum_fraction(0.5).build().unwrap();
     let quorum = client.breaker(&name, config).unwrap();
     quorum.execute(|| async { Ok::<(), ()>(()) }).await.unwrap();
     client.flush().await.unwrap();

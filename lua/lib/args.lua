@@ -54,6 +54,10 @@ local MAX_DURATION = 8796093022208
 local HISTORY_LEN = 100
 -- The largest quorum (Rust twin: `MAX_QUORUM` in src/config.rs).
 local MAX_QUORUM = 10000
+-- The member of the processes key (7) whose score is minus the time the key began collecting
+-- (ms; Rust twin: `Machine::processes_since`). Reporter ids hold no whitespace, so it names no
+-- process; its negative score keeps it out of every count and sweep.
+local PROCESSES_SINCE = ' since'
 -- What a caller rejected while every half-open probe is out is told to wait at most: a probe
 -- usually ends long before its lease, and its outcome's event refreshes every snapshot.
 local HALF_OPEN_RETRY = 1000

@@ -52,15 +52,17 @@ end
 -- Adds the caller to a ZSET of the quorum's bookkeeping (reporters, processes) at now: entries
 -- outside (now - window, now] are swept, a key of another type set by hand is replaced, and the
 -- key lives at least a window from now (never shortened: a process with a longer window may
--- have written it).
+-- have written it). The processes key also keeps when it began collecting (PROCESSES_SINCE,
+-- added once: `ZADD NX`), so a fraction is not decided on a key that is still refilling.
 local function add_caller(key, c)
-  rpcall('ZREMRANGEBYSCORE', key, '-inf', c.now - c.window)
+  rpcall('ZREMRANGEBYSCORE', key, 0, c.now - c.window)
   rpcall('ZREMRANGEBYSCORE', key, '(' .. int(c.now), '+inf')
   local added = rpcall('ZADD', key, c.now, c.reporter)
   if type(added) == 'table' and added.err and string.sub(added.err, 1, 9) == 'WRONGTYPE' then
     rcall('DEL', key)
     rcall('ZADD', key, c.now, c.reporter)
   end
+  if key == KEYS[7] then rcall('ZADD', key, 'NX', -c.now, PROCESSES_SINCE) end
   if rcall('PTTL', key) < c.window then rcall('PEXPIRE', key, c.window) end
 end
 

@@ -73,7 +73,7 @@ end
 -- Entries of the ZSET key k within (now - window, now], the caller counted whether it is in
 -- there or not (nil key: another type, queued to be replaced).
 local function count_with_caller(S, c, k)
-  local since = c.now - c.window
+  local since = mmax(c.now - c.window, 0)
   local n = read_quorum_key(k, 'ZCOUNT', '(' .. int(since), c.now)
   if n == nil then
     local drop = own(S, 'drop')
@@ -85,6 +85,16 @@ local function count_with_caller(S, c, k)
   return n + 1
 end
 
+-- Whether the processes key (7) has collected for a fifth of the window: every process that
+-- recorded calls has then said so (about every tenth of the window, with a flush at most
+-- flush_interval <= window/10 late). Until then (a new key, or one Redis lost in a restart or a
+-- failover) the count is partial and a fraction of it is not decided: a report waits (it is
+-- added; the process says it again every quarter window, and that decides).
+local function processes_known(c)
+  local since = tonumber(read_quorum_key(7, 'ZSCORE', PROCESSES_SINCE))
+  return since ~= nil and 5 * (c.now + since) >= c.window
+end
+
 local function report(S, c, action)
   if action == '' or c.reporter == '' then return end
   if action == 'recovered' then
@@ -94,11 +104,13 @@ local function report(S, c, action)
   if S.state ~= 'closed' or not c.quorum_mode then return end
   local n = count_with_caller(S, c, 6)
   local required = c.quorum
+  local known = true
   if c.fraction > 0 then
     -- (less a hair: 0.14 x 50 is 7.000000000000001 in floating point, and means 7)
     required = mmax(required, math.ceil(c.fraction * count_with_caller(S, c, 7) - 1e-9))
+    known = processes_known(c)
   end
-  if n >= required then
+  if n >= required and known then
     trip(S, c, fmt(REASON.quorum, n, required))
     S.reporters = 'clear'
   else

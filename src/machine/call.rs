@@ -209,13 +209,15 @@ impl Call<'_> {
         }
         let n = self.count_with_caller(&self.m.reporters);
         let mut required = self.p.quorum;
+        let mut known = true;
         if self.p.fraction > 0.0 {
             let active = self.count_with_caller(&self.m.processes);
             required = required.max((self.p.fraction * active as f64 - 1e-9).ceil() as u64);
+            known = self.processes_known();
         }
         let (now, since) = (self.now, self.now.saturating_sub(self.p.window));
         let counts = |at: u64| at > since && at <= now;
-        if n >= required {
+        if n >= required && known {
             self.trip(reason::quorum(n, required));
             self.m.reporters.clear();
         } else {
@@ -232,11 +234,19 @@ impl Call<'_> {
         others as u64 + 1
     }
 
+    /// Whether the processes key has collected for a fifth of the window (`processes_known` in
+    /// `lua/lib/rules.lua`): before that a fraction of its count is not decided.
+    fn processes_known(&self) -> bool {
+        let age = self.m.processes_since.and_then(|since| self.now.checked_sub(since));
+        age.is_some_and(|age| age.saturating_mul(5) >= self.p.window)
+    }
+
     /// The caller recorded calls (quorum fraction): it counts among the window's processes.
     fn active(&mut self) {
         let (now, since) = (self.now, self.now.saturating_sub(self.p.window));
         self.m.processes.retain(|_, at| *at > since && *at <= now);
         self.m.processes.insert(self.origin.to_string(), now);
+        self.m.processes_since.get_or_insert(now);
     }
 
     pub(super) fn record(&mut self, r: &Record) -> Verdict {

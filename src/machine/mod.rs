@@ -63,6 +63,9 @@ pub(crate) struct Machine {
     reporters: BTreeMap<String, u64>,
     /// The processes that recorded calls (quorum fraction): reporter id -> when (the processes key).
     processes: BTreeMap<String, u64>,
+    /// When the processes key began collecting (ms; its member `' since'`, scored minus this):
+    /// a quorum fraction is decided only once it has for a fifth of the window.
+    processes_since: Option<u64>,
     pub(crate) metrics: Metrics,
     /// The metrics hash's `batch:<sender>` fields (`lua/lib/batch.lua`): per lane, when its
     /// last batch was applied (ms) x 1000 + its seq mod 1000.
@@ -101,6 +104,7 @@ impl Default for Machine {
             quorum: None,
             reporters: BTreeMap::new(),
             processes: BTreeMap::new(),
+            processes_since: None,
             metrics: Metrics::default(),
             batches: BTreeMap::new(),
             ttl_at: 0,
@@ -131,7 +135,8 @@ impl Machine {
         let batches = std::mem::take(&mut self.batches);
         let reporters = std::mem::take(&mut self.reporters);
         let processes = std::mem::take(&mut self.processes);
-        *self = Machine { metrics, batches, reporters, processes, ..Machine::default() };
+        let processes_since = self.processes_since;
+        *self = Machine { metrics, batches, reporters, processes, processes_since, ..Machine::default() };
     }
 
     /// Whether batch `b` was counted already: its lane's field holds its seq (`batch_seen` in
@@ -182,6 +187,12 @@ impl Machine {
     #[cfg(test)]
     pub(crate) fn processes(&self) -> &BTreeMap<String, u64> {
         &self.processes
+    }
+
+    /// When the processes key began collecting, if it has (see `processes_since`).
+    #[cfg(test)]
+    pub(crate) fn processes_since(&self) -> Option<u64> {
+        self.processes_since
     }
 
     /// A machine that starts from what a process last knew of Redis's state: the in-process
