@@ -5,8 +5,9 @@
 -- ARGV: none.
 -- Reply: { now_ms, state_hash_flat, probes_flat (member, score, ...), metrics_flat,
 --          pttl_state, pttl_probes, pttl_window, pttl_metrics, reporters_flat (member, score, ...),
---          pttl_reporters, processes (their count, without the key's ' since' member) } where a
---          key of the wrong type reads as empty (the next write resets it).
+--          pttl_reporters, processes (their count) } where a key of the wrong type reads as empty
+--          (the next write resets it). The members ' since' and ' window' (negative scores) are
+--          the keys' bookkeeping, not reporters or processes.
 -- Transitions: none.
 local now = redis_now_ms()
 
@@ -24,7 +25,7 @@ return {
   redis.call('PTTL', KEYS[2]),
   redis.call('PTTL', KEYS[3]),
   redis.call('PTTL', KEYS[4]),
-  read(KEYS[6], 'zset', 'ZRANGE', 0, -1, 'WITHSCORES'),
+  read(KEYS[6], 'zset', 'ZRANGE', 0, '+inf', 'BYSCORE', 'WITHSCORES'),
   redis.call('PTTL', KEYS[6]),
   #read(KEYS[7], 'zset', 'ZRANGE', 0, '+inf', 'BYSCORE'),
 }

@@ -58,6 +58,10 @@ local MAX_QUORUM = 10000
 -- (ms; Rust twin: `Machine::processes_since`). Reporter ids hold no whitespace, so it names no
 -- process; its negative score keeps it out of every count and sweep.
 local PROCESSES_SINCE = ' since'
+-- The member of the reporters (6) and processes (7) keys whose score is minus the longest window
+-- of the processes that wrote them (ms; Rust twin: `Machine::reporters_window`, `processes_window`): no writer sweeps an
+-- entry that still counts for another with a longer window.
+local LONGEST_WINDOW = ' window'
 -- What a caller rejected while every half-open probe is out is told to wait at most: a probe
 -- usually ends long before its lease, and its outcome's event refreshes every snapshot.
 local HALF_OPEN_RETRY = 1000

@@ -50,18 +50,24 @@ local function incr(key, field, n)
 end
 
 -- Adds the caller to a ZSET of the quorum's bookkeeping (reporters, processes) at now: entries
--- outside (now - window, now] are swept, a key of another type set by hand is replaced, and the
--- key lives at least a window from now (never shortened: a process with a longer window may
--- have written it). The processes key also keeps when it began collecting (PROCESSES_SINCE,
--- added once: `ZADD NX`), so a fraction is not decided on a key that is still refilling.
+-- older than the longest window of the key's writers (LONGEST_WINDOW, this caller's included:
+-- an entry still counts for them) and entries from the future are swept, a key of another type
+-- set by hand is replaced, and the key lives at least a window from now (never shortened: a
+-- process with a longer window may have written it). The processes key also keeps when it began
+-- collecting (PROCESSES_SINCE, added once: `ZADD NX`), so a fraction is not decided on a key
+-- that is still refilling.
 local function add_caller(key, c)
-  rpcall('ZREMRANGEBYSCORE', key, 0, c.now - c.window)
+  local keep = c.window
+  local longest = tonumber(rpcall('ZSCORE', key, LONGEST_WINDOW))
+  if longest and -longest > keep then keep = -longest end
+  rpcall('ZREMRANGEBYSCORE', key, 0, c.now - keep)
   rpcall('ZREMRANGEBYSCORE', key, '(' .. int(c.now), '+inf')
   local added = rpcall('ZADD', key, c.now, c.reporter)
   if type(added) == 'table' and added.err and string.sub(added.err, 1, 9) == 'WRONGTYPE' then
     rcall('DEL', key)
     rcall('ZADD', key, c.now, c.reporter)
   end
+  rcall('ZADD', key, 'LT', -c.window, LONGEST_WINDOW)
   if key == KEYS[7] then rcall('ZADD', key, 'NX', -c.now, PROCESSES_SINCE) end
   if rcall('PTTL', key) < c.window then rcall('PEXPIRE', key, c.window) end
 end

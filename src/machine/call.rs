@@ -215,14 +215,13 @@ impl Call<'_> {
             required = required.max((self.p.fraction * active as f64 - 1e-9).ceil() as u64);
             known = self.processes_known();
         }
-        let (now, since) = (self.now, self.now.saturating_sub(self.p.window));
-        let counts = |at: u64| at > since && at <= now;
         if n >= required && known {
             self.trip(reason::quorum(n, required));
             self.m.reporters.clear();
+            self.m.reporters_window = None;
         } else {
-            self.m.reporters.retain(|_, at| counts(*at));
-            self.m.reporters.insert(self.origin.to_string(), now);
+            let (now, window, origin) = (self.now, self.p.window, self.origin);
+            add_caller(&mut self.m.reporters, &mut self.m.reporters_window, origin, now, window);
         }
     }
 
@@ -243,9 +242,8 @@ impl Call<'_> {
 
     /// The caller recorded calls (quorum fraction): it counts among the window's processes.
     fn active(&mut self) {
-        let (now, since) = (self.now, self.now.saturating_sub(self.p.window));
-        self.m.processes.retain(|_, at| *at > since && *at <= now);
-        self.m.processes.insert(self.origin.to_string(), now);
+        let (now, window, origin) = (self.now, self.p.window, self.origin);
+        add_caller(&mut self.m.processes, &mut self.m.processes_window, origin, now, window);
         self.m.processes_since.get_or_insert(now);
     }
 
@@ -326,6 +324,7 @@ impl Call<'_> {
     pub(super) fn control(&mut self, op: ControlOp, duration_ms: u64) -> Verdict {
         // Every operator's command folds the quorum's reports into the state it sets.
         self.m.reporters.clear();
+        self.m.reporters_window = None;
         match op {
             // Already closed: no transition; only the counts are cleared.
             ControlOp::Reset if self.m.state == State::Closed => {
@@ -351,4 +350,20 @@ impl Call<'_> {
         }
         Verdict::Ok
     }
+}
+
+/// Adds `origin` at `now` to a quorum key's entries (`add_caller` in `lua/lib/commit.lua`):
+/// entries older than the longest window of the key's writers (`longest`, this caller's
+/// `window` included) or from the future are swept first, then `longest` takes `window`.
+fn add_caller(
+    set: &mut std::collections::BTreeMap<String, u64>,
+    longest: &mut Option<u64>,
+    origin: &str,
+    now: u64,
+    window: u64,
+) {
+    let since = now.saturating_sub(window.max(longest.unwrap_or(0)));
+    set.retain(|_, at| *at > since && *at <= now);
+    set.insert(origin.to_string(), now);
+    *longest = Some(longest.map_or(window, |w| w.max(window)));
 }

@@ -66,6 +66,11 @@ pub(crate) struct Machine {
     /// When the processes key began collecting (ms; its member `' since'`, scored minus this):
     /// a quorum fraction is decided only once it has for a fifth of the window.
     processes_since: Option<u64>,
+    /// The longest window of the processes that wrote the reporters key (its member
+    /// `' window'`, scored minus this): nothing younger is swept.
+    reporters_window: Option<u64>,
+    /// The same for the processes key.
+    processes_window: Option<u64>,
     pub(crate) metrics: Metrics,
     /// The metrics hash's `batch:<sender>` fields (`lua/lib/batch.lua`): per lane, when its
     /// last batch was applied (ms) x 1000 + its seq mod 1000.
@@ -105,6 +110,8 @@ impl Default for Machine {
             reporters: BTreeMap::new(),
             processes: BTreeMap::new(),
             processes_since: None,
+            reporters_window: None,
+            processes_window: None,
             metrics: Metrics::default(),
             batches: BTreeMap::new(),
             ttl_at: 0,
@@ -135,8 +142,18 @@ impl Machine {
         let batches = std::mem::take(&mut self.batches);
         let reporters = std::mem::take(&mut self.reporters);
         let processes = std::mem::take(&mut self.processes);
-        let processes_since = self.processes_since;
-        *self = Machine { metrics, batches, reporters, processes, processes_since, ..Machine::default() };
+        let (processes_since, reporters_window, processes_window) =
+            (self.processes_since, self.reporters_window, self.processes_window);
+        *self = Machine {
+            metrics,
+            batches,
+            reporters,
+            processes,
+            processes_since,
+            reporters_window,
+            processes_window,
+            ..Machine::default()
+        };
     }
 
     /// Whether batch `b` was counted already: its lane's field holds its seq (`batch_seen` in
@@ -189,10 +206,18 @@ impl Machine {
         &self.processes
     }
 
-    /// When the processes key began collecting, if it has (see `processes_since`).
+    /// The bookkeeping members of the reporters and processes keys as the scripts write them
+    /// (`' window'`, `' since'`; their scores are minus these).
     #[cfg(test)]
-    pub(crate) fn processes_since(&self) -> Option<u64> {
-        self.processes_since
+    pub(crate) fn quorum_marks(&self) -> [BTreeMap<String, u64>; 2] {
+        let mark = |name: &str, v: Option<u64>| v.map(|v| (name.to_string(), v));
+        [
+            mark(" window", self.reporters_window).into_iter().collect(),
+            [mark(" window", self.processes_window), mark(" since", self.processes_since)]
+                .into_iter()
+                .flatten()
+                .collect(),
+        ]
     }
 
     /// A machine that starts from what a process last knew of Redis's state: the in-process

@@ -114,7 +114,7 @@ fn quorum_keys(
         redis::pipe()
             .hgetall(key("state"))
             .hgetall(key("metrics"))
-            .zcard(key("reporters"))
+            .zcount(key("reporters"), 0, "+inf")
             .query_async(&mut conn)
             .await
             .unwrap()
