@@ -801,3 +801,31 @@ async fn a_shorter_window_does_not_sweep_the_reports_of_a_longer_one() {
     let state = state_hash(&redis, &name).await;
     assert_eq!(state.get("state").map(String::as_str), Some("open"), "hosts a, b and c reported within c's window");
 }
+
+/// What a quorum means for probes (issue 22, 11): the quorum decides when the fleet opens; its
+/// half-open probes are the fleet's, as without a quorum. Any process may take one, one whose
+/// own calls failed included (its own breaker folded into the fleet's trip), and a failed probe
+/// reopens the fleet with the next backoff.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn under_a_quorum_any_process_may_take_the_fleets_probe_and_a_failed_one_reopens_it() {
+    let redis = redis().await;
+    let name = unique("quorum-probe");
+    let config = quorum(2).build().unwrap(); // backoff 300ms
+    let (a, b) = (
+        host(&redis, "host-a", ClientConfig::DEFAULT_FLUSH_INTERVAL).await,
+        host(&redis, "host-b", ClientConfig::DEFAULT_FLUSH_INTERVAL).await,
+    );
+    let (ba, bb) = (a.breaker(&name, config.clone()).unwrap(), b.breaker(&name, config).unwrap());
+    for breaker in [&ba, &bb] {
+        fail(breaker).await.unwrap_err();
+        fail(breaker).await.unwrap_err();
+    }
+    assert_eq!(state_hash(&redis, &name).await["trips"], "1", "the quorum of 2 opened the fleet");
+    tokio::time::sleep(Duration::from_millis(350)).await;
+    // Host a, whose own calls failed, calls first: it takes the fleet's probe, which fails.
+    let probe = ba.acquire().await.expect("the fleet's probe");
+    assert!(probe.is_probe());
+    probe.failure().await;
+    let state = state_hash(&redis, &name).await;
+    assert_eq!((state["state"].as_str(), state["trips"].as_str()), ("open", "2"), "{state:?}");
+}
