@@ -186,6 +186,9 @@ setters_and_getters! { ConfigBuilder => Config {
     /// it stays open); when `quorum` processes reported within `window`, the fleet opens once,
     /// as it does with a quorum of 1. One bad node (its
     /// own network path, a starved pod) then cannot open the breaker for the healthy ones.
+    /// Processes count by their identity ([`Client::reporter_id`](crate::Client::reporter_id),
+    /// by default the host's name): one that restarts, or several on one host, count once;
+    /// [`Client::shutdown`](crate::Client::shutdown) withdraws a process's reports.
     /// Between 1 and 10000; 2 or 3 suit fleets of ten or more. Part of the config fingerprint
     /// when above 1.
     quorum: u32;
@@ -204,7 +207,10 @@ impl ConfigBuilder {
     /// the processes that recorded calls within `window` reported their own breaker open (e.g.
     /// 0.3), and at least `quorum` of them; it puts the breaker under a quorum even with a
     /// `quorum` of 1. Costs each process a few Redis commands about ten times per window (it
-    /// says it is active in `<prefix>:{<name>}:processes`), none per call. In (0, 1].
+    /// says it is active in `<prefix>:{<name>}:processes`), none per call. The fraction is
+    /// decided once that key has collected for a fifth of the window (a new key, or one Redis
+    /// lost, counts only part of the fleet): until then a report waits, and the process's
+    /// next one (a quarter window later) decides. In (0, 1].
     #[must_use]
     pub fn quorum_fraction(mut self, fraction: f64) -> Self {
         self.quorum_fraction = Some(fraction);

@@ -81,7 +81,8 @@ pub struct Probe {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[non_exhaustive]
 pub struct Reporter {
-    /// Its client id ([`Client::id`](crate::Client::id)).
+    /// Its identity for the quorum ([`Client::reporter_id`](crate::Client::reporter_id): by
+    /// default its host's name).
     pub id: String,
     /// When it last reported (ms since the Unix epoch, Redis clock).
     pub reported_at_ms: u64,
