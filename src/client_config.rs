@@ -141,8 +141,8 @@ impl ClientConfigBuilder {
     }
     /// This client's id, carried by the events its script calls cause and the history entries
     /// they write (default: 16 random hex digits, new for each client). 1-64 bytes of printable
-    /// ASCII without whitespace. Set and no [`reporter_id`](Self::reporter_id) given, it is also
-    /// the client's identity for a quorum.
+    /// ASCII without whitespace. When set, it is also the client's identity for a quorum unless
+    /// [`reporter_id`](Self::reporter_id) or `$REDIS_BREAKER_REPORTER_ID` gives one.
     #[must_use]
     pub fn client_id(mut self, id: impl Into<String>) -> Self {
         self.client_id = Some(id.into());
