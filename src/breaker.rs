@@ -188,14 +188,26 @@ impl Breaker {
     /// Opens the breaker for every process: for `duration`, after which it behaves as an
     /// expired open (half-open probes), or until [`reset`](Breaker::reset) when `None`.
     ///
-    /// The returned [`Snapshot::announced`] is false when Redis refused the transition's event
-    /// (the user may not publish on the events channel): the breaker is open in Redis, but
-    /// processes holding an older snapshot keep deciding from it until it expires (up to
-    /// `subscribed_cache_ttl`). It is logged as a warning; the CLI and the console say so and
-    /// fail. The same holds for every operator's call below.
+    /// An operator's write is only worth something if the fleet hears of it: processes holding
+    /// an older snapshot decide from it until it expires (up to `subscribed_cache_ttl`, 30s by
+    /// default) unless the transition's event reaches them. So when this Redis user may not
+    /// publish on the events channel (Redis 7's `acl-pubsub-default resetchannels`, `-publish`):
+    /// - on Redis and Valkey >= 7.0, which tell it before anything is written
+    ///   (`redis.acl_check_cmd`), the write is refused: [`StoreError::PublishDenied`], naming the
+    ///   channel to grant, and nothing changes in Redis (no state, no history entry);
+    /// - before 7.0, which tells it only when the PUBLISH fails, the write is made and the
+    ///   returned [`Snapshot::announced`] is false: the breaker is open in Redis, every process
+    ///   that asks Redis trusts that state for `cache_ttl` only, but one holding an older
+    ///   snapshot keeps deciding from it until it expires. It is logged as a warning
+    ///   ([`Snapshot::unannounced_warning`]); the CLI and the console say so and fail.
+    ///
+    /// The same holds for every operator's call below. A write that makes no transition (a
+    /// reset of a closed breaker) publishes nothing and is never refused; transitions caused by
+    /// calls (a trip) are never refused either: they are written and marked unannounced.
     ///
     /// # Errors
-    /// [`StoreError`] when Redis could not apply it (nothing changed, or for a timeout, maybe).
+    /// [`StoreError::PublishDenied`] as above (nothing written); another [`StoreError`] when
+    /// Redis could not apply it (nothing changed, or for a timeout, maybe).
     pub async fn force_open(&self, duration: Option<Duration>) -> Result<Snapshot, StoreError> {
         self.control(ControlOp::ForceOpen, duration, "").await
     }
@@ -211,6 +223,10 @@ impl Breaker {
 
     /// Closes the breaker for every process; it records metrics but never trips. After
     /// `duration` it is closed; with `None` it lasts until [`reset`](Breaker::reset).
+    ///
+    /// Refused with [`StoreError::PublishDenied`] (nothing written) when Redis >= 7.0 tells that
+    /// its event could not be published; before 7.0 made, and reported with
+    /// [`Snapshot::announced`] false: see [`force_open`](Breaker::force_open).
     ///
     /// # Errors
     /// As [`force_open`](Breaker::force_open).
@@ -228,6 +244,12 @@ impl Breaker {
 
     /// Returns the breaker to closed with failures, trips, probes and window cleared (metrics
     /// are kept).
+    ///
+    /// Refused with [`StoreError::PublishDenied`] (nothing written) when it would make a
+    /// transition (the breaker is not closed) and Redis >= 7.0 tells that its event could not be
+    /// published; before 7.0 made, and reported with [`Snapshot::announced`] false: see
+    /// [`force_open`](Breaker::force_open). A reset of a closed breaker announces nothing and is
+    /// never refused.
     ///
     /// # Errors
     /// As [`force_open`](Breaker::force_open).

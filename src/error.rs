@@ -157,6 +157,27 @@ pub enum StoreError {
         /// The commands refused, lower case (`hdel`, `pttl`, ...).
         commands: Vec<String>,
     },
+    /// An operator's write ([`force_open`](crate::Breaker::force_open),
+    /// [`force_close`](crate::Breaker::force_close), [`reset`](crate::Breaker::reset) and their
+    /// `_noted` forms) was refused before anything was written: it would change the state, and
+    /// the redis user may not publish the transition's event on the breaker's events channel,
+    /// so processes holding an older snapshot would go on deciding from it for up to
+    /// `subscribed_cache_ttl` (30s by default). Redis and Valkey >= 7.0 tell this ahead
+    /// (`redis.acl_check_cmd`); before 7.0 the write is made and the returned
+    /// [`Snapshot::announced`](crate::Snapshot::announced) is false. Grant the user the channel
+    /// (`grant` says which) and write again. Transitions caused by calls are never refused.
+    #[error(
+        "the redis user may not publish on {channel}, so no process would hear of this write: nothing was written; grant it {grant} in its ACL and write again"
+    )]
+    PublishDenied {
+        /// The breaker's state key.
+        key: String,
+        /// The channel the event would have gone to (`<prefix>:events`, or the breaker's own
+        /// `<prefix>:{<name>}:events` where events are sharded).
+        channel: String,
+        /// What the ACL lacks, e.g. `&breaker:events (and +publish)`.
+        grant: String,
+    },
     /// The server is older than the oldest this crate supports: calls are decided by the
     /// degraded mode, and the server is asked again every few seconds (an upgrade is noticed).
     #[error("{server} {found} is older than {}.{}, the oldest server this crate supports; upgrade it", MIN_SERVER.0, MIN_SERVER.1)]
@@ -208,6 +229,9 @@ impl StoreError {
         if auth {
             return StoreError::Auth(e);
         }
+        if let Some(denied) = publish_denied(&e, key) {
+            return denied;
+        }
         let outage = e.is_io_error()
             || e.is_connection_dropped()
             || e.is_connection_refusal()
@@ -236,4 +260,14 @@ impl StoreError {
         }
         if outage { StoreError::Unreachable(e) } else { StoreError::Refused { key: key.to_string(), error: e } }
     }
+}
+
+/// `lua/control.lua`'s refusal of an operator's transition that Redis would not announce:
+/// `ERR redis-breaker: this user may not publish on <channel>: nothing was written; grant <grant>`.
+/// (Prefixes and breaker names hold no space, so the channel ends at the first ": nothing".)
+fn publish_denied(e: &redis::RedisError, key: &str) -> Option<StoreError> {
+    const SAID: &str = "redis-breaker: this user may not publish on ";
+    let rest = e.detail()?.strip_prefix(SAID)?;
+    let (channel, grant) = rest.split_once(": nothing was written; grant ")?;
+    Some(StoreError::PublishDenied { key: key.to_string(), channel: channel.to_string(), grant: grant.to_string() })
 }

@@ -280,6 +280,12 @@ struct Case {
     /// The last batch sent with an id, as each side names it, and the number of the next.
     last_batch: Option<(Batch, Batch)>,
     next_seq: u64,
+    /// The server tells before anything is written that a PUBLISH would be refused (>= 7.0,
+    /// `redis.acl_check_cmd`): an operator's transition that could not be announced is refused.
+    tells_ahead: bool,
+    /// The last script call was refused before it wrote anything: the keys' TTLs are as the
+    /// call before left them, not measured from this step's clock.
+    refused: bool,
 }
 
 /// The op as each side names it, the slot a grant goes to, whether the second process's config
@@ -287,7 +293,7 @@ struct Case {
 type Ops = (Op, Op, Option<usize>, bool, usize);
 
 impl Case {
-    fn new(config: Config, second_window: u64) -> Case {
+    fn new(config: Config, second_window: u64, tells_ahead: bool) -> Case {
         Case {
             keys: Keys::new("breaker", &support::unique("model")),
             params: Params::new(&config),
@@ -311,6 +317,8 @@ impl Case {
             renewed: false,
             last_batch: None,
             next_seq: 1,
+            tells_ahead,
+            refused: false,
         }
     }
 
@@ -426,13 +434,30 @@ impl Case {
         let (op_redis, op_model, slot, second, reporter) = ops;
         let p = if second { &self.second } else { &self.params };
         let redis = &stores[reporter];
-        let got = redis
-            .run(&self.keys, p, &op_redis, Some(self.now), rand)
-            .await
-            .map_err(|e| TestCaseError::fail(format!("{e}")))?;
+        let got = redis.run(&self.keys, p, &op_redis, Some(self.now), rand).await;
+        self.refused = false;
         let origin = reporter_id(reporter);
         // The quiet process's events are refused: its transitions are not announced.
         self.model.publishes = reporter != QUIET;
+        // An operator's transition the server can tell would not be announced is refused before
+        // anything is written (`lua/control.lua`); the twin, in process, always has a publisher:
+        // here it tells whether the op makes a transition, and is left as it was.
+        if self.tells_ahead && !self.model.publishes && matches!(op_model, Op::Control { .. }) {
+            let (_, transitions) =
+                self.model.clone().run(p, self.now, rand, self.next_incarnation * 1000, &origin, &op_model);
+            if !transitions.is_empty() {
+                stats::add("operator's transition refused (may not publish)");
+                (self.refused, self.renewed) = (true, false);
+                prop_assert!(
+                    matches!(got, Err(crate::StoreError::PublishDenied { .. })),
+                    "refused before anything is written after {:?}, got {:?}",
+                    step,
+                    got
+                );
+                return Ok(());
+            }
+        }
+        let got = got.map_err(|e| TestCaseError::fail(format!("{e}")))?;
         let (ttl_at, unannounced) = (self.model.ttl_at(), self.model.unannounced());
         let (want, transitions) = self.model.run(p, self.now, rand, self.next_incarnation * 1000, &origin, &op_model);
         self.next_incarnation += 1;
@@ -505,8 +530,8 @@ impl Case {
         want.remove("incarnation");
         // A busy state's TTLs are set in full again once a tenth of the shorter has passed:
         // after any script call, `ttl_at` (when they last were) is within that of now, whatever
-        // both sides agree on.
-        if self.model.exists() {
+        // both sides agree on (a call refused before it wrote leaves them as they were).
+        if self.model.exists() && !self.refused {
             let refresh = self.params.state_ttl.min(self.params.metrics_ttl) / 10;
             let ttl_at = got.get("ttl_at").and_then(|v| v.parse::<u64>().ok());
             prop_assert!(
@@ -594,7 +619,7 @@ impl Case {
 
         // A state in force never expires: every script that read it left state_ttl past its
         // furthest deadline on the key (real time passes too, so allow for the query's delay).
-        if self.model.exists() && self.model.state() != crate::State::Closed {
+        if self.model.exists() && self.model.state() != crate::State::Closed && !self.refused {
             let p = if second { &self.second } else { &self.params };
             let pttl: i64 = redis::cmd("PTTL").arg(&keys[0]).query_async(conn).await.unwrap();
             match self.model.state_key_ttl(p, self.now) {
@@ -737,9 +762,10 @@ async fn run_case(
     conn: &mut redis::aio::MultiplexedConnection,
     config: Config,
     second_window: u64,
+    tells_ahead: bool,
     steps: Vec<(Step, f64)>,
 ) -> Result<(), TestCaseError> {
-    let mut case = Case::new(config, second_window);
+    let mut case = Case::new(config, second_window, tells_ahead);
     for (step, rand) in steps {
         if case.world(conn, &step).await {
             continue;
@@ -811,6 +837,7 @@ fn a_busy_keys_ttls_are_set_in_full_when_due() {
 fn lua_scripts_and_the_rust_machine_agree_step_by_step() {
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     let server = rt.block_on(support::redis());
+    let tells_ahead = rt.block_on(server.version()) >= (7, 0);
     // Each case sends the scripts either as FCALL of the library (where the server has
     // Functions) or with EVALSHA, from one store per reporter (client id).
     let (stores, conn) = rt.block_on(async {
@@ -843,7 +870,8 @@ fn lua_scripts_and_the_rust_machine_agree_step_by_step() {
     let strategy = (config(), 500..3000u64, prop::collection::vec((step(), 0.0..1.0f64), 1..80), any::<bool>());
     runner
         .run(&strategy, |(config, second_window, steps, functions)| {
-            rt.block_on(run_case(&stores[usize::from(functions)], &mut conn.clone(), config, second_window, steps))
+            let stores = &stores[usize::from(functions)];
+            rt.block_on(run_case(stores, &mut conn.clone(), config, second_window, tells_ahead, steps))
         })
         .unwrap();
     if std::env::var_os("MODEL_STATS").is_some() {

@@ -441,3 +441,73 @@ async fn list_skips_keys_whose_name_cannot_be_a_breaker_and_says_so() {
     assert_eq!(v["skipped"], 2, "{v}");
     assert!(v["skipped_names"].as_array().unwrap().iter().any(|n| n == "a b"), "{v}");
 }
+
+/// Issue 22, item 3: `open`, `close` and `reset` as a Redis user that may not publish on the
+/// events channel (Redis 7's `acl-pubsub-default resetchannels`). Where the server tells ahead
+/// (>= 7.0) each write that would make a transition is refused: exit 77 (EX_NOPERM), one line
+/// on stderr saying what to grant, nothing on stdout, nothing written. Before 7.0 the write is
+/// made: the result on stdout, the warning on stderr, exit 1. `status` says when a state's
+/// event was refused (here a trip by a process that may not publish), in text and JSON.
+#[tokio::test]
+async fn control_commands_the_fleet_would_not_hear_of_are_refused_or_fail_with_a_warning() {
+    let redis = private_redis().await;
+    let _: () = redis::cmd("ACL")
+        .arg(&["SETUSER", "ops", "reset", "on", "nopass", "~*", "resetchannels", "+@all"])
+        .query_async(&mut redis.conn().await)
+        .await
+        .unwrap();
+    let ops_url = redis.url.replacen("redis://", "redis://ops:x@", 1);
+    let as_ops = |args: &[&str]| cli(&redis).env("REDIS_URL", &ops_url).args(args).output().expect("run redis-breaker");
+    let history = async |name: &str| -> u64 {
+        redis::cmd("XLEN").arg(key(name, "history")).query_async(&mut redis.conn().await).await.unwrap()
+    };
+    let name = unique("cli-unannounced");
+    // Forced closed by an operator who may publish, so that each command below is a transition.
+    assert_eq!(code(&run(&redis, &["close", &name])), 0);
+    let before = (state_hash(&redis, &name).await, history(&name).await);
+
+    if redis.version().await >= (7, 0) {
+        for args in [vec!["open", name.as_str()], vec!["close", &name, "--for", "1m"], vec!["reset", &name]] {
+            let o = as_ops(&args);
+            assert_eq!(code(&o), 77, "{args:?}: {}", stderr(&o));
+            assert!(stdout(&o).is_empty(), "{args:?}: {}", stdout(&o));
+            let said = stderr(&o);
+            assert_eq!(said.lines().count(), 1, "{said}");
+            assert!(
+                said.starts_with("redis-breaker: the redis user may not publish on breaker:events")
+                    && said.contains("nothing was written; grant it &breaker:events (and +publish) in its ACL"),
+                "{said}"
+            );
+            assert_eq!((state_hash(&redis, &name).await, history(&name).await), before, "{args:?} wrote");
+        }
+    } else {
+        let o = as_ops(&["open", &name]);
+        assert_eq!(code(&o), 1, "written, not announced: {}", stderr(&o));
+        assert!(stdout(&o).contains(&format!("{name}: forced open until")), "the usual result: {}", stdout(&o));
+        let said = stderr(&o);
+        assert_eq!(said.lines().count(), 1, "{said}");
+        assert!(said.starts_with("redis-breaker: warning: breaker ") && said.contains("not published"), "{said}");
+        assert_eq!(state_hash(&redis, &name).await["state"], "forced_open");
+        let o = as_ops(&["--json", "reset", &name]);
+        assert_eq!(code(&o), 1, "{}", stderr(&o));
+        let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+        assert_eq!((&v["state"], &v["announced"]), (&serde_json::json!("closed"), &serde_json::json!(false)), "{v}");
+    }
+
+    // A trip by a process that may not publish: `status` says its event was refused.
+    let tripped = unique("cli-unannounced-trip");
+    let o = as_ops(&["exec", &tripped, "--failure-threshold", "1", "--", "false"]);
+    assert_eq!(code(&o), 1, "the command's own status: {}", stderr(&o));
+    assert_eq!(state_hash(&redis, &tripped).await["announced"], "0");
+    let o = run(&redis, &["status", &tripped]);
+    assert_eq!(code(&o), 0, "{}", stderr(&o));
+    assert!(stdout(&o).contains("\nannounced:   no (its event was refused"), "{}", stdout(&o));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&run(&redis, &["status", &tripped, "--json"]))).unwrap();
+    assert_eq!(v["announced"], false, "{v}");
+    // The first breaker: as the last announced write left it (>= 7.0), or unannounced (6.2).
+    let announced = redis.version().await >= (7, 0);
+    let v: serde_json::Value = serde_json::from_str(&stdout(&run(&redis, &["status", &name, "--json"]))).unwrap();
+    assert_eq!(v["announced"], announced, "{v}");
+    let text = stdout(&run(&redis, &["status", &name]));
+    assert_eq!(text.contains("announced:   no"), !announced, "{text}");
+}

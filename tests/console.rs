@@ -157,6 +157,7 @@ async fn every_endpoint_answers_in_its_shape_and_writes_need_the_token() {
     let forced = http(&c, "POST", &path, Some(TOKEN)).await;
     assert_eq!(forced.status, 200, "{}", forced.body);
     assert_eq!(forced.json()["state"], "forced_open");
+    assert!(forced.json().get("warning").is_none() && forced.json()["announced"] == true, "{}", forced.body);
     let stored = state_hash(&redis, &healthy).await;
     assert_eq!(stored["state"], "forced_open");
     assert!(stored["open_until"].parse::<u64>().unwrap() > 0, "for=30s has an end");
@@ -734,4 +735,46 @@ async fn only_loopback_or_allowed_host_values_are_answered() {
     let help = Command::new(env!("CARGO_BIN_EXE_redis-breaker")).args(["serve", "--help"]).output().unwrap();
     let help = String::from_utf8_lossy(&help.stdout);
     assert!(help.contains("--allowed-host") && help.contains("421 Misdirected Request"), "{help}");
+}
+
+/// Issue 22, item 3: a console whose Redis user may not publish on the events channel (Redis 7's
+/// `acl-pubsub-default resetchannels`). Where the server tells ahead (>= 7.0) a write that would
+/// make a transition is refused: 403 with the message (what to grant), nothing written. Before
+/// 7.0 the write is made: 200 with the status (`announced` false) and a `warning` for the page.
+/// Granted the channel, writes are announced and carry no warning.
+#[tokio::test]
+async fn a_write_redis_would_not_announce_is_refused_with_403_or_answered_with_a_warning() {
+    let redis = private_redis().await;
+    let acl = async |rules: &[&str]| {
+        let _: () =
+            redis::cmd("ACL").arg("SETUSER").arg("ops").arg(rules).query_async(&mut redis.conn().await).await.unwrap();
+    };
+    acl(&["reset", "on", "nopass", "~*", "resetchannels", "+@all"]).await;
+    let ops_url = redis.url.replacen("redis://", "redis://ops:x@", 1);
+    let c = console(&redis, Some(TOKEN), &["--url", &ops_url]);
+    let name = unique("con-unannounced");
+    let path = format!("/api/breakers/{name}/open?for=1m");
+    let a = http(&c, "POST", &path, Some(TOKEN)).await;
+    if redis.version().await >= (7, 0) {
+        assert_eq!(a.status, 403, "{}", a.body);
+        let said = a.json()["error"].as_str().unwrap().to_string();
+        assert!(
+            said.starts_with("the redis user may not publish on breaker:events")
+                && said.contains("nothing was written; grant it &breaker:events (and +publish) in its ACL"),
+            "{said}"
+        );
+        assert!(state_hash(&redis, &name).await.is_empty(), "nothing written");
+    } else {
+        assert_eq!(a.status, 200, "{}", a.body);
+        let body = a.json();
+        assert_eq!((&body["state"], &body["announced"]), (&"forced_open".into(), &false.into()), "{body}");
+        let warning = body["warning"].as_str().unwrap_or_else(|| panic!("a warning: {body}"));
+        assert!(warning.contains(&name) && warning.contains("not published"), "{warning}");
+        assert_eq!(state_hash(&redis, &name).await["state"], "forced_open");
+    }
+
+    acl(&["&breaker:events"]).await;
+    let a = http(&c, "POST", &path, Some(TOKEN)).await;
+    assert_eq!(a.status, 200, "{}", a.body);
+    assert_eq!((&a.json()["announced"], a.json().get("warning")), (&true.into(), None), "{}", a.body);
 }

@@ -2,7 +2,7 @@
 
 mod support;
 
-use redis_breaker::{Config, Error, Rejected, State};
+use redis_breaker::{Config, Error, Rejected, State, StoreError};
 use std::time::Duration;
 use support::*;
 
@@ -196,11 +196,103 @@ async fn client_as(redis: &TestRedis, user: &str, rules: &[&str]) -> redis_break
     redis_breaker::Client::connect_with(&url, config).await.unwrap()
 }
 
-/// Issue 22, item 3: an operator whose Redis user may not publish on the events channel (Redis
-/// 7's `acl-pubsub-default resetchannels`) forces a breaker: the state is written, the API says
-/// its event went out to nobody, the state hash remembers it, and a subscribed process that
-/// confirms a state nobody announced trusts it for `cache_ttl`, not `subscribed_cache_ttl`: it
-/// stops admitting calls within `cache_ttl` of the next unannounced transition.
+/// Whether the server tells before anything is written that a user may not publish
+/// (`redis.acl_check_cmd`, Redis and Valkey >= 7.0): there an operator's write that could not be
+/// announced is refused; before 7.0 it is made and reported unannounced.
+async fn tells_ahead(redis: &TestRedis) -> bool {
+    redis.version().await >= (7, 0)
+}
+
+/// The state hash and the history's length: what a refused write must leave as they were.
+async fn written(redis: &TestRedis, name: &str) -> (std::collections::HashMap<String, String>, u64) {
+    let history: u64 = redis::cmd("XLEN").arg(key(name, "history")).query_async(&mut redis.conn().await).await.unwrap();
+    (state_hash(redis, name).await, history)
+}
+
+/// Issue 22, item 3: on Redis >= 7.0 an operator's write whose transition's event this Redis
+/// user may not publish (Redis 7's `acl-pubsub-default resetchannels`) is refused before
+/// anything is written — no state change, no history entry — with an error naming the channel
+/// and what to grant; processes holding an older snapshot would otherwise go on deciding from it
+/// for up to `subscribed_cache_ttl`. A reset of a closed breaker (no transition, no event) is
+/// not refused. Granted the channel, the same user's write goes through, announced. On 6.2 the
+/// server cannot tell ahead: the write is made and reported unannounced.
+#[tokio::test]
+async fn an_operators_transition_redis_would_not_announce_is_refused_before_anything_is_written() {
+    let redis = private_redis().await;
+    let name = unique("refused-unannounced");
+    let trips = Config::builder().failure_threshold(1).base_recovery(Duration::from_secs(60)).build().unwrap();
+    // A service that may publish trips the breaker: open, announced.
+    let service = redis_breaker::Client::connect(&redis.url).await.unwrap().breaker(&name, trips.clone()).unwrap();
+    fail(&service).await.unwrap_err();
+    assert_eq!(service.state(), State::Open);
+    let operator = client_as(&redis, "ops", &["resetchannels", "+@all"]).await;
+    let b = operator.breaker(&name, Config::default()).unwrap();
+    let before = written(&redis, &name).await;
+    assert_eq!((before.0["state"].as_str(), before.1), ("open", 1));
+
+    if !tells_ahead(&redis).await {
+        let snap = b.force_open(None).await.expect("before 7.0 the write is made");
+        assert_eq!((snap.state, snap.announced), (State::ForcedOpen, false), "and reported unannounced");
+        assert_eq!(written(&redis, &name).await.1, 2, "its history entry");
+        eprintln!("redis {:?} cannot tell ahead: the write was made and reported unannounced", redis.version().await);
+        return;
+    }
+    for what in ["force_open", "force_open_noted", "force_close", "force_close_noted", "reset"] {
+        let result = match what {
+            "force_open" => b.force_open(None).await,
+            "force_open_noted" => b.force_open_noted(Some(Duration::from_secs(30)), "rollback").await,
+            "force_close" => b.force_close(Some(Duration::from_secs(10))).await,
+            "force_close_noted" => b.force_close_noted(None, "hotfix").await,
+            _ => b.reset().await,
+        };
+        match result {
+            Err(StoreError::PublishDenied { key, channel, grant }) => {
+                assert_eq!(key, format!("breaker:{{{name}}}:state"), "{what}");
+                assert_eq!((channel.as_str(), grant.as_str()), ("breaker:events", "&breaker:events (and +publish)"));
+            }
+            other => panic!("{what}: expected a refusal, nothing written; got {other:?}"),
+        }
+        assert_eq!(written(&redis, &name).await, before, "{what} wrote something");
+    }
+    let e = b.reset_noted("x").await.unwrap_err();
+    assert!(!e.is_outage(), "a refusal, not an outage");
+    assert_eq!(
+        e.to_string(),
+        "the redis user may not publish on breaker:events, so no process would hear of this write: nothing was written; grant it &breaker:events (and +publish) in its ACL and write again"
+    );
+    assert_eq!(service.state(), State::Open, "the service's snapshot is still the truth");
+
+    // A reset of a closed breaker makes no transition: nothing to announce, nothing refused.
+    let closed = unique("refused-unannounced-closed");
+    let counting = Config::builder().failure_threshold(3).build().unwrap();
+    fail(&service_of(&redis, &closed, counting).await).await.unwrap_err();
+    assert_eq!(state_field(&redis, &closed, "failures").await, 1);
+    let snap = operator.breaker(&closed, Config::default()).unwrap().reset().await.expect("no transition: not refused");
+    assert_eq!((snap.state, snap.announced), (State::Closed, true));
+    assert_eq!(state_field(&redis, &closed, "failures").await, 0, "its failures cleared");
+
+    // Granted the channel, the same user's write goes through, announced.
+    let _: () = redis::cmd("ACL")
+        .arg(&["SETUSER", "ops", "&breaker:events"])
+        .query_async(&mut redis.conn().await)
+        .await
+        .unwrap();
+    let snap = b.force_open(None).await.expect("granted the channel");
+    assert_eq!((snap.state, snap.announced), (State::ForcedOpen, true));
+    assert_eq!(written(&redis, &name).await.1, 2, "one history entry");
+}
+
+/// A breaker of `name` on a client of its own (one that may publish).
+async fn service_of(redis: &TestRedis, name: &str, config: Config) -> redis_breaker::Breaker {
+    redis_breaker::Client::connect(&redis.url).await.unwrap().breaker(name, config).unwrap()
+}
+
+/// Issue 22, item 3, before Redis 7.0 (which cannot tell ahead that a PUBLISH will be refused):
+/// an operator whose Redis user may not publish on the events channel forces a breaker: the
+/// state is written, the API says its event went out to nobody, the state hash remembers it, and
+/// a subscribed process that confirms a state nobody announced trusts it for `cache_ttl`, not
+/// `subscribed_cache_ttl`: it stops admitting calls within `cache_ttl` of the next unannounced
+/// transition. On >= 7.0 such a write is refused (the test above).
 #[tokio::test]
 async fn an_operators_transition_redis_would_not_announce_is_reported_and_trusted_briefly() {
     let redis = private_redis().await;
@@ -213,6 +305,12 @@ async fn an_operators_transition_redis_would_not_announce_is_reported_and_truste
     while !service.health().await.unwrap().events_subscribed {
         assert!(start.elapsed() < Duration::from_secs(5), "no event subscription");
         tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    if tells_ahead(&redis).await {
+        let refused = operator.force_close(None).await;
+        assert!(matches!(refused, Err(StoreError::PublishDenied { .. })), "refused on >= 7.0: {refused:?}");
+        eprintln!("redis {:?} tells ahead: refused (the unannounced path runs on 6.2)", redis.version().await);
+        return;
     }
     succeed(&service).await.unwrap();
 
@@ -253,4 +351,46 @@ async fn an_operators_transition_redis_would_not_announce_is_reported_and_truste
     assert!(service.status().await.unwrap().announced);
     let e = tokio::time::timeout(Duration::from_secs(5), events.recv()).await.unwrap().unwrap();
     assert_eq!(e.to, State::Closed);
+}
+
+/// Issue 22, item 3, on a real 3-master cluster, where a transition's event goes with SPUBLISH
+/// to the breaker's own channel (>= 7.0): the refusal names that channel and the pattern to
+/// grant for every breaker of the prefix. Before 7.0 (one channel, PUBLISH) the write is made
+/// and reported unannounced.
+#[cfg(feature = "cluster")]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_a_cluster_the_refusal_names_the_breakers_shard_channel() {
+    let cluster = support::cluster();
+    let mut urls = Vec::new();
+    for url in &cluster.urls {
+        let mut conn = redis::Client::open(url.as_str()).unwrap().get_multiplexed_async_connection().await.unwrap();
+        let _: () = redis::cmd("ACL")
+            .arg(&["SETUSER", "ops", "reset", "on", "nopass", "~*", "resetchannels", "+@all"])
+            .query_async(&mut conn)
+            .await
+            .unwrap();
+        urls.push(url.replacen("redis://", "redis://ops:x@", 1));
+    }
+    let urls: Vec<&str> = urls.iter().map(String::as_str).collect();
+    let config = redis_breaker::ClientConfig::builder().op_timeout(Duration::from_secs(2)).build().unwrap();
+    let operator = redis_breaker::Client::connect_cluster(&urls, config).await.unwrap();
+    let name = unique("cluster-refused");
+    let b = operator.breaker(&name, Config::default()).unwrap();
+    let info: String =
+        redis::cmd("INFO").arg("server").query_async(&mut redis_conn(&cluster.urls[0]).await).await.unwrap();
+    let major = info.lines().find_map(|l| l.strip_prefix("redis_version:")?.split('.').next()?.parse::<u32>().ok());
+    let seven = major.unwrap_or(0) >= 7;
+    match b.force_open(None).await {
+        Err(StoreError::PublishDenied { channel, grant, .. }) if seven => {
+            assert_eq!(channel, format!("breaker:{{{name}}}:events"));
+            assert_eq!(grant, "&breaker:{*}:events (and +spublish)");
+        }
+        Ok(snap) if !seven => assert_eq!((snap.state, snap.announced), (State::ForcedOpen, false)),
+        other => panic!("redis >= 7.0: {seven}; got {other:?}"),
+    }
+}
+
+#[cfg(feature = "cluster")]
+async fn redis_conn(url: &str) -> redis::aio::MultiplexedConnection {
+    redis::Client::open(url).unwrap().get_multiplexed_async_connection().await.unwrap()
 }

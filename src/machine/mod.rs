@@ -83,6 +83,10 @@ pub(crate) struct Machine {
     /// Whether the caller's events reach the events channel (as `may_announce` in
     /// `lua/lib/commit.lua`): always for the in-process breaker, whose events reach this
     /// process's subscribers; the property test clears it for a caller without PUBLISH rights.
+    /// (An operator's transition by such a caller is refused before anything is written where
+    /// the server can tell, >= 7.0: `lua/control.lua`; the property test expects the refusal
+    /// and leaves the twin as it was. Without a publisher the twin writes it unannounced, as
+    /// the scripts do before 7.0.)
     pub(crate) publishes: bool,
 }
 

@@ -1,8 +1,11 @@
 //! `redis-breaker`: inspect and control shared circuit breakers, and run commands through one.
 //!
-//! Exit status: 0 ok, 2 bad usage or input, 69 Redis unreachable; `exec` returns the command's
-//! own status, 75 when rejected, 124 when `--call-timeout` killed it, 126/127 when it could
-//! not be run, 128+N when it died of signal N. Results go to stdout, errors (one line) to stderr.
+//! Exit status: 0 ok, 2 bad usage or input, 69 Redis unreachable, 77 the Redis user lacks a
+//! permission (nothing was written; stderr says what to grant), 1 otherwise — among them an
+//! `open`, `close` or `reset` that was written but not announced (Redis < 7.0); `exec` returns
+//! the command's own status, 75 when rejected, 124 when `--call-timeout` killed it, 126/127 when
+//! it could not be run, 128+N when it died of signal N. Results go to stdout, errors (one line)
+//! to stderr.
 //! Unix only: `exec` runs commands in process groups of their own and forwards signals to them.
 
 #[cfg(not(unix))]
@@ -20,7 +23,7 @@ use std::time::Duration;
 
 /// Inspect and control circuit breakers shared through Redis.
 #[derive(Debug, Parser)]
-#[command(name = "redis-breaker", version, about)]
+#[command(name = "redis-breaker", version, about, after_help = EXIT_STATUS)]
 struct Cli {
     /// Redis URL.
     #[arg(
@@ -72,6 +75,7 @@ enum Command {
         name: String,
     },
     /// Force a breaker open for the whole fleet.
+    #[command(after_help = CONTROL_EXIT_STATUS)]
     Open {
         /// The breaker's name.
         name: String,
@@ -83,6 +87,7 @@ enum Command {
         note: String,
     },
     /// Force a breaker closed (it never trips) for the whole fleet.
+    #[command(after_help = CONTROL_EXIT_STATUS)]
     Close {
         /// The breaker's name.
         name: String,
@@ -94,6 +99,7 @@ enum Command {
         note: String,
     },
     /// Return a breaker to closed, with failures, trips and probes cleared.
+    #[command(after_help = CONTROL_EXIT_STATUS)]
     Reset {
         /// The breaker's name.
         name: String,
@@ -131,10 +137,25 @@ fn duration(s: &str) -> Result<Duration, String> {
     redis_breaker::duration::parse(s)
 }
 
+/// The exit statuses, for `--help`.
+const EXIT_STATUS: &str = "Exit status: 0 ok; 1 failed (or written but not announced: see `open --help`); 2 bad usage \
+     or input; 69 Redis unreachable; 77 the Redis user lacks a permission, nothing was written (EX_NOPERM). \
+     `exec`: the command's own status, 75 rejected (it did not run), 124 killed by --call-timeout, 126/127 \
+     could not be run, 128+N died of signal N.";
+
+/// What `open`, `close` and `reset` exit with when their event cannot reach the fleet.
+const CONTROL_EXIT_STATUS: &str = "Exit status: 0 written and announced to every process; 77 (EX_NOPERM) refused, \
+     nothing written: the Redis user may not publish on the events channel, so no process would hear \
+     of it (Redis >= 7.0 tells ahead; stderr says what to grant); 1 written but not announced (Redis \
+     < 7.0 tells only afterwards: the result on stdout, a warning on stderr; processes holding an \
+     older snapshot keep deciding from it until it expires); 2 bad input; 69 Redis unreachable.";
+
 /// Why the tool stopped, and with which status.
 enum Failure {
     Usage(String),
     Unreachable(String),
+    /// The Redis user lacks a permission; nothing was written.
+    NoPerm(String),
     Other(String),
 }
 
@@ -148,14 +169,19 @@ impl From<StoreError> for Failure {
     fn from(e: StoreError) -> Self {
         match e {
             StoreError::Invalid(e) => Failure::Usage(e.to_string()),
+            e @ (StoreError::PublishDenied { .. } | StoreError::Denied { .. }) => Failure::NoPerm(e.to_string()),
             e if e.is_outage() => Failure::Unreachable(e.to_string()),
             e => Failure::Other(e.to_string()),
         }
     }
 }
 
+/// A failure, or an operator's write that was made but not announced.
+const EXIT_FAILED: u8 = 1;
 const EXIT_USAGE: u8 = 2;
 const EXIT_UNAVAILABLE: u8 = 69;
+/// EX_NOPERM (sysexits): the Redis user may not do what was asked; nothing was written.
+const EXIT_NOPERM: u8 = 77;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -199,7 +225,8 @@ fn fail(f: Failure) -> ExitCode {
     let (code, text) = match f {
         Failure::Usage(t) => (EXIT_USAGE, t),
         Failure::Unreachable(t) => (EXIT_UNAVAILABLE, t),
-        Failure::Other(t) => (1, t),
+        Failure::NoPerm(t) => (EXIT_NOPERM, t),
+        Failure::Other(t) => (EXIT_FAILED, t),
     };
     eprintln!("redis-breaker: {text}");
     ExitCode::from(code)
@@ -261,18 +288,21 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Status { name } => out.status(&breaker(&client, name)?.status().await?),
         Command::Open { name, duration, note } => {
             let b = breaker(&client, name)?;
-            b.force_open_noted(*duration, note).await?;
+            let written = b.force_open_noted(*duration, note).await?;
             out.control(&b.status().await?, "forced open", *duration);
+            return Ok(announced(&written));
         }
         Command::Close { name, duration, note } => {
             let b = breaker(&client, name)?;
-            b.force_close_noted(*duration, note).await?;
+            let written = b.force_close_noted(*duration, note).await?;
             out.control(&b.status().await?, "forced closed", *duration);
+            return Ok(announced(&written));
         }
         Command::Reset { name, note } => {
             let b = breaker(&client, name)?;
-            b.reset_noted(note).await?;
+            let written = b.reset_noted(note).await?;
             out.control(&b.status().await?, "reset", None);
+            return Ok(announced(&written));
         }
         Command::History { name, count } => out.history(&breaker(&client, name)?.history(*count).await?),
         Command::Watch { names } => return watch(&client, names, &out).await,
@@ -281,6 +311,19 @@ async fn run(cli: Cli) -> Result<ExitCode, Failure> {
         Command::Serve(_) => {}
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// How an operator's write that was made ends: 0 when its event went out, else (Redis < 7.0,
+/// which cannot refuse it ahead) the warning on stderr and 1: the breaker is in its new state in
+/// Redis, but processes holding an older snapshot keep deciding from it until it expires.
+fn announced(written: &redis_breaker::Snapshot) -> ExitCode {
+    match written.unannounced_warning() {
+        None => ExitCode::SUCCESS,
+        Some(warning) => {
+            eprintln!("redis-breaker: warning: {warning}");
+            ExitCode::from(EXIT_FAILED)
+        }
+    }
 }
 
 /// The names found under the prefix, split: those of breakers, and those that cannot be one

@@ -116,6 +116,11 @@ impl Out {
         line(format_args!("epoch:       {} (incarnation {})", s.epoch, s.incarnation));
         line(format_args!("failures:    {} (fseq {})", s.failures, s.fseq));
         line(format_args!("trips:       {}", s.trips));
+        if !s.announced {
+            line(
+                "announced:   no (its event was refused: processes that held an older snapshot learn this state only when theirs expires)",
+            );
+        }
         let probes: Vec<String> = s.probes.iter().map(|p| format!("{} ({}ms left)", p.id, p.expires_in_ms)).collect();
         line(format_args!("probes:      {}", if probes.is_empty() { "none".to_string() } else { probes.join(", ") }));
         if s.quorum > 1 || s.quorum_fraction.is_some() || !s.reporters.is_empty() {

@@ -14,11 +14,13 @@ function headers() {
   return token ? { Authorization: 'Bearer ' + token } : {};
 }
 
-function notice(text, error) {
+// kind: true (an error) or 'warning'; either stays until a write succeeds cleanly.
+function notice(text, kind) {
   const n = $('notice');
   n.textContent = text || '';
   n.hidden = !text;
-  n.classList.toggle('error', !!error);
+  n.classList.toggle('error', kind === true);
+  n.classList.toggle('warning', kind === 'warning');
 }
 
 function conn(text, kind) {
@@ -63,7 +65,10 @@ async function write(name, action, duration, note) {
     notice(action + ' ' + name + ': ' + (body.error || r.status), true);
     return;
   }
-  notice('');
+  // Written, but Redis would not publish its event (before 7.0): say so until the next write.
+  const body = await r.json().catch(() => ({}));
+  if (body.warning) notice(action + ' ' + name + ' was written, but: ' + body.warning, 'warning');
+  else notice('');
   await load();
 }
 
@@ -247,7 +252,7 @@ async function load() {
     }
     $('alerts').hidden = alerts.alerts.length === 0;
     if (info.read_only) notice('Read-only: the console was started without a token, so its buttons are off.');
-    else if ($('notice').classList.contains('error') === false) notice('');
+    else if (!$('notice').classList.contains('error') && !$('notice').classList.contains('warning')) notice('');
   } catch (e) {
     notice(e.message, true);
     conn('Redis unreachable', 'down');

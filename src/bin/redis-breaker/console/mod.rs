@@ -193,11 +193,13 @@ pub(super) fn error(status: StatusCode, text: impl Into<String>) -> Response {
     (status, Json(json!({ "error": text.into() }))).into_response()
 }
 
-/// A library error as an HTTP answer: bad input 400, Redis unreachable 503, else 502 (Redis
-/// refused or answered nonsense).
+/// A library error as an HTTP answer: bad input 400, a permission the console's Redis user
+/// lacks 403 (nothing was written; the message says what to grant), Redis unreachable 503,
+/// else 502 (Redis refused or answered nonsense).
 fn store_error(e: &StoreError) -> Response {
     match e {
         StoreError::Invalid(e) => error(StatusCode::BAD_REQUEST, e.to_string()),
+        StoreError::PublishDenied { .. } | StoreError::Denied { .. } => error(StatusCode::FORBIDDEN, e.to_string()),
         e if e.is_outage() => error(StatusCode::SERVICE_UNAVAILABLE, format!("redis unreachable: {e}")),
         e => error(StatusCode::BAD_GATEWAY, e.to_string()),
     }
@@ -425,11 +427,26 @@ async fn control(
     };
     let for_ms = duration.map(|d| d.as_millis() as u64);
     match done {
-        Ok(_) => {
+        Ok(written) => {
             tracing::info!(breaker = %name, action = %action, for_ms, note = %note, %peer, "console write");
-            match b.status().await {
-                Ok(s) => hardened(Json(s).into_response()),
-                Err(e) => store_error(&e),
+            let status = match b.status().await {
+                Ok(s) => s,
+                Err(e) => return store_error(&e),
+            };
+            // Written but not announced (Redis < 7.0, which cannot refuse it ahead): the status,
+            // and the warning for the page.
+            let warning = written.unannounced_warning();
+            if let Some(w) = &warning {
+                tracing::warn!(breaker = %name, action = %action, %peer, "console write not announced: {w}");
+            }
+            match serde_json::to_value(&status) {
+                Ok(mut body) => {
+                    if let (Some(w), Some(fields)) = (warning, body.as_object_mut()) {
+                        fields.insert("warning".to_string(), serde_json::Value::String(w));
+                    }
+                    hardened(Json(body).into_response())
+                }
+                Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("cannot write the status: {e}")),
             }
         }
         Err(e) => {
