@@ -93,10 +93,13 @@ pub(crate) struct Args {
     pub(crate) workers: usize,
     /// Only these kinds of fault (`--faults kill_restart,pause`), to chase one down.
     pub(crate) only: Option<Vec<String>>,
+    /// Where to copy the workers' histories before the run's directory is removed.
+    pub(crate) keep: Option<std::path::PathBuf>,
 }
 
 fn parse(args: &[String]) -> Result<Args, String> {
-    let mut a = Args { seconds: 30, seed: 0, topologies: vec![topology::Kind::Single], workers: 6, only: None };
+    let mut a =
+        Args { seconds: 30, seed: 0, topologies: vec![topology::Kind::Single], workers: 6, only: None, keep: None };
     let mut seed = None;
     let mut it = args.iter();
     while let Some(flag) = it.next() {
@@ -111,10 +114,11 @@ fn parse(args: &[String]) -> Result<Args, String> {
                     other => vec![topology::Kind::parse(other)?],
                 }
             }
+            "--keep-history" => a.keep = Some(value()?.into()),
             "--faults" => a.only = Some(value()?.split(',').map(String::from).collect()),
             "-h" | "--help" => {
                 return Err("usage: torture [--seconds N] [--seed S] [--topology single|sentinel|cluster|all] \
-                            [--workers W] [--faults KIND,...]"
+                            [--workers W] [--faults KIND,...] [--keep-history DIR]"
                     .into());
             }
             other => return Err(format!("unknown argument {other} (try --help)")),
@@ -151,6 +155,18 @@ fn main() {
     std::process::exit(code);
 }
 
+/// Ctrl-C or SIGTERM: the run's future is dropped, and with it every server, proxy and worker.
+async fn interrupted() -> &'static str {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(t) => t,
+        Err(_) => return std::future::pending().await,
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => "interrupted (Ctrl-C)",
+        _ = term.recv() => "terminated (SIGTERM)",
+    }
+}
+
 async fn run(args: Args) -> i32 {
     let mut total = check::Summary::default();
     for (i, kind) in args.topologies.iter().enumerate() {
@@ -158,7 +174,7 @@ async fn run(args: Args) -> i32 {
         let seed = args.seed.wrapping_add(i as u64 * 1_000_003);
         let outcome = tokio::select! {
             r = nemesis::run_one(*kind, seed, &args) => r,
-            _ = tokio::signal::ctrl_c() => Err("interrupted (Ctrl-C): everything started was stopped".into()),
+            why = interrupted() => Err(format!("{why}: everything started was stopped")),
         };
         match outcome {
             Ok(summary) => total.add(&summary),

@@ -205,12 +205,13 @@ impl Fault {
 
     pub(crate) fn describe(&self) -> String {
         format!(
-            "{} target={} variant={} planned +{:.2}s for {:.2}s{}",
+            "{} target={} variant={} planned +{:.2}s for {:.2}s{}{}",
             self.kind.name(),
             self.target,
             self.variant,
             self.at,
             self.lasts,
+            if self.lost.is_empty() { String::new() } else { format!(" lost={}", self.lost.join("+")) },
             if self.detail.is_empty() { String::new() } else { format!(" ({})", self.detail) }
         )
     }
@@ -515,6 +516,8 @@ async fn metrics(ports: &Ports) -> HashMap<String, HashMap<String, u64>> {
 pub(crate) async fn run_one(kind: Kind, seed: u64, args: &Args) -> Result<Summary, String> {
     let root = std::env::temp_dir().join(format!("redis-breaker-torture-{}-{}", std::process::id(), kind.as_str()));
     std::fs::create_dir_all(&root).map_err(|e| format!("{}: {e}", root.display()))?;
+    // Removed however the run ends (declared first: dropped after everything that uses it).
+    let _root_guard = RemoveOnDrop(root.clone());
     let plan = schedule(kind, seed, args.seconds, args.workers, args.only.as_deref())?;
     println!("== torture {}: seed={seed} seconds={} workers={}", kind.as_str(), args.seconds, args.workers);
     for f in &plan {
@@ -542,6 +545,16 @@ pub(crate) async fn run_one(kind: Kind, seed: u64, args: &Args) -> Result<Summar
         workers.spawn(i)?;
     }
     let operator = operator_client(&topo, None).await?;
+    // Operators write through the CLI where it is built and the topology is one URL (it takes
+    // no cluster or sentinel list), else through the library's API.
+    let cli = std::env::current_exe()
+        .ok()
+        .and_then(|e| Some(e.parent()?.parent()?.join("redis-breaker")))
+        .filter(|p| p.is_file() && kind == Kind::Single);
+    match &cli {
+        Some(p) => println!("   operator writes: through the CLI ({})", p.display()),
+        None => println!("   operator writes: through the library's API (no CLI here: cargo build --features cli)"),
+    }
     let no_publish = match kind {
         Kind::Sentinel => None,
         _ => Some(operator_client(&topo, Some((topology::NO_PUBLISH_USER, topology::NO_PUBLISH_PASS))).await?),
@@ -586,8 +599,14 @@ pub(crate) async fn run_one(kind: Kind, seed: u64, args: &Args) -> Result<Summar
     }
     actions.sort_by(|a, b| a.0.total_cmp(&b.0).then(b.2.cmp(&a.2)));
     let mut checkpointed = vec![false; faults.len()];
-    let mut nemesis =
-        Nemesis { topo: &mut topo, proxies: &proxies, downstream: &downstream, workers: &mut workers, failing: None };
+    let mut nemesis = Nemesis {
+        cli,
+        topo: &mut topo,
+        proxies: &proxies,
+        downstream: &downstream,
+        workers: &mut workers,
+        failing: None,
+    };
     for (at, i, start) in actions {
         let wait = t0 + at * 1000.0 - now_ms();
         if wait > 0.0 {
@@ -654,11 +673,29 @@ pub(crate) async fn run_one(kind: Kind, seed: u64, args: &Args) -> Result<Summar
         problems: stop_problems.into_iter().chain(panics).collect(),
     };
     let summary = check::check(&input);
-    drop(workers);
-    drop(proxies);
-    drop(topo);
-    let _ = std::fs::remove_dir_all(&root);
+    if let Some(dir) = &args.keep {
+        let to = dir.join(kind.as_str());
+        let copied = std::fs::create_dir_all(&to).and_then(|()| {
+            for i in 0..args.workers {
+                std::fs::copy(root.join(format!("worker-{i}.jsonl")), to.join(format!("worker-{i}.jsonl")))?;
+            }
+            Ok(())
+        });
+        match copied {
+            Ok(()) => println!("   histories kept in {}", to.display()),
+            Err(e) => println!("   histories not kept: {}: {e}", to.display()),
+        }
+    }
     Ok(summary)
+}
+
+/// A directory removed on drop.
+struct RemoveOnDrop(std::path::PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
 }
 
 async fn operator_client(topo: &Topology, user: Option<(&str, &str)>) -> Result<Client, String> {
@@ -678,6 +715,8 @@ async fn operator_client(topo: &Topology, user: Option<(&str, &str)>) -> Result<
 }
 
 struct Nemesis<'a> {
+    /// The `redis-breaker` binary, when operators write through it.
+    cli: Option<std::path::PathBuf>,
     topo: &'a mut Topology,
     proxies: &'a [Proxy],
     downstream: &'a Downstream,
@@ -754,6 +793,18 @@ impl Nemesis<'_> {
                     f.target = w;
                 }
                 self.workers.kill(f.target)
+            }
+            FaultKind::OperatorWrite if self.cli.is_some() => {
+                let (ok, said) = self.cli_write(f, breaker, None).await;
+                f.detail = format!("{breaker} via the CLI: {} {said}", if ok { "ok" } else { "failed" });
+            }
+            FaultKind::OperatorNoPublish if self.cli.is_some() => {
+                let user = Some((topology::NO_PUBLISH_USER, topology::NO_PUBLISH_PASS));
+                let (ok, said) = self.cli_write(f, breaker, user).await;
+                // The CLI tells its operator by its exit status and a line on stderr.
+                f.told = Some(!ok && !said.is_empty());
+                let status = if ok { "exit 0" } else { "non-zero exit" };
+                f.detail = format!("{breaker} via the CLI as {}: {status} {said}", topology::NO_PUBLISH_USER);
             }
             FaultKind::OperatorWrite => {
                 let Ok(b) = operator.breaker(breaker, setup::breaker_config(breaker)) else { return };
@@ -879,6 +930,28 @@ impl Nemesis<'_> {
             p.delay(0);
         }
         self.downstream.set_all(Health::Healthy);
+    }
+
+    /// One operator's write through the CLI: open (variant 0, and always for a user who may
+    /// not publish), close or reset, with a note; answers whether it exited 0 and what it said
+    /// on stderr.
+    async fn cli_write(&self, f: &Fault, breaker: &str, user: Option<(&str, &str)>) -> (bool, String) {
+        let Some(cli) = &self.cli else { return (false, String::new()) };
+        let url = self.topo.client_urls(None, user).remove(0);
+        let lasts = format!("{}ms", (f.lasts * 1000.0) as u64);
+        let note = format!("torture: operator {} #{}", f.variant, f.target);
+        let verb = if user.is_some() { 0 } else { f.variant };
+        let mut cmd = tokio::process::Command::new(cli);
+        cmd.args(["--url", &url, "--prefix", setup::PREFIX]);
+        match verb {
+            0 => cmd.args(["open", breaker, "--for", &lasts, "--note", &note]),
+            1 => cmd.args(["close", breaker, "--for", &lasts, "--note", &note]),
+            _ => cmd.args(["reset", breaker, "--note", &note]),
+        };
+        match cmd.stdin(Stdio::null()).output().await {
+            Ok(out) => (out.status.success(), String::from_utf8_lossy(&out.stderr).trim().replace('\n', " | ")),
+            Err(e) => (false, format!("could not run the CLI: {e}")),
+        }
     }
 
     fn proxy(&self, worker: usize) -> Option<&Proxy> {

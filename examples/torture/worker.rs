@@ -110,7 +110,17 @@ async fn work(spec: Spec) -> i32 {
             return 2;
         }
     };
-    term.recv().await;
+    // A worker whose harness died (SIGKILL) goes too: it would call and write forever.
+    let parent = std::os::unix::process::parent_id();
+    let orphaned = async {
+        while std::os::unix::process::parent_id() == parent {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => {}
+        _ = orphaned => std::process::exit(3),
+    }
     stop.store(true, Ordering::SeqCst);
     for l in loops {
         let _ = l.await;
