@@ -16,8 +16,9 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 pub(crate) const TOLERANCE_MS: f64 = 100.0;
 /// Slack added to `op_timeout + call_timeout` (plus the outcome's own record) for a call.
 pub(crate) const CALL_SLACK_MS: f64 = 400.0;
-/// How long an outcome may wait in a batch before it must have reached Redis.
-pub(crate) const BATCH_WINDOW_MS: f64 = 1000.0;
+/// How long an outcome may wait in a batch before it must have reached Redis: the metrics
+/// flush's interval and a second.
+pub(crate) const BATCH_WINDOW_MS: f64 = setup::METRICS_INTERVAL.as_millis() as f64 + 1000.0;
 
 #[derive(Default, Debug)]
 pub(crate) struct Summary {
@@ -447,7 +448,9 @@ fn counted(input: &Input, b: &str, d: &Decision) -> (bool, bool) {
     loop {
         let last = losses.iter().filter(|f| f.start < upto).max_by(|a, b| a.start.total_cmp(&b.start));
         let (from, lost_until) = match last {
-            Some(f) => (f.start, if f.kind == FaultKind::Failover { f.end } else { f.start }),
+            // A killed server applied what reached it until it was dead (`dead_at`), which may
+            // be well after the fault began: an outcome decided in between may be lost.
+            Some(f) => (f.start, if f.kind == FaultKind::Failover { f.end } else { f.dead_at.unwrap_or(f.start) }),
             None => (f64::NEG_INFINITY, f64::NEG_INFINITY),
         };
         // Outcomes just before a restore point may not have been sent by then, nor those

@@ -38,6 +38,9 @@ pub(crate) mod setup {
     /// Long enough that trusting a snapshot that should have been short-lived shows.
     pub(crate) const SUBSCRIBED_CACHE_TTL: Duration = Duration::from_secs(5);
     pub(crate) const FLUSH_INTERVAL: Duration = Duration::from_millis(200);
+    /// Counts that only feed metrics wait this long: a reply refreshes a snapshot, so a short
+    /// one would hide a snapshot trusted longer than it should be.
+    pub(crate) const METRICS_INTERVAL: Duration = Duration::from_secs(2);
     pub(crate) const KEEPALIVE: Duration = Duration::from_millis(500);
     pub(crate) const CALL_TIMEOUT: Duration = Duration::from_millis(200);
     pub(crate) const QUORUM: u32 = 2;
@@ -56,7 +59,7 @@ pub(crate) mod setup {
             .cache_ttl(CACHE_TTL)
             .subscribed_cache_ttl(SUBSCRIBED_CACHE_TTL)
             .flush_interval(FLUSH_INTERVAL)
-            .metrics_interval(FLUSH_INTERVAL)
+            .metrics_interval(METRICS_INTERVAL)
             .events_keepalive(KEEPALIVE)
             .degraded(Degraded::Local)
             .build()

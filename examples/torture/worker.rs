@@ -61,6 +61,8 @@ pub(crate) fn main(args: &[String]) -> i32 {
             return 2;
         }
     };
+    // DIAG (temporary)
+    let _ = tracing_subscriber::fmt().with_max_level(tracing::Level::WARN).with_writer(std::io::stderr).try_init();
     runtime.block_on(work(spec))
 }
 
@@ -146,17 +148,19 @@ async fn call_loop(
     let pid = std::process::id();
     let mut rng_state = (pid as u64) << 16 | w as u64;
     let per_call = held.name() == "quorum";
+    let (name, config) = (held.name().to_string(), held.config().clone());
+    // Named again for each call, the breaker's handle is not kept between calls.
+    let held = if per_call { None } else { Some(held) };
     while !stop.load(Ordering::SeqCst) {
-        let breaker = if per_call {
-            match client.breaker(held.name(), held.config().clone()) {
+        let breaker = match &held {
+            Some(b) => b.clone(),
+            None => match client.breaker(&name, config.clone()) {
                 Ok(b) => b,
                 Err(e) => {
                     eprintln!("torture worker {w}: {e}");
                     return;
                 }
-            }
-        } else {
-            held.clone()
+            },
         };
         let before = breaker.snapshot();
         let sub = client.events_subscribed();
