@@ -93,14 +93,16 @@ struct BreakerOpts {
     /// it (stderr says so).
     #[arg(long)]
     shadow: bool,
-    /// Distinct processes whose own failures must meet the trip rule before the fleet opens.
+    /// Distinct hosts whose own failures must meet the trip rule before the fleet opens.
     /// Each run is its own process making one call: it needs --failure-threshold 1 (or a rate
-    /// rule with --minimum-calls 1), so a failing run reports itself and N failing runs within
-    /// --window open the breaker.
+    /// rule with --minimum-calls 1), so a failing run reports itself, and failing runs from N
+    /// hosts within --window open the breaker. Runs on one host are one reporter (the host's
+    /// name) unless REDIS_BREAKER_REPORTER_ID tells them apart.
     #[arg(long)]
     quorum: Option<u32>,
-    /// The fleet opens only when at least this fraction of the processes that ran within
-    /// --window reported, e.g. 0.3 (and --quorum of them).
+    /// The fleet opens only when at least this fraction of the hosts that ran within --window
+    /// reported, e.g. 0.3 (and --quorum of them); decided once the fleet's processes key has
+    /// collected for a fifth of --window.
     #[arg(long)]
     quorum_fraction: Option<f64>,
 }
@@ -223,7 +225,7 @@ pub(crate) async fn run(client: Client, args: &ExecArgs) -> Result<ExitCode, Fai
 
 /// Sends what this run recorded before it exits. A flush, not `Client::shutdown`: under a
 /// quorum each run is one process making one call, and a failing run's report must outlive it
-/// (N failing runs within --window open the breaker), while `shutdown` may withdraw it.
+/// (failing runs from N hosts within --window open the breaker), while `shutdown` withdraws it.
 async fn finish(client: &Client) {
     let _ = client.flush().await;
 }
