@@ -177,6 +177,11 @@ pub(crate) struct Fault {
     pub(crate) end: f64,
     /// For a rollback: when the state it rolls back to was saved.
     pub(crate) restore_point: Option<f64>,
+    /// For a kill: when the server was dead. What it applied until then is lost; a script sent
+    /// later ran on its successor, if at all. Later than `start` by the time it took to learn
+    /// which breakers the node held (several round trips, tens of ms on a loaded machine, in
+    /// which outcomes still reached the doomed server).
+    pub(crate) dead_at: Option<f64>,
     /// The breakers whose keys lived on the node a loss of data hit.
     pub(crate) lost: Vec<String>,
     pub(crate) detail: String,
@@ -300,6 +305,7 @@ pub(crate) fn schedule(
             start: 0.0,
             end: 0.0,
             restore_point: None,
+            dead_at: None,
             lost: Vec::new(),
             detail: String::new(),
             told: None,
@@ -678,6 +684,7 @@ pub(crate) async fn run_one(kind: Kind, seed: u64, args: &Args) -> Result<Summar
         let copied = std::fs::create_dir_all(&to).and_then(|()| {
             for i in 0..args.workers {
                 std::fs::copy(root.join(format!("worker-{i}.jsonl")), to.join(format!("worker-{i}.jsonl")))?;
+                let _ = std::fs::copy(root.join(format!("worker-{i}.stderr")), to.join(format!("worker-{i}.stderr")));
             }
             Ok(())
         });
@@ -752,7 +759,14 @@ impl Nemesis<'_> {
                     f.lost = self.breakers_on(port).await;
                 }
                 if let Some(n) = self.topo.node_by_port(port) {
-                    if f.kind == FaultKind::Pause { n.pause() } else { n.kill() }
+                    if f.kind == FaultKind::Pause {
+                        n.pause()
+                    } else {
+                        n.kill();
+                        let dead = now_ms();
+                        f.dead_at = Some(dead);
+                        f.detail.push_str(&format!(", dead {:.0}ms after the fault began", dead - f.start));
+                    }
                 }
             }
             FaultKind::Failover => {
@@ -868,7 +882,13 @@ impl Nemesis<'_> {
     async fn finish(&mut self, f: &mut Fault) {
         match f.kind {
             FaultKind::KillRestart | FaultKind::Rollback | FaultKind::Pause => {
-                let port: u16 = f.detail.trim_start_matches("node ").parse().unwrap_or(0);
+                let port: u16 = f
+                    .detail
+                    .trim_start_matches("node ")
+                    .split(|c: char| !c.is_ascii_digit())
+                    .next()
+                    .and_then(|p| p.parse().ok())
+                    .unwrap_or(0);
                 let result = match self.topo.node_by_port(port) {
                     Some(n) if f.kind == FaultKind::Pause => {
                         n.resume();
