@@ -5,7 +5,7 @@
 use redis::aio::ConnectionLike;
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
-use redis::{Cmd, Pipeline, RedisFuture, RedisResult, Value};
+use redis::{Cmd, Pipeline, RedisError, RedisFuture, RedisResult, Value};
 use std::sync::Arc;
 use tokio::sync::OnceCell;
 
@@ -29,7 +29,7 @@ impl LazyCluster {
 
 impl ConnectionLike for LazyCluster {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        Box::pin(async move { self.connection().await?.req_packed_command(cmd).await })
+        Box::pin(async move { self.connection().await?.req_packed_command(cmd).await.map_err(owner_not_reached) })
     }
 
     fn req_packed_commands<'a>(
@@ -38,12 +38,38 @@ impl ConnectionLike for LazyCluster {
         offset: usize,
         count: usize,
     ) -> RedisFuture<'a, Vec<Value>> {
-        Box::pin(async move { self.connection().await?.req_packed_commands(pipeline, offset, count).await })
+        Box::pin(async move {
+            self.connection().await?.req_packed_commands(pipeline, offset, count).await.map_err(owner_not_reached)
+        })
     }
 
     fn get_db(&self) -> i64 {
         0
     }
+}
+
+/// A MOVED or ASK that the cluster connection gives up as a command's error, turned into what
+/// it is: the slot's owner was not reached, an outage. The connection follows a redirection with
+/// its one retry (`retries(1)`, see `Client::connect_cluster`); when its connection to the
+/// owner had dropped (a restarted node, a killed client) the first attempt failed, the retry
+/// went to another master (the connection picks any node when the owner's is down), and that
+/// master's MOVED ends the command. Nothing ran there, but the first attempt may have run: as
+/// an outage, the batch of counts the command carried is in doubt and sent again under its id,
+/// which Redis counts once. Taken for Redis refusing the breaker's script (before), the batch
+/// was dropped, and the metrics lost its counts (the torture harness's "4 counts" on the
+/// cluster: fewer failures in the metrics than the workers decided).
+fn owner_not_reached(e: RedisError) -> RedisError {
+    use redis::{ErrorKind, ServerErrorKind};
+    if !matches!(e.kind(), ErrorKind::Server(ServerErrorKind::Moved | ServerErrorKind::Ask)) {
+        return e;
+    }
+    let said = e.to_string();
+    (
+        ErrorKind::ClusterConnectionNotFound,
+        "the slot's owner was not reached (the cluster client's retry was redirected)",
+        said,
+    )
+        .into()
 }
 
 /// Sharded events (Redis >= 7.0): each breaker's transitions are published with SPUBLISH on its
