@@ -61,8 +61,6 @@ pub(crate) fn main(args: &[String]) -> i32 {
             return 2;
         }
     };
-    // DIAG (temporary)
-    let _ = tracing_subscriber::fmt().with_max_level(tracing::Level::WARN).with_writer(std::io::stderr).try_init();
     runtime.block_on(work(spec))
 }
 
