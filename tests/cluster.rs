@@ -387,3 +387,53 @@ async fn a_batch_whose_call_ends_on_a_cluster_redirection_is_sent_again_not_drop
         "figures: {outages} flush attempts after a dropped connection failed as an outage; their batches were sent again"
     );
 }
+
+/// A flush sent to a slot owner that is stopped (SIGSTOP) longer than `op_timeout` times out:
+/// the server runs it when it resumes. The client sends that batch again under its id (and
+/// Redis counts it once), and nothing else may send it: the cluster client's own retry of a
+/// timed-out request sent it again as a first attempt, and Redis counted it twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_flush_that_timed_out_on_a_stopped_owner_counts_once() {
+    let cluster = support::cluster();
+    let urls: Vec<&str> = cluster.urls.iter().map(String::as_str).collect();
+    let config = ClientConfig::builder()
+        .op_timeout(Duration::from_millis(100))
+        .flush_interval(Duration::from_secs(3600))
+        .metrics_interval(Duration::from_secs(3600))
+        .build()
+        .unwrap();
+    let client = Client::connect_cluster(&urls, config).await.unwrap();
+    let name = support::unique("stopped-owner");
+    let b = client.breaker(&name, Config::builder().failure_threshold(1000).build().unwrap()).unwrap();
+    let succeed = async || b.execute(|| async { Ok::<(), ()>(()) }).await.unwrap();
+    succeed().await;
+    client.flush().await.unwrap();
+
+    let nodes = cluster_nodes(&cluster.urls[0]).await;
+    let mut any = node_conn(nodes[0].port).await;
+    let state_key = format!("breaker:{{{name}}}:state");
+    let slot: u16 = redis::cmd("CLUSTER").arg("KEYSLOT").arg(&state_key).query_async(&mut any).await.unwrap();
+    let owner = nodes.iter().find(|n| n.slots.iter().any(|&(a, b)| (a..=b).contains(&slot))).expect("the slot's owner");
+    let info: String = redis::cmd("INFO").arg("server").query_async(&mut node_conn(owner.port).await).await.unwrap();
+    let pid = info.lines().find_map(|l| l.strip_prefix("process_id:")).expect("process_id").trim().to_string();
+    let signal = |which: &str| {
+        let status = std::process::Command::new("kill").args([which, &pid]).status().expect("kill");
+        assert!(status.success(), "kill {which} {pid}");
+    };
+
+    for _ in 0..4 {
+        succeed().await;
+    }
+    signal("-STOP");
+    let timed_out = client.flush().await;
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    signal("-CONT");
+    assert!(timed_out.is_err(), "the flush to a stopped owner timed out");
+    let start = std::time::Instant::now();
+    while client.flush().await.is_err() {
+        assert!(start.elapsed() < Duration::from_secs(10), "the flush never got through after the owner resumed");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let metrics = b.status().await.unwrap().metrics;
+    assert_eq!(metrics.successes, 5, "each success counted once: {metrics:?}");
+}
