@@ -553,13 +553,17 @@ pub(crate) async fn run_one(kind: Kind, seed: u64, args: &Args) -> Result<Summar
     let operator = operator_client(&topo, None).await?;
     // Operators write through the CLI where it is built and the topology is one URL (it takes
     // no cluster or sentinel list), else through the library's API.
-    let cli = std::env::current_exe()
+    let built = std::env::current_exe()
         .ok()
         .and_then(|e| Some(e.parent()?.parent()?.join("redis-breaker")))
-        .filter(|p| p.is_file() && kind == Kind::Single);
-    match &cli {
-        Some(p) => println!("   operator writes: through the CLI ({})", p.display()),
-        None => println!("   operator writes: through the library's API (no CLI here: cargo build --features cli)"),
+        .filter(|p| p.is_file());
+    let cli = built.clone().filter(|_| kind == Kind::Single);
+    match (&cli, &built) {
+        (Some(p), _) => println!("   operator writes: through the CLI ({})", p.display()),
+        (None, Some(_)) => println!("   operator writes: through the library's API (the CLI takes one URL)"),
+        (None, None) => {
+            println!("   operator writes: through the library's API (no CLI built: cargo build --features cli)")
+        }
     }
     let no_publish = match kind {
         Kind::Sentinel => None,
