@@ -185,19 +185,17 @@ async fn run(args: Args) -> i32 {
                 // The run could not be made (a server that would not start, a missing binary):
                 // not a violation, but no verdict either.
                 eprintln!("torture: {}: {e}", kind.as_str());
-                println!(
-                    "torture: seed={} seconds={} faults={} kinds={} calls={} violations={}",
-                    args.seed,
-                    args.seconds,
-                    total.faults,
-                    total.kinds.len(),
-                    total.calls,
-                    total.violations
-                );
+                last_line(&args, &total);
                 return 2;
             }
         }
     }
+    last_line(&args, &total);
+    i32::from(total.violations > 0)
+}
+
+/// The line every run ends with.
+fn last_line(args: &Args, total: &check::Summary) {
     println!(
         "torture: seed={} seconds={} faults={} kinds={} calls={} violations={}",
         args.seed,
@@ -207,5 +205,4 @@ async fn run(args: Args) -> i32 {
         total.calls,
         total.violations
     );
-    i32::from(total.violations > 0)
 }

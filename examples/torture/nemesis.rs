@@ -17,70 +17,48 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub(crate) enum FaultKind {
-    KillRestart,
-    Rollback,
-    Pause,
-    Failover,
-    SlotMigration,
-    Blackhole,
-    Delay,
-    SilentSubscription,
-    PubsubKill,
-    ScriptFlush,
-    WorkerRestart,
-    OperatorWrite,
-    OperatorNoPublish,
-    DeleteKeys,
-    PoisonKey,
-    DownstreamOne,
-    DownstreamAll,
+/// The kinds of fault, each with the name the schedule, `--faults` and the report use: the
+/// enum, the list of all and the names are written from this one table.
+macro_rules! fault_kinds {
+    ($($kind:ident => $name:literal,)*) => {
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+        pub(crate) enum FaultKind {
+            $($kind,)*
+        }
+
+        impl FaultKind {
+            const ALL: &[FaultKind] = &[$(FaultKind::$kind,)*];
+
+            pub(crate) fn name(self) -> &'static str {
+                match self {
+                    $(FaultKind::$kind => $name,)*
+                }
+            }
+        }
+    };
+}
+
+fault_kinds! {
+    KillRestart => "kill_restart",
+    Rollback => "rollback",
+    Pause => "pause",
+    Failover => "failover",
+    SlotMigration => "slot_migration",
+    Blackhole => "blackhole",
+    Delay => "delay",
+    SilentSubscription => "silent_subscription",
+    PubsubKill => "pubsub_kill",
+    ScriptFlush => "script_flush",
+    WorkerRestart => "worker_restart",
+    OperatorWrite => "operator_write",
+    OperatorNoPublish => "operator_no_publish",
+    DeleteKeys => "delete_keys",
+    PoisonKey => "poison_key",
+    DownstreamOne => "downstream_one",
+    DownstreamAll => "downstream_all",
 }
 
 impl FaultKind {
-    const ALL: [FaultKind; 17] = [
-        FaultKind::KillRestart,
-        FaultKind::Rollback,
-        FaultKind::Pause,
-        FaultKind::Failover,
-        FaultKind::SlotMigration,
-        FaultKind::Blackhole,
-        FaultKind::Delay,
-        FaultKind::SilentSubscription,
-        FaultKind::PubsubKill,
-        FaultKind::ScriptFlush,
-        FaultKind::WorkerRestart,
-        FaultKind::OperatorWrite,
-        FaultKind::OperatorNoPublish,
-        FaultKind::DeleteKeys,
-        FaultKind::PoisonKey,
-        FaultKind::DownstreamOne,
-        FaultKind::DownstreamAll,
-    ];
-
-    pub(crate) fn name(self) -> &'static str {
-        match self {
-            FaultKind::KillRestart => "kill_restart",
-            FaultKind::Rollback => "rollback",
-            FaultKind::Pause => "pause",
-            FaultKind::Failover => "failover",
-            FaultKind::SlotMigration => "slot_migration",
-            FaultKind::Blackhole => "blackhole",
-            FaultKind::Delay => "delay",
-            FaultKind::SilentSubscription => "silent_subscription",
-            FaultKind::PubsubKill => "pubsub_kill",
-            FaultKind::ScriptFlush => "script_flush",
-            FaultKind::WorkerRestart => "worker_restart",
-            FaultKind::OperatorWrite => "operator_write",
-            FaultKind::OperatorNoPublish => "operator_no_publish",
-            FaultKind::DeleteKeys => "delete_keys",
-            FaultKind::PoisonKey => "poison_key",
-            FaultKind::DownstreamOne => "downstream_one",
-            FaultKind::DownstreamAll => "downstream_all",
-        }
-    }
-
     /// Faults of the servers themselves: one at a time.
     fn on_servers(self) -> bool {
         matches!(
