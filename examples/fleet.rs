@@ -11,7 +11,7 @@
 //! calls the fleet made, let through, saw fail and had rejected, and the Redis commands the
 //! fleet sent (script calls, FCALL or EVALSHA, from an `INFO commandstats` delta).
 
-mod common;
+use redis_breaker_test_support::example as common;
 
 use redis_breaker::{Client, Config, Error};
 use std::sync::Arc;
@@ -132,7 +132,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("  redis-cli -p {port} HGETALL 'breaker:{{{name}}}:state'");
         println!("  redis-cli -p {port} HGETALL 'breaker:{{{name}}}:metrics'");
         println!(
-            "  cargo run --features console --bin redis-breaker -- --url {url} serve   # then open http://127.0.0.1:9187"
+            "  cargo run -p redis-breaker-cli -- --url {url} serve   # then open http://127.0.0.1:9187"
         );
         println!("Stop it with: redis-cli -p {port} shutdown nosave");
     } else {

@@ -6,7 +6,7 @@
 //! throwaway redis-server); the cache is a second throwaway redis-server, paused mid-run with
 //! `CLIENT PAUSE` to make it hang.
 
-mod common;
+use redis_breaker_test_support::example as common;
 
 use redis::AsyncCommands;
 use redis_breaker::{Breaker, Client, Config, Error};

@@ -2,7 +2,7 @@
 //!
 //! `cargo run --example quickstart` (uses `$REDIS_URL`, else starts a throwaway redis-server).
 
-mod common;
+use redis_breaker_test_support::example as common;
 
 use redis_breaker::{Client, Config, Error, Rejected};
 use std::time::Duration;

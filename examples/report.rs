@@ -7,7 +7,7 @@
 //! the prefix `report`). Options: `--processes 4 --rate 250 --seconds 5 --breakers 10000
 //! --tasks 64`; `--scripts` prints the server time per script alone.
 
-mod common;
+use redis_breaker_test_support::example as common;
 
 use redis_breaker::{Client, ClientConfig, Config};
 use std::collections::HashMap;

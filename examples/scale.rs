@@ -18,8 +18,7 @@
 //! Measure whole multiples of 30s (`subscribed_cache_ttl`, `metrics_interval`): each pair then
 //! sends the same number of refreshes in every window.
 
-#[path = "common/mod.rs"]
-mod common;
+use redis_breaker_test_support::example as common;
 
 use redis_breaker::{Client, ClientConfig, Config};
 use std::collections::BTreeMap;

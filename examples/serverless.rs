@@ -8,7 +8,7 @@
 //! EVALSHA on Redis >= 7.0, HELLO before) and one EVALSHA (the acquire); a success adds one
 //! more (the flush that sends it), a failure is recorded before `execute` returns.
 
-mod common;
+use redis_breaker_test_support::example as common;
 
 use redis_breaker::{Client, Config, Error, Rejected};
 use std::time::{Duration, Instant};

@@ -4,7 +4,7 @@
 //! `cargo run --example tower --features tower` — uses `$REDIS_URL`, else starts a throwaway
 //! redis-server.
 
-mod common;
+use redis_breaker_test_support::example as common;
 
 use redis_breaker::tower::{BreakerLayer, HttpStatusClassifier};
 use redis_breaker::{Client, Config, Rejected};

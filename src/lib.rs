@@ -55,7 +55,9 @@
 //! | `metrics` | counters and gauges through the `metrics` facade |
 //! | `sentinel` | `Client::connect_sentinel`: the primary Redis Sentinel names, across failovers |
 //! | `tls` | `rediss://` URLs and `Client::connect_tls` (rustls, no OpenSSL) |
-//! | `cli` | the `redis-breaker` binary (with `tls`) |
+//!
+//! The `redis-breaker` command-line tool and its operator console are the crate
+//! `redis-breaker-cli` of the same workspace.
 //!
 //! # Keys
 //!

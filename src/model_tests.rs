@@ -1,10 +1,7 @@
 //! The property test: random sequences run through the real Lua scripts on a real Redis and
 //! through the Rust machine, compared reply by reply and field by field.
 
-#[path = "../tests/support/server.rs"]
-mod server;
-#[path = "../tests/support/test_redis.rs"]
-mod support;
+use redis_breaker_test_support as support;
 
 use crate::config::Config;
 use crate::machine::Machine;

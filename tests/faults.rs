@@ -436,13 +436,13 @@ async fn the_readme_acl_with_its_functions_line_calls_the_library() {
 
 /// The README's ACL user, made on `redis`; answers its URL.
 async fn readme_acl_user(redis: &TestRedis) -> String {
-    readme_acl_user_without(redis, &[]).await
+    documented_acl_user(redis, &[]).await
 }
 
 /// The README's ACL is enough for a rate rule's window (buckets written, expired ones deleted),
-/// the operators' status (PTTL), and every CLI command.
+/// and the operators' status (PTTL); `cli/tests/cli.rs` runs every CLI command under it.
 #[tokio::test]
-async fn the_readme_minimal_acl_is_enough_for_rate_rules_status_and_the_cli() {
+async fn the_readme_minimal_acl_is_enough_for_rate_rules_and_status() {
     let redis = private_redis().await;
     let url = readme_acl_user(&redis).await;
     let config = ClientConfig::builder()
@@ -484,28 +484,6 @@ async fn the_readme_minimal_acl_is_enough_for_rate_rules_status_and_the_cli() {
     let window: std::collections::HashMap<String, String> =
         redis::cmd("HGETALL").arg(key(&name, "window")).query_async(&mut redis.conn().await).await.unwrap();
     assert!(window.len() <= 2 * 11 + 1, "expired buckets were deleted: {} fields", window.len());
-
-    #[cfg(feature = "cli")]
-    {
-        let cli = |args: &[&str]| {
-            let out = std::process::Command::new(env!("CARGO_BIN_EXE_redis-breaker"))
-                .args(["--url", &url])
-                .args(args)
-                .env_remove("REDIS_URL")
-                .output()
-                .expect("the CLI runs");
-            assert!(out.status.success(), "{args:?} under the minimal ACL: {}", String::from_utf8_lossy(&out.stderr));
-            String::from_utf8_lossy(&out.stdout).to_string()
-        };
-        assert!(cli(&["list"]).contains(&name));
-        cli(&["status", &name]);
-        cli(&["open", &name, "--for", "1m", "--note", "acl test"]);
-        cli(&["close", &name]);
-        cli(&["reset", &name]);
-        cli(&["exec", &name, "--", "true"]);
-        let history = cli(&["history", &name]);
-        assert!(history.contains("acl test") && history.contains("forced_open"), "{history}");
-    }
 }
 
 /// The commands the server refused (`INFO commandstats` lines with rejected calls). A command
@@ -565,7 +543,7 @@ async fn the_readme_acl_is_enough_for_a_quorum_and_without_its_commands_a_report
     assert_eq!(refused_commands(&redis).await, Vec::<String>::new());
 
     let redis = private_redis().await;
-    let url = readme_acl_user_without(&redis, &["+zcount", "+zscore", "+zremrangebyscore", "+zrem"]).await;
+    let url = documented_acl_user(&redis, &["+zcount", "+zscore", "+zremrangebyscore", "+zrem"]).await;
     let client = patient_client(&url, Degraded::FailClosed).await;
     let plain =
         client.breaker(&unique("acl-no-quorum"), Config::builder().failure_threshold(1).build().unwrap()).unwrap();
@@ -589,25 +567,12 @@ async fn the_readme_acl_is_enough_for_a_quorum_and_without_its_commands_a_report
     let _ = quorum.execute(|| async { Ok::<(), ()>(()) }).await;
     client.flush().await.expect("a flush after a refused report");
 }
-
-/// The README's ACL user with `words` taken out (a managed service that forbids them).
-async fn readme_acl_user_without(redis: &TestRedis, words: &[&str]) -> String {
-    let readme = include_str!("../README.md");
-    let line = readme.lines().find(|l| l.starts_with("ACL SETUSER breaker ")).expect("the README's ACL line");
-    let mut cmd = redis::cmd("ACL");
-    for word in line.split_whitespace().skip(1).filter(|w| !words.contains(w)) {
-        cmd.arg(word);
-    }
-    let _: () = cmd.query_async(&mut redis.conn().await).await.unwrap();
-    redis.url.replace("redis://", "redis://breaker:secret@")
-}
-
 /// A provider without pub/sub (no `+subscribe`, no channel): calls are decided correctly and
 /// a snapshot is trusted only for the short `cache_ttl`, since no event can correct it.
 #[tokio::test]
 async fn without_pub_sub_calls_are_decided_and_snapshots_live_cache_ttl() {
     let redis = private_redis().await;
-    let url = readme_acl_user_without(&redis, &["+subscribe", "&breaker:events"]).await;
+    let url = documented_acl_user(&redis, &["+subscribe", "&breaker:events"]).await;
     let config = ClientConfig::builder()
         .op_timeout(Duration::from_secs(2))
         .cache_ttl(Duration::from_millis(100))
@@ -641,7 +606,7 @@ async fn without_pub_sub_calls_are_decided_and_snapshots_live_cache_ttl() {
 #[tokio::test]
 async fn without_script_load_the_error_names_it_and_calls_are_decided() {
     let redis = private_redis().await;
-    let url = readme_acl_user_without(&redis, &["+script|load"]).await;
+    let url = documented_acl_user(&redis, &["+script|load"]).await;
     let _: () = redis::cmd("SCRIPT").arg("FLUSH").query_async(&mut redis.conn().await).await.unwrap();
     let client = patient_client(&url, Degraded::Local).await;
     let b = client.breaker(&unique("no-script-load"), Config::default()).unwrap();
@@ -667,7 +632,7 @@ async fn an_acl_missing_one_command_is_named_before_anything_is_written() {
         .find_map(|l| l.strip_prefix("redis_version:"))
         .and_then(|v| v.trim().split('.').next()?.parse().ok())
         .unwrap();
-    let url = readme_acl_user_without(&redis, &["+hdel"]).await;
+    let url = documented_acl_user(&redis, &["+hdel"]).await;
     let client = patient_client(&url, Degraded::Local).await;
     let name = unique("acl-missing-hdel");
     let b = client.breaker(&name, Config::default()).unwrap();

@@ -6,8 +6,7 @@
 //! the in-process breakers failsafe and recloser, on one thread and on two), `rejection` (an
 //! open breaker), `redis` (the miss path and a recorded failure, against a PING round trip).
 
-#[path = "../../examples/common/mod.rs"]
-mod common;
+use redis_breaker_test_support::example as common;
 mod harness;
 mod hot_path;
 mod redis_paths;

@@ -1,13 +1,9 @@
-//! Test support: a real Redis for every test (`test_redis.rs`, on `server.rs`), and helpers that
-//! drive breakers.
+//! Test support: a real Redis for every test (the `redis-breaker-test-support` crate), and
+//! helpers that drive breakers.
 #![allow(dead_code)]
 
-pub mod server;
-mod test_redis;
-pub mod wire;
-
+pub use redis_breaker_test_support::*;
 use std::time::Duration;
-pub use test_redis::*;
 
 /// A client of `redis` with the given snapshot lifetime (subscribed or not) whose counts are
 /// all flushed every `flush_interval`: the bounds a test sets are the ones that apply.

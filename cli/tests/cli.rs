@@ -1,7 +1,7 @@
 //! The `redis-breaker` binary, run as a user would, against a real Redis.
-#![cfg(feature = "cli")]
 
-mod support;
+use redis_breaker::redis;
+use redis_breaker_test_support as support;
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Output, Stdio};
@@ -282,9 +282,9 @@ async fn exec_keeps_the_call_timeout_inside_a_short_probe_lease() {
 async fn cli_control_commands_keep_the_services_config_fingerprint() {
     let redis = redis().await;
     let name = unique("cli-fingerprint");
-    let service = client(&redis, Duration::from_secs(1)).await;
+    let service = redis_breaker::Client::connect(&redis.url).await.unwrap();
     let b = service.breaker(&name, redis_breaker::Config::builder().failure_threshold(7).build().unwrap()).unwrap();
-    fail(&b).await.unwrap_err();
+    b.execute(|| async { Err::<(), _>("downstream failed") }).await.unwrap_err();
     let fingerprint = state_hash(&redis, &name).await["config"].clone();
     assert_eq!(fingerprint, b.health().await.unwrap().config_fingerprint);
     for args in [vec!["open", name.as_str(), "--for", "1s"], vec!["close", name.as_str()], vec!["reset", name.as_str()]]
@@ -510,4 +510,66 @@ async fn control_commands_the_fleet_would_not_hear_of_are_refused_or_fail_with_a
     assert_eq!(v["announced"], announced, "{v}");
     let text = stdout(&run(&redis, &["status", &name]));
     assert_eq!(text.contains("announced:   no"), !announced, "{text}");
+}
+
+/// Every CLI command works under the documented minimal ACL (`docs/` or the README: the line
+/// `ACL SETUSER breaker ...`).
+#[tokio::test]
+async fn every_command_works_under_the_documented_minimal_acl() {
+    let redis = private_redis().await;
+    let url = documented_acl_user(&redis, &[]).await;
+    let name = unique("cli-acl");
+    let cli = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_redis-breaker"))
+            .args(["--url", &url])
+            .args(args)
+            .env_remove("REDIS_URL")
+            .output()
+            .expect("the CLI runs");
+        assert!(out.status.success(), "{args:?} under the minimal ACL: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    cli(&["open", &name, "--for", "1m", "--note", "acl test"]);
+    assert!(cli(&["list"]).contains(&name));
+    cli(&["status", &name]);
+    cli(&["close", &name]);
+    cli(&["reset", &name]);
+    cli(&["exec", &name, "--", "true"]);
+    let history = cli(&["history", &name]);
+    assert!(history.contains("acl test") && history.contains("forced_open"), "{history}");
+}
+
+/// The CLI takes the same URLs and certificates.
+#[test]
+fn speaks_tls_with_the_same_certificates_as_the_library() {
+    let redis = support::tls::tls_redis();
+    let name = support::unique("tls-cli");
+    let cli = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_redis-breaker"))
+            .args(["--url", &redis.url()])
+            .arg("--tls-ca")
+            .arg(redis.certs.join("ca.crt"))
+            .arg("--tls-cert")
+            .arg(redis.certs.join("client.crt"))
+            .arg("--tls-key")
+            .arg(redis.certs.join("client.key"))
+            .args(args)
+            .env_remove("REDIS_URL")
+            .output()
+            .expect("the CLI runs");
+        assert!(out.status.success(), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    cli(&["open", &name]);
+    let status = cli(&["--json", "status", &name]);
+    assert!(status.contains("forced_open"), "{status}");
+    // Without the CA the handshake fails, and the CLI says it was TLS.
+    let out = Command::new(env!("CARGO_BIN_EXE_redis-breaker"))
+        .args(["--url", &redis.url(), "status", &name])
+        .env_remove("REDIS_URL")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("TLS"), "{said}");
 }

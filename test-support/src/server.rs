@@ -1,7 +1,6 @@
 //! Spawns a throwaway `redis-server` on a free loopback port, and knows it is the process it
 //! started. Depends on nothing but `redis` and std, so the tests, the crate's own unit tests and
 //! the examples share it.
-#![allow(dead_code)]
 
 use std::net::TcpListener;
 use std::path::PathBuf;

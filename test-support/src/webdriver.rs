@@ -2,7 +2,6 @@
 //! session, navigation, scripts, typing, clicking, prompts and screenshots, as JSON over plain
 //! HTTP/1.1 to a local chromedriver. (A WebDriver crate would do the same with a hundred more
 //! crates to build, the Unicode segmentation tables among them.)
-#![allow(dead_code)]
 
 use serde_json::{Value, json};
 use std::time::Duration;
@@ -34,7 +33,7 @@ async fn request(port: u16, method: &str, path: &str, body: Option<&Value>) -> R
         loop {
             let n = s.read(&mut buf).await.map_err(|e| e.to_string())?;
             raw.extend_from_slice(&buf[..n]);
-            if n == 0 || crate::support::wire::complete(&raw) {
+            if n == 0 || crate::wire::complete(&raw) {
                 return Ok::<(), String>(());
             }
         }
@@ -43,7 +42,7 @@ async fn request(port: u16, method: &str, path: &str, body: Option<&Value>) -> R
     let text = String::from_utf8_lossy(&raw);
     let (head, rest) = text.split_once("\r\n\r\n").ok_or("not HTTP")?;
     let chunked = head.to_ascii_lowercase().contains("transfer-encoding: chunked");
-    let body = if chunked { crate::support::wire::dechunk(rest) } else { rest.to_string() };
+    let body = if chunked { crate::wire::dechunk(rest) } else { rest.to_string() };
     let reply: Value = serde_json::from_str(&body).map_err(|e| format!("{method} {path}: {e}: {body}"))?;
     match reply["value"].get("error") {
         Some(error) => Err(format!("{method} {path}: {error}: {}", reply["value"]["message"])),

@@ -50,15 +50,12 @@ struct Cli {
     verbose: u8,
     /// TLS: a CA certificate (PEM file) to trust instead of the system's roots; needs a
     /// rediss:// URL.
-    #[cfg(feature = "tls")]
     #[arg(long, global = true, value_name = "FILE", help_heading = "Global options")]
     tls_ca: Option<std::path::PathBuf>,
     /// TLS: a client certificate (PEM file), with --tls-key.
-    #[cfg(feature = "tls")]
     #[arg(long, global = true, value_name = "FILE", requires = "tls_key", help_heading = "Global options")]
     tls_cert: Option<std::path::PathBuf>,
     /// TLS: the client certificate's private key (PEM file), with --tls-cert.
-    #[cfg(feature = "tls")]
     #[arg(long, global = true, value_name = "FILE", requires = "tls_cert", help_heading = "Global options")]
     tls_key: Option<std::path::PathBuf>,
     #[command(subcommand)]
@@ -241,7 +238,6 @@ async fn client(cli: &Cli, degraded: Degraded, flush_interval: Duration) -> Resu
         .flush_interval(flush_interval)
         .store_failure_threshold(1)
         .build()?;
-    #[cfg(feature = "tls")]
     if cli.tls_ca.is_some() || cli.tls_cert.is_some() {
         let read = |path: &std::path::Path| {
             std::fs::read(path).map_err(|e| Failure::Usage(format!("cannot read {}: {e}", path.display())))

@@ -1,10 +1,8 @@
 //! Finds a Redis for the examples: `$REDIS_URL`, else a throwaway `redis-server` on a free
 //! loopback port (stopped when the example ends), else a message saying how to get one. The
-//! spawning is the tests' own (`tests/support/server.rs`).
-#![allow(dead_code)]
+//! spawning is the tests' own ([`crate::server`]).
 
-#[path = "../../tests/support/server.rs"]
-mod server;
+use crate::server;
 
 /// A Redis for the example; a server it started is stopped on drop.
 pub struct ExampleRedis {

@@ -2,9 +2,8 @@
 //! spawned on a free loopback port in a temp dir; a container when the build opted in to
 //! testcontainers (`RUSTFLAGS="--cfg redis_breaker_testcontainers"`) and a Docker engine answers.
 //! Otherwise the test fails and says how to get Redis. It never skips.
-#![allow(dead_code)]
 
-use super::server::{Server, free_port, spawn_cluster_node, spawn_server, start_server, wait_until_ours};
+use crate::server::{Server, free_port, spawn_cluster_node, spawn_server, start_server, wait_until_ours};
 use std::process::Command;
 use std::time::{Duration, Instant};
 #[cfg(redis_breaker_testcontainers)]
@@ -236,4 +235,26 @@ pub async fn metrics_hash(redis: &TestRedis, name: &str) -> std::collections::Ha
 /// One metrics counter of `name` (0 when absent).
 pub async fn metric(redis: &TestRedis, name: &str, field: &str) -> u64 {
     metrics_hash(redis, name).await.get(field).copied().unwrap_or(0)
+}
+
+/// Makes the documented minimal ACL user on `redis` (the line starting `ACL SETUSER breaker `
+/// in the README or a page of `docs/`), with `without` taken out of its rules (a managed
+/// service that forbids them); answers the user's URL.
+pub async fn documented_acl_user(redis: &TestRedis, without: &[&str]) -> String {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut pages = vec![root.join("README.md")];
+    if let Ok(dir) = std::fs::read_dir(root.join("docs")) {
+        pages.extend(dir.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "md")));
+    }
+    let line = pages
+        .iter()
+        .filter_map(|p| std::fs::read_to_string(p).ok())
+        .find_map(|text| text.lines().find(|l| l.starts_with("ACL SETUSER breaker ")).map(str::to_string))
+        .expect("the documented ACL line (`ACL SETUSER breaker ...`) in README.md or docs/*.md");
+    let mut cmd = redis::cmd("ACL");
+    for word in line.split_whitespace().skip(1).filter(|w| !without.contains(w)) {
+        cmd.arg(word);
+    }
+    let _: () = cmd.query_async(&mut redis.conn().await).await.expect("ACL SETUSER of the documented line");
+    redis.url.replace("redis://", "redis://breaker:secret@")
 }

@@ -540,7 +540,7 @@ pub(crate) async fn run_one(kind: Kind, seed: u64, args: &Args) -> Result<Summar
         (Some(p), _) => println!("   operator writes: through the CLI ({})", p.display()),
         (None, Some(_)) => println!("   operator writes: through the library's API (the CLI takes one URL)"),
         (None, None) => {
-            println!("   operator writes: through the library's API (no CLI built: cargo build --features cli)")
+            println!("   operator writes: through the library's API (no CLI built: cargo build -p redis-breaker-cli)")
         }
     }
     let no_publish = match kind {

@@ -2,12 +2,11 @@
 //! (chromedriver), against a real Redis and a running `redis-breaker serve`. It needs Debian's
 //! `chromium` and `chromium-driver` (`apt-get install -y chromium chromium-driver`), so it is
 //! ignored by `cargo test` and run by CI with `--ignored`:
-//! `cargo test --all-features --test console_browser -- --ignored --nocapture`.
-#![cfg(feature = "console")]
+//! `cargo test -p redis-breaker-cli --test console_browser -- --ignored --nocapture`.
 
-mod support;
-#[path = "support/webdriver.rs"]
-mod webdriver;
+use redis_breaker::redis;
+use redis_breaker_test_support as support;
+use support::webdriver;
 
 use redis_breaker::{Client, Config, State};
 use serde_json::{Value, json};

@@ -1,9 +1,9 @@
 //! `redis-breaker serve`, run as an operator would, against a real Redis: every endpoint's
 //! shape, the token on writes, the live event stream, Prometheus, alerts, hostile names, and
 //! Redis going away under the console.
-#![cfg(feature = "console")]
 
-mod support;
+use redis_breaker::redis;
+use redis_breaker_test_support as support;
 
 use redis_breaker::{Client, Config, State};
 use std::collections::HashMap;

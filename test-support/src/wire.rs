@@ -1,6 +1,5 @@
 //! Reading HTTP/1.1 answers by hand in tests (the console's and chromedriver's): where an answer
 //! ends, and its chunked body.
-#![allow(dead_code)]
 
 /// Whether `raw` holds a whole answer: headers, then Content-Length bytes or the last chunk.
 pub fn complete(raw: &[u8]) -> bool {

@@ -2,8 +2,7 @@
 //! primary, a replica and three sentinels; or a three-master Redis Cluster. Every process is
 //! stopped and the run's directory removed on drop.
 
-#[path = "../../tests/support/server.rs"]
-mod server;
+use redis_breaker_test_support::server;
 
 use redis_breaker::redis;
 use std::path::{Path, PathBuf};
