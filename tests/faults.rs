@@ -404,9 +404,7 @@ async fn the_readme_acl_with_its_functions_line_calls_the_library() {
     p.execute(|| async { Ok::<(), ()>(()) }).await.expect("allowed through Redis");
     assert_eq!(p.health().await.unwrap().scripts, "evalsha", "the minimal ACL has no +fcall");
 
-    let readme = include_str!("../README.md");
-    let line =
-        readme.lines().find(|l| l.starts_with("ACL SETUSER breaker +fcall")).expect("the README's functions line");
+    let line = documented_line("ACL SETUSER breaker +fcall");
     let mut cmd = redis::cmd("ACL");
     for word in line.split_whitespace().skip(1) {
         cmd.arg(word);

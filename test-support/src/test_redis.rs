@@ -237,20 +237,28 @@ pub async fn metric(redis: &TestRedis, name: &str, field: &str) -> u64 {
     metrics_hash(redis, name).await.get(field).copied().unwrap_or(0)
 }
 
+/// The first line starting with `prefix` in the README or a page of `docs/` (the documented
+/// ACL lines, for example), read from the workspace's root.
+pub fn documented_line(prefix: &str) -> String {
+    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let mut pages = vec![root.join("README.md")];
+    if let Ok(dir) = std::fs::read_dir(root.join("docs")) {
+        let mut docs: Vec<_> = dir.filter_map(|e| e.ok()).map(|e| e.path()).collect();
+        docs.sort();
+        pages.extend(docs.into_iter().filter(|p| p.extension().is_some_and(|x| x == "md")));
+    }
+    pages
+        .iter()
+        .filter_map(|p| std::fs::read_to_string(p).ok())
+        .find_map(|text| text.lines().find(|l| l.starts_with(prefix)).map(str::to_string))
+        .unwrap_or_else(|| panic!("no line starting `{prefix}` in README.md or docs/*.md"))
+}
+
 /// Makes the documented minimal ACL user on `redis` (the line starting `ACL SETUSER breaker `
 /// in the README or a page of `docs/`), with `without` taken out of its rules (a managed
 /// service that forbids them); answers the user's URL.
 pub async fn documented_acl_user(redis: &TestRedis, without: &[&str]) -> String {
-    let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let mut pages = vec![root.join("README.md")];
-    if let Ok(dir) = std::fs::read_dir(root.join("docs")) {
-        pages.extend(dir.filter_map(|e| e.ok()).map(|e| e.path()).filter(|p| p.extension().is_some_and(|x| x == "md")));
-    }
-    let line = pages
-        .iter()
-        .filter_map(|p| std::fs::read_to_string(p).ok())
-        .find_map(|text| text.lines().find(|l| l.starts_with("ACL SETUSER breaker ")).map(str::to_string))
-        .expect("the documented ACL line (`ACL SETUSER breaker ...`) in README.md or docs/*.md");
+    let line = documented_line("ACL SETUSER breaker ");
     let mut cmd = redis::cmd("ACL");
     for word in line.split_whitespace().skip(1).filter(|w| !without.contains(w)) {
         cmd.arg(word);
