@@ -77,37 +77,20 @@ mod model_tests;
 
 mod breaker;
 mod client;
-mod client_config;
 mod clock;
-#[cfg(feature = "cluster")]
-mod cluster;
 mod config;
 pub mod duration;
 mod error;
 mod events;
-mod health;
-mod inner;
 mod machine;
 mod meters;
 pub mod name;
-mod pending;
-mod permit;
 mod protocol;
 mod quorum;
-mod registry;
-mod route;
-mod scripts;
-#[cfg(feature = "sentinel")]
-mod sentinel;
-mod shared;
-mod snapshot;
 mod state;
 pub mod status;
 mod store;
-mod tasks;
 mod ticks;
-#[cfg(feature = "tls")]
-mod tls;
 #[cfg(feature = "tower")]
 #[cfg_attr(docsrs, doc(cfg(feature = "tower")))]
 pub mod tower;
@@ -123,17 +106,17 @@ struct ReadmeDoctests;
 pub use redis;
 
 pub use breaker::Breaker;
+pub use breaker::health::{Health, Snapshot, StoreStatus};
+pub use breaker::permit::Permit;
 pub use client::Client;
-pub use client_config::{ClientConfig, ClientConfigBuilder, Degraded};
 pub use clock::{Clock, FakeClock, SystemClock};
+pub use config::client::{ClientConfig, ClientConfigBuilder, Degraded};
 pub use config::{Config, ConfigBuilder};
 pub use error::{ConfigError, Error, Rejected, StoreError, TimedOut};
 pub use events::{Event, EventKind, Subscription};
-pub use health::{Health, Snapshot, StoreStatus};
-pub use permit::Permit;
 pub use protocol::Outcome;
-#[cfg(feature = "sentinel")]
-pub use sentinel::SentinelOptions;
 pub use state::{State, UnknownState};
+#[cfg(feature = "sentinel")]
+pub use store::sentinel::SentinelOptions;
 #[cfg(feature = "tls")]
-pub use tls::TlsOptions;
+pub use store::tls::TlsOptions;

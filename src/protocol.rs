@@ -1,7 +1,7 @@
 //! The calling convention of the Lua scripts, shared by both sides of it: what a script call
 //! carries (the caller's config as [`Params`], an [`Op`] with its [`Batch`] of counts) and what
 //! it answers ([`Reply`], [`Verdict`]). `lua/lib/args.lua` documents the same arguments by
-//! position; `scripts.rs` puts them on the wire and the Rust machine (`machine.rs`) takes them
+//! position; `store/scripts.rs` puts them on the wire and the Rust machine (`machine/`) takes them
 //! as they are.
 
 use crate::config::Config;
@@ -166,7 +166,7 @@ pub(crate) struct Batch {
     pub(crate) degraded_successes: u64,
     /// Failures of calls decided without Redis: metrics only.
     pub(crate) degraded_failures: u64,
-    /// The lane (see `src/pending.rs`) that sends this batch, a random non-zero number per lane;
+    /// The lane (see `src/breaker/pending.rs`) that sends this batch, a random non-zero number per lane;
     /// 0 with `seq` 0: the batch has no id.
     pub(crate) sender: u64,
     /// The batch's number in its lane (from 1); 0: no id. Sent as the batch id

@@ -148,18 +148,18 @@ async fn a_probes_key_of_the_wrong_type_does_not_block_recovery() {
 }
 
 /// Both ways a script reaches Redis refuse a bad argument by name and write nothing: the
-/// EVALSHA script (the header and prelude exactly as src/scripts.rs joins them) and, where the
+/// EVALSHA script (the header and prelude exactly as src/store/scripts.rs joins them) and, where the
 /// server has Functions, the library's function (whose validation of a config is kept between
 /// calls: a bad value right after a good config is still refused).
 #[tokio::test]
 async fn scripts_refuse_bad_arguments_with_a_named_error() {
     let redis = redis().await;
-    let source = include_str!("../src/scripts.rs");
+    let source = include_str!("../src/store/scripts.rs");
     let header = source
         .lines()
         .find_map(|l| l.trim().strip_prefix("\"local KEYS, ARGV = KEYS, ARGV")?.strip_suffix("\","))
         .map(|rest| format!("local KEYS, ARGV = KEYS, ARGV{rest}").replace("\\n", "\n"))
-        .expect("the EVALSHA header in src/scripts.rs");
+        .expect("the EVALSHA header in src/store/scripts.rs");
     let lib: String = source
         .lines()
         .filter_map(|l| l.trim().strip_prefix("include_str!(\"../lua/lib/")?.split('"').next())
@@ -167,7 +167,7 @@ async fn scripts_refuse_bad_arguments_with_a_named_error() {
             std::fs::read_to_string(format!("{}/lua/lib/{file}", env!("CARGO_MANIFEST_DIR"))).expect("lua/lib file")
         })
         .collect();
-    assert!(lib.contains("local function parse_config"), "the prelude was found in src/scripts.rs");
+    assert!(lib.contains("local function parse_config"), "the prelude was found in src/store/scripts.rs");
     let script = header + &lib + include_str!("../lua/acquire.lua");
     let name = unique("bad-args");
     let keys = ["state", "probes", "window", "metrics", "history", "reporters", "processes"].map(|s| key(&name, s));

@@ -16,7 +16,7 @@ local NO_COUNTS = { inc = 0, epoch = 0, fseq = 0, ok = 0, slow = 0, ignored = 0,
   degraded_failed = 0, sender = '', seq = 0, again = false, dup = false }
 -- How long a lane's last batch is remembered at least (ms), capped by metrics_ttl: a field
 -- older than this goes when a new lane writes its first (Rust twin: BATCH_MEMORY_MS in
--- src/pending.rs, where a batch in doubt longer than that is dropped, not sent again).
+-- src/breaker/pending.rs, where a batch in doubt longer than that is dropped, not sent again).
 local BATCH_MEMORY = 3600000
 
 local function parse_batch(i, id_at)

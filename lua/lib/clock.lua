@@ -1,6 +1,6 @@
 -- redis-breaker lib/clock.lua: Redis's own clock. The first piece of every script, status.lua
 -- included: Redis scripts cannot include one another, so the crate joins the lib files in front
--- of each script when it loads them (`script!` in src/scripts.rs).
+-- of each script when it loads them (`script!` in src/store/scripts.rs).
 
 -- Redis TIME as ms since the Unix epoch, and as µs (an incarnation is the µs a state was made).
 local function redis_now_ms()

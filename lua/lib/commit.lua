@@ -1,5 +1,5 @@
 -- redis-breaker lib/commit.lua: writes what a call changed, keeps TTLs, publishes events and
--- builds the reply (Rust twin: the end of `Machine::run` and `Call::reply` in src/machine.rs).
+-- builds the reply (Rust twin: the end of `Machine::run` and `Call::reply` in src/machine/).
 
 local function remaining(S, c)
   local st = S.state

@@ -1,5 +1,5 @@
 -- redis-breaker lib/rules.lua: the rolling window and the trip rules of the closed state (Rust
--- twin: `Call::window_sums`, `window_add`, `check_rules` in src/machine.rs).
+-- twin: `Call::window_sums`, `window_add`, `check_rules` in src/machine/).
 
 local function window_sums(S, c)
   local cur = floor(c.now / floor(S.window / 10))

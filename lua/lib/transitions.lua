@@ -1,5 +1,5 @@
 -- redis-breaker lib/transitions.lua: the moves between states, leases and time-driven moves
--- (Rust twin: `Call::transition`, `close`, `trip`, `advance`, `purge_leases` in src/machine.rs).
+-- (Rust twin: `Call::transition`, `close`, `trip`, `advance`, `purge_leases` in src/machine/).
 
 local function matches(S, inc, epoch)
   return epoch == S.epoch and (inc == S.incarnation or (inc == 0 and S.epoch == 0))

@@ -177,7 +177,7 @@ impl Machine {
             v = b.seq % 1000;
         }
         if self.batches.insert(b.sender, v).is_none() {
-            let memory = crate::pending::BATCH_MEMORY_MS.min(metrics_ttl);
+            let memory = crate::breaker::pending::BATCH_MEMORY_MS.min(metrics_ttl);
             // Lua compares signed numbers: with now < memory nothing is older.
             let before = now.saturating_sub(memory).saturating_mul(1000);
             self.batches.retain(|_, v| *v >= before);
@@ -324,8 +324,8 @@ impl Machine {
 
     /// What a call let through now holds, when the machine is closed (it decides nothing else:
     /// a closed machine allows every call).
-    pub(crate) fn closed_view(&self) -> Option<crate::snapshot::View> {
-        (self.state == State::Closed).then_some(crate::snapshot::View {
+    pub(crate) fn closed_view(&self) -> Option<crate::breaker::snapshot::View> {
+        (self.state == State::Closed).then_some(crate::breaker::snapshot::View {
             incarnation: self.incarnation,
             epoch: self.epoch,
             failures: self.failures,

@@ -59,7 +59,7 @@ pub(crate) struct ServeArgs {
     sample_every: Duration,
     /// A Host the console also answers (repeatable): a name (any port), e.g.
     /// console.example.com, or name:port. On a loopback address the console answers only the
-    /// Host values 127.0.0.1, localhost and [::1] (any port) and these, so that a web page
+    /// Host values 127.0.0.1, localhost and ::1 (any port) and these, so that a web page
     /// whose name rebinds to 127.0.0.1 (DNS rebinding) cannot read it: any other Host gets 421
     /// Misdirected Request, an HTTP/1.1 request without one 400. On another address, without
     /// this option any Host is answered; with it, only loopback names, the listen address and

@@ -3,10 +3,10 @@
 //! `Breaker` handle.
 
 use crate::breaker::Breaker;
+use crate::breaker::inner::Inner;
+use crate::client::registry::Handle;
 use crate::error::StoreError;
 use crate::events::Wire;
-use crate::inner::Inner;
-use crate::registry::Handle;
 use crate::store::RedisStore;
 use futures_util::StreamExt;
 use std::sync::{Arc, Weak};
@@ -50,7 +50,7 @@ pub(crate) async fn flush_all(handle: &Arc<Handle<Inner>>, breakers: Vec<Arc<Inn
 /// (each flush carries one), until Redis fails to answer.
 async fn flush_one(handle: Arc<Handle<Inner>>, inner: Arc<Inner>) -> Result<(), StoreError> {
     Breaker::new(inner.clone(), handle.clone()).flush_owned().await?;
-    for _ in 0..crate::pending::LANES {
+    for _ in 0..crate::breaker::pending::LANES {
         if !inner.pending.in_doubt() {
             break;
         }

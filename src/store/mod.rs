@@ -1,11 +1,21 @@
 //! Where breaker state lives: Redis (the shared store) or this process (the in-process machine).
+//! This file holds both stores; `scripts.rs` the Lua scripts and how they reach Redis, and one
+//! file per way of reaching Redis beside a plain URL: `cluster.rs`, `sentinel.rs`, `tls.rs`.
+
+#[cfg(feature = "cluster")]
+pub(crate) mod cluster;
+pub(crate) mod scripts;
+#[cfg(feature = "sentinel")]
+pub(crate) mod sentinel;
+#[cfg(feature = "tls")]
+pub(crate) mod tls;
 
 use crate::clock::Clock;
 use crate::error::StoreError;
 use crate::machine::Machine;
 use crate::name::Keys;
 use crate::protocol::{Op, Params, Reply, Transition};
-use crate::scripts::{Call, Library, Scripts, parse_reply};
+use crate::store::scripts::{Call, Library, Scripts, parse_reply};
 use redis::aio::ConnectionLike;
 use redis::{Cmd, Pipeline, RedisFuture, Value};
 use std::collections::HashMap;

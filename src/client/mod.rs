@@ -1,18 +1,24 @@
-//! [`Client`]: the connection, the loaded scripts, and the breakers of one process.
+//! [`Client`]: the connection, the loaded scripts, and the breakers of one process. This file
+//! holds the handle and its constructors; `shared.rs` what every breaker borrows from the
+//! client, `registry.rs` the breakers by name, `tasks.rs` the background tasks (the flush, the
+//! event subscription, the watch on Redis).
+
+pub(crate) mod registry;
+pub(crate) mod shared;
+pub(crate) mod tasks;
 
 use crate::breaker::Breaker;
-use crate::client_config::ClientConfig;
+use crate::breaker::health::StoreStatus;
+use crate::breaker::inner::Inner;
+use crate::client::registry::Handle;
+use crate::client::shared::Shared;
 use crate::clock::{Clock, SystemClock};
 use crate::config::Config;
+use crate::config::client::ClientConfig;
 use crate::error::{ConfigError, StoreError};
 use crate::events::Subscription;
-use crate::health::StoreStatus;
-use crate::inner::Inner;
 use crate::name::{Keys, events_channel, name_from_listed_key, validate_name};
-use crate::registry::Handle;
-use crate::shared::Shared;
 use crate::store::{InProcessStore, Reconnect, RedisStore, SharedConn, StoreSettings};
-use crate::tasks;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -190,8 +196,8 @@ impl Client {
         if sentinels.is_empty() {
             return Err(ConfigError::Field { field: "url", reason: "list of sentinels is empty".into() });
         }
-        let sentinel = crate::sentinel::sentinel_client(sentinels, service, &primary)?;
-        let conn = crate::sentinel::SentinelConn::new(sentinel, config.op_timeout);
+        let sentinel = crate::store::sentinel::sentinel_client(sentinels, service, &primary)?;
+        let conn = crate::store::sentinel::SentinelConn::new(sentinel, config.op_timeout);
         let forget = conn.clone();
         let reconnect: Reconnect = Box::new(move || {
             forget.forget();
@@ -203,7 +209,7 @@ impl Client {
             let handle = &client.handle;
             let channel = events_channel(&handle.shared.config.prefix);
             let (op_timeout, keepalive) = (handle.shared.config.op_timeout, handle.shared.config.events_keepalive);
-            let events = crate::sentinel::subscribe_loop(
+            let events = crate::store::sentinel::subscribe_loop(
                 Arc::downgrade(handle),
                 conn,
                 channel,
@@ -245,12 +251,12 @@ impl Client {
             .build()
             .map_err(url_error)?;
         let nodes = urls.iter().map(|u| redis::Client::open(*u)).collect::<Result<Vec<_>, _>>().map_err(url_error)?;
-        let client = Client::over(crate::cluster::LazyCluster::new(cluster), config, true, None);
+        let client = Client::over(crate::store::cluster::LazyCluster::new(cluster), config, true, None);
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             let handle = &client.handle;
             let (op_timeout, keepalive) = (handle.shared.config.op_timeout, handle.shared.config.events_keepalive);
             let urls = urls.iter().map(|u| u.to_string()).collect();
-            let task = crate::cluster::shard_subscribe_loop(
+            let task = crate::store::cluster::shard_subscribe_loop(
                 Arc::downgrade(handle),
                 urls,
                 nodes,

@@ -6,9 +6,9 @@
 //! the fleet is open, or an operator forced it, the own breaker folds into it: it starts again
 //! closed, and the fleet decides.
 
+use crate::breaker::snapshot::View;
 use crate::machine::Machine;
 use crate::protocol::{Batch, Op, Params, RecordOutcome, Report, Transition, Verdict};
-use crate::snapshot::View;
 use crate::state::State;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard};

@@ -2,14 +2,14 @@
 //! in-process breaker of `Degraded::Local`, which also serves `Client::in_memory`), with the
 //! replies of either written into the snapshot. The one place that chooses between them.
 
-use crate::client_config::Degraded;
+use crate::breaker::inner::Inner;
+use crate::breaker::pending::{BATCH_MEMORY_MS, Fate};
+use crate::breaker::snapshot::{Source, View};
+use crate::client::shared::Store;
+use crate::config::client::Degraded;
 use crate::error::StoreError;
-use crate::inner::Inner;
 use crate::machine::Machine;
-use crate::pending::{BATCH_MEMORY_MS, Fate};
 use crate::protocol::{Batch, Op, Outcome, Record, RecordOutcome, Reply, Report};
-use crate::shared::Store;
-use crate::snapshot::{Source, View};
 use crate::store::RedisStore;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;

@@ -8,8 +8,8 @@
 //! unknown (a timeout, a dropped connection) stays in its lane and is sent again, as it was,
 //! until Redis answers: Redis counts it once, whether the first attempt was applied or not.
 
+use crate::breaker::snapshot::View;
 use crate::protocol::Batch;
-use crate::snapshot::View;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, Instant};

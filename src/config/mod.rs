@@ -1,5 +1,7 @@
 //! Per-breaker [`Config`], validated once in `build()`; the validation helpers and the setter
-//! macro that [`ClientConfig`](crate::ClientConfig) shares.
+//! macro that [`ClientConfig`](crate::ClientConfig) (in `client.rs`) shares.
+
+pub(crate) mod client;
 
 use crate::duration::{self, serde_human};
 use crate::error::ConfigError;

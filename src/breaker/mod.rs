@@ -1,15 +1,25 @@
-//! [`Breaker`]: the handle a service calls through. This file holds the handle, its state, and
-//! the operator's calls; the call path is in `permit.rs`, the choice between Redis, the
-//! in-process breaker and the degraded mode in `route.rs`.
+//! [`Breaker`]: the handle a service calls through, and everything of one breaker in one
+//! process. This file holds the handle and the operator's calls; `inner.rs` the state every
+//! handle of a name shares, `permit.rs` the call path (`execute`, `acquire`, the [`Permit`](permit::Permit)),
+//! `route.rs` the choice between Redis, the in-process breaker and the degraded mode,
+//! `snapshot.rs` the lock-free snapshot the hot path reads, `pending.rs` the counts waiting for
+//! the next script call, `health.rs` what a process can report without a call.
 
+pub(crate) mod health;
+pub(crate) mod inner;
+pub(crate) mod pending;
+pub(crate) mod permit;
+pub(crate) mod route;
+pub(crate) mod snapshot;
+
+use crate::breaker::health::{Health, Snapshot, StoreStatus};
+use crate::breaker::inner::Inner;
+use crate::client::registry::Handle;
+use crate::client::shared::Store;
 use crate::config::{Config, MAX_DURATION};
 use crate::error::{ConfigError, StoreError};
 use crate::events::Subscription;
-use crate::health::{Health, Snapshot, StoreStatus};
-use crate::inner::Inner;
 use crate::protocol::{ControlOp, Op, Record};
-use crate::registry::Handle;
-use crate::shared::Store;
 use crate::state::State;
 use std::sync::Arc;
 

@@ -15,13 +15,13 @@ use std::sync::OnceLock;
 macro_rules! lib {
     () => {
         concat!(
-            include_str!("../lua/lib/clock.lua"),
-            include_str!("../lua/lib/args.lua"),
-            include_str!("../lua/lib/load.lua"),
-            include_str!("../lua/lib/transitions.lua"),
-            include_str!("../lua/lib/rules.lua"),
-            include_str!("../lua/lib/batch.lua"),
-            include_str!("../lua/lib/commit.lua"),
+            include_str!("../../lua/lib/clock.lua"),
+            include_str!("../../lua/lib/args.lua"),
+            include_str!("../../lua/lib/load.lua"),
+            include_str!("../../lua/lib/transitions.lua"),
+            include_str!("../../lua/lib/rules.lua"),
+            include_str!("../../lua/lib/batch.lua"),
+            include_str!("../../lua/lib/commit.lua"),
         )
     };
 }
@@ -34,16 +34,16 @@ macro_rules! script {
         Script::new(concat!(
             "local KEYS, ARGV = KEYS, ARGV\nlocal PERSISTENT = false\n",
             lib!(),
-            include_str!(concat!("../lua/", $file))
+            include_str!(concat!("../../lua/", $file))
         ))
     };
 }
 
 /// The scripts that change state, by the name their function has in the library.
 const BODIES: [(&str, &str); 3] = [
-    ("acquire", include_str!("../lua/acquire.lua")),
-    ("record", include_str!("../lua/record.lua")),
-    ("control", include_str!("../lua/control.lua")),
+    ("acquire", include_str!("../../lua/acquire.lua")),
+    ("record", include_str!("../../lua/record.lua")),
+    ("control", include_str!("../../lua/control.lua")),
 ];
 
 /// The same scripts as one Functions library, named after a hash of its code so processes
@@ -160,8 +160,8 @@ impl Scripts {
             acquire: script!("acquire.lua"),
             record: script!("record.lua"),
             control: script!("control.lua"),
-            status: Script::new(concat!(include_str!("../lua/lib/clock.lua"), include_str!("../lua/status.lua"))),
-            preflight: Script::new(include_str!("../lua/preflight.lua")),
+            status: Script::new(concat!(include_str!("../../lua/lib/clock.lua"), include_str!("../../lua/status.lua"))),
+            preflight: Script::new(include_str!("../../lua/preflight.lua")),
             channel,
             origin,
             reporter,

@@ -2,7 +2,7 @@
 //! name, and the signal that stops the client's background tasks when the last handle is gone.
 //! Generic over the breaker's state type, so it depends on no breaker code.
 
-use crate::shared::Shared;
+use crate::client::shared::Shared;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use tokio::sync::watch;

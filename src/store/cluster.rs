@@ -83,14 +83,14 @@ fn owner_not_reached(e: RedisError) -> RedisError {
 /// makes the whole subscription again. A server without SSUBSCRIBE (< 7.0) gets the classic
 /// subscription to `<prefix>:events` instead (the scripts fall back to PUBLISH there).
 pub(crate) async fn shard_subscribe_loop(
-    handle: std::sync::Weak<crate::registry::Handle<crate::inner::Inner>>,
+    handle: std::sync::Weak<crate::client::registry::Handle<crate::breaker::inner::Inner>>,
     urls: Vec<String>,
     nodes: Vec<redis::Client>,
     op_timeout: std::time::Duration,
     keepalive: std::time::Duration,
     mut stop: tokio::sync::watch::Receiver<()>,
 ) {
-    use crate::tasks::{Backoff, on_message, subscription_changed};
+    use crate::client::tasks::{Backoff, on_message, subscription_changed};
     use redis::cluster_routing::{MultipleNodeRoutingInfo, RoutingInfo};
     use redis::{PushKind, Value};
     use std::collections::HashSet;
@@ -150,8 +150,8 @@ pub(crate) async fn shard_subscribe_loop(
                     h.shared.set_shard_mode(false);
                 }
                 let channel = crate::name::events_channel(&prefix);
-                let nodes = crate::tasks::EventNodes::Fixed(nodes);
-                return crate::tasks::subscribe_loop(handle, nodes, channel, op_timeout, keepalive, stop).await;
+                let nodes = crate::client::tasks::EventNodes::Fixed(nodes);
+                return crate::client::tasks::subscribe_loop(handle, nodes, channel, op_timeout, keepalive, stop).await;
             }
             _ => {
                 if !backoff.wait(&mut stop).await {
@@ -239,7 +239,7 @@ pub(crate) async fn shard_subscribe_loop(
 /// Subscribes the channels of the breakers made since the last call and unsubscribes those of
 /// the breakers that left the registry; `wanted` holds the names asked for.
 async fn follow_registry(
-    handle: &std::sync::Weak<crate::registry::Handle<crate::inner::Inner>>,
+    handle: &std::sync::Weak<crate::client::registry::Handle<crate::breaker::inner::Inner>>,
     conn: &mut ClusterConnection,
     wanted: &mut std::collections::HashSet<String>,
     channel_of: &impl Fn(&str) -> String,

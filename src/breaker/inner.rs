@@ -2,18 +2,18 @@
 //! subscribers and meters — and how events from other processes reach it. Every `Breaker`
 //! handle of the name shares one.
 
-use crate::client_config::Degraded;
+use crate::breaker::pending::Pending;
+use crate::breaker::snapshot::{SnapshotCell, Source};
+use crate::client::shared::Shared;
 use crate::config::Config;
+use crate::config::client::Degraded;
 use crate::error::StoreError;
 use crate::events::{Event, EventKind, Wire, log_transition};
 use crate::meters::Meters;
 use crate::name::Keys;
-use crate::pending::Pending;
 use crate::protocol::Batch;
 use crate::protocol::{Op, Params, Record, Reply, Report, Transition, Verdict};
 use crate::quorum::OwnBreaker;
-use crate::shared::Shared;
-use crate::snapshot::{SnapshotCell, Source};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -127,7 +127,7 @@ impl Inner {
     /// breaker open or probing lives only here: made again, it would start closed and call the
     /// downstream during its own backoff).
     pub(crate) fn idle(&self, now: Instant) -> bool {
-        matches!(self.shared.store(), crate::shared::Store::Redis(_))
+        matches!(self.shared.store(), crate::client::shared::Store::Redis(_))
             && !self.has_unsent()
             && self.own.as_ref().is_none_or(OwnBreaker::is_closed)
             && self.events.receiver_count() == 0
@@ -139,7 +139,7 @@ impl Inner {
     /// `recovered` for the next flush.
     pub(crate) async fn withdraw_report(&self) -> Result<(), StoreError> {
         let Some(own) = &self.own else { return Ok(()) };
-        if matches!(self.shared.store(), crate::shared::Store::InMemory) || !own.withdraw() {
+        if matches!(self.shared.store(), crate::client::shared::Store::InMemory) || !own.withdraw() {
             return Ok(());
         }
         let report = Report::Recovered;

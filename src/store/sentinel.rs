@@ -11,9 +11,9 @@
 //! it), and transitions made on one would never reach a subscriber on the other while its
 //! replies kept the long bound.
 
+use crate::breaker::inner::Inner;
+use crate::client::registry::Handle;
 use crate::error::ConfigError;
-use crate::inner::Inner;
-use crate::registry::Handle;
 use redis::aio::{ConnectionLike, MultiplexedConnection};
 use redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
 use redis::{AsyncConnectionConfig, Cmd, IntoConnectionInfo, Pipeline, RedisFuture, RedisResult, Value};
@@ -315,7 +315,7 @@ pub(crate) async fn subscribe_loop(
     keepalive: Duration,
     mut stop: watch::Receiver<()>,
 ) {
-    use crate::tasks::{Backoff, on_message, subscription_changed};
+    use crate::client::tasks::{Backoff, on_message, subscription_changed};
     use futures_util::StreamExt;
 
     let mut moved = conn.0.moved.subscribe();

@@ -2,7 +2,7 @@
 //! id, the subscription flag, the event fan-out). It knows no breaker: the registry of breakers
 //! lives in the client's handle (`registry.rs`).
 
-use crate::client_config::ClientConfig;
+use crate::config::client::ClientConfig;
 use crate::events::Event;
 use crate::store::{InProcessStore, RedisStore};
 use std::collections::HashMap;

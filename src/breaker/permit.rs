@@ -3,12 +3,12 @@
 //! degraded mode) is `route.rs`'s business.
 
 use crate::breaker::Breaker;
+use crate::breaker::route::Acquired;
+use crate::breaker::snapshot::{Decision, SnapshotCell, View};
+use crate::client::shared::Store;
 use crate::error::{Error, Rejected, TimedOut};
 use crate::protocol::{Batch, Op, Outcome, Record, RecordOutcome, Reply, Report, Verdict};
 use crate::quorum::{OwnDecision, OwnGrant};
-use crate::route::Acquired;
-use crate::shared::Store;
-use crate::snapshot::{Decision, SnapshotCell, View};
 use crate::state::State;
 use std::future::Future;
 use std::time::{Duration, Instant};
