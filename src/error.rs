@@ -148,7 +148,7 @@ pub enum StoreError {
     /// nothing was written. Calls are decided by the degraded mode; asked again every few
     /// seconds, so fixing the ACL is noticed.
     #[error(
-        "the redis user may not run {} on {key} or its events channel; add them to its ACL (the README's minimal ACL lists all); nothing was written",
+        "the redis user may not run {} on {key} or its events channel; add them to its ACL (docs/keys.md's minimal ACL lists all); nothing was written",
         .commands.join(", ")
     )]
     Denied {

@@ -100,6 +100,16 @@ pub mod tower;
 #[doc = include_str!("../README.md")]
 struct ReadmeDoctests;
 
+/// The Rust snippets of `docs/usage.md`, compiled as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../docs/usage.md")]
+struct UsageDoctests;
+
+/// The Rust snippets of `docs/deployments.md`, compiled as doctests.
+#[cfg(doctest)]
+#[doc = include_str!("../docs/deployments.md")]
+struct DeploymentsDoctests;
+
 /// The `redis` crate this one speaks (1.x): its connection types are what
 /// [`Client::from_connection`] takes, and its errors are inside [`StoreError`]. Use this
 /// re-export rather than a separate dependency, so both always agree.
