@@ -1,6 +1,13 @@
 //! The `metrics` facade: counters and gauges with the documented names and labels.
+//!
+//! A test binary of its own, not a module of `tests/it`: the recorder is global to the process,
+//! and the library describes its metrics to it once, when the process makes its first breaker.
+//! Only a binary of its own can install the recorder before any breaker is made (in `tests/it`
+//! other tests would make theirs first, and would move the unlabelled latency histogram and the
+//! default prefix's `store_up` gauge this test reads).
 #![cfg(feature = "metrics")]
 
+#[path = "it/support.rs"]
 mod support;
 
 use metrics::{Counter, Gauge, Histogram, Key, KeyName, Metadata, Recorder, SharedString, Unit};

@@ -7,9 +7,9 @@
 
 #[path = "multi_process/quorum.rs"]
 mod quorum;
-mod support;
 
 use redis_breaker::{Client, ClientConfig, Config, Error};
+use redis_breaker_test_support as support;
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};

@@ -2,13 +2,12 @@
 //! permissions. Nothing panics, nothing hangs, no breaker is wedged. Each test prints the
 //! figures it measured (run with `--nocapture` to see them).
 
-mod support;
-
+use crate::support;
+use crate::support::*;
 use redis_breaker::{Client, ClientConfig, Config, Degraded, Error, EventKind, State, StoreStatus};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-use support::*;
 
 const OP_TIMEOUT: Duration = Duration::from_millis(100);
 
@@ -438,7 +437,7 @@ async fn readme_acl_user(redis: &TestRedis) -> String {
 }
 
 /// The README's ACL is enough for a rate rule's window (buckets written, expired ones deleted),
-/// and the operators' status (PTTL); `cli/tests/cli.rs` runs every CLI command under it.
+/// and the operators' status (PTTL); `cli/tests/it/cli.rs` runs every CLI command under it.
 #[tokio::test]
 async fn the_readme_minimal_acl_is_enough_for_rate_rules_and_status() {
     let redis = private_redis().await;

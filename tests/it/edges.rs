@@ -2,14 +2,12 @@
 //! back in time, poisoned counters, lost or late replies, outages, panics and absurd values.
 //! Each test guards one behaviour users rely on.
 
-mod support;
-
+use crate::support;
+use crate::support::*;
 use redis_breaker::{Client, ClientConfig, Config, ConfigBuilder, ConfigError, Error, EventKind, State, StoreStatus};
-use std::future::Future;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
-use support::*;
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
@@ -22,27 +20,6 @@ fn recovering() -> ConfigBuilder {
         .base_recovery(Duration::from_millis(50))
         .max_recovery(Duration::from_millis(50))
         .jitter(0.0)
-}
-
-/// Polls `check` until it holds, failing with `what` after `within`.
-async fn eventually<F, Fut>(within: Duration, what: &str, mut check: F)
-where
-    F: FnMut() -> Fut,
-    Fut: Future<Output = bool>,
-{
-    let start = Instant::now();
-    while !check().await {
-        assert!(start.elapsed() < within, "{what} (still not true after {within:?})");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
-async fn subscribed(client: &Client) {
-    let start = Instant::now();
-    while !client.events_subscribed() {
-        assert!(start.elapsed() < Duration::from_secs(10), "the client never subscribed to events");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
 }
 
 async fn zcard(redis: &TestRedis, key: &str) -> u64 {
@@ -457,12 +434,12 @@ async fn pause_redis(redis: &TestRedis, ms: u64) {
 /// another process must get the probe.
 async fn the_probe_slot_is_free_again(redis: &TestRedis, name: &str) {
     tokio::time::sleep(Duration::from_millis(350)).await; // the pause is over
-    eventually(Duration::from_secs(3), "the paused acquire reached Redis and went half-open", || async {
+    eventually_within("the paused acquire reached Redis and went half-open", Duration::from_secs(3), async || {
         state_hash(redis, name).await.get("state").map(String::as_str) == Some("half_open")
     })
     .await;
     let probes = key(name, "probes");
-    eventually(Duration::from_secs(3), "the lost acquire's lease was freed, long before its 10s", || async {
+    eventually_within("the lost acquire's lease was freed, long before its 10s", Duration::from_secs(3), async || {
         zcard(redis, &probes).await == 0
     })
     .await;
@@ -744,7 +721,7 @@ async fn a_panic_in_the_protected_call_counts_as_a_failure_and_keeps_unwinding()
     assert!(err.is_panic());
     let payload = err.into_panic();
     assert_eq!(payload.downcast_ref::<&str>(), Some(&"boom inside the protected call"));
-    eventually(Duration::from_secs(3), "the panic was recorded as a failure: the breaker is open", || async {
+    eventually_within("the panic was recorded as a failure: the breaker is open", Duration::from_secs(3), async || {
         state_hash(&redis, &name).await.get("state").map(String::as_str) == Some("open")
     })
     .await;

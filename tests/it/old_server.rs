@@ -4,19 +4,18 @@
 //!
 //! ```text
 //! RB_CURRENT_REDIS_SERVER=$(command -v redis-server) \
-//!   PATH=/path/to/redis-6.0/bin:$PATH cargo test --test old_server -- --ignored
+//!   PATH=/path/to/redis-6.0/bin:$PATH cargo test --test it -- --ignored old_server::
 //! ```
 //!
 //! `RB_CURRENT_REDIS_SERVER` (a supported server) replaces the old one on the same port to show
 //! that the client recovers once the server is upgraded.
 
-mod support;
-
+use crate::support;
 use redis_breaker::{Client, ClientConfig, Config, StoreError};
 use std::time::Duration;
 
 #[tokio::test]
-#[ignore = "needs a redis-server older than 6.2 first in PATH: PATH=/path/to/redis-6.0:$PATH cargo test --test old_server -- --ignored"]
+#[ignore = "needs a redis-server older than 6.2 first in PATH: PATH=/path/to/redis-6.0:$PATH cargo test --test it -- --ignored old_server::"]
 async fn a_server_older_than_6_2_is_refused_naming_its_version_and_calls_still_flow() {
     let redis = support::private_redis().await;
     let info: String = redis::cmd("INFO").arg("server").query_async(&mut redis.conn().await).await.unwrap();

@@ -2,14 +2,15 @@
 //! loopback ports. A breaker trips, the primary is killed with SIGKILL, the sentinels promote
 //! the replica; the client finds the new primary, the replicated state and the event stream
 //! come back, and no call waits on Redis for longer than its deadline meanwhile.
-#![cfg(feature = "sentinel")]
 
-mod support;
-
+use crate::support;
+use crate::support::server::{Server, free_port, server_said, spawn_on_free_port, wait_until_ours};
+use crate::support::{
+    a_trip_reaches_the_other, breaker_subscribed, conn_on, eventually, eventually_within, until_rejected,
+};
 use redis_breaker::{Client, ClientConfig, Config, Error, SentinelOptions, State, StoreError, StoreStatus};
 use std::process::Command;
 use std::time::{Duration, Instant};
-use support::server::{Server, free_port, server_said, spawn_on_free_port, wait_until_ours};
 
 const OP_TIMEOUT: Duration = Duration::from_millis(200);
 
@@ -47,22 +48,38 @@ fn sentinel(primary: u16) -> Server {
     panic!("a sentinel did not start: {last}");
 }
 
-async fn conn(port: u16) -> redis::aio::MultiplexedConnection {
-    redis::Client::open(format!("redis://127.0.0.1:{port}")).unwrap().get_multiplexed_async_connection().await.unwrap()
+/// Makes the sentinel on `sentinel` name the primary on `new` (as after a failover), and the
+/// primary on `old` drop its clients of one type (`normal`, as a failover's CLIENT KILL does, or
+/// `pubsub`).
+async fn name_another_primary(sentinel: u16, new: u16, old: u16, clients: &str) {
+    let mut sc = conn_on(sentinel).await;
+    let _: () = redis::cmd("SENTINEL").arg("REMOVE").arg("mymaster").query_async(&mut sc).await.unwrap();
+    let _: () = redis::cmd("SENTINEL")
+        .arg("MONITOR")
+        .arg("mymaster")
+        .arg("127.0.0.1")
+        .arg(new)
+        .arg(1)
+        .query_async(&mut sc)
+        .await
+        .unwrap();
+    let _: i64 =
+        redis::cmd("CLIENT").arg("KILL").arg("TYPE").arg(clients).query_async(&mut conn_on(old).await).await.unwrap();
+}
+
+/// How many connections listen on the events channel of the default prefix on `port`.
+async fn event_subscribers(port: u16) -> i64 {
+    let counts: Vec<redis::Value> =
+        redis::cmd("PUBSUB").arg("NUMSUB").arg("breaker:events").query_async(&mut conn_on(port).await).await.unwrap();
+    match counts.as_slice() {
+        [_, redis::Value::Int(n)] => *n,
+        other => panic!("PUBSUB NUMSUB answered {other:?}"),
+    }
 }
 
 async fn info_field(port: u16, section: &str, field: &str) -> Option<String> {
-    let info: String = redis::cmd("INFO").arg(section).query_async(&mut conn(port).await).await.ok()?;
+    let info: String = redis::cmd("INFO").arg(section).query_async(&mut conn_on(port).await).await.ok()?;
     info.lines().find_map(|l| l.strip_prefix(&format!("{field}:"))).map(|v| v.trim().to_string())
-}
-
-async fn eventually(what: &str, within: Duration, mut done: impl AsyncFnMut() -> bool) -> Duration {
-    let start = Instant::now();
-    while !done().await {
-        assert!(start.elapsed() < within, "{what}: still not true after {within:?}");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    start.elapsed()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -72,18 +89,18 @@ async fn the_client_follows_a_sentinel_failover_with_its_state_and_events() {
     let replica =
         spawn_on_free_port(|_| vec!["--replicaof".into(), "127.0.0.1".into(), p.to_string()]).expect("a replica");
     let r = replica.port;
-    eventually("the replica synced", Duration::from_secs(10), async || {
+    eventually("the replica synced", async || {
         info_field(r, "replication", "master_link_status").await.as_deref() == Some("up")
     })
     .await;
     let sentinels: Vec<Server> = (0..3).map(|_| sentinel(p)).collect();
     // The sentinels know the replica and one another (hello messages every 2s).
     for s in &sentinels {
-        eventually("the sentinels found each other and the replica", Duration::from_secs(20), async || {
+        eventually_within("the sentinels found each other and the replica", Duration::from_secs(20), async || {
             let master: Vec<String> = redis::cmd("SENTINEL")
                 .arg("master")
                 .arg("mymaster")
-                .query_async(&mut conn(s.port).await)
+                .query_async(&mut conn_on(s.port).await)
                 .await
                 .unwrap_or_default();
             let field = |name: &str| {
@@ -98,7 +115,7 @@ async fn the_client_follows_a_sentinel_failover_with_its_state_and_events() {
         .await;
     }
 
-    let urls: Vec<String> = sentinels.iter().map(|s| format!("redis://127.0.0.1:{}", s.port)).collect();
+    let urls: Vec<String> = sentinels.iter().map(Server::url).collect();
     let urls: Vec<&str> = urls.iter().map(String::as_str).collect();
     let config = ClientConfig::builder().op_timeout(OP_TIMEOUT).build().unwrap();
     let (a, b) = (
@@ -111,7 +128,7 @@ async fn the_client_follows_a_sentinel_failover_with_its_state_and_events() {
     bb.execute(|| async { Ok::<(), ()>(()) }).await.unwrap();
     assert!(matches!(ba.execute(|| async { Err::<(), _>("down") }).await, Err(Error::Inner(_))));
     assert_eq!(ba.status().await.unwrap().state, State::Open);
-    let _: i64 = redis::cmd("WAIT").arg(1).arg(2000).query_async(&mut conn(p).await).await.unwrap();
+    let _: i64 = redis::cmd("WAIT").arg(1).arg(2000).query_async(&mut conn_on(p).await).await.unwrap();
 
     let _ = primary.child.kill();
     let _ = primary.child.wait();
@@ -119,7 +136,7 @@ async fn the_client_follows_a_sentinel_failover_with_its_state_and_events() {
     // Calls keep being decided (the open snapshot, then the degraded mode) and none waits on
     // Redis beyond its deadline, until the promoted replica answers with the replicated state.
     let mut longest = Duration::ZERO;
-    let back = eventually("the client reached the promoted replica", Duration::from_secs(30), async || {
+    let back = eventually_within("the client reached the promoted replica", Duration::from_secs(30), async || {
         let started = Instant::now();
         let _ = ba.execute(|| async { Ok::<(), ()>(()) }).await;
         longest = longest.max(started.elapsed());
@@ -129,10 +146,7 @@ async fn the_client_follows_a_sentinel_failover_with_its_state_and_events() {
     assert_eq!(info_field(r, "replication", "role").await.as_deref(), Some("master"), "the replica was promoted");
     assert!(longest < OP_TIMEOUT * 3, "a call waited {longest:?} (op_timeout {OP_TIMEOUT:?})");
     // Writes go to the new primary, and the other client's event stream moved with it.
-    eventually("the event subscription moved", Duration::from_secs(10), async || {
-        bb.health().await.is_ok_and(|h| h.events_subscribed)
-    })
-    .await;
+    breaker_subscribed(&bb).await;
     let mut events = bb.subscribe();
     ba.force_close(None).await.expect("a write on the new primary");
     let e = tokio::time::timeout(Duration::from_secs(5), events.recv()).await.expect("an event").unwrap();
@@ -140,7 +154,7 @@ async fn the_client_follows_a_sentinel_failover_with_its_state_and_events() {
     let state: String = redis::cmd("HGET")
         .arg(format!("breaker:{{{name}}}:state"))
         .arg("state")
-        .query_async(&mut conn(r).await)
+        .query_async(&mut conn_on(r).await)
         .await
         .unwrap();
     assert_eq!(state, "forced_closed");
@@ -156,7 +170,7 @@ async fn the_client_follows_a_sentinel_failover_with_its_state_and_events() {
 async fn a_service_the_sentinels_do_not_know_is_an_outage_with_a_clear_error() {
     let primary = spawn_on_free_port(|_| Vec::new()).expect("a primary");
     let s = sentinel(primary.port);
-    let url = format!("redis://127.0.0.1:{}", s.port);
+    let url = s.url();
     let config = ClientConfig::builder().op_timeout(OP_TIMEOUT).build().unwrap();
     let client = Client::connect_sentinel(&[url.as_str()], "no-such-service", config).await.unwrap();
     let b = client.breaker(&support::unique("sentinel-unknown"), Config::default()).unwrap();
@@ -165,7 +179,7 @@ async fn a_service_the_sentinels_do_not_know_is_an_outage_with_a_clear_error() {
     assert!(err.to_string().contains("sentinel"), "{err}");
     b.execute(|| async { Ok::<(), ()>(()) }).await.expect("calls flow on the degraded mode");
     let keys: Vec<String> =
-        redis::cmd("KEYS").arg("breaker:*").query_async(&mut conn(primary.port).await).await.unwrap();
+        redis::cmd("KEYS").arg("breaker:*").query_async(&mut conn_on(primary.port).await).await.unwrap();
     assert!(keys.is_empty(), "{keys:?}");
     assert!(Client::connect_sentinel(&[], "x", ClientConfig::default()).await.is_err(), "an empty list is refused");
     println!("figures: unknown service: {err}");
@@ -184,47 +198,27 @@ async fn the_event_subscription_follows_the_commands_to_the_node_the_sentinels_n
     let old = spawn_on_free_port(|_| Vec::new()).expect("a primary");
     let new = spawn_on_free_port(|_| Vec::new()).expect("another primary");
     let s = sentinel(old.port);
-    let url = format!("redis://127.0.0.1:{}", s.port);
+    let url = s.url();
     let config = ClientConfig::builder().op_timeout(OP_TIMEOUT).cache_ttl(CACHE_TTL).build().unwrap();
     let a = Client::connect_sentinel(&[url.as_str()], "mymaster", config.clone()).await.unwrap();
     let name = support::unique("sentinel-moved");
     let trips = Config::builder().failure_threshold(3).base_recovery(Duration::from_secs(60)).build().unwrap();
     let held = a.breaker(&name, trips.clone()).unwrap();
-    eventually("the event subscription", Duration::from_secs(10), async || {
-        held.health().await.is_ok_and(|h| h.events_subscribed)
-    })
-    .await;
+    breaker_subscribed(&held).await;
     held.execute(|| async { Ok::<(), ()>(()) }).await.unwrap();
 
     // The sentinels now name `new` (as after a failover); `old` still runs, and drops the
     // client's command connection (a failover sends CLIENT KILL TYPE normal to the old primary)
     // but not its subscription.
-    let mut sc = conn(s.port).await;
-    let _: () = redis::cmd("SENTINEL").arg("REMOVE").arg("mymaster").query_async(&mut sc).await.unwrap();
-    let _: () = redis::cmd("SENTINEL")
-        .arg("MONITOR")
-        .arg("mymaster")
-        .arg("127.0.0.1")
-        .arg(new.port)
-        .arg(1)
-        .query_async(&mut sc)
-        .await
-        .unwrap();
-    let _: i64 = redis::cmd("CLIENT")
-        .arg("KILL")
-        .arg("TYPE")
-        .arg("normal")
-        .query_async(&mut conn(old.port).await)
-        .await
-        .unwrap();
+    name_another_primary(s.port, new.port, old.port, "normal").await;
     // The client's next requests reach `new`.
-    eventually("the commands reached the node the sentinels name", Duration::from_secs(10), async || {
+    eventually("the commands reached the node the sentinels name", async || {
         held.health().await.is_ok() && held.force_close(None).await.is_ok() && held.reset().await.is_ok()
     })
     .await;
     let on_new: std::collections::HashMap<String, String> = redis::cmd("HGETALL")
         .arg(format!("breaker:{{{name}}}:state"))
-        .query_async(&mut conn(new.port).await)
+        .query_async(&mut conn_on(new.port).await)
         .await
         .unwrap();
     assert!(!on_new.is_empty(), "the client's writes go to the node the sentinels name");
@@ -233,36 +227,12 @@ async fn the_event_subscription_follows_the_commands_to_the_node_the_sentinels_n
     // Another process opens the breaker there.
     let b = Client::connect_sentinel(&[url.as_str()], "mymaster", config).await.unwrap();
     b.breaker(&name, trips).unwrap().force_open(None).await.expect("a write on the new primary");
-    let opened = Instant::now();
-    let (mut admitted, mut rejected_after) = (0u32, None);
-    while opened.elapsed() < CACHE_TTL + Duration::from_secs(3) {
-        match held.execute(|| async { Ok::<(), ()>(()) }).await {
-            Ok(()) => admitted += 1,
-            Err(Error::Rejected(_)) => {
-                rejected_after = Some(opened.elapsed());
-                break;
-            }
-            Err(e) => panic!("{e:?}"),
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let rejected_after = rejected_after.unwrap_or_else(|| {
-        panic!(
-            "the client admitted {admitted} calls over {:?} into a breaker opened on the primary the sentinels name (cache_ttl {CACHE_TTL:?})",
-            opened.elapsed()
-        )
-    });
+    let (admitted, rejected_after) =
+        until_rejected(&held, CACHE_TTL + Duration::from_secs(3), "a breaker opened on the primary the sentinels name")
+            .await;
     assert!(rejected_after <= CACHE_TTL + Duration::from_secs(1), "rejected only after {rejected_after:?}");
-    let numsub = |port: u16| async move {
-        let counts: Vec<redis::Value> =
-            redis::cmd("PUBSUB").arg("NUMSUB").arg("breaker:events").query_async(&mut conn(port).await).await.unwrap();
-        match counts.as_slice() {
-            [_, redis::Value::Int(n)] => *n,
-            other => panic!("PUBSUB NUMSUB answered {other:?}"),
-        }
-    };
-    eventually("both clients listen on the new primary, none on the old", Duration::from_secs(10), async || {
-        numsub(new.port).await == 2 && numsub(old.port).await == 0
+    eventually("both clients listen on the new primary, none on the old", async || {
+        event_subscribers(new.port).await == 2 && event_subscribers(old.port).await == 0
     })
     .await;
     println!(
@@ -279,7 +249,7 @@ const BREAKER_PASSWORD: &str = "breaker-pw-93ad";
 /// minimal ACL plus `+role` (a Sentinel client asks the node its role).
 async fn protected_primary() -> Server {
     let primary = spawn_on_free_port(|_| Vec::new()).expect("a primary");
-    let mut c = conn(primary.port).await;
+    let mut c = conn_on(primary.port).await;
     let acl = format!(
         "breaker on >{BREAKER_PASSWORD} ~breaker:* resetchannels &breaker:events +evalsha +script|load +time +type +hmget +hgetall +hset +hsetnx +hincrby +hdel +del +pexpire +persist +pttl +zrange +zadd +zcount +zscore +zremrangebyscore +zrem +xadd +xrevrange +publish +subscribe +scan +ping +hello +role"
     );
@@ -309,7 +279,7 @@ async fn sentinel_of_protected(primary: u16) -> Server {
         .arg("mymaster")
         .arg("auth-pass")
         .arg(PASSWORD)
-        .query_async(&mut conn(s.port).await)
+        .query_async(&mut conn_on(s.port).await)
         .await
         .unwrap();
     s
@@ -322,7 +292,7 @@ async fn sentinel_of_protected(primary: u16) -> Server {
 async fn a_primary_behind_a_password_or_an_acl_user_is_reached_with_the_credentials_given() {
     let primary = protected_primary().await;
     let s = sentinel_of_protected(primary.port).await;
-    let url = format!("redis://127.0.0.1:{}", s.port);
+    let url = s.url();
     let config = ClientConfig::builder().op_timeout(OP_TIMEOUT).build().unwrap();
     let cases = [
         ("requirepass", SentinelOptions::new().password(PASSWORD)),
@@ -333,18 +303,7 @@ async fn a_primary_behind_a_password_or_an_acl_user_is_reached_with_the_credenti
             Client::connect_sentinel_with(&[url.as_str()], "mymaster", config.clone(), options.clone()).await.unwrap();
         let b = Client::connect_sentinel_with(&[url.as_str()], "mymaster", config.clone(), options).await.unwrap();
         let name = support::unique("sentinel-auth");
-        let trips = Config::builder().failure_threshold(1).base_recovery(Duration::from_secs(60)).build().unwrap();
-        let (ba, bb) = (a.breaker(&name, trips.clone()).unwrap(), b.breaker(&name, trips).unwrap());
-        bb.execute(|| async { Ok::<(), ()>(()) }).await.unwrap();
-        eventually("the event subscription with the credentials", Duration::from_secs(10), async || {
-            bb.health().await.is_ok_and(|h| h.events_subscribed)
-        })
-        .await;
-        let mut events = bb.subscribe();
-        assert!(matches!(ba.execute(|| async { Err::<(), _>("down") }).await, Err(Error::Inner(_))), "{what}");
-        let e = tokio::time::timeout(Duration::from_secs(5), events.recv()).await.expect("an event").unwrap();
-        assert_eq!(e.to, State::Open, "{what}");
-        assert!(matches!(bb.execute(|| async { Ok::<(), ()>(()) }).await, Err(Error::Rejected(_))), "{what}");
+        let ba = a_trip_reaches_the_other(&a, &b, &name, what).await;
         let state: String = redis::cmd("HGET")
             .arg(format!("breaker:{{{name}}}:state"))
             .arg("state")
@@ -365,7 +324,7 @@ async fn a_primary_behind_a_password_or_an_acl_user_is_reached_with_the_credenti
 async fn refused_credentials_are_an_authentication_error_not_a_refusal_per_call() {
     let primary = protected_primary().await;
     let s = sentinel_of_protected(primary.port).await;
-    let url = format!("redis://127.0.0.1:{}", s.port);
+    let url = s.url();
     let config = ClientConfig::builder().op_timeout(OP_TIMEOUT).build().unwrap();
     let cases = [
         ("no password (NOAUTH)", SentinelOptions::new()),
@@ -403,52 +362,24 @@ async fn the_commands_follow_the_event_subscription_to_the_node_the_sentinels_na
     let old = spawn_on_free_port(|_| Vec::new()).expect("a primary");
     let new = spawn_on_free_port(|_| Vec::new()).expect("another primary");
     let s = sentinel(old.port);
-    let url = format!("redis://127.0.0.1:{}", s.port);
+    let url = s.url();
     let config = ClientConfig::builder().op_timeout(OP_TIMEOUT).build().unwrap();
     let a = Client::connect_sentinel(&[url.as_str()], "mymaster", config).await.unwrap();
     let name = support::unique("sentinel-events-moved");
     let held = a.breaker(&name, Config::default()).unwrap();
-    eventually("the event subscription", Duration::from_secs(10), async || {
-        held.health().await.is_ok_and(|h| h.events_subscribed)
+    breaker_subscribed(&held).await;
+    name_another_primary(s.port, new.port, old.port, "pubsub").await;
+    eventually("the subscription moved to the node the sentinels name", async || {
+        event_subscribers(new.port).await == 1
     })
     .await;
-    let mut sc = conn(s.port).await;
-    let _: () = redis::cmd("SENTINEL").arg("REMOVE").arg("mymaster").query_async(&mut sc).await.unwrap();
-    let _: () = redis::cmd("SENTINEL")
-        .arg("MONITOR")
-        .arg("mymaster")
-        .arg("127.0.0.1")
-        .arg(new.port)
-        .arg(1)
-        .query_async(&mut sc)
-        .await
-        .unwrap();
-    let _: i64 = redis::cmd("CLIENT")
-        .arg("KILL")
-        .arg("TYPE")
-        .arg("pubsub")
-        .query_async(&mut conn(old.port).await)
-        .await
-        .unwrap();
-    let numsub = |port: u16| async move {
-        let counts: Vec<redis::Value> =
-            redis::cmd("PUBSUB").arg("NUMSUB").arg("breaker:events").query_async(&mut conn(port).await).await.unwrap();
-        match counts.as_slice() {
-            [_, redis::Value::Int(n)] => *n,
-            other => panic!("PUBSUB NUMSUB answered {other:?}"),
-        }
-    };
-    eventually("the subscription moved to the node the sentinels name", Duration::from_secs(10), async || {
-        numsub(new.port).await == 1
-    })
-    .await;
-    eventually("a write", Duration::from_secs(5), async || held.force_open(None).await.is_ok()).await;
+    eventually_within("a write", Duration::from_secs(5), async || held.force_open(None).await.is_ok()).await;
     let written = |port: u16| {
         let name = name.clone();
         async move {
             let n: i64 = redis::cmd("EXISTS")
                 .arg(format!("breaker:{{{name}}}:state"))
-                .query_async(&mut conn(port).await)
+                .query_async(&mut conn_on(port).await)
                 .await
                 .unwrap();
             n

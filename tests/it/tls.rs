@@ -2,25 +2,16 @@
 //! the `openssl` command: a CA, a server certificate for 127.0.0.1 and a client certificate
 //! (the server asks for one). The server is `$RB_TLS_REDIS_SERVER`, else `redis-server` from
 //! PATH; it must be built with TLS (Debian's is).
-#![cfg(feature = "tls")]
 
-mod support;
-
-use redis_breaker::{Client, ClientConfig, Config, Error, State, StoreError, TlsOptions};
-use std::time::{Duration, Instant};
-use support::tls::{TlsRedis, tls_redis};
+use crate::support;
+use crate::support::a_trip_reaches_the_other;
+use crate::support::tls::{TlsRedis, tls_redis};
+use redis_breaker::{Client, ClientConfig, Config, State, StoreError, TlsOptions};
+use std::time::Duration;
 
 /// The client options that trust the test's CA and present its client certificate.
 fn options(redis: &TlsRedis) -> TlsOptions {
     TlsOptions::new().ca_pem(redis.read("ca.crt")).client_pem(redis.read("client.crt"), redis.read("client.key"))
-}
-
-async fn eventually(what: &str, mut done: impl AsyncFnMut() -> bool) {
-    let start = Instant::now();
-    while !done().await {
-        assert!(start.elapsed() < Duration::from_secs(10), "{what}: still not true after 10s");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
 }
 
 fn config() -> ClientConfig {
@@ -33,15 +24,7 @@ async fn breakers_work_over_tls_with_a_ca_and_a_client_certificate_of_our_own() 
     let a = Client::connect_tls(&redis.url(), config(), options(&redis)).await.unwrap();
     let b = Client::connect_tls(&redis.url(), config(), options(&redis)).await.unwrap();
     let name = support::unique("tls");
-    let trips = Config::builder().failure_threshold(1).build().unwrap();
-    let (ba, bb) = (a.breaker(&name, trips.clone()).unwrap(), b.breaker(&name, trips).unwrap());
-    bb.execute(|| async { Ok::<(), ()>(()) }).await.unwrap();
-    eventually("the event subscription over TLS", async || bb.health().await.unwrap().events_subscribed).await;
-    let mut events = bb.subscribe();
-    assert!(matches!(ba.execute(|| async { Err::<(), _>("down") }).await, Err(Error::Inner(_))));
-    let e = tokio::time::timeout(Duration::from_secs(5), events.recv()).await.expect("an event over TLS").unwrap();
-    assert_eq!(e.to, State::Open);
-    assert!(matches!(bb.execute(|| async { Ok::<(), ()>(()) }).await, Err(Error::Rejected(_))));
+    let ba = a_trip_reaches_the_other(&a, &b, &name, "over TLS").await;
     assert_eq!(ba.status().await.unwrap().state, State::Open, "the state is in the TLS server");
 }
 
@@ -106,15 +89,7 @@ async fn sentinel_names_a_tls_primary_reached_with_the_certificates_and_the_pass
     let a = Client::connect_sentinel_with(&[url.as_str()], "mymaster", config(), options.clone()).await.unwrap();
     let b = Client::connect_sentinel_with(&[url.as_str()], "mymaster", config(), options).await.unwrap();
     let name = support::unique("tls-sentinel");
-    let trips = Config::builder().failure_threshold(1).build().unwrap();
-    let (ba, bb) = (a.breaker(&name, trips.clone()).unwrap(), b.breaker(&name, trips).unwrap());
-    bb.execute(|| async { Ok::<(), ()>(()) }).await.unwrap();
-    eventually("the event subscription over TLS", async || bb.health().await.is_ok_and(|h| h.events_subscribed)).await;
-    let mut events = bb.subscribe();
-    assert!(matches!(ba.execute(|| async { Err::<(), _>("down") }).await, Err(Error::Inner(_))));
-    let e = tokio::time::timeout(Duration::from_secs(5), events.recv()).await.expect("an event over TLS").unwrap();
-    assert_eq!(e.to, State::Open);
-    assert!(matches!(bb.execute(|| async { Ok::<(), ()>(()) }).await, Err(Error::Rejected(_))));
+    a_trip_reaches_the_other(&a, &b, &name, "over TLS").await;
     assert_eq!(a.store_status(), StoreStatus::Redis);
     let mut authed = redis::Client::open(format!("redis://:{PASSWORD}@127.0.0.1:{plain}"))
         .unwrap()

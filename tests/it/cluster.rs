@@ -1,9 +1,8 @@
 //! A real 3-master Redis Cluster: every breaker's keys live in its own slot, breakers spread
 //! over every master, and the semantics and events are those of a single Redis.
-#![cfg(feature = "cluster")]
 
-mod support;
-
+use crate::support;
+use crate::support::{breaker_subscribed, conn_on, until_rejected};
 use redis_breaker::{Client, ClientConfig, Config, Error, Rejected, State};
 use std::time::Duration;
 
@@ -31,11 +30,7 @@ async fn breakers_spread_over_every_master_and_behave_as_on_one_redis() {
     for name in &names {
         let ba = a.breaker(name, config.clone()).unwrap();
         let bb = b.breaker(name, config.clone()).unwrap();
-        let start = std::time::Instant::now();
-        while !bb.health().await.unwrap().events_subscribed {
-            assert!(start.elapsed() < Duration::from_secs(10), "{name}: its shard channel was never subscribed");
-            tokio::time::sleep(Duration::from_millis(5)).await;
-        }
+        breaker_subscribed(&bb).await;
         bb.execute(|| async { Ok::<(), ()>(()) }).await.unwrap();
         let mut events = bb.subscribe();
         for _ in 0..2 {
@@ -123,10 +118,6 @@ struct Node {
     slots: Vec<(u16, u16)>,
 }
 
-async fn node_conn(port: u16) -> redis::aio::MultiplexedConnection {
-    redis::Client::open(format!("redis://127.0.0.1:{port}")).unwrap().get_multiplexed_async_connection().await.unwrap()
-}
-
 async fn cluster_nodes(url: &str) -> Vec<Node> {
     let mut conn = redis::Client::open(url).unwrap().get_multiplexed_async_connection().await.unwrap();
     let listed: String = redis::cmd("CLUSTER").arg("NODES").query_async(&mut conn).await.unwrap();
@@ -151,7 +142,7 @@ async fn cluster_nodes(url: &str) -> Vec<Node> {
 
 async fn shard_subscribers(port: u16, channel: &str) -> i64 {
     let counts: Vec<redis::Value> =
-        redis::cmd("PUBSUB").arg("SHARDNUMSUB").arg(channel).query_async(&mut node_conn(port).await).await.unwrap();
+        redis::cmd("PUBSUB").arg("SHARDNUMSUB").arg(channel).query_async(&mut conn_on(port).await).await.unwrap();
     match counts.as_slice() {
         [_, redis::Value::Int(n)] => *n,
         other => panic!("PUBSUB SHARDNUMSUB answered {other:?}"),
@@ -162,7 +153,7 @@ async fn shard_subscribers(port: u16, channel: &str) -> i64 {
 /// target, MIGRATING on the source, MIGRATE of every key, then SETSLOT NODE on every master
 /// (the target first).
 async fn move_slot(nodes: &[Node], slot: u16, from: &Node, to: &Node) {
-    let (mut source, mut target) = (node_conn(from.port).await, node_conn(to.port).await);
+    let (mut source, mut target) = (conn_on(from.port).await, conn_on(to.port).await);
     let _: () = redis::cmd("CLUSTER")
         .arg("SETSLOT")
         .arg(slot)
@@ -203,7 +194,7 @@ async fn move_slot(nodes: &[Node], slot: u16, from: &Node, to: &Node) {
             .arg(slot)
             .arg("NODE")
             .arg(&to.id)
-            .query_async(&mut node_conn(node.port).await)
+            .query_async(&mut conn_on(node.port).await)
             .await
             .unwrap();
     }
@@ -224,11 +215,7 @@ async fn a_breaker_whose_slot_moves_loses_the_long_bound_and_is_subscribed_on_th
     let config = Config::builder().failure_threshold(3).base_recovery(Duration::from_secs(60)).build().unwrap();
     let held = a.breaker(&name, config.clone()).unwrap();
     let channel = format!("breaker:{{{name}}}:events");
-    let start = std::time::Instant::now();
-    while !held.health().await.unwrap().events_subscribed {
-        assert!(start.elapsed() < Duration::from_secs(10), "the shard channel was never subscribed");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    breaker_subscribed(&held).await;
     // The breaker has keys to move (a failure, then a success that resets the count), and a
     // reply after the channel was confirmed: the snapshot holds the long bound (30s).
     assert!(matches!(held.execute(|| async { Err::<(), _>("down") }).await, Err(Error::Inner(_))));
@@ -237,7 +224,7 @@ async fn a_breaker_whose_slot_moves_loses_the_long_bound_and_is_subscribed_on_th
     held.health().await.unwrap();
 
     let nodes = cluster_nodes(&cluster.urls[0]).await;
-    let mut any = node_conn(nodes[0].port).await;
+    let mut any = conn_on(nodes[0].port).await;
     let slot: u16 = redis::cmd("CLUSTER").arg("KEYSLOT").arg(&channel).query_async(&mut any).await.unwrap();
     let from = nodes.iter().find(|n| n.slots.iter().any(|&(a, b)| (a..=b).contains(&slot))).expect("the slot's owner");
     let to = nodes.iter().find(|n| n.id != from.id).unwrap();
@@ -266,25 +253,8 @@ async fn a_breaker_whose_slot_moves_loses_the_long_bound_and_is_subscribed_on_th
     // Another process opens the breaker on the new owner.
     let b = cluster_client(&cluster.urls, CACHE_TTL).await;
     b.breaker(&name, config.clone()).unwrap().force_open(None).await.expect("a write on the new owner");
-    let opened = std::time::Instant::now();
-    let (mut admitted, mut rejected_after) = (0u32, None);
-    while opened.elapsed() < CACHE_TTL + Duration::from_secs(3) {
-        match held.execute(|| async { Ok::<(), ()>(()) }).await {
-            Ok(()) => admitted += 1,
-            Err(Error::Rejected(_)) => {
-                rejected_after = Some(opened.elapsed());
-                break;
-            }
-            Err(e) => panic!("{e:?}"),
-        }
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let rejected_after = rejected_after.unwrap_or_else(|| {
-        panic!(
-            "the client admitted {admitted} calls over {:?} into a breaker opened on the slot's new owner (cache_ttl {CACHE_TTL:?})",
-            opened.elapsed()
-        )
-    });
+    let (admitted, rejected_after) =
+        until_rejected(&held, CACHE_TTL + Duration::from_secs(3), "a breaker opened on the slot's new owner").await;
     assert!(rejected_after <= CACHE_TTL + Duration::from_secs(1), "rejected only after {rejected_after:?}");
 
     // Events flow again: the channel is subscribed on the new owner, and a transition made there
@@ -328,7 +298,7 @@ async fn a_batch_whose_call_ends_on_a_cluster_redirection_is_sent_again_not_drop
     let name = support::unique("redirected");
     let (client, b) = flushed_by_hand(&cluster, Duration::from_secs(1), &name).await;
     let mut made = 1u64;
-    let mut owner_conn = node_conn(owner_of(&cluster, &name).await).await;
+    let mut owner_conn = conn_on(owner_of(&cluster, &name).await).await;
 
     let (mut refused, mut outages) = (Vec::new(), 0u32);
     for _ in 0..10 {
@@ -382,7 +352,7 @@ async fn a_flush_that_timed_out_on_a_stopped_owner_counts_once() {
     let succeed = async || b.execute(|| async { Ok::<(), ()>(()) }).await.unwrap();
     let info: String = redis::cmd("INFO")
         .arg("server")
-        .query_async(&mut node_conn(owner_of(&cluster, &name).await).await)
+        .query_async(&mut conn_on(owner_of(&cluster, &name).await).await)
         .await
         .unwrap();
     let pid = info.lines().find_map(|l| l.strip_prefix("process_id:")).expect("process_id").trim().to_string();
@@ -437,7 +407,7 @@ async fn owner_of(cluster: &support::TestCluster, name: &str) -> u16 {
     let slot: u16 = redis::cmd("CLUSTER")
         .arg("KEYSLOT")
         .arg(&state_key)
-        .query_async(&mut node_conn(nodes[0].port).await)
+        .query_async(&mut conn_on(nodes[0].port).await)
         .await
         .unwrap();
     nodes.iter().find(|n| n.slots.iter().any(|&(a, b)| (a..=b).contains(&slot))).expect("the slot's owner").port

@@ -1,11 +1,9 @@
 //! State corrupted by hand and arguments a script must refuse: never a panic, never a wedged
 //! breaker.
 
-mod support;
-
+use crate::support::*;
 use redis_breaker::{Config, State};
 use std::time::Duration;
-use support::*;
 
 /// Trips one failure, corrupts the keys by hand, then makes a success and a failure through it.
 async fn corrupted_then_called(setup: &[&[&str]]) -> (TestRedis, String, std::collections::HashMap<String, String>) {
@@ -154,7 +152,7 @@ async fn a_probes_key_of_the_wrong_type_does_not_block_recovery() {
 #[tokio::test]
 async fn scripts_refuse_bad_arguments_with_a_named_error() {
     let redis = redis().await;
-    let source = include_str!("../src/store/scripts.rs");
+    let source = include_str!("../../src/store/scripts.rs");
     let header = source
         .lines()
         .find_map(|l| l.trim().strip_prefix("\"local KEYS, ARGV = KEYS, ARGV")?.strip_suffix("\","))
@@ -162,13 +160,13 @@ async fn scripts_refuse_bad_arguments_with_a_named_error() {
         .expect("the EVALSHA header in src/store/scripts.rs");
     let lib: String = source
         .lines()
-        .filter_map(|l| l.trim().strip_prefix("include_str!(\"../lua/lib/")?.split('"').next())
+        .filter_map(|l| l.trim().strip_prefix("include_str!(\"")?.split_once("lua/lib/")?.1.split('"').next())
         .map(|file| {
             std::fs::read_to_string(format!("{}/lua/lib/{file}", env!("CARGO_MANIFEST_DIR"))).expect("lua/lib file")
         })
         .collect();
     assert!(lib.contains("local function parse_config"), "the prelude was found in src/store/scripts.rs");
-    let script = header + &lib + include_str!("../lua/acquire.lua");
+    let script = header + &lib + include_str!("../../lua/acquire.lua");
     let name = unique("bad-args");
     let keys = ["state", "probes", "window", "metrics", "history", "reporters", "processes"].map(|s| key(&name, s));
     let good: Vec<String> = [

@@ -1,11 +1,9 @@
 //! The key schema as redis-cli sees it, lost and flushed state, and the Redis cost of calls.
 
-mod support;
-
+use crate::support::*;
 use redis_breaker::{Client, Config, Error, Rejected, State, StoreStatus};
 use std::collections::HashMap;
 use std::time::Duration;
-use support::*;
 
 #[tokio::test]
 async fn every_key_has_a_ttl_and_the_state_outlives_open_until() {

@@ -1,11 +1,9 @@
 //! Half-open probes: the fleet-wide cap, leases, closing and reopening with backoff.
 
-mod support;
-
+use crate::support::*;
 use redis_breaker::{Client, Config, Error, State};
 use std::sync::Arc;
 use std::time::Duration;
-use support::*;
 use tokio::sync::Barrier;
 
 fn recovering(probes: u32) -> redis_breaker::ConfigBuilder {

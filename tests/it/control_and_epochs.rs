@@ -1,10 +1,8 @@
 //! Operators' forced states and reset, epochs, and outcomes that arrive late.
 
-mod support;
-
+use crate::support::*;
 use redis_breaker::{Config, Error, Rejected, State, StoreError};
 use std::time::Duration;
-use support::*;
 
 async fn pttl(redis: &TestRedis, name: &str) -> i64 {
     redis::cmd("PTTL").arg(format!("breaker:{{{name}}}:state")).query_async(&mut redis.conn().await).await.unwrap()
@@ -301,11 +299,7 @@ async fn an_operators_transition_redis_would_not_announce_is_reported_and_truste
         client_as(&redis, "ops", &["resetchannels", "+@all"]).await.breaker(&name, Config::default()).unwrap();
     // The service: default bounds (30s while subscribed, 1s otherwise).
     let service = redis_breaker::Client::connect(&redis.url).await.unwrap().breaker(&name, Config::default()).unwrap();
-    let start = std::time::Instant::now();
-    while !service.health().await.unwrap().events_subscribed {
-        assert!(start.elapsed() < Duration::from_secs(5), "no event subscription");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    breaker_subscribed(&service).await;
     if tells_ahead(&redis).await {
         let refused = operator.force_close(None).await;
         assert!(matches!(refused, Err(StoreError::PublishDenied { .. })), "refused on >= 7.0: {refused:?}");
@@ -360,7 +354,7 @@ async fn an_operators_transition_redis_would_not_announce_is_reported_and_truste
 #[cfg(feature = "cluster")]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn on_a_cluster_the_refusal_names_the_breakers_shard_channel() {
-    let cluster = support::cluster();
+    let cluster = cluster();
     let mut urls = Vec::new();
     for url in &cluster.urls {
         let mut conn = redis::Client::open(url.as_str()).unwrap().get_multiplexed_async_connection().await.unwrap();

@@ -1,10 +1,9 @@
 //! Calls keep flowing when Redis cannot be reached: the degraded modes.
 
-mod support;
-
+use crate::support;
+use crate::support::{fail, succeed};
 use redis_breaker::{Client, ClientConfig, Config, Degraded, Error, Rejected, State, StoreStatus};
 use std::time::Duration;
-use support::{fail, succeed};
 
 /// A loopback URL where nothing listens: connections are refused at once.
 fn nowhere() -> String {

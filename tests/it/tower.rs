@@ -1,15 +1,12 @@
 //! The tower Layer and Service around a real tower service, on a real Redis.
-#![cfg(feature = "tower")]
 
-mod support;
-
+use crate::support::*;
 use redis_breaker::tower::{BoxError, BreakerLayer, HttpStatusClassifier, TimedOut};
 use redis_breaker::{Config, Outcome, Rejected, State};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
-use support::*;
 use tower_layer::Layer;
 use tower_service::Service;
 

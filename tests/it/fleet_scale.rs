@@ -4,12 +4,11 @@
 //! registry that forgets breakers nobody holds. Each bound the README states is tested here,
 //! with a private Redis so command counts belong to the test alone.
 
-mod support;
-
+use crate::support;
+use crate::support::{TestRedis, eventually, metric, metrics_hash, private_redis, subscribed, succeed, unique};
 use redis_breaker::{Client, ClientConfig, Config, Error, State};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
-use support::{TestRedis, metric, metrics_hash, private_redis, succeed, unique};
 
 /// Script calls a client sent (EVALSHA, plus EVAL and SCRIPT LOAD after a script flush).
 fn script_calls(stats: &BTreeMap<String, u64>) -> u64 {
@@ -21,24 +20,6 @@ fn script_calls(stats: &BTreeMap<String, u64>) -> u64 {
 
 async fn calls_so_far(redis: &TestRedis) -> u64 {
     script_calls(&redis.commandstats().await)
-}
-
-async fn subscribed(client: &Client) {
-    let start = Instant::now();
-    while !client.events_subscribed() {
-        assert!(start.elapsed() < Duration::from_secs(10), "the client never subscribed to events");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
-/// Waits (at most 10s, then fails with `what`) until `done`.
-async fn eventually(what: &str, mut done: impl AsyncFnMut() -> bool) -> Duration {
-    let start = Instant::now();
-    while !done().await {
-        assert!(start.elapsed() < Duration::from_secs(10), "{what}: still not true after 10s");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    start.elapsed()
 }
 
 fn short(cache_ttl_ms: u64) -> redis_breaker::ClientConfigBuilder {

@@ -4,12 +4,10 @@
 //! down; clients of one identity (a process restarted) are one reporter. The same with 8 OS
 //! processes and a broken network path, and a process restarted: `tests/multi_process.rs`.
 
-mod support;
-
+use crate::support::*;
 use redis_breaker::{Client, ClientConfig, Config, Error, EventKind, State};
 use std::collections::HashMap;
 use std::time::Duration;
-use support::*;
 
 fn quorum(q: u32) -> redis_breaker::ConfigBuilder {
     Config::builder()

@@ -1,10 +1,8 @@
 //! The closed state's trip rules, on a real Redis.
 
-mod support;
-
+use crate::support::*;
 use redis_breaker::{Config, Error, Rejected, State};
 use std::time::Duration;
-use support::*;
 
 fn quick() -> redis_breaker::ConfigBuilder {
     Config::builder().base_recovery(Duration::from_secs(5)).max_recovery(Duration::from_secs(10))

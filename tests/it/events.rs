@@ -1,10 +1,8 @@
 //! Transitions reach every process at once through `<prefix>:events`.
 
-mod support;
-
+use crate::support::*;
 use redis_breaker::{Client, Config, Error, Rejected, State};
 use std::time::{Duration, Instant};
-use support::*;
 
 async fn wait_for_state(b: &redis_breaker::Breaker, want: State) -> Duration {
     let start = Instant::now();
@@ -15,14 +13,6 @@ async fn wait_for_state(b: &redis_breaker::Breaker, want: State) -> Duration {
     start.elapsed()
 }
 
-async fn subscribed(b: &redis_breaker::Breaker) {
-    let start = Instant::now();
-    while !b.health().await.unwrap().events_subscribed {
-        assert!(start.elapsed() < Duration::from_secs(5), "no event subscription");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-}
-
 #[tokio::test]
 async fn a_trip_in_one_client_reaches_another_before_its_snapshot_expires() {
     let redis = private_redis().await;
@@ -31,7 +21,7 @@ async fn a_trip_in_one_client_reaches_another_before_its_snapshot_expires() {
     let a = client(&redis, Duration::from_secs(60)).await.breaker(&name, config.clone()).unwrap();
     let quiet = Duration::from_secs(600); // no background flush between the command counts
     let b = client_flushing_every(&redis, Duration::from_secs(60), quiet).await.breaker(&name, config).unwrap();
-    subscribed(&b).await;
+    breaker_subscribed(&b).await;
     succeed(&b).await.unwrap();
     assert_eq!(b.state(), State::Closed);
     let mut events = b.subscribe();
@@ -110,8 +100,8 @@ async fn each_event_says_whether_this_process_caused_it() {
     let (ca, cb) = (client(&redis, Duration::from_secs(1)).await, client(&redis, Duration::from_secs(1)).await);
     assert_ne!(ca.id(), cb.id(), "each client has its own id");
     let (a, b) = (ca.breaker(&name, config.clone()).unwrap(), cb.breaker(&name, config).unwrap());
-    subscribed(&a).await;
-    subscribed(&b).await;
+    breaker_subscribed(&a).await;
+    breaker_subscribed(&b).await;
     let (mut ea, mut eb) = (a.subscribe(), b.subscribe());
     fail(&a).await.unwrap_err();
     let got_a = tokio::time::timeout(Duration::from_secs(5), ea.recv()).await.unwrap().unwrap();
@@ -155,7 +145,7 @@ async fn a_transition_is_logged_once_with_its_fields() {
     let name = unique("logged");
     let c = client(&redis, Duration::from_secs(1)).await;
     let b = c.breaker(&name, Config::builder().failure_threshold(1).build().unwrap()).unwrap();
-    subscribed(&b).await;
+    breaker_subscribed(&b).await;
     let mut events = b.subscribe();
     fail(&b).await.unwrap_err();
     tokio::time::timeout(Duration::from_secs(5), events.recv()).await.unwrap().unwrap();
@@ -194,11 +184,7 @@ async fn a_trip_by_a_process_that_may_not_publish_is_trusted_for_the_short_bound
     let mute_url = redis.url.replacen("redis://", "redis://mute:x@", 1);
     let mute = Client::connect_with(&mute_url, client_config()).await.unwrap().breaker(&name, config.clone()).unwrap();
     let other_client = Client::connect_with(&redis.url, client_config()).await.unwrap();
-    let start = Instant::now();
-    while !other_client.events_subscribed() {
-        assert!(start.elapsed() < Duration::from_secs(5), "no event subscription");
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
+    subscribed(&other_client).await;
     fail(&mute).await.unwrap_err();
     fail(&mute).await.unwrap_err();
     assert_eq!(mute.state(), State::Open);
