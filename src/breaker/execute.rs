@@ -14,10 +14,12 @@ use std::time::{Duration, Instant};
 /// unfinished (the call was cancelled or panicked), it releases its probe leases like a permit.
 struct CallGuard<'b> {
     breaker: &'b Breaker,
+    /// Taken when the call's outcome is recorded.
     ticket: Option<Ticket>,
 }
 
 impl CallGuard<'_> {
+    /// Records the call's outcome (see `Breaker::finish`).
     async fn finish(mut self, outcome: Outcome, slow: bool, timed_out: bool) {
         if let Some(ticket) = self.ticket.take() {
             self.breaker.finish(ticket, outcome, slow, timed_out, String::new()).await;

@@ -33,8 +33,10 @@ pub(crate) enum Fate {
     NotSent,
 }
 
+/// One lane: the batches of one sender id, one at a time.
 #[derive(Debug)]
 struct Lane {
+    /// The sender part of its batches' ids.
     sender: u64,
     /// The number of the lane's next new batch.
     next: u64,
@@ -69,6 +71,7 @@ impl Default for Lanes {
 }
 
 impl Lanes {
+    /// The lanes (a poisoned lock only means a caller panicked; the lanes are still whole).
     fn lock(&self) -> MutexGuard<'_, [Lane; LANES]> {
         self.0.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -113,6 +116,8 @@ impl Lanes {
         Self::take_new(&mut self.lock(), true, counts)
     }
 
+    /// The `counts` under the next id of the first free lane (none in a call or in doubt), if
+    /// there are counts or `with_no_counts`; with no free lane, no batch (counts not taken).
     fn take_new(lanes: &mut [Lane; LANES], with_no_counts: bool, counts: impl FnOnce() -> Batch) -> Batch {
         let Some(lane) = lanes.iter_mut().find(|l| !l.busy && l.doubt.is_none()) else {
             return Batch::default();

@@ -32,7 +32,9 @@ pub(super) enum Grant {
 /// admission (dropped unobserved, it gives its own probe lease back by itself).
 #[derive(Debug)]
 pub(super) struct Ticket {
+    /// The fleet's word.
     pub(super) grant: Grant,
+    /// This process's own breaker's admission, under a quorum while the fleet is closed.
     pub(super) own: Option<Admission>,
 }
 
@@ -76,6 +78,7 @@ impl Ticket {
 #[must_use = "a permit should be finished with success(), failure() or ignore()"]
 pub struct Permit {
     breaker: Breaker,
+    /// Taken when the permit is finished or released.
     ticket: Option<Ticket>,
 }
 
@@ -118,6 +121,7 @@ impl Permit {
         }
     }
 
+    /// Records `outcome` (see `Breaker::finish`); the permit is spent.
     async fn finish(&mut self, outcome: Outcome, description: String) {
         if let Some(ticket) = self.ticket.take() {
             self.breaker.finish(ticket, outcome, false, false, description).await;
@@ -243,6 +247,8 @@ impl Breaker {
         Rejected { state, retry_after, local: false }
     }
 
+    /// Asks Redis (or, while it cannot answer, the degraded mode) for the fleet's grant, with a
+    /// new permit id for a probe lease.
     async fn grant_slow(&self) -> Result<Grant, Rejected> {
         let id = format!("{:016x}", rand::random::<u64>());
         let rejected = |reply: &Reply| self.reject(reply.state, reply.remaining_ms.map(Duration::from_millis));

@@ -10,7 +10,9 @@ use std::sync::atomic::{AtomicU8, AtomicU64, Ordering, fence};
 /// One consistent reading of a snapshot's words.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Words {
+    /// The breaker's state.
     pub(crate) state: State,
+    /// What a call the snapshot lets through carries.
     pub(crate) view: View,
     /// Nanoseconds since the snapshot's time base until which the snapshot may decide calls.
     pub(crate) fresh_until: u64,
@@ -32,6 +34,7 @@ pub(crate) struct SeqLock {
 }
 
 impl SeqLock {
+    /// A lock holding `words`.
     pub(crate) fn new(words: &Words) -> SeqLock {
         SeqLock {
             seq: AtomicU64::new(0),

@@ -212,6 +212,8 @@ impl SnapshotCell {
         self.apply_with(reply, Source::Reply(sent), || if reply.announced { long() } else { short });
     }
 
+    /// Applies `reply` from `source` (see `apply`), fresh for `ttl()` unless it came from the
+    /// in-process breaker.
     fn apply_with(&self, reply: &Reply, source: Source, ttl: impl FnOnce() -> Duration) {
         let _guard = self.writer.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let Words { state: held_state, view: held, fresh_until: held_fresh_until, .. } = self.words.read();

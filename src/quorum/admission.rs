@@ -28,11 +28,14 @@ pub(crate) enum Admit {
 pub(crate) struct Admission {
     /// The own breaker it came from; `None` once spent (observed, or forgotten).
     own: Option<Arc<Core>>,
+    /// The own machine's view when it let the call through.
     view: View,
+    /// The own probe lease's id, or empty.
     probe: String,
 }
 
 impl Admission {
+    /// An admission of the own breaker `own` under `view`, holding the lease `probe` (or none).
     pub(super) fn new(own: Arc<Core>, view: View, probe: String) -> Admission {
         Admission { own: Some(own), view, probe }
     }
@@ -87,7 +90,10 @@ impl std::fmt::Debug for Admission {
 /// the last knows the time left to its deadline. Empty when it did not move.
 #[derive(Debug, Default)]
 pub(crate) struct Moved {
+    /// In order.
     pub(crate) transitions: Vec<Transition>,
+    /// The own machine's incarnation after them.
     pub(crate) incarnation: u64,
+    /// The time left to the last one's deadline (its backoff), if any.
     pub(crate) remaining_ms: Option<u64>,
 }

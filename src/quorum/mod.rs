@@ -48,6 +48,7 @@ struct Core {
     params: Params,
     /// The client's clock (the in-process breaker's: fake in tests).
     clock: Arc<dyn Clock>,
+    /// The machine and the report's bookkeeping.
     own: Mutex<Own>,
     /// True while the own machine is closed: the fold check on the call path reads no lock.
     closed: AtomicBool,
@@ -61,7 +62,9 @@ struct Core {
 /// What the own breaker's lock guards: its machine, and the report's bookkeeping.
 #[derive(Debug, Default)]
 struct Own {
+    /// The trip rules applied to this process's calls.
     machine: Machine,
+    /// What the fleet has heard of them.
     reports: Reports,
 }
 
@@ -74,15 +77,18 @@ impl Own {
 }
 
 impl Core {
+    /// The machine and the bookkeeping.
     fn lock(&self) -> MutexGuard<'_, Own> {
         // A poisoned lock only means a caller panicked mid-call; the machine is still whole.
         self.own.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
+    /// The client's clock, in ms.
     fn now_ms(&self) -> u64 {
         self.clock.now_ms()
     }
 
+    /// Runs `op` on the own machine at `now_ms` (with a new incarnation, should it make one).
     fn run(&self, own: &mut Own, now_ms: u64, op: &Op) -> (Reply, Vec<Transition>) {
         let incarnation = self.incarnations.fetch_add(1, Ordering::Relaxed);
         let result = own.machine.run(&self.params, now_ms, rand::random(), incarnation, "", op);
