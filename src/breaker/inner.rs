@@ -1,19 +1,20 @@
 //! [`Inner`]: the state of one breaker in one process — its config, snapshot, pending counts,
-//! subscribers and meters — and how events from other processes reach it. Every `Breaker`
-//! handle of the name shares one.
+//! subscribers, meters and, under a quorum, this process's own breaker — how events from other
+//! processes reach it, and where the call path meets the quorum (`admit` before a call,
+//! `observe` after it). Every `Breaker` handle of the name shares one.
 
 use crate::breaker::pending::Pending;
 use crate::breaker::snapshot::{SnapshotCell, Source};
 use crate::client::shared::Shared;
 use crate::config::Config;
 use crate::config::client::Degraded;
-use crate::error::StoreError;
+use crate::error::{Rejected, StoreError};
 use crate::events::{Event, EventKind, Wire, log_transition};
 use crate::meters::Meters;
 use crate::name::Keys;
 use crate::protocol::Batch;
-use crate::protocol::{Op, Params, Record, Reply, Report, Transition, Verdict};
-use crate::quorum::OwnBreaker;
+use crate::protocol::{Op, Params, Record, RecordOutcome, Reply, Report, Transition, Verdict};
+use crate::quorum::{Admission, Admit, Moved, OwnBreaker};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
@@ -52,7 +53,7 @@ impl Inner {
         Arc::new(Inner {
             name: name.to_string(),
             keys,
-            own: params.under_quorum().then(|| OwnBreaker::new(&params)),
+            own: params.under_quorum().then(|| OwnBreaker::new(&params, shared.in_process.clock.clone())),
             params,
             config,
             snapshot: SnapshotCell::new(shared.base),
@@ -97,7 +98,7 @@ impl Inner {
     pub(crate) fn flush_due(&self, now: Instant) -> bool {
         // Under a quorum, a report that did not reach Redis goes with the next flush round, and
         // so does the repeat of the report of a process that stays open for itself.
-        if self.own.as_ref().is_some_and(|own| own.report_waits(self.shared.in_process.clock.now_ms())) {
+        if self.own.as_ref().is_some_and(OwnBreaker::report_due) {
             return true;
         }
         if self.pending.is_empty() {
@@ -217,6 +218,52 @@ impl Inner {
         }
     }
 
+    /// Announces the transitions of this process's own breaker, if it moved.
+    fn announce_own(&self, moved: &Moved) {
+        if !moved.transitions.is_empty() {
+            self.announce(&moved.transitions, moved.incarnation, moved.remaining_ms, true);
+        }
+    }
+
+    /// The quorum's first point, after the fleet let a call through: under a quorum, this
+    /// process's own breaker admits it (`Some` admission, which goes with the call), or turns
+    /// it away (shadow mode: it runs, reported once per epoch). An open, half-open or forced
+    /// fleet decides alone (`None`).
+    pub(crate) fn admit(&self) -> Result<Option<Admission>, Rejected> {
+        let Some(own) = &self.own else { return Ok(None) };
+        let (admit, moved) = own.admit(self.snapshot.state());
+        self.announce_own(&moved);
+        match admit {
+            Admit::Fleet => Ok(None),
+            Admit::Allowed(admission) => Ok(Some(admission)),
+            Admit::Rejected { state, retry_after } if self.config.shadow => {
+                self.shadow_rejected(state, retry_after);
+                Ok(None)
+            }
+            Admit::Rejected { state, retry_after } => {
+                self.meters.rejected();
+                self.pending.rejected();
+                Err(Rejected { state, retry_after, local: true })
+            }
+        }
+    }
+
+    /// The quorum's second point: this process's own breaker hears how a call it admitted
+    /// went, before the call's record is made. Answers the report that record carries to the
+    /// fleet (`Report::None` without an admission).
+    pub(crate) fn observe(
+        &self,
+        admission: Option<Admission>,
+        outcome: RecordOutcome,
+        slow: bool,
+        timed_out: bool,
+    ) -> Report {
+        let (Some(admission), Some(own)) = (admission, &self.own) else { return Report::None };
+        let (report, moved) = own.observe(admission, outcome, slow, timed_out);
+        self.announce_own(&moved);
+        report
+    }
+
     /// Under a quorum, once the snapshot shows the fleet open, half-open or forced: this
     /// process's own breaker starts again closed (its report, if any, was folded into the
     /// fleet's trip), and the fleet decides. Called wherever the snapshot learns a state (a
@@ -227,11 +274,7 @@ impl Inner {
         if self.snapshot.state() == crate::state::State::Closed {
             return;
         }
-        if let Some(left) = own.fold() {
-            let reason = "folded into the fleet's state".to_string();
-            let t = Transition { from: left, to: crate::state::State::Closed, epoch: 0, reason };
-            self.announce(&[t], 0, None, true);
-        }
+        self.announce_own(&own.fold());
     }
 
     /// Shadow mode: a call this breaker would have rejected ran. Counted each time; logged and

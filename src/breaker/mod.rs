@@ -1,16 +1,24 @@
 //! [`Breaker`]: the handle a service calls through, and everything of one breaker in one
 //! process. This file holds the handle and the operator's calls; `inner.rs` the state every
-//! handle of a name shares, `permit.rs` the call path (`execute`, `acquire`, the [`Permit`](permit::Permit)),
+//! handle of a name shares; the call path in `permit.rs` (how a call gets permission, the
+//! [`Permit`](permit::Permit)), `execute.rs` (`execute`) and `outcome.rs` (how a call ends);
 //! `route.rs` the choice between Redis, the in-process breaker and the degraded mode,
-//! `snapshot.rs` the lock-free snapshot the hot path reads, `pending.rs` the counts waiting for
-//! the next script call, `health.rs` what a process can report without a call.
+//! `snapshot.rs` the snapshot the hot path reads (`seqlock.rs` its lock-free words, `view.rs`
+//! what a call was let through under),
+//! `pending.rs` the counts waiting for the next script call (`lanes.rs` the ids they go under),
+//! `health.rs` what a process can report without a call.
 
+mod execute;
 pub(crate) mod health;
 pub(crate) mod inner;
+pub(crate) mod lanes;
+mod outcome;
 pub(crate) mod pending;
 pub(crate) mod permit;
 pub(crate) mod route;
+mod seqlock;
 pub(crate) mod snapshot;
+pub(crate) mod view;
 
 use crate::breaker::health::{Health, Snapshot, StoreStatus};
 use crate::breaker::inner::Inner;

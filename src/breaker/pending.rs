@@ -1,59 +1,15 @@
 //! The counts a process gathers between script calls (healthy successes, slow, ignored and
-//! rejected calls, outcomes decided without Redis), taken by the next call that reaches Redis.
-//!
-//! Counts exactly once: a batch with counts goes with an id, `<sender>:<seq>`, from one of a
-//! few lanes per breaker. A lane sends one batch at a time: its next batch is numbered only
-//! once Redis took the last (or refused it), so the scripts remember one number per lane (the
-//! field `batch:<sender>` of the metrics hash, see `lua/lib/batch.lua`). A batch whose fate is
-//! unknown (a timeout, a dropped connection) stays in its lane and is sent again, as it was,
-//! until Redis answers: Redis counts it once, whether the first attempt was applied or not.
+//! rejected calls, outcomes decided without Redis), taken by the next call that reaches Redis
+//! under an id of one of the breaker's lanes (`lanes.rs`), which makes Redis count them once.
 
-use crate::breaker::snapshot::View;
+use crate::breaker::lanes::Lanes;
+pub(crate) use crate::breaker::lanes::{BATCH_MEMORY_MS, Fate, LANES};
+use crate::breaker::view::View;
 use crate::protocol::Batch;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Mutex, MutexGuard, PoisonError};
-use std::time::{Duration, Instant};
 
 /// The stamp of a batch with no success yet; the largest integer a script argument may be.
 const UNSTAMPED: u64 = (1 << 53) - 1;
-
-/// Batches with an id one breaker may have in flight or waiting to be sent again at once (a
-/// flush and a few failure records). A record that finds none free carries no batch.
-pub(crate) const LANES: usize = 4;
-
-/// How long the scripts remember a lane's last batch at least (`BATCH_MEMORY` in
-/// `lua/lib/batch.lua`), capped by `metrics_ttl`: a batch whose fate stays unknown longer is
-/// dropped (sent again, it might count twice).
-pub(crate) const BATCH_MEMORY_MS: u64 = 3_600_000;
-
-/// What became of a batch a script call carried.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Fate {
-    /// Redis answered: the batch counted, now or when first sent (Redis remembered its id).
-    Applied,
-    /// Redis refused the call (its arguments are checked before anything is written): dropped.
-    Refused,
-    /// Perhaps applied (a timeout, a dropped connection): sent again, as it is, for `resend_for`.
-    Unknown { resend_for: Duration },
-    /// Never sent (Redis known down).
-    NotSent,
-}
-
-#[derive(Debug)]
-struct Lane {
-    sender: u64,
-    /// The number of the lane's next new batch.
-    next: u64,
-    /// One of its batches is in a script call.
-    busy: bool,
-    /// That batch was sent before (its fate was unknown).
-    resending: bool,
-    /// A batch whose fate is unknown, waiting to be sent again (boxed: a breaker rarely has
-    /// one, and every breaker has its lanes) ...
-    doubt: Option<Box<Batch>>,
-    /// ... until then (past it, Redis may have forgotten its id).
-    until: Instant,
-}
 
 /// Counts gathered since the last flush. Successes carry the oldest (epoch, fseq) they were
 /// counted under, so a batch can never erase a failure recorded after its first success.
@@ -68,12 +24,11 @@ pub(crate) struct Pending {
     incarnation: AtomicU64,
     epoch: AtomicU64,
     fseq: AtomicU64,
-    lanes: Mutex<[Lane; LANES]>,
+    lanes: Lanes,
 }
 
 impl Default for Pending {
     fn default() -> Self {
-        let now = Instant::now();
         Pending {
             successes: AtomicU64::new(0),
             slow: AtomicU64::new(0),
@@ -84,15 +39,7 @@ impl Default for Pending {
             incarnation: AtomicU64::new(0),
             epoch: AtomicU64::new(UNSTAMPED),
             fseq: AtomicU64::new(UNSTAMPED),
-            lanes: Mutex::new(std::array::from_fn(|_| Lane {
-                // Random: a lane of another process, or of this breaker made again, is another sender.
-                sender: rand::random::<u64>().max(1),
-                next: 1,
-                busy: false,
-                resending: false,
-                doubt: None,
-                until: now,
-            })),
+            lanes: Lanes::default(),
         }
     }
 }
@@ -132,16 +79,12 @@ impl Pending {
         [&self.successes, &self.ignored, &self.rejected, &self.degraded_successes, &self.degraded_failures]
             .iter()
             .all(|c| c.load(Ordering::Relaxed) == 0)
-            && self.lanes().iter().all(|l| !l.busy && l.doubt.is_none())
+            && self.lanes.idle()
     }
 
     /// Whether a batch whose fate is unknown waits to be sent again.
     pub(crate) fn in_doubt(&self) -> bool {
-        self.lanes().iter().any(|l| l.doubt.is_some())
-    }
-
-    fn lanes(&self) -> MutexGuard<'_, [Lane; LANES]> {
-        self.lanes.lock().unwrap_or_else(PoisonError::into_inner)
+        self.lanes.in_doubt()
     }
 
     /// Whether successes are waiting (a rolling window needs them soon).
@@ -153,75 +96,21 @@ impl Pending {
     /// counted so far with a new id (no id when there is nothing to count). With every lane in
     /// a call, the counts stay here and the call carries none.
     pub(crate) fn take(&self) -> Batch {
-        let mut lanes = self.lanes();
-        let now = Instant::now();
-        for lane in lanes.iter_mut().filter(|l| !l.busy) {
-            let Some(b) = lane.doubt.take() else { continue };
-            if now < lane.until {
-                lane.busy = true;
-                lane.resending = true;
-                return *b;
-            }
-            tracing::warn!(
-                successes = b.successes.saturating_add(b.degraded_successes),
-                failures = b.degraded_failures,
-                "a batch of counts whose fate stayed unknown longer than redis remembers its id was dropped"
-            );
-            lane.next = b.seq + 1;
-        }
-        self.take_new(&mut lanes, false)
+        self.lanes.take(|| self.take_counts())
     }
 
     /// The batch for the record of an outcome: everything counted so far with a new id, even
     /// with no counts (the outcome's own counts go under that id). A batch in doubt is left to
     /// a flush (the outcome must not ride under an id Redis may already have applied).
     pub(crate) fn take_for_outcome(&self) -> Batch {
-        let mut lanes = self.lanes();
-        self.take_new(&mut lanes, true)
-    }
-
-    fn take_new(&self, lanes: &mut [Lane; LANES], with_no_counts: bool) -> Batch {
-        let Some(lane) = lanes.iter_mut().find(|l| !l.busy && l.doubt.is_none()) else {
-            return Batch::default();
-        };
-        let mut b = self.take_counts();
-        if b.has_counts() || with_no_counts {
-            b.sender = lane.sender;
-            b.seq = lane.next;
-            lane.busy = true;
-            lane.resending = false;
-        }
-        b
+        self.lanes.take_for_outcome(|| self.take_counts())
     }
 
     /// What became of batch `b` (taken by `take` or `take_for_outcome`) in its script call.
     pub(crate) fn settle(&self, b: &Batch, fate: Fate) {
-        if b.seq == 0 {
-            if fate == Fate::NotSent {
-                self.restore(b);
-            }
-            return;
-        }
-        let mut lanes = self.lanes();
-        let Some(lane) = lanes.iter_mut().find(|l| l.sender == b.sender && l.busy) else { return };
-        lane.busy = false;
-        match fate {
-            Fate::Applied => lane.next = b.seq + 1,
-            // A first attempt Redis refused was not applied: its number is used again (the
-            // scripts tell a batch from the last one applied by its number).
-            Fate::Refused if lane.resending => lane.next = b.seq + 1,
-            Fate::Refused => {}
-            Fate::Unknown { resend_for } => {
-                if !lane.resending {
-                    lane.until = Instant::now() + resend_for;
-                }
-                lane.doubt = Some(Box::new(Batch { again: true, ..*b }));
-            }
-            Fate::NotSent if lane.resending => lane.doubt = Some(Box::new(*b)),
-            Fate::NotSent => {
-                drop(lanes);
-                self.restore(b);
-            }
+        let never_sent = if b.seq == 0 { fate == Fate::NotSent } else { self.lanes.settle(b, fate) };
+        if never_sent {
+            self.restore(b);
         }
     }
 
@@ -273,6 +162,7 @@ impl Pending {
 mod tests {
     use super::*;
     use std::sync::Arc;
+    use std::time::Duration;
 
     fn view(epoch: u64, fseq: u64) -> View {
         View { incarnation: 7, epoch, failures: 0, fseq }

@@ -1,21 +1,23 @@
-//! The call path: [`Breaker::execute`] and [`Breaker::acquire`], the [`Permit`] of one call, and
-//! how an outcome is recorded. Where a decision is made (Redis, the in-process breaker, the
-//! degraded mode) is `route.rs`'s business.
+//! How one call gets permission: the fleet's [`Grant`] (from a fresh snapshot, from Redis with
+//! one refresh per process at a time, or from the degraded mode), then under a quorum this
+//! process's own admission (`Inner::admit`, the quorum's first point), held together as a
+//! [`Ticket`]. [`Breaker::acquire`] hands a ticket to its caller as a [`Permit`]; `execute.rs`
+//! runs a call with one, `outcome.rs` records how it went. Where a decision is made (Redis, the
+//! in-process breaker, the degraded mode) is `route.rs`'s business.
 
 use crate::breaker::Breaker;
 use crate::breaker::route::Acquired;
 use crate::breaker::snapshot::{Decision, SnapshotCell, View};
 use crate::client::shared::Store;
-use crate::error::{Error, Rejected, TimedOut};
-use crate::protocol::{Batch, Op, Outcome, Record, RecordOutcome, Reply, Report, Verdict};
-use crate::quorum::{OwnDecision, OwnGrant};
+use crate::error::Rejected;
+use crate::protocol::{Outcome, Reply, Verdict};
+use crate::quorum::Admission;
 use crate::state::State;
-use std::future::Future;
 use std::time::{Duration, Instant};
 
-/// How a permit was granted: it decides where its outcome goes.
+/// How the fleet let a call through: it decides where its outcome goes.
 #[derive(Debug, Clone)]
-enum Grant {
+pub(super) enum Grant {
     /// Closed (from the snapshot or from Redis): a healthy success is batched.
     Closed(View),
     /// A half-open probe leased in Redis.
@@ -26,6 +28,49 @@ enum Grant {
     Free,
 }
 
+/// What let one call through: the fleet's grant and, under a quorum, this process's own
+/// admission (dropped unobserved, it gives its own probe lease back by itself).
+#[derive(Debug)]
+pub(super) struct Ticket {
+    /// The fleet's word.
+    pub(super) grant: Grant,
+    /// This process's own breaker's admission, under a quorum while the fleet is closed.
+    pub(super) own: Option<Admission>,
+}
+
+impl Ticket {
+    /// True when this call is a half-open probe, of the fleet or of this process's own breaker.
+    fn is_probe(&self) -> bool {
+        self.own.as_ref().is_some_and(Admission::is_probe)
+            || match &self.grant {
+                Grant::Probe { .. } => true,
+                Grant::InProcess { probe, .. } => !probe.is_empty(),
+                _ => false,
+            }
+    }
+
+    /// The view of a call whose success would change nothing: granted by a closed breaker with
+    /// no failure counted and, under a quorum, admitted by an own breaker that a success would
+    /// not move either. Such a success is one batched count ([`spend`](Self::spend)).
+    pub(super) fn quiet_success(&self) -> Option<View> {
+        match self.grant {
+            Grant::Closed(view)
+                if view.failures == 0 && self.own.as_ref().is_none_or(Admission::success_changes_nothing) =>
+            {
+                Some(view)
+            }
+            _ => None,
+        }
+    }
+
+    /// Ends the ticket of a quiet success: nothing to record or give back anywhere.
+    pub(super) fn spend(self) {
+        if let Some(own) = self.own {
+            own.forget();
+        }
+    }
+}
+
 /// Permission for one call. Report how it went with [`success`](Permit::success),
 /// [`failure`](Permit::failure) or [`ignore`](Permit::ignore); dropping it records nothing and
 /// frees a half-open probe lease.
@@ -33,31 +78,24 @@ enum Grant {
 #[must_use = "a permit should be finished with success(), failure() or ignore()"]
 pub struct Permit {
     breaker: Breaker,
-    grant: Option<Grant>,
-    /// What this process's own breaker let through (under a quorum).
-    own: Option<OwnGrant>,
+    /// Taken when the permit is finished or released.
+    ticket: Option<Ticket>,
 }
 
 impl Permit {
     /// True when this call is a half-open probe.
     pub fn is_probe(&self) -> bool {
-        let own_probe = self.own.as_ref().is_some_and(OwnGrant::is_probe);
-        own_probe
-            || match &self.grant {
-                Some(Grant::Probe { .. }) => true,
-                Some(Grant::InProcess { probe, .. }) => !probe.is_empty(),
-                _ => false,
-            }
+        self.ticket.as_ref().is_some_and(Ticket::is_probe)
     }
 
     /// Reports a success.
     pub async fn success(mut self) {
-        self.finish(Outcome::Success, false, false).await;
+        self.finish(Outcome::Success, String::new()).await;
     }
 
     /// Reports a failure; it is recorded before this returns.
     pub async fn failure(mut self) {
-        self.finish(Outcome::Failure, false, false).await;
+        self.finish(Outcome::Failure, String::new()).await;
     }
 
     /// Reports a failure with a one-line description of it (e.g. `"503 from payments-api"`),
@@ -65,29 +103,28 @@ impl Permit {
     /// the breaker. Opt-in because error messages can hold secrets: give only what operators
     /// may read. Control characters become spaces; at most 200 bytes are kept.
     pub async fn failure_described(mut self, description: &str) {
-        if let Some(grant) = self.grant.take() {
-            let own = self.own.take();
-            self.breaker.finish(grant, own, Outcome::Failure, false, false, one_line(description)).await;
-        }
+        self.finish(Outcome::Failure, one_line(description)).await;
     }
 
     /// Reports an outcome that says nothing about the downstream's health.
     pub async fn ignore(mut self) {
-        self.finish(Outcome::Ignore, false, false).await;
+        self.finish(Outcome::Ignore, String::new()).await;
     }
 
     /// Gives the permit back without an outcome, and waits until its probe lease (if it holds
     /// one) is freed in Redis. Dropping a permit does the same in the background.
     pub async fn release(mut self) {
-        self.breaker.release_own(self.own.take());
-        if let Some(record) = self.grant.take().and_then(|g| self.breaker.release_record(g)) {
+        let Some(Ticket { grant, own }) = self.ticket.take() else { return };
+        drop(own); // its own probe lease first, as a dropped permit does
+        if let Some(record) = self.breaker.release_record(grant) {
             self.breaker.inner.send_record(record).await;
         }
     }
 
-    async fn finish(&mut self, outcome: Outcome, slow: bool, timed_out: bool) {
-        if let Some(grant) = self.grant.take() {
-            self.breaker.finish(grant, self.own.take(), outcome, slow, timed_out, String::new()).await;
+    /// Records `outcome` (see `Breaker::finish`); the permit is spent.
+    async fn finish(&mut self, outcome: Outcome, description: String) {
+        if let Some(ticket) = self.ticket.take() {
+            self.breaker.finish(ticket, outcome, false, false, description).await;
         }
     }
 }
@@ -111,184 +148,38 @@ fn one_line(text: &str) -> String {
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        self.breaker.release_own(self.own.take());
-        if let Some(grant) = self.grant.take() {
-            self.breaker.release(grant);
+        if let Some(ticket) = self.ticket.take() {
+            self.breaker.release(ticket);
         }
     }
-}
-
-/// The grant of one `execute`: borrowed, so the hot path touches no reference count. Dropped
-/// unfinished (the call was cancelled or panicked), it releases its probe lease like a permit.
-struct CallGuard<'b> {
-    breaker: &'b Breaker,
-    grant: Option<Grant>,
-    own: Option<OwnGrant>,
-}
-
-impl CallGuard<'_> {
-    async fn finish(mut self, outcome: Outcome, slow: bool, timed_out: bool) {
-        if let Some(grant) = self.grant.take() {
-            self.breaker.finish(grant, self.own.take(), outcome, slow, timed_out, String::new()).await;
-        }
-    }
-
-    /// The common end of a call, without entering `finish`'s future: a success of a healthy
-    /// closed breaker is one count (under a quorum, when it changes nothing in this process's
-    /// own breaker either). Answers whether it was that.
-    fn finish_healthy(&mut self, outcome: Outcome, slow: bool) -> bool {
-        let own_unmoved = || match (&self.own, &self.breaker.inner.own) {
-            (Some(grant), Some(own)) => own.success_changes_nothing(grant),
-            _ => true,
-        };
-        match &self.grant {
-            Some(Grant::Closed(view)) if outcome == Outcome::Success && view.failures == 0 && own_unmoved() => {
-                let inner = &self.breaker.inner;
-                inner.meters.outcome(outcome, false);
-                inner.pending.success(view, slow);
-                self.grant = None;
-                self.own = None;
-                true
-            }
-            _ => false,
-        }
-    }
-}
-
-impl Drop for CallGuard<'_> {
-    fn drop(&mut self) {
-        if let Some(grant) = self.grant.take() {
-            self.breaker.abandon(grant, self.own.take());
-        }
-    }
-}
-
-/// Runs `fut` with a deadline. The timer is armed only if the first poll does not finish the
-/// call, so a call that completes at once costs no timer registration.
-async fn with_deadline<F: Future>(fut: F, limit: Duration) -> Option<F::Output> {
-    let mut fut = std::pin::pin!(fut);
-    let mut sleep = std::pin::pin!(None::<tokio::time::Sleep>);
-    std::future::poll_fn(|cx| {
-        if let std::task::Poll::Ready(v) = fut.as_mut().poll(cx) {
-            return std::task::Poll::Ready(Some(v));
-        }
-        if sleep.is_none() {
-            sleep.set(Some(tokio::time::sleep(limit)));
-        }
-        match sleep.as_mut().as_pin_mut().map(|s| s.poll(cx)) {
-            Some(std::task::Poll::Ready(())) => std::task::Poll::Ready(None),
-            _ => std::task::Poll::Pending,
-        }
-    })
-    .await
 }
 
 impl Breaker {
-    /// Runs `f` through the breaker: `Ok` counts as a success, `Err` as a failure.
-    ///
-    /// # Errors
-    /// [`Error::Rejected`] when the breaker is open (`f` is not called), [`Error::Inner`] with
-    /// `f`'s error, [`Error::Timeout`] when `f` took longer than `call_timeout`.
-    pub async fn execute<T, E, F, Fut>(&self, f: F) -> Result<T, Error<E>>
-    where
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<T, E>>,
-    {
-        self.execute_with(|r: &Result<T, E>| if r.is_ok() { Outcome::Success } else { Outcome::Failure }, f).await
-    }
-
-    /// Runs `f` through the breaker; `classify` decides how its result counts (for example, a
-    /// 404 is [`Outcome::Ignore`] and a 503 is [`Outcome::Failure`]).
-    ///
-    /// # Errors
-    /// As [`execute`](Breaker::execute).
-    pub async fn execute_with<T, E, F, Fut, C>(&self, classify: C, f: F) -> Result<T, Error<E>>
-    where
-        F: FnOnce() -> Fut,
-        Fut: Future<Output = Result<T, E>>,
-        C: FnOnce(&Result<T, E>) -> Outcome,
-    {
-        // A panic inside the call unwinds through `guard`, whose drop records it as a failure.
-        // A fresh snapshot decides without entering `grant`'s (larger) future. Under a quorum,
-        // this process's own breaker decides next (with no await before the guard holds it).
-        let grant = match self.inner.snapshot.decide_now() {
-            Decision::Allow(view) => Grant::Closed(view),
-            Decision::Reject { state, retry_after } if !self.inner.config.shadow => {
-                return Err(self.reject(state, retry_after).into());
-            }
-            _ => self.grant().await?,
-        };
-        let mut guard = CallGuard { breaker: self, grant: Some(grant), own: None };
-        if self.inner.own.is_some() {
-            // Rejected by its own breaker: the guard's drop gives the fleet's grant back.
-            guard.own = self.own_grant()?;
-        }
-        let config = &self.inner.config;
-        let started = config.slow_call_rate.is_some().then(Instant::now);
-        match with_deadline(f(), config.call_timeout).await {
-            Some(result) => {
-                let slow = started.is_some_and(|s| s.elapsed() >= config.slow_call_duration);
-                let outcome = classify(&result);
-                if !guard.finish_healthy(outcome, slow) {
-                    guard.finish(outcome, slow, false).await;
-                }
-                result.map_err(Error::Inner)
-            }
-            None => {
-                guard.finish(Outcome::Failure, config.slow_call_rate.is_some(), true).await;
-                Err(Error::Timeout(TimedOut::new(config.call_timeout)))
-            }
-        }
-    }
-
     /// Asks for permission to make one call, for callers that cannot wrap the call in a closure.
     ///
     /// # Errors
     /// [`Rejected`] when the breaker turns the call away.
     pub async fn acquire(&self) -> Result<Permit, Rejected> {
-        let grant = self.grant().await?;
-        let mut permit = Permit { breaker: self.clone(), grant: Some(grant), own: None };
-        if self.inner.own.is_some() {
-            // Rejected by its own breaker: the permit's drop gives the fleet's grant back.
-            permit.own = self.own_grant()?;
-        }
-        Ok(permit)
+        let ticket = self.ticket(self.grant().await?)?;
+        Ok(Permit { breaker: self.clone(), ticket: Some(ticket) })
     }
 
-    /// Under a quorum: what this process's own breaker says, while the fleet is closed (an
-    /// open, half-open or forced fleet decides alone, and the own breaker folds into it).
-    fn own_grant(&self) -> Result<Option<OwnGrant>, Rejected> {
-        let Some(own) = &self.inner.own else { return Ok(None) };
-        if self.inner.snapshot.state() != State::Closed {
-            return Ok(None); // (the own breaker folded when the snapshot learnt that state)
-        }
-        let (decision, moved) = own.acquire(|| self.inner.shared.in_process.clock.now_ms());
-        if let Some(o) = moved {
-            self.inner.announce(&o.transitions, o.incarnation, o.remaining_ms, true);
-        }
-        match decision {
-            OwnDecision::Allow(grant) => Ok(Some(grant)),
-            OwnDecision::Reject { state, retry_after } if self.inner.config.shadow => {
-                self.inner.shadow_rejected(state, retry_after);
-                Ok(None)
-            }
-            OwnDecision::Reject { state, retry_after } => {
-                self.inner.meters.rejected();
-                self.inner.pending.rejected();
-                Err(Rejected { state, retry_after, local: true })
+    /// The ticket of a call the fleet granted: under a quorum, this process's own breaker
+    /// admits the call too (the quorum's first point), or turns it away, and the fleet's grant
+    /// is given back.
+    pub(super) fn ticket(&self, grant: Grant) -> Result<Ticket, Rejected> {
+        match self.inner.admit() {
+            Ok(own) => Ok(Ticket { grant, own }),
+            Err(rejected) => {
+                self.release(Ticket { grant, own: None });
+                Err(rejected)
             }
         }
     }
 
-    /// Frees an own probe lease of a call that ends with no outcome.
-    fn release_own(&self, own: Option<OwnGrant>) {
-        if let (Some(grant), Some(breaker)) = (own, &self.inner.own) {
-            let now = self.inner.shared.in_process.clock.now_ms();
-            breaker.finish(grant, RecordOutcome::Release, false, false, now);
-        }
-    }
-
-    async fn grant(&self) -> Result<Grant, Rejected> {
+    /// The fleet's word on one call: from a fresh snapshot, else from Redis (see
+    /// `grant_single_flight`) or the degraded mode; shadow mode turns a rejection into a grant.
+    pub(super) async fn grant(&self) -> Result<Grant, Rejected> {
         let decided = match self.inner.snapshot.decide_now() {
             Decision::Allow(view) => return Ok(Grant::Closed(view)),
             Decision::Reject { state, retry_after } => Err(self.reject(state, retry_after)),
@@ -347,63 +238,8 @@ impl Breaker {
         Some(view)
     }
 
-    /// The grant of an `execute` dropped without an outcome. While a panic unwinds (the
-    /// protected call panicked: the downstream's client failed) it is recorded as a failure, in
-    /// the background, and frees its probe; otherwise (a cancelled call) it is released and
-    /// records nothing. Costs nothing on the path that finishes a call. (A [`Permit`] dropped
-    /// by a panic elsewhere only releases: its call may never have started.)
-    fn abandon(&self, grant: Grant, own: Option<OwnGrant>) {
-        if !std::thread::panicking() {
-            self.release_own(own);
-            return self.release(grant);
-        }
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => {
-                let breaker = self.clone();
-                runtime.spawn(async move {
-                    breaker.finish(grant, own, Outcome::Failure, false, false, String::new()).await;
-                });
-            }
-            Err(_) => {
-                self.release_own(own);
-                self.release(grant);
-            }
-        }
-    }
-
-    /// Frees the probe lease of a grant that ends with no outcome; records nothing.
-    fn release(&self, grant: Grant) {
-        if let Some(record) = self.release_record(grant)
-            && let Ok(handle) = tokio::runtime::Handle::try_current()
-        {
-            // Without a runtime the lease simply expires after probe_lease.
-            let breaker = self.clone();
-            handle.spawn(async move { breaker.inner.send_record(record).await });
-        }
-    }
-
-    /// The record that frees a grant's Redis probe lease, if it holds one; a local lease is
-    /// freed here and now.
-    fn release_record(&self, grant: Grant) -> Option<Record> {
-        let (view, probe, local) = match grant {
-            Grant::Probe { view, id } => (view, id, false),
-            Grant::InProcess { view, probe } if !probe.is_empty() => (view, probe, true),
-            _ => return None,
-        };
-        if local {
-            self.inner.run_in_process(&Op::Record(view.record(
-                RecordOutcome::Release,
-                probe,
-                false,
-                false,
-                Batch::default(),
-            )));
-            return None;
-        }
-        Some(self.inner.record_args(RecordOutcome::Release, &view, probe, false, false, Report::None))
-    }
-
-    fn reject(&self, state: State, retry_after: Option<Duration>) -> Rejected {
+    /// A rejection by the fleet's breaker, counted (not in shadow mode: the call runs).
+    pub(super) fn reject(&self, state: State, retry_after: Option<Duration>) -> Rejected {
         if !self.inner.config.shadow {
             self.inner.meters.rejected();
             self.inner.pending.rejected();
@@ -411,92 +247,24 @@ impl Breaker {
         Rejected { state, retry_after, local: false }
     }
 
+    /// Asks Redis (or, while it cannot answer, the degraded mode) for the fleet's grant, with a
+    /// new permit id for a probe lease.
     async fn grant_slow(&self) -> Result<Grant, Rejected> {
         let id = format!("{:016x}", rand::random::<u64>());
         let rejected = |reply: &Reply| self.reject(reply.state, reply.remaining_ms.map(Duration::from_millis));
         match self.inner.acquire(&id).await {
             Acquired::Redis(reply) => match reply.verdict {
-                Verdict::Probe => Ok(Grant::Probe { view: view_of(&reply), id }),
+                Verdict::Probe => Ok(Grant::Probe { view: View::of(&reply), id }),
                 Verdict::Rejected => Err(rejected(&reply)),
-                _ => Ok(Grant::Closed(view_of(&reply))),
+                _ => Ok(Grant::Closed(View::of(&reply))),
             },
             Acquired::InProcess(reply) => match reply.verdict {
                 Verdict::Rejected => Err(rejected(&reply)),
-                Verdict::Probe => Ok(Grant::InProcess { view: view_of(&reply), probe: id }),
-                _ => Ok(Grant::InProcess { view: view_of(&reply), probe: String::new() }),
+                Verdict::Probe => Ok(Grant::InProcess { view: View::of(&reply), probe: id }),
+                _ => Ok(Grant::InProcess { view: View::of(&reply), probe: String::new() }),
             },
             Acquired::FailOpen => Ok(Grant::Free),
             Acquired::FailClosed => Err(self.reject(State::Open, Some(FAIL_CLOSED_RETRY))),
-        }
-    }
-
-    async fn finish(
-        &self,
-        grant: Grant,
-        own: Option<OwnGrant>,
-        outcome: Outcome,
-        slow: bool,
-        timed_out: bool,
-        description: String,
-    ) {
-        self.inner.meters.outcome(outcome, timed_out);
-        let kind = match outcome {
-            Outcome::Success => RecordOutcome::Success,
-            Outcome::Failure => RecordOutcome::Failure,
-            Outcome::Ignore => RecordOutcome::Ignore,
-        };
-        // Under a quorum, this process's own breaker hears the outcome first; what it reports
-        // rides on this outcome's record, sent now.
-        let report = match (own, &self.inner.own) {
-            (Some(grant), Some(breaker)) => {
-                let now = self.inner.shared.in_process.clock.now_ms();
-                let o = breaker.finish(grant, kind, slow, timed_out, now);
-                self.inner.announce(&o.transitions, o.incarnation, o.remaining_ms, true);
-                o.report
-            }
-            _ => Report::None,
-        };
-        let quiet = report == Report::None;
-        match grant {
-            Grant::Free => {
-                self.inner.defer_report(report);
-                self.inner.count_degraded(outcome);
-            }
-            Grant::Closed(_) if outcome == Outcome::Ignore && quiet => self.inner.pending.ignored(),
-            Grant::Closed(view) if outcome == Outcome::Success && view.failures == 0 && quiet => {
-                self.inner.pending.success(&view, slow);
-            }
-            Grant::Closed(view) => {
-                let mut record = self.inner.record_args(kind, &view, String::new(), slow, timed_out, report);
-                record.description = description;
-                self.deliver(record).await;
-            }
-            Grant::Probe { view, id } => {
-                let mut record = self.inner.record_args(kind, &view, id, slow, timed_out, report);
-                record.description = description;
-                self.deliver(record).await;
-            }
-            Grant::InProcess { view, probe } => {
-                // The pending batch stays pending: it goes to Redis when Redis is back. A report
-                // goes to the in-process breaker (an in-memory client's fleet is itself).
-                let mut record = view.record(kind, probe, slow, timed_out, Batch::default());
-                record.report = report;
-                self.inner.run_in_process(&Op::Record(record));
-                self.inner.defer_report(report);
-                self.inner.count_degraded(outcome);
-            }
-        }
-    }
-
-    /// Sends an outcome on a task of its own and waits for it: a caller that stops waiting
-    /// (a cancelled future) does not cancel the record, which is sent exactly once.
-    async fn deliver(&self, record: Record) {
-        match tokio::runtime::Handle::try_current() {
-            Ok(runtime) => {
-                let breaker = self.clone();
-                let _ = runtime.spawn(async move { breaker.inner.send_record(record).await }).await;
-            }
-            Err(_) => self.inner.send_record(record).await,
         }
     }
 }
@@ -512,10 +280,6 @@ impl Drop for RefreshClaim<'_> {
     fn drop(&mut self) {
         self.0.refreshed();
     }
-}
-
-fn view_of(reply: &Reply) -> View {
-    View { incarnation: reply.incarnation, epoch: reply.epoch, failures: reply.failures, fseq: reply.fseq }
 }
 
 #[cfg(test)]

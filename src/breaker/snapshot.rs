@@ -1,15 +1,18 @@
-//! The snapshot of one breaker that each process keeps, read lock-free on every call.
+//! The snapshot of one breaker that each process keeps, read lock-free on every call: what it
+//! decides, which update replaces it, and the single flight that refreshes it.
 //!
-//! The snapshot is a seqlock over atomics: readers never block, never allocate and retry only
-//! when a writer (a script reply, rare) raced them. Deadlines are local monotonic instants
-//! computed from the *remaining* time Redis returned, counted from when the request was sent, so
-//! no clock is ever compared with Redis's.
+//! Its words are a seqlock over atomics (`seqlock.rs`): readers never block, never allocate and
+//! retry only when a writer (a script reply, rare) raced them. Deadlines are monotonic instants
+//! of this process, computed from the *remaining* time Redis returned, counted from when the
+//! request was sent, so no clock is ever compared with Redis's.
 
-use crate::protocol::{Batch, Record, RecordOutcome, Reply};
+use crate::breaker::seqlock::{SeqLock, Words};
+pub(crate) use crate::breaker::view::View;
+use crate::protocol::Reply;
 use crate::state::State;
 use crate::ticks::{TimeBase, nanos};
 use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering, fence};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// What a fresh snapshot decides, or that it is not fresh.
@@ -21,41 +24,6 @@ pub(crate) enum Decision {
     Reject { state: State, retry_after: Option<Duration> },
     /// Not fresh: ask Redis.
     Miss,
-}
-
-/// The fields of a snapshot a permit carries.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub(crate) struct View {
-    pub(crate) incarnation: u64,
-    pub(crate) epoch: u64,
-    pub(crate) failures: u64,
-    pub(crate) fseq: u64,
-}
-
-impl View {
-    /// The record of an outcome of a call granted under this view; `batch` rides along.
-    pub(crate) fn record(
-        &self,
-        outcome: RecordOutcome,
-        probe: String,
-        slow: bool,
-        timed_out: bool,
-        batch: Batch,
-    ) -> Record {
-        Record {
-            outcome,
-            incarnation: self.incarnation,
-            epoch: self.epoch,
-            probe,
-            slow,
-            timed_out,
-            fseq: self.fseq,
-            batch,
-            description: String::new(),
-            report: crate::protocol::Report::None,
-            active: false,
-        }
-    }
 }
 
 const NO_DEADLINE: u64 = u64::MAX;
@@ -73,19 +41,14 @@ pub(crate) enum Source {
     /// once it is back), and replaced by the next reply from Redis.
     Local,
 }
+
+/// The snapshot of one breaker in this process.
 #[derive(Debug)]
 pub(crate) struct SnapshotCell {
     time: TimeBase,
-    seq: AtomicU64,
-    state: AtomicU8,
-    incarnation: AtomicU64,
-    epoch: AtomicU64,
-    failures: AtomicU64,
-    fseq: AtomicU64,
-    /// Nanoseconds since `base` until which the snapshot may decide calls.
-    fresh_until: AtomicU64,
-    /// Nanoseconds since `base` of the state's deadline, or `NO_DEADLINE`.
-    deadline: AtomicU64,
+    /// State, view, freshness (ns since `base`) and deadline (ns since `base`, or
+    /// `NO_DEADLINE`); written under `writer` only.
+    words: SeqLock,
     /// False when Redis said the state's last transition was not announced (see
     /// [`Reply::announced`]); read for `Breaker::snapshot`, not on the hot path.
     announced: AtomicBool,
@@ -103,14 +66,12 @@ impl SnapshotCell {
     pub(crate) fn new(base: Instant) -> SnapshotCell {
         SnapshotCell {
             time: TimeBase::new(base),
-            seq: AtomicU64::new(0),
-            state: AtomicU8::new(State::Closed.to_u8()),
-            incarnation: AtomicU64::new(0),
-            epoch: AtomicU64::new(0),
-            failures: AtomicU64::new(0),
-            fseq: AtomicU64::new(0),
-            fresh_until: AtomicU64::new(0),
-            deadline: AtomicU64::new(NO_DEADLINE),
+            words: SeqLock::new(&Words {
+                state: State::Closed,
+                view: View::default(),
+                fresh_until: 0,
+                deadline: NO_DEADLINE,
+            }),
             announced: AtomicBool::new(true),
             known_at: AtomicU64::new(0),
             writer: Mutex::new(()),
@@ -121,29 +82,6 @@ impl SnapshotCell {
 
     fn since_base(&self, at: Instant) -> u64 {
         self.time.since(at)
-    }
-
-    fn read(&self) -> (State, View, u64, u64) {
-        loop {
-            let s1 = self.seq.load(Ordering::Acquire);
-            if s1 & 1 == 1 {
-                std::hint::spin_loop();
-                continue;
-            }
-            let state = State::from_u8(self.state.load(Ordering::Relaxed));
-            let view = View {
-                incarnation: self.incarnation.load(Ordering::Relaxed),
-                epoch: self.epoch.load(Ordering::Relaxed),
-                failures: self.failures.load(Ordering::Relaxed),
-                fseq: self.fseq.load(Ordering::Relaxed),
-            };
-            let fresh_until = self.fresh_until.load(Ordering::Relaxed);
-            let deadline = self.deadline.load(Ordering::Relaxed);
-            fence(Ordering::Acquire);
-            if self.seq.load(Ordering::Relaxed) == s1 {
-                return (state, view, fresh_until, deadline);
-            }
-        }
     }
 
     /// Decides from the snapshot if it is fresh now, on the coarse clock (the hot path). The
@@ -164,7 +102,7 @@ impl SnapshotCell {
     }
 
     fn decide_at(&self, now: u64) -> Decision {
-        let (state, view, fresh_until, deadline) = self.read();
+        let Words { state, view, fresh_until, deadline } = self.words.read();
         if now >= fresh_until {
             return Decision::Miss;
         }
@@ -181,7 +119,7 @@ impl SnapshotCell {
     /// expired less than `grace` ago. The caller that gets `claimed` must start the refresh
     /// and call [`refreshed`](Self::refreshed) when it ends.
     pub(crate) fn stale_closed(&self, now: Instant, grace: Duration) -> Option<(View, bool)> {
-        let (state, view, fresh_until, _) = self.read();
+        let Words { state, view, fresh_until, .. } = self.words.read();
         let allowed =
             state.allows_calls() && fresh_until > 0 && self.since_base(now) < fresh_until.saturating_add(nanos(grace));
         if !allowed {
@@ -213,7 +151,7 @@ impl SnapshotCell {
 
     /// The state as last seen, fresh or not (one atomic load).
     pub(crate) fn state(&self) -> State {
-        State::from_u8(self.state.load(Ordering::Acquire))
+        self.words.state()
     }
 
     /// Whether the state last applied was announced on the events channel (Redis said so, or
@@ -224,13 +162,13 @@ impl SnapshotCell {
 
     /// The snapshot as it stands, fresh or not.
     pub(crate) fn view(&self) -> (State, View, bool) {
-        let (state, view, fresh_until, _) = self.read();
+        let Words { state, view, fresh_until, .. } = self.words.read();
         (state, view, self.since_base(Instant::now()) < fresh_until)
     }
 
     /// The snapshot with the time left to its deadline at `now` (`None`: no deadline).
     pub(crate) fn with_deadline(&self, now: Instant) -> (State, View, Option<Duration>) {
-        let (state, view, _, deadline) = self.read();
+        let Words { state, view, deadline, .. } = self.words.read();
         let left =
             (deadline != NO_DEADLINE).then(|| Duration::from_nanos(deadline.saturating_sub(self.since_base(now))));
         (state, view, left)
@@ -239,17 +177,14 @@ impl SnapshotCell {
     /// Whether the snapshot can no longer decide any call at `now`, not even as a stale closed
     /// one within `grace`, and no task is refreshing it.
     pub(crate) fn unused_at(&self, now: Instant, grace: Duration) -> bool {
-        let (_, _, fresh_until, _) = self.read();
+        let fresh_until = self.words.read().fresh_until;
         self.since_base(now) >= fresh_until.saturating_add(nanos(grace)) && !self.refreshing.load(Ordering::Acquire)
     }
 
     /// Makes the next call ask Redis (the event subscription dropped: events may be lost).
     pub(crate) fn mark_stale(&self) {
         let _guard = self.writer.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        self.seq.fetch_add(1, Ordering::Relaxed);
-        fence(Ordering::Release);
-        self.fresh_until.store(0, Ordering::Relaxed);
-        self.seq.fetch_add(1, Ordering::Release);
+        self.words.write(&Words { fresh_until: 0, ..self.words.read() });
     }
 
     /// Applies what Redis said, unless what the process holds is known to be newer.
@@ -277,9 +212,11 @@ impl SnapshotCell {
         self.apply_with(reply, Source::Reply(sent), || if reply.announced { long() } else { short });
     }
 
+    /// Applies `reply` from `source` (see `apply`), fresh for `ttl()` unless it came from the
+    /// in-process breaker.
     fn apply_with(&self, reply: &Reply, source: Source, ttl: impl FnOnce() -> Duration) {
         let _guard = self.writer.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let (held_state, held, held_fresh_until, _) = self.read();
+        let Words { state: held_state, view: held, fresh_until: held_fresh_until, .. } = self.words.read();
         let known_at = self.known_at.load(Ordering::Relaxed);
         let (at, after_everything_held) = match source {
             Source::Reply(sent) => (self.since_base(sent), self.since_base(sent) >= known_at),
@@ -311,16 +248,7 @@ impl SnapshotCell {
                 if until <= sent { 0 } else { until }
             }
         };
-        self.seq.fetch_add(1, Ordering::Relaxed);
-        fence(Ordering::Release);
-        self.state.store(reply.state.to_u8(), Ordering::Relaxed);
-        self.incarnation.store(reply.incarnation, Ordering::Relaxed);
-        self.epoch.store(reply.epoch, Ordering::Relaxed);
-        self.failures.store(reply.failures, Ordering::Relaxed);
-        self.fseq.store(reply.fseq, Ordering::Relaxed);
-        self.fresh_until.store(fresh_until, Ordering::Relaxed);
-        self.deadline.store(deadline, Ordering::Relaxed);
-        self.seq.fetch_add(1, Ordering::Release);
+        self.words.write(&Words { state: reply.state, view: View::of(reply), fresh_until, deadline });
         self.announced.store(reply.announced, Ordering::Release);
     }
 }
@@ -330,7 +258,6 @@ mod tests {
     use super::*;
     use crate::protocol::Verdict;
     use std::sync::Arc;
-    use std::sync::atomic::AtomicBool;
 
     fn reply(state: State, incarnation: u64, epoch: u64, fseq: u64, remaining_ms: Option<u64>) -> Reply {
         Reply {
@@ -482,38 +409,5 @@ mod tests {
         cell.apply_reply(&reply(State::Closed, 7, 1, 0, None), sent, long, Duration::from_millis(1));
         drop_task.expect("the long bound was asked").join().expect("mark_stale");
         assert_eq!(cell.decide(Instant::now()), Decision::Miss, "the drop's mark outlives the reply's long bound");
-    }
-
-    #[test]
-    fn readers_never_see_a_torn_snapshot_while_a_writer_applies() {
-        let base = Instant::now();
-        let cell = Arc::new(SnapshotCell::new(base));
-        let done = Arc::new(AtomicBool::new(false));
-        let readers: Vec<_> = (0..3)
-            .map(|_| {
-                let (cell, done) = (cell.clone(), done.clone());
-                std::thread::spawn(move || {
-                    let mut reads = 0u64;
-                    while !done.load(Ordering::Acquire) {
-                        let (state, view, _) = cell.view();
-                        // Every reply the writer applies keeps these relations.
-                        assert_eq!(view.failures, view.epoch * 2, "torn: {view:?}");
-                        assert_eq!(view.fseq, view.epoch * 3, "torn: {view:?}");
-                        let want = if view.epoch % 2 == 0 { State::Closed } else { State::Open };
-                        assert_eq!(state, want, "torn: {view:?}");
-                        reads += 1;
-                    }
-                    reads
-                })
-            })
-            .collect();
-        for epoch in 0..200_000u64 {
-            let state = if epoch % 2 == 0 { State::Closed } else { State::Open };
-            cell.apply(&reply(state, 7, epoch, epoch * 3, Some(1000)), Source::Reply(Instant::now()), TTL);
-        }
-        done.store(true, Ordering::Release);
-        let reads: u64 = readers.into_iter().map(|r| r.join().expect("a reader saw a torn snapshot")).sum();
-        assert!(reads > 0);
-        assert_eq!(cell.view().1.epoch, 199_999);
     }
 }
