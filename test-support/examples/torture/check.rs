@@ -149,7 +149,7 @@ pub(crate) fn check(input: &Input) -> Summary {
             let wiped = wiped.iter().copied().filter(|w| *w > open.at).fold(f64::INFINITY, f64::min);
             let end = closed.min(wiped);
             let late: Vec<&Decision> = by_breaker(b)
-                // A process that knows Redis is down decides by its own local breaker (the
+                // A process that knows Redis is down decides by its in-process breaker (the
                 // degraded mode): that is relaxed by the contract, not stale.
                 // Started after the bound, and answered before the breaker closed again (an
                 // acquire in flight across the close may be answered by the closed state).
