@@ -18,6 +18,8 @@ use crate::config::client::ClientConfig;
 use crate::error::{ConfigError, StoreError};
 use crate::events::Subscription;
 use crate::name::{Keys, events_channel, name_from_listed_key, validate_name};
+#[cfg(any(feature = "cluster", feature = "sentinel"))]
+use crate::store::conn::Forward;
 use crate::store::{InProcessStore, Reconnect, RedisStore, SharedConn, StoreSettings};
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use std::sync::Arc;
@@ -201,9 +203,9 @@ impl Client {
         let forget = conn.clone();
         let reconnect: Reconnect = Box::new(move || {
             forget.forget();
-            Some(Box::new(forget.clone()) as Box<dyn SharedConn>)
+            Some(Box::new(Forward(forget.clone())) as Box<dyn SharedConn>)
         });
-        let client = Client::over(conn.clone(), config, false, Some(reconnect));
+        let client = Client::over(Forward(conn.clone()), config, false, Some(reconnect));
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             // The subscription follows the node the commands use.
             let handle = &client.handle;
@@ -251,7 +253,7 @@ impl Client {
             .build()
             .map_err(url_error)?;
         let nodes = urls.iter().map(|u| redis::Client::open(*u)).collect::<Result<Vec<_>, _>>().map_err(url_error)?;
-        let client = Client::over(crate::store::cluster::LazyCluster::new(cluster), config, true, None);
+        let client = Client::over(Forward(crate::store::cluster::LazyCluster::new(cluster)), config, true, None);
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             let handle = &client.handle;
             let (op_timeout, keepalive) = (handle.shared.config.op_timeout, handle.shared.config.events_keepalive);

@@ -2,10 +2,10 @@
 //! runs on the one master that owns the breaker's slot; its events go with SPUBLISH to its own
 //! shard channel (Redis >= 7.0), else PUBLISH reaches every node.
 
-use redis::aio::ConnectionLike;
+use crate::store::conn::{Request, Route};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
-use redis::{Cmd, Pipeline, RedisError, RedisFuture, RedisResult, Value};
+use redis::{RedisError, RedisFuture, RedisResult};
 use std::sync::Arc;
 use tokio::sync::OnceCell;
 
@@ -18,33 +18,22 @@ pub(crate) struct LazyCluster {
 }
 
 impl LazyCluster {
+    /// Connects through `client` when first used.
     pub(crate) fn new(client: ClusterClient) -> LazyCluster {
         LazyCluster { client, conn: Arc::new(OnceCell::new()) }
     }
 
+    /// The cluster connection, made now if it is not yet.
     async fn connection(&self) -> RedisResult<ClusterConnection> {
         self.conn.get_or_try_init(|| self.client.get_async_connection()).await.cloned()
     }
 }
 
-impl ConnectionLike for LazyCluster {
-    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        Box::pin(async move { self.connection().await?.req_packed_command(cmd).await.map_err(owner_not_reached) })
-    }
-
-    fn req_packed_commands<'a>(
-        &'a mut self,
-        pipeline: &'a Pipeline,
-        offset: usize,
-        count: usize,
-    ) -> RedisFuture<'a, Vec<Value>> {
-        Box::pin(async move {
-            self.connection().await?.req_packed_commands(pipeline, offset, count).await.map_err(owner_not_reached)
-        })
-    }
-
-    fn get_db(&self) -> i64 {
-        0
+/// Each request goes to the cluster connection, made on first use; a redirection it gives up
+/// on is an outage ([`owner_not_reached`]).
+impl Route for LazyCluster {
+    fn send<'a, R: Request + 'a>(&'a mut self, request: R) -> RedisFuture<'a, R::Reply> {
+        Box::pin(async move { request.send(&mut self.connection().await?).await.map_err(owner_not_reached) })
     }
 }
 

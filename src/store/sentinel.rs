@@ -14,9 +14,10 @@
 use crate::breaker::inner::Inner;
 use crate::client::registry::Handle;
 use crate::error::ConfigError;
-use redis::aio::{ConnectionLike, MultiplexedConnection};
+use crate::store::conn::{Request, Route};
+use redis::aio::MultiplexedConnection;
 use redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
-use redis::{AsyncConnectionConfig, Cmd, IntoConnectionInfo, Pipeline, RedisFuture, RedisResult, Value};
+use redis::{AsyncConnectionConfig, IntoConnectionInfo, RedisFuture, RedisResult, Value};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
@@ -271,34 +272,17 @@ impl SentinelConn {
     }
 }
 
-impl ConnectionLike for SentinelConn {
-    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+/// Each request goes to the primary's connection (asking the sentinels when there is none);
+/// a failure that says the node is gone or demoted forgets it.
+impl Route for SentinelConn {
+    fn send<'a, R: Request + 'a>(&'a mut self, request: R) -> RedisFuture<'a, R::Reply> {
         Box::pin(async move {
             let result = match self.connection().await {
-                Ok(mut conn) => conn.req_packed_command(cmd).await,
+                Ok(mut conn) => request.send(&mut conn).await,
                 Err(e) => Err(e),
             };
             self.after(result)
         })
-    }
-
-    fn req_packed_commands<'a>(
-        &'a mut self,
-        pipeline: &'a Pipeline,
-        offset: usize,
-        count: usize,
-    ) -> RedisFuture<'a, Vec<Value>> {
-        Box::pin(async move {
-            let result = match self.connection().await {
-                Ok(mut conn) => conn.req_packed_commands(pipeline, offset, count).await,
-                Err(e) => Err(e),
-            };
-            self.after(result)
-        })
-    }
-
-    fn get_db(&self) -> i64 {
-        0
     }
 }
 
