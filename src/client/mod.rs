@@ -17,10 +17,10 @@ use crate::config::Config;
 use crate::config::client::ClientConfig;
 use crate::error::{ConfigError, StoreError};
 use crate::events::Subscription;
-use crate::name::{Keys, events_channel, name_from_listed_key, validate_name};
+use crate::name::{Keys, events_channel, validate_name};
 #[cfg(any(feature = "cluster", feature = "sentinel"))]
 use crate::store::conn::Forward;
-use crate::store::{InProcessStore, Reconnect, RedisStore, SharedConn, StoreSettings};
+use crate::store::{InProcessStore, Reconnect, RedisStore, SharedConn, Store, StoreSettings};
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -50,7 +50,7 @@ impl std::fmt::Debug for Client {
         let shared = &self.handle.shared;
         f.debug_struct("Client")
             .field("prefix", &shared.config.prefix)
-            .field("store", &if shared.redis.is_some() { "redis" } else { "in-memory" })
+            .field("store", &shared.store)
             .finish_non_exhaustive()
     }
 }
@@ -314,7 +314,8 @@ impl Client {
             functions: config.functions,
         };
         let redis = RedisStore::new(Box::new(conn), reconnect, settings);
-        Client::build(config, Some(redis), Arc::new(SystemClock), !cluster, ids)
+        let in_process = Arc::new(InProcessStore::new(Arc::new(SystemClock), ids.1.clone()));
+        Client::build(config, Store::redis(redis, !cluster), in_process, ids)
     }
 
     /// A single-process client with no Redis: the same semantics, decided in memory. For unit
@@ -327,37 +328,38 @@ impl Client {
     pub fn in_memory_with_clock(clock: impl Clock) -> Client {
         let config = ClientConfig::default();
         let ids = ids(&config);
-        Client::build(config, None, Arc::new(clock), true, ids)
+        let in_process = Arc::new(InProcessStore::new(Arc::new(clock), ids.1.clone()));
+        Client::build(config, Store::in_process(in_process.clone()), in_process, ids)
     }
 
+    /// A client over `store`, with `in_process` for the degraded mode; starts the flush and the
+    /// watch on the store when there is a store to watch (and a runtime).
     fn build(
         config: ClientConfig,
-        redis: Option<RedisStore>,
-        clock: Arc<dyn Clock>,
-        can_scan: bool,
+        store: Store,
+        in_process: Arc<InProcessStore>,
         (id, reporter): (String, String),
     ) -> Client {
         let flush_interval = config.flush_interval;
         let shared = Arc::new(Shared {
-            in_process: InProcessStore::new(clock, reporter.clone()),
+            in_process,
             config,
-            redis,
+            store,
             base: Instant::now(),
             id,
             reporter,
             subscribed_since: Default::default(),
             shard_channels: Default::default(),
             breaker_made: tokio::sync::Notify::new(),
-            can_scan,
             all_events: broadcast::channel(1024).0,
         });
         let handle = Arc::new(Handle::new(shared));
-        if let Some(redis) = &handle.shared.redis
+        if let Some(up) = handle.shared.store.watch_up()
             && let Ok(rt) = tokio::runtime::Handle::try_current()
         {
             crate::meters::store_up(&handle.shared.config.prefix, true);
             rt.spawn(tasks::flush_loop(Arc::downgrade(&handle), flush_interval, handle.stopped()));
-            rt.spawn(tasks::store_loop(Arc::downgrade(&handle), redis.watch_up(), handle.stopped()));
+            rt.spawn(tasks::store_loop(Arc::downgrade(&handle), up, handle.stopped()));
         }
         Client { handle }
     }
@@ -384,11 +386,7 @@ impl Client {
 
     /// Where this client decides calls right now; no Redis command.
     pub fn store_status(&self) -> StoreStatus {
-        match &self.handle.shared.redis {
-            None => StoreStatus::InMemory,
-            Some(redis) if redis.is_down() => redis.down_status(),
-            Some(_) => StoreStatus::Redis,
-        }
+        self.handle.shared.store.status()
     }
 
     /// The client-wide settings.
@@ -449,35 +447,7 @@ impl Client {
     /// [`StoreError`] when Redis could not be read.
     pub async fn breakers(&self) -> Result<Vec<String>, StoreError> {
         let shared = &self.handle.shared;
-        let Some(redis) = &shared.redis else { return Ok(shared.in_process.names()) };
-        if !shared.can_scan {
-            return Err(StoreError::Unsupported(
-                "listing breakers needs a SCAN of every master; on a cluster run `redis-cli --cluster call HOST:PORT --scan` instead",
-            ));
-        }
-        let prefix = &shared.config.prefix;
-        let escaped: String = prefix
-            .chars()
-            .flat_map(|c| if matches!(c, '?' | '[' | ']' | '\\') { vec!['\\', c] } else { vec![c] })
-            .collect();
-        let pattern = format!("{escaped}:{{*}}:*");
-        let mut names = Vec::new();
-        let mut cursor: u64 = 0;
-        loop {
-            let mut cmd = redis::cmd("SCAN");
-            cmd.arg(cursor).arg("MATCH").arg(&pattern).arg("COUNT").arg(1000);
-            let (next, keys): (u64, Vec<Vec<u8>>) = redis.query(&cmd, &pattern).await?;
-            for key in &keys {
-                names.extend(name_from_listed_key(prefix, &String::from_utf8_lossy(key)).map(str::to_string));
-            }
-            if next == 0 {
-                break;
-            }
-            cursor = next;
-        }
-        names.sort();
-        names.dedup();
-        Ok(names)
+        shared.store.names(&shared.config.prefix).await
     }
 
     /// Sends every breaker's batched counts now (breakers with none send nothing).
@@ -489,12 +459,10 @@ impl Client {
         let result = tasks::flush_all(&self.handle, pending).await;
         // Counts another task took (a background flush, another call's record) travel in its
         // script call: wait for the calls in flight, and send what a failed one put back.
-        if let Some(redis) = &self.handle.shared.redis {
-            redis.settle().await;
-            let put_back: Vec<_> = self.handle.registered().into_iter().filter(|inner| inner.has_unsent()).collect();
-            if result.is_ok() && !put_back.is_empty() {
-                return tasks::flush_all(&self.handle, put_back).await;
-            }
+        self.handle.shared.store.settle().await;
+        let put_back: Vec<_> = self.handle.registered().into_iter().filter(|inner| inner.has_unsent()).collect();
+        if result.is_ok() && !put_back.is_empty() {
+            return tasks::flush_all(&self.handle, put_back).await;
         }
         result
     }

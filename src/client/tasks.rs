@@ -7,7 +7,6 @@ use crate::breaker::inner::Inner;
 use crate::client::registry::Handle;
 use crate::error::StoreError;
 use crate::events::Wire;
-use crate::store::RedisStore;
 use futures_util::StreamExt;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
@@ -94,7 +93,7 @@ pub(crate) async fn flush_loop(handle: Weak<Handle<Inner>>, every: Duration, mut
             _ = stop.changed() => return,
         }
         let Some(handle) = handle.upgrade() else { return };
-        if handle.shared.redis.as_ref().is_some_and(RedisStore::is_down) {
+        if handle.shared.store.is_down() {
             // A flush that times out may or may not apply: keep the counts for when Redis is back.
             continue;
         }
@@ -245,8 +244,7 @@ pub(crate) async fn store_loop(
                 return;
             }
             let Some(h) = handle.upgrade() else { return };
-            let Some(redis) = h.shared.redis.as_ref() else { return };
-            if redis.ping().await {
+            if h.shared.store.ping().await {
                 break;
             }
         }

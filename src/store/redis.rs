@@ -2,7 +2,7 @@
 //! first script call (the server's version, the ACL), and the up/down verdict on Redis.
 
 use crate::error::StoreError;
-use crate::name::Keys;
+use crate::name::{Keys, name_from_listed_key};
 use crate::protocol::{Op, Params, Reply};
 use crate::store::conn::{ConnHandle, Reconnect, SharedConn};
 use crate::store::scripts::{Call, Library, Scripts, parse_reply};
@@ -374,6 +374,33 @@ impl RedisStore {
             Err(e) => return Err(e),
         };
         Ok(entries.into_iter().map(|(id, fields)| crate::status::HistoryEntry::from_fields(id, &fields)).collect())
+    }
+
+    /// The names of the breakers with keys under `prefix`, sorted: a SCAN of the node this
+    /// store reaches (one name per key, each as the key holds it; see `Client::breakers`).
+    pub(crate) async fn names(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        let escaped: String = prefix
+            .chars()
+            .flat_map(|c| if matches!(c, '?' | '[' | ']' | '\\') { vec!['\\', c] } else { vec![c] })
+            .collect();
+        let pattern = format!("{escaped}:{{*}}:*");
+        let mut names = Vec::new();
+        let mut cursor: u64 = 0;
+        loop {
+            let mut cmd = redis::cmd("SCAN");
+            cmd.arg(cursor).arg("MATCH").arg(&pattern).arg("COUNT").arg(1000);
+            let (next, keys): (u64, Vec<Vec<u8>>) = self.query(&cmd, &pattern).await?;
+            for key in &keys {
+                names.extend(name_from_listed_key(prefix, &String::from_utf8_lossy(key)).map(str::to_string));
+            }
+            if next == 0 {
+                break;
+            }
+            cursor = next;
+        }
+        names.sort();
+        names.dedup();
+        Ok(names)
     }
 
     /// Runs one plain command with the `op_timeout` deadline.
