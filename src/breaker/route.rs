@@ -158,7 +158,7 @@ impl Inner {
     }
 
     /// Sends a record to Redis. When its reply is lost, the outcome rides in its batch (see
-    /// `try_redis`), sent again until Redis has counted it once; a record with no batch id (every
+    /// `run`), sent again until Redis has counted it once; a record with no batch id (every
     /// lane was busy) that timed out may have been applied and is not counted again. When Redis
     /// cannot take it, a batch it carried is kept for the next flush and the outcome itself is
     /// counted for Redis's metrics (it moves no state: Redis did not see it).
