@@ -96,9 +96,8 @@ impl Client {
             Some(Box::new(manager) as Box<dyn SharedConn>)
         });
         let client = Client::over(manager, config, false, Some(reconnect));
-        let events =
-            Channel::new(FixedNodes::new(vec![client_of_events]), client.events_channel(), client.op_timeout());
         client.spawn_events(|mut task| async move {
+            let events = Channel::new(FixedNodes::new(vec![client_of_events]), &task);
             task.keep(events).await;
         });
         Ok(client)
@@ -176,9 +175,8 @@ impl Client {
         });
         let client = Client::over(Forward(conn.clone()), config, false, Some(reconnect));
         // The subscription follows the node the commands use.
-        let primary = crate::store::sentinel::PrimaryNode::new(conn);
-        let events = Channel::new(primary, client.events_channel(), client.op_timeout());
         client.spawn_events(|mut task| async move {
+            let events = Channel::new(crate::store::sentinel::PrimaryNode::new(conn), &task);
             task.keep(events).await;
         });
         Ok(client)
@@ -228,16 +226,6 @@ impl Client {
         if let Ok(rt) = tokio::runtime::Handle::try_current() {
             rt.spawn(events(EventTask::of(&self.handle)));
         }
-    }
-
-    /// The channel of the prefix, `<prefix>:events`.
-    fn events_channel(&self) -> String {
-        events_channel(&self.handle.shared.config.prefix)
-    }
-
-    /// The client's `op_timeout`.
-    fn op_timeout(&self) -> Duration {
-        self.handle.shared.config.op_timeout
     }
 
     /// Makes a client over a connection the caller built (TLS, Sentinel, a cluster, custom

@@ -9,6 +9,7 @@ use crate::breaker::inner::Inner;
 use crate::client::registry::Handle;
 use crate::client::tasks::Backoff;
 use crate::events::Wire;
+use crate::name::events_channel;
 use futures_util::StreamExt;
 use redis::aio::{PubSubSink, PubSubStream};
 use std::sync::{Arc, Weak};
@@ -34,6 +35,7 @@ pub(crate) enum Ended {
     /// for good (a configuration error, logged).
     Stopped,
     /// The servers do not have what this topology needs (SSUBSCRIBE before Redis 7.0).
+    #[cfg(feature = "cluster")]
     Unsupported,
 }
 
@@ -83,9 +85,10 @@ pub(crate) trait Topology: Send {
 }
 
 /// What the event subscription task of a client is given: a weak handle (it ends with the
-/// client), the client's `op_timeout` and `events_keepalive`, and its stop signal.
+/// client), the client's prefix, `op_timeout` and `events_keepalive`, and its stop signal.
 pub(crate) struct EventTask {
     handle: Weak<Handle<Inner>>,
+    prefix: String,
     op_timeout: Duration,
     keepalive: Duration,
     stop: watch::Receiver<()>,
@@ -97,6 +100,7 @@ impl EventTask {
         let config = &handle.shared.config;
         EventTask {
             handle: Arc::downgrade(handle),
+            prefix: config.prefix.clone(),
             op_timeout: config.op_timeout,
             keepalive: config.events_keepalive,
             stop: handle.stopped(),
@@ -108,9 +112,9 @@ impl EventTask {
         self.op_timeout
     }
 
-    /// The client's prefix; `None` when the client is gone.
-    pub(crate) fn prefix(&self) -> Option<String> {
-        self.handle.upgrade().map(|h| h.shared.config.prefix.clone())
+    /// The client's prefix.
+    pub(crate) fn prefix(&self) -> &str {
+        &self.prefix
     }
 
     /// Keeps `topology`'s subscription and applies what it hears until the client stops.
@@ -245,9 +249,10 @@ pub(crate) struct Channel<N> {
 }
 
 impl<N: Nodes> Channel<N> {
-    /// Subscribes `channel` on a node of `nodes`; a PING unanswered within `op_timeout` is a drop.
-    pub(crate) fn new(nodes: N, channel: String, op_timeout: Duration) -> Channel<N> {
-        Channel { nodes, channel, op_timeout }
+    /// Subscribes the channel of `task`'s prefix on a node of `nodes`; a PING unanswered within
+    /// its `op_timeout` is a drop.
+    pub(crate) fn new(nodes: N, task: &EventTask) -> Channel<N> {
+        Channel { nodes, channel: events_channel(task.prefix()), op_timeout: task.op_timeout() }
     }
 }
 

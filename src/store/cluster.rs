@@ -80,18 +80,17 @@ fn owner_not_reached(e: RedisError) -> RedisError {
 /// subscription to `<prefix>:events` on `nodes` instead (the scripts fall back to PUBLISH
 /// there).
 pub(crate) async fn subscribe_sharded(mut task: EventTask, urls: Vec<String>, nodes: Vec<redis::Client>) {
-    let Some(prefix) = task.prefix() else { return };
-    let op_timeout = task.op_timeout();
-    let channel = crate::name::events_channel(&prefix);
+    let prefix = task.prefix().to_string();
     let sharded = ShardChannels {
         urls,
-        op_timeout,
+        op_timeout: task.op_timeout(),
         // Until a breaker exists, SSUBSCRIBE support is checked with a channel of the prefix's own.
         probe_channel: format!("{prefix}:{{}}:events-probe"),
         prefix,
     };
     if task.keep(sharded).await == Ended::Unsupported {
-        task.keep(Channel::new(FixedNodes::new(nodes), channel, op_timeout)).await;
+        let classic = Channel::new(FixedNodes::new(nodes), &task);
+        task.keep(classic).await;
     }
 }
 
