@@ -61,8 +61,8 @@ impl Client {
     /// # Errors
     /// [`ConfigError`] naming `url` when it cannot be parsed or is not `rediss://`, or naming
     /// `tls` when a certificate or key is not usable PEM. A handshake that fails later (a wrong
-    /// CA, a refused client certificate) is a [`StoreError`] that names TLS, at the first
-    /// operation; calls are decided by the degraded mode meanwhile.
+    /// CA, a refused client certificate) is a [`StoreError`](crate::StoreError) that names TLS,
+    /// at the first operation; calls are decided by the degraded mode meanwhile.
     #[cfg(feature = "tls")]
     #[cfg_attr(docsrs, doc(cfg(feature = "tls")))]
     pub async fn connect_tls(url: &str, config: ClientConfig, tls: crate::TlsOptions) -> Result<Client, ConfigError> {
@@ -139,9 +139,9 @@ impl Client {
     /// the sentinels name after a failover) with a username and password, and over TLS (feature
     /// `tls`), as [`SentinelOptions`](crate::SentinelOptions) say; the command connection and
     /// the event subscription both use them. Credentials Redis refuses (NOAUTH, WRONGPASS) are
-    /// [`StoreError::Auth`] at the first operation, and `store_status()` says
-    /// [`AuthFailed`](crate::StoreStatus::AuthFailed): calls are decided by the degraded mode.
-    /// The sentinels' own password goes in their URLs.
+    /// [`StoreError::Auth`](crate::StoreError::Auth) at the first operation, and
+    /// `store_status()` says [`AuthFailed`](crate::StoreStatus::AuthFailed): calls are decided
+    /// by the degraded mode. The sentinels' own password goes in their URLs.
     ///
     /// ```no_run
     /// # async fn run() -> Result<(), Box<dyn std::error::Error>> {
