@@ -128,7 +128,7 @@ impl Inner {
     /// breaker open or probing lives only here: made again, it would start closed and call the
     /// downstream during its own backoff).
     pub(crate) fn idle(&self, now: Instant) -> bool {
-        matches!(self.shared.store(), crate::client::shared::Store::Redis(_))
+        self.shared.store.decides_calls()
             && !self.has_unsent()
             && self.own.as_ref().is_none_or(OwnBreaker::is_closed)
             && self.events.receiver_count() == 0
@@ -140,7 +140,7 @@ impl Inner {
     /// `recovered` for the next flush.
     pub(crate) async fn withdraw_report(&self) -> Result<(), StoreError> {
         let Some(own) = &self.own else { return Ok(()) };
-        if matches!(self.shared.store(), crate::client::shared::Store::InMemory) || !own.withdraw() {
+        if !self.shared.store.is_shared() || !own.withdraw() {
             return Ok(());
         }
         let report = Report::Recovered;

@@ -20,10 +20,9 @@ mod seqlock;
 pub(crate) mod snapshot;
 pub(crate) mod view;
 
-use crate::breaker::health::{Health, Snapshot, StoreStatus};
+use crate::breaker::health::{Health, Snapshot};
 use crate::breaker::inner::Inner;
 use crate::client::registry::Handle;
-use crate::client::shared::Store;
 use crate::config::{Config, MAX_DURATION};
 use crate::error::{ConfigError, StoreError};
 use crate::events::Subscription;
@@ -99,7 +98,7 @@ impl Breaker {
     /// # Errors
     /// [`StoreError`] when Redis could not be reached; the counts are kept for the next flush.
     pub async fn flush(&self) -> Result<(), StoreError> {
-        if matches!(self.inner.shared.store(), Store::InMemory) {
+        if !self.inner.shared.store.is_shared() {
             return Ok(());
         }
         let report = self.inner.deferred_report();
@@ -120,17 +119,7 @@ impl Breaker {
     /// Never for an in-memory client; otherwise the [`StoreError`] of the refresh. A breaker
     /// whose Redis is down reports `store: RedisDown` instead of failing.
     pub async fn health(&self) -> Result<Health, StoreError> {
-        let store = match self.inner.shared.store() {
-            Store::InMemory => StoreStatus::InMemory,
-            _ => match self.flush().await {
-                Ok(()) => StoreStatus::Redis,
-                Err(StoreError::Auth(_)) => StoreStatus::AuthFailed,
-                Err(e) if e.is_outage() || matches!(self.inner.shared.store(), Store::Down(_)) => {
-                    StoreStatus::RedisDown
-                }
-                Err(e) => return Err(e),
-            },
-        };
+        let store = self.inner.shared.store.status_after(self.flush().await)?;
         let local_state = self.inner.own.as_ref().map(crate::quorum::OwnBreaker::state);
         Ok(Health {
             snapshot: self.snapshot(),
@@ -141,7 +130,7 @@ impl Breaker {
             events_subscribed: self.inner.shared.events_reach(&self.inner.name),
             client_id: self.inner.shared.id.clone(),
             shadow: self.inner.config.shadow,
-            scripts: self.inner.shared.redis.as_ref().map_or("none", |r| r.script_mode()),
+            scripts: self.inner.shared.store.script_mode(),
             quorum: self.inner.config.quorum,
             quorum_fraction: self.inner.config.quorum_fraction,
             local_state,
@@ -188,10 +177,7 @@ impl Breaker {
     /// # Errors
     /// [`StoreError`] when Redis could not be read.
     pub async fn history(&self, count: usize) -> Result<Vec<crate::status::HistoryEntry>, StoreError> {
-        match self.inner.shared.store() {
-            Store::InMemory => Ok(Vec::new()),
-            Store::Redis(redis) | Store::Down(redis) => redis.history(&self.inner.keys, count).await,
-        }
+        self.inner.shared.store.history(&self.inner.keys, count).await
     }
 
     /// Reads everything Redis holds about this breaker (state, probes, metrics, TTLs) in one

@@ -8,7 +8,6 @@
 use crate::breaker::Breaker;
 use crate::breaker::route::Acquired;
 use crate::breaker::snapshot::{Decision, SnapshotCell, View};
-use crate::client::shared::Store;
 use crate::error::Rejected;
 use crate::protocol::{Outcome, Reply, Verdict};
 use crate::quorum::Admission;
@@ -205,7 +204,7 @@ impl Breaker {
     /// decide (a half-open probe of its own) asks Redis itself.
     async fn grant_single_flight(&self) -> Result<Grant, Rejected> {
         let inner = &*self.inner;
-        if !matches!(self.inner.shared.store(), Store::Redis(_)) || tokio::runtime::Handle::try_current().is_err() {
+        if !self.inner.shared.store.decides_calls() || tokio::runtime::Handle::try_current().is_err() {
             return self.grant_slow().await;
         }
         if inner.snapshot.claim_refresh() {
@@ -225,7 +224,9 @@ impl Breaker {
     /// mode decides) nor without a runtime to refresh on.
     fn stale_while_refreshing(&self) -> Option<View> {
         let inner = &*self.inner;
-        let Store::Redis(_) = self.inner.shared.store() else { return None };
+        if !self.inner.shared.store.decides_calls() {
+            return None;
+        }
         let runtime = tokio::runtime::Handle::try_current().ok()?;
         let (view, claimed) = inner.snapshot.stale_closed(Instant::now(), inner.shared.cache_ttl())?;
         if claimed {

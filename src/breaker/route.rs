@@ -1,49 +1,31 @@
-//! Where a breaker's calls are decided: Redis while it answers, else the degraded mode (the
-//! in-process breaker of `Degraded::Local`, which also serves `Client::in_memory`), with the
-//! replies of either written into the snapshot. The one place that chooses between them.
+//! Where a breaker's calls are decided: the client's store while it decides calls (Redis
+//! answers), else the degraded mode (the in-process breaker of `Degraded::Local`, which also
+//! serves `Client::in_memory`), with the replies of either written into the snapshot. The one
+//! place that chooses between them; what the store is, it asks the store (`store/mod.rs`).
 
 use crate::breaker::inner::Inner;
 use crate::breaker::pending::{BATCH_MEMORY_MS, Fate};
 use crate::breaker::snapshot::{Source, View};
-use crate::client::shared::Store;
 use crate::config::client::Degraded;
 use crate::error::StoreError;
 use crate::machine::Machine;
-use crate::protocol::{Batch, Op, Outcome, Record, RecordOutcome, Reply, Report};
-use crate::store::RedisStore;
+use crate::protocol::{Batch, Op, Outcome, Record, RecordOutcome, Reply, Report, Transition};
+use crate::store::Decided;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 impl Inner {
-    /// Runs `op` on the store: Redis when the client has one (also while it is treated as down:
-    /// the error reports the outage), else the in-process machine. For flushes and operators'
-    /// calls, which are never decided by the degraded mode.
-    pub(crate) async fn run(&self, op: &Op) -> Result<Reply, StoreError> {
-        match self.shared.store() {
-            Store::Redis(redis) | Store::Down(redis) => self.try_redis(redis, op).await,
-            Store::InMemory => {
-                let reply = self.run_in_process(op);
-                self.absorb(&reply, Instant::now());
-                Ok(reply)
-            }
-        }
-    }
-
     /// Everything the store holds about this breaker, for operators.
     pub(crate) async fn read_status(&self) -> Result<crate::status::Raw, StoreError> {
-        let inner = self;
-        match self.shared.store() {
-            Store::Redis(redis) | Store::Down(redis) => redis.status(&inner.keys).await,
-            Store::InMemory => Ok(inner.shared.in_process.status(&inner.name)),
-        }
+        self.shared.store.read(&self.keys).await
     }
 
     /// Starts the in-process breaker of a Redis client from the snapshot, once after each reply
     /// from Redis: a breaker the process saw open stays open until the deadline it saw.
     pub(crate) fn seed_in_process(&self) {
         let inner = self;
-        if matches!(self.shared.store(), Store::InMemory) || inner.in_process_seeded.swap(true, Ordering::AcqRel) {
+        if !self.shared.store.is_shared() || inner.in_process_seeded.swap(true, Ordering::AcqRel) {
             return;
         }
         let (state, view, left) = inner.snapshot.with_deadline(Instant::now());
@@ -55,26 +37,31 @@ impl Inner {
     /// What decides a call Redis cannot: the in-process machine for an in-memory client, else
     /// the client's degraded mode.
     pub(crate) fn degraded_mode(&self) -> Degraded {
-        match self.shared.store() {
-            Store::InMemory => Degraded::Local,
-            _ => self.shared.config.degraded,
-        }
+        self.shared.store.fallback(self.shared.config.degraded)
     }
 
-    /// Runs `op` on Redis; the reply refreshes the snapshot. The batch the op carried is settled
-    /// (see `Pending::settle`): applied when Redis answered; when the answer was lost (a
-    /// timeout, a dropped connection: it may have been applied) kept as it is, with its id, to be
-    /// sent again until Redis answers, which counts it once; dropped when Redis refused it (the
-    /// same batch would be refused again, for ever).
-    pub(crate) async fn try_redis(&self, redis: &RedisStore, op: &Op) -> Result<Reply, StoreError> {
+    /// Runs `op` on the client's store: Redis also while it is treated as down (the error
+    /// reports the outage), or an in-memory client's machine. For flushes, operators' calls, and
+    /// the records and acquires Redis decides; never decided by the degraded mode. The reply
+    /// refreshes the snapshot. The batch the op carried is settled (see `Pending::settle`):
+    /// applied when the store answered; when the answer was lost (a timeout, a dropped
+    /// connection: it may have been applied) kept as it is, with its id, to be sent again until
+    /// Redis answers, which counts it once; dropped when Redis refused it (the same batch would
+    /// be refused again, for ever).
+    pub(crate) async fn run(&self, op: &Op) -> Result<Reply, StoreError> {
         let inner = self;
         let sent = Instant::now();
         // Settled as unknown if this future is dropped before the reply is read.
         let in_flight = BatchInFlight::new(self, op);
-        let result = redis.run(&inner.keys, &inner.params, op, None, rand::random()).await;
+        let result = inner.shared.store.run(&inner.keys, &inner.params, op, rand::random()).await;
         let fate = match &result {
-            Ok(reply) => {
+            Ok(Decided::Shared(reply)) => {
                 self.absorb(reply, sent);
+                Fate::Applied
+            }
+            Ok(Decided::Here(reply, transitions)) => {
+                self.decided_here(reply, transitions);
+                self.absorb(reply, Instant::now());
                 Fate::Applied
             }
             // The script ran: its reply could not be read.
@@ -90,7 +77,7 @@ impl Inner {
             }
         };
         in_flight.settle(fate);
-        result
+        result.map(Decided::into_reply)
     }
 
     /// How long a batch whose fate is unknown is sent again: a tenth less than the scripts
@@ -99,18 +86,25 @@ impl Inner {
         Duration::from_millis(BATCH_MEMORY_MS.min(self.params.metrics_ttl) / 10 * 9)
     }
 
+    /// Decides `op` by the in-process breaker (the degraded mode `Local`, or an in-memory
+    /// client's acquires and records).
     pub(crate) fn run_in_process(&self, op: &Op) -> Reply {
         let inner = self;
         let (reply, transitions) = inner.shared.in_process.run(&inner.name, &inner.params, op, rand::random());
         if let Some(batch) = op.batch() {
             inner.pending.settle(batch, Fate::Applied);
         }
-        // The snapshot shows what decides the calls (for `state()`, `snapshot()`, `health()`), but
-        // is never fresh: the next call asks the local machine, or Redis once it is back.
-        inner.snapshot.apply(&reply, Source::Local, Duration::ZERO);
-        inner.announce(&transitions, reply.incarnation, reply.remaining_ms, false);
-        inner.fold_own();
+        self.decided_here(&reply, &transitions);
         reply
+    }
+
+    /// What this process's machine decided: the snapshot shows it (for `state()`, `snapshot()`,
+    /// `health()`), but is never fresh: the next call asks the machine again, or Redis once it
+    /// is back. Its transitions are announced here, where they were made.
+    fn decided_here(&self, reply: &Reply, transitions: &[Transition]) {
+        self.snapshot.apply(reply, Source::Local, Duration::ZERO);
+        self.announce(transitions, reply.incarnation, reply.remaining_ms, false);
+        self.fold_own();
     }
 
     pub(crate) fn absorb(&self, reply: &Reply, sent: Instant) {
@@ -164,7 +158,7 @@ impl Inner {
     }
 
     /// Sends a record to Redis. When its reply is lost, the outcome rides in its batch (see
-    /// `try_redis`), sent again until Redis has counted it once; a record with no batch id (every
+    /// `run`), sent again until Redis has counted it once; a record with no batch id (every
     /// lane was busy) that timed out may have been applied and is not counted again. When Redis
     /// cannot take it, a batch it carried is kept for the next flush and the outcome itself is
     /// counted for Redis's metrics (it moves no state: Redis did not see it).
@@ -178,9 +172,9 @@ impl Inner {
         let report = record.report;
         let with_id = record.batch.seq != 0;
         let op = Op::Record(record);
-        let delivered = match self.shared.store() {
-            Store::Redis(redis) => {
-                let sent = self.try_redis(redis, &op).await;
+        let delivered = match self.shared.store.decides_calls() {
+            true => {
+                let sent = self.run(&op).await;
                 self.report_sent(report, &sent);
                 match sent {
                     Ok(_) => true,
@@ -190,7 +184,7 @@ impl Inner {
                     }
                 }
             }
-            Store::Down(_) | Store::InMemory => {
+            false => {
                 if let Some(batch) = op.batch() {
                     self.pending.settle(batch, Fate::NotSent);
                 }
@@ -221,7 +215,7 @@ impl Inner {
     pub(crate) fn defer_report(&self, report: Report) {
         if let Some(own) = &self.own
             && report != Report::None
-            && !matches!(self.shared.store(), Store::InMemory)
+            && self.shared.store.is_shared()
         {
             own.defer(report);
         }
@@ -234,7 +228,7 @@ impl Inner {
 
     /// Counts the outcome of a call decided without Redis, for Redis's metrics once it is back.
     pub(crate) fn count_degraded(&self, outcome: Outcome) {
-        if matches!(self.shared.store(), Store::InMemory) {
+        if !self.shared.store.is_shared() {
             return;
         }
         match outcome {
@@ -247,10 +241,10 @@ impl Inner {
     /// Until Redis's reply is read, the acquire may have leased a probe for `id` that nobody
     /// would free: a timeout, or the caller's future dropped, releases it (a no-op otherwise).
     pub(crate) async fn acquire(self: &Arc<Self>, id: &str) -> Acquired {
-        if let Store::Redis(redis) = self.shared.store() {
+        if self.shared.store.decides_calls() {
             let op = Op::Acquire { permit: id.to_string(), batch: self.take_pending() };
             let mut unanswered = UnansweredAcquire { inner: self, id: Some(id.to_string()) };
-            let result = self.try_redis(redis, &op).await;
+            let result = self.run(&op).await;
             if matches!(&result, Ok(_) | Err(StoreError::Refused { .. } | StoreError::Invalid(_))) {
                 unanswered.id = None;
             }

@@ -1,20 +1,26 @@
-//! [`Shared`]: what every breaker of one client borrows from it (settings, stores, clock base,
-//! id, the subscription flag, the event fan-out). It knows no breaker: the registry of breakers
+//! [`Shared`]: what every breaker of one client borrows from it (settings, the store, the
+//! in-process breaker, clock base, id, the subscription flag, the event fan-out). It knows no breaker: the registry of breakers
 //! lives in the client's handle (`registry.rs`).
 
 use crate::config::client::ClientConfig;
 use crate::events::Event;
-use crate::store::{InProcessStore, RedisStore};
+use crate::store::{InProcessStore, Store};
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::broadcast;
 
+/// What every breaker of one client borrows from it.
 pub(crate) struct Shared {
+    /// The client-wide settings.
     pub(crate) config: ClientConfig,
-    pub(crate) redis: Option<RedisStore>,
-    pub(crate) in_process: InProcessStore,
+    /// Where the breakers keep their state: ask it, never which store it is.
+    pub(crate) store: Store,
+    /// The in-process breaker (one machine per name, on the client's clock): what decides calls
+    /// in the degraded mode `Local`, and an in-memory client's store.
+    pub(crate) in_process: Arc<InProcessStore>,
+    /// The instant the client was made: times are kept as nanoseconds since it.
     pub(crate) base: Instant,
     /// This client's id: events caused by its script calls carry it.
     pub(crate) id: String,
@@ -30,8 +36,6 @@ pub(crate) struct Shared {
     pub(crate) shard_channels: Mutex<Option<HashMap<String, u64>>>,
     /// Woken when a breaker is made (sharded events subscribe its channel at once).
     pub(crate) breaker_made: tokio::sync::Notify,
-    /// False for a cluster, where one SCAN sees one node.
-    pub(crate) can_scan: bool,
     /// Every event this client sees, of any breaker under the prefix.
     pub(crate) all_events: broadcast::Sender<Event>,
 }
@@ -41,7 +45,7 @@ impl Shared {
     /// subscription is not known to be alive, may decide calls. An in-memory client decides
     /// every call from its machine (whose clock may be fake), so its snapshots are never fresh.
     pub(crate) fn cache_ttl(&self) -> Duration {
-        if self.redis.is_some() { self.config.cache_ttl } else { Duration::ZERO }
+        if self.store.is_shared() { self.config.cache_ttl } else { Duration::ZERO }
     }
 
     /// How long a snapshot Redis just answered may decide calls: the long bound while the event
@@ -65,6 +69,7 @@ impl Shared {
         short.max(self.config.subscribed_cache_ttl)
     }
 
+    /// Nanoseconds from `base` to `at`.
     pub(crate) fn nanos_since_base(&self, at: Instant) -> u64 {
         crate::ticks::since(self.base, at)
     }
@@ -95,29 +100,6 @@ impl Shared {
     /// How long pending counts that only feed metrics may wait.
     pub(crate) fn metrics_interval(&self) -> Duration {
         self.config.metrics_interval.max(self.config.flush_interval)
-    }
-}
-
-/// Where a breaker's state lives for the call at hand; every choice between Redis, the
-/// in-process machine and the degraded mode starts from this one answer.
-pub(crate) enum Store<'a> {
-    /// Redis answers: it decides.
-    Redis(&'a RedisStore),
-    /// Redis is treated as down: calls follow the degraded mode and none waits on Redis, but
-    /// flushes and operators' calls still try it (and report the outage).
-    Down(&'a RedisStore),
-    /// An in-memory client: the in-process machine is the store.
-    InMemory,
-}
-
-impl Shared {
-    /// Where calls are decided right now.
-    pub(crate) fn store(&self) -> Store<'_> {
-        match self.redis.as_ref() {
-            None => Store::InMemory,
-            Some(redis) if redis.is_down() => Store::Down(redis),
-            Some(redis) => Store::Redis(redis),
-        }
     }
 }
 

@@ -1,13 +1,11 @@
-//! The background tasks of a client: the flush of batched counts, the event subscription, and the
-//! watch on Redis's up/down verdict. Each holds a weak handle and ends with the last `Client` or
-//! `Breaker` handle.
+//! The background tasks of a client: the flush of batched counts and the watch on Redis's up/down
+//! verdict (the event subscription is in `subscription.rs`), and the backoff they share. Each
+//! holds a weak handle and ends with the last `Client` or `Breaker` handle.
 
 use crate::breaker::Breaker;
 use crate::breaker::inner::Inner;
 use crate::client::registry::Handle;
 use crate::error::StoreError;
-use crate::events::Wire;
-use crate::store::RedisStore;
 use futures_util::StreamExt;
 use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
@@ -23,14 +21,6 @@ fn on_store_change(handle: &Handle<Inner>, up: bool) {
             inner.snapshot.mark_stale();
         }
         inner.store_event(up, shared.config.degraded);
-    }
-}
-
-/// Events may have been missed (the subscription dropped or was just made): every snapshot asks
-/// Redis on its next call.
-fn mark_all_stale(handle: &Handle<Inner>) {
-    for inner in handle.registered() {
-        inner.snapshot.mark_stale();
     }
 }
 
@@ -94,7 +84,7 @@ pub(crate) async fn flush_loop(handle: Weak<Handle<Inner>>, every: Duration, mut
             _ = stop.changed() => return,
         }
         let Some(handle) = handle.upgrade() else { return };
-        if handle.shared.redis.as_ref().is_some_and(RedisStore::is_down) {
+        if handle.shared.store.is_down() {
             // A flush that times out may or may not apply: keep the counts for when Redis is back.
             continue;
         }
@@ -106,119 +96,6 @@ pub(crate) async fn flush_loop(handle: Weak<Handle<Inner>>, every: Duration, mut
             gone.shared.in_process.forget(&gone.name);
         }
         drop(handle);
-    }
-}
-
-/// Where the event subscription is made.
-pub(crate) enum EventNodes {
-    /// These nodes, tried in turn (one Redis, or the nodes of a cluster without sharded pub/sub).
-    /// (Sentinel has a loop of its own, `sentinel::subscribe_loop`: its subscription follows
-    /// the node its commands use.)
-    Fixed(Vec<redis::Client>),
-}
-
-impl EventNodes {
-    /// The node of attempt `n`; `None` when there is none at all.
-    async fn pick(&self, n: usize) -> redis::RedisResult<Option<redis::Client>> {
-        match self {
-            EventNodes::Fixed(nodes) => Ok(nodes.get(n % nodes.len().max(1)).cloned()),
-        }
-    }
-}
-
-/// Keeps one subscription to `<prefix>:events` and applies each event to its breaker's
-/// snapshot. Pub/sub is at most once, so whenever the subscription is made or lost every
-/// snapshot is marked stale; it resubscribes with backoff until the client is dropped. A PING
-/// every `keepalive` notices a connection that is open but dead (a blackholed path): no answer
-/// within `op_timeout` counts as a drop.
-pub(crate) async fn subscribe_loop(
-    handle: Weak<Handle<Inner>>,
-    nodes: EventNodes,
-    channel: String,
-    op_timeout: Duration,
-    keepalive: Duration,
-    mut stop: watch::Receiver<()>,
-) {
-    let answer_within = op_timeout;
-    let mut next_node = 0;
-    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
-    let connect = async |redis: &redis::Client| {
-        let mut pubsub = redis.get_async_pubsub().await?;
-        pubsub.subscribe(&channel).await?;
-        Ok::<_, redis::RedisError>(pubsub)
-    };
-    loop {
-        let redis = match nodes.pick(next_node).await {
-            Ok(Some(redis)) => redis,
-            Ok(None) => return,
-            Err(e) => {
-                tracing::debug!(channel, error = %e, "no node to subscribe on yet");
-                if !backoff.wait(&mut stop).await {
-                    return;
-                }
-                continue;
-            }
-        };
-        next_node += 1;
-        let attempt = tokio::select! {
-            a = tokio::time::timeout(op_timeout.max(Duration::from_secs(1)), connect(&redis)) => a,
-            _ = stop.changed() => return,
-        };
-        let Ok(Ok(pubsub)) = attempt else {
-            if !backoff.wait(&mut stop).await {
-                return;
-            }
-            continue;
-        };
-        backoff.reset();
-        if !subscription_changed(&handle, true) {
-            return;
-        }
-        tracing::debug!(channel, "subscribed to events");
-        let (mut sink, mut messages) = pubsub.split();
-        let mut ping = tokio::time::interval(keepalive);
-        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        ping.tick().await;
-        loop {
-            let msg = tokio::select! {
-                m = messages.next() => m,
-                _ = ping.tick() => {
-                    // Messages that arrive meanwhile wait in the stream, in order.
-                    match tokio::time::timeout(answer_within, sink.ping::<redis::Value>()).await {
-                        Ok(Ok(_)) => continue,
-                        _ => {
-                            tracing::debug!(channel, "the event subscription did not answer a PING");
-                            break;
-                        }
-                    }
-                }
-                _ = stop.changed() => return,
-            };
-            let Some(msg) = msg else { break };
-            let at = Instant::now();
-            let Some(h) = handle.upgrade() else { return };
-            on_message(&h, &channel, msg.get_payload_bytes(), at);
-        }
-        if !subscription_changed(&handle, false) {
-            return;
-        }
-        tracing::warn!(channel, "the event subscription dropped; resubscribing");
-    }
-}
-
-/// Applies one message of the event channel `channel`, received at `at`, to its breaker's
-/// snapshot and hands it to the client's subscribers.
-pub(crate) fn on_message(h: &Handle<Inner>, channel: &str, payload: &[u8], at: Instant) {
-    match Wire::parse(payload) {
-        Some(wire) => {
-            if let Some(inner) = h.named(&wire.name) {
-                inner.on_event(&wire, at);
-            }
-            if let Some(event) = wire.event(&h.shared.id) {
-                let _ = h.shared.all_events.send(event);
-            }
-        }
-        None => tracing::debug!(channel, "ignored an event that is not ours"),
     }
 }
 
@@ -245,8 +122,7 @@ pub(crate) async fn store_loop(
                 return;
             }
             let Some(h) = handle.upgrade() else { return };
-            let Some(redis) = h.shared.redis.as_ref() else { return };
-            if redis.ping().await {
+            if h.shared.store.ping().await {
                 break;
             }
         }
@@ -272,6 +148,7 @@ pub(crate) struct Backoff {
 }
 
 impl Backoff {
+    /// Starts at `min`.
     pub(crate) fn new(min: Duration, max: Duration) -> Backoff {
         Backoff { next: min, min, max }
     }
@@ -290,13 +167,4 @@ impl Backoff {
     pub(crate) fn reset(&mut self) {
         self.next = self.min;
     }
-}
-
-/// Records that the event subscription was made (`live`) or lost. Either way events may have
-/// been missed, so every snapshot asks Redis on its next call. `false` when the client is gone.
-pub(crate) fn subscription_changed(handle: &Weak<Handle<Inner>>, live: bool) -> bool {
-    let Some(h) = handle.upgrade() else { return false };
-    h.shared.set_subscribed(live);
-    mark_all_stale(&h);
-    true
 }

@@ -1,518 +1,223 @@
 //! Where breaker state lives: Redis (the shared store) or this process (the in-process machine).
-//! This file holds both stores; `scripts.rs` the Lua scripts and how they reach Redis, and one
-//! file per way of reaching Redis beside a plain URL: `cluster.rs`, `sentinel.rs`, `tls.rs`.
+//! This file holds the seam, [`Store`]: the one object the rest of the crate asks (run this
+//! operation and say who decided it, read this breaker, may calls be decided by shared state
+//! now, where are calls decided); nothing outside `store/` asks which store is in use.
+//! `redis.rs` holds the Redis store, `in_process.rs` the in-process one, `scripts.rs` the Lua
+//! scripts and how they reach Redis, `conn.rs` the connection the Redis store holds (and the
+//! one forwarding connection), and one file per way of reaching Redis beside a plain URL:
+//! `cluster.rs`, `sentinel.rs`, `tls.rs`.
 
 #[cfg(feature = "cluster")]
 pub(crate) mod cluster;
+pub(crate) mod conn;
+pub(crate) mod in_process;
+pub(crate) mod redis;
 pub(crate) mod scripts;
 #[cfg(feature = "sentinel")]
 pub(crate) mod sentinel;
 #[cfg(feature = "tls")]
 pub(crate) mod tls;
 
-use crate::clock::Clock;
+pub(crate) use conn::{Reconnect, SharedConn};
+pub(crate) use in_process::InProcessStore;
+pub(crate) use redis::{RedisStore, StoreSettings};
+
+use crate::breaker::health::StoreStatus;
+use crate::config::client::Degraded;
 use crate::error::StoreError;
-use crate::machine::Machine;
 use crate::name::Keys;
 use crate::protocol::{Op, Params, Reply, Transition};
-use crate::store::scripts::{Call, Library, Scripts, parse_reply};
-use redis::aio::ConnectionLike;
-use redis::{Cmd, Pipeline, RedisFuture, Value};
-use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock};
-use std::time::Duration;
+use crate::status::{HistoryEntry, Raw};
+use std::sync::Arc;
 use tokio::sync::watch;
 
-/// A connection that can be cloned per operation: a `ConnectionManager`, a
-/// `MultiplexedConnection`, a cluster connection, or the user's own.
-pub(crate) trait SharedConn: Send + Sync + 'static {
-    fn handle(&self) -> ConnHandle;
+/// Where a client's breakers keep their state: the one object that the call path, the
+/// operators' calls and the background tasks ask what they need (run this, read that, may
+/// counts be sent now), instead of asking which store is in use. One type over a closed set of
+/// stores: its methods are matched statically, so a call that reaches the store costs no
+/// dynamic dispatch and no boxed future of its own, and a call decided from a fresh snapshot
+/// never reaches it.
+pub(crate) struct Store(Backend);
+
+/// The stores there are; only this file tells them apart.
+enum Backend {
+    /// Redis, however it is reached (a URL, Sentinel, a cluster, the user's connection): shared
+    /// by every process that names a breaker. It may be treated as down.
+    Redis {
+        /// Boxed: it is large, and the other store is one pointer.
+        redis: Box<RedisStore>,
+        /// False for a cluster, where one SCAN sees one node.
+        can_scan: bool,
+    },
+    /// An in-memory client: the in-process machines are the store.
+    InProcess(Arc<InProcessStore>),
 }
 
-impl<C> SharedConn for C
-where
-    C: ConnectionLike + Clone + Send + Sync + 'static,
-{
-    fn handle(&self) -> ConnHandle {
-        ConnHandle(Box::new(self.clone()))
+/// What an operation the store ran answered, and who decided it.
+pub(crate) enum Decided {
+    /// Redis: the reply is the fleet's state, and Redis announced its transitions.
+    Shared(Reply),
+    /// This process's machine (an in-memory client), with the transitions it made: only this
+    /// process can announce them.
+    Here(Reply, Vec<Transition>),
+}
+
+impl Decided {
+    /// The reply, whoever decided.
+    pub(crate) fn into_reply(self) -> Reply {
+        match self {
+            Decided::Shared(reply) | Decided::Here(reply, _) => reply,
+        }
     }
 }
 
-pub(crate) struct ConnHandle(Box<dyn ConnectionLike + Send>);
-
-impl ConnectionLike for ConnHandle {
-    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
-        self.0.req_packed_command(cmd)
+impl Store {
+    /// Redis; `can_scan` false for a cluster (no SCAN of one node lists every breaker).
+    pub(crate) fn redis(redis: RedisStore, can_scan: bool) -> Store {
+        Store(Backend::Redis { redis: Box::new(redis), can_scan })
     }
-    fn req_packed_commands<'a>(
-        &'a mut self,
-        pipeline: &'a Pipeline,
-        offset: usize,
-        count: usize,
-    ) -> RedisFuture<'a, Vec<Value>> {
-        self.0.req_packed_commands(pipeline, offset, count)
+
+    /// The in-process machines, for an in-memory client.
+    pub(crate) fn in_process(machines: Arc<InProcessStore>) -> Store {
+        Store(Backend::InProcess(machines))
     }
-    fn get_db(&self) -> i64 {
-        self.0.get_db()
-    }
-}
 
-/// Makes a fresh connection, for when the current one must be replaced (READONLY: the master
-/// it reached was demoted).
-pub(crate) type Reconnect = Box<dyn Fn() -> Option<Box<dyn SharedConn>> + Send + Sync>;
-
-/// What is known of the server's version.
-enum ServerCheck {
-    /// Not asked yet (or the connection was replaced).
-    Unknown,
-    /// At least `MIN_SERVER`.
-    Supported,
-    /// Older: refused until asked again, `RECHECK` after `at`.
-    TooOld { server: String, found: String, at: std::time::Instant },
-}
-
-/// What is known of the user's permissions for the scripts' commands.
-enum AclCheck {
-    /// Not asked yet (or the connection was replaced).
-    Unknown,
-    /// Allowed, or not checkable (before Redis 7.0).
-    Allowed,
-    /// These commands would be refused: refused until asked again, `RECHECK` after `at`.
-    Denied { commands: Vec<String>, at: std::time::Instant },
-}
-
-/// How often a server found too old is asked again (an upgrade is noticed within this).
-const RECHECK: Duration = Duration::from_secs(10);
-
-/// The server's name and version from a HELLO reply (a RESP2 array or a RESP3 map of
-/// `server`, `version`, ...).
-fn hello_version(reply: &Value) -> Option<(String, String)> {
-    let pairs: Vec<(&Value, &Value)> = match reply {
-        Value::Array(items) => items.chunks(2).filter_map(|p| Some((p.first()?, p.get(1)?))).collect(),
-        Value::Map(items) => items.iter().map(|(k, v)| (k, v)).collect(),
-        _ => return None,
-    };
-    let text = |v: &Value| match v {
-        Value::BulkString(b) => String::from_utf8(b.clone()).ok(),
-        Value::SimpleString(s) => Some(s.clone()),
-        _ => None,
-    };
-    let field = |name: &str| pairs.iter().find(|(k, _)| text(k).as_deref() == Some(name)).and_then(|(_, v)| text(v));
-    Some((field("server").unwrap_or_else(|| "redis".into()), field("version")?))
-}
-
-/// Whether `version` ("6.0.9") is older than `MIN_SERVER`.
-fn too_old(version: &str) -> bool {
-    let mut parts = version.split('.').map(|p| p.parse::<u32>().unwrap_or(0));
-    let (major, minor) = (parts.next().unwrap_or(0), parts.next().unwrap_or(0));
-    (major, minor) < crate::error::MIN_SERVER
-}
-
-/// How a [`RedisStore`] talks to Redis.
-pub(crate) struct StoreSettings {
-    /// The deadline of every operation.
-    pub(crate) op_timeout: Duration,
-    /// The events channel the scripts publish on (`''`: none).
-    pub(crate) channel: String,
-    /// The client's id, carried by the events its calls cause.
-    pub(crate) origin: String,
-    /// The client's identity for a quorum: the member its reports and its word that it is
-    /// active write.
-    pub(crate) reporter: String,
-    /// Each breaker's events on its own channel with SPUBLISH (Redis Cluster).
-    pub(crate) sharded: bool,
-    /// Errors in a row after which Redis is treated as down.
-    pub(crate) threshold: u32,
-    /// Whether the Functions library may be used (`ClientConfig::functions`).
-    pub(crate) functions: bool,
-}
-
-/// The Redis side: scripts, a deadline on every operation, and the up/down verdict on Redis.
-pub(crate) struct RedisStore {
-    server: Mutex<ServerCheck>,
-    acl: Mutex<AclCheck>,
-    conn: RwLock<Box<dyn SharedConn>>,
-    reconnect: Option<Reconnect>,
-    scripts: Scripts,
-    /// Whether the client may use the Functions library (`ClientConfig::functions`).
-    functions_wanted: bool,
-    /// Whether script calls go as FCALL: wanted, and the connection's check found the server
-    /// and the ACL allow it. Cleared when the library cannot be loaded.
-    functions: AtomicBool,
-    /// Held (shared) by every script call while it runs, so `settle` can wait for the calls in
-    /// flight (a batch another task took is in one of them).
-    sending: tokio::sync::RwLock<()>,
-    op_timeout: Duration,
-    threshold: u32,
-    errors_in_row: AtomicU32,
-    /// `true` while Redis is up; the client's watcher probes Redis while it is `false`.
-    up: watch::Sender<bool>,
-    /// Whether the last error that kept Redis down was a refusal of the credentials.
-    auth_failed: AtomicBool,
-}
-
-impl RedisStore {
-    pub(crate) fn new(conn: Box<dyn SharedConn>, reconnect: Option<Reconnect>, s: StoreSettings) -> RedisStore {
-        let StoreSettings { op_timeout, channel, origin, reporter, sharded, threshold, functions } = s;
-        RedisStore {
-            server: Mutex::new(ServerCheck::Unknown),
-            acl: Mutex::new(AclCheck::Unknown),
-            conn: RwLock::new(conn),
-            reconnect,
-            scripts: Scripts::new(channel, origin, reporter, sharded),
-            functions_wanted: functions,
-            functions: AtomicBool::new(false),
-            sending: tokio::sync::RwLock::new(()),
-            op_timeout,
-            threshold,
-            errors_in_row: AtomicU32::new(0),
-            up: watch::channel(true).0,
-            auth_failed: AtomicBool::new(false),
+    /// Whether the shared state decides calls right now: Redis answers. False while Redis is
+    /// treated as down (the degraded mode decides, and no call waits on Redis) and for an
+    /// in-memory client (its machine decides every call; no snapshot is ever fresh).
+    pub(crate) fn decides_calls(&self) -> bool {
+        match &self.0 {
+            Backend::Redis { redis, .. } => !redis.is_down(),
+            Backend::InProcess(_) => false,
         }
     }
 
-    /// How script calls are sent now: `"functions"` or `"evalsha"` (before the connection's
-    /// first check, and wherever the server or the ACL do not allow functions).
-    pub(crate) fn script_mode(&self) -> &'static str {
-        if self.functions.load(Ordering::Acquire) { "functions" } else { "evalsha" }
+    /// Whether the state lives beyond this process, so that counts, reports and snapshots have
+    /// somewhere to go and something to follow. False for an in-memory client: its machine took
+    /// every count as it came, and is the only truth.
+    pub(crate) fn is_shared(&self) -> bool {
+        matches!(self.0, Backend::Redis { .. })
     }
 
-    /// True while Redis is treated as down: no call waits on it; a background probe checks it.
+    /// Whether the shared store is treated as down: counts wait for it, the degraded mode
+    /// decides, and a background probe checks it.
     pub(crate) fn is_down(&self) -> bool {
-        !*self.up.borrow()
-    }
-
-    /// Follows the up/down verdict.
-    pub(crate) fn watch_up(&self) -> watch::Receiver<bool> {
-        self.up.subscribe()
-    }
-
-    fn note_success(&self) {
-        self.errors_in_row.store(0, Ordering::Release);
-        self.auth_failed.store(false, Ordering::Release);
-        self.up.send_if_modified(|up| !std::mem::replace(up, true));
-    }
-
-    /// Where calls are decided while Redis is down: `AuthFailed` when it refused the credentials.
-    pub(crate) fn down_status(&self) -> crate::StoreStatus {
-        if self.auth_failed.load(Ordering::Acquire) {
-            crate::StoreStatus::AuthFailed
-        } else {
-            crate::StoreStatus::RedisDown
+        match &self.0 {
+            Backend::Redis { redis, .. } => redis.is_down(),
+            Backend::InProcess(_) => false,
         }
     }
 
-    fn note_outage(&self, err: &StoreError) {
-        let n = self.errors_in_row.fetch_add(1, Ordering::AcqRel) + 1;
-        // Refused credentials do not mend between two calls: Redis is down for this client at once.
-        let auth = matches!(err, StoreError::Auth(_));
-        self.auth_failed.store(auth, Ordering::Release);
-        if (auth || n >= self.threshold) && self.up.send_if_modified(|up| std::mem::replace(up, false)) {
-            tracing::warn!(error = %err, errors_in_row = n, "redis is down; deciding calls by the degraded mode");
+    /// What decides a call the store cannot: the client's `configured` degraded mode, or the
+    /// in-process machine for an in-memory client.
+    pub(crate) fn fallback(&self, configured: Degraded) -> Degraded {
+        match self.0 {
+            Backend::Redis { .. } => configured,
+            Backend::InProcess(_) => Degraded::Local,
         }
     }
 
-    fn handle(&self) -> ConnHandle {
-        self.conn.read().unwrap_or_else(std::sync::PoisonError::into_inner).handle()
-    }
-
-    /// Replaces the connection, when this store knows how to make one.
-    fn replace_connection(&self) {
-        if let Some(conn) = self.reconnect.as_ref().and_then(|make| make()) {
-            *self.conn.write().unwrap_or_else(std::sync::PoisonError::into_inner) = conn;
-            *self.server.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = ServerCheck::Unknown;
-            *self.acl.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = AclCheck::Unknown;
-            self.functions.store(false, Ordering::Release);
+    /// Where calls are decided right now; no Redis command.
+    pub(crate) fn status(&self) -> StoreStatus {
+        match &self.0 {
+            Backend::Redis { redis, .. } if redis.is_down() => redis.down_status(),
+            Backend::Redis { .. } => StoreStatus::Redis,
+            Backend::InProcess(_) => StoreStatus::InMemory,
         }
     }
 
-    /// Refuses a server older than `MIN_SERVER`, naming its version. Asked once per connection
-    /// (HELLO, which every supported server answers and the minimal ACL allows) before the
-    /// first operation, and again every `RECHECK` while it is too old.
-    async fn check_version(&self, key: &str) -> Result<(), StoreError> {
-        let refused =
-            |server: &String, found: &String| StoreError::ServerTooOld { server: server.clone(), found: found.clone() };
-        match &*self.server.lock().unwrap_or_else(std::sync::PoisonError::into_inner) {
-            ServerCheck::Supported => return Ok(()),
-            ServerCheck::TooOld { server, found, at } if at.elapsed() < RECHECK => return Err(refused(server, found)),
-            _ => {}
+    /// Where calls are decided, told by a `refresh` just made (`Breaker::health`): Redis when
+    /// it answered, down when it failed as an outage or Redis is treated as down; another
+    /// error is the caller's.
+    pub(crate) fn status_after(&self, refresh: Result<(), StoreError>) -> Result<StoreStatus, StoreError> {
+        if !self.is_shared() {
+            return Ok(StoreStatus::InMemory);
         }
-        let verdict = match self.query::<Value>(&redis::cmd("HELLO"), key).await {
-            Ok(reply) => match hello_version(&reply) {
-                Some((server, found)) if too_old(&found) => Some((server, found)),
-                _ => None,
-            },
-            Err(StoreError::Refused { error, .. }) => {
-                let said = error.to_string().to_ascii_lowercase();
-                if said.contains("unknown command") {
-                    // Before 6.0 there is no HELLO at all.
-                    Some(("redis".to_string(), "older than 6.0 (no HELLO command)".to_string()))
-                } else if said.contains("wrong number of arguments") {
-                    // 6.0's HELLO requires a protocol version (6.2's does not): INFO, when the
-                    // ACL allows it, tells the exact version.
-                    let info = self.query::<String>(redis::cmd("INFO").arg("server"), key).await.ok();
-                    let exact = info.as_deref().and_then(|i| {
-                        i.lines().find_map(|l| l.strip_prefix("redis_version:")).map(|v| v.trim().to_string())
-                    });
-                    Some(("redis".to_string(), exact.unwrap_or_else(|| "6.0".to_string())))
-                } else {
-                    // HELLO refused otherwise (an ACL without it): the version cannot be told;
-                    // the operations say for themselves what the server refuses.
-                    tracing::debug!(error = %error, "HELLO refused; the server's version is not checked");
-                    None
-                }
-            }
-            Err(e) => return Err(e),
-        };
-        let mut known = self.server.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        match verdict {
-            None => {
-                *known = ServerCheck::Supported;
-                Ok(())
-            }
-            Some((server, found)) => {
-                let e = refused(&server, &found);
-                tracing::error!(error = %e, "the server is too old; calls are decided by the degraded mode");
-                *known = ServerCheck::TooOld { server, found, at: std::time::Instant::now() };
-                Err(e)
-            }
+        match refresh {
+            Ok(()) => Ok(StoreStatus::Redis),
+            Err(StoreError::Auth(_)) => Ok(StoreStatus::AuthFailed),
+            Err(e) if e.is_outage() || self.is_down() => Ok(StoreStatus::RedisDown),
+            Err(e) => Err(e),
         }
     }
 
-    /// Before the first script call of a connection: refuses a server older than `MIN_SERVER`
-    /// and a user the ACL would refuse a command the scripts run (naming the commands), before
-    /// anything is written. One round trip on Redis >= 7.0 (`lua/preflight.lua` reports the
-    /// version too, and checks the ACL on the keys of the first breaker a script call is for);
-    /// before 7.0 HELLO tells the version and the ACL is not checked ahead. Asked again every
-    /// `RECHECK` while refused.
-    async fn check_connection(&self, keys: &Keys) -> Result<(), StoreError> {
-        let key = keys.state();
-        let allowed = match &*self.acl.lock().unwrap_or_else(std::sync::PoisonError::into_inner) {
-            AclCheck::Allowed => true,
-            AclCheck::Denied { commands, at } if at.elapsed() < RECHECK => {
-                return Err(StoreError::Denied { key: key.to_string(), commands: commands.clone() });
-            }
-            _ => false,
-        };
-        if allowed {
-            return self.check_version(key).await;
+    /// How script calls are sent: `"functions"`, `"evalsha"`, or `"none"` (in-memory).
+    pub(crate) fn script_mode(&self) -> &'static str {
+        match &self.0 {
+            Backend::Redis { redis, .. } => redis.script_mode(),
+            Backend::InProcess(_) => "none",
         }
-        let inv = self.scripts.preflight(keys);
-        let mut conn = self.handle();
-        let answer: Vec<String> = self.deadline(key, inv.invoke_async(&mut conn)).await?;
-        let mut answer = answer.into_iter();
-        let verdict = answer.next().unwrap_or_default();
-        match answer.next().filter(|v| !v.is_empty()) {
-            Some(version) if !too_old(&version) => {
-                *self.server.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = ServerCheck::Supported;
-            }
-            _ => self.check_version(key).await?,
-        }
-        let rest: Vec<String> = answer.collect();
-        let mut known = self.acl.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if verdict != "denied" {
-            let functions = self.functions_wanted && rest.iter().any(|f| f == "functions");
-            self.functions.store(functions, Ordering::Release);
-            if rest.iter().any(|f| f == "publish") {
-                tracing::warn!(
-                    key,
-                    "the redis user may not publish on the events channel: other processes hear this one's transitions only when their snapshots expire (fine where no process can subscribe)"
-                );
-            }
-            *known = AclCheck::Allowed;
-            return Ok(());
-        }
-        let e = StoreError::Denied { key: key.to_string(), commands: rest.clone() };
-        tracing::error!(error = %e, "calls are decided by the degraded mode");
-        *known = AclCheck::Denied { commands: rest, at: std::time::Instant::now() };
-        Err(e)
     }
 
-    /// One PING with the deadline: the background probe while Redis is down.
+    /// Follows the shared store's up/down verdict; `None` when there is none to follow.
+    pub(crate) fn watch_up(&self) -> Option<watch::Receiver<bool>> {
+        match &self.0 {
+            Backend::Redis { redis, .. } => Some(redis.watch_up()),
+            Backend::InProcess(_) => None,
+        }
+    }
+
+    /// Whether the store answers a PING within the deadline (the probe while it is down).
     pub(crate) async fn ping(&self) -> bool {
-        self.query::<String>(&redis::cmd("PING"), "PING").await.is_ok()
-    }
-
-    /// Runs one script with the `op_timeout` deadline. A timed-out call may still have run on
-    /// the server, so it is never retried here.
-    pub(crate) async fn run(
-        &self,
-        keys: &Keys,
-        p: &Params,
-        op: &Op,
-        now_ms: Option<u64>,
-        rand: f64,
-    ) -> Result<Reply, StoreError> {
-        let _sending = self.sending.read().await;
-        self.check_connection(keys).await?;
-        let call = self.scripts.call(keys, p, now_ms, rand, op);
-        let mut conn = self.handle();
-        let reply = if self.functions.load(Ordering::Acquire) {
-            self.deadline(keys.state(), self.fcall(&call, &mut conn)).await?
-        } else {
-            self.deadline(keys.state(), call.evalsha().invoke_async::<Vec<String>>(&mut conn)).await?
-        };
-        parse_reply(reply, keys.state())
-    }
-
-    /// Waits until the script calls in flight when it was called have ended (each ends within
-    /// its deadline; calls made meanwhile are not waited for): what another task took from a
-    /// breaker's pending counts has then reached Redis or been put back.
-    pub(crate) async fn settle(&self) {
-        let _ = tokio::time::timeout(self.op_timeout.saturating_mul(4), self.sending.write()).await;
-    }
-
-    /// Runs `call` as FCALL; when the server does not have the library (a new server, a
-    /// `FUNCTION FLUSH`), loads it and retries once. A library Redis will not load (anything but
-    /// "already exists", which another process's load answers) turns this client to EVALSHA.
-    async fn fcall(&self, call: &Call<'_>, conn: &mut ConnHandle) -> redis::RedisResult<Vec<String>> {
-        let library = Library::get();
-        let fcall = call.fcall(library);
-        match fcall.query_async(conn).await {
-            Err(e) if e.to_string().to_ascii_lowercase().contains("function not found") => {}
-            other => return other,
+        match &self.0 {
+            Backend::Redis { redis, .. } => redis.ping().await,
+            Backend::InProcess(_) => true,
         }
-        let loaded = redis::cmd("FUNCTION").arg("LOAD").arg(&library.code).query_async::<Value>(conn).await;
-        match loaded {
-            Ok(_) => {}
-            Err(e) if e.to_string().contains("already exists") => {}
-            Err(e) if e.is_unrecoverable_error() || e.is_timeout() || e.is_connection_dropped() => return Err(e),
-            Err(e) => {
-                tracing::warn!(error = %e, library = %library.name, "redis would not load the functions library; sending the scripts with EVALSHA");
-                self.functions.store(false, Ordering::Release);
-                return call.evalsha().invoke_async(conn).await;
+    }
+
+    /// Waits until the script calls in flight have ended (see [`RedisStore::settle`]).
+    pub(crate) async fn settle(&self) {
+        if let Backend::Redis { redis, .. } = &self.0 {
+            redis.settle().await;
+        }
+    }
+
+    /// Runs `op` on the breaker of `keys` with its `params` and the random number `rand`: on
+    /// Redis, also while it is treated as down (the error reports the outage), with the
+    /// `op_timeout` deadline and never retried here; or on the in-process machine.
+    pub(crate) async fn run(&self, keys: &Keys, params: &Params, op: &Op, rand: f64) -> Result<Decided, StoreError> {
+        match &self.0 {
+            Backend::Redis { redis, .. } => redis.run(keys, params, op, None, rand).await.map(Decided::Shared),
+            Backend::InProcess(machines) => {
+                let (reply, transitions) = machines.run(&keys.name, params, op, rand);
+                Ok(Decided::Here(reply, transitions))
             }
         }
-        fcall.query_async(conn).await
     }
 
-    /// Reads one breaker's keys for operators.
-    pub(crate) async fn status(&self, keys: &Keys) -> Result<crate::status::Raw, StoreError> {
-        type Reply = (String, Vec<String>, Vec<String>, Vec<String>, i64, i64, i64, i64, Vec<String>, i64, u64);
-        self.check_version(keys.state()).await?;
-        let inv = self.scripts.status(keys);
-        let mut conn = self.handle();
-        let (now, state, probes, metrics, a, b, c, d, reporters, e, processes): Reply =
-            self.deadline(keys.state(), inv.invoke_async(&mut conn)).await?;
-        let now_ms = now.parse().map_err(|_| StoreError::Protocol {
-            key: keys.state().to_string(),
-            detail: format!("status time is {now:?}"),
-        })?;
-        Ok(crate::status::Raw { now_ms, state, probes, metrics, reporters, processes, pttl: [a, b, c, d, e] })
-    }
-
-    /// The last `count` entries of a breaker's history stream, newest first.
-    pub(crate) async fn history(
-        &self,
-        keys: &Keys,
-        count: usize,
-    ) -> Result<Vec<crate::status::HistoryEntry>, StoreError> {
-        type Entries = Vec<(String, Vec<(String, String)>)>;
-        let mut cmd = redis::cmd("XREVRANGE");
-        cmd.arg(keys.history()).arg("+").arg("-").arg("COUNT").arg(count.max(1));
-        let entries: Entries = match self.query(&cmd, keys.history()).await {
-            Ok(entries) => entries,
-            // A key of another type set by hand: no history (the next transition replaces it).
-            Err(StoreError::Refused { error, .. }) if error.to_string().contains("WRONGTYPE") => Vec::new(),
-            Err(e) => return Err(e),
-        };
-        Ok(entries.into_iter().map(|(id, fields)| crate::status::HistoryEntry::from_fields(id, &fields)).collect())
-    }
-
-    /// Runs one plain command with the `op_timeout` deadline.
-    pub(crate) async fn query<T: redis::FromRedisValue>(&self, cmd: &Cmd, key: &str) -> Result<T, StoreError> {
-        let mut conn = self.handle();
-        self.deadline(key, cmd.query_async(&mut conn)).await
-    }
-
-    async fn deadline<T>(
-        &self,
-        key: &str,
-        fut: impl std::future::Future<Output = redis::RedisResult<T>>,
-    ) -> Result<T, StoreError> {
-        let started = std::time::Instant::now();
-        let result = tokio::time::timeout(self.op_timeout, fut).await;
-        crate::meters::redis_op(started.elapsed());
-        let result = match result {
-            Err(_) => Err(StoreError::Timeout(self.op_timeout)),
-            Ok(r) => r.map_err(|e| {
-                // Redis 7 answers READONLY; before 7 a write refused inside a script comes back
-                // as ERR with the READONLY text inside (a failover all the same).
-                let readonly = e.kind() == redis::ErrorKind::Server(redis::ServerErrorKind::ReadOnly)
-                    || e.to_string().contains("READONLY You can't write against a read only replica");
-                if readonly {
-                    tracing::warn!(key, "redis answered READONLY (a demoted master); reconnecting");
-                    self.replace_connection();
-                    return StoreError::Unreachable(e);
-                }
-                StoreError::from_redis(e, key)
-            }),
-        };
-        match &result {
-            Ok(_) => self.note_success(),
-            Err(e) if e.is_outage() => self.note_outage(e),
-            Err(e) => tracing::warn!(key, error = %e, "redis refused an operation"),
+    /// Everything the store holds about the breaker of `keys` (state, probes, metrics, TTLs),
+    /// for operators.
+    pub(crate) async fn read(&self, keys: &Keys) -> Result<Raw, StoreError> {
+        match &self.0 {
+            Backend::Redis { redis, .. } => redis.status(keys).await,
+            Backend::InProcess(machines) => Ok(machines.status(&keys.name)),
         }
-        result
+    }
+
+    /// The last `count` transitions of the breaker of `keys`, newest first; none in memory.
+    pub(crate) async fn history(&self, keys: &Keys, count: usize) -> Result<Vec<HistoryEntry>, StoreError> {
+        match &self.0 {
+            Backend::Redis { redis, .. } => redis.history(keys, count).await,
+            Backend::InProcess(_) => Ok(Vec::new()),
+        }
+    }
+
+    /// The names of the breakers that have keys under `prefix` (those made, in memory).
+    pub(crate) async fn names(&self, prefix: &str) -> Result<Vec<String>, StoreError> {
+        match &self.0 {
+            Backend::Redis { can_scan: false, .. } => Err(StoreError::Unsupported(
+                "listing breakers needs a SCAN of every master; on a cluster run `redis-cli --cluster call HOST:PORT --scan` instead",
+            )),
+            Backend::Redis { redis, .. } => redis.names(prefix).await,
+            Backend::InProcess(machines) => Ok(machines.names()),
+        }
     }
 }
 
-/// The in-process store: one [`Machine`] per breaker name, on the given clock.
-#[derive(Debug)]
-pub(crate) struct InProcessStore {
-    machines: Mutex<HashMap<String, Machine>>,
-    pub(crate) clock: Arc<dyn Clock>,
-    last_incarnation: AtomicU64,
-    /// The client's identity for a quorum (its reports in the in-process machine).
-    reporter: String,
-}
-
-impl InProcessStore {
-    pub(crate) fn new(clock: Arc<dyn Clock>, reporter: String) -> InProcessStore {
-        InProcessStore { machines: Mutex::new(HashMap::new()), clock, last_incarnation: AtomicU64::new(0), reporter }
-    }
-
-    pub(crate) fn run(&self, name: &str, p: &Params, op: &Op, rand: f64) -> (Reply, Vec<Transition>) {
-        let now = self.clock.now_ms();
-        let candidate = now.saturating_mul(1000);
-        let prev = self.last_incarnation.fetch_max(candidate, Ordering::AcqRel);
-        let incarnation = if candidate > prev { candidate } else { prev + 1 };
-        // A poisoned lock only means another caller panicked mid-call; the map is still whole.
-        let mut machines = self.machines.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let machine = machines.entry(name.to_string()).or_default();
-        machine.run(p, now, rand, incarnation, &self.reporter, op)
-    }
-
-    /// Replaces the machine of `name` (keeping its metrics).
-    pub(crate) fn seed(&self, name: &str, mut machine: Machine) {
-        let mut machines = self.machines.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        if let Some(old) = machines.get_mut(name) {
-            machine.metrics = std::mem::take(&mut old.metrics);
-        }
-        machines.insert(name.to_string(), machine);
-    }
-
-    /// The machine of `name` in the shape `lua/status.lua` returns.
-    /// Forgets the machine of `name` (its breaker left the client's registry while Redis
-    /// decides: the machine is re-seeded from Redis's snapshot when next needed).
-    pub(crate) fn forget(&self, name: &str) {
-        self.machines.lock().unwrap_or_else(std::sync::PoisonError::into_inner).remove(name);
-    }
-
-    pub(crate) fn status(&self, name: &str) -> crate::status::Raw {
-        let now_ms = self.clock.now_ms();
-        let machines = self.machines.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let (state, probes, metrics) = machines.get(name).map(|m| m.flat()).unwrap_or_default();
-        let reporters = machines.get(name).map(|m| m.flat_reporters()).unwrap_or_default();
-        let processes = machines.get(name).map_or(0, Machine::process_count);
-        crate::status::Raw { now_ms, state, probes, metrics, reporters, processes, pttl: [-1, -1, -1, -1, -1] }
-    }
-
-    pub(crate) fn names(&self) -> Vec<String> {
-        let machines = self.machines.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let mut names: Vec<String> = machines.keys().cloned().collect();
-        names.sort();
-        names
+/// `"redis"` or `"in-memory"` (never a URL: it may hold a password).
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = if self.is_shared() { "redis" } else { "in-memory" };
+        std::fmt::Debug::fmt(kind, f)
     }
 }

@@ -11,14 +11,14 @@
 //! it), and transitions made on one would never reach a subscriber on the other while its
 //! replies kept the long bound.
 
-use crate::breaker::inner::Inner;
-use crate::client::registry::Handle;
+use crate::client::subscription::Nodes;
 use crate::error::ConfigError;
-use redis::aio::{ConnectionLike, MultiplexedConnection};
+use crate::store::conn::{Request, Route};
+use redis::aio::MultiplexedConnection;
 use redis::sentinel::{SentinelClient, SentinelClientBuilder, SentinelServerType};
-use redis::{AsyncConnectionConfig, Cmd, IntoConnectionInfo, Pipeline, RedisFuture, RedisResult, Value};
-use std::sync::{Arc, Mutex, Weak};
-use std::time::{Duration, Instant};
+use redis::{AsyncConnectionConfig, IntoConnectionInfo, RedisFuture, RedisResult};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use tokio::sync::watch;
 
 /// How to reach the primary that Redis Sentinel names, for
@@ -271,118 +271,48 @@ impl SentinelConn {
     }
 }
 
-impl ConnectionLike for SentinelConn {
-    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+/// Each request goes to the primary's connection (asking the sentinels when there is none);
+/// a failure that says the node is gone or demoted forgets it.
+impl Route for SentinelConn {
+    fn send<'a, R: Request + 'a>(&'a mut self, request: R) -> RedisFuture<'a, R::Reply> {
         Box::pin(async move {
             let result = match self.connection().await {
-                Ok(mut conn) => conn.req_packed_command(cmd).await,
+                Ok(mut conn) => request.send(&mut conn).await,
                 Err(e) => Err(e),
             };
             self.after(result)
         })
-    }
-
-    fn req_packed_commands<'a>(
-        &'a mut self,
-        pipeline: &'a Pipeline,
-        offset: usize,
-        count: usize,
-    ) -> RedisFuture<'a, Vec<Value>> {
-        Box::pin(async move {
-            let result = match self.connection().await {
-                Ok(mut conn) => conn.req_packed_commands(pipeline, offset, count).await,
-                Err(e) => Err(e),
-            };
-            self.after(result)
-        })
-    }
-
-    fn get_db(&self) -> i64 {
-        0
     }
 }
 
-/// Keeps one subscription to `<prefix>:events` on the node the commands use (asking the
-/// sentinels at each attempt, which moves the commands too when they name another node), and
-/// applies each event. Made again, every snapshot marked stale, when it drops, when a PING
-/// each `keepalive` goes unanswered within `op_timeout`, and when the commands move to another
-/// node.
-pub(crate) async fn subscribe_loop(
-    handle: Weak<Handle<Inner>>,
+/// Where the event subscription sits: on the node the commands use. Each attempt asks the
+/// sentinels (which moves the commands too when they name another node); a subscription made
+/// on a node the commands have left meanwhile is made again, and a live one is dropped (every
+/// snapshot marked stale) when the commands move to another node.
+pub(crate) struct PrimaryNode {
     conn: SentinelConn,
-    channel: String,
-    op_timeout: Duration,
-    keepalive: Duration,
-    mut stop: watch::Receiver<()>,
-) {
-    use crate::client::tasks::{Backoff, on_message, subscription_changed};
-    use futures_util::StreamExt;
+    /// +1 each time the sentinels name another node.
+    moved: watch::Receiver<u64>,
+}
 
-    let mut moved = conn.0.moved.subscribe();
-    let mut backoff = Backoff::new(Duration::from_millis(100), Duration::from_secs(1));
-    loop {
-        let connect = async {
-            let (client, generation) = conn.ask().await?;
-            let mut pubsub = client.get_async_pubsub().await?;
-            pubsub.subscribe(&channel).await?;
-            Ok::<_, redis::RedisError>((pubsub, generation))
-        };
-        let attempt = tokio::select! {
-            a = tokio::time::timeout(op_timeout.max(Duration::from_secs(1)), connect) => a,
-            _ = stop.changed() => return,
-        };
-        let (pubsub, generation) = match attempt {
-            // Made on the node in use (the commands did not move meanwhile).
-            Ok(Ok(made)) if *moved.borrow_and_update() == made.1 => made,
-            Ok(Ok(_)) => continue,
-            Ok(Err(e)) => {
-                tracing::debug!(channel, error = %e, "no primary to subscribe on yet");
-                if !backoff.wait(&mut stop).await {
-                    return;
-                }
-                continue;
-            }
-            Err(_) => {
-                if !backoff.wait(&mut stop).await {
-                    return;
-                }
-                continue;
-            }
-        };
-        backoff.reset();
-        if !subscription_changed(&handle, true) {
-            return;
-        }
-        tracing::debug!(channel, "subscribed to events");
-        let (mut sink, mut messages) = pubsub.split();
-        let mut ping = tokio::time::interval(keepalive);
-        ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        ping.tick().await;
-        let why = loop {
-            let msg = tokio::select! {
-                m = messages.next() => m,
-                _ = ping.tick() => {
-                    match tokio::time::timeout(op_timeout, sink.ping::<Value>()).await {
-                        Ok(Ok(_)) => continue,
-                        _ => break "it did not answer a PING",
-                    }
-                }
-                changed = moved.changed() => {
-                    if changed.is_err() || *moved.borrow_and_update() != generation {
-                        break "the commands moved to another node";
-                    }
-                    continue;
-                }
-                _ = stop.changed() => return,
-            };
-            let Some(msg) = msg else { break "the connection ended" };
-            let at = Instant::now();
-            let Some(h) = handle.upgrade() else { return };
-            on_message(&h, &channel, msg.get_payload_bytes(), at);
-        };
-        if !subscription_changed(&handle, false) {
-            return;
-        }
-        tracing::warn!(channel, reason = why, "the event subscription dropped; resubscribing");
+impl PrimaryNode {
+    /// Follows the node `conn` uses.
+    pub(crate) fn new(conn: SentinelConn) -> PrimaryNode {
+        let moved = conn.0.moved.subscribe();
+        PrimaryNode { conn, moved }
+    }
+}
+
+impl Nodes for PrimaryNode {
+    async fn pick(&mut self) -> RedisResult<Option<(redis::Client, u64)>> {
+        self.conn.ask().await.map(Some)
+    }
+
+    fn in_use(&mut self, generation: u64) -> bool {
+        *self.moved.borrow_and_update() == generation
+    }
+
+    async fn moved(&mut self, generation: u64) {
+        while self.moved.changed().await.is_ok() && *self.moved.borrow_and_update() == generation {}
     }
 }
