@@ -95,43 +95,25 @@ local CONFIG_FROM = 7
 -- A config table: the config arguments, each checked (as in read_call), with room for those that
 -- differ per call.
 local function read_config(int_arg, float_arg, str_arg)
-  local fingerprint = str_arg(7, 'config', 64, false)
-  local failure_threshold = int_arg(8, 'failure_threshold', 0, MAX_INT)
-  local success_threshold = int_arg(9, 'success_threshold', 1, MAX_INT)
-  local max_probes = int_arg(10, 'half_open_max_probes', 1, MAX_INT)
-  local base = int_arg(11, 'base_recovery', 1, MAX_INT)
-  local max = int_arg(12, 'max_recovery', base, MAX_INT)
-  local multiplier = float_arg(13, 'multiplier', 1, 1000)
-  local jitter = float_arg(14, 'jitter', 0, 1)
-  local lease = int_arg(15, 'probe_lease', 1, MAX_INT)
-  local state_ttl = int_arg(16, 'state_ttl', 1, MAX_INT)
-  local metrics_ttl = int_arg(17, 'metrics_ttl', 1, MAX_INT)
-  local failure_rate = float_arg(18, 'failure_rate', 0, 1)
-  local slow_rate = float_arg(19, 'slow_call_rate', 0, 1)
-  local minimum_calls = int_arg(20, 'minimum_calls', 1, MAX_INT)
-  local window = int_arg(21, 'window', 10, MAX_DURATION)
-  local failure_expiry = int_arg(22, 'failure_expiry', 1, MAX_DURATION)
-  local quorum = int_arg(23, 'quorum', 1, MAX_QUORUM)
-  local fraction = float_arg(24, 'quorum_fraction', 0, 1)
-  return {
-    fingerprint = fingerprint,
-    failure_threshold = failure_threshold,
-    success_threshold = success_threshold,
-    max_probes = max_probes,
-    base = base,
-    max = max,
-    multiplier = multiplier,
-    jitter = jitter,
-    lease = lease,
-    state_ttl = state_ttl,
-    metrics_ttl = metrics_ttl,
-    failure_rate = failure_rate,
-    slow_rate = slow_rate,
-    minimum_calls = minimum_calls,
-    window = window,
-    failure_expiry = failure_expiry,
-    quorum = quorum,
-    fraction = fraction,
+  local c = {
+    fingerprint = str_arg(7, 'config', 64, false),
+    failure_threshold = int_arg(8, 'failure_threshold', 0, MAX_INT),
+    success_threshold = int_arg(9, 'success_threshold', 1, MAX_INT),
+    max_probes = int_arg(10, 'half_open_max_probes', 1, MAX_INT),
+    base = int_arg(11, 'base_recovery', 1, MAX_INT),
+    max = 0,
+    multiplier = float_arg(13, 'multiplier', 1, 1000),
+    jitter = float_arg(14, 'jitter', 0, 1),
+    lease = int_arg(15, 'probe_lease', 1, MAX_INT),
+    state_ttl = int_arg(16, 'state_ttl', 1, MAX_INT),
+    metrics_ttl = int_arg(17, 'metrics_ttl', 1, MAX_INT),
+    failure_rate = float_arg(18, 'failure_rate', 0, 1),
+    slow_rate = float_arg(19, 'slow_call_rate', 0, 1),
+    minimum_calls = int_arg(20, 'minimum_calls', 1, MAX_INT),
+    window = int_arg(21, 'window', 10, MAX_DURATION),
+    failure_expiry = int_arg(22, 'failure_expiry', 1, MAX_DURATION),
+    quorum = int_arg(23, 'quorum', 1, MAX_QUORUM),
+    fraction = float_arg(24, 'quorum_fraction', 0, 1),
     now = 0,
     rand = 0,
     channel = '',
@@ -139,6 +121,8 @@ local function read_config(int_arg, float_arg, str_arg)
     origin = '',
     shard_channel = '',
   }
+  c.max = int_arg(12, 'max_recovery', c.base, MAX_INT)
+  return c
 end
 
 -- The own arguments of acquire.lua, from OWN.

@@ -67,13 +67,14 @@ fn positions<'a>(out: &mut String, name: &str, doc: &str, rows: impl Iterator<It
 }
 
 /// The Lua expression that reads and checks the argument at `at` (with `int_arg`, `float_arg`,
-/// `str_arg` of `lua/lib/args.lua`); `min` of [`Check::IntFrom`] names a local of the same name.
+/// `str_arg` of `lua/lib/args.lua`); `min` of [`Check::IntFrom`] is that field of the config
+/// table `c`.
 fn checked(at: usize, spec: &Spec) -> String {
     let name = quoted(spec.error);
     match spec.check {
         Check::Clock => format!("int_arg({at}, {name}, 0, MAX_INT)"),
         Check::Int { min, max } => format!("int_arg({at}, {name}, {min}, {max})"),
-        Check::IntFrom { min, max } => format!("int_arg({at}, {name}, {min}, {max})"),
+        Check::IntFrom { min, max } => format!("int_arg({at}, {name}, c.{min}, {max})"),
         Check::Float { min, max } => format!("float_arg({at}, {name}, {min}, {max})"),
         Check::Text { min, max } => format!("str_arg({at}, {name}, {max}, {})", min == 0),
     }
@@ -144,18 +145,22 @@ pub(super) fn render() -> String {
          -- differ per call.\n\
          local function read_config(int_arg, float_arg, str_arg)\n"
     );
+    // An argument whose bound is another's value is read once the table holds that one.
+    let after = |spec: &Spec| matches!(spec.check, Check::IntFrom { .. });
+    out.push_str("  local c = {\n");
     for (i, spec) in Params::SPEC.iter().enumerate() {
-        let _ = writeln!(out, "  local {} = {}", spec.field, checked(config_from + i, spec));
-    }
-    out.push_str("  return {\n");
-    for spec in Params::SPEC {
-        let _ = writeln!(out, "    {0} = {0},", spec.field);
+        let value = if after(spec) { "0".to_string() } else { checked(config_from + i, spec) };
+        let _ = writeln!(out, "    {} = {value},", spec.field);
     }
     for spec in CallArgs::SPEC {
         let empty = if let Check::Text { .. } = spec.check { "''" } else { "0" };
         let _ = writeln!(out, "    {} = {empty},", spec.field);
     }
-    out.push_str("  }\nend\n\n");
+    out.push_str("  }\n");
+    for (i, spec) in Params::SPEC.iter().enumerate().filter(|(_, spec)| after(spec)) {
+        let _ = writeln!(out, "  c.{} = {}", spec.field, checked(config_from + i, spec));
+    }
+    out.push_str("  return c\nend\n\n");
 
     own_table(&mut out, "ACQUIRE", "acquire.lua", &ACQUIRE);
     own_table(&mut out, "RECORD", "record.lua", &RECORD);
@@ -236,9 +241,12 @@ fn the_tables_hold_nothing_a_lua_literal_would_need_to_escape() {
             assert!(limits.contains(&max), "{}: no limit {max}", spec.field);
         }
         if let Check::IntFrom { min, .. } = spec.check {
-            let before: Vec<&str> =
-                Params::SPEC.iter().take_while(|s| s.field != spec.field).map(|s| s.field).collect();
-            assert!(before.contains(&min), "{}: {min} is not a config field checked before it", spec.field);
+            let bound = Params::SPEC.iter().find(|s| s.field == min);
+            assert!(
+                bound.is_some_and(|b| !matches!(b.check, Check::IntFrom { .. })),
+                "{}: {min} is not a config field read in the table's constructor",
+                spec.field
+            );
         }
     }
 }
