@@ -20,8 +20,8 @@ local LONGEST_WINDOW = ' window' -- protocol::LONGEST_WINDOW
 local ARG = {
   -- The caller's clock (ms): '' = Redis TIME; only tests send one.
   now = 1,
-  -- A uniform draw in [0, 1) for the jitter of the recovery timeout (Redis seeds its own
-  -- alike on every start).
+  -- A uniform draw in [0, 1) for the jitter of the recovery timeout, from the caller:
+  -- Redis seeds its own math.random alike on every start.
   rand = 2,
   -- The events channel ('' = none).
   channel = 3,
@@ -71,8 +71,9 @@ local ARG = {
   -- before the fleet opens; 1 = the closed-state rules count the fleet's outcomes.
   quorum = 23,
   -- The quorum's fraction in [0, 1] (0 = none): the fleet opens only when at least this
-  -- fraction of the processes that recorded calls within the window (KEYS[7]) reported,
-  -- and `quorum` of them. Either above its default (1, 0) puts the breaker under a quorum.
+  -- fraction of the processes that recorded calls within the window (the processes key)
+  -- reported, and `quorum` of them. Either above its default (1, 0) puts the breaker under
+  -- a quorum.
   fraction = 24,
 }
 

@@ -154,8 +154,8 @@ arguments! {
     struct CallArgs<'a> {
         /// The caller's clock (ms): '' = Redis TIME; only tests send one.
         now: Option<u64>, Check::Clock, "now_ms";
-        /// A uniform draw in [0, 1) for the jitter of the recovery timeout (Redis seeds its own
-        /// alike on every start).
+        /// A uniform draw in [0, 1) for the jitter of the recovery timeout, from the caller:
+        /// Redis seeds its own math.random alike on every start.
         rand: f64, Check::Float { min: 0.0, max: 1.0 }, "rand";
         /// The events channel ('' = none).
         channel: &'a str, Check::Text { min: 0, max: 512 }, "events channel";

@@ -66,8 +66,9 @@ arguments! {
         quorum: u64 = |c| c.quorum.into(),
             Check::Int { min: 1, max: "MAX_QUORUM" }, "quorum";
         /// The quorum's fraction in [0, 1] (0 = none): the fleet opens only when at least this
-        /// fraction of the processes that recorded calls within the window (KEYS[7]) reported,
-        /// and `quorum` of them. Either above its default (1, 0) puts the breaker under a quorum.
+        /// fraction of the processes that recorded calls within the window (the processes key)
+        /// reported, and `quorum` of them. Either above its default (1, 0) puts the breaker under
+        /// a quorum.
         fraction: f64 = |c| c.quorum_fraction.unwrap_or(0.0),
             Check::Float { min: 0.0, max: 1.0 }, "quorum_fraction";
     }
