@@ -1,7 +1,7 @@
 //! One case: the breaker's keys, both sides' state, the fake clock and the permits held; how a
 //! step changes the world or becomes a script call run on both sides, and the replies compared.
 
-use super::steps::{Step, batches, quorum_window};
+use super::steps::{Counts, Step, quorum_window};
 use super::{QUIET, SLOTS, reporter_id, stats, support};
 use crate::config::Config;
 use crate::machine::Machine;
@@ -20,6 +20,24 @@ pub(super) struct Held {
     pub(super) fseq: u64,
     pub(super) probe: String,
     pub(super) permit: String,
+}
+
+/// The batch of `counts` as each side names it.
+fn batches(held: &[Option<Held>], counts: &Counts) -> (Batch, Batch) {
+    let h = held[counts.slot].clone().unwrap_or_default();
+    let batch = |incarnation| Batch {
+        incarnation,
+        epoch: h.epoch,
+        fseq: h.fseq,
+        successes: counts.successes,
+        slow: counts.slow,
+        ignored: counts.ignored,
+        rejected: counts.rejected,
+        degraded_successes: counts.degraded,
+        degraded_failures: counts.degraded,
+        ..Batch::default()
+    };
+    (batch(h.redis_incarnation), batch(h.model_incarnation))
 }
 
 /// The replies of both sides, but the incarnations (each side numbers them its own way: only

@@ -1,9 +1,8 @@
 //! The steps a case is made of and the configs it runs, as proptest strategies.
 
-use super::case::Held;
 use super::{REPORTERS, SLOTS};
 use crate::config::Config;
-use crate::protocol::{Batch, ControlOp, RecordOutcome, Report};
+use crate::protocol::{ControlOp, RecordOutcome, Report};
 use proptest::prelude::*;
 use std::time::Duration;
 
@@ -93,24 +92,6 @@ fn counts() -> impl Strategy<Value = Counts> {
             id,
         },
     )
-}
-
-/// The batch of `counts` as each side names it.
-pub(super) fn batches(held: &[Option<Held>], counts: &Counts) -> (Batch, Batch) {
-    let h = held[counts.slot].clone().unwrap_or_default();
-    let batch = |incarnation| Batch {
-        incarnation,
-        epoch: h.epoch,
-        fseq: h.fseq,
-        successes: counts.successes,
-        slow: counts.slow,
-        ignored: counts.ignored,
-        rejected: counts.rejected,
-        degraded_successes: counts.degraded,
-        degraded_failures: counts.degraded,
-        ..Batch::default()
-    };
-    (batch(h.redis_incarnation), batch(h.model_incarnation))
 }
 
 /// A step, weighted toward the script calls.
