@@ -1,11 +1,9 @@
 -- redis-breaker: acquire — decide one call and, when half-open, lease a probe.
 -- KEYS: state, probes, window, metrics, history, reporters, processes (see lib/args.lua).
--- ARGV: 1..24 common (see lib/args.lua); OWN (25) permit id (1-64 bytes, unique per permit);
---   OWN+1 .. OWN+9 the caller's pending batch (see parse_batch in lib/batch.lua), counted first;
---   OWN+10 its id ('', `<sender>:<seq>` or `<sender>:<seq>:again`: a batch counted already counts
---   nothing).
+-- ARGV: the common arguments (ARG), then its own (ACQUIRE: the permit id, the caller's pending
+--   batch, counted first, and the batch's id); both named in lib/protocol.lua.
 -- Reply: { verdict, state, incarnation, epoch, failures, fseq, remaining_ms, stored_config, reason,
---   announced } (see lib/args.lua)
+--   announced } (REPLY in lib/protocol.lua)
 --   verdict: 'allowed' (closed or forced_closed), 'probe' (a half-open lease was taken for the
 --   permit id) or 'rejected' (remaining_ms says how long until it is worth asking again; -1 when
 --   an operator's forced open has no end).
@@ -13,8 +11,8 @@
 --   a rate rule hold; open or forced_open -> half_open once Redis's clock passes open_until
 --   (then a probe is taken at once).
 local c = parse_config()
-local permit = str_arg(OWN, 'permit id', 64, false)
-local batch = parse_batch(OWN + 1, OWN + 10)
+local permit = str_arg(ACQUIRE.permit, 'permit id', 64, false)
+local batch = parse_batch(ACQUIRE.batch, ACQUIRE.batch_id)
 local S = load(c)
 
 advance(S, c)

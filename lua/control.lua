@@ -1,8 +1,7 @@
 -- redis-breaker: control — an operator's force_open, force_close and reset.
 -- KEYS: state, probes, window, metrics, history, reporters, processes (see lib/args.lua).
--- ARGV: 1..24 common (see lib/args.lua), then
---   OWN (25) op: 'force_open' | 'force_close' | 'reset'   OWN+1 duration_ms (0 = until reset)
---   OWN+2 the operator's note for the history (0-200 bytes; '' = none)
+-- ARGV: the common arguments (ARG), then its own (CONTROL: op, duration_ms, note); both named in
+--   lib/protocol.lua.
 -- Reply: { 'ok', state, incarnation, epoch, failures, fseq, remaining_ms, stored_config, reason, announced }
 --   announced: 0 when the transition's event could not be published (the caller is told)
 --   Refused (an error reply, nothing written) when the op would make a transition whose event
@@ -19,11 +18,11 @@
 --   of a closed breaker clears its failures and window and is no transition. The stored config
 --   fingerprint is kept (an operator is not a process with a config).
 local c = parse_config()
-local op = ARGV[OWN]
+local op = ARGV[CONTROL.op]
 if op ~= 'force_open' and op ~= 'force_close' and op ~= 'reset' then fail('op') end
-local duration = int_arg(OWN + 1, 'duration_ms', 0)
+local duration = int_arg(CONTROL.duration_ms, 'duration_ms', 0)
 if duration > MAX_DURATION then fail('duration_ms') end
-c.note = str_arg(OWN + 2, 'note', 200, true)
+c.note = str_arg(CONTROL.note, 'note', 200, true)
 local S = load(c)
 -- An operator's write keeps the config fingerprint of the last process that wrote: it is not a
 -- process's config, and must not make the fleet report drift.

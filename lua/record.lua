@@ -1,25 +1,11 @@
 -- redis-breaker: record — report one call's outcome; batched counters ride along.
 -- KEYS: state, probes, window, metrics, history, reporters, processes (see lib/args.lua).
--- ARGV: 1..24 common (see lib/args.lua), then, from OWN (25):
---   OWN outcome: 'success' | 'failure' | 'ignore' | 'release' (a permit dropped with no outcome:
---      frees its probe lease, counts nothing) | 'none' (a flush of the batch alone)
---   OWN+1 permit incarnation  OWN+2 permit epoch  OWN+3 probe id ('' when the permit holds no
---   lease)  OWN+4 slow (0|1)  OWN+5 timed out (0|1)  OWN+6 fseq the permit's process had seen
---   OWN+7 .. OWN+15 the caller's pending batch (see parse_batch in lib/batch.lua)
---   OWN+16 a failure's one-line description for the history (0-200 bytes; '' = none)
---   OWN+17 the caller's report under the quorum rule: '' | 'failing' (its own breaker opened, or
---      is still open: said again every quarter window) | 'recovered' (it closed again); see
---      `report` in lib/rules.lua
---   OWN+18 active (0|1): with a quorum_fraction, the caller recorded calls and counts among the
---      processes of the window (sent about ten times per window, not with every record)
---   OWN+19 reporter: the caller's identity for the quorum (1-64 bytes; '' = none): the member its
---      report and its word that it is active write in KEYS[6] and KEYS[7]. Processes with one
---      identity (one host, across restarts) count as one; the events still name the caller's
---      own client id (ARGV 21)
---   OWN+20 the batch's id: '', `<sender>:<seq>`, or `<sender>:<seq>:again` when sent again after
---      its reply was lost (see parse_batch in lib/batch.lua): a batch counted already counts nothing
+-- ARGV: the common arguments (ARG), then its own (RECORD: the outcome, the permit's incarnation,
+--   epoch, probe id and fseq, whether the call was slow or timed out, the caller's pending batch, a
+--   failure's description, the caller's report under the quorum rule, whether it is active, its
+--   identity for the quorum, and the batch's id); both named and described in lib/protocol.lua.
 -- Reply: { verdict, state, incarnation, epoch, failures, fseq, remaining_ms, stored_config, reason,
---   announced } (see lib/args.lua)
+--   announced } (REPLY in lib/protocol.lua)
 --   verdict: 'applied', or 'stale' when the outcome moved no state (its permit belongs to another
 --   incarnation or epoch, or its probe lease is gone). Metrics count both. A probe's own lease
 --   is judged before expired ones are swept: one that outlived its lease still counts until
@@ -30,24 +16,24 @@
 --   half_open -> closed (success_threshold probe successes); half_open -> open (a probe failed,
 --   trips + 1); forced_closed -> closed when its time is up.
 local c = parse_config()
-local outcome = ARGV[OWN]
+local outcome = ARGV[RECORD.outcome]
 if outcome ~= 'failure' and outcome ~= 'success' and outcome ~= 'none' and outcome ~= 'ignore'
   and outcome ~= 'release' then
   fail('outcome')
 end
-local p_inc = int_arg(OWN + 1, 'permit incarnation', 0)
-local p_epoch = int_arg(OWN + 2, 'permit epoch', 0)
-local probe = str_arg(OWN + 3, 'probe id', 64, true)
-local slow = int_arg(OWN + 4, 'slow', 0)
-local timed_out = int_arg(OWN + 5, 'timed out', 0)
-local p_fseq = int_arg(OWN + 6, 'permit fseq', 0)
-local batch = parse_batch(OWN + 7, OWN + 20)
-if outcome == 'failure' then c.failure = str_arg(OWN + 16, 'failure description', 200, true) end
-local action = str_arg(OWN + 17, 'report', 9, true)
+local p_inc = int_arg(RECORD.incarnation, 'permit incarnation', 0)
+local p_epoch = int_arg(RECORD.epoch, 'permit epoch', 0)
+local probe = str_arg(RECORD.probe, 'probe id', 64, true)
+local slow = int_arg(RECORD.slow, 'slow', 0)
+local timed_out = int_arg(RECORD.timed_out, 'timed out', 0)
+local p_fseq = int_arg(RECORD.fseq, 'permit fseq', 0)
+local batch = parse_batch(RECORD.batch, RECORD.batch_id)
+if outcome == 'failure' then c.failure = str_arg(RECORD.description, 'failure description', 200, true) end
+local action = str_arg(RECORD.report, 'report', 9, true)
 if action ~= '' and action ~= 'failing' and action ~= 'recovered' then fail('report') end
-local active = int_arg(OWN + 18, 'active', 0)
+local active = int_arg(RECORD.active, 'active', 0)
 if active > 1 then fail('active') end
-c.reporter = str_arg(OWN + 19, 'reporter', 64, true)
+c.reporter = str_arg(RECORD.reporter, 'reporter', 64, true)
 if slow > 1 or timed_out > 1 then fail('flags') end
 local S = load(c)
 

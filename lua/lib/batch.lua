@@ -1,10 +1,10 @@
 -- redis-breaker lib/batch.lua: the counts a process batched since its last script call (Rust
--- twins: `Batch` in src/protocol.rs, `Call::batch` in src/machine/call.rs).
+-- twins: `Batch` in src/protocol/op.rs, `Call::batch` in src/machine/call.rs).
 
--- The batch of counts a process gathered since its last script call: ARGV i .. i+8 are
--- incarnation, epoch, fseq (the oldest its successes had seen), successes, slow among them,
--- ignored, rejected, then the successes and failures of calls decided without Redis (while it
--- was down), which count in metrics only. Its id (ARGV id_at, each script says where) is '',
+-- The batch of counts a process gathered since its last script call: from ARGV i, at the offsets
+-- of BATCH (lib/protocol.lua), incarnation, epoch, fseq (the oldest its successes had seen),
+-- successes, slow among them, ignored, rejected, then the successes and failures of calls decided
+-- without Redis (while it was down), which count in metrics only. Its id (ARGV id_at) is '',
 -- `<sender>:<seq>` or, sent again, `<sender>:<seq>:again`: sender 1-16 hex digits (one lane of
 -- one process's breaker), seq its number in that lane (from 1). A lane sends its next batch
 -- only once Redis answered for the last, and sends a batch whose reply was lost again, as it
@@ -14,10 +14,6 @@
 -- A batch with no counts: nothing in it is used (shared, never written).
 local NO_COUNTS = { inc = 0, epoch = 0, fseq = 0, ok = 0, slow = 0, ignored = 0, rejected = 0, degraded_ok = 0,
   degraded_failed = 0, sender = '', seq = 0, again = false, dup = false }
--- How long a lane's last batch is remembered at least (ms), capped by metrics_ttl: a field
--- older than this goes when a new lane writes its first (Rust twin: BATCH_MEMORY_MS in
--- src/breaker/pending.rs, where a batch in doubt longer than that is dropped, not sent again).
-local BATCH_MEMORY = 3600000
 
 local function parse_batch(i, id_at)
   local A = ARGV
@@ -34,23 +30,24 @@ local function parse_batch(i, id_at)
     if seq == nil or seq < 1 or seq > MAX_INT then fail('batch id') end
     sender = s
   end
-  if sender == '' and A[i + 3] == '0' and A[i + 4] == '0' and A[i + 5] == '0' and A[i + 6] == '0'
-    and A[i + 7] == '0' and A[i + 8] == '0' then
-    int_arg(i, 'batch incarnation', 0)
-    int_arg(i + 1, 'batch epoch', 0)
-    int_arg(i + 2, 'batch fseq', 0)
+  local B = BATCH
+  if sender == '' and A[i + B.successes] == '0' and A[i + B.slow] == '0' and A[i + B.ignored] == '0'
+    and A[i + B.rejected] == '0' and A[i + B.degraded_successes] == '0' and A[i + B.degraded_failures] == '0' then
+    int_arg(i + B.incarnation, 'batch incarnation', 0)
+    int_arg(i + B.epoch, 'batch epoch', 0)
+    int_arg(i + B.fseq, 'batch fseq', 0)
     return NO_COUNTS
   end
   local b = {
-    inc = int_arg(i, 'batch incarnation', 0),
-    epoch = int_arg(i + 1, 'batch epoch', 0),
-    fseq = int_arg(i + 2, 'batch fseq', 0),
-    ok = int_arg(i + 3, 'batch successes', 0),
-    slow = int_arg(i + 4, 'batch slow', 0),
-    ignored = int_arg(i + 5, 'batch ignored', 0),
-    rejected = int_arg(i + 6, 'batch rejected', 0),
-    degraded_ok = int_arg(i + 7, 'batch degraded successes', 0),
-    degraded_failed = int_arg(i + 8, 'batch degraded failures', 0),
+    inc = int_arg(i + B.incarnation, 'batch incarnation', 0),
+    epoch = int_arg(i + B.epoch, 'batch epoch', 0),
+    fseq = int_arg(i + B.fseq, 'batch fseq', 0),
+    ok = int_arg(i + B.successes, 'batch successes', 0),
+    slow = int_arg(i + B.slow, 'batch slow', 0),
+    ignored = int_arg(i + B.ignored, 'batch ignored', 0),
+    rejected = int_arg(i + B.rejected, 'batch rejected', 0),
+    degraded_ok = int_arg(i + B.degraded_successes, 'batch degraded successes', 0),
+    degraded_failed = int_arg(i + B.degraded_failures, 'batch degraded failures', 0),
     sender = sender,
     seq = seq,
     again = again,

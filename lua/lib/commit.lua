@@ -252,6 +252,8 @@ end
 local function reply(S, c, verdict)
   local announced = 1
   if S.unannounced then announced = 0 end
-  return { verdict, S.state, S.incarnation, S.epoch, S.failures, S.fseq, remaining(S, c), S.config, S.reason,
-    announced }
+  return { [REPLY.verdict] = verdict, [REPLY.state] = S.state, [REPLY.incarnation] = S.incarnation,
+    [REPLY.epoch] = S.epoch, [REPLY.failures] = S.failures, [REPLY.fseq] = S.fseq,
+    [REPLY.remaining_ms] = remaining(S, c), [REPLY.stored_config] = S.config, [REPLY.reason] = S.reason,
+    [REPLY.announced] = announced }
 end

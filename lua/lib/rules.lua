@@ -62,7 +62,7 @@ local function read_quorum_key(k, cmd, ...)
   return r
 end
 
--- A process's report under the quorum rule (record.lua OWN+17; Rust twin: `Call::report`):
+-- A process's report under the quorum rule (RECORD.report; Rust twin: `Call::report`):
 -- 'failing' when its own breaker opened (its own outcomes met the trip rule) or reopened,
 -- 'recovered' when it closed again. The fleet opens, once, when `quorum` distinct processes
 -- reported failing within the window (the caller included) and, with a quorum_fraction, at

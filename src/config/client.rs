@@ -1,7 +1,8 @@
 //! [`ClientConfig`]: the settings every breaker of one [`Client`](crate::Client) shares, and
 //! [`Degraded`], what decides a call Redis cannot.
 
-use crate::config::{Config, at_least_1ms, check, setters_and_getters};
+use crate::config::Config;
+use crate::config::fields::{at_least_1ms, check, setters_and_getters};
 use crate::duration::{self, serde_human};
 use crate::error::ConfigError;
 use serde::Deserialize;

@@ -1,10 +1,14 @@
-//! Per-breaker [`Config`], validated once in `build()`; the validation helpers and the setter
-//! macro that [`ClientConfig`](crate::ClientConfig) (in `client.rs`) shares.
+//! Per-breaker [`Config`], validated once in `build()`, and [`ClientConfig`](crate::ClientConfig)
+//! (`client.rs`); the setters and the checks both builders share are in `fields.rs`.
 
 pub(crate) mod client;
+mod fields;
+#[cfg(test)]
+mod tests;
 
 use crate::duration::{self, serde_human};
 use crate::error::ConfigError;
+use fields::{at_least_1ms, check, fraction, setters_and_getters};
 use serde::Deserialize;
 use std::time::Duration;
 
@@ -113,32 +117,6 @@ pub struct ConfigBuilder {
     quorum: Option<u32>,
     quorum_fraction: Option<f64>,
 }
-
-/// Writes a builder's setter and the built config's getter for each `Copy` field, with one doc
-/// comment for both: `setters_and_getters!(Builder => Built { field: Type; ... })`.
-macro_rules! setters_and_getters {
-    ($builder:ident => $built:ident { $($(#[$doc:meta])* $field:ident: $ty:ty;)* }) => {
-        impl $builder {
-            $(
-                $(#[$doc])*
-                #[must_use]
-                pub fn $field(mut self, value: $ty) -> Self {
-                    self.$field = Some(value);
-                    self
-                }
-            )*
-        }
-        impl $built {
-            $(
-                $(#[$doc])*
-                pub fn $field(&self) -> $ty {
-                    self.$field
-                }
-            )*
-        }
-    };
-}
-pub(crate) use setters_and_getters;
 
 setters_and_getters! { ConfigBuilder => Config {
     /// Consecutive failures that open a closed breaker (default 5; 0 turns the rule off).
@@ -267,26 +245,11 @@ impl TryFrom<ConfigBuilder> for Config {
     }
 }
 
-pub(crate) fn check(ok: bool, field: &'static str, rule: impl FnOnce() -> String) -> Result<(), ConfigError> {
-    if ok { Ok(()) } else { Err(ConfigError::Field { field, reason: rule() }) }
-}
-
-pub(crate) fn at_least_1ms(d: Duration, field: &'static str) -> Result<(), ConfigError> {
-    check(d >= Duration::from_millis(1), field, || format!("must be at least 1ms, got {}", duration::format(d)))
-}
-
-fn fraction(rate: Option<f64>, field: &'static str) -> Result<(), ConfigError> {
-    match rate {
-        None => Ok(()),
-        Some(r) => check(r > 0.0 && r <= 1.0, field, || format!("must be in (0, 1], got {r}")),
-    }
-}
-
 /// Longest duration a script argument may carry: 2^43 ms, about 278 years, so that a deadline
-/// `now + duration` stays an exact integer in Lua (`MAX_DURATION` in `lua/lib/args.lua`).
+/// `now + duration` stays an exact integer in Lua (`MAX_DURATION` in the generated `lua/lib/protocol.lua`).
 pub(crate) const MAX_DURATION: Duration = Duration::from_millis(1 << 43);
 
-/// The largest quorum (`MAX_QUORUM` in `lua/lib/args.lua`).
+/// The largest quorum (`MAX_QUORUM` in the generated `lua/lib/protocol.lua`).
 pub(crate) const MAX_QUORUM: u32 = 10_000;
 
 impl Config {
@@ -435,77 +398,5 @@ impl Config {
         let hash =
             text.bytes().fold(0xcbf2_9ce4_8422_2325_u64, |h, b| (h ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3));
         format!("{hash:016x}")
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn field_of(r: Result<Config, ConfigError>) -> &'static str {
-        match r {
-            Err(ConfigError::Field { field, .. }) => field,
-            other => panic!("expected a field error, got {other:?}"),
-        }
-    }
-
-    #[test]
-    fn every_invalid_field_is_named() {
-        let b = Config::builder;
-        assert_eq!(field_of(b().success_threshold(0).build()), "success_threshold");
-        assert_eq!(field_of(b().half_open_max_probes(0).build()), "half_open_max_probes");
-        assert_eq!(field_of(b().base_recovery(Duration::ZERO).build()), "base_recovery");
-        assert_eq!(field_of(b().max_recovery(Duration::from_secs(1)).build()), "max_recovery");
-        assert_eq!(field_of(b().multiplier(0.5).build()), "multiplier");
-        assert_eq!(field_of(b().multiplier(f64::NAN).build()), "multiplier");
-        assert_eq!(field_of(b().jitter(1.0).build()), "jitter");
-        assert_eq!(field_of(b().jitter(-0.1).build()), "jitter");
-        assert_eq!(field_of(b().call_timeout(Duration::from_secs(60)).build()), "call_timeout");
-        let equal = Duration::from_secs(10);
-        assert_eq!(field_of(b().call_timeout(equal).probe_lease(equal).build()), "call_timeout");
-        let lease = Duration::from_secs(11);
-        assert!(b().call_timeout(equal).probe_lease(lease).build().is_ok(), "a tenth more is enough");
-        let d = Config::default();
-        assert!(d.call_timeout() + d.call_timeout() / 10 <= d.probe_lease(), "the defaults keep the margin");
-        assert_eq!(field_of(b().probe_lease(Duration::ZERO).build()), "probe_lease");
-        assert_eq!(field_of(b().state_ttl(Duration::ZERO).build()), "state_ttl");
-        assert_eq!(field_of(b().metrics_ttl(Duration::ZERO).build()), "metrics_ttl");
-        assert_eq!(field_of(b().failure_rate(0.0).build()), "failure_rate");
-        assert_eq!(field_of(b().failure_rate(1.5).build()), "failure_rate");
-        assert_eq!(field_of(b().slow_call_rate(f64::NAN).build()), "slow_call_rate");
-        assert_eq!(field_of(b().slow_call_duration(Duration::ZERO).build()), "slow_call_duration");
-        assert_eq!(field_of(b().minimum_calls(0).build()), "minimum_calls");
-        assert_eq!(field_of(b().failure_rate(0.5).window(Duration::from_millis(50)).build()), "window");
-        assert_eq!(field_of(b().failure_threshold(0).build()), "failure_threshold");
-        assert_eq!(field_of(b().quorum(0).build()), "quorum");
-        assert_eq!(field_of(b().quorum(10_001).build()), "quorum");
-        assert_eq!(field_of(b().quorum_fraction(0.0).build()), "quorum_fraction");
-        assert_eq!(field_of(b().quorum_fraction(1.5).build()), "quorum_fraction");
-        assert_eq!(field_of(b().base_recovery(Duration::from_secs(u64::MAX / 2)).build()), "base_recovery");
-    }
-
-    #[test]
-    fn deserializes_human_durations_and_refuses_unknown_fields() {
-        let c: Config =
-            serde_json::from_str(r#"{"failure_threshold":3,"base_recovery":"10s","window":"1m","failure_rate":0.5}"#)
-                .expect("valid config");
-        assert_eq!(c.base_recovery(), Duration::from_secs(10));
-        assert_eq!(c.failure_rate(), Some(0.5));
-        let unknown = serde_json::from_str::<Config>(r#"{"failure_treshold":3}"#).expect_err("unknown field");
-        assert!(unknown.to_string().contains("failure_treshold"), "{unknown}");
-        let invalid = serde_json::from_str::<Config>(r#"{"jitter":2}"#).expect_err("invalid");
-        assert!(invalid.to_string().contains("jitter"), "{invalid}");
-        let duration = serde_json::from_str::<Config>(r#"{"probe_lease":"30 seconds"}"#).expect_err("bad duration");
-        assert!(duration.to_string().contains("30s"), "{duration}");
-    }
-
-    #[test]
-    fn fingerprint_changes_with_the_config() {
-        let a = Config::default().fingerprint();
-        assert_eq!(a.len(), 16);
-        assert_eq!(a, Config::default().fingerprint());
-        assert_ne!(a, Config::builder().failure_threshold(6).build().expect("valid").fingerprint());
-        assert_eq!(a, Config::builder().quorum(1).build().expect("valid").fingerprint(), "quorum 1 is the default");
-        assert_ne!(a, Config::builder().quorum(3).build().expect("valid").fingerprint());
     }
 }

@@ -2,8 +2,10 @@
 //! `lua/lib/transitions.lua`, `rules.lua`, `batch.lua` and the scripts (`acquire.lua`,
 //! `record.lua`, `control.lua`).
 
-use super::{Call, HALF_OPEN_RETRY_MS, reason, recovery_ms};
-use crate::protocol::{Batch, ControlOp, Record, RecordOutcome, Reply, Report, Transition, Verdict};
+use super::{Call, recovery_ms};
+use crate::protocol::{
+    Batch, ControlOp, HALF_OPEN_RETRY_MS, Record, RecordOutcome, Reply, Report, Transition, Verdict, reason,
+};
 use crate::state::State;
 
 impl Call<'_> {
@@ -69,7 +71,7 @@ impl Call<'_> {
 
     fn advance(&mut self) {
         if self.m.state == State::ForcedClosed && self.m.open_until > 0 && self.now >= self.m.open_until {
-            self.close(reason::FORCED_CLOSE_EXPIRED.into());
+            self.close(reason::FORCED_CLOSE_EXPIRED.text());
         }
         let m = &mut *self.m;
         if m.state == State::Closed && m.failures > 0 && self.now.saturating_sub(m.failed_at) >= self.p.failure_expiry {
@@ -178,7 +180,7 @@ impl Call<'_> {
         self.batch(batch);
         let m = &*self.m;
         if matches!(m.state, State::Open | State::ForcedOpen) && m.open_until > 0 && self.now >= m.open_until {
-            self.transition(State::HalfOpen, reason::RECOVERY.into());
+            self.transition(State::HalfOpen, reason::RECOVERY.text());
         }
         match self.m.state {
             State::Open | State::ForcedOpen => Verdict::Rejected,
@@ -287,7 +289,7 @@ impl Call<'_> {
                         self.close(reason);
                     }
                 }
-                RecordOutcome::Failure => self.trip(reason::PROBE_FAILED.into()),
+                RecordOutcome::Failure => self.trip(reason::PROBE_FAILED.text()),
                 _ => {}
             }
             return Verdict::Applied;
@@ -334,7 +336,7 @@ impl Call<'_> {
                 }
                 self.clear_window();
             }
-            ControlOp::Reset => self.close(reason::RESET.into()),
+            ControlOp::Reset => self.close(reason::RESET.text()),
             ControlOp::ForceOpen | ControlOp::ForceClose => {
                 let (to, what) = if op == ControlOp::ForceOpen {
                     (State::ForcedOpen, "forced open")

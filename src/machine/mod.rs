@@ -4,13 +4,13 @@
 //! and the property test, which runs it beside the real scripts and compares every reply. Keep
 //! each function here in the same shape as its namesake in `lua/lib/`.
 
-use crate::protocol::{Op, Params, Reply, Transition};
+use crate::protocol::{Batch, MAX_INT, Op, Params, Reply, Transition};
 use crate::state::State;
 use std::collections::BTreeMap;
 
-/// What a caller rejected while every half-open probe is out is told to wait at most (ms), as
-/// `HALF_OPEN_RETRY` in `lua/lib/args.lua`: a probe usually ends long before its lease.
-pub(crate) const HALF_OPEN_RETRY_MS: u64 = 1000;
+/// The reason of a state the in-process breaker of a Redis client continues from its snapshot
+/// (no Lua twin: the scripts' reasons are in `protocol::reason`).
+const SEEDED: &str = "continued from the last state seen in redis";
 
 /// Cumulative outcome counters, as in the metrics hash.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -138,42 +138,20 @@ pub(super) struct Call<'a> {
 }
 
 impl Machine {
-    /// Forgets the state, probes and window, as a DEL of those keys (or an expiry) would; the
-    /// metrics and the reporters stay.
-    #[cfg(test)]
-    pub(crate) fn lose_keys(&mut self) {
-        let metrics = std::mem::take(&mut self.metrics);
-        let batches = std::mem::take(&mut self.batches);
-        let reporters = std::mem::take(&mut self.reporters);
-        let processes = std::mem::take(&mut self.processes);
-        let (processes_since, reporters_window, processes_window) =
-            (self.processes_since, self.reporters_window, self.processes_window);
-        *self = Machine {
-            metrics,
-            batches,
-            reporters,
-            processes,
-            processes_since,
-            reporters_window,
-            processes_window,
-            ..Machine::default()
-        };
-    }
-
     /// Whether batch `b` was counted already: its lane's field holds its seq (`batch_seen` in
     /// `lua/lib/batch.lua`).
-    fn batch_seen(&self, b: &crate::protocol::Batch) -> bool {
+    fn batch_seen(&self, b: &Batch) -> bool {
         b.seq != 0 && b.again && self.batches.get(&b.sender).is_some_and(|v| v % 1000 == b.seq % 1000)
     }
 
     /// Remembers that batch `b` was counted at `now` (`remember_batch` in `lua/lib/batch.lua`):
     /// a lane's first batch forgets the lanes whose last batch is older than the memory.
-    fn remember_batch(&mut self, b: &crate::protocol::Batch, now: u64, metrics_ttl: u64) {
+    fn remember_batch(&mut self, b: &Batch, now: u64, metrics_ttl: u64) {
         if b.seq == 0 {
             return;
         }
         let mut v = now.saturating_mul(1000).saturating_add(b.seq % 1000);
-        if v > (1 << 53) - 1 {
+        if v > MAX_INT {
             v = b.seq % 1000;
         }
         if self.batches.insert(b.sender, v).is_none() {
@@ -184,52 +162,12 @@ impl Machine {
         }
     }
 
-    /// The lanes' batch ids remembered (sender, value), as the metrics hash's `batch:` fields.
-    #[cfg(test)]
-    pub(crate) fn batch_fields(&self) -> impl Iterator<Item = (u64, u64)> + '_ {
-        self.batches.iter().map(|(s, v)| (*s, *v))
-    }
-
-    /// How many processes the processes key holds.
-    pub(crate) fn process_count(&self) -> u64 {
-        self.processes.len() as u64
-    }
-
-    /// The reporters as the reporters key holds them (member, score, ...).
-    pub(crate) fn flat_reporters(&self) -> Vec<String> {
-        self.reporters.iter().flat_map(|(id, at)| [id.clone(), at.to_string()]).collect()
-    }
-
-    #[cfg(test)]
-    pub(crate) fn reporters(&self) -> &BTreeMap<String, u64> {
-        &self.reporters
-    }
-
-    #[cfg(test)]
-    pub(crate) fn processes(&self) -> &BTreeMap<String, u64> {
-        &self.processes
-    }
-
-    /// The bookkeeping members of the reporters and processes keys as the scripts write them
-    /// (`' window'`, `' since'`; their scores are minus these).
-    #[cfg(test)]
-    pub(crate) fn quorum_marks(&self) -> [BTreeMap<String, u64>; 2] {
-        let mark = |name: &str, v: Option<u64>| v.map(|v| (name.to_string(), v));
-        [
-            mark(" window", self.reporters_window).into_iter().collect(),
-            [mark(" window", self.processes_window), mark(" since", self.processes_since)]
-                .into_iter()
-                .flatten()
-                .collect(),
-        ]
-    }
-
     /// A machine that starts from what a process last knew of Redis's state: the in-process
     /// breaker of `Degraded::Local` begins there, not from closed. `open_until` is on the local
     /// machine's clock; a half-open state starts with no probe out; `trips` is unknown, so 1.
     pub(crate) fn seeded(state: State, failures: u64, open_until: u64, now: u64) -> Machine {
         let mut m = Machine { exists: true, state, failures, changed_at: now, ..Machine::default() };
-        m.reason = reason::SEEDED.to_string();
+        m.reason = SEEDED.to_string();
         match state {
             State::Open | State::ForcedOpen | State::HalfOpen => {
                 m.trips = 1;
@@ -240,86 +178,6 @@ impl Machine {
             State::Closed => m.failed_at = now,
         }
         m
-    }
-
-    /// The stored state as Redis's flat hashes would read (for `Breaker::status` in memory).
-    pub(crate) fn flat(&self) -> (Vec<String>, Vec<String>, Vec<String>) {
-        let mut state = vec!["state".to_string(), self.state.as_str().to_string()];
-        for (f, v) in [
-            ("incarnation", self.incarnation),
-            ("epoch", self.epoch),
-            ("failures", self.failures),
-            ("fseq", self.fseq),
-            ("successes", self.successes),
-            ("trips", self.trips),
-            ("opened_at", self.opened_at),
-            ("open_until", self.open_until),
-            ("changed_at", self.changed_at),
-            ("failed_at", self.failed_at),
-        ] {
-            state.push(f.to_string());
-            state.push(v.to_string());
-        }
-        state.extend(["reason".to_string(), self.reason.clone(), "config".to_string(), self.config.clone()]);
-        if let Some(q) = &self.quorum {
-            state.extend(["quorum".to_string(), q.clone()]);
-        }
-        if self.ttl_at > 0 {
-            state.extend(["ttl_at".to_string(), self.ttl_at.to_string()]);
-        }
-        if self.unannounced {
-            state.extend(["announced".to_string(), "0".to_string()]);
-        }
-        if !self.exists {
-            state.clear();
-        }
-        let probes = self.probes.iter().flat_map(|(id, exp)| [id.clone(), exp.to_string()]).collect();
-        let m = &self.metrics;
-        let metrics = [
-            ("calls", m.calls),
-            ("successes", m.successes),
-            ("failures", m.failures),
-            ("slow", m.slow),
-            ("rejected", m.rejected),
-            ("timeouts", m.timeouts),
-            ("opened", m.opened),
-        ]
-        .iter()
-        .flat_map(|(f, v)| [f.to_string(), v.to_string()])
-        .collect();
-        (state, probes, metrics)
-    }
-
-    /// The next instant after `now` when something expires: a deadline or a probe lease.
-    #[cfg(test)]
-    pub(crate) fn next_deadline(&self, now: u64) -> Option<u64> {
-        self.probes.values().copied().chain([self.open_until]).filter(|t| *t > now).min()
-    }
-
-    #[cfg(test)]
-    pub(crate) fn probe_count(&self) -> usize {
-        self.probes.len()
-    }
-
-    /// The TTL (ms) a script leaves on the state key at `now` while the state is in force (not
-    /// closed), as `state_key_ttl` in `lua/lib/commit.lua`; `None` for a forced state with no end.
-    #[cfg(test)]
-    pub(crate) fn state_key_ttl(&self, p: &Params, now: u64) -> Option<u64> {
-        let forever = matches!(self.state, State::ForcedOpen | State::ForcedClosed) && self.open_until == 0;
-        if forever {
-            return None;
-        }
-        let horizon = self.probes.values().copied().chain([self.open_until]).max().unwrap_or(0);
-        Some(p.state_ttl + horizon.saturating_sub(now))
-    }
-
-    /// Forgets one window count, as a script does with a count it cannot read (`b:k` field).
-    #[cfg(test)]
-    pub(crate) fn forget_bucket(&mut self, field: &str) {
-        let parsed = field.split_once(':').and_then(|(b, k)| Some((b.parse::<u64>().ok()?, *k.as_bytes().first()?)));
-        if let Some(key) = parsed {
-            self.window.remove(&key);
-        }
     }
 
     /// What a call let through now holds, when the machine is closed (it decides nothing else:
@@ -333,6 +191,7 @@ impl Machine {
         })
     }
 
+    /// The state it is in.
     pub(crate) fn state(&self) -> State {
         self.state
     }
@@ -346,23 +205,6 @@ impl Machine {
             State::HalfOpen => self.probes.values().any(|until| *until > now),
             _ => false,
         }
-    }
-
-    #[cfg(test)]
-    pub(crate) fn exists(&self) -> bool {
-        self.exists
-    }
-
-    /// When the TTLs were last set in full (0: never).
-    #[cfg(test)]
-    pub(crate) fn ttl_at(&self) -> u64 {
-        self.ttl_at
-    }
-
-    /// Whether the last transition was not announced.
-    #[cfg(test)]
-    pub(crate) fn unannounced(&self) -> bool {
-        self.unannounced
     }
 
     /// Runs one operation at `now` (ms) for the reporter `origin`. `new_incarnation` is used when
@@ -431,7 +273,7 @@ impl Machine {
 }
 
 mod call;
-mod reason;
+mod stored;
 
 #[cfg(test)]
 mod tests {
@@ -439,6 +281,7 @@ mod tests {
     use crate::config::Config;
     use std::time::Duration;
 
+    /// Params with the given recovery settings.
     fn params(base_ms: u64, max_ms: u64, multiplier: f64, jitter: f64) -> Params {
         Params::new(
             &Config::builder()

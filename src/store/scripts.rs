@@ -4,18 +4,19 @@
 
 use crate::error::StoreError;
 use crate::name::Keys;
-use crate::protocol::{Batch, Op, Params, Reply, Verdict};
+use crate::protocol::{CallArgs, Op, Params, Reply, Verdict};
 use crate::state::State;
-use redis::{Cmd, Script, ToRedisArgs};
+use redis::{Cmd, Script};
 use std::sync::OnceLock;
 
 /// The files of `lua/lib/`, joined in this order in front of every script that changes state:
 /// Redis scripts cannot include one another. Each piece is named after its Rust twin (see the
-/// header of each file).
+/// header of each file); `protocol.lua` is generated from the tables of `src/protocol/`.
 macro_rules! lib {
     () => {
         concat!(
             include_str!("../../lua/lib/clock.lua"),
+            include_str!("../../lua/lib/protocol.lua"),
             include_str!("../../lua/lib/args.lua"),
             include_str!("../../lua/lib/load.lua"),
             include_str!("../../lua/lib/transitions.lua"),
@@ -110,7 +111,7 @@ pub(crate) struct Scripts {
     channel: String,
     /// This client's id, sent with every call: the events it causes name it.
     origin: String,
-    /// This client's identity for a quorum, sent with every record (record.lua OWN+19): the
+    /// This client's identity for a quorum, sent with every record (`RECORD.reporter`): the
     /// member its reports and its word that it is active write.
     reporter: String,
     /// Publish each breaker's events on its own channel with SPUBLISH (Redis Cluster).
@@ -126,11 +127,6 @@ pub(crate) struct Call<'s> {
 }
 
 impl Call<'_> {
-    fn arg(&mut self, a: impl ToRedisArgs) -> &mut Self {
-        a.write_redis_args(&mut self.args);
-        self
-    }
-
     /// The call as EVALSHA, which loads the script and retries once on NOSCRIPT.
     pub(crate) fn evalsha(&self) -> redis::ScriptInvocation<'_> {
         let mut inv = self.script.prepare_invoke();
@@ -202,71 +198,20 @@ impl Scripts {
             Op::Control { .. } => (&self.control, "control"),
         };
         let mut call = Call { script, name, keys: &keys.all, args: Vec::with_capacity(40) };
-        match now_ms {
-            Some(now) => call.arg(now),
-            None => call.arg(""),
+        let shard_channel = if self.sharded { keys.shard_channel.as_str() } else { "" };
+        let common = CallArgs {
+            now: now_ms,
+            rand,
+            channel: &self.channel,
+            name: &keys.name,
+            origin: &self.origin,
+            shard_channel,
         };
-        call.arg(rand.to_string())
-            .arg(&p.fingerprint)
-            .arg(p.failure_threshold)
-            .arg(p.success_threshold)
-            .arg(p.max_probes)
-            .arg(p.base)
-            .arg(p.max)
-            .arg(p.multiplier.to_string())
-            .arg(p.jitter.to_string())
-            .arg(p.lease)
-            .arg(p.state_ttl)
-            .arg(p.metrics_ttl)
-            .arg(p.failure_rate.to_string())
-            .arg(p.slow_rate.to_string())
-            .arg(p.minimum_calls)
-            .arg(p.window)
-            .arg(&self.channel)
-            .arg(&keys.name)
-            .arg(p.failure_expiry)
-            .arg(&self.origin)
-            .arg(if self.sharded { keys.shard_channel.as_str() } else { "" })
-            .arg(p.quorum)
-            .arg(p.fraction.to_string());
-        match op {
-            Op::Acquire { permit, batch } => {
-                call.arg(permit);
-                batch_args(&mut call, batch);
-            }
-            Op::Record(r) => {
-                call.arg(r.outcome.as_str())
-                    .arg(r.incarnation)
-                    .arg(r.epoch)
-                    .arg(&r.probe)
-                    .arg(u8::from(r.slow))
-                    .arg(u8::from(r.timed_out))
-                    .arg(r.fseq);
-                batch_args(&mut call, &r.batch);
-                call.arg(&r.description).arg(r.report.as_str()).arg(u8::from(r.active)).arg(&self.reporter);
-            }
-            Op::Control { op, duration_ms, note } => {
-                call.arg(op.as_str()).arg(*duration_ms).arg(note);
-            }
-        }
-        // The batch's id goes last (acquire.lua OWN+10, record.lua OWN+20; see lib/batch.lua).
-        if let Some(b) = op.batch() {
-            call.arg(b.id());
-        }
+        common.write(&mut call.args);
+        p.write(&mut call.args);
+        op.write(&self.reporter, &mut call.args);
         call
     }
-}
-
-fn batch_args(call: &mut Call<'_>, b: &Batch) {
-    call.arg(b.incarnation)
-        .arg(b.epoch)
-        .arg(b.fseq)
-        .arg(b.successes)
-        .arg(b.slow)
-        .arg(b.ignored)
-        .arg(b.rejected)
-        .arg(b.degraded_successes)
-        .arg(b.degraded_failures);
 }
 
 /// Reads a script's reply (see the header of `lua/lib/args.lua`).
