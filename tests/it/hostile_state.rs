@@ -169,15 +169,48 @@ async fn scripts_refuse_bad_arguments_with_a_named_error() {
     let script = header + &lib + include_str!("../../lua/acquire.lua");
     let name = unique("bad-args");
     let keys = ["state", "probes", "window", "metrics", "history", "reporters", "processes"].map(|s| key(&name, s));
-    let good: Vec<String> = [
-        "", "0.5", "fp", "5", "2", "1", "30000", "300000", "2", "0.1", "30000", "3600000", "86400000", "0", "0", "20",
-        "60000", "", "n", "60000", "client-a", "", "1", "0", "p1", "0", "0", "0", "0", "0", "0", "0", "0", "0",
-        // The batch's id (none); ignored by scripts that take none.
-        "",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
+    // Where each argument goes, by its name in the tables of the generated lua/lib/protocol.lua
+    // (ARG: every script's; ACQUIRE: acquire.lua's own; BATCH: offsets within a batch).
+    let protocol = include_str!("../../lua/lib/protocol.lua");
+    let number = |table: &str, name: &str| -> usize {
+        let rows = protocol.split(&format!("local {table} = {{\n")).nth(1).expect("the table");
+        let rows = rows.split("\n}").next().expect("its end");
+        rows.lines()
+            .find_map(|l| l.trim().strip_prefix(&format!("{name} = "))?.strip_suffix(',')?.parse().ok())
+            .unwrap_or_else(|| panic!("{table}.{name} in lua/lib/protocol.lua"))
+    };
+    // ARGV counts from 1, the list of arguments from 0.
+    let at = |table: &str, name: &str| number(table, name) - 1;
+    let batch = |field: &str| at("ACQUIRE", "batch") + number("BATCH", field);
+    // Every argument "0" (the batch's counts among them) but these; the batch's id is none.
+    let mut good = vec!["0".to_string(); at("ACQUIRE", "batch_id") + 1];
+    for (name, value) in [
+        ("now", ""),
+        ("rand", "0.5"),
+        ("channel", ""),
+        ("name", "n"),
+        ("origin", "client-a"),
+        ("shard_channel", ""),
+        ("fingerprint", "fp"),
+        ("failure_threshold", "5"),
+        ("success_threshold", "2"),
+        ("max_probes", "1"),
+        ("base", "30000"),
+        ("max", "300000"),
+        ("multiplier", "2"),
+        ("jitter", "0.1"),
+        ("lease", "30000"),
+        ("state_ttl", "3600000"),
+        ("metrics_ttl", "86400000"),
+        ("minimum_calls", "20"),
+        ("window", "60000"),
+        ("failure_expiry", "60000"),
+        ("quorum", "1"),
+    ] {
+        good[at("ARG", name)] = value.to_string();
+    }
+    good[at("ACQUIRE", "permit")] = "p1".to_string();
+    good[at("ACQUIRE", "batch_id")] = String::new();
     let mut conn = redis.conn().await;
     // The library is on the server once a client has made a call (servers with Functions).
     let client = client(&redis, std::time::Duration::ZERO).await;
@@ -212,22 +245,22 @@ async fn scripts_refuse_bad_arguments_with_a_named_error() {
             cmd
         };
         for (i, bad, field) in [
-            (1, "x", "rand"),
-            (3, "-1", "failure_threshold"),
-            (4, "0", "success_threshold"),
-            (6, "1.5", "base_recovery"),
-            (7, "10", "max_recovery"),
-            (9, "nan", "jitter"),
-            (13, "2", "failure_rate"),
-            (16, "5", "window"),
-            (19, "0", "failure_expiry"),
-            (21, &"x".repeat(513), "shard channel"),
-            (22, "0", "quorum"),
-            (22, "10001", "quorum"),
-            (23, "1.5", "quorum_fraction"),
-            (24, "", "permit id"),
-            (27, "1.5", "batch fseq"),
-            (29, "3", "batch slow"),
+            (at("ARG", "rand"), "x", "rand"),
+            (at("ARG", "failure_threshold"), "-1", "failure_threshold"),
+            (at("ARG", "success_threshold"), "0", "success_threshold"),
+            (at("ARG", "base"), "1.5", "base_recovery"),
+            (at("ARG", "max"), "10", "max_recovery"),
+            (at("ARG", "jitter"), "nan", "jitter"),
+            (at("ARG", "failure_rate"), "2", "failure_rate"),
+            (at("ARG", "window"), "5", "window"),
+            (at("ARG", "failure_expiry"), "0", "failure_expiry"),
+            (at("ARG", "shard_channel"), &"x".repeat(513), "shard channel"),
+            (at("ARG", "quorum"), "0", "quorum"),
+            (at("ARG", "quorum"), "10001", "quorum"),
+            (at("ARG", "fraction"), "1.5", "quorum_fraction"),
+            (at("ACQUIRE", "permit"), "", "permit id"),
+            (batch("fseq"), "1.5", "batch fseq"),
+            (batch("slow"), "3", "batch slow"),
         ] {
             let ok: Vec<String> = run(good.clone()).query_async(&mut conn).await.unwrap();
             assert_eq!(ok[0], "allowed");
