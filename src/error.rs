@@ -21,7 +21,7 @@ pub enum Error<E> {
 /// A call the breaker turned away; returned by [`Breaker::acquire`](crate::Breaker::acquire), and
 /// inside [`Error::Rejected`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("circuit breaker is {state}{}; {}", if *.local { " in this process" } else { "" }, retry_text(*.retry_after))]
+#[error("circuit breaker is {state}{}; {}", if *.own { " in this process" } else { "" }, retry_text(*.retry_after))]
 #[non_exhaustive]
 pub struct Rejected {
     /// The state that rejected the call.
@@ -30,7 +30,7 @@ pub struct Rejected {
     pub retry_after: Option<Duration>,
     /// True when this process's own breaker rejected the call (under a quorum, its own calls
     /// failed while the fleet stays closed); `state` is then its own breaker's state.
-    pub local: bool,
+    pub own: bool,
 }
 
 impl<E> From<Rejected> for Error<E> {
@@ -60,7 +60,7 @@ impl Rejected {
     /// A rejection by `state`, worth retrying after `retry_after` (`None`: forced open until
     /// reset). For tests and for code that turns calls away on the breaker's behalf.
     pub fn new(state: State, retry_after: Option<Duration>) -> Rejected {
-        Rejected { state, retry_after, local: false }
+        Rejected { state, retry_after, own: false }
     }
 }
 

@@ -51,7 +51,7 @@ fn describe() {
         describe_gauge!("redis_breaker_state", "1 for the state this process last saw a breaker in, 0 for the others");
         describe_gauge!("redis_breaker_store_up", "1 while Redis decides the calls, 0 while the degraded mode does");
         describe_gauge!(
-            "redis_breaker_local_open",
+            "redis_breaker_own_open",
             "Under a quorum: 1 while this process's own breaker is open or half-open (its own calls failed), else 0"
         );
         describe_histogram!("redis_breaker_redis_op_seconds", Unit::Seconds, "Latency of each Redis operation");
@@ -101,8 +101,8 @@ impl Meters {
     }
 
     /// Under a quorum: whether this process's own breaker is open (or half-open).
-    pub(crate) fn local_open(&self, open: bool) {
-        metrics::gauge!("redis_breaker_local_open", "breaker" => self.name.clone()).set(if open { 1.0 } else { 0.0 });
+    pub(crate) fn own_open(&self, open: bool) {
+        metrics::gauge!("redis_breaker_own_open", "breaker" => self.name.clone()).set(if open { 1.0 } else { 0.0 });
     }
 
     pub(crate) fn transition(&self, from: Option<State>, to: State) {
@@ -138,7 +138,7 @@ impl Meters {
     pub(crate) fn shadow_rejected(&self) {}
     pub(crate) fn state(&self, _state: State) {}
     pub(crate) fn transition(&self, _from: Option<State>, _to: State) {}
-    pub(crate) fn local_open(&self, _open: bool) {}
+    pub(crate) fn own_open(&self, _open: bool) {}
 }
 
 #[cfg(not(feature = "metrics"))]

@@ -132,6 +132,7 @@ async fn calls_rejections_transitions_and_state_are_recorded() {
         "redis_breaker_transitions_total",
         "redis_breaker_state",
         "redis_breaker_store_up",
+        "redis_breaker_own_open",
         "redis_breaker_redis_op_seconds",
     ] {
         assert!(described.get(name).is_some_and(|(_, help)| !help.is_empty()), "{name} is not described");

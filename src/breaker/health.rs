@@ -93,8 +93,8 @@ pub struct Health {
     pub quorum_fraction: Option<f64>,
     /// Under a quorum, the state of this process's own breaker: `Open` or `HalfOpen` while its
     /// own calls failed and the fleet stays closed (it rejects its own calls with
-    /// [`Rejected::local`](crate::Rejected)). `None` without a quorum.
-    pub local_state: Option<State>,
+    /// [`Rejected::own`](crate::Rejected::own)). `None` without a quorum.
+    pub own_state: Option<State>,
     /// Under a quorum, true while this process counts itself among the fleet's failing
     /// reporters (it reported its own breaker open and has not withdrawn that). It says so
     /// again every quarter `window` while its own trip is in force; once its own backoff ended

@@ -196,9 +196,9 @@ impl Inner {
 
     /// Announces transitions made in this process: by the in-process breaker (`own` false: the
     /// breaker's state while it decides) or by this process's own breaker under a quorum (`own`
-    /// true: `EventKind::Local*`). Each is logged and sent to subscribers; only the last knows
+    /// true: `EventKind::Own*`). Each is logged and sent to subscribers; only the last knows
     /// the time left to its deadline, earlier ones say 0 ("ask"). Meters: the transitions, or
-    /// the `redis_breaker_local_open` gauge.
+    /// the `redis_breaker_own_open` gauge.
     pub(crate) fn announce(&self, transitions: &[Transition], incarnation: u64, remaining: Option<u64>, own: bool) {
         let last = transitions.len().saturating_sub(1);
         for (i, t) in transitions.iter().enumerate() {
@@ -214,7 +214,7 @@ impl Inner {
             let _ = self.events.send(event);
         }
         if let (true, Some(t)) = (own, transitions.last()) {
-            self.meters.local_open(t.to != crate::state::State::Closed);
+            self.meters.own_open(t.to != crate::state::State::Closed);
         }
     }
 
@@ -243,7 +243,7 @@ impl Inner {
             Admit::Rejected { state, retry_after } => {
                 self.meters.rejected();
                 self.pending.rejected();
-                Err(Rejected { state, retry_after, local: true })
+                Err(Rejected { state, retry_after, own: true })
             }
         }
     }

@@ -120,7 +120,7 @@ impl Breaker {
     /// whose Redis is down reports `store: RedisDown` instead of failing.
     pub async fn health(&self) -> Result<Health, StoreError> {
         let store = self.inner.shared.store.status_after(self.flush().await)?;
-        let local_state = self.inner.own.as_ref().map(crate::quorum::OwnBreaker::state);
+        let own_state = self.inner.own.as_ref().map(crate::quorum::OwnBreaker::state);
         Ok(Health {
             snapshot: self.snapshot(),
             store,
@@ -133,8 +133,8 @@ impl Breaker {
             scripts: self.inner.shared.store.script_mode(),
             quorum: self.inner.config.quorum,
             quorum_fraction: self.inner.config.quorum_fraction,
-            local_state,
-            reporting: local_state.is_some_and(|state| state != State::Closed),
+            own_state,
+            reporting: own_state.is_some_and(|state| state != State::Closed),
         })
     }
 

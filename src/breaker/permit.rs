@@ -245,7 +245,7 @@ impl Breaker {
             self.inner.meters.rejected();
             self.inner.pending.rejected();
         }
-        Rejected { state, retry_after, local: false }
+        Rejected { state, retry_after, own: false }
     }
 
     /// Asks Redis (or, while it cannot answer, the degraded mode) for the fleet's grant, with a

@@ -161,7 +161,7 @@ setters_and_getters! { ConfigBuilder => Config {
     /// (default 1: the fleet's outcomes together decide, one shared trip rule). With a quorum
     /// above 1, each process applies the rules (consecutive failures, rates) to its own calls:
     /// a process that meets them alone opens for itself only (its own backoff and probes,
-    /// [`EventKind::LocalOpen`](crate::EventKind::LocalOpen), [`Rejected::local`](crate::Rejected))
+    /// [`EventKind::OwnOpen`](crate::EventKind::OwnOpen), [`Rejected::own`](crate::Rejected::own))
     /// and reports itself in `<prefix>:{<name>}:reporters` (again every quarter `window` while
     /// it stays open); when `quorum` processes reported within `window`, the fleet opens once,
     /// as it does with a quorum of 1. One bad node (its

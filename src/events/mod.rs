@@ -25,12 +25,12 @@ pub enum EventKind {
     /// own calls met the trip rule while the fleet's quorum is not met, so this process alone
     /// opened (or, after a failed probe of its own, opened again); it reported itself to the
     /// fleet. `from` and `to` are its own breaker's states; the fleet's state is unchanged.
-    LocalOpen,
+    OwnOpen,
     /// Under a quorum: this process's own breaker let a probe through after its own backoff.
-    LocalHalfOpen,
+    OwnHalfOpen,
     /// Under a quorum: this process's own breaker closed again (its probes succeeded, and its
     /// report to the fleet was withdrawn), or it folded into the fleet's open state.
-    LocalClosed,
+    OwnClosed,
 }
 
 /// One transition of one breaker, or a change in where this process decides calls.
@@ -107,9 +107,9 @@ impl Wire {
 /// An event of this process's own breaker under a quorum.
 pub(crate) fn own_event(name: &str, me: &str, t: &Transition, incarnation: u64, remaining: Option<u64>) -> Event {
     let kind = match t.to {
-        State::Open => EventKind::LocalOpen,
-        State::HalfOpen => EventKind::LocalHalfOpen,
-        _ => EventKind::LocalClosed,
+        State::Open => EventKind::OwnOpen,
+        State::HalfOpen => EventKind::OwnHalfOpen,
+        _ => EventKind::OwnClosed,
     };
     Event { kind, ..in_process_event(name, me, t, incarnation, t.epoch, remaining) }
 }
@@ -165,10 +165,10 @@ pub(crate) fn log_transition(e: &Event) {
     let retry_after_ms = e.retry_after.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
     let (breaker, reason, epoch, caused_here) = (e.name.as_str(), e.reason.as_str(), e.epoch, e.caused_here);
     match e.kind {
-        EventKind::LocalOpen => {
+        EventKind::OwnOpen => {
             return tracing::warn!(breaker, from, to, reason, retry_after_ms, "this process's own breaker opened");
         }
-        EventKind::LocalHalfOpen | EventKind::LocalClosed => {
+        EventKind::OwnHalfOpen | EventKind::OwnClosed => {
             return tracing::info!(breaker, from, to, reason, "this process's own breaker moved");
         }
         _ => {}
@@ -190,5 +190,40 @@ fn as_millis<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, 
     match d {
         Some(d) => s.serialize_some(&u64::try_from(d.as_millis()).unwrap_or(u64::MAX)),
         None => s.serialize_none(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::EventKind;
+
+    /// The kinds as JSON (the console's `/api/events`, a subscriber that serializes events): the
+    /// own breaker's under a quorum are `own_*`.
+    #[test]
+    fn kinds_serialize_in_snake_case() {
+        let names: Vec<String> = [
+            EventKind::Transition,
+            EventKind::StoreDown,
+            EventKind::StoreUp,
+            EventKind::ShadowRejected,
+            EventKind::OwnOpen,
+            EventKind::OwnHalfOpen,
+            EventKind::OwnClosed,
+        ]
+        .iter()
+        .map(|k| serde_json::to_string(k).unwrap())
+        .collect();
+        assert_eq!(
+            names,
+            [
+                "\"transition\"",
+                "\"store_down\"",
+                "\"store_up\"",
+                "\"shadow_rejected\"",
+                "\"own_open\"",
+                "\"own_half_open\"",
+                "\"own_closed\""
+            ]
+        );
     }
 }

@@ -71,21 +71,21 @@ async fn one_failing_process_opens_for_itself_and_the_quorum_th_opens_the_fleet_
     fail(&b[0]).await.unwrap_err();
     match fail(&b[0]).await {
         Err(Error::Rejected(r)) => {
-            assert!(r.local, "rejected by its own breaker: {r}");
+            assert!(r.own, "rejected by its own breaker: {r}");
             assert_eq!(r.state, State::Open);
             assert!(r.to_string().contains("in this process"), "{r}");
         }
         other => panic!("process 0 should reject its own calls, got {other:?}"),
     }
-    let local = loop {
+    let opened = loop {
         let e = tokio::time::timeout(Duration::from_secs(2), events.recv()).await.expect("an event").expect("open");
-        if e.kind == EventKind::LocalOpen {
+        if e.kind == EventKind::OwnOpen {
             break e;
         }
     };
-    assert_eq!((local.from, local.to, local.caused_here), (Some(State::Closed), State::Open, true));
+    assert_eq!((opened.from, opened.to, opened.caused_here), (Some(State::Closed), State::Open, true));
     let health = b[0].health().await.unwrap();
-    assert_eq!((health.quorum, health.local_state, health.reporting), (3, Some(State::Open), true));
+    assert_eq!((health.quorum, health.own_state, health.reporting), (3, Some(State::Open), true));
     assert_eq!(health.snapshot.state, State::Closed, "the fleet stays closed");
     // The others are not held back, and the fleet is closed with one reporter: process 0.
     for other in &b[1..] {
@@ -96,7 +96,7 @@ async fn one_failing_process_opens_for_itself_and_the_quorum_th_opens_the_fleet_
     let ids: Vec<&str> = status.reporters.iter().map(|r| r.id.as_str()).collect();
     assert_eq!(ids, [clients[0].reporter_id()]);
     assert!(status.ttl_ms.reporters.is_some_and(|t| t > 0 && t <= 60_000), "{:?}", status.ttl_ms);
-    assert_eq!(b[1].health().await.unwrap().local_state, Some(State::Closed));
+    assert_eq!(b[1].health().await.unwrap().own_state, Some(State::Closed));
 
     // Process 1 is the second reporter: still below the quorum.
     fail(&b[1]).await.unwrap_err();
@@ -122,12 +122,12 @@ async fn one_failing_process_opens_for_itself_and_the_quorum_th_opens_the_fleet_
     }
     for (i, breaker) in b.iter().enumerate() {
         match succeed(breaker).await {
-            Err(Error::Rejected(r)) => assert!(!r.local, "process {i} is rejected by the fleet: {r}"),
+            Err(Error::Rejected(r)) => assert!(!r.own, "process {i} is rejected by the fleet: {r}"),
             other => panic!("process {i}: expected a fleet rejection, got {other:?}"),
         }
     }
     let health = b[0].health().await.unwrap();
-    assert_eq!((health.local_state, health.reporting), (Some(State::Closed), false));
+    assert_eq!((health.own_state, health.reporting), (Some(State::Closed), false));
     let history = b[0].history(5).await.unwrap();
     assert_eq!(history.len(), 1, "one transition: {history:?}");
     assert_eq!(history[0].origin, clients[2].id(), "caused by the quorum-th reporter");
@@ -149,7 +149,7 @@ async fn a_recovered_process_withdraws_its_report_and_old_reports_do_not_count()
     let permit = b[0].acquire().await.expect("its own probe");
     assert!(permit.is_probe());
     permit.success().await;
-    assert_eq!(b[0].health().await.unwrap().local_state, Some(State::Closed));
+    assert_eq!(b[0].health().await.unwrap().own_state, Some(State::Closed));
     assert!(reporters(&redis, &name).await.is_empty(), "the report was withdrawn");
     // So one more failing process is the only reporter, below the quorum of 2.
     fail(&b[1]).await.unwrap_err();
@@ -196,7 +196,7 @@ async fn a_quorum_of_one_is_todays_shared_rule() {
     assert!(!state.contains_key("quorum"), "no quorum field without a quorum");
     assert!(reporters(&redis, &name).await.is_empty());
     let health = b[0].health().await.unwrap();
-    assert_eq!((health.quorum, health.local_state, health.reporting), (1, None, false));
+    assert_eq!((health.quorum, health.own_state, health.reporting), (1, None, false));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -286,7 +286,7 @@ async fn a_quorum_fraction_scales_with_the_active_processes() {
     fail(&b[0]).await.unwrap_err();
     fail(&b[0]).await.unwrap_err();
     let third = succeed(&b[0]).await;
-    assert!(matches!(third, Err(Error::Rejected(r)) if r.local), "{third:?} {:?}", state_hash(&redis, &name).await);
+    assert!(matches!(third, Err(Error::Rejected(r)) if r.own), "{third:?} {:?}", state_hash(&redis, &name).await);
     assert_eq!(state_hash(&redis, &name).await["state"], "closed");
     // The second of four is half: the fleet opens.
     fail(&b[1]).await.unwrap_err();
@@ -331,25 +331,25 @@ async fn the_own_breaker_backs_off_and_probes_on_the_clients_clock() {
     fail(&b).await.unwrap_err();
     match succeed(&b).await {
         Err(Error::Rejected(r)) => {
-            assert!(r.local);
+            assert!(r.own);
             assert_eq!(r.retry_after, Some(Duration::from_secs(30)));
         }
         other => panic!("expected its own rejection, got {other:?}"),
     }
     clock.advance(Duration::from_secs(29));
     assert!(
-        matches!(succeed(&b).await, Err(Error::Rejected(r)) if r.local && r.retry_after == Some(Duration::from_secs(1)))
+        matches!(succeed(&b).await, Err(Error::Rejected(r)) if r.own && r.retry_after == Some(Duration::from_secs(1)))
     );
     clock.advance(Duration::from_secs(1));
     let probe = b.acquire().await.expect("its own probe");
     assert!(probe.is_probe());
     // While its probe is out, it rejects its other calls (one probe at a time).
-    assert!(matches!(b.acquire().await, Err(r) if r.local && r.state == State::HalfOpen));
+    assert!(matches!(b.acquire().await, Err(r) if r.own && r.state == State::HalfOpen));
     probe.success().await;
     succeed(&b).await.unwrap();
     let health = b.health().await.unwrap();
     assert_eq!(
-        (health.local_state, health.reporting, health.snapshot.state),
+        (health.own_state, health.reporting, health.snapshot.state),
         (Some(State::Closed), false, State::Closed)
     );
     let mut kinds = Vec::new();
@@ -359,9 +359,9 @@ async fn the_own_breaker_backs_off_and_probes_on_the_clients_clock() {
     assert_eq!(
         kinds,
         [
-            (EventKind::LocalOpen, Some(State::Closed), State::Open),
-            (EventKind::LocalHalfOpen, Some(State::Open), State::HalfOpen),
-            (EventKind::LocalClosed, Some(State::HalfOpen), State::Closed),
+            (EventKind::OwnOpen, Some(State::Closed), State::Open),
+            (EventKind::OwnHalfOpen, Some(State::Open), State::HalfOpen),
+            (EventKind::OwnClosed, Some(State::HalfOpen), State::Closed),
         ],
         "its own transitions, and no fleet transition"
     );
@@ -434,7 +434,7 @@ async fn a_report_made_while_redis_is_down_reaches_it_when_it_is_back() {
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert!(matches!(fail(&b).await, Err(Error::Inner(_))), "served while Redis is down");
     assert!(matches!(fail(&b).await, Err(Error::Inner(_))), "served while Redis is down");
-    assert!(matches!(succeed(&b).await, Err(Error::Rejected(r)) if r.local), "its own breaker opened");
+    assert!(matches!(succeed(&b).await, Err(Error::Rejected(r)) if r.own), "its own breaker opened");
     assert!(b.health().await.unwrap().reporting);
 
     redis.restart(); // empty
@@ -545,7 +545,7 @@ async fn a_process_with_no_calls_folds_into_the_fleets_trip_and_votes_no_more() 
         let folded = async {
             loop {
                 let e = events.recv().await.expect("events");
-                if e.kind == EventKind::LocalClosed {
+                if e.kind == EventKind::OwnClosed {
                     break e.reason;
                 }
             }
@@ -587,7 +587,7 @@ async fn a_process_restarted_quorum_times_within_a_window_is_one_reporter_and_th
         fail(&b).await.unwrap_err();
         fail(&b).await.unwrap_err();
         let own = succeed(&b).await;
-        assert!(matches!(own, Err(Error::Rejected(ref r)) if r.local), "run {run} is not open for itself: {own:?}");
+        assert!(matches!(own, Err(Error::Rejected(ref r)) if r.own), "run {run} is not open for itself: {own:?}");
         ids.push(process.id().to_string());
         identities.push(process.reporter_id().to_string());
         drop(b);
@@ -686,9 +686,9 @@ async fn a_breaker_open_for_itself_is_not_evicted_and_named_again_still_rejects(
             Err::<(), _>("still down")
         })
         .await;
-    assert!(matches!(result, Err(Error::Rejected(r)) if r.local), "{result:?}");
+    assert!(matches!(result, Err(Error::Rejected(r)) if r.own), "{result:?}");
     assert!(!called.load(std::sync::atomic::Ordering::SeqCst), "the downstream was called during the own backoff");
-    assert_eq!(b.health().await.unwrap().local_state, Some(State::Open));
+    assert_eq!(b.health().await.unwrap().own_state, Some(State::Open));
 }
 
 /// `Client::flush` sends a report that waits in the process though nothing else is pending

@@ -27,11 +27,11 @@ pub async fn calls(client: &Client, control: &mut redis::aio::MultiplexedConnect
     ready_then_wait(control, go).await;
     let until = Instant::now() + Duration::from_millis(millis.parse().unwrap());
     let gap = Duration::from_millis(gap.parse().unwrap());
-    let (mut ok, mut failed, mut local, mut fleet, mut first_fleet_us) = (0u64, 0u64, 0u64, 0u64, 0u64);
+    let (mut ok, mut failed, mut own, mut fleet, mut first_fleet_us) = (0u64, 0u64, 0u64, 0u64, 0u64);
     while Instant::now() < until {
         match b.execute(|| ping(addr)).await {
             Ok(()) => ok += 1,
-            Err(Error::Rejected(r)) if r.local => local += 1,
+            Err(Error::Rejected(r)) if r.own => own += 1,
             Err(Error::Rejected(_)) => {
                 if fleet == 0 {
                     first_fleet_us = unix_micros();
@@ -43,7 +43,7 @@ pub async fn calls(client: &Client, control: &mut redis::aio::MultiplexedConnect
         tokio::time::sleep(gap).await;
     }
     client.flush().await.unwrap();
-    format!("ok={ok} failed={failed} local={local} fleet={fleet} first_fleet_us={first_fleet_us}")
+    format!("ok={ok} failed={failed} own={own} fleet={fleet} first_fleet_us={first_fleet_us}")
 }
 
 /// One call of the loopback downstream: connect, send `ping`, read `pong`.
@@ -148,7 +148,7 @@ pub fn one_bad_node(rt: &tokio::runtime::Runtime, redis: &support::TestRedis, fl
         let healthy_ok: u64 = answers[1..].iter().map(|a| field(a, "ok")).sum();
         let healthy_calls: u64 = answers[1..]
             .iter()
-            .map(|a| field(a, "ok") + field(a, "failed") + field(a, "local") + field(a, "fleet"))
+            .map(|a| field(a, "ok") + field(a, "failed") + field(a, "own") + field(a, "fleet"))
             .sum();
         let bad = &answers[0];
         if quorum == 3 {
@@ -157,10 +157,10 @@ pub fn one_bad_node(rt: &tokio::runtime::Runtime, redis: &support::TestRedis, fl
             assert_eq!(state["state"], "closed", "{state:?}");
             assert_eq!(metrics.get("opened"), None, "the fleet never opened: {metrics:?}");
             assert_eq!((field(bad, "failed"), field(bad, "fleet")), (3, 0), "process 0: {bad}");
-            assert!(field(bad, "local") > 0, "process 0 rejects its own calls: {bad}");
+            assert!(field(bad, "own") > 0, "process 0 rejects its own calls: {bad}");
             assert_eq!(reporters, 1, "process 0 is the one reporter");
             for a in &answers[1..] {
-                assert_eq!((field(a, "failed"), field(a, "local"), field(a, "fleet")), (0, 0, 0), "{a}");
+                assert_eq!((field(a, "failed"), field(a, "own"), field(a, "fleet")), (0, 0, 0), "{a}");
             }
             assert_eq!(healthy_ok, healthy_calls);
         } else {
@@ -206,7 +206,7 @@ pub fn of_three(rt: &tokio::runtime::Runtime, redis: &support::TestRedis, fleet:
     assert_eq!(metrics.get("opened"), None);
     assert_eq!(reporters, 2);
     for a in &answers[2..] {
-        assert_eq!((field(a, "failed"), field(a, "local"), field(a, "fleet")), (0, 0, 0), "{a}");
+        assert_eq!((field(a, "failed"), field(a, "own"), field(a, "fleet")), (0, 0, 0), "{a}");
     }
     latencies.sort_unstable();
     let pct = |p: f64| latencies[((latencies.len() as f64 - 1.0) * p).round() as usize];
@@ -239,12 +239,12 @@ pub async fn open_for_itself_then_exit(client: &Client, name: &str, how: &str) -
     for _ in 0..2 {
         let _ = b.execute(|| async { Err::<(), _>("down") }).await;
     }
-    let own = b.execute(|| async { Ok::<(), &str>(()) }).await;
-    let local = u8::from(matches!(own, Err(Error::Rejected(ref r)) if r.local));
+    let third = b.execute(|| async { Ok::<(), &str>(()) }).await;
+    let own = u8::from(matches!(third, Err(Error::Rejected(ref r)) if r.own));
     if how == "leave" {
         client.shutdown().await.unwrap();
     }
-    println!("{how} local={local} id={} identity={}", client.id(), client.reporter_id());
+    println!("{how} own={own} id={} identity={}", client.id(), client.reporter_id());
     std::process::exit(0);
 }
 
@@ -266,7 +266,7 @@ pub fn restarts(rt: &tokio::runtime::Runtime, redis: &support::TestRedis, _fleet
     let mut ids = Vec::new();
     for i in 0..3 {
         let answer = run("crash");
-        assert_eq!(word(&answer, "local"), "1", "run {i} opened for itself, the fleet did not: {answer}");
+        assert_eq!(word(&answer, "own"), "1", "run {i} opened for itself, the fleet did not: {answer}");
         ids.push((word(&answer, "id"), word(&answer, "identity")));
     }
     let (state, _, reporters) = quorum_keys(rt, redis, &name);
@@ -275,7 +275,7 @@ pub fn restarts(rt: &tokio::runtime::Runtime, redis: &support::TestRedis, _fleet
     assert!(ids.iter().all(|(_, identity)| *identity == ids[0].1), "one identity across runs: {ids:?}");
     assert!(ids[0].0 != ids[1].0 && ids[1].0 != ids[2].0, "a client id of its own in each run: {ids:?}");
     let answer = run("leave");
-    assert_eq!(word(&answer, "local"), "1", "{answer}");
+    assert_eq!(word(&answer, "own"), "1", "{answer}");
     let (state, _, reporters) = quorum_keys(rt, redis, &name);
     assert_eq!((state.get("state").map(String::as_str), reporters), (Some("closed"), 0), "shutdown() withdrew it");
     format!("[3 crashed runs of host {:?}: 1 reporter, fleet closed; a 4th run's shutdown(): 0 reporters]", ids[0].1)

@@ -268,7 +268,7 @@ pub(crate) fn check(input: &Input) -> Summary {
         }
         let samples: Vec<_> = input.collected.samples.iter().filter(|s| s.b == b).collect();
         let pinned: Vec<&Decision> = by_breaker(b)
-            .filter(|d| d.d == "reject" && !d.local && d.redis && d.st != "closed")
+            .filter(|d| d.d == "reject" && !d.own && d.redis && d.st != "closed")
             .filter(|d| {
                 let near: Vec<_> = samples.iter().filter(|s| s.at >= d.t1 - 2000.0 && s.at <= d.t1 + 500.0).collect();
                 !near.is_empty() && near.iter().all(|s| s.inc != Some(d.inc) || s.epoch < d.ep)
@@ -355,7 +355,7 @@ pub(crate) fn check(input: &Input) -> Summary {
     // 6. Quorum, this process's own breaker: after its own breaker rejected a call with a time
     //    left, the same process lets no call through before that time (short of an operator's
     //    write to the breaker, which may end it).
-    for d in by_breaker("quorum").filter(|d| d.d == "reject" && d.local && d.ra > 0.0) {
+    for d in by_breaker("quorum").filter(|d| d.d == "reject" && d.own && d.ra > 0.0) {
         let until = d.t1 + d.ra - TOLERANCE_MS;
         let operated = input.faults.iter().any(|f| {
             f.kind == FaultKind::OperatorWrite && f.target == 1 && f.start <= until && f.start >= d.t1 - 1000.0
@@ -366,7 +366,7 @@ pub(crate) fn check(input: &Input) -> Summary {
         // A fleet transition in between ends the own trip (it folds into the fleet's).
         let folded = |at: f64| transitions.iter().any(|t| t.b == "quorum" && t.at > d.t1 - TOLERANCE_MS && t.at <= at);
         let early: Vec<&Decision> = by_breaker("quorum")
-            .filter(|e| e.pid == d.pid && e.d == "admit" && !e.local && e.t0 > d.t1 && e.t0 < until)
+            .filter(|e| e.pid == d.pid && e.d == "admit" && !e.own && e.t0 > d.t1 && e.t0 < until)
             .filter(|e| !folded(e.t0))
             .collect();
         if let Some(first) = early.first() {

@@ -28,7 +28,7 @@ pub(crate) struct Decision {
     /// `ok`, `fail`, `timeout`, or empty for a rejection.
     pub(crate) o: String,
     /// Rejected by this process's own breaker (under a quorum).
-    pub(crate) local: bool,
+    pub(crate) own: bool,
     /// A rejection's time left (ms), 0 when none was given.
     #[serde(default)]
     pub(crate) ra: f64,

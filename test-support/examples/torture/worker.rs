@@ -177,7 +177,7 @@ async fn call_loop(
             t3: t1,
             d: "reject".into(),
             o: String::new(),
-            local: false,
+            own: false,
             ra: 0.0,
             st0: before.state.as_str().to_string(),
             ep0: before.epoch,
@@ -211,7 +211,7 @@ async fn call_loop(
                 d.t3 = now_ms();
             }
             Err(rejected) => {
-                d.local = rejected.local;
+                d.own = rejected.own;
                 d.ra = rejected.retry_after.map_or(0.0, |r| r.as_secs_f64() * 1000.0);
             }
         }
@@ -223,7 +223,7 @@ async fn call_loop(
         // About 80 calls a second per breaker, spread so that workers do not beat in step.
         rng_state = rng_state.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
         let mut pause = 8 + (rng_state >> 60);
-        if per_call && d.local {
+        if per_call && d.own {
             pause += (d.ra as u64).min(400);
         }
         drop(breaker);
