@@ -4,7 +4,7 @@
 //! none). On a loopback address only loopback names are answered (and `--allowed-host`);
 //! any other `Host` gets 421 Misdirected Request, an HTTP/1.1 request without one 400.
 
-use super::routes::{error, hardened};
+use super::respond::{error, hardened};
 use axum::extract::{Request, State};
 use axum::http::{StatusCode, Version, header};
 use axum::middleware::Next;

@@ -10,6 +10,7 @@
 mod alerts;
 mod hosts;
 mod metrics;
+mod respond;
 mod routes;
 
 use crate::Failure;

@@ -2,6 +2,7 @@
 //! check, and the headers every answer carries.
 
 use super::alerts::all_alerts;
+use super::respond::{error, hardened};
 use super::{App, HISTORY_READ, Sample, hosts, metrics, statuses};
 use crate::output;
 use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Query, State as AxumState};
@@ -49,11 +50,6 @@ pub(super) fn router(app: Arc<App>, hosts: hosts::Hosts) -> Router {
         .with_state(app)
 }
 
-/// A JSON error: `{"error": "..."}`, one line.
-pub(super) fn error(status: StatusCode, text: impl Into<String>) -> Response {
-    (status, Json(json!({ "error": text.into() }))).into_response()
-}
-
 /// A library error as an HTTP answer: bad input 400, a permission the console's Redis user
 /// lacks 403 (nothing was written; the message says what to grant), Redis unreachable 503,
 /// else 502 (Redis refused or answered nonsense).
@@ -64,15 +60,6 @@ fn store_error(e: &StoreError) -> Response {
         e if e.is_outage() => error(StatusCode::SERVICE_UNAVAILABLE, format!("redis unreachable: {e}")),
         e => error(StatusCode::BAD_GATEWAY, e.to_string()),
     }
-}
-
-/// Security headers every answer of ours carries.
-pub(super) fn hardened(mut r: Response) -> Response {
-    let h = r.headers_mut();
-    h.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
-    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-    r
 }
 
 fn asset(body: &'static str, kind: &'static str) -> Response {

@@ -5,8 +5,9 @@
 //! Bounds it applies, from the README's staleness table with this harness's settings
 //! (`setup`), plus `TOLERANCE` for scheduling on a loaded two-core machine.
 
+use crate::faults::{Fault, FaultKind};
+use crate::history::Collected;
 use crate::history::{Decision, Transition};
-use crate::nemesis::{Collected, Fault, FaultKind};
 use crate::setup;
 use crate::topology::Kind;
 use std::collections::{BTreeMap, BTreeSet, HashMap};

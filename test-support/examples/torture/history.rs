@@ -3,6 +3,7 @@
 //! Redis's state. One machine, one clock: every time is ms since the Unix epoch.
 
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Now, in ms since the Unix epoch (with µs precision), the clock Redis's `TIME` also reads.
@@ -97,4 +98,12 @@ pub(crate) struct Immortal {
 pub(crate) fn read_decisions(path: &std::path::Path) -> Vec<Decision> {
     let text = std::fs::read_to_string(path).unwrap_or_default();
     text.lines().filter_map(|l| serde_json::from_str(l).ok()).collect()
+}
+
+/// What the collectors gathered while the run went on.
+#[derive(Default)]
+pub(crate) struct Collected {
+    pub(crate) transitions: BTreeMap<(String, String), Transition>,
+    pub(crate) samples: Vec<Sample>,
+    pub(crate) immortals: Vec<Immortal>,
 }

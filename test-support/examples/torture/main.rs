@@ -20,6 +20,7 @@
 
 mod check;
 mod downstream;
+mod faults;
 mod history;
 mod nemesis;
 mod proxy;
