@@ -108,7 +108,10 @@ impl Breaker {
             }
             _ => self.grant().await?,
         };
-        let mut guard = CallGuard { breaker: self, ticket: Some(self.ticket(grant)?) };
+        // Without a quorum there is no own breaker to ask: the ticket is the fleet's grant alone
+        // (the common case, kept off `ticket`'s call).
+        let ticket = if self.inner.own.is_none() { Ticket { grant, own: None } } else { self.ticket(grant)? };
+        let mut guard = CallGuard { breaker: self, ticket: Some(ticket) };
         let config = &self.inner.config;
         let started = config.slow_call_rate.is_some().then(Instant::now);
         match with_deadline(f(), config.call_timeout).await {

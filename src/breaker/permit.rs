@@ -51,6 +51,7 @@ impl Ticket {
     /// The view of a call whose success would change nothing: granted by a closed breaker with
     /// no failure counted and, under a quorum, admitted by an own breaker that a success would
     /// not move either. Such a success is one batched count ([`spend`](Self::spend)).
+    #[inline]
     pub(super) fn quiet_success(&self) -> Option<View> {
         match self.grant {
             Grant::Closed(view)
@@ -63,6 +64,7 @@ impl Ticket {
     }
 
     /// Ends the ticket of a quiet success: nothing to record or give back anywhere.
+    #[inline]
     pub(super) fn spend(self) {
         if let Some(own) = self.own {
             own.forget();

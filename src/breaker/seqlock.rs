@@ -49,6 +49,7 @@ impl SeqLock {
     }
 
     /// Every word, as one writer left them.
+    #[inline]
     pub(crate) fn read(&self) -> Words {
         loop {
             let s1 = self.seq.load(Ordering::Acquire);

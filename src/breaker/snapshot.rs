@@ -86,6 +86,7 @@ impl SnapshotCell {
 
     /// Decides from the snapshot if it is fresh now, on the coarse clock (the hot path). The
     /// time left to a deadline is told from the precise clock: the coarse one may lag.
+    #[inline]
     pub(crate) fn decide_now(&self) -> Decision {
         match self.decide_at(self.time.coarse_now()) {
             Decision::Reject { state, retry_after: Some(_) } => {
@@ -101,6 +102,7 @@ impl SnapshotCell {
         self.decide_at(self.since_base(now))
     }
 
+    #[inline]
     fn decide_at(&self, now: u64) -> Decision {
         let Words { state, view, fresh_until, deadline } = self.words.read();
         if now >= fresh_until {
