@@ -58,8 +58,8 @@ impl Wire for Option<u64> {
     }
 }
 
-/// How a script checks a common argument before anything is written (`common_arg` in
-/// `lua/lib/args.lua`); a value it refuses answers `ERR redis-breaker: bad argument <name>`.
+/// How a script checks a common argument before anything is written (`read_call` and
+/// `read_config` in the generated `lua/lib/protocol.lua`); a value it refuses answers `ERR redis-breaker: bad argument <name>`.
 /// These are the scripts' own defences against any caller: [`Config`](crate::Config) validates
 /// what users set, more strictly.
 #[cfg(test)]

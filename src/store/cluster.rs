@@ -44,11 +44,11 @@ impl Route for LazyCluster {
 }
 
 /// A MOVED or ASK that the cluster connection gives up as a command's error, turned into what
-/// it is: the slot's owner was not reached, an outage. The connection follows a redirection with
-/// its one retry (`retries(1)`, see `Client::connect_cluster`); when its connection to the
-/// owner had dropped (a restarted node, a killed client) the first attempt failed, the retry
-/// went to another master (the connection picks any node when the owner's is down), and that
-/// master's MOVED ends the command. Nothing ran there, but the first attempt may have run: as
+/// it is: the slot's owner was not reached, an outage. The connection retries nothing
+/// (`retries(0)`, see `Client::connect_cluster`): when its connection to the owner had dropped
+/// (a restarted node, a killed client) the command may go to another master (the connection
+/// picks any node when the owner's is down), and that master's MOVED ends it. Nothing ran
+/// there, but an earlier attempt on the owner may have run: as
 /// an outage, the batch of counts the command carried is in doubt and sent again under its id,
 /// which Redis counts once. Taken for Redis refusing the breaker's script (before), the batch
 /// was dropped, and the metrics lost its counts (the torture harness's "4 counts" on the
