@@ -282,7 +282,25 @@ async fn sentinel_of_protected(primary: u16) -> Server {
         .query_async(&mut conn_on(s.port).await)
         .await
         .unwrap();
-    s
+    // Until it had the password, the sentinel's PINGs got NOAUTH and it may have flagged the
+    // primary `s_down` (after 400 ms); clients skip a primary so flagged, so wait for the flag to
+    // clear (on a loaded machine this took longer than the first operation of a test).
+    let started = Instant::now();
+    loop {
+        let flags = sentinel_flags(s.port).await;
+        if flags == "master" {
+            return s;
+        }
+        assert!(started.elapsed() < Duration::from_secs(15), "the sentinel still flags the primary: {flags}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// The `flags` field of `SENTINEL MASTER mymaster` on the sentinel at `port`.
+async fn sentinel_flags(port: u16) -> String {
+    let fields: Vec<String> =
+        redis::cmd("SENTINEL").arg("MASTER").arg("mymaster").query_async(&mut conn_on(port).await).await.unwrap();
+    fields.chunks(2).find(|kv| kv[0] == "flags").map(|kv| kv[1].clone()).unwrap_or_default()
 }
 
 /// Issue 22, item 5: the primary's username and password reach it, for the commands and the
