@@ -10,6 +10,8 @@
 mod alerts;
 mod hosts;
 mod metrics;
+#[allow(dead_code)] // Until the notifier is wired into `serve`.
+mod notify;
 mod respond;
 mod routes;
 
