@@ -56,7 +56,7 @@ fn worker() {
             .build()
             .unwrap();
         let client = Client::connect_with(&url, cc).await.unwrap();
-        let mut control = redis::Client::open(url.as_str()).unwrap().get_multiplexed_async_connection().await.unwrap();
+        let mut control = support::admin_connection(&url).await;
         let stdin = std::io::stdin();
         for line in stdin.lock().lines() {
             let line = line.unwrap();

@@ -23,6 +23,20 @@ const HOW_TO_GET_REDIS: &str = "no Redis for the tests: set REDIS_URL=redis://12
     `brew install redis`) so the tests can start their own, or run a Docker engine and build the \
     tests with RUSTFLAGS=\"--cfg redis_breaker_testcontainers\" to use a container";
 
+/// A connection for a test's own assertions and setup, to `url`: its deadlines are 10 s
+/// rather than redis-rs's 500 ms (to answer) and 1 s (to connect), which a machine busy
+/// compiling can exceed. The breakers under test keep their own, short, deadlines.
+pub async fn admin_connection(url: &str) -> redis::aio::MultiplexedConnection {
+    let deadlines = redis::AsyncConnectionConfig::new()
+        .set_response_timeout(Some(std::time::Duration::from_secs(10)))
+        .set_connection_timeout(Some(std::time::Duration::from_secs(10)));
+    redis::Client::open(url)
+        .unwrap_or_else(|e| panic!("a test redis url {url}: {e}"))
+        .get_multiplexed_async_connection_with_config(&deadlines)
+        .await
+        .unwrap_or_else(|e| panic!("connect to the test redis at {url}: {e}"))
+}
+
 /// A Redis the test may use; a spawned server or container stops when this is dropped.
 pub struct TestRedis {
     pub url: String,
@@ -33,11 +47,7 @@ pub struct TestRedis {
 impl TestRedis {
     /// A plain connection for assertions and for setting up state by hand.
     pub async fn conn(&self) -> redis::aio::MultiplexedConnection {
-        redis::Client::open(self.url.as_str())
-            .expect("test redis url")
-            .get_multiplexed_async_connection()
-            .await
-            .expect("connect to the test redis")
+        admin_connection(&self.url).await
     }
 
     /// Kills the spawned server with SIGKILL (no shutdown, no save).

@@ -53,7 +53,7 @@ async fn breakers_spread_over_every_master_and_behave_as_on_one_redis() {
 
     // Every master holds some of the breakers' keys.
     for url in &cluster.urls {
-        let mut conn = redis::Client::open(url.as_str()).unwrap().get_multiplexed_async_connection().await.unwrap();
+        let mut conn = support::admin_connection(url).await;
         let keys: Vec<String> = redis::cmd("KEYS").arg("breaker:{svc-*}:state").query_async(&mut conn).await.unwrap();
         assert!(!keys.is_empty(), "{url} holds no breaker");
     }
@@ -62,8 +62,7 @@ async fn breakers_spread_over_every_master_and_behave_as_on_one_redis() {
     // Sharded events (Redis >= 7.0): each breaker's channel has its subscribers on the master
     // that owns it, nothing listens on the classic channel, and no classic PUBLISH crossed the
     // cluster bus. Before 7.0 both clients fall back to the classic channel.
-    let mut conn =
-        redis::Client::open(cluster.urls[0].as_str()).unwrap().get_multiplexed_async_connection().await.unwrap();
+    let mut conn = support::admin_connection(&cluster.urls[0]).await;
     let info: String = redis::cmd("INFO").arg("server").query_async(&mut conn).await.unwrap();
     let major: u32 = info
         .lines()
@@ -72,7 +71,7 @@ async fn breakers_spread_over_every_master_and_behave_as_on_one_redis() {
         .expect("redis_version in INFO server");
     let (mut shard_subscribers, mut classic_subscribers, mut bus_publishes) = (0, 0, 0);
     for url in &cluster.urls {
-        let mut conn = redis::Client::open(url.as_str()).unwrap().get_multiplexed_async_connection().await.unwrap();
+        let mut conn = support::admin_connection(url).await;
         if major >= 7 {
             let mut cmd = redis::cmd("PUBSUB");
             cmd.arg("SHARDNUMSUB");
@@ -119,7 +118,7 @@ struct Node {
 }
 
 async fn cluster_nodes(url: &str) -> Vec<Node> {
-    let mut conn = redis::Client::open(url).unwrap().get_multiplexed_async_connection().await.unwrap();
+    let mut conn = support::admin_connection(url).await;
     let listed: String = redis::cmd("CLUSTER").arg("NODES").query_async(&mut conn).await.unwrap();
     listed
         .lines()

@@ -357,7 +357,7 @@ async fn on_a_cluster_the_refusal_names_the_breakers_shard_channel() {
     let cluster = cluster();
     let mut urls = Vec::new();
     for url in &cluster.urls {
-        let mut conn = redis::Client::open(url.as_str()).unwrap().get_multiplexed_async_connection().await.unwrap();
+        let mut conn = crate::support::admin_connection(url).await;
         let _: () = redis::cmd("ACL")
             .arg(&["SETUSER", "ops", "reset", "on", "nopass", "~*", "resetchannels", "+@all"])
             .query_async(&mut conn)
@@ -386,5 +386,5 @@ async fn on_a_cluster_the_refusal_names_the_breakers_shard_channel() {
 
 #[cfg(feature = "cluster")]
 async fn redis_conn(url: &str) -> redis::aio::MultiplexedConnection {
-    redis::Client::open(url).unwrap().get_multiplexed_async_connection().await.unwrap()
+    crate::support::admin_connection(url).await
 }

@@ -805,7 +805,7 @@ async fn server_pid(conn: &mut redis::aio::MultiplexedConnection) -> u32 {
 
 /// (calls, successes, failures) of breaker `name` on the server at `url`, and the whole hash.
 async fn counts_at(url: &str, name: &str) -> ((u64, u64, u64), std::collections::HashMap<String, u64>) {
-    let mut conn = redis::Client::open(url).unwrap().get_multiplexed_async_connection().await.unwrap();
+    let mut conn = support::admin_connection(url).await;
     let m: std::collections::HashMap<String, u64> =
         redis::cmd("HGETALL").arg(key(name, "metrics")).query_async(&mut conn).await.unwrap();
     let got = |f: &str| m.get(f).copied().unwrap_or(0);

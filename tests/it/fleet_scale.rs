@@ -50,7 +50,7 @@ async fn a_live_subscription_keeps_a_closed_snapshot_fresh_past_cache_ttl() {
 async fn without_a_subscription_the_short_cache_ttl_applies() {
     let redis = private_redis().await;
     // A client over a caller's connection has no event subscription.
-    let conn = redis::Client::open(redis.url.as_str()).unwrap().get_multiplexed_async_connection().await.unwrap();
+    let conn = support::admin_connection(&redis.url).await;
     let client = Client::from_connection(conn, short(100).build().unwrap());
     let b = client.breaker(&unique("short-fresh"), Config::default()).unwrap();
     succeed(&b).await.unwrap();

@@ -87,11 +87,7 @@ pub async fn breaker_subscribed(breaker: &redis_breaker::Breaker) {
 
 /// A plain connection to the server on loopback port `port` (a cluster node, a sentinel).
 pub async fn conn_on(port: u16) -> redis::aio::MultiplexedConnection {
-    redis::Client::open(format!("redis://127.0.0.1:{port}"))
-        .expect("loopback url")
-        .get_multiplexed_async_connection()
-        .await
-        .expect("connect to a test server")
+    admin_connection(&format!("redis://127.0.0.1:{port}")).await
 }
 
 /// Calls `breaker` (successes, one every 10ms) until it rejects one, failing after `within`

@@ -76,11 +76,7 @@ async fn sentinel_names_a_tls_primary_reached_with_the_certificates_and_the_pass
     const PASSWORD: &str = "tls-sentinel-pw-1d2c";
     let redis = tls_redis();
     let plain = redis.plain_port();
-    let mut admin = redis::Client::open(format!("redis://127.0.0.1:{plain}"))
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut admin = support::admin_connection(&format!("redis://127.0.0.1:{plain}")).await;
     let _: () = redis::cmd("CONFIG").arg("SET").arg("requirepass").arg(PASSWORD).query_async(&mut admin).await.unwrap();
 
     let sentinel = support::tls::tls_sentinel(&redis, PASSWORD);
@@ -91,11 +87,7 @@ async fn sentinel_names_a_tls_primary_reached_with_the_certificates_and_the_pass
     let name = support::unique("tls-sentinel");
     a_trip_reaches_the_other(&a, &b, &name, "over TLS").await;
     assert_eq!(a.store_status(), StoreStatus::Redis);
-    let mut authed = redis::Client::open(format!("redis://:{PASSWORD}@127.0.0.1:{plain}"))
-        .unwrap()
-        .get_multiplexed_async_connection()
-        .await
-        .unwrap();
+    let mut authed = support::admin_connection(&format!("redis://:{PASSWORD}@127.0.0.1:{plain}")).await;
     let state: String = redis::cmd("HGET")
         .arg(format!("breaker:{{{name}}}:state"))
         .arg("state")
