@@ -186,7 +186,8 @@ pub(crate) async fn serve(client: Client, args: &ServeArgs) -> Result<ExitCode, 
         });
     server.await.map_err(|e| Failure::Other(format!("the console stopped: {e}")))?;
     signals.abort();
-    let _ = reader.await;
+    // A read under way when the signal came is not waited for (Redis may be the reason to stop).
+    reader.abort();
     tracing::info!("the console stopped");
     Ok(ExitCode::SUCCESS)
 }
