@@ -46,7 +46,11 @@ async fn console(redis: &TestRedis, extra: &[&str]) -> Console {
         .expect("start redis-breaker serve");
     let mut stderr = BufReader::new(child.stderr.take().expect("stderr"));
     let mut line = String::new();
-    stderr.read_line(&mut line).expect("the console's first line");
+    // With -v, log lines may come first.
+    while !line.contains("console on") {
+        line.clear();
+        assert!(stderr.read_line(&mut line).expect("the console's stderr") > 0, "the console stopped");
+    }
     let port = line
         .split("http://127.0.0.1:")
         .nth(1)
@@ -443,4 +447,42 @@ async fn a_bad_notify_url_exits_2_with_the_reason() {
         assert!(stderr.contains("--notify URL #2") && stderr.contains(why), "{url}: {stderr}");
         assert!(!stderr.contains("SECRET"), "the URL is not echoed: {stderr}");
     }
+}
+
+/// Sends SIGTERM to the console and waits (up to a generous minute) for it to exit.
+async fn stop(c: &mut Console) -> Option<i32> {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.child.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+    let started = Instant::now();
+    loop {
+        if let Some(status) = c.child.try_wait().unwrap() {
+            return status.code();
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "the console did not stop on SIGTERM");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn on_sigterm_a_notification_being_retried_is_still_delivered() {
+    let redis = private_redis().await;
+    let receiver = Receiver::start(&[500, 200]).await;
+    let mut c = console(&redis, &["--notify", &receiver.url, "--notify-backoff", "500ms"]).await;
+    let name = unique("notify-stop");
+    let b = library(&redis).await.breaker(&name, Config::default()).unwrap();
+    b.force_open(Some(Duration::from_secs(600))).await.unwrap();
+    eventually("the first attempt is made", || async { receiver.connections() == 1 }).await;
+    assert_eq!(stop(&mut c).await, Some(0));
+    let docs = receiver.about(&name);
+    assert_eq!(docs.len(), 2, "the retry was made before the console exited: {docs:#?}");
+}
+
+#[tokio::test]
+async fn a_hanging_receiver_does_not_hold_the_console_on_sigterm() {
+    let redis = private_redis().await;
+    let hanging = Receiver::start(&[0]).await;
+    let mut c = console(&redis, &["--notify", &hanging.url, "--notify-timeout", "1h"]).await;
+    let b = library(&redis).await.breaker(&unique("notify-stop-hang"), Config::default()).unwrap();
+    b.force_open(Some(Duration::from_secs(600))).await.unwrap();
+    eventually("the receiver holds the notification", || async { hanging.requests().len() == 1 }).await;
+    assert_eq!(stop(&mut c).await, Some(0), "stopped after the bounded drain, not the hour-long timeout");
 }
