@@ -34,7 +34,14 @@ impl Drop for Console {
 /// Starts the console on a free loopback port with `extra` options, then waits until its
 /// client listens to the events channel (so that no transition made after this is missed).
 async fn console(redis: &TestRedis, extra: &[&str]) -> Console {
+    console_with(redis, extra, &[]).await
+}
+
+/// [`console`] with environment variables.
+async fn console_with(redis: &TestRedis, extra: &[&str], env: &[(&str, &std::path::Path)]) -> Console {
+    let before = subscribers(&mut redis.conn().await).await;
     let mut child = Command::new(env!("CARGO_BIN_EXE_redis-breaker"))
+        .envs(env.iter().copied())
         .env("REDIS_URL", &redis.url)
         .env("REDIS_BREAKER_TOKEN", TOKEN)
         .env_remove("REDIS_BREAKER_NOTIFY")
@@ -67,14 +74,17 @@ async fn console(redis: &TestRedis, extra: &[&str]) -> Console {
     let conn = redis.conn().await;
     eventually("the console subscribes to breaker:events", || {
         let mut conn = conn.clone();
-        async move {
-            let (_, n): (String, u64) =
-                redis::cmd("PUBSUB").arg("NUMSUB").arg("breaker:events").query_async(&mut conn).await.unwrap();
-            n >= 1
-        }
+        async move { subscribers(&mut conn).await > before }
     })
     .await;
     Console { child, port, logs }
+}
+
+/// The connections subscribed to the events channel (the console's and the library clients').
+async fn subscribers(conn: &mut redis::aio::MultiplexedConnection) -> u64 {
+    let (_, n): (String, u64) =
+        redis::cmd("PUBSUB").arg("NUMSUB").arg("breaker:events").query_async(conn).await.unwrap();
+    n
 }
 
 /// Waits until `check` holds, for up to a minute (a generous deadline: nothing here is timed).
@@ -142,36 +152,35 @@ struct Receiver {
 
 impl Receiver {
     async fn start(statuses: &[u16]) -> Receiver {
+        Receiver::start_on(statuses, None).await
+    }
+
+    /// With `tls`, an https:// receiver.
+    async fn start_on(statuses: &[u16], tls: Option<tokio_rustls::TlsAcceptor>) -> Receiver {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let url = format!("http://{}/services/T0/B0/SECRET-TOKEN?key=SECRET-KEY", listener.local_addr().unwrap());
+        let scheme = if tls.is_some() { "https" } else { "http" };
+        let url = format!("{scheme}://{}/services/T0/B0/SECRET-TOKEN?key=SECRET-KEY", listener.local_addr().unwrap());
         let (connections, requests) = (Arc::new(Mutex::new(0)), Arc::new(Mutex::new(Vec::new())));
         let statuses = statuses.to_vec();
         let (counted, kept) = (connections.clone(), requests.clone());
         tokio::spawn(async move {
             loop {
-                let Ok((mut s, _)) = listener.accept().await else { return };
+                let Ok((s, _)) = listener.accept().await else { return };
                 let status = {
                     let mut n = counted.lock().unwrap();
                     *n += 1;
                     statuses[(*n - 1).min(statuses.len() - 1)]
                 };
-                let kept = kept.clone();
+                let (kept, tls) = (kept.clone(), tls.clone());
                 tokio::spawn(async move {
-                    let mut raw = Vec::new();
-                    let mut buf = [0u8; 8192];
-                    while !wire::complete(&raw) {
-                        match s.read(&mut buf).await {
-                            Ok(0) | Err(_) => return,
-                            Ok(n) => raw.extend_from_slice(&buf[..n]),
+                    match tls {
+                        Some(tls) => {
+                            if let Ok(s) = tls.accept(s).await {
+                                answer(s, status, kept).await;
+                            }
                         }
+                        None => answer(s, status, kept).await,
                     }
-                    kept.lock().unwrap().push(parse_request(&raw));
-                    if status == 0 {
-                        return std::future::pending::<()>().await;
-                    }
-                    let answer =
-                        format!("HTTP/1.1 {status} Chosen\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok");
-                    let _ = s.write_all(answer.as_bytes()).await;
                 });
             }
         });
@@ -190,6 +199,28 @@ impl Receiver {
     fn about(&self, breaker: &str) -> Vec<Value> {
         self.requests().into_iter().map(|r| r.body).filter(|b| b["breaker"] == breaker).collect()
     }
+}
+
+/// Reads one request from `s`, keeps it, and answers `status` (0: never).
+async fn answer<S>(mut s: S, status: u16, kept: Arc<Mutex<Vec<Request>>>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let mut raw = Vec::new();
+    let mut buf = [0u8; 8192];
+    while !wire::complete(&raw) {
+        match s.read(&mut buf).await {
+            Ok(0) | Err(_) => return,
+            Ok(n) => raw.extend_from_slice(&buf[..n]),
+        }
+    }
+    kept.lock().unwrap().push(parse_request(&raw));
+    if status == 0 {
+        return std::future::pending::<()>().await;
+    }
+    let answer = format!("HTTP/1.1 {status} Chosen\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok");
+    let _ = s.write_all(answer.as_bytes()).await;
+    let _ = s.shutdown().await;
 }
 
 fn parse_request(raw: &[u8]) -> Request {
@@ -403,7 +434,7 @@ async fn an_alert_is_notified_when_raised_and_when_cleared() {
 async fn a_flapping_breaker_is_notified_once_per_interval_with_its_last_state() {
     let redis = private_redis().await;
     let receiver = Receiver::start(&[200]).await;
-    let c = console(&redis, &["--notify", &receiver.url, "--notify-min-interval", "3s"]).await;
+    let c = console(&redis, &["--notify", &receiver.url, "--notify-min-interval", "5s"]).await;
     let name = unique("notify-flap");
     let client = library(&redis).await;
     for _ in 0..3 {
@@ -485,4 +516,55 @@ async fn a_hanging_receiver_does_not_hold_the_console_on_sigterm() {
     b.force_open(Some(Duration::from_secs(600))).await.unwrap();
     eventually("the receiver holds the notification", || async { hanging.requests().len() == 1 }).await;
     assert_eq!(stop(&mut c).await, Some(0), "stopped after the bounded drain, not the hour-long timeout");
+}
+
+/// A TLS acceptor with the server certificate (for 127.0.0.1) that test support makes with its
+/// CA, and the CA's file.
+fn tls_acceptor(certs: &std::path::Path) -> tokio_rustls::TlsAcceptor {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let chain: Vec<CertificateDer<'static>> =
+        CertificateDer::pem_file_iter(certs.join("server.crt")).unwrap().map(Result::unwrap).collect();
+    let key = PrivateKeyDer::from_pem_file(certs.join("server.key")).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(chain, key)
+        .unwrap();
+    tokio_rustls::TlsAcceptor::from(Arc::new(config))
+}
+
+#[tokio::test]
+async fn an_https_receiver_is_reached_and_its_certificate_checked() {
+    let redis = private_redis().await;
+    let made = support::tls::tls_redis();
+    let receiver = Receiver::start_on(&[200], Some(tls_acceptor(&made.certs))).await;
+    let ca = made.certs.join("ca.crt");
+    let trusting =
+        console_with(&redis, &["--notify", &receiver.url, "--notify-retries", "0"], &[("SSL_CERT_FILE", &ca)]).await;
+    let name = unique("notify-https");
+    let b = library(&redis).await.breaker(&name, Config::default()).unwrap();
+    b.force_open(Some(Duration::from_secs(600))).await.unwrap();
+    eventually("the notification arrives over TLS", || async { !receiver.about(&name).is_empty() }).await;
+    assert_eq!(receiver.about(&name)[0]["to"], "forced_open");
+    drop(trusting);
+    let conn = redis.conn().await;
+    eventually("the first console is gone", || {
+        let mut conn = conn.clone();
+        async move { subscribers(&mut conn).await == 1 }
+    })
+    .await;
+    // A console that does not trust the test's CA refuses the receiver's certificate.
+    let other = made.certs.join("other-ca.crt");
+    let c =
+        console_with(&redis, &["--notify", &receiver.url, "--notify-retries", "0"], &[("SSL_CERT_FILE", &other)]).await;
+    b.reset().await.unwrap();
+    eventually("the notification fails", || async {
+        metric(&c, "redis_breaker_console_notifications_failed_total").await == 1
+    })
+    .await;
+    assert!(receiver.about(&name).iter().all(|d| d["to"] != "closed"), "nothing sent to an untrusted receiver");
+    let logs = c.logs.lock().unwrap().join("\n");
+    assert!(logs.contains("certificate") && logs.contains("https://127.0.0.1:"), "{logs}");
 }
