@@ -167,9 +167,17 @@ impl Notifier {
             counters: counters.clone(),
             receivers: queues.len() as u64,
         };
+        let shutdown_copy = shutdown.clone();
         tasks.push(tokio::spawn(follow.run(client.subscribe_all(), shutdown)));
         let compose = Compose { client: client.clone(), prefix: prefix.clone(), note_timeout: delivery.timeout };
-        tasks.push(tokio::spawn(compose.run(drafts, queues.clone(), counters.clone())));
+        let composing = compose.run(drafts, queues.clone(), counters.clone());
+        let mut stopping = shutdown_copy;
+        tasks.push(tokio::spawn(async move {
+            tokio::select! {
+                () = composing => {}
+                () = drained(&mut stopping) => {}
+            }
+        }));
         Ok(Some(Arc::new(Notifier {
             queues,
             counters,
@@ -351,10 +359,7 @@ async fn deliver_all(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut stopping = shutdown.clone();
-    let deadline = async move {
-        let _ = stopping.wait_for(|s| *s).await;
-        tokio::time::sleep(DRAIN).await;
-    };
+    let deadline = drained(&mut stopping);
     let work = async {
         loop {
             let body = tokio::select! {
@@ -380,6 +385,12 @@ async fn deliver_all(
             }
         }
     }
+}
+
+/// Resolves [`DRAIN`] after the shutdown signal (or after its sender is gone).
+async fn drained(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|s| *s).await;
+    tokio::time::sleep(DRAIN).await;
 }
 
 /// What one POST came back with.
