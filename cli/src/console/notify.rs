@@ -128,11 +128,13 @@ impl Notifier {
         client: &Client,
         shutdown: watch::Receiver<bool>,
     ) -> Result<Option<Arc<Notifier>>, crate::Failure> {
-        if args.urls.is_empty() {
+        // An empty $REDIS_BREAKER_NOTIFY (or extra spaces in it) names no receiver.
+        let urls: Vec<&String> = args.urls.iter().filter(|u| !u.trim().is_empty()).collect();
+        if urls.is_empty() {
             return Ok(None);
         }
         let mut receivers = Vec::new();
-        for (i, url) in args.urls.iter().enumerate() {
+        for (i, url) in urls.into_iter().enumerate() {
             let r = Receiver::parse(url).map_err(|e| crate::Failure::Usage(format!("--notify URL #{}: {e}", i + 1)))?;
             receivers.push(Arc::new(r));
         }
@@ -165,9 +167,17 @@ impl Notifier {
             counters: counters.clone(),
             receivers: queues.len() as u64,
         };
+        let shutdown_copy = shutdown.clone();
         tasks.push(tokio::spawn(follow.run(client.subscribe_all(), shutdown)));
         let compose = Compose { client: client.clone(), prefix: prefix.clone(), note_timeout: delivery.timeout };
-        tasks.push(tokio::spawn(compose.run(drafts, queues.clone(), counters.clone())));
+        let composing = compose.run(drafts, queues.clone(), counters.clone());
+        let mut stopping = shutdown_copy;
+        tasks.push(tokio::spawn(async move {
+            tokio::select! {
+                () = composing => {}
+                () = drained(&mut stopping) => {}
+            }
+        }));
         Ok(Some(Arc::new(Notifier {
             queues,
             counters,
@@ -349,10 +359,7 @@ async fn deliver_all(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut stopping = shutdown.clone();
-    let deadline = async move {
-        let _ = stopping.wait_for(|s| *s).await;
-        tokio::time::sleep(DRAIN).await;
-    };
+    let deadline = drained(&mut stopping);
     let work = async {
         loop {
             let body = tokio::select! {
@@ -378,6 +385,12 @@ async fn deliver_all(
             }
         }
     }
+}
+
+/// Resolves [`DRAIN`] after the shutdown signal (or after its sender is gone).
+async fn drained(shutdown: &mut watch::Receiver<bool>) {
+    let _ = shutdown.wait_for(|s| *s).await;
+    tokio::time::sleep(DRAIN).await;
 }
 
 /// What one POST came back with.
@@ -839,6 +852,34 @@ mod tests {
             let e = Receiver::parse(bad).err().unwrap_or_else(|| panic!("{bad} is refused"));
             assert!(e.contains(why), "{bad}: {e}");
             assert!(!e.contains("SECRET"), "{bad}: {e}");
+        }
+    }
+
+    fn args(urls: &[&str]) -> NotifyArgs {
+        use clap::Parser;
+        #[derive(clap::Parser)]
+        struct Serve {
+            #[command(flatten)]
+            notify: NotifyArgs,
+        }
+        let mut argv = vec!["serve"];
+        for u in urls {
+            argv.extend(["--notify", u]);
+        }
+        Serve::try_parse_from(argv).unwrap().notify
+    }
+
+    #[tokio::test]
+    async fn blank_urls_name_no_receiver_and_a_bad_one_is_a_usage_error() {
+        let client = Client::in_memory();
+        let (_stop, shutdown) = watch::channel(false);
+        let none = Notifier::start(&args(&["", "  "]), &client, shutdown.clone());
+        assert!(matches!(none, Ok(None)));
+        match Notifier::start(&args(&["", "http://127.0.0.1:9/a", "gopher://x/SECRET"]), &client, shutdown) {
+            Err(crate::Failure::Usage(why)) => {
+                assert!(why.starts_with("--notify URL #2: not an http") && !why.contains("SECRET"), "{why}");
+            }
+            _ => panic!("a usage error"),
         }
     }
 

@@ -7,4 +7,6 @@ mod cli;
 #[cfg(feature = "console")]
 mod console;
 #[cfg(feature = "console")]
+mod notify;
+#[cfg(feature = "console")]
 mod service;
