@@ -8,3 +8,5 @@ mod cli;
 mod console;
 #[cfg(feature = "console")]
 mod contrib;
+#[cfg(feature = "console")]
+mod service;
