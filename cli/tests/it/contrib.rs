@@ -66,6 +66,28 @@ fn console(redis: &TestRedis, extra: &[&str]) -> Console {
     Console { child, port }
 }
 
+/// A webhook receiver on a free loopback port that accepts every POST (200), for the
+/// notifier's series; its thread ends with the test binary.
+fn receiver() -> String {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a receiver");
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for mut stream in listener.incoming().map_while(Result::ok) {
+            let mut raw = Vec::new();
+            let mut buf = [0; 4096];
+            while !support::wire::complete(&raw) {
+                match stream.read(&mut buf) {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => raw.extend_from_slice(&buf[..n]),
+                }
+            }
+            let _ = stream.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n");
+        }
+    });
+    url
+}
+
 async fn scrape(c: &Console) -> String {
     let mut s = tokio::net::TcpStream::connect(("127.0.0.1", c.port)).await.expect("connect to the console");
     s.write_all(b"GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n").await.unwrap();
@@ -287,8 +309,9 @@ async fn every_metric_the_rules_and_the_dashboard_query_is_in_a_real_scrape() {
     assert!(all.iter().any(|u| u.place.contains(DASHBOARD)), "the scan found no query in contrib/{DASHBOARD}");
 
     // Every kind of series the kit reads: calls of each outcome, rejected calls, an open
-    // breaker, one forced open with no end, and each of the console's alert kinds that the kit
-    // matches on (flapping: any open, under --alert-flaps 0; drift: two configs).
+    // breaker, one forced open with no end, each of the console's alert kinds that the kit
+    // matches on (flapping: any open, under --alert-flaps 0; drift: two configs), and the
+    // notifier's counters (a receiver given with --notify).
     let redis = private_redis().await;
     let (one, two) = (Client::connect(&redis.url).await.unwrap(), Client::connect(&redis.url).await.unwrap());
     let tripped = one
@@ -322,7 +345,8 @@ async fn every_metric_the_rules_and_the_dashboard_query_is_in_a_real_scrape() {
     let _ = b.execute(|| async { Err::<(), _>("down") }).await;
     one.flush().await.unwrap();
     two.flush().await.unwrap();
-    let c = console(&redis, &["--alert-flaps", "0", "--alert-open", "1s"]);
+    let hook = receiver();
+    let c = console(&redis, &["--alert-flaps", "0", "--alert-open", "1s", "--notify", &hook]);
 
     // The console's history alerts may come after its first read.
     let started = Instant::now();
