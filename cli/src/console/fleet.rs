@@ -1,5 +1,5 @@
 //! The shared read: one background task reads every breaker (under `--breakers`) once a
-//! second, and every tab, scrape, alert and notification is served from its last result, so
+//! second (`--read-every`), and every tab, scrape, alert and notification is served from its last result, so
 //! Redis sees the same reads whether one person or fifty watch. Around the statuses it keeps
 //! what needs more than a status read: the note of a forced state and the alerts the history
 //! tells (both re-read only when the breaker's epoch moves, or after `HISTORY_REFRESH`), and
@@ -15,8 +15,6 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// How often the fleet is read.
-pub(super) const READ_EVERY: Duration = Duration::from_secs(1);
 /// How often a breaker's history is read again for the alerts when its epoch did not move
 /// (flapping counts the opens of the last hour, a window that slides).
 const HISTORY_REFRESH: Duration = Duration::from_secs(60);
@@ -83,11 +81,11 @@ struct Told {
     note: Option<String>,
 }
 
-/// Reads the fleet every `READ_EVERY`, and at once when a write asks (`App::refresh`), until
+/// Reads the fleet every `App::read_every`, and at once when a write asks (`App::refresh`), until
 /// shutdown.
 pub(super) async fn run(app: Arc<App>, mut shutdown: tokio::sync::watch::Receiver<bool>) {
     let mut told: HashMap<String, Told> = HashMap::new();
-    let mut tick = tokio::time::interval(READ_EVERY);
+    let mut tick = tokio::time::interval(app.read_every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last_sample: Option<Instant> = None;
     loop {
@@ -101,7 +99,7 @@ pub(super) async fn run(app: Arc<App>, mut shutdown: tokio::sync::watch::Receive
         let fleet = match read(&app, &mut told).await {
             Ok(mut data) => {
                 data.took = started.elapsed();
-                if last_sample.is_none_or(|at| at.elapsed() + READ_EVERY / 2 >= app.sample_every) {
+                if last_sample.is_none_or(|at| at.elapsed() + app.read_every / 2 >= app.sample_every) {
                     last_sample = Some(started);
                     sample(&app, &data);
                 }

@@ -74,6 +74,11 @@ pub(crate) struct ServeArgs {
     /// Every breaker adds 16 series to /metrics (and one per alert that holds).
     #[arg(long = "breakers", value_name = "GLOB", value_parser = glob::parse)]
     breakers: Vec<String>,
+    /// How often the console reads every breaker from Redis (one read serves every page,
+    /// scrape and alert): each read is a SCAN pass and one script call per breaker, so a
+    /// large fleet may want it less often. At least 1s.
+    #[arg(long, default_value = "1s", value_parser = crate::duration)]
+    read_every: Duration,
     #[command(flatten)]
     notify: notify::NotifyArgs,
 }
@@ -95,6 +100,7 @@ struct App {
     alert_open: Duration,
     alert_flaps: u64,
     globs: glob::Globs,
+    read_every: Duration,
     /// The last shared read (`fleet::run` replaces it once a second).
     fleet: watch::Sender<Arc<fleet::Fleet>>,
     /// Asks the shared read to run now (after a write, so that its answer and the page show it).
@@ -130,6 +136,9 @@ pub(crate) async fn serve(client: Client, args: &ServeArgs) -> Result<ExitCode, 
     if args.auth_reads && token.is_none() {
         return Err(Failure::Usage("--auth-reads needs a token (--token-file or $REDIS_BREAKER_TOKEN)".into()));
     }
+    if args.read_every < Duration::from_secs(1) {
+        return Err(Failure::Usage("--read-every must be at least 1s".into()));
+    }
     let (stop, shutdown) = watch::channel(false);
     let signals = signals(stop)?;
     let listener = tokio::net::TcpListener::bind(args.listen)
@@ -155,6 +164,7 @@ pub(crate) async fn serve(client: Client, args: &ServeArgs) -> Result<ExitCode, 
         alert_open: args.alert_open,
         alert_flaps: args.alert_flaps,
         globs: glob::Globs::new(&args.breakers),
+        read_every: args.read_every,
         fleet: watch::Sender::new(Arc::new(fleet::Fleet::initial())),
         refresh: tokio::sync::Notify::new(),
         samples: std::sync::Mutex::new(HashMap::new()),
@@ -176,7 +186,8 @@ pub(crate) async fn serve(client: Client, args: &ServeArgs) -> Result<ExitCode, 
         });
     server.await.map_err(|e| Failure::Other(format!("the console stopped: {e}")))?;
     signals.abort();
-    let _ = reader.await;
+    // A read under way when the signal came is not waited for (Redis may be the reason to stop).
+    reader.abort();
     tracing::info!("the console stopped");
     Ok(ExitCode::SUCCESS)
 }

@@ -28,7 +28,7 @@ const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; conn
 /// Event streams open at once; more are answered 503 (each holds a connection and a
 /// subscription's queue).
 pub(super) const MAX_STREAMS: usize = 64;
-/// `/readyz` answers 503 when the data served is older than this.
+/// `/readyz` answers 503 when the data served is older than this, or three reads.
 const READY_AGE: Duration = Duration::from_secs(10);
 /// How long a request waits for the console's first read of Redis.
 const FIRST_READ_WAIT: Duration = Duration::from_secs(10);
@@ -94,7 +94,7 @@ async fn ready(AxumState(app): AxumState<Arc<App>>) -> Response {
         return r;
     }
     match fleet.age() {
-        Some(age) if age <= READY_AGE => {
+        Some(age) if age <= READY_AGE.max(app.read_every * 3) => {
             Json(json!({ "status": "ready", "read_at_ms": fleet.data.read_at_ms })).into_response()
         }
         _ => error(StatusCode::SERVICE_UNAVAILABLE, "redis unreachable: the last read of Redis is too old"),
