@@ -145,6 +145,13 @@ pub(crate) async fn serve(client: Client, args: &ServeArgs) -> Result<ExitCode, 
         .await
         .map_err(|e| Failure::Usage(format!("cannot listen on {}: {e}", args.listen)))?;
     let notifier = notify::Notifier::start(&args.notify, &client, shutdown.clone())?;
+    let globs = glob::Globs::new(&args.breakers);
+    if let Some(n) = &notifier
+        && !args.breakers.is_empty()
+    {
+        let only = globs.clone();
+        n.only(move |name| only.admit(name));
+    }
     let scope = if args.listen.ip().is_loopback() {
         "loopback only".to_string()
     } else {
@@ -163,7 +170,7 @@ pub(crate) async fn serve(client: Client, args: &ServeArgs) -> Result<ExitCode, 
         auth_reads: args.auth_reads,
         alert_open: args.alert_open,
         alert_flaps: args.alert_flaps,
-        globs: glob::Globs::new(&args.breakers),
+        globs,
         read_every: args.read_every,
         fleet: watch::Sender::new(Arc::new(fleet::Fleet::initial())),
         refresh: tokio::sync::Notify::new(),
@@ -171,7 +178,7 @@ pub(crate) async fn serve(client: Client, args: &ServeArgs) -> Result<ExitCode, 
         sample_every: args.sample_every,
         samples_kept: usize::try_from(3600 / args.sample_every.as_secs().max(1)).unwrap_or(360) + 1,
         warned: std::sync::Mutex::new(HashSet::new()),
-        notifier,
+        notifier: notifier.clone(),
         shutdown: shutdown.clone(),
         streams: AtomicUsize::new(0),
         history_cache: cache::PerName::default(),
@@ -188,6 +195,10 @@ pub(crate) async fn serve(client: Client, args: &ServeArgs) -> Result<ExitCode, 
     signals.abort();
     // A read under way when the signal came is not waited for (Redis may be the reason to stop).
     reader.abort();
+    // The notifications queued are delivered (for a bounded time) before the process exits.
+    if let Some(n) = notifier {
+        n.stopped().await;
+    }
     tracing::info!("the console stopped");
     Ok(ExitCode::SUCCESS)
 }

@@ -353,3 +353,90 @@ async fn a_huge_note_duration_or_name_is_a_400_with_the_reason_and_event_streams
     })
     .await;
 }
+
+/// A loopback receiver of notifications: answers 200 to every POST and hands on each body.
+async fn receiver() -> (u16, tokio::sync::mpsc::UnboundedReceiver<serde_json::Value>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let tx = tx.clone();
+            tokio::spawn(async move {
+                let mut raw = Vec::new();
+                let mut buf = [0u8; 4096];
+                loop {
+                    let n = s.read(&mut buf).await.unwrap_or(0);
+                    if n == 0 {
+                        return;
+                    }
+                    raw.extend_from_slice(&buf[..n]);
+                    let text = String::from_utf8_lossy(&raw).into_owned();
+                    let Some((head, body)) = text.split_once("\r\n\r\n") else { continue };
+                    let length = head
+                        .lines()
+                        .find_map(|l| {
+                            l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().to_string())
+                        })
+                        .and_then(|v| v.parse::<usize>().ok())
+                        .unwrap_or(0);
+                    if body.len() < length {
+                        continue;
+                    }
+                    let _ = tx.send(serde_json::from_str(&body[..length]).unwrap_or_default());
+                    let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").await;
+                    return;
+                }
+            });
+        }
+    });
+    (port, rx)
+}
+
+/// `serve --notify` is wired: a fleet transition and an alert raised reach the receiver, for the
+/// breakers `--breakers` names only, and the console still stops with status 0 on SIGTERM.
+#[tokio::test]
+async fn notifications_follow_the_shared_read_and_the_breakers_globs() {
+    let redis = private_redis().await;
+    let (port, mut got) = receiver().await;
+    let url = format!("http://127.0.0.1:{port}/hook");
+    let mut c = console(&redis, None, &["--notify", &url, "--breakers", "pay-*"]);
+    // The console subscribes when it starts: wait until it reads.
+    assert_eq!(http(&c, "GET", "/readyz", None).await.status, 200);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let client = library(&redis).await;
+    let trips = Config::builder().failure_threshold(1).base_recovery(Duration::from_secs(300)).build().unwrap();
+    for name in ["orders", "pay-cards"] {
+        let b = client.breaker(name, trips.clone()).unwrap();
+        let _ = b.execute(|| async { Err::<(), _>("down") }).await;
+        assert_eq!(b.state(), State::Open);
+    }
+    client.breaker("pay-bank", Config::default()).unwrap().force_open(None).await.unwrap();
+    client.breaker("orders-db", Config::default()).unwrap().force_open(None).await.unwrap();
+
+    let mut seen: Vec<(String, String)> = Vec::new();
+    let wanted = [("transition", "pay-cards"), ("alert_raised", "pay-bank")];
+    let started = Instant::now();
+    while !wanted.iter().all(|(k, b)| seen.iter().any(|(sk, sb)| sk == k && sb == b)) {
+        assert!(started.elapsed() < Duration::from_secs(30), "notifications so far: {seen:?}");
+        if let Ok(Some(doc)) = tokio::time::timeout(Duration::from_millis(200), got.recv()).await {
+            let field = |k: &str| doc[k].as_str().unwrap_or_default().to_string();
+            seen.push((field("kind"), field("breaker")));
+        }
+    }
+    // Whatever came meanwhile names no breaker outside the globs.
+    while let Ok(doc) = got.try_recv() {
+        seen.push((
+            doc["kind"].as_str().unwrap_or_default().into(),
+            doc["breaker"].as_str().unwrap_or_default().into(),
+        ));
+    }
+    assert!(seen.iter().all(|(_, b)| b.starts_with("pay-")), "{seen:?}");
+    let m = scrape(&c).await;
+    assert!(value(&m, "redis_breaker_console_notifications_sent_total").is_some_and(|n| n >= 2.0), "{m}");
+
+    let sent = Command::new("kill").args(["-TERM", &c.child.id().to_string()]).status().unwrap();
+    assert!(sent.success());
+    let status = eventually(async || c.child.try_wait().unwrap().ok_or_else(|| "still running".to_string())).await;
+    assert_eq!(status.code(), Some(0), "{status:?}");
+}
