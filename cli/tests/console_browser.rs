@@ -516,6 +516,7 @@ async fn the_incident_view_filters_by_state_links_deeply_and_forces_open_through
     browser.click(&submit).await.unwrap();
     let refused = until_js(&browser, "the 400", DIALOG, |v| v[2].as_str().is_some_and(|t| t.contains("parsecs"))).await;
     assert!(refused[2].as_str().unwrap().contains("bad duration"), "{refused}");
+    screenshot(&browser, "console-dialog").await;
     fill(&browser, "#write-for", "2h").await;
     browser.click(&submit).await.unwrap();
     until_js(&browser, "the dialog closed", DIALOG, |v| v[0] == json!(false)).await;

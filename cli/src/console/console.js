@@ -93,6 +93,7 @@ function tick(td, ms, sign, format) {
 }
 
 function ticked() {
+  drawBanner();
   const now = performance.now();
   for (const [td, ms, at, sign, format] of ticking) td.textContent = format(Math.max(ms + sign * (now - at), 0));
 }
@@ -148,7 +149,8 @@ function openDialog(name, action) {
   const a = ACTIONS[action];
   pending = { name, action };
   $('write-title').textContent = a.title(name);
-  $('write-what').textContent = a.what;
+  const unknown = !last.some((b) => b.name === name);
+  $('write-what').textContent = a.what + (unknown ? ' No breaker of this name has keys yet: this creates its state.' : '');
   $('write-for-field').hidden = !a.duration;
   $('write-for').value = a.duration ? '10m' : '';
   $('write-note').value = '';
@@ -181,6 +183,7 @@ async function submitDialog(e) {
       return;
     }
     $('write').close();
+    if ($('force-name').value.trim() === name) $('force-name').value = '';
     if (done.warning) notice(action + ' ' + name + ' was written, but: ' + done.warning, 'warning');
     else if (!info.read_only) notice('');
     await load();
@@ -455,19 +458,29 @@ async function get(path) {
 }
 
 // While the console cannot read Redis (503) or does not answer, the last rows stay under a banner.
+let down = null;
 function unreachable(err) {
   if (!downSince) downSince = Date.now();
-  const why = err.message.replace(/^redis unreachable: /i, '');
-  let text = (err.status === 503 ? 'Redis unreachable: ' : 'The console does not answer: ') + why + ' — since ' + utc(downSince) + ' (' + words(Date.now() - downSince) + ')';
+  const why = err.message.replace(/^(redis (is )?unreachable: )+/i, '');
+  down = { redis: err.status === 503, why };
+  drawBanner();
+  $('rows').classList.add('stale');
+  conn(down.redis ? 'Redis unreachable' : 'console unreachable', 'down');
+}
+
+function drawBanner() {
+  if (!down) return;
+  const since = Date.now() - downSince;
+  let text = (down.redis ? 'Redis unreachable: ' : 'The console does not answer: ') + down.why + ' — since ' + utc(downSince);
+  if (since >= 1000) text += ' (' + words(since) + ')';
   if (readAt) text += '; the rows below are as read at ' + utc(readAt);
   $('banner').textContent = text;
   $('banner').hidden = false;
-  $('rows').classList.add('stale');
-  conn(err.status === 503 ? 'Redis unreachable' : 'console unreachable', 'down');
 }
 
 function reachable() {
   downSince = 0;
+  down = null;
   $('banner').hidden = true;
   $('rows').classList.remove('stale');
   conn(stream, stream === 'reconnecting' ? 'down' : 'live');
