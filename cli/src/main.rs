@@ -36,7 +36,13 @@ struct Cli {
     )]
     url: String,
     /// Key prefix of the breakers.
-    #[arg(long, global = true, default_value = "breaker", help_heading = "Global options")]
+    #[arg(
+        long,
+        global = true,
+        env = "REDIS_BREAKER_PREFIX",
+        default_value = "breaker",
+        help_heading = "Global options"
+    )]
     prefix: String,
     /// Print JSON instead of tables (one object per line for `watch`).
     #[arg(long, global = true, help_heading = "Global options")]

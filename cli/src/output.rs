@@ -26,21 +26,21 @@ fn rate(s: &Status) -> Option<f64> {
     s.metrics.failure_rate().map(|r| (r * 1000.0).round() / 1000.0)
 }
 
-/// `list --json` and the console's `GET /api/breakers`: one object per breaker, and the names
-/// under the prefix that cannot be breakers (skipped), with their count.
+/// One breaker of `list --json` (and of the console's `GET /api/breakers`, which adds fields).
+pub(crate) fn breaker_value(s: &Status) -> serde_json::Value {
+    json!({
+        "name": s.name, "state": s.state, "failures": s.failures,
+        "retry_after_ms": s.retry_after_ms, "calls": s.metrics.calls, "failure_rate": rate(s),
+        "reason": s.reason, "epoch": s.epoch, "trips": s.trips, "probes": s.probes.len(),
+        "rejected": s.metrics.rejected, "config": s.config, "recovery_due": s.recovery_due,
+        "quorum": s.quorum, "quorum_fraction": s.quorum_fraction, "reporters": s.reporters.len(),
+    })
+}
+
+/// `list --json`: one object per breaker, and the names under the prefix that cannot be
+/// breakers (skipped), with their count.
 pub(crate) fn list_value(statuses: &[Status], skipped: &[String]) -> serde_json::Value {
-    let breakers: Vec<_> = statuses
-        .iter()
-        .map(|s| {
-            json!({
-                "name": s.name, "state": s.state, "failures": s.failures,
-                "retry_after_ms": s.retry_after_ms, "calls": s.metrics.calls, "failure_rate": rate(s),
-                "reason": s.reason, "epoch": s.epoch, "trips": s.trips, "probes": s.probes.len(),
-                "rejected": s.metrics.rejected, "config": s.config, "recovery_due": s.recovery_due,
-                "quorum": s.quorum, "quorum_fraction": s.quorum_fraction, "reporters": s.reporters.len(),
-            })
-        })
-        .collect();
+    let breakers: Vec<_> = statuses.iter().map(breaker_value).collect();
     json!({ "breakers": breakers, "skipped": skipped.len(), "skipped_names": skipped })
 }
 

@@ -1,79 +1,52 @@
 //! The console's alerts: rules over the breakers' statuses (open too long, an operator's lock
 //! left on) and what their history tells (flapping, config drift).
 
-use super::{App, HISTORY_READ, READS_IN_FLIGHT};
-use futures_util::StreamExt;
-use redis_breaker::status::Status;
-use redis_breaker::{StoreError, duration};
+use redis_breaker::duration;
+use redis_breaker::status::{HistoryEntry, Status};
 use std::time::Duration;
 
 /// One alert: which breaker, which rule, and why in one line.
-#[derive(Debug, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize)]
 pub(crate) struct Alert {
     pub(super) breaker: String,
     pub(super) kind: &'static str,
     pub(super) message: String,
 }
 
-/// The alerts the history tells, for each breaker that ever made a transition: flapping (more
-/// than `alert_flaps` opens in the last hour) and config drift (the processes that caused the
-/// last day's transitions ran different configs).
-async fn history_alerts(app: &App, all: &[Status], now_ms: u64) -> Result<Vec<Alert>, StoreError> {
+/// The alerts one breaker's history tells, at `now_ms`: flapping (more than `flaps` opens in
+/// the last hour) and config drift (the processes that caused the last day's transitions ran
+/// different configs).
+pub(super) fn history_alerts(name: &str, entries: &[HistoryEntry], flaps: u64, now_ms: u64) -> Vec<Alert> {
     let (hour_ago, day_ago) = (now_ms.saturating_sub(3_600_000), now_ms.saturating_sub(86_400_000));
-    let mut names = Vec::new();
-    for s in all {
-        if s.epoch > 0 {
-            names.push(s.name.clone());
-        }
+    let mut alerts = Vec::new();
+    let opens = entries.iter().filter(|e| e.to == "open" && e.at_ms >= hour_ago).count() as u64;
+    if opens > flaps {
+        alerts.push(Alert {
+            breaker: name.to_string(),
+            kind: "flapping",
+            message: format!("opened {opens} times in the last hour (alert above {flaps})"),
+        });
     }
-    let flaps = app.alert_flaps;
-    let reads = futures_util::stream::iter(names).map(|name| async move {
-        let entries = app.client.breaker(&name, redis_breaker::Config::default())?.history(HISTORY_READ).await?;
-        let mut alerts = Vec::new();
-        let opens = entries.iter().filter(|e| e.to == "open" && e.at_ms >= hour_ago).count() as u64;
-        if opens > flaps {
-            alerts.push(Alert {
-                breaker: name.clone(),
-                kind: "flapping",
-                message: format!("opened {opens} times in the last hour (alert above {flaps})"),
-            });
-        }
-        let mut configs: Vec<&str> =
-            entries.iter().filter(|e| e.at_ms >= day_ago).filter_map(|e| e.config.as_deref()).collect();
-        configs.sort_unstable();
-        configs.dedup();
-        if configs.len() > 1 {
-            alerts.push(Alert {
-                breaker: name.clone(),
-                kind: "config_drift",
-                message: format!(
-                    "the last day's transitions came from processes with {} configs ({}): a rolling deploy, or a process with another config",
-                    configs.len(),
-                    configs.join(", ")
-                ),
-            });
-        }
-        Ok::<_, StoreError>(alerts)
-    });
-    let per_breaker: Vec<Result<Vec<Alert>, StoreError>> = reads.buffer_unordered(READS_IN_FLIGHT).collect().await;
-    let mut out = Vec::new();
-    for alerts in per_breaker {
-        out.extend(alerts?);
+    let mut configs: Vec<&str> =
+        entries.iter().filter(|e| e.at_ms >= day_ago).filter_map(|e| e.config.as_deref()).collect();
+    configs.sort_unstable();
+    configs.dedup();
+    if configs.len() > 1 {
+        alerts.push(Alert {
+            breaker: name.to_string(),
+            kind: "config_drift",
+            message: format!(
+                "the last day's transitions came from processes with {} configs ({}): a rolling deploy, or a process with another config",
+                configs.len(),
+                configs.join(", ")
+            ),
+        });
     }
-    Ok(out)
-}
-
-/// Every alert that holds: the rules over the statuses, and what the history tells.
-pub(super) async fn all_alerts(app: &App, all: &[Status]) -> Result<Vec<Alert>, StoreError> {
-    let now = now_ms();
-    let mut alerts = alert_rules(all, app.alert_open, now);
-    alerts.extend(history_alerts(app, all, now).await?);
-    alerts.sort_by(|a, b| (&a.breaker, a.kind).cmp(&(&b.breaker, b.kind)));
-    Ok(alerts)
+    alerts
 }
 
 /// The alert rules over the breakers' statuses, at `now_ms` (this machine's clock).
-fn alert_rules(all: &[Status], alert_open: Duration, now_ms: u64) -> Vec<Alert> {
+pub(super) fn rule_alerts(all: &[Status], alert_open: Duration, now_ms: u64) -> Vec<Alert> {
     use redis_breaker::State;
     let mut out = Vec::new();
     for s in all {
@@ -87,7 +60,7 @@ fn alert_rules(all: &[Status], alert_open: Duration, now_ms: u64) -> Vec<Alert> 
                 message: format!(
                     "{} for {} (alert after {})",
                     s.state,
-                    duration::format(Duration::from_millis(for_ms)),
+                    duration::format(Duration::from_secs(for_ms / 1000)),
                     duration::format(alert_open)
                 ),
             });

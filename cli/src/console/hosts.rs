@@ -4,7 +4,7 @@
 //! none). On a loopback address only loopback names are answered (and `--allowed-host`);
 //! any other `Host` gets 421 Misdirected Request, an HTTP/1.1 request without one 400.
 
-use super::respond::{error, hardened};
+use super::respond::error;
 use axum::extract::{Request, State};
 use axum::http::{StatusCode, Version, header};
 use axum::middleware::Next;
@@ -107,23 +107,23 @@ pub(crate) async fn check(State(hosts): State<Arc<Hosts>>, request: Request, nex
     let mut given = request.headers().get_all(header::HOST).iter();
     let (host, second) = (given.next(), given.next());
     if second.is_some() {
-        return hardened(error(StatusCode::BAD_REQUEST, "more than one Host header"));
+        return error(StatusCode::BAD_REQUEST, "more than one Host header");
     }
     let host = match host.map(|h| h.to_str()) {
         Some(Ok(h)) => Some(h),
-        Some(Err(_)) => return hardened(error(StatusCode::BAD_REQUEST, "a Host header that is not text")),
+        Some(Err(_)) => return error(StatusCode::BAD_REQUEST, "a Host header that is not text"),
         None => None,
     };
     let authority = request.uri().authority().map(|a| a.as_str());
     if host.is_none() && authority.is_none() && request.version() != Version::HTTP_10 {
-        return hardened(error(StatusCode::BAD_REQUEST, "HTTP/1.1 requests need a Host header"));
+        return error(StatusCode::BAD_REQUEST, "HTTP/1.1 requests need a Host header");
     }
     if !host.into_iter().chain(authority).all(|h| hosts.admit(h)) {
-        return hardened(error(
+        return error(
             StatusCode::MISDIRECTED_REQUEST,
             "Misdirected Request: this console does not answer for this Host (it answers 127.0.0.1, \
              localhost, [::1] and the names given with --allowed-host; a guard against DNS rebinding)",
-        ));
+        );
     }
     next.run(request).await
 }

@@ -8,31 +8,39 @@
 //! elsewhere and is served with a strict Content-Security-Policy.
 
 mod alerts;
+mod api;
+mod cache;
+mod control;
+mod fleet;
+mod glob;
 mod hosts;
 mod metrics;
-#[allow(dead_code)] // Until the notifier is wired into `serve`.
 mod notify;
 mod respond;
 mod routes;
 
 use crate::Failure;
-use alerts::now_ms;
-use futures_util::StreamExt;
-use redis_breaker::status::Status;
-use redis_breaker::{Client, StoreError};
+use redis_breaker::Client;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::sync::atomic::AtomicUsize;
 use std::time::Duration;
+use tokio::sync::watch;
+
+/// The default port: outside 9100-9999, which the Prometheus wiki's "Default port allocations"
+/// had given out whole by June 2023 (9187 is postgres_exporter's), named by nothing in
+/// /etc/services, and below Linux's ephemeral range (32768-60999). docs/console.md says more.
+pub(crate) const DEFAULT_LISTEN: &str = "127.0.0.1:19187";
 
 /// Options of `serve`.
 #[derive(Debug, clap::Args)]
 pub(crate) struct ServeArgs {
     /// Address to listen on. The default is loopback only; any other address lets that
     /// network read every breaker (and, with the token, stop a fleet's traffic).
-    #[arg(long, default_value = "127.0.0.1:9187")]
+    #[arg(long, env = "REDIS_BREAKER_LISTEN", default_value = DEFAULT_LISTEN)]
     listen: SocketAddr,
     /// A file holding the bearer token that writes (open, close, reset) need; else
     /// $REDIS_BREAKER_TOKEN. Without either the console is read-only. At least 16 bytes.
@@ -47,9 +55,10 @@ pub(crate) struct ServeArgs {
     /// Alert on a breaker that opened more than this many times in the last hour (flapping).
     #[arg(long, default_value_t = 5)]
     alert_flaps: u64,
-    /// How often the console samples every breaker's metrics hash for the page's charts (it
-    /// keeps an hour of samples in memory).
-    #[arg(long, default_value = "1m", value_parser = crate::duration, hide = true)]
+    /// How often the console samples every breaker's counters for the page's charts and the
+    /// 5-minute failure rate (from the shared read, so at most once a second); it keeps an
+    /// hour of samples per breaker.
+    #[arg(long, default_value = "10s", value_parser = crate::duration, hide = true)]
     sample_every: Duration,
     /// A Host the console also answers (repeatable): a name (any port), e.g.
     /// console.example.com, or name:port. On a loopback address the console answers only the
@@ -60,6 +69,13 @@ pub(crate) struct ServeArgs {
     /// these.
     #[arg(long = "allowed-host", value_name = "HOST[:PORT]", value_parser = hosts::parse_allowed)]
     allowed_host: Vec<hosts::HostName>,
+    /// Show, scrape, alert and notify on the breakers whose name matches this glob only
+    /// (repeatable: any of them; `*` any run of characters, `?` one), e.g. --breakers 'pay*'.
+    /// Every breaker adds 16 series to /metrics (and one per alert that holds).
+    #[arg(long = "breakers", value_name = "GLOB", value_parser = glob::parse)]
+    breakers: Vec<String>,
+    #[command(flatten)]
+    notify: notify::NotifyArgs,
 }
 
 /// One sample of a breaker's cumulative counters.
@@ -78,17 +94,31 @@ struct App {
     auth_reads: bool,
     alert_open: Duration,
     alert_flaps: u64,
+    globs: glob::Globs,
+    /// The last shared read (`fleet::run` replaces it once a second).
+    fleet: watch::Sender<Arc<fleet::Fleet>>,
+    /// Asks the shared read to run now (after a write, so that its answer and the page show it).
+    refresh: tokio::sync::Notify,
     /// An hour of samples per breaker, oldest first.
     samples: std::sync::Mutex<HashMap<String, VecDeque<Sample>>>,
+    sample_every: Duration,
     /// How many samples make an hour.
     samples_kept: usize,
     /// The names under the prefix that cannot be breakers and were logged: each is logged
     /// once (while its key exists).
     warned: std::sync::Mutex<HashSet<String>>,
+    notifier: Option<Arc<notify::Notifier>>,
+    /// True once the console is stopping: event streams end.
+    shutdown: watch::Receiver<bool>,
+    /// Event streams open now (at most `routes::MAX_STREAMS`).
+    streams: AtomicUsize,
+    /// Per-click reads of Redis, each name at most once a second.
+    history_cache: cache::PerName,
+    status_cache: cache::PerName,
 }
 
 /// Breakers read from Redis at once (each a script call on one multiplexed connection, so the
-/// reads of a scrape travel pipelined).
+/// reads of a shared read travel pipelined).
 const READS_IN_FLIGHT: usize = 64;
 /// History entries read per breaker (Redis keeps about 100).
 const HISTORY_READ: usize = 100;
@@ -100,9 +130,12 @@ pub(crate) async fn serve(client: Client, args: &ServeArgs) -> Result<ExitCode, 
     if args.auth_reads && token.is_none() {
         return Err(Failure::Usage("--auth-reads needs a token (--token-file or $REDIS_BREAKER_TOKEN)".into()));
     }
+    let (stop, shutdown) = watch::channel(false);
+    let signals = signals(stop)?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .map_err(|e| Failure::Usage(format!("cannot listen on {}: {e}", args.listen)))?;
+    let notifier = notify::Notifier::start(&args.notify, &client, shutdown.clone())?;
     let scope = if args.listen.ip().is_loopback() {
         "loopback only".to_string()
     } else {
@@ -121,18 +154,48 @@ pub(crate) async fn serve(client: Client, args: &ServeArgs) -> Result<ExitCode, 
         auth_reads: args.auth_reads,
         alert_open: args.alert_open,
         alert_flaps: args.alert_flaps,
+        globs: glob::Globs::new(&args.breakers),
+        fleet: watch::Sender::new(Arc::new(fleet::Fleet::initial())),
+        refresh: tokio::sync::Notify::new(),
         samples: std::sync::Mutex::new(HashMap::new()),
-        samples_kept: usize::try_from(3600 / args.sample_every.as_secs().max(1)).unwrap_or(60) + 1,
+        sample_every: args.sample_every,
+        samples_kept: usize::try_from(3600 / args.sample_every.as_secs().max(1)).unwrap_or(360) + 1,
         warned: std::sync::Mutex::new(HashSet::new()),
+        notifier,
+        shutdown: shutdown.clone(),
+        streams: AtomicUsize::new(0),
+        history_cache: cache::PerName::default(),
+        status_cache: cache::PerName::default(),
     });
-    tokio::spawn(sample_loop(Arc::downgrade(&app), args.sample_every.max(Duration::from_millis(100))));
+    let reader = tokio::spawn(fleet::run(app.clone(), shutdown.clone()));
     let router = routes::router(app, hosts);
+    let mut stopping = shutdown;
     let server = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(async {
-            let _ = tokio::signal::ctrl_c().await;
+        .with_graceful_shutdown(async move {
+            let _ = stopping.wait_for(|stop| *stop).await;
         });
     server.await.map_err(|e| Failure::Other(format!("the console stopped: {e}")))?;
+    signals.abort();
+    let _ = reader.await;
+    tracing::info!("the console stopped");
     Ok(ExitCode::SUCCESS)
+}
+
+/// Sets `stop` on SIGTERM or SIGINT. The handlers are in place when this returns, before the
+/// console says where it listens.
+fn signals(stop: watch::Sender<bool>) -> Result<tokio::task::JoinHandle<()>, Failure> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let handler =
+        |kind: SignalKind| signal(kind).map_err(|e| Failure::Other(format!("cannot handle SIGTERM and SIGINT: {e}")));
+    let (mut term, mut int) = (handler(SignalKind::terminate())?, handler(SignalKind::interrupt())?);
+    Ok(tokio::spawn(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
+        }
+        tracing::info!("stopping: event streams end, then the console");
+        stop.send_replace(true);
+    }))
 }
 
 /// The token from --token-file, else $REDIS_BREAKER_TOKEN, trimmed of surrounding whitespace.
@@ -150,68 +213,4 @@ fn token(args: &ServeArgs) -> Result<Option<Vec<u8>>, Failure> {
         return Err(Failure::Usage(format!("the token must be at least {TOKEN_MIN} bytes")));
     }
     Ok(Some(token.as_bytes().to_vec()))
-}
-
-/// Every breaker's status, read concurrently; sorted open and half-open first, then by name.
-/// With them, the names under the prefix that cannot be breakers: skipped, and each logged
-/// once.
-async fn statuses(app: &App) -> Result<(Vec<Status>, Vec<String>), StoreError> {
-    let crate::Listing { names, skipped } = crate::listing(&app.client).await?;
-    warn_once(app, &skipped);
-    let reads = futures_util::stream::iter(names).map(|name| async move {
-        let b = app.client.breaker(&name, redis_breaker::Config::default())?;
-        b.status().await
-    });
-    let mut out: Vec<Status> =
-        reads.buffer_unordered(READS_IN_FLIGHT).collect::<Vec<_>>().await.into_iter().collect::<Result<_, _>>()?;
-    out.sort_by(|a, b| (rank(a), &a.name).cmp(&(rank(b), &b.name)));
-    Ok((out, skipped))
-}
-
-/// Logs each name in `skipped` that was not logged before (and forgets the names whose keys
-/// are gone, so the set holds no more than the last listing found).
-fn warn_once(app: &App, skipped: &[String]) {
-    let mut warned = app.warned.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    let now: HashSet<&String> = skipped.iter().collect();
-    warned.retain(|name| now.contains(name));
-    for name in skipped {
-        if warned.insert(name.clone()) {
-            let why = redis_breaker::name::validate_name(name).err().map(|e| e.to_string()).unwrap_or_default();
-            tracing::warn!(name = ?name, %why, "skipped a key under the prefix whose name cannot be a breaker");
-        }
-    }
-}
-
-/// Open and half-open first, then forced, then closed.
-fn rank(s: &Status) -> u8 {
-    use redis_breaker::State;
-    match s.state {
-        State::Open | State::ForcedOpen => 0,
-        State::HalfOpen => 1,
-        State::ForcedClosed => 2,
-        _ => 3,
-    }
-}
-
-/// Samples every breaker's counters every `every`, keeping an hour of them, for as long as the
-/// console runs. A round Redis cannot answer is skipped.
-async fn sample_loop(app: std::sync::Weak<App>, every: Duration) {
-    let mut tick = tokio::time::interval(every);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        let Some(app) = app.upgrade() else { return };
-        let Ok((all, _)) = statuses(&app).await else { continue };
-        let at_ms = now_ms();
-        let mut samples = app.samples.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        samples.retain(|name, _| all.iter().any(|s| &s.name == name));
-        for s in &all {
-            let m = &s.metrics;
-            let kept = samples.entry(s.name.clone()).or_default();
-            kept.push_back(Sample { at_ms, calls: m.calls, failures: m.failures, rejected: m.rejected });
-            while kept.len() > app.samples_kept {
-                kept.pop_front();
-            }
-        }
-    }
 }

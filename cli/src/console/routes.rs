@@ -1,25 +1,23 @@
-//! The console's HTTP side: the routes and their handlers, the page and its assets, the token
-//! check, and the headers every answer carries.
+//! The console's HTTP side: the routes and the read handlers (served from the shared read,
+//! but for the per-click reads of one breaker), the page and its assets, and the layers every
+//! answer passes through.
 
-use super::alerts::all_alerts;
-use super::respond::{error, hardened};
-use super::{App, HISTORY_READ, Sample, hosts, metrics, statuses};
-use crate::output;
-use axum::extract::{ConnectInfo, DefaultBodyLimit, Path, Query, State as AxumState};
+use super::alerts::now_ms;
+use super::control::{control, refused_name, refused_read, store_error};
+use super::fleet::Fleet;
+use super::respond::{BODY_LIMIT, error, harden, limit_body};
+use super::{App, HISTORY_READ, Sample, api, hosts, metrics};
+use axum::extract::{DefaultBodyLimit, Path, State as AxumState};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::sse::{Event as SseEvent, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use redis_breaker::{StoreError, duration};
-use serde::Deserialize;
+use futures_util::StreamExt;
 use serde_json::json;
-use std::net::SocketAddr;
 use std::sync::Arc;
+use std::sync::atomic::Ordering;
 use std::time::Duration;
-
-/// The longest request body accepted (writes carry their arguments in the query).
-const BODY_LIMIT: usize = 1024;
 
 /// The page and what it loads: one HTML file, its script and its style, all from this binary.
 const PAGE: &str = include_str!("page.html");
@@ -27,13 +25,22 @@ const SCRIPT: &str = include_str!("console.js");
 const STYLE: &str = include_str!("console.css");
 const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; connect-src 'self'; img-src 'self'; \
                    base-uri 'none'; form-action 'none'; frame-ancestors 'none'";
+/// Event streams open at once; more are answered 503 (each holds a connection and a
+/// subscription's queue).
+pub(super) const MAX_STREAMS: usize = 64;
+/// `/readyz` answers 503 when the data served is older than this.
+const READY_AGE: Duration = Duration::from_secs(10);
+/// How long a request waits for the console's first read of Redis.
+const FIRST_READ_WAIT: Duration = Duration::from_secs(10);
 
-/// Every route of the console, behind the check of the `Host` header.
+/// Every route of the console, behind the check of the `Host` header and the headers layer.
 pub(super) fn router(app: Arc<App>, hosts: hosts::Hosts) -> Router {
     Router::new()
         .route("/", get(page))
         .route("/console.js", get(|| async { asset(SCRIPT, "text/javascript; charset=utf-8") }))
         .route("/console.css", get(|| async { asset(STYLE, "text/css; charset=utf-8") }))
+        .route("/healthz", get(|| async { Json(json!({ "status": "ok" })) }))
+        .route("/readyz", get(ready))
         .route("/api/info", get(info))
         .route("/api/breakers", get(list))
         .route("/api/breakers/{name}", get(one))
@@ -45,65 +52,53 @@ pub(super) fn router(app: Arc<App>, hosts: hosts::Hosts) -> Router {
         .route("/metrics", get(prometheus))
         .fallback(|| async { error(StatusCode::NOT_FOUND, "no such route") })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
-        // Outermost: a request for another Host is answered before any route reads Redis.
+        .layer(axum::middleware::from_fn(limit_body))
+        // A request for another Host is answered before any route reads Redis.
         .layer(axum::middleware::from_fn_with_state(Arc::new(hosts), hosts::check))
+        // Outermost: every answer, the errors of the layers above included.
+        .layer(axum::middleware::map_response(harden))
         .with_state(app)
 }
 
-/// A library error as an HTTP answer: bad input 400, a permission the console's Redis user
-/// lacks 403 (nothing was written; the message says what to grant), Redis unreachable 503,
-/// else 502 (Redis refused or answered nonsense).
-fn store_error(e: &StoreError) -> Response {
-    match e {
-        StoreError::Invalid(e) => error(StatusCode::BAD_REQUEST, e.to_string()),
-        StoreError::PublishDenied { .. } | StoreError::Denied { .. } => error(StatusCode::FORBIDDEN, e.to_string()),
-        e if e.is_outage() => error(StatusCode::SERVICE_UNAVAILABLE, format!("redis unreachable: {e}")),
-        e => error(StatusCode::BAD_GATEWAY, e.to_string()),
-    }
-}
-
 fn asset(body: &'static str, kind: &'static str) -> Response {
-    hardened(([(header::CONTENT_TYPE, kind)], body).into_response())
+    ([(header::CONTENT_TYPE, kind)], body).into_response()
 }
 
 async fn page() -> Response {
     let mut r = asset(PAGE, "text/html; charset=utf-8");
     r.headers_mut().insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(CSP));
-    r.headers_mut().insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     r
 }
 
-/// Whether `headers` carry `Authorization: Bearer <token>`; the comparison takes the same time
-/// wherever the first difference is.
-fn authorized(app: &App, headers: &HeaderMap) -> bool {
-    let Some(token) = &app.token else { return false };
-    let given = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .map(str::as_bytes)
-        .unwrap_or_default();
-    constant_time_eq(given, token)
+/// The last shared read; waits for the first one when none has finished yet.
+async fn current(app: &App) -> Arc<Fleet> {
+    let mut fleet = app.fleet.subscribe();
+    let _ = tokio::time::timeout(FIRST_READ_WAIT, fleet.wait_for(|f| f.started.is_some())).await;
+    fleet.borrow().clone()
 }
 
-fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
-    let mut diff = u8::from(a.len() != b.len());
-    for i in 0..a.len().max(b.len()) {
-        diff |= a.get(i).copied().unwrap_or(0) ^ b.get(i).copied().unwrap_or(0xff);
+/// 503 with the reason when the last shared read failed.
+fn unavailable(fleet: &Fleet) -> Option<Response> {
+    match (&fleet.error, fleet.started) {
+        (Some(e), _) => Some(error(StatusCode::SERVICE_UNAVAILABLE, e.clone())),
+        (None, None) => {
+            Some(error(StatusCode::SERVICE_UNAVAILABLE, "redis unreachable: no read of Redis finished yet"))
+        }
+        (None, Some(_)) => None,
     }
-    diff == 0
 }
 
-fn unauthorized(why: &str) -> Response {
-    let mut r = error(StatusCode::UNAUTHORIZED, why);
-    r.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
-    r
-}
-
-/// The 401 when reads need the token and it is missing or wrong.
-fn refused_read(app: &App, headers: &HeaderMap) -> Option<Response> {
-    (app.auth_reads && !authorized(app, headers))
-        .then(|| unauthorized("reads need the token: Authorization: Bearer <token>"))
+async fn ready(AxumState(app): AxumState<Arc<App>>) -> Response {
+    let fleet = current(&app).await;
+    if let Some(r) = unavailable(&fleet) {
+        return r;
+    }
+    match fleet.age() {
+        Some(age) if age <= READY_AGE => {
+            Json(json!({ "status": "ready", "read_at_ms": fleet.data.read_at_ms })).into_response()
+        }
+        _ => error(StatusCode::SERVICE_UNAVAILABLE, "redis unreachable: the last read of Redis is too old"),
+    }
 }
 
 /// What the page needs to know of the console: the prefix, and whether it may write.
@@ -113,46 +108,51 @@ async fn info(AxumState(app): AxumState<Arc<App>>) -> Response {
         "read_only": app.token.is_none(),
         "auth_reads": app.auth_reads,
     });
-    hardened(Json(body).into_response())
+    Json(body).into_response()
 }
 
 async fn list(AxumState(app): AxumState<Arc<App>>, headers: HeaderMap) -> Response {
     if let Some(r) = refused_read(&app, &headers) {
         return r;
     }
-    match statuses(&app).await {
-        Ok((all, skipped)) => hardened(Json(output::list_value(&all, &skipped)).into_response()),
-        Err(e) => store_error(&e),
+    let fleet = current(&app).await;
+    if let Some(r) = unavailable(&fleet) {
+        return r;
     }
+    Json(api::list(&fleet.data, now_ms())).into_response()
 }
 
+/// One breaker: from the shared read when it holds it, else read from Redis (at most once a
+/// second per name); a name with no keys is a closed breaker, epoch 0.
 async fn one(AxumState(app): AxumState<Arc<App>>, headers: HeaderMap, Path(name): Path<String>) -> Response {
-    if let Some(r) = refused_read(&app, &headers) {
+    if let Some(r) = refused_read(&app, &headers).or_else(|| refused_name(&app, &name)) {
         return r;
+    }
+    let fleet = current(&app).await;
+    if let Some(row) = fleet.data.rows.iter().find(|r| r.status.name == name)
+        && fleet.error.is_none()
+    {
+        return Json(api::one(&row.status, row.note.as_deref(), now_ms())).into_response();
+    }
+    if let Some(kept) = app.status_cache.get(&name) {
+        return Json(kept).into_response();
     }
     let read = async { app.client.breaker(&name, redis_breaker::Config::default())?.status().await };
     match read.await {
-        Ok(s) => hardened(Json(s).into_response()),
+        Ok(s) => {
+            let body = api::one(&s, None, now_ms());
+            app.status_cache.put(&name, body.clone());
+            Json(body).into_response()
+        }
         Err(e) => store_error(&e),
     }
-}
-
-#[derive(Debug, Deserialize)]
-struct ControlQuery {
-    #[serde(rename = "for")]
-    duration: Option<String>,
-    /// The operator's note for the history.
-    note: Option<String>,
 }
 
 /// The console's samples of one breaker's counters over the last hour, oldest first (the
 /// counters are cumulative: the page draws the differences).
 async fn samples(AxumState(app): AxumState<Arc<App>>, headers: HeaderMap, Path(name): Path<String>) -> Response {
-    if let Some(r) = refused_read(&app, &headers) {
+    if let Some(r) = refused_read(&app, &headers).or_else(|| refused_name(&app, &name)) {
         return r;
-    }
-    if let Err(e) = redis_breaker::name::validate_name(&name) {
-        return error(StatusCode::BAD_REQUEST, e.to_string());
     }
     let kept: Vec<Sample> = app
         .samples
@@ -161,129 +161,82 @@ async fn samples(AxumState(app): AxumState<Arc<App>>, headers: HeaderMap, Path(n
         .get(&name)
         .map(|k| k.iter().copied().collect())
         .unwrap_or_default();
-    hardened(Json(json!({ "samples": kept })).into_response())
+    Json(json!({ "samples": kept })).into_response()
 }
 
-/// The transitions Redis keeps for one breaker (about 100), newest first.
+/// The transitions Redis keeps for one breaker (about 100), newest first; read at most once a
+/// second per name.
 async fn history(AxumState(app): AxumState<Arc<App>>, headers: HeaderMap, Path(name): Path<String>) -> Response {
-    if let Some(r) = refused_read(&app, &headers) {
+    if let Some(r) = refused_read(&app, &headers).or_else(|| refused_name(&app, &name)) {
         return r;
+    }
+    if let Some(kept) = app.history_cache.get(&name) {
+        return Json(kept).into_response();
     }
     let read = async { app.client.breaker(&name, redis_breaker::Config::default())?.history(HISTORY_READ).await };
     match read.await {
-        Ok(entries) => hardened(Json(json!({ "history": entries })).into_response()),
+        Ok(entries) => {
+            let body = json!({ "history": entries });
+            app.history_cache.put(&name, body.clone());
+            Json(body).into_response()
+        }
         Err(e) => store_error(&e),
     }
 }
 
-async fn control(
-    AxumState(app): AxumState<Arc<App>>,
-    ConnectInfo(peer): ConnectInfo<SocketAddr>,
-    headers: HeaderMap,
-    Path((name, action)): Path<(String, String)>,
-    query: Result<Query<ControlQuery>, axum::extract::rejection::QueryRejection>,
-) -> Response {
-    if app.token.is_none() {
-        return error(StatusCode::FORBIDDEN, "the console is read-only: it was started without a token");
-    }
-    if !authorized(&app, &headers) {
-        tracing::warn!(breaker = %name, action = %action, %peer, "a write without the right token was refused");
-        return unauthorized("writes need the token: Authorization: Bearer <token>");
-    }
-    let Ok(Query(query)) = query else { return error(StatusCode::BAD_REQUEST, "bad query string") };
-    let duration = match query.duration.as_deref().map(duration::parse).transpose() {
-        Ok(d) => d.filter(|d| !d.is_zero()),
-        Err(e) => return error(StatusCode::BAD_REQUEST, format!("bad duration: {e}")),
-    };
-    if action == "reset" && duration.is_some() {
-        return error(StatusCode::BAD_REQUEST, "reset takes no duration");
-    }
-    let b = match app.client.breaker(&name, redis_breaker::Config::default()) {
-        Ok(b) => b,
-        Err(e) => return store_error(&StoreError::from(e)),
-    };
-    let note = query.note.unwrap_or_default();
-    let done = match action.as_str() {
-        "open" => b.force_open_noted(duration, &note).await,
-        "close" => b.force_close_noted(duration, &note).await,
-        "reset" => b.reset_noted(&note).await,
-        _ => return error(StatusCode::NOT_FOUND, "the actions are open, close and reset"),
-    };
-    let for_ms = duration.map(|d| d.as_millis() as u64);
-    match done {
-        Ok(written) => {
-            tracing::info!(breaker = %name, action = %action, for_ms, note = %note, %peer, "console write");
-            let status = match b.status().await {
-                Ok(s) => s,
-                Err(e) => return store_error(&e),
-            };
-            // Written but not announced (Redis < 7.0, which cannot refuse it ahead): the status,
-            // and the warning for the page.
-            let warning = written.unannounced_warning();
-            if let Some(w) = &warning {
-                tracing::warn!(breaker = %name, action = %action, %peer, "console write not announced: {w}");
-            }
-            match serde_json::to_value(&status) {
-                Ok(mut body) => {
-                    if let (Some(w), Some(fields)) = (warning, body.as_object_mut()) {
-                        fields.insert("warning".to_string(), serde_json::Value::String(w));
-                    }
-                    hardened(Json(body).into_response())
-                }
-                Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, format!("cannot write the status: {e}")),
-            }
-        }
-        Err(e) => {
-            tracing::warn!(breaker = %name, action = %action, %peer, error = %e, "console write failed");
-            store_error(&e)
-        }
+/// Counts an open event stream while it lives.
+struct StreamSlot(Arc<App>);
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        self.0.streams.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
 /// Transitions as Server-Sent Events, one JSON event per message (the `Event` of the
-/// library), from the client's event subscription.
+/// library), from the client's event subscription (one for the whole console). At most
+/// `MAX_STREAMS` at once; each ends when the console stops.
 async fn events(AxumState(app): AxumState<Arc<App>>, headers: HeaderMap) -> Response {
     if let Some(r) = refused_read(&app, &headers) {
         return r;
     }
+    if app.streams.fetch_add(1, Ordering::SeqCst) >= MAX_STREAMS {
+        app.streams.fetch_sub(1, Ordering::SeqCst);
+        return error(StatusCode::SERVICE_UNAVAILABLE, format!("too many event streams open (at most {MAX_STREAMS})"));
+    }
+    let slot = StreamSlot(app.clone());
+    let mut stop = app.shutdown.clone();
     let subscription = app.client.subscribe_all();
-    let stream = futures_util::stream::unfold(subscription, |mut s| async move {
+    let stream = futures_util::stream::unfold((subscription, slot), |(mut s, slot)| async move {
         let e = s.recv().await?;
         let data = serde_json::to_string(&e).unwrap_or_default();
-        Some((Ok::<_, std::convert::Infallible>(SseEvent::default().event("transition").data(data)), s))
+        Some((Ok::<_, std::convert::Infallible>(SseEvent::default().event("transition").data(data)), (s, slot)))
+    })
+    .take_until(async move {
+        let _ = stop.wait_for(|stop| *stop).await;
     });
-    hardened(Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(10))).into_response())
+    Sse::new(stream).keep_alive(KeepAlive::new().interval(Duration::from_secs(10))).into_response()
 }
 
 async fn alerts(AxumState(app): AxumState<Arc<App>>, headers: HeaderMap) -> Response {
     if let Some(r) = refused_read(&app, &headers) {
         return r;
     }
-    let read = async {
-        let (all, _) = statuses(&app).await?;
-        all_alerts(&app, &all).await
-    };
-    match read.await {
-        Ok(alerts) => hardened(Json(json!({ "alerts": alerts })).into_response()),
-        Err(e) => store_error(&e),
+    let fleet = current(&app).await;
+    if let Some(r) = unavailable(&fleet) {
+        return r;
     }
+    Json(json!({ "alerts": fleet.data.alerts })).into_response()
 }
 
+/// Always 200: while Redis is unreachable the fleet's series keep the last read's values, with
+/// `redis_breaker_console_redis_up 0` and a read age that grows.
 async fn prometheus(AxumState(app): AxumState<Arc<App>>, headers: HeaderMap) -> Response {
     if let Some(r) = refused_read(&app, &headers) {
         return r;
     }
     let started = std::time::Instant::now();
-    let read = async {
-        let (all, skipped) = statuses(&app).await?;
-        let alerts = all_alerts(&app, &all).await?;
-        Ok::<_, StoreError>((all, skipped, alerts))
-    };
-    match read.await {
-        Ok((all, skipped, alerts)) => {
-            let text = metrics::exposition(&all, skipped.len(), &alerts, started.elapsed());
-            hardened(([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response())
-        }
-        Err(e) => store_error(&e),
-    }
+    let fleet = current(&app).await;
+    let text = metrics::exposition(&fleet, app.notifier.as_deref(), started);
+    ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response()
 }

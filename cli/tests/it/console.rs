@@ -13,18 +13,18 @@ use std::time::{Duration, Instant};
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-const TOKEN: &str = "console-test-token-0123456789";
+pub(crate) const TOKEN: &str = "console-test-token-0123456789";
 
 /// A running `redis-breaker serve`; killed when dropped.
-struct Console {
-    child: Child,
-    port: u16,
+pub(crate) struct Console {
+    pub(crate) child: Child,
+    pub(crate) port: u16,
     /// What it wrote on stderr after its first line.
     logs: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Console {
-    fn logs(&self) -> Vec<String> {
+    pub(crate) fn logs(&self) -> Vec<String> {
         self.logs.lock().unwrap().clone()
     }
 }
@@ -38,13 +38,19 @@ impl Drop for Console {
 
 /// Starts the console on a free loopback port (it says which on stderr), with the token or
 /// without one.
-fn console(redis: &TestRedis, token: Option<&str>, extra: &[&str]) -> Console {
+pub(crate) fn console(redis: &TestRedis, token: Option<&str>, extra: &[&str]) -> Console {
     let mut c = Command::new(env!("CARGO_BIN_EXE_redis-breaker"));
-    c.env("REDIS_URL", &redis.url).env_remove("REDIS_BREAKER_TOKEN");
+    c.env("REDIS_URL", &redis.url).env_remove("REDIS_BREAKER_TOKEN").env_remove("REDIS_BREAKER_PREFIX");
     if let Some(token) = token {
         c.env("REDIS_BREAKER_TOKEN", token);
     }
-    c.args(["serve", "--listen", "127.0.0.1:0"]).args(extra).stderr(Stdio::piped()).stdout(Stdio::null());
+    c.args(["serve", "--listen", "127.0.0.1:0"]).args(extra);
+    spawn_console(c)
+}
+
+/// Starts `serve` as `c` says and waits for the line that says where it listens.
+pub(crate) fn spawn_console(mut c: Command) -> Console {
+    c.stderr(Stdio::piped()).stdout(Stdio::null());
     let mut child = c.spawn().expect("start redis-breaker serve");
     let mut stderr = BufReader::new(child.stderr.take().expect("stderr"));
     let mut line = String::new();
@@ -67,20 +73,20 @@ fn console(redis: &TestRedis, token: Option<&str>, extra: &[&str]) -> Console {
 }
 
 /// One answer: status, headers (lower-case names), body.
-struct Answer {
-    status: u16,
-    headers: HashMap<String, String>,
-    body: String,
+pub(crate) struct Answer {
+    pub(crate) status: u16,
+    pub(crate) headers: HashMap<String, String>,
+    pub(crate) body: String,
 }
 
 impl Answer {
-    fn json(&self) -> serde_json::Value {
+    pub(crate) fn json(&self) -> serde_json::Value {
         serde_json::from_str(&self.body).unwrap_or_else(|e| panic!("JSON body ({e}): {}", self.body))
     }
 }
 
 /// One HTTP/1.1 request on its own connection (`Connection: close`).
-async fn http(c: &Console, method: &str, path: &str, token: Option<&str>) -> Answer {
+pub(crate) async fn http(c: &Console, method: &str, path: &str, token: Option<&str>) -> Answer {
     let auth = token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default();
     let req =
         format!("{method} {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\nContent-Length: 0\r\n{auth}\r\n");
@@ -90,7 +96,7 @@ async fn http(c: &Console, method: &str, path: &str, token: Option<&str>) -> Ans
 /// A request written as given (request line and headers, ending in an empty line); the
 /// console closes the connection after its answer when the request says `Connection: close`
 /// or is HTTP/1.0.
-async fn raw_request(c: &Console, req: &str) -> Answer {
+pub(crate) async fn raw_request(c: &Console, req: &str) -> Answer {
     let mut s = tokio::net::TcpStream::connect(("127.0.0.1", c.port)).await.expect("connect to the console");
     s.write_all(req.as_bytes()).await.unwrap();
     let mut raw = Vec::new();
@@ -111,8 +117,32 @@ async fn raw_request(c: &Console, req: &str) -> Answer {
     Answer { status, headers, body }
 }
 
-async fn library(redis: &TestRedis) -> Client {
+pub(crate) async fn library(redis: &TestRedis) -> Client {
     Client::connect(&redis.url).await.unwrap()
+}
+
+/// Tries `attempt` every 100 ms until it gives a value; fails with its last complaint after
+/// a generous 20 s (the console reads Redis once a second: what a test changed shows within
+/// about a second).
+pub(crate) async fn eventually<T>(mut attempt: impl AsyncFnMut() -> Result<T, String>) -> T {
+    let started = Instant::now();
+    loop {
+        match attempt().await {
+            Ok(v) => return v,
+            Err(said) if started.elapsed() > Duration::from_secs(20) => panic!("never came: {said}"),
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+}
+
+/// The breaker named `name` in `GET /api/breakers`, once the console's shared read has it.
+pub(crate) async fn listed(c: &Console, name: &str) -> serde_json::Value {
+    eventually(async || {
+        let list = http(c, "GET", "/api/breakers", None).await;
+        let found = list.json()["breakers"].as_array().and_then(|a| a.iter().find(|b| b["name"] == name).cloned());
+        found.ok_or_else(|| format!("{name} in {}", list.body))
+    })
+    .await
 }
 
 #[tokio::test]
@@ -198,9 +228,8 @@ async fn every_endpoint_answers_in_its_shape_and_writes_need_the_token() {
     let quorum = unique("con-quorum");
     let q = client.breaker(&quorum, Config::builder().failure_threshold(1).quorum(2).build().unwrap()).unwrap();
     let _ = q.execute(|| async { Err::<(), _>("down") }).await;
-    let listed = http(&c, "GET", "/api/breakers", None).await.json();
-    let entry = listed["breakers"].as_array().unwrap().iter().find(|b| b["name"] == quorum.as_str()).cloned();
-    assert_eq!(entry.map(|b| (b["quorum"].clone(), b["reporters"].clone())), Some((2.into(), 1.into())));
+    let entry = listed(&c, &quorum).await;
+    assert_eq!((entry["quorum"].clone(), entry["reporters"].clone()), (2.into(), 1.into()));
 
     // Prometheus: the OpenMetrics text, with each breaker's state and the fleet counters.
     let m = http(&c, "GET", "/metrics", None).await;
@@ -217,14 +246,17 @@ async fn every_endpoint_answers_in_its_shape_and_writes_need_the_token() {
         })
         .collect();
     let get = |k: String| *series.get(&k).unwrap_or_else(|| panic!("{k} in {}", m.body));
-    assert_eq!(get(format!(r#"redis_breaker_state{{breaker="{open}",state="forced_open"}}"#)), 1.0);
-    assert_eq!(get(format!(r#"redis_breaker_state{{breaker="{open}",state="closed"}}"#)), 0.0);
-    assert_eq!(get(format!(r#"redis_breaker_fleet_failures_total{{breaker="{open}"}}"#)), 1.0);
+    assert_eq!(get(format!(r#"redis_breaker_fleet_state{{breaker="{open}",state="forced_open"}}"#)), 1.0);
+    assert_eq!(get(format!(r#"redis_breaker_fleet_state{{breaker="{open}",state="closed"}}"#)), 0.0);
+    assert_eq!(get(format!(r#"redis_breaker_fleet_calls_total{{breaker="{open}",outcome="failure"}}"#)), 1.0);
+    assert_eq!(get(format!(r#"redis_breaker_fleet_calls_total{{breaker="{open}",outcome="success"}}"#)), 0.0);
     assert_eq!(get(format!(r#"redis_breaker_fleet_opened_total{{breaker="{open}"}}"#)), 1.0);
-    assert_eq!(get(format!(r#"redis_breaker_fleet_calls_total{{breaker="{healthy}"}}"#)), 1.0);
-    assert_eq!(get(format!(r#"redis_breaker_alert{{breaker="{open}",kind="forced_without_end"}}"#)), 1.0);
-    assert_eq!(get(format!(r#"redis_breaker_quorum_reporters{{breaker="{quorum}"}}"#)), 1.0);
-    assert_eq!(get(format!(r#"redis_breaker_quorum_reporters{{breaker="{open}"}}"#)), 0.0);
+    assert_eq!(get(format!(r#"redis_breaker_fleet_calls_total{{breaker="{healthy}",outcome="success"}}"#)), 1.0);
+    assert_eq!(get(format!(r#"redis_breaker_console_alert{{breaker="{open}",kind="forced_without_end"}}"#)), 1.0);
+    assert_eq!(get(format!(r#"redis_breaker_fleet_quorum_reporters{{breaker="{quorum}"}}"#)), 1.0);
+    assert_eq!(get(format!(r#"redis_breaker_fleet_quorum_reporters{{breaker="{open}"}}"#)), 0.0);
+    assert!(get(format!(r#"redis_breaker_fleet_state_changed_timestamp_seconds{{breaker="{open}"}}"#)) > 1.7e9);
+    assert_eq!(get("redis_breaker_console_redis_up".into()), 1.0);
     assert_eq!(get("redis_breaker_console_breakers".into()), 4.0);
 }
 
@@ -287,6 +319,7 @@ async fn transitions_stream_as_server_sent_events_and_hostile_names_stay_text() 
     let event: serde_json::Value = serde_json::from_str(data.trim_start_matches("data:").trim()).unwrap();
     assert_eq!(event["name"], hostile, "the name travels as a JSON string");
 
+    assert_eq!(listed(&c, hostile).await["state"], "open");
     let list = http(&c, "GET", "/api/breakers", None).await;
     assert_eq!(list.json()["breakers"][0]["name"], hostile);
     assert!(list.headers["content-type"].starts_with("application/json"), "never served as HTML");
@@ -300,10 +333,15 @@ async fn redis_down_answers_503_and_the_console_recovers() {
     let c = console(&redis, Some(TOKEN), &[]);
     assert_eq!(http(&c, "GET", "/api/breakers", None).await.status, 200);
     redis.kill();
-    let down = http(&c, "GET", "/api/breakers", None).await;
-    assert_eq!(down.status, 503, "{}", down.body);
+    let down = eventually(async || {
+        let a = http(&c, "GET", "/api/breakers", None).await;
+        if a.status == 503 { Ok(a) } else { Err(format!("{} {}", a.status, a.body)) }
+    })
+    .await;
     assert!(down.json()["error"].as_str().unwrap().contains("redis unreachable"), "{}", down.body);
-    assert_eq!(http(&c, "GET", "/metrics", None).await.status, 503);
+    let m = http(&c, "GET", "/metrics", None).await;
+    assert_eq!(m.status, 200, "the scrape is answered during the outage: {}", m.body);
+    assert!(m.body.contains("\nredis_breaker_console_redis_up 0\n"), "{}", m.body);
     assert_eq!(http(&c, "GET", "/", None).await.status, 200, "the page itself is served");
     redis.restart();
     let started = Instant::now();
@@ -373,7 +411,12 @@ async fn samples_feed_the_chart_and_processes_with_different_configs_raise_drift
     let a = one.breaker(&name, config(Duration::from_secs(60))).unwrap();
     a.execute(|| async { Ok::<(), ()>(()) }).await.unwrap();
     one.flush().await.unwrap();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The console samples on its shared read (once a second): one sample of that first call.
+    eventually(async || {
+        let s = http(&c, "GET", &format!("/api/breakers/{name}/samples"), None).await.json();
+        if s["samples"][0]["calls"] == 1 { Ok(()) } else { Err(s.to_string()) }
+    })
+    .await;
     for _ in 0..5 {
         a.execute(|| async { Ok::<(), ()>(()) }).await.unwrap();
     }
@@ -399,7 +442,12 @@ async fn samples_feed_the_chart_and_processes_with_different_configs_raise_drift
     assert!(at.windows(2).all(|w| w[0] < w[1]), "oldest first: {at:?}");
     assert_eq!(http(&c, "GET", "/api/breakers/a%20b/samples", None).await.status, 400);
 
-    let alerts = http(&c, "GET", "/api/alerts", None).await.json();
+    let alerts = eventually(async || {
+        let alerts = http(&c, "GET", "/api/alerts", None).await.json();
+        let drifts = alerts["alerts"].as_array().unwrap().iter().any(|a| a["kind"] == "config_drift");
+        if drifts { Ok(alerts) } else { Err(alerts.to_string()) }
+    })
+    .await;
     let drift: Vec<&serde_json::Value> =
         alerts["alerts"].as_array().unwrap().iter().filter(|a| a["kind"] == "config_drift").collect();
     assert_eq!(drift.len(), 1, "{alerts}");
@@ -422,15 +470,19 @@ async fn a_breaker_open_longer_than_alert_open_raises_an_alert_and_a_gauge() {
     let _ = b.execute(|| async { Err::<(), _>("down") }).await;
     assert_eq!(b.state(), State::Open);
     let c = console(&redis, None, &["--alert-open", "300ms"]);
-    tokio::time::sleep(Duration::from_millis(400)).await;
-    let alerts = http(&c, "GET", "/api/alerts", None).await.json();
+    let alerts = eventually(async || {
+        let alerts = http(&c, "GET", "/api/alerts", None).await.json();
+        let long = alerts["alerts"].as_array().unwrap().iter().any(|a| a["kind"] == "open_too_long");
+        if long { Ok(alerts) } else { Err(alerts.to_string()) }
+    })
+    .await;
     let long: Vec<&serde_json::Value> =
         alerts["alerts"].as_array().unwrap().iter().filter(|a| a["kind"] == "open_too_long").collect();
     assert_eq!(long.len(), 1, "{alerts}");
     assert!(long[0]["message"].as_str().unwrap().starts_with("open for "), "{alerts}");
     let m = http(&c, "GET", "/metrics", None).await;
     assert!(
-        m.body.contains(&format!(r#"redis_breaker_alert{{breaker="{name}",kind="open_too_long"}} 1"#)),
+        m.body.contains(&format!(r#"redis_breaker_console_alert{{breaker="{name}",kind="open_too_long"}} 1"#)),
         "{}",
         m.body
     );
@@ -461,9 +513,8 @@ fn promtool_check(text: &str) {
     child.stdin.take().expect("promtool's stdin").write_all(text.as_bytes()).expect("feed promtool");
     let out = child.wait_with_output().expect("promtool's verdict");
     let said = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    let tolerated = |l: &str| {
-        l.strip_suffix("_total no help text").is_some_and(|family| family.starts_with("redis_breaker_fleet_"))
-    };
+    let tolerated =
+        |l: &str| l.strip_suffix("_total no help text").is_some_and(|family| family.starts_with("redis_breaker_"));
     let lint_only = out.status.code() == Some(3) && said.lines().filter(|l| !l.trim().is_empty()).all(tolerated);
     assert!(
         out.status.success() || lint_only,
@@ -549,7 +600,7 @@ async fn metrics_escape_hostile_names_and_promtool_parses_the_scrape() {
         let mut states: Vec<(String, String)> = samples
             .iter()
             .filter(|(metric, labels, _)| {
-                metric == "redis_breaker_state" && labels[0] == ("breaker".into(), name.into())
+                metric == "redis_breaker_fleet_state" && labels[0] == ("breaker".into(), name.into())
             })
             .map(|(_, labels, value)| {
                 assert_eq!(labels.len(), 2, "breaker and state only: {labels:?}");
@@ -567,14 +618,18 @@ async fn metrics_escape_hostile_names_and_promtool_parses_the_scrape() {
             "{name:?}: its five state series:\n{}",
             m.body
         );
-        let calls = samples
+        let calls: Vec<&Sample> = samples
             .iter()
-            .find(|(metric, labels, _)| metric == "redis_breaker_fleet_calls_total" && labels[0].1 == name)
-            .unwrap_or_else(|| panic!("{name:?}: its calls:\n{}", m.body));
-        assert_eq!(calls.1.len(), 1, "{calls:?}");
+            .filter(|(metric, labels, _)| metric == "redis_breaker_fleet_calls_total" && labels[0].1 == name)
+            .collect();
+        let outcomes: Vec<&str> = calls.iter().map(|(_, labels, _)| labels[1].1.as_str()).collect();
+        assert_eq!(outcomes.len(), 3, "{name:?}: its calls by outcome:\n{}", m.body);
+        assert!(outcomes.contains(&"success") && outcomes.contains(&"failure") && outcomes.contains(&"timeout"));
+        assert!(calls.iter().all(|(_, labels, _)| labels.len() == 2 && labels[1].0 == "outcome"), "{calls:?}");
         if name != healthy {
-            let alert =
-                samples.iter().find(|(metric, labels, _)| metric == "redis_breaker_alert" && labels[0].1 == name);
+            let alert = samples
+                .iter()
+                .find(|(metric, labels, _)| metric == "redis_breaker_console_alert" && labels[0].1 == name);
             assert_eq!(
                 alert.map(|(_, labels, v)| (labels[1].clone(), v.as_str())),
                 Some((("kind".into(), "forced_without_end".into()), "1")),
@@ -625,7 +680,7 @@ async fn keys_whose_name_cannot_be_a_breaker_are_skipped_logged_once_and_counted
     let m = http(&c, "GET", "/metrics", None).await;
     assert_eq!(m.status, 200, "{}", m.body);
     assert!(
-        m.body.contains(&format!(r#"redis_breaker_state{{breaker="{good}",state="forced_open"}} 1"#)),
+        m.body.contains(&format!(r#"redis_breaker_fleet_state{{breaker="{good}",state="forced_open"}} 1"#)),
         "{}",
         m.body
     );

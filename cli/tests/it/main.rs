@@ -6,3 +6,5 @@
 mod cli;
 #[cfg(feature = "console")]
 mod console;
+#[cfg(feature = "console")]
+mod service;
