@@ -10,6 +10,7 @@ let info = { read_only: true, auth_reads: false, prefix: '' };
 let last = [];
 let flash = new Set();
 let reloadTimer = null;
+let reloadAgainTimer = null;
 // What the URL's fragment asks for: a state filter and the breaker whose history is shown.
 let view = { state: '', breaker: '' };
 // The breaker in the history panel, and what its row looked like when the panel was drawn.
@@ -55,6 +56,12 @@ function words(ms) {
   if (h < 1) return m + 'm';
   if (d < 1) return h + 'h' + (m % 60 ? ' ' + (m % 60) + 'm' : '');
   return d + 'd' + (h % 24 ? ' ' + (h % 24) + 'h' : '');
+}
+
+// How long something has lasted, to the second: a clock's milliseconds are noise here.
+function age(ms) {
+  if (ms === null || ms === undefined) return '-';
+  return ms < 1000 ? '<1s' : words(Math.floor(ms / 1000) * 1000);
 }
 
 // The library writes durations into reasons in milliseconds ("for 600000ms"): read them in words.
@@ -215,7 +222,8 @@ async function write(name, action, duration, note) {
 }
 
 function actions(row, b) {
-  const td = cell(row, '', 'actions');
+  const td = document.createElement('div');
+  cell(row, '', 'actions').appendChild(td);
   td.appendChild(button('Force open…', 'danger', () => openDialog(b.name, 'open')));
   td.appendChild(button('Force close…', '', () => openDialog(b.name, 'close')));
   td.appendChild(button('Reset…', '', () => openDialog(b.name, 'reset')));
@@ -306,7 +314,7 @@ function hideHistory() {
   $('history').hidden = true;
 }
 
-async function showHistory(name) {
+async function showHistory(name, retries = 0) {
   const seq = shown.seq + 1;
   shown = { name, mark: mark(name), seq };
   try {
@@ -334,6 +342,11 @@ async function showHistory(name) {
       rows.appendChild(row);
     }
     $('history-empty').hidden = body.history.length !== 0;
+    // The table already shows a newer transition than this history (read within the console's
+    // second of caching): read it again shortly, a few times at most.
+    const row = last.find((b) => b.name === name);
+    const newest = body.history.length ? body.history[0].epoch : 0;
+    if (row && row.epoch > newest && retries < 5) setTimeout(() => { if (shown.seq === seq) showHistory(name, retries + 1); }, 1000);
     $('history').hidden = false;
     if (scrollToHistory) $('history').scrollIntoView();
     scrollToHistory = false;
@@ -385,7 +398,7 @@ function rate(row, b) {
   value.textContent = r && r.rate !== null && r.rate !== undefined ? (r.rate * 100).toFixed(1) + '%' : '-';
   td.appendChild(value);
   if (r && r.calls) {
-    div(td, r.failures + ' of ' + r.calls, 'sub');
+    div(td, r.failures + ' of ' + r.calls + ' failed', 'sub');
     td.title = r.failures + ' failures in ' + r.calls + ' calls over the ' + span(r.over_ms);
   }
 }
@@ -407,10 +420,13 @@ function render() {
     badge.className = 'state state-' + b.state;
     badge.textContent = stateName(b.state);
     st.appendChild(badge);
-    if (b.state_for_ms !== null && b.state_for_ms !== undefined) {
-      tick(div(st, '', 'since'), b.state_for_ms, 1, (ms) => 'for ' + words(ms));
+    // How long in its state, under the badge where the "open for" column does not say it.
+    const opened = b.open_for_ms !== null && b.open_for_ms !== undefined;
+    if (!opened && b.state_for_ms !== null && b.state_for_ms !== undefined) {
+      tick(div(st, '', 'since'), b.state_for_ms, 1, (ms) => 'for ' + age(ms));
     }
-    tick(cell(row, '', 'num open-for'), b.open_for_ms, 1, words);
+    if (b.probes > 0) div(st, b.probes + (b.probes === 1 ? ' probe' : ' probes') + ' in flight', 'since');
+    tick(cell(row, '', 'num open-for'), b.open_for_ms, 1, age);
     // Under a quorum: how many processes opened for themselves and count toward it now.
     const quorum = b.quorum > 1 || b.quorum_fraction || b.reporters > 0
       ? 'quorum ' + b.quorum + (b.quorum_fraction ? ' and ' + b.quorum_fraction + ' of the active' : '')
@@ -424,11 +440,10 @@ function render() {
     else tick(retry, b.retry_after_ms, -1, (ms) => (ms ? 'in ' + words(ms) : '-'));
     cell(row, String(b.epoch), 'num');
     cell(row, String(b.trips), 'num');
-    cell(row, String(b.probes), 'num');
     cell(row, String(b.calls), 'num');
     rate(row, b);
     cell(row, String(b.rejected), 'num');
-    cell(row, b.config ? b.config.slice(0, 12) : '-', 'config');
+    cell(row, b.config ? b.config.slice(0, 8) : '-', 'config').title = b.config || 'no config reported';
     actions(row, b);
     rows.appendChild(row);
   }
@@ -539,9 +554,11 @@ async function load() {
   }
 }
 
+// After an event: read now, and again once the console's shared read (at most once a second)
+// has surely read Redis after the event.
 function reloadSoon() {
-  if (reloadTimer) return;
-  reloadTimer = setTimeout(() => { reloadTimer = null; load(); }, 100);
+  if (!reloadTimer) reloadTimer = setTimeout(() => { reloadTimer = null; load(); }, 100);
+  if (!reloadAgainTimer) reloadAgainTimer = setTimeout(() => { reloadAgainTimer = null; load(); }, 1200);
 }
 
 function follow() {
@@ -559,7 +576,11 @@ function follow() {
     let name = null;
     try { name = JSON.parse(m.data).name; } catch (_) { /* not ours */ }
     if (name !== null) flash.add(name);
-    if (name !== null && name === shown.name) refreshHistory();
+    if (name !== null && name === shown.name) {
+      refreshHistory();
+      // The console keeps a history it read for a second: read it again once that is over.
+      setTimeout(() => { if (shown.name === name) refreshHistory(); }, 1200);
+    }
     reloadSoon();
   });
 }
