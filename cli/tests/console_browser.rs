@@ -531,6 +531,8 @@ async fn the_incident_view_filters_by_state_links_deeply_and_forces_open_through
     browser.goto(&format!("http://127.0.0.1:{port}/#breaker={payments}")).await.unwrap();
     until_js(&browser, "payments' history", panel, |v| v[0] == json!(payments)).await;
     until_js(&browser, "the chart", "return document.querySelectorAll('#chart polyline').length;", |v| v == 2).await;
+    until_js(&browser, "a whole second open", &in_row(fresh, ".open-for"), |v| v.as_str().is_some_and(|t| t != "<1s"))
+        .await;
     let png = browser.screenshot().await.unwrap();
     let keep = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/images/console.png");
     std::fs::write(&keep, &png).unwrap();

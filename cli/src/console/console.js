@@ -10,7 +10,8 @@ let info = { read_only: true, auth_reads: false, prefix: '' };
 let last = [];
 let flash = new Set();
 let reloadTimer = null;
-let reloadAgainTimer = null;
+// Breakers whose event the list does not show yet: name -> [epoch, when the event came].
+const awaiting = new Map();
 // What the URL's fragment asks for: a state filter and the breaker whose history is shown.
 let view = { state: '', breaker: '' };
 // The breaker in the history panel, and what its row looked like when the panel was drawn.
@@ -413,7 +414,12 @@ function render() {
   for (const b of shownRows) {
     const row = document.createElement('tr');
     row.dataset.state = b.state;
-    if (flash.has(b.name)) row.className = 'flash';
+    // A row flashes once, when it shows the event that named it.
+    const wanted = awaiting.get(b.name);
+    if (flash.has(b.name) && (!wanted || b.epoch >= wanted[0])) {
+      row.className = 'flash';
+      flash.delete(b.name);
+    }
     cell(row, b.name, 'name');
     const st = cell(row, '', 'state-cell');
     const badge = document.createElement('span');
@@ -451,7 +457,7 @@ function render() {
   $('rate-span').textContent = withRate ? span(withRate.failure_rate_5m.over_ms) : '';
   $('empty').hidden = last.length !== 0;
   $('none-shown').hidden = last.length === 0 || shownRows.length !== 0;
-  flash = new Set();
+  for (const name of flash) if (!awaiting.has(name)) flash.delete(name);
 }
 
 // A read of the API; a refusal throws an Error with the status and the server's reason.
@@ -526,6 +532,7 @@ async function loadOnce() {
     reachable();
     render();
     if (shown.name && mark(shown.name) !== shown.mark) refreshHistory();
+    awaited();
     if (info.read_only) notice('Read-only: the console was started without a token, so its buttons are off.');
     else if (!$('notice').classList.contains('error') && !$('notice').classList.contains('warning')) notice('');
   } catch (e) {
@@ -554,11 +561,20 @@ async function load() {
   }
 }
 
-// After an event: read now, and again once the console's shared read (at most once a second)
-// has surely read Redis after the event.
-function reloadSoon() {
-  if (!reloadTimer) reloadTimer = setTimeout(() => { reloadTimer = null; load(); }, 100);
-  if (!reloadAgainTimer) reloadAgainTimer = setTimeout(() => { reloadAgainTimer = null; load(); }, 1200);
+function reloadSoon(delay) {
+  if (!reloadTimer) reloadTimer = setTimeout(() => { reloadTimer = null; load(); }, delay);
+}
+
+// The console serves the list from a shared read of Redis made every second or more
+// (--read-every): after an event, the list is read again each second until it shows the event's
+// epoch (for half a minute at most).
+function awaited() {
+  const now = Date.now();
+  for (const [name, [epoch, since]] of awaiting) {
+    const b = last.find((x) => x.name === name);
+    if ((b && b.epoch >= epoch) || now - since > 30_000) awaiting.delete(name);
+  }
+  if (awaiting.size) reloadSoon(1000);
 }
 
 function follow() {
@@ -574,14 +590,17 @@ function follow() {
   source.addEventListener('error', () => { stream = 'reconnecting'; conn('reconnecting', 'down'); });
   source.addEventListener('transition', (m) => {
     let name = null;
-    try { name = JSON.parse(m.data).name; } catch (_) { /* not ours */ }
-    if (name !== null) flash.add(name);
-    if (name !== null && name === shown.name) {
+    let epoch = 0;
+    try { ({ name, epoch } = JSON.parse(m.data)); } catch (_) { /* not ours */ }
+    if (typeof name !== 'string') return;
+    flash.add(name);
+    awaiting.set(name, [Number(epoch) || 0, Date.now()]);
+    if (name === shown.name) {
       refreshHistory();
       // The console keeps a history it read for a second: read it again once that is over.
       setTimeout(() => { if (shown.name === name) refreshHistory(); }, 1200);
     }
-    reloadSoon();
+    reloadSoon(100);
   });
 }
 
