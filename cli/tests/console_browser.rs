@@ -537,6 +537,10 @@ async fn the_incident_view_filters_by_state_links_deeply_and_forces_open_through
     let keep = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/images/console.png");
     std::fs::write(&keep, &png).unwrap();
     println!("[screenshot of the incident view: {}]", keep.display());
+    // Everything above was drawn under the page's CSP (no inline script or style): nothing refused.
+    let log = browser.console_log().await.unwrap();
+    let refused: Vec<&String> = log.iter().filter(|m| m.contains("Content Security Policy")).collect();
+    assert!(refused.is_empty(), "the page did something its CSP forbids: {refused:?}");
 
     // Redis goes away: the rows stay, under a banner that says since when.
     redis.kill();

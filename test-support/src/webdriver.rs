@@ -96,6 +96,15 @@ impl Browser {
         self.call("POST", &format!("/element/{element}/value"), Some(json!({ "text": text }))).await.map(drop)
     }
 
+    /// The messages the browser's console received since the last call (chromedriver's log
+    /// endpoint: errors, CSP refusals among them, are kept by default).
+    pub async fn console_log(&self) -> Result<Vec<String>, String> {
+        let entries = self.call("POST", "/se/log", Some(json!({ "type": "browser" }))).await?;
+        let messages =
+            entries.as_array().map(|all| all.iter().filter_map(|e| e["message"].as_str()).map(str::to_string));
+        Ok(messages.map(Iterator::collect).unwrap_or_default())
+    }
+
     /// A PNG of the viewport.
     pub async fn screenshot(&self) -> Result<Vec<u8>, String> {
         use base64_lite::decode;
