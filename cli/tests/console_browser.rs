@@ -178,13 +178,7 @@ async fn the_page_lists_breakers_follows_trips_live_forces_open_and_shows_hostil
         .await
         .unwrap();
     assert_eq!(markup, json!(["redis-breaker console", 0]), "the name was never parsed as HTML");
-    let reason: Value = browser
-        .execute(
-            "return Array.from(document.querySelectorAll('#rows tr')).find(r => r.cells[0].textContent === 'browser-quorum').cells[2].textContent;",
-            vec![],
-        )
-        .await
-        .unwrap();
+    let reason = browser.execute(&in_row("browser-quorum", ".reason"), vec![]).await.unwrap();
     assert_eq!(reason, json!("quorum 3: 1 reporting"), "the quorum and its reporters in the row");
 
     // A trip made by another process appears without a reload.
@@ -197,19 +191,20 @@ async fn the_page_lists_breakers_follows_trips_live_forces_open_and_shows_hostil
     let live = tripped.elapsed();
     println!("[a trip in another process showed on the page {} ms after the failing call began]", live.as_millis());
 
-    // Force open from the page: the token, the button, the prompt for a duration, the confirmation.
+    // Force open from the page: the token, the button, the dialog's duration, note and
+    // confirmation.
     let token = browser.find("css selector", "#token").await.unwrap();
     browser.type_into(&token, TOKEN).await.unwrap();
     click_row_button(&browser, target, "Force open").await;
-    assert!(browser.dialog_text().await.unwrap().contains("For how long"), "the page asks for a duration");
-    browser.answer_prompt("30s").await.unwrap();
-    browser.accept_dialog().await.unwrap();
-    assert!(browser.dialog_text().await.unwrap().contains("note"), "the page asks for a note");
-    browser.answer_prompt("deploy 4711 <b>rollback</b>").await.unwrap();
-    browser.accept_dialog().await.unwrap();
-    let confirm = browser.dialog_text().await.unwrap();
-    assert!(confirm.contains("for 30s") && confirm.contains("reject"), "the page asks to confirm: {confirm}");
-    browser.accept_dialog().await.unwrap();
+    let shown = until_js(&browser, "the dialog", DIALOG, |v| v[0] == json!(true)).await;
+    assert_eq!(shown, json!([true, format!("Force {target} open"), null, false]), "the dialog, to confirm");
+    let what = browser.execute("return document.getElementById('write-what').textContent;", vec![]).await.unwrap();
+    assert!(what.as_str().unwrap().contains("rejects its calls"), "the dialog says what it does: {what}");
+    fill(&browser, "#write-for", "30s").await;
+    fill(&browser, "#write-note", "deploy 4711 <b>rollback</b>").await;
+    fill(&browser, "#write-confirm", target).await;
+    let submit = browser.find("css selector", "#write-submit").await.unwrap();
+    browser.click(&submit).await.unwrap();
     let started = Instant::now();
     while state_hash(&redis, target).await.get("state").map(String::as_str) != Some("forced_open") {
         assert!(started.elapsed() < Duration::from_secs(10), "the button did not force the breaker open");
@@ -220,6 +215,9 @@ async fn the_page_lists_breakers_follows_trips_live_forces_open_and_shows_hostil
         r.iter().any(|(n, s)| n == target && s == "forced_open")
     })
     .await;
+    until_js(&browser, "the note in the row", &in_row(target, ".note"), |v| v == "deploy 4711 <b>rollback</b>").await;
+    let markup = browser.execute("return document.querySelectorAll('#rows b').length;", vec![]).await.unwrap();
+    assert_eq!(markup, json!(0), "the note is text in the row");
 
     let history = client.breaker(target, trips.clone()).unwrap().history(1).await.unwrap();
     assert_eq!(history[0].note.as_deref(), Some("deploy 4711 <b>rollback</b>"), "the note is in the history");
@@ -260,10 +258,10 @@ async fn the_page_lists_breakers_follows_trips_live_forces_open_and_shows_hostil
 }
 
 /// Issue 22, item 3: a console whose Redis user may not publish on the events channel. A Reset
-/// clicked on the page is refused where the server tells ahead (>= 7.0: the page shows the
-/// 403's message, an error saying what to grant, and the breaker stays as it was); before 7.0
-/// it is written and the page shows the warning that the fleet was not told. Either notice stays
-/// when the table is drawn again.
+/// confirmed in the page's dialog is refused where the server tells ahead (>= 7.0: the dialog
+/// shows the 403's message, an error saying what to grant, and the breaker stays as it was);
+/// before 7.0 it is written and the page shows the warning that the fleet was not told. Either
+/// stays when the table is drawn again.
 #[tokio::test]
 #[ignore = "needs chromium and chromedriver; CI runs it with --ignored"]
 async fn a_write_the_fleet_would_not_hear_of_shows_its_refusal_or_its_warning_on_the_page() {
@@ -290,36 +288,43 @@ async fn a_write_the_fleet_would_not_hear_of_shows_its_refusal_or_its_warning_on
     let token = browser.find("css selector", "#token").await.unwrap();
     browser.type_into(&token, TOKEN).await.unwrap();
     click_row_button(&browser, name, "Reset").await;
-    assert!(browser.dialog_text().await.unwrap().contains("Reset"), "the page asks to confirm");
-    browser.accept_dialog().await.unwrap();
+    until_js(&browser, "the dialog", DIALOG, |v| *v == json!([true, format!("Reset {name}"), null, false])).await;
+    fill(&browser, "#write-confirm", name).await;
+    let submit = browser.find("css selector", "#write-submit").await.unwrap();
+    browser.click(&submit).await.unwrap();
 
-    let notice = async || -> Option<(String, String)> {
-        let shown: Value = browser
-            .execute(
-                "const n = document.getElementById('notice'); return n.hidden ? null : [n.className, n.textContent];",
-                vec![],
-            )
-            .await
-            .unwrap();
-        serde_json::from_value(shown).unwrap()
-    };
-    let started = Instant::now();
-    let (class, text) = loop {
-        if let Some(shown) = notice().await {
-            break shown;
-        }
-        assert!(started.elapsed() < Duration::from_secs(10), "no notice on the page");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
     if redis.version().await >= (7, 0) {
-        assert_eq!(class, "notice error", "{text}");
+        // Refused: the server's reason in the dialog, which stays open, and nothing written.
+        let refused = until_js(&browser, "the 403 in the dialog", DIALOG, |v| v[2].is_string()).await;
+        let text = refused[2].as_str().unwrap();
         assert!(
-            text.starts_with(&format!("reset {name}: the redis user may not publish on breaker:events"))
+            text.starts_with("the redis user may not publish on breaker:events")
                 && text.contains("grant it &breaker:events (and +publish)"),
             "{text}"
         );
         assert_eq!(state_hash(&redis, name).await["state"], "forced_closed", "nothing written");
+        // The table is drawn again every 5 s: the dialog and its error stay.
+        tokio::time::sleep(Duration::from_millis(5_500)).await;
+        assert_eq!(browser.execute(DIALOG, vec![]).await.unwrap(), refused, "the error stays");
     } else {
+        let notice = async || -> Option<(String, String)> {
+            let shown: Value = browser
+                .execute(
+                    "const n = document.getElementById('notice'); return n.hidden ? null : [n.className, n.textContent];",
+                    vec![],
+                )
+                .await
+                .unwrap();
+            serde_json::from_value(shown).unwrap()
+        };
+        let started = Instant::now();
+        let (class, text) = loop {
+            if let Some(shown) = notice().await {
+                break shown;
+            }
+            assert!(started.elapsed() < Duration::from_secs(10), "no notice on the page");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        };
         assert_eq!(class, "notice warning", "{text}");
         assert!(
             text.starts_with(&format!("reset {name} was written, but: breaker {name} is closed in redis")),
@@ -327,10 +332,228 @@ async fn a_write_the_fleet_would_not_hear_of_shows_its_refusal_or_its_warning_on
         );
         assert!(text.contains("not published"), "{text}");
         assert_eq!(state_hash(&redis, name).await["state"], "closed");
+        // The table is drawn again every 5 s: the notice stays.
+        tokio::time::sleep(Duration::from_millis(5_500)).await;
+        assert_eq!(notice().await, Some((class, text)), "the notice stays when the table is drawn again");
     }
-    // The table is drawn again every 5 s: the notice stays.
-    tokio::time::sleep(Duration::from_millis(5_500)).await;
-    assert_eq!(notice().await, Some((class, text)), "the notice stays when the table is drawn again");
     screenshot(&browser, "console-unannounced").await;
+    browser.quit().await.unwrap();
+}
+
+/// Runs `script` in the page until what it returns satisfies `check` (or panics after 10 s
+/// saying `what`), answering the last value.
+async fn until_js(browser: &Browser, what: &str, script: &str, check: impl Fn(&Value) -> bool) -> Value {
+    let started = Instant::now();
+    loop {
+        let now = browser.execute(script, vec![]).await.unwrap();
+        if check(&now) {
+            return now;
+        }
+        assert!(started.elapsed() < Duration::from_secs(10), "{what}: the page shows {now}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The text of the element `selector` finds in `name`'s row (null without one).
+fn in_row(name: &str, selector: &str) -> String {
+    format!(
+        "const r = Array.from(document.querySelectorAll('#rows tr')).find(r => r.cells[0].textContent === {name:?}); \
+         const e = r && r.querySelector({selector:?}); return e ? e.textContent : null;"
+    )
+}
+
+/// The write dialog: whether it is open, its title, its error (null when hidden) and whether
+/// its submit button is enabled.
+const DIALOG: &str = "const d = document.getElementById('write'), e = document.getElementById('write-error'); \
+    return [d.open, document.getElementById('write-title').textContent, e.hidden ? null : e.textContent, \
+    !document.getElementById('write-submit').disabled];";
+
+/// Sets the value of the input `selector` as typing would (an `input` event follows).
+async fn fill(browser: &Browser, selector: &str, text: &str) {
+    let input = browser.find("css selector", selector).await.unwrap();
+    browser
+        .execute(
+            "arguments[0].value = ''; arguments[0].dispatchEvent(new Event('input'));",
+            vec![json!({ ELEMENT: input })],
+        )
+        .await
+        .unwrap();
+    browser.type_into(&input, text).await.unwrap();
+}
+
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
+
+/// Issue 24, items 3 and 6: the incident view. Counts per state that filter the table (in the
+/// URL's fragment, kept on reload), a deep link to a breaker's history that follows it live,
+/// durations in words, the 5-minute failure rate labelled with its span, the note of a forced
+/// state in its row, the write dialog (its errors shown in it) and forcing open a breaker that
+/// has no keys yet; the screenshot kept for the README; then Redis stops and the page keeps its
+/// rows under a banner.
+#[tokio::test]
+#[ignore = "needs chromium and chromedriver; CI runs it with --ignored"]
+async fn the_incident_view_filters_by_state_links_deeply_and_forces_open_through_its_dialog() {
+    let mut redis = private_redis().await;
+    let client = Client::connect(&redis.url).await.unwrap();
+    let trips = Config::builder().failure_threshold(3).base_recovery(Duration::from_secs(300)).build().unwrap();
+    let (payments, search, inventory, checkout) = ("payments", "search", "inventory", "checkout");
+    for name in [payments, search, inventory, checkout] {
+        client.breaker(name, trips.clone()).unwrap().execute(|| async { Ok::<(), ()>(()) }).await.unwrap();
+    }
+    client
+        .breaker(checkout, trips.clone())
+        .unwrap()
+        .force_open_noted(Some(Duration::from_secs(1800)), "rollback of deploy 4711")
+        .await
+        .unwrap();
+    client.flush().await.unwrap();
+
+    let (_console, port) = console(&redis.url);
+    let (_driver, driver_port) = chromedriver().await;
+    let browser = browser(driver_port).await;
+    browser.set_window_size(1400, 1000).await.unwrap();
+    // Calls the console samples: search fails 2 of 20, payments fails until it opens.
+    let s = client.breaker(search, trips.clone()).unwrap();
+    for i in 0..20 {
+        let _ = s.execute(|| async move { if i % 10 == 3 { Err("timeout") } else { Ok(()) } }).await;
+    }
+    let p = client.breaker(payments, trips.clone()).unwrap();
+    for _ in 0..6 {
+        let _ = p.execute(|| async { Err::<(), _>("connection refused") }).await;
+    }
+    assert_eq!(p.state(), State::Open);
+    client.flush().await.unwrap();
+
+    // A state filter in the link: only the open breakers, and the count of each state on top.
+    browser.goto(&format!("http://127.0.0.1:{port}/#state=open")).await.unwrap();
+    until_rows(&browser, Duration::from_secs(10), "the open breakers only", |r| {
+        r == [(payments.to_string(), "open".to_string())]
+    })
+    .await;
+    let counts = "return Array.from(document.querySelectorAll('#counts button')).map(b => \
+        [b.dataset.state, b.querySelector('.count').textContent, b.getAttribute('aria-pressed')]);";
+    assert_eq!(
+        browser.execute(counts, vec![]).await.unwrap(),
+        json!([
+            ["", "4", "false"],
+            ["open", "1", "true"],
+            ["half_open", "0", "false"],
+            ["forced_open", "1", "false"],
+            ["forced_closed", "0", "false"],
+            ["closed", "2", "false"]
+        ]),
+        "a count per state, the filter's pressed"
+    );
+    // A count clicked filters, and says so in the URL; "all" shows every breaker again.
+    let closed = browser.find("css selector", "#counts button[data-state='closed']").await.unwrap();
+    browser.click(&closed).await.unwrap();
+    until_rows(&browser, Duration::from_secs(10), "the closed breakers only", |r| {
+        r.len() == 2 && r.iter().all(|(_, s)| s == "closed")
+    })
+    .await;
+    assert_eq!(browser.execute("return location.hash;", vec![]).await.unwrap(), json!("#state=closed"));
+    browser.refresh().await.unwrap();
+    until_rows(&browser, Duration::from_secs(10), "the filter after a reload", |r| {
+        r.len() == 2 && r.iter().all(|(_, s)| s == "closed")
+    })
+    .await;
+    let all = browser.find("css selector", "#counts button[data-state='']").await.unwrap();
+    browser.click(&all).await.unwrap();
+    until_rows(&browser, Duration::from_secs(10), "every breaker", |r| r.len() == 4).await;
+
+    // Durations in words, the note of the forced state in its row, the rate over its real span.
+    let reason = until_js(&browser, "the forced state's reason", &in_row(checkout, ".reason"), Value::is_string).await;
+    assert_eq!(reason, json!("forced open by operator for 30m"), "600000ms-style reasons read in words");
+    assert_eq!(
+        browser.execute(&in_row(checkout, ".note"), vec![]).await.unwrap(),
+        json!("rollback of deploy 4711"),
+        "the note in the row"
+    );
+    let open_for = browser.execute(&in_row(payments, ".open-for"), vec![]).await.unwrap();
+    let open_for = open_for.as_str().unwrap_or_default();
+    assert!(open_for.ends_with('s') && !open_for.ends_with("ms") && open_for != "-", "open for, in words: {open_for}");
+    let span = browser.execute("return document.getElementById('rate-span').textContent;", vec![]).await.unwrap();
+    let span = span.as_str().unwrap_or_default().to_string();
+    assert!(span.starts_with("last ") && span != "last 5m", "the console is younger than 5m: {span}");
+    until_js(&browser, "search's rate over the samples", &in_row(search, ".rate"), |v| v == "10.0%").await;
+
+    // A deep link to a breaker opens its history, and so does the reload.
+    browser.goto(&format!("http://127.0.0.1:{port}/#breaker={payments}")).await.unwrap();
+    browser.refresh().await.unwrap();
+    let panel = "const h = document.getElementById('history'); return h.hidden ? null : \
+        [document.getElementById('history-name').textContent, \
+         Array.from(document.querySelectorAll('#history-rows tr')).map(r => r.cells[2].textContent)];";
+    until_js(&browser, "payments' history from the link", panel, |v| *v == json!([payments, ["open"]])).await;
+
+    // The History button says so in the URL; the panel follows the breaker live.
+    click_row_button(&browser, inventory, "History").await;
+    until_js(&browser, "inventory's history", panel, |v| *v == json!([inventory, []])).await;
+    assert_eq!(browser.execute("return location.hash;", vec![]).await.unwrap(), json!("#breaker=inventory"));
+    let other = Client::connect(&redis.url).await.unwrap();
+    other.breaker(inventory, trips.clone()).unwrap().force_close_noted(None, "load test until 18:00").await.unwrap();
+    until_js(&browser, "the transition made elsewhere, in the panel", panel, |v| {
+        *v == json!([inventory, ["forced closed"]])
+    })
+    .await;
+
+    // Forcing open a breaker that has no keys yet, by its name: the dialog, its confirmation,
+    // the server's refusals shown in it.
+    let fresh = "recommendations";
+    fill(&browser, "#force-name", fresh).await;
+    let open_by_name = browser.find("css selector", "#force-form button").await.unwrap();
+    browser.click(&open_by_name).await.unwrap();
+    let shown = until_js(&browser, "the dialog", DIALOG, |v| v[0] == json!(true)).await;
+    assert_eq!(shown, json!([true, format!("Force {fresh} open"), null, false]), "confirm first");
+    fill(&browser, "#write-note", "not launched yet").await;
+    fill(&browser, "#write-confirm", fresh).await;
+    let submit = browser.find("css selector", "#write-submit").await.unwrap();
+    browser.click(&submit).await.unwrap();
+    let refused = until_js(&browser, "the 401", DIALOG, |v| v[2].is_string()).await;
+    assert!(refused[2].as_str().unwrap().contains("writes need the token"), "{refused}");
+    assert_eq!(refused[0], json!(true), "the dialog stays open on an error");
+    let token = browser.find("css selector", "#write-token").await.unwrap();
+    browser.type_into(&token, TOKEN).await.unwrap();
+    fill(&browser, "#write-for", "10 parsecs").await;
+    browser.click(&submit).await.unwrap();
+    let refused = until_js(&browser, "the 400", DIALOG, |v| v[2].as_str().is_some_and(|t| t.contains("parsecs"))).await;
+    assert!(refused[2].as_str().unwrap().contains("bad duration"), "{refused}");
+    screenshot(&browser, "console-dialog").await;
+    fill(&browser, "#write-for", "2h").await;
+    browser.click(&submit).await.unwrap();
+    until_js(&browser, "the dialog closed", DIALOG, |v| v[0] == json!(false)).await;
+    until_rows(&browser, Duration::from_secs(10), "the new breaker", |r| {
+        r.iter().any(|(n, s)| n == fresh && s == "forced_open")
+    })
+    .await;
+    until_js(&browser, "its note", &in_row(fresh, ".note"), |v| v == "not launched yet").await;
+    assert_eq!(state_hash(&redis, fresh).await["state"], "forced_open");
+
+    // The view an on-call engineer opens: kept for the README.
+    browser.goto(&format!("http://127.0.0.1:{port}/#breaker={payments}")).await.unwrap();
+    until_js(&browser, "payments' history", panel, |v| v[0] == json!(payments)).await;
+    until_js(&browser, "the chart", "return document.querySelectorAll('#chart polyline').length;", |v| v == 2).await;
+    until_js(&browser, "a whole second open", &in_row(fresh, ".open-for"), |v| v.as_str().is_some_and(|t| t != "<1s"))
+        .await;
+    let png = browser.screenshot().await.unwrap();
+    let keep = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/images/console.png");
+    std::fs::write(&keep, &png).unwrap();
+    println!("[screenshot of the incident view: {}]", keep.display());
+    // Everything above was drawn under the page's CSP (no inline script or style): nothing refused.
+    let log = browser.console_log().await.unwrap();
+    let refused: Vec<&String> = log.iter().filter(|m| m.contains("Content Security Policy")).collect();
+    assert!(refused.is_empty(), "the page did something its CSP forbids: {refused:?}");
+
+    // Redis goes away: the rows stay, under a banner that says since when.
+    redis.kill();
+    let banner = until_js(
+        &browser,
+        "the banner",
+        "const b = document.getElementById('banner'); return b.hidden ? null : b.textContent;",
+        Value::is_string,
+    )
+    .await;
+    let banner = banner.as_str().unwrap();
+    assert!(banner.starts_with("Redis unreachable: ") && banner.contains(" since "), "{banner}");
+    assert_eq!(rows(&browser).await.len(), 5, "the last rows stay");
+    screenshot(&browser, "console-redis-down").await;
     browser.quit().await.unwrap();
 }

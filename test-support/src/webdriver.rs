@@ -1,5 +1,5 @@
 //! Just enough of the W3C WebDriver protocol to drive a headless browser from a test: a
-//! session, navigation, scripts, typing, clicking, prompts and screenshots, as JSON over plain
+//! session, navigation, scripts, typing, clicking and screenshots, as JSON over plain
 //! HTTP/1.1 to a local chromedriver. (A WebDriver crate would do the same with a hundred more
 //! crates to build, the Unicode segmentation tables among them.)
 
@@ -67,6 +67,16 @@ impl Browser {
         self.call("POST", "/url", Some(json!({ "url": url }))).await.map(drop)
     }
 
+    /// Reloads the page (a new load of the same URL, its fragment kept).
+    pub async fn refresh(&self) -> Result<(), String> {
+        self.call("POST", "/refresh", Some(json!({}))).await.map(drop)
+    }
+
+    /// Resizes the browser's window (the screenshot is of its viewport).
+    pub async fn set_window_size(&self, width: u32, height: u32) -> Result<(), String> {
+        self.call("POST", "/window/rect", Some(json!({ "width": width, "height": height }))).await.map(drop)
+    }
+
     /// Runs `script` (a function body; `arguments` holds `args`) and answers what it returns.
     pub async fn execute(&self, script: &str, args: Vec<Value>) -> Result<Value, String> {
         self.call("POST", "/execute/sync", Some(json!({ "script": script, "args": args }))).await
@@ -86,17 +96,13 @@ impl Browser {
         self.call("POST", &format!("/element/{element}/value"), Some(json!({ "text": text }))).await.map(drop)
     }
 
-    /// The text of the open prompt, confirm or alert.
-    pub async fn dialog_text(&self) -> Result<String, String> {
-        Ok(self.call("GET", "/alert/text", None).await?.as_str().unwrap_or_default().to_string())
-    }
-
-    pub async fn answer_prompt(&self, text: &str) -> Result<(), String> {
-        self.call("POST", "/alert/text", Some(json!({ "text": text }))).await.map(drop)
-    }
-
-    pub async fn accept_dialog(&self) -> Result<(), String> {
-        self.call("POST", "/alert/accept", Some(json!({}))).await.map(drop)
+    /// The messages the browser's console received since the last call (chromedriver's log
+    /// endpoint: errors, CSP refusals among them, are kept by default).
+    pub async fn console_log(&self) -> Result<Vec<String>, String> {
+        let entries = self.call("POST", "/se/log", Some(json!({ "type": "browser" }))).await?;
+        let messages =
+            entries.as_array().map(|all| all.iter().filter_map(|e| e["message"].as_str()).map(str::to_string));
+        Ok(messages.map(Iterator::collect).unwrap_or_default())
     }
 
     /// A PNG of the viewport.
