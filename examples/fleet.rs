@@ -131,7 +131,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("\nThe demo's redis-server keeps running on port {port}. Look at the breaker:");
         println!("  redis-cli -p {port} HGETALL 'breaker:{{{name}}}:state'");
         println!("  redis-cli -p {port} HGETALL 'breaker:{{{name}}}:metrics'");
-        println!("  cargo run -p redis-breaker-cli -- --url {url} serve   # then open http://127.0.0.1:9187");
+        println!("  cargo run -p redis-breaker-cli -- --url {url} serve   # then open http://127.0.0.1:19187");
         println!("Stop it with: redis-cli -p {port} shutdown nosave");
     } else {
         // Dropping the handle stops the server the demo started (and removes its directory).
