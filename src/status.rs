@@ -65,6 +65,9 @@ pub struct Status {
     pub reporters: Vec<Reporter>,
     /// Remaining TTL of each key in ms: `None` for a key that does not exist, -1 for no TTL.
     pub ttl_ms: KeyTtls,
+    /// Redis's clock when the status was read (ms since the Unix epoch): the times above are
+    /// on this clock, so an age is `now_ms` minus one of them, whatever the reader's clock says.
+    pub now_ms: u64,
 }
 
 /// A leased half-open probe.
@@ -224,6 +227,7 @@ impl Status {
                 opened: metric("opened"),
                 since_ms: metric("since"),
             },
+            now_ms: raw.now_ms,
             ttl_ms: KeyTtls {
                 state: ttl(raw.pttl[0]),
                 probes: ttl(raw.pttl[1]),

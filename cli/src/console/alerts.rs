@@ -45,14 +45,18 @@ pub(super) fn history_alerts(name: &str, entries: &[HistoryEntry], flaps: u64, n
     alerts
 }
 
-/// The alert rules over the breakers' statuses, at `now_ms` (this machine's clock).
-pub(super) fn rule_alerts(all: &[Status], alert_open: Duration, now_ms: u64) -> Vec<Alert> {
+/// The alert rules over the breakers' statuses, each at the time it was read (Redis's clock,
+/// that of its times).
+pub(super) fn rule_alerts(all: &[Status], alert_open: Duration) -> Vec<Alert> {
     use redis_breaker::State;
     let mut out = Vec::new();
     for s in all {
-        let open = matches!(s.state, State::Open | State::ForcedOpen);
+        // Half-open counts: the probes of a breaker that keeps failing move it between open and
+        // half-open without closing, and the alert must hold through them (as the contrib rule
+        // RedisBreakerOpenTooLong does).
+        let open = matches!(s.state, State::Open | State::ForcedOpen | State::HalfOpen);
         let since = if s.opened_at_ms > 0 { s.opened_at_ms } else { s.changed_at_ms };
-        let for_ms = now_ms.saturating_sub(since);
+        let for_ms = s.now_ms.saturating_sub(since);
         if open && since > 0 && for_ms > alert_open.as_millis() as u64 {
             out.push(Alert {
                 breaker: s.name.clone(),

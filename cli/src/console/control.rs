@@ -1,6 +1,5 @@
 //! Writes (force open, force close, reset) and the token that reads and writes may need.
 
-use super::alerts::now_ms;
 use super::respond::error;
 use super::{App, api};
 use axum::Json;
@@ -89,7 +88,7 @@ pub(super) async fn control(
     }
     if !authorized(&app, &headers) {
         let shown: String = name.chars().take(60).collect();
-        tracing::warn!(breaker = %shown, %peer, "a write without the right token was refused");
+        tracing::warn!(breaker = ?shown, %peer, "a write without the right token was refused");
         return unauthorized("writes need the token: Authorization: Bearer <token>");
     }
     if let Some(r) = refused_name(&app, &name) {
@@ -127,11 +126,11 @@ pub(super) async fn control(
     let written = match done {
         Ok(written) => written,
         Err(e) => {
-            tracing::warn!(breaker = %name, action = %action, %peer, error = %e, "console write failed");
+            tracing::warn!(breaker = ?name, action = ?action, %peer, error = %e, "console write failed");
             return store_error(&e);
         }
     };
-    tracing::info!(breaker = %name, action = %action, for_ms, note = %note, %peer, "console write");
+    tracing::info!(breaker = ?name, action = ?action, for_ms, note = ?note, %peer, "console write");
     let written_at = Instant::now();
     let status = match b.status().await {
         Ok(s) => s,
@@ -142,10 +141,10 @@ pub(super) async fn control(
     // the warning for the page.
     let warning = written.unannounced_warning();
     if let Some(w) = &warning {
-        tracing::warn!(breaker = %name, action = %action, %peer, "console write not announced: {w}");
+        tracing::warn!(breaker = ?name, action = ?action, %peer, "console write not announced: {w}");
     }
     let note = (!note.is_empty() && action != "reset").then_some(note.as_str());
-    let mut body = api::one(&status, note, now_ms());
+    let mut body = api::one(&status, note, Duration::ZERO);
     if let (Some(w), Some(fields)) = (warning, body.as_object_mut()) {
         fields.insert("warning".to_string(), serde_json::Value::String(w));
     }

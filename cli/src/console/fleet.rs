@@ -125,25 +125,27 @@ pub(super) async fn run(app: Arc<App>, mut shutdown: tokio::sync::watch::Receive
 async fn read(app: &App, told: &mut HashMap<String, Told>) -> Result<Data, StoreError> {
     let (statuses, skipped) = statuses(app).await?;
     let now = now_ms();
-    told.retain(|name, _| statuses.iter().any(|s| &s.name == name));
-    let stale: Vec<(String, u64)> = statuses
+    let read: HashSet<&str> = statuses.iter().map(|s| s.name.as_str()).collect();
+    told.retain(|name, _| read.contains(name.as_str()));
+    // The history's times are on Redis's clock: its windows are measured on it too.
+    let stale: Vec<(String, u64, u64)> = statuses
         .iter()
         .filter(|s| s.epoch > 0)
         .filter(|s| told.get(&s.name).is_none_or(|t| t.epoch != s.epoch || t.read.elapsed() >= HISTORY_REFRESH))
-        .map(|s| (s.name.clone(), s.epoch))
+        .map(|s| (s.name.clone(), s.epoch, s.now_ms))
         .collect();
-    let reads = futures_util::stream::iter(stale).map(|(name, epoch)| async move {
+    let reads = futures_util::stream::iter(stale).map(|(name, epoch, redis_now)| async move {
         let entries = app.client.breaker(&name, redis_breaker::Config::default())?.history(super::HISTORY_READ).await;
-        Ok::<_, StoreError>((name, epoch, entries?))
+        Ok::<_, StoreError>((name, epoch, redis_now, entries?))
     });
     for done in reads.buffer_unordered(READS_IN_FLIGHT).collect::<Vec<_>>().await {
         // A history Redis did not give this time keeps what was told before.
-        let Ok((name, epoch, entries)) = done else { continue };
+        let Ok((name, epoch, redis_now, entries)) = done else { continue };
         let note = entries.first().filter(|e| e.epoch == epoch).and_then(|e| e.note.clone());
-        let alerts = history_alerts(&name, &entries, app.alert_flaps, now);
+        let alerts = history_alerts(&name, &entries, app.alert_flaps, redis_now);
         told.insert(name, Told { epoch, read: Instant::now(), alerts, note });
     }
-    let mut alerts = rule_alerts(&statuses, app.alert_open, now);
+    let mut alerts = rule_alerts(&statuses, app.alert_open);
     let mut rows = Vec::with_capacity(statuses.len());
     for status in statuses {
         let known = told.get(&status.name).filter(|t| t.epoch == status.epoch);
@@ -159,33 +161,47 @@ async fn read(app: &App, told: &mut HashMap<String, Told>) -> Result<Data, Store
 }
 
 /// Every breaker's status (those `--breakers` admits), read concurrently; sorted open and
-/// half-open first, then by name. With them, the names under the prefix that cannot be
-/// breakers: skipped, and each logged once.
+/// half-open first, then by name. With them, the names skipped, each logged once: those under
+/// the prefix that cannot be breakers, and the breakers whose read failed for a reason other
+/// than an outage (a key Redis refuses this user, say). Only an outage fails the whole read.
 async fn statuses(app: &App) -> Result<(Vec<Status>, Vec<String>), StoreError> {
-    let crate::Listing { mut names, mut skipped } = crate::listing(&app.client).await?;
+    let crate::Listing { mut names, skipped: not_names } = crate::listing(&app.client).await?;
     names.retain(|n| app.globs.admit(n));
-    skipped.retain(|n| app.globs.admit(n));
-    warn_once(app, &skipped);
+    let mut skipped: Vec<(String, String)> = not_names
+        .into_iter()
+        .filter(|n| app.globs.admit(n))
+        .map(|n| {
+            let why = redis_breaker::name::validate_name(&n).err().map(|e| e.to_string()).unwrap_or_default();
+            (n, format!("a key under the prefix whose name cannot be a breaker: {why}"))
+        })
+        .collect();
     let reads = futures_util::stream::iter(names).map(|name| async move {
-        let b = app.client.breaker(&name, redis_breaker::Config::default())?;
-        b.status().await
+        let read = async { app.client.breaker(&name, redis_breaker::Config::default())?.status().await };
+        (read.await, name)
     });
-    let mut out: Vec<Status> =
-        reads.buffer_unordered(READS_IN_FLIGHT).collect::<Vec<_>>().await.into_iter().collect::<Result<_, _>>()?;
+    let mut out = Vec::new();
+    for (read, name) in reads.buffer_unordered(READS_IN_FLIGHT).collect::<Vec<_>>().await {
+        match read {
+            Ok(status) => out.push(status),
+            Err(e) if e.is_outage() => return Err(e),
+            Err(e) => skipped.push((name, format!("its read failed: {e}"))),
+        }
+    }
+    skipped.sort();
+    warn_once(app, &skipped);
     out.sort_by(|a, b| (rank(a), &a.name).cmp(&(rank(b), &b.name)));
-    Ok((out, skipped))
+    Ok((out, skipped.into_iter().map(|(name, _)| name).collect()))
 }
 
-/// Logs each name in `skipped` that was not logged before (and forgets the names whose keys
-/// are gone, so the set holds no more than the last listing found).
-fn warn_once(app: &App, skipped: &[String]) {
+/// Logs each name in `skipped` (with why) that was not logged before (and forgets the names
+/// no longer skipped, so the set holds no more than the last read skipped).
+fn warn_once(app: &App, skipped: &[(String, String)]) {
     let mut warned = app.warned.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    let now: HashSet<&String> = skipped.iter().collect();
+    let now: HashSet<&String> = skipped.iter().map(|(name, _)| name).collect();
     warned.retain(|name| now.contains(name));
-    for name in skipped {
+    for (name, why) in skipped {
         if warned.insert(name.clone()) {
-            let why = redis_breaker::name::validate_name(name).err().map(|e| e.to_string()).unwrap_or_default();
-            tracing::warn!(name = ?name, %why, "skipped a key under the prefix whose name cannot be a breaker");
+            tracing::warn!(name = ?name, why = ?why, "skipped: {}", if why.starts_with("its read") { "a breaker whose read failed" } else { "a key under the prefix whose name cannot be a breaker" });
         }
     }
 }
@@ -204,11 +220,18 @@ fn rank(s: &Status) -> u8 {
 /// breaker, the breakers of the last read only).
 fn sample(app: &App, data: &Data) {
     let mut samples = app.samples.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    samples.retain(|name, _| data.rows.iter().any(|r| &r.status.name == name));
+    let read: HashSet<&str> = data.rows.iter().map(|r| r.status.name.as_str()).collect();
+    samples.retain(|name, _| read.contains(name.as_str()));
     for r in &data.rows {
         let m = &r.status.metrics;
         let kept = samples.entry(r.status.name.clone()).or_default();
-        kept.push_back(Sample { at_ms: data.read_at_ms, calls: m.calls, failures: m.failures, rejected: m.rejected });
+        kept.push_back(Sample {
+            at_ms: data.read_at_ms,
+            calls: m.calls,
+            failures: m.failures,
+            rejected: m.rejected,
+            since_ms: m.since_ms,
+        });
         while kept.len() > app.samples_kept {
             kept.pop_front();
         }
@@ -231,8 +254,9 @@ fn rate_since(kept: &VecDeque<Sample>, s: &Status, now: u64) -> Rate {
         return Rate::default();
     };
     let m = &s.metrics;
-    // Counters that went back (the metrics key expired or was deleted) count from zero.
-    let (calls, failures) = if m.calls < base.calls || m.failures < base.failures {
+    // Counters reset since the base (the metrics key expired or was deleted, and was made
+    // again: its `since` moved; or they went back) count from zero.
+    let (calls, failures) = if m.since_ms != base.since_ms || m.calls < base.calls || m.failures < base.failures {
         (m.calls, m.failures)
     } else {
         (m.calls - base.calls, m.failures - base.failures)
@@ -241,9 +265,12 @@ fn rate_since(kept: &VecDeque<Sample>, s: &Status, now: u64) -> Rate {
     Rate { rate, calls, failures, over_ms: now.saturating_sub(base.at_ms) }
 }
 
-/// `open_for_ms` and `state_for_ms` of a status at `now` (this machine's clock): how long
-/// since it opened (open, forced open, half-open), and how long it has been in its state.
-pub(super) fn ages(s: &Status, now: u64) -> (Option<u64>, Option<u64>) {
+/// `open_for_ms` and `state_for_ms` of a status `since_read` after it was read: how long since
+/// it opened (open, forced open, half-open), and how long it has been in its state. On Redis's
+/// clock (the status's `now_ms`, plus the time since the read on this machine's monotonic
+/// clock), the clock its times were written on.
+pub(super) fn ages(s: &Status, since_read: Duration) -> (Option<u64>, Option<u64>) {
+    let now = s.now_ms.saturating_add(since_read.as_millis() as u64);
     let state_for = (s.changed_at_ms > 0).then(|| now.saturating_sub(s.changed_at_ms));
     let opened = if s.opened_at_ms > 0 { s.opened_at_ms } else { s.changed_at_ms };
     let open = matches!(s.state, State::Open | State::ForcedOpen | State::HalfOpen) && opened > 0;

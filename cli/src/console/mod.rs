@@ -22,6 +22,7 @@ mod routes;
 use crate::Failure;
 use redis_breaker::Client;
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::future::IntoFuture;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -90,6 +91,9 @@ struct Sample {
     calls: u64,
     failures: u64,
     rejected: u64,
+    /// When the counters started (the metrics hash's `since`): a change is a reset.
+    #[serde(skip)]
+    since_ms: u64,
 }
 
 /// What every request shares.
@@ -128,6 +132,8 @@ struct App {
 const READS_IN_FLIGHT: usize = 64;
 /// History entries read per breaker (Redis keeps about 100).
 const HISTORY_READ: usize = 100;
+/// How long a stop waits for the open connections to finish after SIGTERM or SIGINT.
+const STOP_GRACE: Duration = Duration::from_secs(5);
 /// The shortest token accepted.
 const TOKEN_MIN: usize = 16;
 
@@ -186,12 +192,26 @@ pub(crate) async fn serve(client: Client, args: &ServeArgs) -> Result<ExitCode, 
     });
     let reader = tokio::spawn(fleet::run(app.clone(), shutdown.clone()));
     let router = routes::router(app, hosts);
-    let mut stopping = shutdown;
+    let mut stopping = shutdown.clone();
     let server = axum::serve(listener, router.into_make_service_with_connect_info::<SocketAddr>())
         .with_graceful_shutdown(async move {
             let _ = stopping.wait_for(|stop| *stop).await;
-        });
-    server.await.map_err(|e| Failure::Other(format!("the console stopped: {e}")))?;
+        })
+        .into_future();
+    // hyper has no timer here: a client that sent half a request (or keeps an idle connection)
+    // would hold the graceful shutdown forever. It gets `STOP_GRACE` after the signal.
+    let mut stopped = shutdown;
+    let grace = async move {
+        let _ = stopped.wait_for(|stop| *stop).await;
+        tokio::time::sleep(STOP_GRACE).await;
+    };
+    tokio::select! {
+        done = server => done.map_err(|e| Failure::Other(format!("the console stopped: {e}")))?,
+        () = grace => tracing::warn!(
+            grace = ?STOP_GRACE,
+            "stopping without waiting longer: connections still open (an unfinished request, or an idle client) were cut off"
+        ),
+    }
     signals.abort();
     // A read under way when the signal came is not waited for (Redis may be the reason to stop).
     reader.abort();

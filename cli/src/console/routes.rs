@@ -2,7 +2,6 @@
 //! but for the per-click reads of one breaker), the page and its assets, and the layers every
 //! answer passes through.
 
-use super::alerts::now_ms;
 use super::control::{control, refused_name, refused_read, store_error};
 use super::fleet::Fleet;
 use super::respond::{BODY_LIMIT, error, harden, limit_body};
@@ -32,6 +31,9 @@ pub(super) const MAX_STREAMS: usize = 64;
 const READY_AGE: Duration = Duration::from_secs(10);
 /// How long a request waits for the console's first read of Redis.
 const FIRST_READ_WAIT: Duration = Duration::from_secs(10);
+/// How long a scrape waits for it: well within any scrape timeout (Prometheus's default is
+/// 10 s); until then the scrape says `redis_breaker_console_redis_up 0` and has no fleet series.
+const SCRAPE_FIRST_READ_WAIT: Duration = Duration::from_secs(1);
 
 /// Every route of the console, behind the check of the `Host` header and the headers layer.
 pub(super) fn router(app: Arc<App>, hosts: hosts::Hosts) -> Router {
@@ -72,8 +74,13 @@ async fn page() -> Response {
 
 /// The last shared read; waits for the first one when none has finished yet.
 async fn current(app: &App) -> Arc<Fleet> {
+    current_within(app, FIRST_READ_WAIT).await
+}
+
+/// The last shared read; waits at most `wait` for the first one when none has finished yet.
+async fn current_within(app: &App, wait: Duration) -> Arc<Fleet> {
     let mut fleet = app.fleet.subscribe();
-    let _ = tokio::time::timeout(FIRST_READ_WAIT, fleet.wait_for(|f| f.started.is_some())).await;
+    let _ = tokio::time::timeout(wait, fleet.wait_for(|f| f.started.is_some())).await;
     fleet.borrow().clone()
 }
 
@@ -119,7 +126,7 @@ async fn list(AxumState(app): AxumState<Arc<App>>, headers: HeaderMap) -> Respon
     if let Some(r) = unavailable(&fleet) {
         return r;
     }
-    Json(api::list(&fleet.data, now_ms())).into_response()
+    Json(api::list(&fleet.data)).into_response()
 }
 
 /// One breaker: from the shared read when it holds it, else read from Redis (at most once a
@@ -132,7 +139,8 @@ async fn one(AxumState(app): AxumState<Arc<App>>, headers: HeaderMap, Path(name)
     if let Some(row) = fleet.data.rows.iter().find(|r| r.status.name == name)
         && fleet.error.is_none()
     {
-        return Json(api::one(&row.status, row.note.as_deref(), now_ms())).into_response();
+        let since_read = fleet.data.read_at.map(|at| at.elapsed()).unwrap_or_default();
+        return Json(api::one(&row.status, row.note.as_deref(), since_read)).into_response();
     }
     if let Some(kept) = app.status_cache.get(&name) {
         return Json(kept).into_response();
@@ -140,7 +148,7 @@ async fn one(AxumState(app): AxumState<Arc<App>>, headers: HeaderMap, Path(name)
     let read = async { app.client.breaker(&name, redis_breaker::Config::default())?.status().await };
     match read.await {
         Ok(s) => {
-            let body = api::one(&s, None, now_ms());
+            let body = api::one(&s, None, Duration::ZERO);
             app.status_cache.put(&name, body.clone());
             Json(body).into_response()
         }
@@ -236,7 +244,7 @@ async fn prometheus(AxumState(app): AxumState<Arc<App>>, headers: HeaderMap) -> 
         return r;
     }
     let started = std::time::Instant::now();
-    let fleet = current(&app).await;
+    let fleet = current_within(&app, SCRAPE_FIRST_READ_WAIT).await;
     let text = metrics::exposition(&fleet, app.notifier.as_deref(), started);
     ([(header::CONTENT_TYPE, metrics::CONTENT_TYPE)], text).into_response()
 }

@@ -833,3 +833,168 @@ async fn a_write_redis_would_not_announce_is_refused_with_403_or_answered_with_a
     assert_eq!(a.status, 200, "{}", a.body);
     assert_eq!((&a.json()["announced"], a.json().get("warning")), (&true.into(), None), "{}", a.body);
 }
+
+/// Sends SIGTERM to the console and waits (a generous minute at most) for its exit status.
+async fn terminate(c: &mut Console) -> std::process::ExitStatus {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(c.child.id() as i32), nix::sys::signal::Signal::SIGTERM).unwrap();
+    let started = Instant::now();
+    loop {
+        if let Some(status) = c.child.try_wait().unwrap() {
+            return status;
+        }
+        assert!(started.elapsed() < Duration::from_secs(60), "the console did not stop on SIGTERM");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A client that sent half a request and waits keeps its connection open; SIGTERM still stops
+/// the console (the graceful shutdown is bounded), with status 0.
+#[tokio::test]
+async fn sigterm_stops_the_console_while_a_connection_holds_half_a_request() {
+    let redis = private_redis().await;
+    let mut c = console(&redis, None, &["-v"]);
+    assert_eq!(http(&c, "GET", "/healthz", None).await.status, 200);
+    let mut half = tokio::net::TcpStream::connect(("127.0.0.1", c.port)).await.unwrap();
+    half.write_all(b"GET / HTTP/1.1\r\nHo").await.unwrap();
+    // The console has accepted it once another connection is answered after it.
+    assert_eq!(http(&c, "GET", "/healthz", None).await.status, 200);
+    let status = terminate(&mut c).await;
+    assert_eq!(status.code(), Some(0), "{status:?}: {:#?}", c.logs());
+    drop(half);
+}
+
+/// A name or a note with a line feed in a request is logged escaped: it cannot forge a log
+/// line, with the token or without it.
+#[tokio::test]
+async fn names_and_notes_from_requests_cannot_forge_log_lines() {
+    let redis = private_redis().await;
+    let good = unique("con-log");
+    let c = console(&redis, Some(TOKEN), &["-v"]);
+    let refused = http(&c, "POST", "/api/breakers/x%0AFORGED%20console%20write/open", None).await;
+    assert_eq!(refused.status, 401, "{}", refused.body);
+    let bad = http(&c, "POST", "/api/breakers/x%0AFORGED%20bad%20name/open", Some(TOKEN)).await;
+    assert_eq!(bad.status, 400, "{}", bad.body);
+    let path = format!("/api/breakers/{good}/open?note=n%0AFORGED%20note");
+    let refused = http(&c, "POST", &path, Some(TOKEN)).await;
+    assert_eq!(refused.status, 400, "the library takes a note on one line: {}", refused.body);
+    let path = format!("/api/breakers/{good}/open?note=maintenance");
+    let written = http(&c, "POST", &path, Some(TOKEN)).await;
+    assert_eq!(written.status, 200, "{}", written.body);
+    let logs = eventually(async || {
+        let logs = c.logs();
+        let said = |what: &str| logs.iter().any(|l| l.contains(what));
+        if said("without the right token") && said("console write") { Ok(logs) } else { Err(format!("{logs:#?}")) }
+    })
+    .await;
+    assert!(!logs.iter().any(|l| l.trim_start().starts_with("FORGED")), "{logs:#?}");
+}
+
+/// A breaker whose read fails for a reason other than an outage (here the console's Redis
+/// user may not read its keys: NOPERM) is skipped and named; every other breaker is still
+/// served, and the console stays ready.
+#[tokio::test]
+async fn a_breaker_whose_read_fails_is_skipped_not_an_outage() {
+    let redis = private_redis().await;
+    let client = library(&redis).await;
+    let good = unique("con-good");
+    let bad = unique("con-denied");
+    client.breaker(&good, Config::default()).unwrap().force_open(None).await.unwrap();
+    client.breaker(&bad, Config::default()).unwrap().force_open(None).await.unwrap();
+    let rules = ["reset", "on", "nopass", "~breaker:{con-good*", "allchannels", "+@all"];
+    let _: () =
+        redis::cmd("ACL").arg("SETUSER").arg("ops").arg(&rules[..]).query_async(&mut redis.conn().await).await.unwrap();
+    let ops_url = redis.url.replacen("redis://", "redis://ops:x@", 1);
+    let c = console(&redis, None, &["-v", "--url", &ops_url]);
+    let list = eventually(async || {
+        let list = http(&c, "GET", "/api/breakers", None).await;
+        if list.status != 200 {
+            return Err(format!("{} {}", list.status, list.body));
+        }
+        Ok(list.json())
+    })
+    .await;
+    let names: Vec<&str> = list["breakers"].as_array().unwrap().iter().map(|b| b["name"].as_str().unwrap()).collect();
+    assert_eq!(names, vec![good.as_str()], "{list}");
+    assert!(list["skipped_names"].as_array().unwrap().iter().any(|n| n == bad.as_str()), "{list}");
+    let ready = http(&c, "GET", "/readyz", None).await;
+    assert_eq!(ready.status, 200, "{}", ready.body);
+    let m = http(&c, "GET", "/metrics", None).await;
+    assert!(m.body.contains("\nredis_breaker_console_redis_up 1\n"), "{}", m.body);
+    eventually(async || {
+        let logs = c.logs();
+        if logs.iter().any(|l| l.contains("skipped") && l.contains(&bad)) { Ok(()) } else { Err(format!("{logs:#?}")) }
+    })
+    .await;
+}
+
+/// The time on Redis's clock (ms since the Unix epoch).
+async fn redis_now_ms(redis: &TestRedis) -> u64 {
+    let mut conn = redis.conn().await;
+    let (s, us): (u64, u64) = redis::cmd("TIME").query_async(&mut conn).await.unwrap();
+    s * 1000 + us / 1000
+}
+
+/// A breaker that opened long ago and is half-open now (a probe is out) has not closed: it
+/// is open too long, as the contrib rule RedisBreakerOpenTooLong says.
+#[tokio::test]
+async fn a_half_open_breaker_that_opened_long_ago_is_open_too_long() {
+    let redis = private_redis().await;
+    let name = unique("con-halfopen");
+    let now = redis_now_ms(&redis).await;
+    let mut conn = redis.conn().await;
+    redis::cmd("HSET")
+        .arg(format!("breaker:{{{name}}}:state"))
+        .arg("state")
+        .arg("half_open")
+        .arg("epoch")
+        .arg(3)
+        .arg("incarnation")
+        .arg(1)
+        .arg("opened_at")
+        .arg(now - 600_000)
+        .arg("changed_at")
+        .arg(now)
+        .query_async::<()>(&mut conn)
+        .await
+        .unwrap();
+    let c = console(&redis, None, &["--alert-open", "1m"]);
+    eventually(async || {
+        let alerts = http(&c, "GET", "/api/alerts", None).await.json();
+        let held = alerts["alerts"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|a| a["breaker"] == name.as_str() && a["kind"] == "open_too_long");
+        if held { Ok(()) } else { Err(alerts.to_string()) }
+    })
+    .await;
+}
+
+/// Counters reset (the metrics hash recreated: its `since` changes) while they went up: the
+/// 5-minute rate counts from the reset, not from the sample before it.
+#[tokio::test]
+async fn the_failure_rate_counts_from_a_reset_of_the_metrics() {
+    let redis = private_redis().await;
+    let name = unique("con-reset");
+    let key = format!("breaker:{{{name}}}:metrics");
+    let set = async |calls: u64, failures: u64, since: u64| {
+        let mut conn = redis.conn().await;
+        let fields = [("calls", calls), ("failures", failures), ("since", since)];
+        redis::cmd("HSET").arg(&key).arg(&fields[..]).query_async::<()>(&mut conn).await.unwrap();
+    };
+    set(100, 0, 1_000).await;
+    let c = console(&redis, None, &["--sample-every", "1s"]);
+    let path = format!("/api/breakers/{name}/samples");
+    eventually(async || {
+        let s = http(&c, "GET", &path, None).await.json();
+        if s["samples"].as_array().is_some_and(|s| !s.is_empty()) { Ok(()) } else { Err(s.to_string()) }
+    })
+    .await;
+    set(200, 150, 2_000).await;
+    eventually(async || {
+        let row = listed(&c, &name).await;
+        let r = &row["failure_rate_5m"];
+        if r["calls"] == 200 && r["failures"] == 150 { Ok(()) } else { Err(row.to_string()) }
+    })
+    .await;
+}
