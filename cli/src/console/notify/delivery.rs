@@ -39,17 +39,18 @@ pub(super) fn fan_out(doc: &Document, queues: &[mpsc::Sender<Bytes>], counters: 
     }
 }
 
-/// A receiver's task: delivers its queue in order until the shutdown signal, then what is
-/// queued for at most [`DRAIN`].
+/// A receiver's task: delivers its queue in order until the shutdown signal, then, for at most
+/// [`DRAIN`] after it, what is queued once `composed` turns true (the transitions held back or
+/// being composed at shutdown are on the queue by then).
 pub(super) async fn deliver_all(
     r: Arc<Receiver>,
     mut rx: mpsc::Receiver<Bytes>,
     delivery: Arc<Delivery>,
     counters: Counters,
     mut shutdown: watch::Receiver<bool>,
+    mut composed: watch::Receiver<bool>,
 ) {
-    let mut stopping = shutdown.clone();
-    let deadline = drained(&mut stopping);
+    let deadline = drained(&mut shutdown);
     let work = async {
         loop {
             let body = tokio::select! {
@@ -58,7 +59,7 @@ pub(super) async fn deliver_all(
                     Some(body) => body,
                     None => return,
                 },
-                _ = shutdown.wait_for(|s| *s) => match rx.try_recv() {
+                _ = composed.wait_for(|c| *c) => match rx.try_recv() {
                     Ok(body) => body,
                     Err(_) => return,
                 },

@@ -58,20 +58,28 @@ pub(super) struct Follow {
 }
 
 impl Follow {
+    /// Follows until the shutdown signal, then passes on what the minimum interval holds back
+    /// (each breaker's last transition), so that a receiver's last word on a breaker is its
+    /// last state. When the subscription ends first, the held-back transitions are still sent
+    /// when their interval ends.
     pub(super) async fn run(mut self, mut events: Subscription, mut shutdown: watch::Receiver<bool>) {
+        let mut subscribed = true;
         loop {
             let due = self.gate.next_due();
             let event = tokio::select! {
-                _ = shutdown.wait_for(|s| *s) => return,
+                _ = shutdown.wait_for(|s| *s) => break,
                 () = sleep_until(due) => {
                     for d in self.gate.flush(Instant::now()) {
                         self.pass(d);
                     }
                     continue;
                 }
-                e = events.recv() => match e {
+                e = events.recv(), if subscribed => match e {
                     Some(e) => e,
-                    None => return,
+                    None => {
+                        subscribed = false;
+                        continue;
+                    }
                 },
             };
             // Own*, StoreDown/Up and ShadowRejected are this process's view, not the fleet's.
@@ -85,6 +93,9 @@ impl Follow {
             if let Some(d) = self.gate.admit(event, Instant::now(), &self.counters) {
                 self.pass(d);
             }
+        }
+        for d in self.gate.drain() {
+            self.pass(d);
         }
     }
 
@@ -200,5 +211,17 @@ impl Gate {
             }
         }
         out
+    }
+
+    /// Every held-back transition, due or not (at shutdown): each breaker's last one, saying
+    /// how many before it were not sent.
+    pub(super) fn drain(&mut self) -> Vec<Draft> {
+        self.breakers
+            .values_mut()
+            .filter_map(|h| {
+                let d = h.pending.take()?;
+                Some(Draft { suppressed: std::mem::take(&mut h.suppressed), ..d })
+            })
+            .collect()
     }
 }

@@ -152,11 +152,20 @@ impl Notifier {
         let counters = Counters::default();
         let mut queues = Vec::new();
         let mut tasks = Vec::new();
+        // True after the shutdown signal once every transition is composed and queued.
+        let (composed_tx, composed) = watch::channel(false);
         for r in receivers {
             let (tx, rx) = mpsc::channel(args.queue as usize);
             queues.push(tx);
             tracing::info!(receiver = %r.shown, "notifications go to this receiver");
-            tasks.push(tokio::spawn(deliver_all(r, rx, delivery.clone(), counters.clone(), shutdown.clone())));
+            tasks.push(tokio::spawn(deliver_all(
+                r,
+                rx,
+                delivery.clone(),
+                counters.clone(),
+                shutdown.clone(),
+                composed.clone(),
+            )));
         }
         let queues: Arc<[mpsc::Sender<Bytes>]> = queues.into();
         let filter: Arc<Mutex<Option<Filter>>> = Arc::default();
@@ -177,9 +186,12 @@ impl Notifier {
         let mut stopping = shutdown_copy;
         tasks.push(tokio::spawn(async move {
             tokio::select! {
+                // Ends after the shutdown signal, once Follow has passed on what it held back.
                 () = composing => {}
                 () = drained(&mut stopping) => {}
             }
+            let _ = stopping.wait_for(|s| *s).await;
+            let _ = composed_tx.send(true);
         }));
         Ok(Some(Arc::new(Notifier {
             queues,
