@@ -219,8 +219,10 @@ async fn receiver(statuses: Vec<u16>) -> (String, Arc<std::sync::atomic::AtomicU
     (url, count)
 }
 
-fn delivery(attempts: u32) -> Delivery {
-    Delivery { attempts, timeout: Duration::from_millis(300), backoff: Duration::from_millis(10), tls: None }
+/// `timeout`: generous where a timeout is not what is tested (a slow loopback answer must not
+/// become an extra attempt).
+fn delivery(attempts: u32, timeout: Duration) -> Delivery {
+    Delivery { attempts, timeout, backoff: Duration::from_millis(10), tls: None }
 }
 
 #[tokio::test]
@@ -234,7 +236,10 @@ async fn delivery_retries_then_succeeds_gives_up_after_n_and_not_on_a_4xx() {
     ] {
         let (url, count) = receiver(statuses.clone()).await;
         let counters = Counters::default();
-        deliver(&Receiver::parse(&url).unwrap(), Bytes::from_static(b"{}"), &delivery(attempts), &counters).await;
+        // A receiver that never answers (0) is the one case where the timeout is tested.
+        let timeout = if statuses == [0] { Duration::from_millis(300) } else { Duration::from_secs(5) };
+        deliver(&Receiver::parse(&url).unwrap(), Bytes::from_static(b"{}"), &delivery(attempts, timeout), &counters)
+            .await;
         let got = (counters.sent.get(), counters.failed.get(), counters.retries.get());
         assert_eq!(got, (sent, failed, retries), "{statuses:?}");
         assert_eq!(count.load(std::sync::atomic::Ordering::SeqCst), tried, "{statuses:?}");
