@@ -278,7 +278,7 @@ function drawTimeline(history) {
 function drawChart(samples) {
   const box = $('chart');
   if (samples.length < 2) {
-    box.textContent = 'The chart fills as the console samples the counters (once a minute).';
+    box.textContent = 'The chart fills as the console samples the counters (every 10 s).';
     return;
   }
   const points = [];
