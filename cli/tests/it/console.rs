@@ -998,3 +998,40 @@ async fn the_failure_rate_counts_from_a_reset_of_the_metrics() {
     })
     .await;
 }
+
+/// A scrape does not wait for the console's first read of Redis (Prometheus's default scrape
+/// timeout is 10 s): against a "Redis" that accepts and never answers, `/metrics` answers with
+/// `redis_up 0` and no fleet series while `/readyz`, asked first, still waits for that read.
+#[tokio::test]
+async fn a_scrape_does_not_wait_for_the_first_read() {
+    let silent = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("redis://{}", silent.local_addr().unwrap());
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((s, _)) = silent.accept().await {
+            held.push(s);
+        }
+    });
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_redis-breaker"));
+    cmd.env("REDIS_URL", &url).env_remove("REDIS_BREAKER_TOKEN").env_remove("REDIS_BREAKER_PREFIX");
+    // The read never fails by its deadline while the test runs: it waits on Redis.
+    cmd.args(["--timeout", "1h", "serve", "--listen", "127.0.0.1:0"]);
+    let c = spawn_console(cmd);
+    let ready = http(&c, "GET", "/readyz", None);
+    let scrape = async {
+        // Asked after /readyz.
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        http(&c, "GET", "/metrics", None).await
+    };
+    tokio::pin!(ready);
+    let m = tokio::select! {
+        biased;
+        r = &mut ready => panic!("/readyz answered before the scrape: {} {}", r.status, r.body),
+        m = scrape => m,
+    };
+    assert_eq!(m.status, 200, "{}", m.body);
+    assert!(m.body.contains("\nredis_breaker_console_redis_up 0\n"), "{}", m.body);
+    assert!(!m.body.contains("redis_breaker_fleet_state{"), "{}", m.body);
+    let r = ready.await;
+    assert_eq!(r.status, 503, "{}", r.body);
+}
