@@ -19,7 +19,7 @@ pub(crate) const TOKEN: &str = "console-test-token-0123456789";
 pub(crate) struct Console {
     pub(crate) child: Child,
     pub(crate) port: u16,
-    /// What it wrote on stderr after its first line.
+    /// What it wrote on stderr after the line that says where it listens.
     logs: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
 }
 
@@ -54,7 +54,11 @@ pub(crate) fn spawn_console(mut c: Command) -> Console {
     let mut child = c.spawn().expect("start redis-breaker serve");
     let mut stderr = BufReader::new(child.stderr.take().expect("stderr"));
     let mut line = String::new();
-    stderr.read_line(&mut line).expect("the console's first line");
+    // With -v, log lines may come before the line that says where it listens.
+    while !line.contains("console on") {
+        line.clear();
+        assert!(stderr.read_line(&mut line).expect("the console's stderr") > 0, "the console stopped: {line}");
+    }
     let port = line
         .split("http://127.0.0.1:")
         .nth(1)

@@ -4,12 +4,12 @@
 //! parse as PromQL (`promtool check rules`). A renamed series or a typo in the kit fails here,
 //! where otherwise a panel would stay empty and an alert would never fire.
 
+use super::console::{Console, spawn_console};
 use redis_breaker::{Client, Config, State};
 use redis_breaker_test_support as support;
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{BufRead, BufReader};
 use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -26,44 +26,12 @@ fn read(file: &str) -> String {
     std::fs::read_to_string(contrib(file)).unwrap_or_else(|e| panic!("contrib/{file}: {e}"))
 }
 
-/// A running `redis-breaker serve`; killed when dropped.
-struct Console {
-    child: Child,
-    port: u16,
-}
-
-impl Drop for Console {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// Starts the console on a free loopback port (it says which on its first line of stderr),
-/// read-only, under the default prefix.
+/// Starts the console on a free loopback port, read-only, under the default prefix.
 fn console(redis: &TestRedis, extra: &[&str]) -> Console {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_redis-breaker"))
-        .env("REDIS_URL", &redis.url)
-        .env_remove("REDIS_BREAKER_TOKEN")
-        .env_remove("REDIS_BREAKER_PREFIX")
-        .args(["serve", "--listen", "127.0.0.1:0"])
-        .args(extra)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("start redis-breaker serve");
-    let mut stderr = BufReader::new(child.stderr.take().expect("stderr"));
-    let mut line = String::new();
-    stderr.read_line(&mut line).expect("the console's first line");
-    let port = line
-        .split("http://127.0.0.1:")
-        .nth(1)
-        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("the console says where it listens: {line:?}"));
-    // Drained so that the console never blocks on a full pipe.
-    std::thread::spawn(move || stderr.lines().map_while(Result::ok).for_each(drop));
-    Console { child, port }
+    let mut c = Command::new(env!("CARGO_BIN_EXE_redis-breaker"));
+    c.env("REDIS_URL", &redis.url).env_remove("REDIS_BREAKER_TOKEN").env_remove("REDIS_BREAKER_PREFIX");
+    c.args(["serve", "--listen", "127.0.0.1:0"]).args(extra);
+    spawn_console(c)
 }
 
 /// A webhook receiver on a free loopback port that accepts every POST (200), for the

@@ -6,30 +6,16 @@
 use redis_breaker::redis;
 use redis_breaker_test_support as support;
 
+use super::console::{Console, spawn_console};
 use redis_breaker::{Client, Config, State};
 use serde_json::Value;
-use std::io::{BufRead, BufReader};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 const TOKEN: &str = "notify-test-token-0123456789";
-
-/// A running `redis-breaker serve`; killed when dropped.
-struct Console {
-    child: Child,
-    port: u16,
-    logs: Arc<Mutex<Vec<String>>>,
-}
-
-impl Drop for Console {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
 
 /// Starts the console on a free loopback port with `extra` options, then waits until its
 /// client listens to the events channel (so that no transition made after this is missed).
@@ -40,44 +26,22 @@ async fn console(redis: &TestRedis, extra: &[&str]) -> Console {
 /// [`console`] with environment variables.
 async fn console_with(redis: &TestRedis, extra: &[&str], env: &[(&str, &std::path::Path)]) -> Console {
     let before = subscribers(&mut redis.conn().await).await;
-    let mut child = Command::new(env!("CARGO_BIN_EXE_redis-breaker"))
-        .envs(env.iter().copied())
+    let mut c = Command::new(env!("CARGO_BIN_EXE_redis-breaker"));
+    c.envs(env.iter().copied())
         .env("REDIS_URL", &redis.url)
         .env("REDIS_BREAKER_TOKEN", TOKEN)
         .env_remove("REDIS_BREAKER_NOTIFY")
+        .env_remove("REDIS_BREAKER_PREFIX")
         .args(["serve", "--listen", "127.0.0.1:0"])
-        .args(extra)
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("start redis-breaker serve");
-    let mut stderr = BufReader::new(child.stderr.take().expect("stderr"));
-    let mut line = String::new();
-    // With -v, log lines may come first.
-    while !line.contains("console on") {
-        line.clear();
-        assert!(stderr.read_line(&mut line).expect("the console's stderr") > 0, "the console stopped");
-    }
-    let port = line
-        .split("http://127.0.0.1:")
-        .nth(1)
-        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
-        .and_then(|p| p.parse().ok())
-        .unwrap_or_else(|| panic!("the console says where it listens: {line:?}"));
-    let logs = Arc::new(Mutex::new(Vec::new()));
-    let kept = logs.clone();
-    std::thread::spawn(move || {
-        for line in stderr.lines().map_while(Result::ok) {
-            kept.lock().unwrap().push(line);
-        }
-    });
+        .args(extra);
+    let console = spawn_console(c);
     let conn = redis.conn().await;
     eventually("the console subscribes to breaker:events", || {
         let mut conn = conn.clone();
         async move { subscribers(&mut conn).await > before }
     })
     .await;
-    Console { child, port, logs }
+    console
 }
 
 /// The connections subscribed to the events channel (the console's and the library clients').
@@ -304,7 +268,7 @@ async fn a_trip_seen_by_three_processes_is_notified_once() {
     let request = &receiver.requests()[0];
     assert_eq!(request.target, "/services/T0/B0/SECRET-TOKEN?key=SECRET-KEY", "the URL's path and query");
     assert!(request.headers.contains(&("content-type".into(), "application/json".into())), "{request:?}");
-    assert!(c.logs.lock().unwrap().iter().all(|l| !l.contains("SECRET")), "no secret logged");
+    assert!(c.logs().iter().all(|l| !l.contains("SECRET")), "no secret logged");
     assert_eq!(metric(&c, "redis_breaker_console_notifications_sent_total").await, 4);
 }
 
@@ -364,7 +328,7 @@ async fn a_refused_notification_is_not_retried_and_its_url_not_logged() {
     .await;
     assert_eq!(refusing.connections(), 1);
     assert_eq!(metric(&c, "redis_breaker_console_notifications_retries_total").await, 0);
-    let logs = c.logs.lock().unwrap().join("\n");
+    let logs = c.logs().join("\n");
     assert!(logs.contains("refused") && logs.contains("http://127.0.0.1:"), "{logs}");
     assert!(!logs.contains("SECRET") && !logs.contains("/services"), "only scheme, host and port are logged: {logs}");
 }
@@ -605,6 +569,6 @@ async fn an_https_receiver_is_reached_and_its_certificate_checked() {
     })
     .await;
     assert!(receiver.about(&name).iter().all(|d| d["to"] != "closed"), "nothing sent to an untrusted receiver");
-    let logs = c.logs.lock().unwrap().join("\n");
+    let logs = c.logs().join("\n");
     assert!(logs.contains("certificate") && logs.contains("https://127.0.0.1:"), "{logs}");
 }
