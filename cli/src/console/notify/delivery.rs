@@ -2,7 +2,6 @@
 //! with jitter, Retry-After).
 
 use super::Counters;
-use super::document::Document;
 use super::post::post;
 use super::receiver::Receiver;
 use hyper::StatusCode;
@@ -24,19 +23,6 @@ pub(super) struct Delivery {
     pub(super) timeout: Duration,
     pub(super) backoff: Duration,
     pub(super) tls: Option<tokio_rustls::TlsConnector>,
-}
-
-/// Puts one document on every receiver's queue; a full queue drops it (counted).
-pub(super) fn fan_out(doc: &Document, queues: &[mpsc::Sender<Bytes>], counters: &Counters) {
-    let body = match serde_json::to_vec(doc) {
-        Ok(b) => Bytes::from(b),
-        Err(e) => return tracing::error!(error = %e, "cannot encode a notification"),
-    };
-    for q in queues {
-        if q.try_send(body.clone()).is_err() {
-            counters.dropped.inc();
-        }
-    }
 }
 
 /// A receiver's task: delivers its queue in order until the shutdown signal, then, for at most

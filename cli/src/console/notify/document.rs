@@ -2,7 +2,6 @@
 //! transition's document.
 
 use super::Counters;
-use super::delivery::fan_out;
 use super::follow::{Draft, Transition};
 use hyper::body::Bytes;
 use redis_breaker::{Client, State};
@@ -34,6 +33,19 @@ pub(super) struct Document {
 }
 
 impl Document {
+    /// Puts this document on every receiver's queue; a full queue drops it (counted).
+    pub(super) fn fan_out(&self, queues: &[mpsc::Sender<Bytes>], counters: &Counters) {
+        let body = match serde_json::to_vec(self) {
+            Ok(b) => Bytes::from(b),
+            Err(e) => return tracing::error!(error = %e, "cannot encode a notification"),
+        };
+        for q in queues {
+            if q.try_send(body.clone()).is_err() {
+                counters.dropped.inc();
+            }
+        }
+    }
+
     fn transition(prefix: &str, d: &Draft, note: Option<String>) -> Document {
         let e = &d.event;
         let from = e.from.map_or("corrupt", State::as_str);
@@ -140,7 +152,7 @@ impl Compose {
             } else {
                 None
             };
-            fan_out(&Document::transition(&self.prefix, &d, note), &queues, &counters);
+            Document::transition(&self.prefix, &d, note).fan_out(&queues, &counters);
         }
     }
 

@@ -24,7 +24,7 @@ mod receiver;
 mod tests;
 
 use super::alerts::{Alert, now_ms};
-use delivery::{Delivery, deliver_all, drained, fan_out};
+use delivery::{Delivery, deliver_all, drained};
 use document::{Compose, Document};
 use follow::{Follow, Gate, Seen};
 use hyper::body::Bytes;
@@ -270,6 +270,6 @@ impl Notifier {
     }
 
     fn enqueue(&self, doc: &Document) {
-        fan_out(doc, &self.queues, &self.counters);
+        doc.fan_out(&self.queues, &self.counters);
     }
 }
