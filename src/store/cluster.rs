@@ -9,6 +9,7 @@ use crate::client::subscription::{Attempt, Channel, Ended, EventTask, FixedNodes
 use crate::store::conn::{Request, Route};
 use redis::cluster::ClusterClient;
 use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{MultipleNodeRoutingInfo, RoutingInfo};
 use redis::{RedisError, RedisFuture, RedisResult};
 use std::collections::HashSet;
 use std::sync::{Arc, Weak};
@@ -72,7 +73,8 @@ fn owner_not_reached(e: RedisError) -> RedisError {
 /// shard instead of over the whole cluster bus. The subscription keeps one RESP3 cluster
 /// connection that SSUBSCRIBEs the channel of every breaker the client holds (new ones at
 /// once, those that left at the next keepalive are unsubscribed), applies the messages, and
-/// PINGs every node each `keepalive`. A breaker's snapshot gets the long bound only once its
+/// asks every node each `keepalive` how many shard channels our connection to it holds
+/// (`CLIENT INFO`; a `PING` where the user may not run it): fewer than subscribed is a drop. A breaker's snapshot gets the long bound only once its
 /// own channel is confirmed; a channel Redis unsubscribes on its own (its slot moved to another
 /// master) is unconfirmed at once, its breaker's snapshot marked stale, and subscribed again.
 /// Any dropped node connection or unanswered PING marks every snapshot stale and makes the
@@ -87,6 +89,7 @@ pub(crate) async fn subscribe_sharded(mut task: EventTask, urls: Vec<String>, no
         // Until a breaker exists, SSUBSCRIBE support is checked with a channel of the prefix's own.
         probe_channel: format!("{prefix}:{{}}:events-probe"),
         prefix,
+        count_held: true,
     };
     if task.keep(sharded).await == Ended::Unsupported {
         let classic = Channel::new(FixedNodes::new(nodes), &task);
@@ -100,6 +103,10 @@ struct ShardChannels {
     op_timeout: Duration,
     prefix: String,
     probe_channel: String,
+    /// Whether the nodes say how many shard channels our connections hold (`CLIENT INFO`'s
+    /// `ssub`): false once a node refused the command (the user lacks `+client|info`) or
+    /// answered without the field; the keepalive is then a `PING`.
+    count_held: bool,
 }
 
 impl ShardChannels {
@@ -119,7 +126,7 @@ impl ShardChannels {
     /// (and the probe channel): the connection and the names asked for; `None` when the client
     /// is gone.
     async fn connect(
-        &self,
+        &mut self,
         client: &ClusterClient,
         handle: &Weak<Handle<Inner>>,
     ) -> RedisResult<Option<(ClusterConnection, HashSet<String>, Arc<Shared>)>> {
@@ -132,8 +139,54 @@ impl ShardChannels {
         channels.push(self.probe_channel.clone());
         let shared = h.shared.clone();
         drop(h);
+        // Every node first: a node the new connection has not reached yet would be connected
+        // by the SSUBSCRIBEs of its channels, each racing to make its connection, and those
+        // that lose the race are dropped with the channels they subscribed (confirmed, yet
+        // deaf: seen in the torture harness after a node's pause).
+        let all = RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllNodes, None));
+        conn.clone().route_command(redis::cmd("PING"), all).await?;
+        let asked = channels.len();
         each_channel(&conn, channels, true).await?;
+        if let Some(held) = self.held_channels(&conn).await?
+            && held < asked
+        {
+            tracing::warn!(held, asked, "the new event subscription holds fewer shard channels than it asked for");
+            return Err((redis::ErrorKind::Io, "shard channels were lost while subscribing").into());
+        }
         Ok(Some((conn, wanted, shared)))
+    }
+
+    /// How many shard channels the connections of `conn` hold, summed over every node
+    /// (`CLIENT INFO`'s `ssub`, Redis >= 7.0.3 and Valkey): a channel confirmed on a node
+    /// connection that the cluster client has since replaced is no longer held, and its events
+    /// are lost without a sign. `None` when the nodes cannot tell (the user may not run
+    /// `CLIENT INFO`, or the server has no `ssub`): then only liveness is checked, from then on.
+    async fn held_channels(&mut self, conn: &ClusterConnection) -> RedisResult<Option<usize>> {
+        if !self.count_held {
+            return Ok(None);
+        }
+        let all = RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllNodes, None));
+        let answers = conn.clone().route_command(redis::cmd("CLIENT").arg("INFO").clone(), all).await?;
+        let per_node: Vec<&redis::Value> = match &answers {
+            redis::Value::Map(nodes) => nodes.iter().map(|(_, answer)| answer).collect(),
+            single => vec![single],
+        };
+        let mut held = 0;
+        for answer in per_node {
+            match held_of(answer) {
+                Held::Count(n) => held += n,
+                Held::Unknown(why) => {
+                    tracing::warn!(
+                        reason = why,
+                        "the nodes do not say which shard channels a connection holds: a lost one is noticed only when its connection drops (grant +client|info)"
+                    );
+                    self.count_held = false;
+                    return Ok(None);
+                }
+                Held::Failed(e) => return Err(e),
+            }
+        }
+        Ok(Some(held))
     }
 
     /// Subscribes the channels of the breakers made since the last call and unsubscribes those
@@ -287,12 +340,27 @@ impl Topology for ShardChannels {
     }
 
     async fn keepalive(&mut self, session: &mut ShardSession, handle: &Weak<Handle<Inner>>) -> Result<(), Lost> {
-        use redis::cluster_routing::{MultipleNodeRoutingInfo, RoutingInfo};
-        // Every node answers on the connection that carries its subscriptions.
-        let all = RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllNodes, None));
-        let pinged = tokio::time::timeout(self.op_timeout, session.conn.route_command(redis::cmd("PING"), all)).await;
-        if !matches!(pinged, Ok(Ok(_))) {
-            return Err(Lost::Dropped("a node did not answer the keepalive PING"));
+        // Every node answers on the connection that carries its subscriptions, and says how
+        // many shard channels that connection holds: fewer than asked for means a channel was
+        // lost with a connection the cluster client replaced, and the whole subscription is
+        // made again (every snapshot marked stale).
+        let asked = session.wanted.len() + 1;
+        let held = tokio::time::timeout(self.op_timeout, self.held_channels(&session.conn)).await;
+        match held {
+            Ok(Ok(Some(held))) if held < asked => {
+                tracing::warn!(held, asked, "a node connection no longer holds every shard channel");
+                return Err(Lost::Dropped("a shard channel was lost with its node connection"));
+            }
+            Ok(Ok(Some(_))) => {}
+            Ok(Ok(None)) => {
+                let all = RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllNodes, None));
+                let pinged =
+                    tokio::time::timeout(self.op_timeout, session.conn.route_command(redis::cmd("PING"), all)).await;
+                if !matches!(pinged, Ok(Ok(_))) {
+                    return Err(Lost::Dropped("a node did not answer the keepalive PING"));
+                }
+            }
+            Ok(Err(_)) | Err(_) => return Err(Lost::Dropped("a node did not answer the keepalive")),
         }
         self.follow_registry(session, handle).await
     }
@@ -318,4 +386,30 @@ async fn each_channel(conn: &ClusterConnection, channels: Vec<String>, subscribe
         result?;
     }
     Ok(())
+}
+
+/// What one node said of the shard channels of our connection to it.
+enum Held {
+    Count(usize),
+    /// It cannot say (refused `CLIENT INFO`, or answered without `ssub`).
+    Unknown(&'static str),
+    Failed(RedisError),
+}
+
+/// Reads `ssub=<n>` from one node's answer to `CLIENT INFO`.
+fn held_of(answer: &redis::Value) -> Held {
+    use redis::Value;
+    let text = match answer {
+        Value::BulkString(bytes) => String::from_utf8_lossy(bytes).into_owned(),
+        Value::VerbatimString { text, .. } => text.clone(),
+        Value::SimpleString(text) => text.clone(),
+        Value::ServerError(e) if e.code() == "NOPERM" => return Held::Unknown("CLIENT INFO is not permitted"),
+        Value::ServerError(e) => return Held::Failed(e.clone().into()),
+        _ => return Held::Unknown("CLIENT INFO answered in an unknown shape"),
+    };
+    let field = text.split_ascii_whitespace().find_map(|kv| kv.strip_prefix("ssub="));
+    match field.map(str::parse::<usize>) {
+        Some(Ok(n)) => Held::Count(n),
+        _ => Held::Unknown("CLIENT INFO has no ssub field (Redis < 7.0.3)"),
+    }
 }

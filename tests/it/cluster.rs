@@ -411,3 +411,59 @@ async fn owner_of(cluster: &support::TestCluster, name: &str) -> u16 {
         .unwrap();
     nodes.iter().find(|n| n.slots.iter().any(|&(a, b)| (a..=b).contains(&slot))).expect("the slot's owner").port
 }
+
+/// The keepalive of sharded events asks every node how many shard channels the client's
+/// connection holds (`CLIENT INFO`): a user without `+client|info` (an ACL written before it was
+/// needed) keeps its events, its keepalive a PING, instead of dropping the subscription at every
+/// keepalive; a user with it keeps its long bound too. A subscription dropped (or refused at
+/// every keepalive) marks the snapshot stale, so a snapshot still fresh after many keepalives,
+/// and an event heard, show a subscription kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sharded_events_are_kept_with_and_without_the_client_info_permission() {
+    const KEEPALIVE: Duration = Duration::from_millis(50);
+    let cluster = support::cluster();
+    for (user, rules) in [("with-info", "+@all"), ("without-info", "+@all -client|info")] {
+        for url in &cluster.urls {
+            let mut conn = support::admin_connection(url).await;
+            let _: () = redis::cmd("ACL")
+                .arg("SETUSER")
+                .arg(user)
+                .arg("on")
+                .arg(">secret")
+                .arg("~*")
+                .arg("&*")
+                .arg(rules.split(' ').collect::<Vec<_>>())
+                .query_async(&mut conn)
+                .await
+                .unwrap();
+        }
+        let urls: Vec<String> =
+            cluster.urls.iter().map(|u| u.replace("redis://", &format!("redis://{user}:secret@"))).collect();
+        let urls: Vec<&str> = urls.iter().map(String::as_str).collect();
+        let config = ClientConfig::builder()
+            .cache_ttl(Duration::from_millis(100))
+            .events_keepalive(KEEPALIVE)
+            .op_timeout(Duration::from_secs(1))
+            .build()
+            .unwrap();
+        let client = Client::connect_cluster(&urls, config).await.unwrap();
+        let name = support::unique(user);
+        let breaker = client.breaker(&name, Config::default()).unwrap();
+        breaker_subscribed(&breaker).await;
+        // A reply after the channel was confirmed: the snapshot holds the long bound.
+        breaker.health().await.unwrap();
+        let confirmed = std::time::Instant::now();
+        while !breaker.snapshot().fresh {
+            assert!(confirmed.elapsed() < Duration::from_secs(5), "{user}: the shard channel was never confirmed");
+            breaker.health().await.unwrap();
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        tokio::time::sleep(KEEPALIVE * 10).await;
+        assert!(breaker.snapshot().fresh, "{user}: the subscription was dropped by its keepalive");
+        let mut events = breaker.subscribe();
+        let other = cluster_client(&cluster.urls, Duration::from_secs(1)).await;
+        other.breaker(&name, Config::default()).unwrap().force_open(None).await.unwrap();
+        let e = tokio::time::timeout(Duration::from_secs(2), events.recv()).await.expect("an event").unwrap();
+        assert_eq!(e.to, State::ForcedOpen, "{user}");
+    }
+}

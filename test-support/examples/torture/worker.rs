@@ -54,6 +54,9 @@ pub(crate) fn main(args: &[String]) -> i32 {
             return 2;
         }
     };
+    if let Ok(level) = std::env::var("TORTURE_LOG") {
+        log_to_stderr(&level);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build() {
         Ok(r) => r,
         Err(e) => {
@@ -62,6 +65,51 @@ pub(crate) fn main(args: &[String]) -> i32 {
         }
     };
     runtime.block_on(work(spec))
+}
+
+/// `TORTURE_LOG=debug` (or `info`, `trace`; `info/debug` for the library at info and the redis
+/// client at debug): the worker writes the library's tracing and the redis client's log records
+/// to its `worker-<n>.stderr`, each line led by the Unix time in milliseconds (the history
+/// files' time base), to read beside a kept history.
+fn log_to_stderr(levels: &str) {
+    use tracing_subscriber::filter::LevelFilter;
+    let (ours, redis) = levels.split_once('/').unwrap_or((levels, levels));
+    let tracing_level = match ours {
+        "trace" => LevelFilter::TRACE,
+        "debug" => LevelFilter::DEBUG,
+        _ => LevelFilter::INFO,
+    };
+    let log_level = match redis {
+        "trace" => log::LevelFilter::Trace,
+        "debug" => log::LevelFilter::Debug,
+        _ => log::LevelFilter::Info,
+    };
+    struct Stamp;
+    impl tracing_subscriber::fmt::time::FormatTime for Stamp {
+        fn format_time(&self, w: &mut tracing_subscriber::fmt::format::Writer<'_>) -> std::fmt::Result {
+            write!(w, "{:.3}", now_ms())
+        }
+    }
+    let _ = tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_max_level(tracing_level)
+        .with_timer(Stamp)
+        .try_init();
+    struct RedisLog(log::LevelFilter);
+    impl log::Log for RedisLog {
+        fn enabled(&self, metadata: &log::Metadata<'_>) -> bool {
+            metadata.level() <= self.0
+        }
+        fn log(&self, record: &log::Record<'_>) {
+            if self.enabled(record.metadata()) {
+                eprintln!("{:.3} {:>5} {}: {}", now_ms(), record.level(), record.target(), record.args());
+            }
+        }
+        fn flush(&self) {}
+    }
+    if log::set_boxed_logger(Box::new(RedisLog(log_level))).is_ok() {
+        log::set_max_level(log_level);
+    }
 }
 
 async fn connect(spec: &Spec) -> Result<Client, String> {
