@@ -422,7 +422,9 @@ async fn owner_of(cluster: &support::TestCluster, name: &str) -> u16 {
 async fn sharded_events_are_kept_with_and_without_the_client_info_permission() {
     const KEEPALIVE: Duration = Duration::from_millis(50);
     let cluster = support::cluster();
-    for (user, rules) in [("with-info", "+@all"), ("without-info", "+@all -client|info")] {
+    // `-client`, not `-client|info`: Redis 6.2 cannot take one subcommand away (its events are
+    // the classic channel, whose keepalive is a PING either way).
+    for (user, rules) in [("with-info", "+@all"), ("without-info", "+@all -client")] {
         for url in &cluster.urls {
             let mut conn = support::admin_connection(url).await;
             let _: () = redis::cmd("ACL")
