@@ -107,15 +107,17 @@ impl Shared {
 #[cfg(feature = "cluster")]
 impl Shared {
     /// Records that the shard channel of `name` was confirmed subscribed (now), or, with
-    /// `None`, that every shard subscription is in doubt (sharded events only).
-    pub(crate) fn confirm_shard_channel(&self, name: Option<&str>) {
+    /// `None`, that every shard subscription is in doubt (sharded events only). True when the
+    /// channel was already confirmed.
+    pub(crate) fn confirm_shard_channel(&self, name: Option<&str>) -> bool {
         let mut channels = self.shard_channels.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let map = channels.get_or_insert_with(HashMap::new);
         match name {
-            Some(name) => {
-                map.insert(name.to_string(), self.nanos_since_base(Instant::now()) + 1);
+            Some(name) => map.insert(name.to_string(), self.nanos_since_base(Instant::now()) + 1).is_some(),
+            None => {
+                map.clear();
+                false
             }
-            None => map.clear(),
         }
     }
     /// Turns sharded events on (every breaker's channel unconfirmed) or off (the one channel

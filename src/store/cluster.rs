@@ -86,8 +86,10 @@ pub(crate) async fn subscribe_sharded(mut task: EventTask, urls: Vec<String>, no
     let sharded = ShardChannels {
         urls,
         op_timeout: task.op_timeout(),
-        // Until a breaker exists, SSUBSCRIBE support is checked with a channel of the prefix's own.
-        probe_channel: format!("{prefix}:{{}}:events-probe"),
+        // Until a breaker exists, SSUBSCRIBE support is checked with a channel of the prefix's
+        // own: the channel of the empty name, which no breaker has (names are not empty), inside
+        // the documented grant `&<prefix>:{*}:events`.
+        probe_channel: format!("{prefix}:{{}}:events"),
         prefix,
         count_held: true,
     };
@@ -139,19 +141,22 @@ impl ShardChannels {
         channels.push(self.probe_channel.clone());
         let shared = h.shared.clone();
         drop(h);
-        // Every node first: a node the new connection has not reached yet would be connected
-        // by the SSUBSCRIBEs of its channels, each racing to make its connection, and those
-        // that lose the race are dropped with the channels they subscribed (confirmed, yet
-        // deaf: seen in the torture harness after a node's pause).
-        let all = RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllNodes, None));
-        conn.clone().route_command(redis::cmd("PING"), all).await?;
         let asked = channels.len();
-        each_channel(&conn, channels, true).await?;
-        if let Some(held) = self.held_channels(&conn).await?
-            && held < asked
-        {
-            tracing::warn!(held, asked, "the new event subscription holds fewer shard channels than it asked for");
-            return Err((redis::ErrorKind::Io, "shard channels were lost while subscribing").into());
+        each_channel(&conn, channels.clone(), true).await?;
+        // A node the new connection had not reached is connected by the SSUBSCRIBEs of its
+        // channels, each racing to make its connection; those that lose the race are dropped
+        // with the channels they subscribed: confirmed, yet deaf (seen in the torture harness
+        // after a node's pause). By now every node has its one connection: where the nodes say
+        // fewer channels than asked, or cannot say, every channel is subscribed once more on
+        // it (SSUBSCRIBE of a channel held is a no-op), and counted again.
+        if self.held_channels(&conn).await?.is_none_or(|held| held < asked) {
+            each_channel(&conn, channels, true).await?;
+            if let Some(held) = self.held_channels(&conn).await?
+                && held < asked
+            {
+                tracing::warn!(held, asked, "the new event subscription holds fewer shard channels than it asked for");
+                return Err((redis::ErrorKind::Io, "shard channels were lost while subscribing").into());
+            }
         }
         Ok(Some((conn, wanted, shared)))
     }
@@ -246,6 +251,9 @@ impl Topology for ShardChannels {
     }
 
     async fn subscribe(&mut self, handle: &Weak<Handle<Inner>>) -> Attempt<ShardSession> {
+        // Asked again with every subscription: a permission granted since, or a node upgraded
+        // since, turns the count back on.
+        self.count_held = true;
         let (tx, pushes) = tokio::sync::mpsc::unbounded_channel::<redis::PushInfo>();
         let client = match ClusterClient::builder(self.urls.iter().map(String::as_str))
             .use_protocol(redis::ProtocolVersion::RESP3)
@@ -305,9 +313,15 @@ impl Topology for ShardChannels {
             (PushKind::SMessage, [_, Value::BulkString(payload)]) => {
                 on_message(&h, "shard channel", payload, Instant::now());
             }
+            // A confirmation of a channel already confirmed in this session: the cluster
+            // client subscribed it again on a node connection it replaced without a sign, and
+            // events published in between were lost: the breaker asks Redis on its next call.
             (PushKind::SSubscribe, [Value::BulkString(channel), ..]) => {
-                if let Some(name) = self.name_of(channel) {
-                    h.shared.confirm_shard_channel(Some(&name));
+                if let Some(name) = self.name_of(channel)
+                    && h.shared.confirm_shard_channel(Some(&name))
+                    && let Some(inner) = h.named(&name)
+                {
+                    inner.snapshot.mark_stale();
                 }
             }
             // An unsubscription this task did not ask for (those it asks for leave `wanted`
@@ -316,6 +330,19 @@ impl Topology for ShardChannels {
             // long bound at once and asks Redis on its next call, and the channel is subscribed
             // again (on the slot's new owner: the cluster connection follows the MOVED answer).
             (PushKind::SUnsubscribe, [Value::BulkString(channel), ..]) => {
+                if channel.as_slice() == self.probe_channel.as_bytes() {
+                    // Its slot moved: subscribed again on the new owner, or the count of held
+                    // channels would be short by one from now on.
+                    drop(h);
+                    let again = tokio::time::timeout(
+                        self.op_timeout,
+                        each_channel(&session.conn, vec![self.probe_channel.clone()], true),
+                    );
+                    if !matches!(again.await, Ok(Ok(()))) {
+                        return Err(Lost::Dropped("SSUBSCRIBE after a slot moved failed"));
+                    }
+                    return Ok(());
+                }
                 let Some(name) = self.name_of(channel).filter(|name| session.wanted.contains(name)) else {
                     return Ok(());
                 };
@@ -344,8 +371,16 @@ impl Topology for ShardChannels {
         // many shard channels that connection holds: fewer than asked for means a channel was
         // lost with a connection the cluster client replaced, and the whole subscription is
         // made again (every snapshot marked stale).
+        let mut held = tokio::time::timeout(self.op_timeout, self.held_channels(&session.conn)).await;
+        if matches!(held, Ok(Ok(Some(n))) if n < session.wanted.len() + 1) {
+            // Short: a slot move's unsubscription may be waiting in the queue, its channel
+            // subscribed again once applied. Apply what was heard, then count again.
+            while let Ok(push) = session.pushes.try_recv() {
+                self.act(session, ShardHeard::Push(Some(push)), handle).await?;
+            }
+            held = tokio::time::timeout(self.op_timeout, self.held_channels(&session.conn)).await;
+        }
         let asked = session.wanted.len() + 1;
-        let held = tokio::time::timeout(self.op_timeout, self.held_channels(&session.conn)).await;
         match held {
             Ok(Ok(Some(held))) if held < asked => {
                 tracing::warn!(held, asked, "a node connection no longer holds every shard channel");
@@ -411,5 +446,30 @@ fn held_of(answer: &redis::Value) -> Held {
     match field.map(str::parse::<usize>) {
         Some(Ok(n)) => Held::Count(n),
         _ => Held::Unknown("CLIENT INFO has no ssub field (Redis < 7.0.3)"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Held, held_of};
+    use redis::Value;
+
+    #[test]
+    fn the_held_count_is_read_from_every_shape_of_client_info() {
+        let line = "id=7 addr=127.0.0.1:50000 laddr=127.0.0.1:7000 fd=9 name= db=0 sub=0 psub=0 ssub=12 multi=-1";
+        for answer in [
+            Value::BulkString(line.as_bytes().to_vec()),
+            Value::VerbatimString { format: redis::VerbatimFormat::Text, text: format!("{line}\n") },
+            Value::SimpleString(line.to_string()),
+        ] {
+            assert!(matches!(held_of(&answer), Held::Count(12)), "{answer:?}");
+        }
+        let old = Value::BulkString(b"id=7 addr=127.0.0.1:50000 sub=0 psub=0 multi=-1".to_vec());
+        assert!(matches!(held_of(&old), Held::Unknown(_)), "no ssub: cannot tell");
+        let refused =
+            redis::parse_redis_value(b"-NOPERM this user has no permissions to run the 'client|info' command\r\n")
+                .expect("a server error");
+        assert!(matches!(held_of(&refused), Held::Unknown(_)), "NOPERM: cannot tell");
+        assert!(matches!(held_of(&Value::Nil), Held::Unknown(_)));
     }
 }
