@@ -1,7 +1,8 @@
 -- redis-breaker lib/args.lua: the arguments every script takes, validated (Rust twin: `CallArgs`
 -- and `Params` in src/protocol/). The lib files, joined in the order clock, protocol, args, load,
--- transitions, rules, batch, commit, are the prelude of acquire.lua, record.lua and control.lua: they
--- read and validate, hold the transitions every script may cause, and write nothing until `commit`.
+-- transitions, rules, batch, commit, count, are the prelude of acquire.lua, record.lua and control.lua:
+-- they read and validate, hold the transitions every script may cause, and write nothing until
+-- `commit` (or `count_failure`, the short path of a failure that only counts).
 --
 -- KEYS (every script):
 --   1 state   HASH  breaker:{name}:state    the state machine
@@ -43,9 +44,11 @@ local function fail(what)
   error('redis-breaker: bad argument ' .. what, 0)
 end
 
--- An integer in [min, max] (max: MAX_INT when not given).
+-- An integer in [min, max] (max: MAX_INT when not given). Most are '0', which needs no parsing.
 local function int_arg(i, name, min, max)
-  local v = tonumber(ARGV[i])
+  local s = ARGV[i]
+  if s == '0' and min <= 0 then return 0 end
+  local v = tonumber(s)
   if v == nil or v ~= v or v < min or v > (max or MAX_INT) or v % 1 ~= 0 then fail(name) end
   return v
 end

@@ -23,6 +23,7 @@ macro_rules! lib {
             include_str!("../../lua/lib/rules.lua"),
             include_str!("../../lua/lib/batch.lua"),
             include_str!("../../lua/lib/commit.lua"),
+            include_str!("../../lua/lib/count.lua"),
         )
     };
 }
