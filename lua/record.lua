@@ -15,7 +15,7 @@
 --   quorum-th process reporting 'failing');
 --   half_open -> closed (success_threshold probe successes); half_open -> open (a probe failed,
 --   trips + 1); forced_closed -> closed when its time is up.
-local c = parse_config()
+local c = parse_config(RECORD.config)
 local outcome = ARGV[RECORD.outcome]
 if outcome ~= 'failure' and outcome ~= 'success' and outcome ~= 'none' and outcome ~= 'ignore'
   and outcome ~= 'release' then
