@@ -6,8 +6,9 @@
 //! (`failure_threshold` = u32::MAX) and its snapshot stays fresh (`cache_ttl` at its maximum),
 //! so each failure is exactly what `execute` sends for one: one record script call. One failure
 //! is recorded first (it loads the scripts and makes the snapshot); then the example prints
-//! `ready`, waits for a line on stdin, records `--count` failures and prints `done <count>
-//! <state>`. `--evalsha` sends the scripts with EVALSHA (as on a server without Functions).
+//! `ready` and, for each line `N` on stdin, records N failures and prints `done N <state>`, until
+//! `--count` are recorded. `--evalsha` sends the scripts with EVALSHA (as on a server without
+//! Functions).
 
 use redis_breaker_test_support::example as common;
 
@@ -47,12 +48,20 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let _ = breaker.execute(fail).await;
     println!("ready");
-    let mut line = String::new();
-    std::io::stdin().lock().read_line(&mut line)?;
-    for _ in 0..o.count {
-        let _ = breaker.execute(fail).await;
+    // Each line on stdin: a number of failures to record now (the harness alternates sides in
+    // chunks); an empty line or the end of stdin: `--count` of them, then exit.
+    let mut done = 0;
+    for line in std::io::stdin().lock().lines() {
+        let n = line?.trim().parse().unwrap_or(o.count.saturating_sub(done));
+        for _ in 0..n {
+            let _ = breaker.execute(fail).await;
+        }
+        done += n;
+        println!("done {n} {}", breaker.state().as_str());
+        if done >= o.count {
+            break;
+        }
     }
-    println!("done {} {}", o.count, breaker.state().as_str());
     client.shutdown().await?;
     Ok(())
 }

@@ -2,11 +2,13 @@
 # What one recorded failure costs the Redis server: redis-breaker (examples/failure_record.rs,
 # a failure recorded by `execute`, FCALL and EVALSHA) against nopanic-redis 0.1.0 (a Python
 # Lua-based breaker: its `before` and `record` EVALSHA), on one redis-server of their own on a
-# loopback port, alternately, three rounds of 10,000 failures per side without a trip. The
-# server time is INFO commandstats' usec of the script commands around each run
-# (scripts/failure-record-cost.py).
+# loopback port: three rounds of 10,000 failures per side without a trip, the sides taking turns
+# 1,000 failures at a time. The server time is INFO commandstats' usec of the script commands
+# around each turn (scripts/failure-record-cost.py).
 #
-#   bash scripts/failure-record-cost.sh [--count 10000] [--rounds 3]
+#   bash scripts/failure-record-cost.sh [--count 10000] [--rounds 3] [--chunk 1000] [--baseline BINARY]
+#
+# --baseline: another build of the example (e.g. of an earlier commit), measured alike.
 #
 # Needs redis-server, redis-cli, python3 (with venv) and PyPI for `pip install
 # nopanic-redis==0.1.0` (once, into target/failure-record-venv). Builds the example with cargo
