@@ -188,8 +188,8 @@ async fn a_config_the_library_lost_is_sent_again_and_the_failure_counts_once() {
 }
 
 /// A closed state's TTL and the metrics' TTL are set in full when a tenth of the shorter TTL has
-/// passed since `ttl_at`, not on every write: a failure record then runs five commands (TIME,
-/// HMGET, HSET, two HINCRBY) instead of seven. A `ttl_at` that is missing or bad only makes
+/// passed since `ttl_at`, not on every write: a failure record that only counts then runs five
+/// commands (TIME, two HMGET, two HSET) and no PEXPIRE. A `ttl_at` that is missing or bad only makes
 /// the refresh due.
 #[tokio::test]
 async fn a_failure_record_sets_the_ttls_only_when_due() {
