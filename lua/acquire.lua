@@ -10,7 +10,7 @@
 -- Transitions: forced_closed -> closed when its time is up; closed -> open when the batch makes
 --   a rate rule hold; open or forced_open -> half_open once Redis's clock passes open_until
 --   (then a probe is taken at once).
-local c = parse_config()
+local c = parse_config(ACQUIRE.config)
 local permit = str_arg(ACQUIRE.permit, 'permit id', 64, false)
 local batch = parse_batch(ACQUIRE.batch, ACQUIRE.batch_id)
 local S = load(c)

@@ -17,7 +17,7 @@
 --   quorum's reporters. Each is a new epoch. A reset
 --   of a closed breaker clears its failures and window and is no transition. The stored config
 --   fingerprint is kept (an operator is not a process with a config).
-local c = parse_config()
+local c = parse_config(CONTROL.config)
 local op = ARGV[CONTROL.op]
 if op ~= 'force_open' and op ~= 'force_close' and op ~= 'reset' then fail('op') end
 local duration = int_arg(CONTROL.duration_ms, 'duration_ms', 0)

@@ -15,7 +15,7 @@
 --   quorum-th process reporting 'failing');
 --   half_open -> closed (success_threshold probe successes); half_open -> open (a probe failed,
 --   trips + 1); forced_closed -> closed when its time is up.
-local c = parse_config()
+local c = parse_config(RECORD.config)
 local outcome = ARGV[RECORD.outcome]
 if outcome ~= 'failure' and outcome ~= 'success' and outcome ~= 'none' and outcome ~= 'ignore'
   and outcome ~= 'release' then
@@ -35,7 +35,15 @@ local active = int_arg(RECORD.active, 'active', 0)
 if active > 1 then fail('active') end
 c.reporter = str_arg(RECORD.reporter, 'reporter', 64, true)
 if slow > 1 or timed_out > 1 then fail('flags') end
-local S = load(c)
+-- A failure that only counts takes the short path (lib/count.lua), which leaves anything else here.
+local raw = nil
+if outcome == 'failure' and slow == 0 and timed_out == 0 and action == '' and batch.empty and not batch.again
+  and not c.windowed and not c.quorum_mode then
+  local counted
+  counted, raw = count_failure(c, batch, p_inc, p_epoch)
+  if counted then return counted end
+end
+local S = load(c, raw)
 
 -- A permit's own lease is judged before expired leases are swept: a probe that reports after
 -- its lease ran out (a hung downstream timing out) still counts while nobody took its slot.

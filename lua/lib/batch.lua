@@ -12,8 +12,9 @@
 -- batch was applied (ms, Redis clock) x 1000 + its seq mod 1000, and a batch sent again whose
 -- seq matches is counted already (a first attempt never is: it costs no read).
 -- A batch with no counts: nothing in it is used (shared, never written).
+-- `empty`: the batch counts nothing (its id, if any, is an outcome's).
 local NO_COUNTS = { inc = 0, epoch = 0, fseq = 0, ok = 0, slow = 0, ignored = 0, rejected = 0, degraded_ok = 0,
-  degraded_failed = 0, sender = '', seq = 0, again = false, dup = false }
+  degraded_failed = 0, sender = '', seq = 0, again = false, dup = false, empty = true }
 
 local function parse_batch(i, id_at)
   local A = ARGV
@@ -31,12 +32,15 @@ local function parse_batch(i, id_at)
     sender = s
   end
   local B = BATCH
-  if sender == '' and A[i + B.successes] == '0' and A[i + B.slow] == '0' and A[i + B.ignored] == '0'
+  if A[i + B.successes] == '0' and A[i + B.slow] == '0' and A[i + B.ignored] == '0'
     and A[i + B.rejected] == '0' and A[i + B.degraded_successes] == '0' and A[i + B.degraded_failures] == '0' then
     int_arg(i + B.incarnation, 'batch incarnation', 0)
     int_arg(i + B.epoch, 'batch epoch', 0)
     int_arg(i + B.fseq, 'batch fseq', 0)
-    return NO_COUNTS
+    if sender == '' then return NO_COUNTS end
+    -- An outcome's id with no counts (the outcome counts under it).
+    return { inc = 0, epoch = 0, fseq = 0, ok = 0, slow = 0, ignored = 0, rejected = 0, degraded_ok = 0,
+      degraded_failed = 0, sender = sender, seq = seq, again = again, dup = false, empty = true }
   end
   local b = {
     inc = int_arg(i + B.incarnation, 'batch incarnation', 0),
@@ -52,6 +56,7 @@ local function parse_batch(i, id_at)
     seq = seq,
     again = again,
     dup = false,
+    empty = false,
   }
   if b.slow > b.ok then fail('batch slow') end
   return b

@@ -42,9 +42,10 @@ local function empty_state(c)
     fresh_window = false, Wadd = EMPTY, Wdel = EMPTY, window = c.window, window_stored = false }
 end
 
--- Reads the state hash into S; answers what is corrupt in it (nil when nothing is).
-local function load_state(S, c)
-  local raw = read('HMGET', KEYS[1], 'state', 'reason', 'config', 'ttl_at', 'quorum', unpack(INT_FIELDS_ANNOUNCED))
+-- Reads the state hash into S (`raw`: its fields as read already, by count_failure in
+-- lib/count.lua); answers what is corrupt in it (nil when nothing is).
+local function load_state(S, c, raw)
+  raw = raw or read('HMGET', KEYS[1], 'state', 'reason', 'config', 'ttl_at', 'quorum', unpack(INT_FIELDS_ANNOUNCED))
   if not raw then
     local drop = own(S, 'drop')
     drop[#drop + 1] = KEYS[1]
@@ -152,10 +153,10 @@ end
 -- nothing. Probes are read only while half-open and the window only while closed with a rate
 -- rule on: every transition clears them. A corrupt state (bad field, wrong key type) is
 -- replaced by a fresh closed one, and the reason says what was wrong; the deletes it needs are
--- queued for `commit`.
-local function load(c)
+-- queued for `commit`. `raw`: the state hash as read already, if it was.
+local function load(c, raw)
   local S = empty_state(c)
-  local problem = load_state(S, c)
+  local problem = load_state(S, c, raw)
   if problem then
     local drop = own(S, 'drop')
     S = empty_state(c)

@@ -5,7 +5,7 @@
 -- every script that changes state (`lib!` in src/store/scripts.rs).
 
 -- Limits (where Rust keeps each).
-local OWN = 25 -- the first of a script's own arguments
+local OWN = 9 -- the first of a script's own arguments
 local MAX_INT = 9007199254740991 -- protocol::MAX_INT
 local MAX_DURATION = 8796093022208 -- config::MAX_DURATION: a deadline now + this stays exact
 local MAX_QUORUM = 10000 -- config::MAX_QUORUM
@@ -16,7 +16,8 @@ local PROCESSES_SINCE = ' since' -- protocol::PROCESSES_SINCE
 local LONGEST_WINDOW = ' window' -- protocol::LONGEST_WINDOW
 
 -- The common arguments of every script, by name (ARGV[ARG.<name>]): per call (CallArgs), then the
--- caller's config (Params).
+-- caller's config fingerprint and id; the rest of the config (Params) follows the script's own
+-- (CONFIG, from <script>.config), when it is sent.
 local ARG = {
   -- The caller's clock (ms): '' = Redis TIME; only tests send one.
   now = 1,
@@ -37,44 +38,53 @@ local ARG = {
   shard_channel = 6,
   -- The fingerprint of the caller's config, which the state hash keeps.
   fingerprint = 7,
+  -- The config id: the SHA-1 (hex) of the fingerprint and the rest of the config, each
+  -- followed by a NUL byte. Where the scripts run as a library, the config it names, once
+  -- validated in full, is kept under it, and a call may leave the rest out; a library that
+  -- does not know it refuses such a call before anything is written (see parse_config).
+  config_id = 8,
+}
+
+-- The rest of the config, by offset from its first argument (ARGV[at + CONFIG.<name>]).
+local CONFIG = {
   -- Consecutive failures that open a closed breaker (0 = the rule is off).
-  failure_threshold = 8,
+  failure_threshold = 0,
   -- Probe successes that close a half-open breaker.
-  success_threshold = 9,
+  success_threshold = 1,
   -- Half-open probes out at once, fleet-wide.
-  max_probes = 10,
+  max_probes = 2,
   -- The open time after the first trip (ms).
-  base = 11,
+  base = 3,
   -- The cap on the open time (ms), at least `base`.
-  max = 12,
+  max = 4,
   -- Growth of the open time per further trip in a row.
-  multiplier = 13,
+  multiplier = 5,
   -- Spread of the open time, a fraction.
-  jitter = 14,
+  jitter = 6,
   -- The longest a half-open probe holds its permit (ms).
-  lease = 15,
+  lease = 7,
   -- How long an idle breaker's keys live after the last write (ms).
-  state_ttl = 16,
+  state_ttl = 8,
   -- How long the metrics hash lives after the last write (ms).
-  metrics_ttl = 17,
+  metrics_ttl = 9,
   -- The failure-rate threshold (0 = the rule is off).
-  failure_rate = 18,
+  failure_rate = 10,
   -- The slow-call-rate threshold (0 = the rule is off).
-  slow_rate = 19,
+  slow_rate = 11,
   -- Calls the window must hold before a rate rule may trip.
-  minimum_calls = 20,
+  minimum_calls = 12,
   -- The length of the rolling window (ms), 10 buckets.
-  window = 21,
+  window = 13,
   -- The consecutive count starts again when no failure was recorded for this long (ms).
-  failure_expiry = 22,
+  failure_expiry = 14,
   -- Distinct processes whose own trip rule must hold (reported with record's 'failing')
   -- before the fleet opens; 1 = the closed-state rules count the fleet's outcomes.
-  quorum = 23,
+  quorum = 15,
   -- The quorum's fraction in [0, 1] (0 = none): the fleet opens only when at least this
   -- fraction of the processes that recorded calls within the window (the processes key)
   -- reported, and `quorum` of them. Either above its default (1, 0) puts the breaker under
   -- a quorum.
-  fraction = 24,
+  fraction = 16,
 }
 
 -- Reads the arguments that differ per call into the config table c, each checked with int_arg,
@@ -89,32 +99,32 @@ local function read_call(c, now, int_arg, float_arg, str_arg)
   c.shard_channel = str_arg(6, 'shard channel', 512, true)
 end
 
--- The config: ARGV[CONFIG_FROM .. OWN - 1], validated once per distinct config where the scripts run
--- as a library (see validate_config in lib/args.lua).
-local CONFIG_FROM = 7
+-- The config arguments: the fingerprint, then the rest from ARGV[at] on (CONFIG), validated once per
+-- config id where the scripts run as a library (see parse_config in lib/args.lua).
+local CONFIG_LEN = 17
 
 -- A config table: the config arguments, each checked (as in read_call), with room for those that
 -- differ per call.
-local function read_config(int_arg, float_arg, str_arg)
+local function read_config(at, int_arg, float_arg, str_arg)
   local c = {
     fingerprint = str_arg(7, 'config', 64, false),
-    failure_threshold = int_arg(8, 'failure_threshold', 0, MAX_INT),
-    success_threshold = int_arg(9, 'success_threshold', 1, MAX_INT),
-    max_probes = int_arg(10, 'half_open_max_probes', 1, MAX_INT),
-    base = int_arg(11, 'base_recovery', 1, MAX_INT),
+    failure_threshold = int_arg(at + 0, 'failure_threshold', 0, MAX_INT),
+    success_threshold = int_arg(at + 1, 'success_threshold', 1, MAX_INT),
+    max_probes = int_arg(at + 2, 'half_open_max_probes', 1, MAX_INT),
+    base = int_arg(at + 3, 'base_recovery', 1, MAX_INT),
     max = 0,
-    multiplier = float_arg(13, 'multiplier', 1, 1000),
-    jitter = float_arg(14, 'jitter', 0, 1),
-    lease = int_arg(15, 'probe_lease', 1, MAX_INT),
-    state_ttl = int_arg(16, 'state_ttl', 1, MAX_INT),
-    metrics_ttl = int_arg(17, 'metrics_ttl', 1, MAX_INT),
-    failure_rate = float_arg(18, 'failure_rate', 0, 1),
-    slow_rate = float_arg(19, 'slow_call_rate', 0, 1),
-    minimum_calls = int_arg(20, 'minimum_calls', 1, MAX_INT),
-    window = int_arg(21, 'window', 10, MAX_DURATION),
-    failure_expiry = int_arg(22, 'failure_expiry', 1, MAX_DURATION),
-    quorum = int_arg(23, 'quorum', 1, MAX_QUORUM),
-    fraction = float_arg(24, 'quorum_fraction', 0, 1),
+    multiplier = float_arg(at + 5, 'multiplier', 1, 1000),
+    jitter = float_arg(at + 6, 'jitter', 0, 1),
+    lease = int_arg(at + 7, 'probe_lease', 1, MAX_INT),
+    state_ttl = int_arg(at + 8, 'state_ttl', 1, MAX_INT),
+    metrics_ttl = int_arg(at + 9, 'metrics_ttl', 1, MAX_INT),
+    failure_rate = float_arg(at + 10, 'failure_rate', 0, 1),
+    slow_rate = float_arg(at + 11, 'slow_call_rate', 0, 1),
+    minimum_calls = int_arg(at + 12, 'minimum_calls', 1, MAX_INT),
+    window = int_arg(at + 13, 'window', 10, MAX_DURATION),
+    failure_expiry = int_arg(at + 14, 'failure_expiry', 1, MAX_DURATION),
+    quorum = int_arg(at + 15, 'quorum', 1, MAX_QUORUM),
+    fraction = float_arg(at + 16, 'quorum_fraction', 0, 1),
     now = 0,
     rand = 0,
     channel = '',
@@ -122,66 +132,75 @@ local function read_config(int_arg, float_arg, str_arg)
     origin = '',
     shard_channel = '',
   }
-  c.max = int_arg(12, 'max_recovery', c.base, MAX_INT)
+  c.max = int_arg(at + 4, 'max_recovery', c.base, MAX_INT)
   return c
 end
 
 -- The own arguments of acquire.lua, from OWN.
 local ACQUIRE = {
   -- The permit id (1-64 bytes, unique per permit).
-  permit = 25,
+  permit = 9,
   -- The caller's pending batch (BATCH), counted first.
-  batch = 26,
+  batch = 10,
   -- The batch's id: '', `<sender>:<seq>`, or `<sender>:<seq>:again` when sent again after its
   -- reply was lost (see parse_batch in lib/batch.lua): a batch counted already counts nothing.
-  batch_id = 35,
+  batch_id = 19,
+  -- Where the rest of the caller's config (CONFIG) begins: its last arguments, sent when the
+  -- scripts run with EVALSHA, or when the library does not know the config id yet.
+  config = 20,
 }
 
 -- The own arguments of record.lua, from OWN.
 local RECORD = {
   -- 'success' | 'failure' | 'ignore' | 'release' (a permit dropped with no outcome: frees its
   -- probe lease, counts nothing) | 'none' (a flush of the batch alone).
-  outcome = 25,
+  outcome = 9,
   -- The incarnation the permit was granted in.
-  incarnation = 26,
+  incarnation = 10,
   -- The epoch the permit was granted in.
-  epoch = 27,
+  epoch = 11,
   -- The probe id ('' when the permit holds no lease).
-  probe = 28,
+  probe = 12,
   -- Whether the call was slow (0|1).
-  slow = 29,
+  slow = 13,
   -- Whether the call timed out (0|1).
-  timed_out = 30,
+  timed_out = 14,
   -- The fseq the permit's process had seen.
-  fseq = 31,
+  fseq = 15,
   -- The caller's pending batch (BATCH).
-  batch = 32,
+  batch = 16,
   -- A failure's one-line description for the history (0-200 bytes; '' = none).
-  description = 41,
+  description = 25,
   -- The caller's report under the quorum rule: '' | 'failing' (its own breaker opened, or is
   -- still open: said again every quarter window) | 'recovered' (it closed again); see
   -- `report` in lib/rules.lua.
-  report = 42,
+  report = 26,
   -- With a quorum_fraction (0|1): the caller recorded calls and counts among the processes of
   -- the window (sent about ten times per window, not with every record).
-  active = 43,
+  active = 27,
   -- The caller's identity for the quorum (1-64 bytes; '' = none): the member its report and its
   -- word that it is active write in KEYS[6] and KEYS[7]. Processes with one identity (one host,
   -- across restarts) count as one; the events still name the caller's own client id (ARG.origin).
-  reporter = 44,
+  reporter = 28,
   -- The batch's id: '', `<sender>:<seq>`, or `<sender>:<seq>:again` when sent again after its
   -- reply was lost (see parse_batch in lib/batch.lua): a batch counted already counts nothing.
-  batch_id = 45,
+  batch_id = 29,
+  -- Where the rest of the caller's config (CONFIG) begins: its last arguments, sent when the
+  -- scripts run with EVALSHA, or when the library does not know the config id yet.
+  config = 30,
 }
 
 -- The own arguments of control.lua, from OWN.
 local CONTROL = {
   -- 'force_open' | 'force_close' | 'reset'.
-  op = 25,
+  op = 9,
   -- How long a forced state lasts (0 = until reset).
-  duration_ms = 26,
+  duration_ms = 10,
   -- The operator's note for the history (0-200 bytes; '' = none).
-  note = 27,
+  note = 11,
+  -- Where the rest of the caller's config (CONFIG) begins: its last arguments, sent when the
+  -- scripts run with EVALSHA, or when the library does not know the config id yet.
+  config = 12,
 }
 
 -- A batch of counts (Rust: `Batch`), by offset from its first argument (see parse_batch in

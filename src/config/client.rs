@@ -248,8 +248,9 @@ setters_and_getters! { ClientConfigBuilder => ClientConfig {
     /// (Redis or Valkey >= 7.0) and the user's ACL (`+fcall +function|load`) allow it (default
     /// true); else, and with `false`, each script is sent with EVALSHA. The library is loaded once
     /// (`FUNCTION LOAD`, which Redis keeps in its RDB and AOF and copies to replicas, named
-    /// `redis_breaker_<hash of the code>`), so its helpers are made once instead of on every call
-    /// and a config is validated once: a failure record costs Redis about a third of the time.
+    /// `redis_breaker_<hash of the code>`), so its helpers are made once instead of on every call,
+    /// and a config is sent and validated once (calls then name it by an id; a library loaded
+    /// anew is sent it again): a failure record costs Redis about half the time.
     functions: bool;
 }}
 

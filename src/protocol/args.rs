@@ -172,6 +172,33 @@ arguments! {
     }
 }
 
+/// The common argument after the fingerprint: the config id, which names the caller's config
+/// (its fingerprint and the rest, [`config_id`]). The library keeps each config it validated under
+/// its id, so a call may leave the rest of the config out; one the library does not know is
+/// refused before anything is written, and sent again in full.
+#[cfg(test)]
+pub(crate) const CONFIG_ID: Spec = Spec {
+    field: "config_id",
+    error: "config id",
+    check: Check::Text { min: 1, max: 40 },
+    doc: "The config id: the SHA-1 (hex) of the fingerprint and the rest of the config, each\n\
+          followed by a NUL byte. Where the scripts run as a library, the config it names, once\n\
+          validated in full, is kept under it, and a call may leave the rest out; a library that\n\
+          does not know it refuses such a call before anything is written (see parse_config).",
+};
+
+/// The config id of a config written as `args` (the fingerprint, then the rest, as `Params::write`
+/// writes them): the SHA-1 (hex) of each followed by a NUL byte, as `parse_config` in
+/// `lua/lib/args.lua` computes it (`redis.sha1hex`) before it keeps a config under the id.
+pub(crate) fn config_id(args: &[Vec<u8>]) -> String {
+    let mut text = Vec::with_capacity(args.iter().map(|a| a.len() + 1).sum());
+    for a in args {
+        text.extend_from_slice(a);
+        text.push(0);
+    }
+    redis::Script::new(&String::from_utf8_lossy(&text)).get_hash().to_string()
+}
+
 /// One of a script's own arguments (from `OWN`, after the common ones): its name in the
 /// script's table of `lua/lib/protocol.lua` (`RECORD.outcome`), the arguments it spans, and
 /// what it is. `Op::write` writes them in this order (a test compares them entry by entry).

@@ -1,7 +1,7 @@
 //! `lua/lib/protocol.lua`, generated from the tables of this module, and the tests that keep it
 //! current and keep the Lua to the names it defines.
 
-use super::args::{ACQUIRE, BATCH, CONTROL, CallArgs, Check, Own, RECORD, Spec};
+use super::args::{ACQUIRE, BATCH, CONFIG_ID, CONTROL, CallArgs, Check, Own, RECORD, Spec};
 use super::reason::REASONS;
 use super::reply::REPLY;
 use super::{HALF_OPEN_RETRY_MS, LONGEST_WINDOW, MAX_INT, PROCESSES_SINCE, Params};
@@ -10,9 +10,21 @@ use std::fmt::Write;
 /// The generated file, from the crate's root.
 const PATH: &str = "lua/lib/protocol.lua";
 
-/// The first of a script's own arguments: the common ones come before it.
+/// The first of a script's own arguments: the common ones (the per-call ones, the config's
+/// fingerprint and its id) come before it; the rest of the config comes after them.
 fn own_from() -> usize {
-    1 + CallArgs::SPEC.len() + Params::SPEC.len()
+    1 + CallArgs::SPEC.len() + 2
+}
+
+/// The common arguments by position: the per-call ones, the fingerprint, the config id.
+fn common() -> Vec<&'static Spec> {
+    CallArgs::SPEC.iter().chain(&Params::SPEC[..1]).chain(std::iter::once(&CONFIG_ID)).collect()
+}
+
+/// The config arguments that follow a script's own, when they are sent (all of `Params` but the
+/// fingerprint, which is common).
+fn config_rows() -> &'static [Spec] {
+    &Params::SPEC[1..]
 }
 
 /// A value of a limit as Lua writes it.
@@ -66,10 +78,10 @@ fn positions<'a>(out: &mut String, name: &str, doc: &str, rows: impl Iterator<It
     out.push_str("}\n\n");
 }
 
-/// The Lua expression that reads and checks the argument at `at` (with `int_arg`, `float_arg`,
-/// `str_arg` of `lua/lib/args.lua`); `min` of [`Check::IntFrom`] is that field of the config
-/// table `c`.
-fn checked(at: usize, spec: &Spec) -> String {
+/// The Lua expression that reads and checks the argument at `at` (a Lua expression: a number, or
+/// `at + n` in `read_config`) with `int_arg`, `float_arg`, `str_arg` of `lua/lib/args.lua`; `min`
+/// of [`Check::IntFrom`] is that field of the config table `c`.
+fn checked(at: &str, spec: &Spec) -> String {
     let name = quoted(spec.error);
     match spec.check {
         Check::Clock => format!("int_arg({at}, {name}, 0, MAX_INT)"),
@@ -80,15 +92,24 @@ fn checked(at: usize, spec: &Spec) -> String {
     }
 }
 
-/// A script's own arguments, from `OWN`.
+/// A script's own arguments, from `OWN`, then where its config begins when it is sent.
 fn own_table(out: &mut String, name: &str, script: &str, rows: &[Own]) {
     let mut at = own_from();
-    let rows = rows.iter().map(|r| {
-        let row = (r.name, at, r.doc);
-        at += r.width;
-        row
-    });
-    positions(out, name, &format!("The own arguments of {script}, from OWN."), rows);
+    let mut rows: Vec<(&str, usize, &str)> = rows
+        .iter()
+        .map(|r| {
+            let row = (r.name, at, r.doc);
+            at += r.width;
+            row
+        })
+        .collect();
+    rows.push((
+        "config",
+        at,
+        "Where the rest of the caller's config (CONFIG) begins: its last arguments, sent when the\n\
+         scripts run with EVALSHA, or when the library does not know the config id yet.",
+    ));
+    positions(out, name, &format!("The own arguments of {script}, from OWN."), rows.into_iter());
 }
 
 /// The text of `lua/lib/protocol.lua`.
@@ -110,13 +131,19 @@ pub(super) fn render() -> String {
     }
     out.push('\n');
 
-    let common = CallArgs::SPEC.iter().chain(Params::SPEC);
     positions(
         &mut out,
         "ARG",
         "The common arguments of every script, by name (ARGV[ARG.<name>]): per call (CallArgs), then the\n\
-         caller's config (Params).",
-        common.clone().enumerate().map(|(i, s)| (s.field, i + 1, s.doc)),
+         caller's config fingerprint and id; the rest of the config (Params) follows the script's own\n\
+         (CONFIG, from <script>.config), when it is sent.",
+        common().into_iter().enumerate().map(|(i, s)| (s.field, i + 1, s.doc)),
+    );
+    positions(
+        &mut out,
+        "CONFIG",
+        "The rest of the config, by offset from its first argument (ARGV[at + CONFIG.<name>]).",
+        config_rows().iter().enumerate().map(|(i, s)| (s.field, i, s.doc)),
     );
 
     out.push_str(
@@ -127,29 +154,31 @@ pub(super) fn render() -> String {
     );
     for (i, spec) in CallArgs::SPEC.iter().enumerate() {
         let (at, field) = (i + 1, spec.field);
-        let value = checked(at, spec);
+        let value = checked(&at.to_string(), spec);
         if let Check::Clock = spec.check {
             let _ = writeln!(out, "  if ARGV[{at}] == '' then c.{field} = now else c.{field} = {value} end");
         } else {
             let _ = writeln!(out, "  c.{field} = {value}");
         }
     }
-    let config_from = CallArgs::SPEC.len() + 1;
+    let fingerprint = CallArgs::SPEC.len() + 1;
     let _ = write!(
         out,
         "end\n\n\
-         -- The config: ARGV[CONFIG_FROM .. OWN - 1], validated once per distinct config where the scripts run\n\
-         -- as a library (see validate_config in lib/args.lua).\n\
-         local CONFIG_FROM = {config_from}\n\n\
+         -- The config arguments: the fingerprint, then the rest from ARGV[at] on (CONFIG), validated once per\n\
+         -- config id where the scripts run as a library (see parse_config in lib/args.lua).\n\
+         local CONFIG_LEN = {len}\n\n\
          -- A config table: the config arguments, each checked (as in read_call), with room for those that\n\
          -- differ per call.\n\
-         local function read_config(int_arg, float_arg, str_arg)\n"
+         local function read_config(at, int_arg, float_arg, str_arg)\n",
+        len = config_rows().len()
     );
     // An argument whose bound is another's value is read once the table holds that one.
     let after = |spec: &Spec| matches!(spec.check, Check::IntFrom { .. });
+    let position = |i: usize| if i == 0 { fingerprint.to_string() } else { format!("at + {}", i - 1) };
     out.push_str("  local c = {\n");
     for (i, spec) in Params::SPEC.iter().enumerate() {
-        let value = if after(spec) { "0".to_string() } else { checked(config_from + i, spec) };
+        let value = if after(spec) { "0".to_string() } else { checked(&position(i), spec) };
         let _ = writeln!(out, "    {} = {value},", spec.field);
     }
     for spec in CallArgs::SPEC {
@@ -158,7 +187,7 @@ pub(super) fn render() -> String {
     }
     out.push_str("  }\n");
     for (i, spec) in Params::SPEC.iter().enumerate().filter(|(_, spec)| after(spec)) {
-        let _ = writeln!(out, "  c.{} = {}", spec.field, checked(config_from + i, spec));
+        let _ = writeln!(out, "  c.{} = {}", spec.field, checked(&position(i), spec));
     }
     out.push_str("  return c\nend\n\n");
 
@@ -193,9 +222,10 @@ pub(super) fn render() -> String {
 
 /// Every name the tables give the Lua, by table.
 fn names() -> Vec<(&'static str, Vec<&'static str>)> {
-    let own = |rows: &[Own]| rows.iter().map(|r| r.name).collect();
+    let own = |rows: &[Own]| rows.iter().map(|r| r.name).chain(["config"]).collect();
     vec![
-        ("ARG", CallArgs::SPEC.iter().chain(Params::SPEC).map(|s| s.field).collect()),
+        ("ARG", common().iter().map(|s| s.field).collect()),
+        ("CONFIG", config_rows().iter().map(|s| s.field).collect()),
         ("ACQUIRE", own(&ACQUIRE)),
         ("RECORD", own(&RECORD)),
         ("CONTROL", own(&CONTROL)),
@@ -222,11 +252,11 @@ fn the_lua_prelude_is_generated_from_these_tables() {
 #[test]
 fn the_tables_hold_nothing_a_lua_literal_would_need_to_escape() {
     let texts = limits().into_iter().filter_map(|(_, v, _)| if let Value::Text(s) = v { Some(s) } else { None });
-    let specs = CallArgs::SPEC.iter().chain(Params::SPEC).flat_map(|s| [s.field, s.error]);
+    let specs = common().into_iter().chain(Params::SPEC).flat_map(|s| [s.field, s.error]);
     for s in texts.chain(specs).chain(REASONS.iter().map(|(_, reason)| reason.0)) {
         assert!(!s.contains(['\'', '\\', '\n']), "{s:?}");
     }
-    for spec in CallArgs::SPEC.iter().chain(Params::SPEC) {
+    for spec in common().into_iter().chain(Params::SPEC) {
         if let Check::Text { min, .. } = spec.check {
             assert!(min <= 1, "{}: str_arg says only whether it may be empty", spec.field);
         }

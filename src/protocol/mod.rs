@@ -30,7 +30,7 @@ mod params;
 pub(crate) mod reason;
 mod reply;
 
-pub(crate) use args::CallArgs;
+pub(crate) use args::{CallArgs, config_id};
 pub use op::Outcome;
 pub(crate) use op::{Batch, ControlOp, Op, Record, RecordOutcome, Report};
 pub(crate) use params::Params;

@@ -5,7 +5,7 @@ use crate::error::StoreError;
 use crate::name::{Keys, name_from_listed_key};
 use crate::protocol::{Op, Params, Reply};
 use crate::store::conn::{ConnHandle, Reconnect, SharedConn};
-use crate::store::scripts::{Call, Library, Scripts, parse_reply};
+use crate::store::scripts::{Call, Library, Scripts, parse_reply, unknown_config};
 use redis::{Cmd, Value};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Mutex, RwLock};
@@ -319,13 +319,17 @@ impl RedisStore {
         let _ = tokio::time::timeout(self.op_timeout.saturating_mul(4), self.sending.write()).await;
     }
 
-    /// Runs `call` as FCALL; when the server does not have the library (a new server, a
-    /// `FUNCTION FLUSH`), loads it and retries once. A library Redis will not load (anything but
-    /// "already exists", which another process's load answers) turns this client to EVALSHA.
+    /// Runs `call` as FCALL, its config by its id alone; when the library does not know that id
+    /// (loaded anew since this config was last sent), sends it again with the whole config,
+    /// which the library keeps. When the server does not have the library (a new server, a
+    /// `FUNCTION FLUSH`), loads it and sends the call again with the whole config. Both
+    /// refusals come before the script writes anything, so sending again counts nothing twice.
+    /// A library Redis will not load (anything but "already exists", which another process's
+    /// load answers) turns this client to EVALSHA.
     async fn fcall(&self, call: &Call<'_>, conn: &mut ConnHandle) -> redis::RedisResult<Vec<String>> {
         let library = Library::get();
-        let fcall = call.fcall(library);
-        match fcall.query_async(conn).await {
+        match call.fcall(library, false).query_async(conn).await {
+            Err(e) if unknown_config(&e) => return call.fcall(library, true).query_async(conn).await,
             Err(e) if e.to_string().to_ascii_lowercase().contains("function not found") => {}
             other => return other,
         }
@@ -340,7 +344,7 @@ impl RedisStore {
                 return call.evalsha().invoke_async(conn).await;
             }
         }
-        fcall.query_async(conn).await
+        call.fcall(library, true).query_async(conn).await
     }
 
     /// Reads one breaker's keys for operators.

@@ -4,7 +4,7 @@
 
 use crate::error::StoreError;
 use crate::name::Keys;
-use crate::protocol::{CallArgs, Op, Params, Reply, Verdict};
+use crate::protocol::{CallArgs, Op, Params, Reply, Verdict, config_id};
 use crate::state::State;
 use redis::{Cmd, Script};
 use std::sync::OnceLock;
@@ -23,6 +23,7 @@ macro_rules! lib {
             include_str!("../../lua/lib/rules.lua"),
             include_str!("../../lua/lib/batch.lua"),
             include_str!("../../lua/lib/commit.lua"),
+            include_str!("../../lua/lib/count.lua"),
         )
     };
 }
@@ -123,28 +124,48 @@ pub(crate) struct Call<'s> {
     script: &'s Script,
     name: &'static str,
     keys: &'s [String; 7],
+    /// The common arguments (the config by its fingerprint and id) and the script's own.
     args: Vec<Vec<u8>>,
+    /// The rest of the config, which goes last: always with EVALSHA; with FCALL only when the
+    /// library does not know the config id yet.
+    config: Vec<Vec<u8>>,
+}
+
+/// What a script answers, before anything is written, to a call that left out the rest of a
+/// config it does not know (a library loaded anew: a restart, a failover, FUNCTION FLUSH).
+const UNKNOWN_CONFIG: &str = "redis-breaker: unknown config";
+
+/// Whether `e` is the scripts' refusal of a config id they do not know ([`UNKNOWN_CONFIG`]).
+pub(crate) fn unknown_config(e: &redis::RedisError) -> bool {
+    e.to_string().contains(UNKNOWN_CONFIG)
 }
 
 impl Call<'_> {
-    /// The call as EVALSHA, which loads the script and retries once on NOSCRIPT.
+    /// The call as EVALSHA, which loads the script and retries once on NOSCRIPT; it carries the
+    /// whole config (a script sent with EVALSHA keeps nothing between calls).
     pub(crate) fn evalsha(&self) -> redis::ScriptInvocation<'_> {
         let mut inv = self.script.prepare_invoke();
         for key in self.keys {
             inv.key(key);
         }
-        for a in &self.args {
+        for a in self.args.iter().chain(&self.config) {
             inv.arg(a.as_slice());
         }
         inv
     }
 
-    /// The call as FCALL of its function in `library`.
-    pub(crate) fn fcall(&self, library: &Library) -> Cmd {
+    /// The call as FCALL of its function in `library`: the config by its id alone, or with
+    /// `full`, the rest of it too (which the library then keeps under the id).
+    pub(crate) fn fcall(&self, library: &Library, full: bool) -> Cmd {
         let mut cmd = redis::cmd("FCALL");
         cmd.arg(format!("{}{}", library.prefix, self.name)).arg(self.keys.len()).arg(self.keys.as_slice());
         for a in &self.args {
             cmd.arg(a.as_slice());
+        }
+        if full {
+            for a in &self.config {
+                cmd.arg(a.as_slice());
+            }
         }
         cmd
     }
@@ -197,7 +218,7 @@ impl Scripts {
             Op::Record(_) => (&self.record, "record"),
             Op::Control { .. } => (&self.control, "control"),
         };
-        let mut call = Call { script, name, keys: &keys.all, args: Vec::with_capacity(40) };
+        let mut call = Call { script, name, keys: &keys.all, args: Vec::with_capacity(24), config: Vec::new() };
         let shard_channel = if self.sharded { keys.shard_channel.as_str() } else { "" };
         let common = CallArgs {
             now: now_ms,
@@ -208,8 +229,14 @@ impl Scripts {
             shard_channel,
         };
         common.write(&mut call.args);
-        p.write(&mut call.args);
+        // The config: its fingerprint and id with the common arguments, the rest last.
+        p.write(&mut call.config);
+        let id = config_id(&call.config);
+        let rest = call.config.split_off(1);
+        call.args.append(&mut call.config);
+        call.args.push(id.into_bytes());
         op.write(&self.reporter, &mut call.args);
+        call.config = rest;
         call
     }
 }

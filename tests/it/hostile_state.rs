@@ -170,7 +170,8 @@ async fn scripts_refuse_bad_arguments_with_a_named_error() {
     let name = unique("bad-args");
     let keys = ["state", "probes", "window", "metrics", "history", "reporters", "processes"].map(|s| key(&name, s));
     // Where each argument goes, by its name in the tables of the generated lua/lib/protocol.lua
-    // (ARG: every script's; ACQUIRE: acquire.lua's own; BATCH: offsets within a batch).
+    // (ARG: every script's; ACQUIRE: acquire.lua's own; BATCH: offsets within a batch; CONFIG:
+    // offsets within the rest of the config, sent whole here, from ACQUIRE.config on).
     let protocol = include_str!("../../lua/lib/protocol.lua");
     let number = |table: &str, name: &str| -> usize {
         let rows = protocol.split(&format!("local {table} = {{\n")).nth(1).expect("the table");
@@ -182,8 +183,11 @@ async fn scripts_refuse_bad_arguments_with_a_named_error() {
     // ARGV counts from 1, the list of arguments from 0.
     let at = |table: &str, name: &str| number(table, name) - 1;
     let batch = |field: &str| at("ACQUIRE", "batch") + number("BATCH", field);
+    let config = |field: &str| at("ACQUIRE", "config") + number("CONFIG", field);
+    let common = ["now", "rand", "channel", "name", "origin", "shard_channel", "fingerprint", "config_id"];
+    let place = |field: &str| if common.contains(&field) { at("ARG", field) } else { config(field) };
     // Every argument "0" (the batch's counts among them) but these; the batch's id is none.
-    let mut good = vec!["0".to_string(); at("ACQUIRE", "batch_id") + 1];
+    let mut good = vec!["0".to_string(); config("fraction") + 1];
     for (name, value) in [
         ("now", ""),
         ("rand", "0.5"),
@@ -192,6 +196,7 @@ async fn scripts_refuse_bad_arguments_with_a_named_error() {
         ("origin", "client-a"),
         ("shard_channel", ""),
         ("fingerprint", "fp"),
+        ("config_id", "an-id-the-library-does-not-keep"),
         ("failure_threshold", "5"),
         ("success_threshold", "2"),
         ("max_probes", "1"),
@@ -207,7 +212,7 @@ async fn scripts_refuse_bad_arguments_with_a_named_error() {
         ("failure_expiry", "60000"),
         ("quorum", "1"),
     ] {
-        good[at("ARG", name)] = value.to_string();
+        good[place(name)] = value.to_string();
     }
     good[at("ACQUIRE", "permit")] = "p1".to_string();
     good[at("ACQUIRE", "batch_id")] = String::new();
@@ -246,18 +251,18 @@ async fn scripts_refuse_bad_arguments_with_a_named_error() {
         };
         for (i, bad, field) in [
             (at("ARG", "rand"), "x", "rand"),
-            (at("ARG", "failure_threshold"), "-1", "failure_threshold"),
-            (at("ARG", "success_threshold"), "0", "success_threshold"),
-            (at("ARG", "base"), "1.5", "base_recovery"),
-            (at("ARG", "max"), "10", "max_recovery"),
-            (at("ARG", "jitter"), "nan", "jitter"),
-            (at("ARG", "failure_rate"), "2", "failure_rate"),
-            (at("ARG", "window"), "5", "window"),
-            (at("ARG", "failure_expiry"), "0", "failure_expiry"),
+            (config("failure_threshold"), "-1", "failure_threshold"),
+            (config("success_threshold"), "0", "success_threshold"),
+            (config("base"), "1.5", "base_recovery"),
+            (config("max"), "10", "max_recovery"),
+            (config("jitter"), "nan", "jitter"),
+            (config("failure_rate"), "2", "failure_rate"),
+            (config("window"), "5", "window"),
+            (config("failure_expiry"), "0", "failure_expiry"),
             (at("ARG", "shard_channel"), &"x".repeat(513), "shard channel"),
-            (at("ARG", "quorum"), "0", "quorum"),
-            (at("ARG", "quorum"), "10001", "quorum"),
-            (at("ARG", "fraction"), "1.5", "quorum_fraction"),
+            (config("quorum"), "0", "quorum"),
+            (config("quorum"), "10001", "quorum"),
+            (config("fraction"), "1.5", "quorum_fraction"),
             (at("ACQUIRE", "permit"), "", "permit id"),
             (batch("fseq"), "1.5", "batch fseq"),
             (batch("slow"), "3", "batch slow"),

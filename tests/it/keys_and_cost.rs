@@ -132,9 +132,64 @@ async fn the_functions_library_is_loaded_once_and_again_after_function_flush() {
     );
 }
 
+/// The library keeps each config it validated under its id, and a call sends the id alone. A
+/// library loaded anew (FUNCTION LOAD REPLACE here; a restart or a failover to a server whose
+/// library never saw the config) does not know it: the call is refused before anything is
+/// written and sent again with the whole config, and the failure counts once.
+#[tokio::test]
+async fn a_config_the_library_lost_is_sent_again_and_the_failure_counts_once() {
+    let redis = private_redis().await;
+    if redis.version().await < (7, 0) {
+        return;
+    }
+    let client = client(&redis, Duration::from_secs(60)).await;
+    let name = unique("config-lost");
+    let b = client.breaker(&name, Config::builder().failure_threshold(3).build().unwrap()).unwrap();
+    fail(&b).await.unwrap_err();
+    assert_eq!(state_field(&redis, &name, "failures").await, 1);
+
+    let mut conn = redis.conn().await;
+    let listed: redis::Value = redis::cmd("FUNCTION")
+        .arg("LIST")
+        .arg("LIBRARYNAME")
+        .arg("redis_breaker_*")
+        .arg("WITHCODE")
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+    fn code(v: &redis::Value) -> Option<String> {
+        match v {
+            redis::Value::BulkString(b) if b.starts_with(b"#!lua") => Some(String::from_utf8_lossy(b).into_owned()),
+            redis::Value::Array(items) | redis::Value::Set(items) => items.iter().find_map(code),
+            redis::Value::Map(pairs) => pairs.iter().find_map(|(k, v)| code(k).or_else(|| code(v))),
+            _ => None,
+        }
+    }
+    let library = code(&listed).expect("the library's code");
+    let _: String =
+        redis::cmd("FUNCTION").arg("LOAD").arg("REPLACE").arg(&library).query_async(&mut conn).await.unwrap();
+    let failed_fcalls = || async {
+        let info: String = redis::cmd("INFO").arg("commandstats").query_async(&mut redis.conn().await).await.unwrap();
+        let line = info.lines().find(|l| l.starts_with("cmdstat_fcall:")).unwrap_or_default().to_string();
+        line.split("failed_calls=").nth(1).and_then(|v| v.split(',').next()?.parse::<u64>().ok()).unwrap_or(0)
+    };
+    let refused_before = failed_fcalls().await;
+
+    fail(&b).await.unwrap_err();
+    assert_eq!(state_field(&redis, &name, "failures").await, 2, "the failure was counted, once");
+    assert_eq!(failed_fcalls().await - refused_before, 1, "one call refused for its unknown config");
+    assert_eq!(b.health().await.unwrap().store, StoreStatus::Redis, "nothing was decided without Redis");
+    fail(&b).await.unwrap_err();
+    assert_eq!(b.state(), State::Open, "the third failure opens it: the config is known again");
+    assert_eq!(failed_fcalls().await - refused_before, 1, "the config is kept again: sent by its id alone");
+    let metrics: HashMap<String, String> =
+        redis::cmd("HGETALL").arg(key(&name, "metrics")).query_async(&mut conn).await.unwrap();
+    assert_eq!(metrics["failures"], "3");
+}
+
 /// A closed state's TTL and the metrics' TTL are set in full when a tenth of the shorter TTL has
-/// passed since `ttl_at`, not on every write: a failure record then runs five commands (TIME,
-/// HMGET, HSET, two HINCRBY) instead of seven. A `ttl_at` that is missing or bad only makes
+/// passed since `ttl_at`, not on every write: a failure record that only counts then runs five
+/// commands (TIME, two HMGET, two HSET) and no PEXPIRE. A `ttl_at` that is missing or bad only makes
 /// the refresh due.
 #[tokio::test]
 async fn a_failure_record_sets_the_ttls_only_when_due() {
