@@ -115,6 +115,7 @@ pub(super) async fn run(app: Arc<App>, mut shutdown: tokio::sync::watch::Receive
         if let Some(notifier) = &app.notifier
             && fleet.error.is_none()
         {
+            notifier.states(fleet.data.rows.iter().map(|r| &r.status));
             notifier.alerts(&fleet.data.alerts);
         }
         app.fleet.send_replace(Arc::new(fleet));

@@ -572,3 +572,56 @@ async fn an_https_receiver_is_reached_and_its_certificate_checked() {
     let logs = c.logs().join("\n");
     assert!(logs.contains("certificate") && logs.contains("https://127.0.0.1:"), "{logs}");
 }
+
+/// A transition made while the console's subscription is down (here: its user may no longer
+/// listen on the events channel, so Redis dropped the subscription and refuses it again) is
+/// still notified: the shared read sees the breaker's epoch move, and no event tells it.
+#[tokio::test]
+async fn a_transition_missed_by_the_subscription_is_notified_from_the_read() {
+    let redis = private_redis().await;
+    let mut admin = redis.conn().await;
+    let _: () = redis::cmd("ACL")
+        .arg(&["SETUSER", "console", "on", ">secret", "~*", "&*", "+@all"][..])
+        .query_async(&mut admin)
+        .await
+        .unwrap();
+    let url = redis.url.replace("redis://", "redis://console:secret@");
+    let receiver = Receiver::start(&[200]).await;
+    let before = subscribers(&mut admin).await;
+    let _c = console(&redis, &["--url", &url, "--notify", &receiver.url, "--notify-min-interval", "0"]).await;
+    let name = unique("notify-missed");
+    let client = library(&redis).await;
+    let b = client.breaker(&name, Config::default()).unwrap();
+    b.force_open(None).await.unwrap();
+    eventually("the forced open is notified", || async {
+        receiver.about(&name).iter().any(|d| d["to"] == "forced_open")
+    })
+    .await;
+    // Two reads of the console see the breaker forced open.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let _: () =
+        redis::cmd("ACL").arg(&["SETUSER", "console", "resetchannels"][..]).query_async(&mut admin).await.unwrap();
+    let conn = admin.clone();
+    eventually("the console's subscription is dropped", || {
+        let mut conn = conn.clone();
+        async move { subscribers(&mut conn).await <= before + 1 }
+    })
+    .await;
+    b.reset().await.unwrap();
+    let epoch = b.status().await.unwrap().epoch;
+    eventually("the reset no event told is notified", || async {
+        receiver.about(&name).iter().any(|d| d["to"] == "closed")
+    })
+    .await;
+    let docs = receiver.about(&name);
+    let closed: Vec<&Value> = docs.iter().filter(|d| d["to"] == "closed").collect();
+    assert_eq!(closed.len(), 1, "{docs:#?}");
+    let d = closed[0];
+    assert_eq!((d["kind"].as_str(), d["from"].as_str()), (Some("transition"), Some("forced_open")), "{d}");
+    assert_eq!(d["epoch"].as_u64(), Some(epoch), "{d}");
+    // No other transition was sent about it (the alert of a forced state without an end was
+    // raised and cleared meanwhile).
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let transitions = receiver.about(&name).into_iter().filter(|d| d["kind"] == "transition").count();
+    assert_eq!(transitions, 2, "{:#?}", receiver.about(&name));
+}

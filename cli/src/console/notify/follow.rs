@@ -13,6 +13,16 @@ use tokio::time::Instant;
 /// Transitions remembered for deduplication.
 pub(super) const SEEN: usize = 4096;
 
+/// How long a transition found by a shared read (its breaker's epoch moved since the last read)
+/// waits for its event before it is notified as missed: an event is heard within milliseconds
+/// while the subscription is live, so one still unheard after this was lost with the
+/// subscription (dropped, or refused).
+pub(super) const MISSED_AFTER: Duration = Duration::from_secs(2);
+
+/// Breakers whose newest transition is remembered (the order guard of missed transitions);
+/// beyond this the memory starts again (the guard then lets an older one through at worst).
+const LATEST_KEPT: usize = 65_536;
+
 /// One fleet transition: the facts of a library [`Event`] that a notification carries.
 #[derive(Debug, Clone)]
 pub(super) struct Transition {
@@ -55,6 +65,10 @@ pub(super) struct Follow {
     pub(super) filter: Arc<Mutex<Option<Filter>>>,
     pub(super) counters: Counters,
     pub(super) receivers: u64,
+    /// Transitions found by the shared reads, waiting [`MISSED_AFTER`] for their event.
+    pub(super) found: VecDeque<(Instant, Transition)>,
+    /// Each breaker's newest transition heard or found: (incarnation, epoch).
+    pub(super) latest: HashMap<String, (u64, u64)>,
 }
 
 impl Follow {
@@ -62,16 +76,34 @@ impl Follow {
     /// (each breaker's last transition), so that a receiver's last word on a breaker is its
     /// last state. When the subscription ends first, the held-back transitions are still sent
     /// when their interval ends.
-    pub(super) async fn run(mut self, mut events: Subscription, mut shutdown: watch::Receiver<bool>) {
+    /// Transitions the shared reads found (`reads`) that no event told within [`MISSED_AFTER`]
+    /// are notified too: those made while the subscription was down.
+    pub(super) async fn run(
+        mut self,
+        mut events: Subscription,
+        mut reads: mpsc::UnboundedReceiver<Transition>,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
         let mut subscribed = true;
         loop {
-            let due = self.gate.next_due();
+            let found_due = self.found.front().map(|(at, _)| *at + MISSED_AFTER);
+            let due = [self.gate.next_due(), found_due].into_iter().flatten().min();
             let event = tokio::select! {
                 _ = shutdown.wait_for(|s| *s) => break,
                 () = sleep_until(due) => {
-                    for d in self.gate.flush(Instant::now()) {
+                    let now = Instant::now();
+                    while self.found.front().is_some_and(|(at, _)| *at + MISSED_AFTER <= now) {
+                        if let Some((_, t)) = self.found.pop_front() {
+                            self.missed(t, now);
+                        }
+                    }
+                    for d in self.gate.flush(now) {
                         self.pass(d);
                     }
+                    continue;
+                }
+                Some(t) = reads.recv() => {
+                    self.found.push_back((Instant::now(), t));
                     continue;
                 }
                 e = events.recv(), if subscribed => match e {
@@ -90,6 +122,7 @@ impl Follow {
             if !self.seen.first(&event) {
                 continue;
             }
+            self.remember(&event);
             if let Some(d) = self.gate.admit(event, Instant::now(), &self.counters) {
                 self.pass(d);
             }
@@ -97,6 +130,33 @@ impl Follow {
         for d in self.gate.drain() {
             self.pass(d);
         }
+    }
+
+    /// A transition a read found and no event told: notified unless it was heard meanwhile,
+    /// or a newer one of its breaker was (its document would then arrive after a later state).
+    fn missed(&mut self, t: Transition, now: Instant) {
+        if !self.wanted(&t.name) || self.newer_known(&t) || !self.seen.first(&t) {
+            return;
+        }
+        tracing::info!(breaker = %t.name, epoch = t.epoch, to = %t.to, "a transition no event told (the subscription was down): notified from the read");
+        self.remember(&t);
+        if let Some(d) = self.gate.admit(t, now, &self.counters) {
+            self.pass(d);
+        }
+    }
+
+    fn newer_known(&self, t: &Transition) -> bool {
+        self.latest.get(&t.name).is_some_and(|&(incarnation, epoch)| incarnation == t.incarnation && epoch >= t.epoch)
+    }
+
+    fn remember(&mut self, t: &Transition) {
+        if self.newer_known(t) {
+            return;
+        }
+        if self.latest.len() >= LATEST_KEPT {
+            self.latest.clear();
+        }
+        self.latest.insert(t.name.clone(), (t.incarnation, t.epoch));
     }
 
     fn wanted(&self, name: &str) -> bool {

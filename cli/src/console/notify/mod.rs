@@ -26,14 +26,15 @@ mod tests;
 use super::alerts::{Alert, now_ms};
 use delivery::{Delivery, deliver_all, drained};
 use document::{Compose, Document};
-use follow::{Follow, Gate, Seen};
+use follow::{Follow, Gate, Seen, Transition};
 use hyper::body::Bytes;
 use post::tls_connector;
 use prometheus_client::metrics::counter::Counter;
 use prometheus_client::registry::Registry;
 use receiver::Receiver;
-use redis_breaker::Client;
-use std::collections::HashMap;
+use redis_breaker::status::Status;
+use redis_breaker::{Client, State};
+use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
@@ -105,9 +106,17 @@ pub(crate) struct Notifier {
     /// Which breakers are notified (`serve --breakers`); all when `None`.
     filter: Arc<Mutex<Option<Filter>>>,
     tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
+    /// Each breaker's (incarnation, epoch, state) at the last shared read: `None` before the
+    /// first.
+    states: Mutex<Option<States>>,
+    /// Transitions the shared reads found, to the task that follows the events.
+    found: mpsc::UnboundedSender<Transition>,
 }
 
 type Filter = Arc<dyn Fn(&str) -> bool + Send + Sync>;
+
+/// Each breaker's (incarnation, epoch, state), by name.
+type States = HashMap<String, (u64, u64, State)>;
 
 #[derive(Clone, Default)]
 struct Counters {
@@ -170,6 +179,7 @@ impl Notifier {
         let queues: Arc<[mpsc::Sender<Bytes>]> = queues.into();
         let filter: Arc<Mutex<Option<Filter>>> = Arc::default();
         let (inbox, drafts) = mpsc::channel(INBOX);
+        let (found, reads) = mpsc::unbounded_channel();
         let prefix = client.config().prefix().to_string();
         let follow = Follow {
             gate: Gate::new(args.min_interval),
@@ -178,9 +188,11 @@ impl Notifier {
             filter: filter.clone(),
             counters: counters.clone(),
             receivers: queues.len() as u64,
+            found: VecDeque::new(),
+            latest: HashMap::new(),
         };
         let shutdown_copy = shutdown.clone();
-        tasks.push(tokio::spawn(follow.run(client.subscribe_all(), shutdown)));
+        tasks.push(tokio::spawn(follow.run(client.subscribe_all(), reads, shutdown)));
         let compose = Compose { client: client.clone(), prefix: prefix.clone(), note_timeout: delivery.timeout };
         let composing = compose.run(drafts, queues.clone(), counters.clone());
         let mut stopping = shutdown_copy;
@@ -200,7 +212,39 @@ impl Notifier {
             prefix,
             filter,
             tasks: Mutex::new(tasks),
+            states: Mutex::new(None),
+            found,
         })))
+    }
+
+    /// The breakers' states at a shared read (called after every successful one): a breaker
+    /// whose epoch (or incarnation) moved since the last read made a transition, which is
+    /// notified if no event tells it within [`MISSED_AFTER`](follow::MISSED_AFTER) (the
+    /// subscription was down). Only its last state is known: transitions in between are not
+    /// notified. The first read only learns the states.
+    pub(crate) fn states<'a>(&self, statuses: impl IntoIterator<Item = &'a Status>) {
+        let mut last = self.states.lock().unwrap_or_else(PoisonError::into_inner);
+        let mut now = HashMap::new();
+        for s in statuses {
+            now.insert(s.name.clone(), (s.incarnation, s.epoch, s.state));
+            let Some(&(was_incarnation, was_epoch, was_state)) = last.as_ref().and_then(|before| before.get(&s.name))
+            else {
+                continue;
+            };
+            if (was_incarnation, was_epoch) == (s.incarnation, s.epoch) {
+                continue;
+            }
+            let _ = self.found.send(Transition {
+                name: s.name.clone(),
+                from: (was_incarnation == s.incarnation).then_some(was_state),
+                to: s.state,
+                reason: s.reason.clone(),
+                epoch: s.epoch,
+                incarnation: s.incarnation,
+                origin: None,
+            });
+        }
+        *last = Some(now);
     }
 
     /// The alerts that hold now (called after every shared read): those new since the last

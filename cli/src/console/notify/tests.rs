@@ -144,6 +144,8 @@ fn notifier(queue: usize) -> (Notifier, mpsc::Receiver<Bytes>) {
         prefix: "breaker".into(),
         filter: Arc::default(),
         tasks: Mutex::new(Vec::new()),
+        states: Mutex::new(None),
+        found: mpsc::unbounded_channel().0,
     };
     (n, rx)
 }
