@@ -4,7 +4,7 @@
 
 use redis_breaker_test_support::example as common;
 
-use redis_breaker::{Client, Config, Error, Rejected};
+use redis_breaker::{Client, Config, Error};
 use std::time::Duration;
 
 #[tokio::main]
@@ -18,8 +18,8 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         let healthy = i > 5;
         match payments.execute(|| call_payments(healthy)).await {
             Ok(receipt) => println!("call {i}: ok ({receipt})"),
-            Err(Error::Rejected(Rejected { state, retry_after, .. })) => {
-                println!("call {i}: rejected, breaker {state}, retry after {retry_after:?}")
+            Err(Error::Rejected(r)) => {
+                println!("call {i}: rejected, breaker {}, retry after {:?}", r.state, r.retry_after())
             }
             Err(Error::Inner(e)) => println!("call {i}: failed ({e})"),
             Err(e) => println!("call {i}: {e}"),

@@ -10,7 +10,7 @@
 
 use redis_breaker_test_support::example as common;
 
-use redis_breaker::{Client, Config, Error, Rejected};
+use redis_breaker::{Client, Config, Error};
 use std::time::{Duration, Instant};
 
 #[tokio::main(flavor = "current_thread")]
@@ -46,7 +46,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         Err(_) => "allowed: timed out",
     };
     let retry_after_ms = match &result {
-        Err(Error::Rejected(Rejected { retry_after, .. })) => retry_after.map(|d| d.as_millis()),
+        Err(Error::Rejected(rejected)) => rejected.retry_after().map(|d| d.as_millis()),
         _ => None,
     };
     let ms = |d: Duration| (d.as_secs_f64() * 1e6).round() / 1e3;

@@ -1,7 +1,8 @@
 //! Errors: what a protected call returns, and what building or reaching a breaker can fail with.
 
 use crate::State;
-use std::time::Duration;
+use crate::ticks::Deadline;
+use std::time::{Duration, Instant};
 
 /// What [`Breaker::execute`](crate::Breaker::execute) returns when the call did not succeed.
 #[derive(Debug, thiserror::Error)]
@@ -20,18 +21,87 @@ pub enum Error<E> {
 
 /// A call the breaker turned away; returned by [`Breaker::acquire`](crate::Breaker::acquire), and
 /// inside [`Error::Rejected`].
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("circuit breaker is {state}{}; {}", if *.own { " in this process" } else { "" }, retry_text(*.retry_after))]
+///
+/// It holds the state's deadline, not a duration: [`retry_after`](Rejected::retry_after) (and
+/// the message) reads the clock when asked, so the time it tells is the time left then, never
+/// longer. A rejection costs no precise clock read until someone asks.
+#[derive(Clone, Copy, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Rejected {
     /// The state that rejected the call.
     pub state: State,
-    /// How long until a call may be let through; `None` when forced open until reset.
-    pub retry_after: Option<Duration>,
     /// True when this process's own breaker rejected the call (under a quorum, its own calls
     /// failed while the fleet stays closed); `state` is then its own breaker's state.
     pub own: bool,
+    left: Left,
 }
+
+/// When a rejected call may be let through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Left {
+    /// At this instant of this process's monotonic clock: the deadline of the snapshot, or of
+    /// Redis's reply counted from when its request was sent.
+    Until(Deadline),
+    /// This long, as decided on the client's own clock (the in-process breaker's, which may be
+    /// a test's `FakeClock`), or as given to [`Rejected::new`].
+    For(Duration),
+    /// Forced open until an operator resets it.
+    Never,
+}
+
+impl Rejected {
+    /// A rejection by `state`, worth retrying after `retry_after` (`None`: forced open until
+    /// reset), which [`retry_after`](Rejected::retry_after) then tells as given. For tests and
+    /// for code that turns calls away on the breaker's behalf.
+    pub fn new(state: State, retry_after: Option<Duration>) -> Rejected {
+        Rejected { state, own: false, left: retry_after.map_or(Left::Never, Left::For) }
+    }
+
+    /// A rejection whose deadline is `until` on this process's monotonic clock (`None`: forced
+    /// open until reset).
+    #[inline]
+    pub(crate) fn until(state: State, until: Option<Deadline>, own: bool) -> Rejected {
+        Rejected { state, own, left: until.map_or(Left::Never, Left::Until) }
+    }
+
+    /// A rejection decided on the client's own clock, `retry_after` from then.
+    pub(crate) fn after(state: State, retry_after: Option<Duration>, own: bool) -> Rejected {
+        Rejected { own, ..Rejected::new(state, retry_after) }
+    }
+
+    /// How long until a call may be let through, counted now (zero once the deadline passed);
+    /// `None` when forced open until reset. Each call reads the clock: ask once and keep the
+    /// answer when one figure must serve twice. A rejection decided by the in-process breaker
+    /// (in-memory client, degraded `Local`, a quorum's own breaker) tells the time left on the
+    /// client's clock when it decided, as that clock may be a test's
+    /// [`FakeClock`](crate::FakeClock).
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self.left {
+            Left::Until(at) => Some(at.left(Instant::now())),
+            Left::For(d) => Some(d),
+            Left::Never => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Rejected {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let own = if self.own { " in this process" } else { "" };
+        write!(f, "circuit breaker is {}{own}; {}", self.state, retry_text(self.retry_after()))
+    }
+}
+
+impl std::fmt::Debug for Rejected {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Rejected")
+            .field("state", &self.state)
+            .field("retry_after", &self.retry_after())
+            .field("own", &self.own)
+            .finish()
+    }
+}
+
+impl std::error::Error for Rejected {}
 
 impl<E> From<Rejected> for Error<E> {
     fn from(r: Rejected) -> Self {
@@ -53,14 +123,6 @@ impl TimedOut {
     /// A timeout after `after` (for tests and for services that time calls out themselves).
     pub fn new(after: Duration) -> TimedOut {
         TimedOut { after }
-    }
-}
-
-impl Rejected {
-    /// A rejection by `state`, worth retrying after `retry_after` (`None`: forced open until
-    /// reset). For tests and for code that turns calls away on the breaker's behalf.
-    pub fn new(state: State, retry_after: Option<Duration>) -> Rejected {
-        Rejected { state, retry_after, own: false }
     }
 }
 

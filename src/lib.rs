@@ -20,7 +20,7 @@
 //!     assert!(matches!(r, Err(Error::Inner(_))));
 //! }
 //! match payments.execute(|| async { Ok::<_, &str>("paid") }).await {
-//!     Err(Error::Rejected(r)) => println!("open; retry after {:?}", r.retry_after),
+//!     Err(Error::Rejected(r)) => println!("open; retry after {:?}", r.retry_after()),
 //!     other => panic!("expected a rejection, got {other:?}"),
 //! }
 //! # Ok(()) }

@@ -36,10 +36,17 @@ impl TimeBase {
         since(self.base, at)
     }
 
+    /// The deadline `nanos` nanoseconds after the base.
+    #[inline]
+    pub(crate) fn deadline(&self, nanos: u64) -> Deadline {
+        Deadline { base: self.base, nanos }
+    }
+
     /// Nanoseconds from the base to now, as the coarse clock reads it: on Linux the time of the
     /// last tick (`CLOCK_MONOTONIC_COARSE`, a vDSO read of a few ns instead of about 20), which
     /// lags by about one tick (1-4 ms), so what is decided with it may be trusted that much
     /// longer; elsewhere `Instant::now()`.
+    #[inline]
     pub(crate) fn coarse_now(&self) -> u64 {
         #[cfg(target_os = "linux")]
         return raw_nanos(rustix::time::ClockId::MonotonicCoarse).saturating_sub(self.base_raw);
@@ -48,7 +55,28 @@ impl TimeBase {
     }
 }
 
+/// An instant as nanoseconds after a base instant, as a snapshot holds it: kept so (a copy, no
+/// clock read, no arithmetic) until someone asks for the time left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Deadline {
+    base: Instant,
+    nanos: u64,
+}
+
+impl Deadline {
+    /// The deadline `after` from `start`.
+    pub(crate) fn after(start: Instant, after: Duration) -> Deadline {
+        Deadline { base: start, nanos: nanos(after) }
+    }
+
+    /// The time left from `now` (zero once passed).
+    pub(crate) fn left(&self, now: Instant) -> Duration {
+        Duration::from_nanos(self.nanos.saturating_sub(since(self.base, now)))
+    }
+}
+
 #[cfg(target_os = "linux")]
+#[inline]
 fn raw_nanos(clock: rustix::time::ClockId) -> u64 {
     let t = rustix::time::clock_gettime(clock);
     u64::try_from(t.tv_sec)

@@ -5,6 +5,14 @@
 //! Scenarios: `hot_path` (a closed breaker with a fresh snapshot, against a bare async call and
 //! the in-process breakers failsafe and recloser, on one thread and on two), `rejection` (an
 //! open breaker), `redis` (the miss path and a recorded failure, against a PING round trip).
+//!
+//! The ratio table is measured apart from criterion (medians of 11 batches, whatever criterion
+//! is told), so a short run gives the same table: CI runs
+//! `cargo bench --bench breaker -- --warm-up-time 0.1 --measurement-time 0.3 'hot path, one|rejection'`
+//! (criterion measures the matching groups briefly; the table has every row) and prints the
+//! table without judging its times, but fails when a row it looks for is gone: keep the row
+//! names "execute overhead, one thread" and "rejection" with their recloser and failsafe
+//! baselines.
 
 use redis_breaker_test_support::example as common;
 mod harness;

@@ -28,8 +28,16 @@ pub fn bench(c: &mut Criterion, url: &str, ratios: &mut Ratios) {
     });
     let config = Config::builder().failure_threshold(1).base_recovery(hour).max_recovery(hour).build().expect("config");
     let ours = client.breaker("bench-open", config).expect("breaker");
-    let failsafe = failsafe::Config::new().build();
-    let recloser = recloser::AsyncRecloser::from(recloser::Recloser::custom().error_rate(0.01).closed_len(1).build());
+    // Open for the hour, as ours. With failsafe's default backoff (5-10s after its first trip)
+    // it was no longer open at the end of a full run: a call let through then closes it, and
+    // its "rejection" figure becomes its success path (94-176 ns in full runs, 29 ns in a
+    // short one). The breakers are checked still open after the measurements.
+    let failsafe = failsafe::Config::new()
+        .failure_policy(failsafe::failure_policy::consecutive_failures(1, failsafe::backoff::constant(hour)))
+        .build();
+    let recloser = recloser::AsyncRecloser::from(
+        recloser::Recloser::custom().error_rate(0.01).closed_len(1).open_wait(hour).build(),
+    );
     rt.block_on(async {
         ours.reset().await.expect("reset");
         let _ = ours.execute(failing).await;
@@ -57,6 +65,11 @@ pub fn bench(c: &mut Criterion, url: &str, ratios: &mut Ratios) {
         move || async move { r.call(downstream()).await.is_err() }
     });
     g.finish();
+    rt.block_on(async {
+        assert!(ours.execute(downstream).await.is_err_and(|e| e.is_rejected()), "still open");
+        assert!(!failsafe.is_call_permitted(), "failsafe still open: its figure is a rejection's");
+        assert!(recloser.call(downstream()).await.is_err(), "recloser still open");
+    });
     ratios.add("rejection", "failsafe rejection", ours_ns, failsafe_ns);
     ratios.add("rejection", "recloser rejection", ours_ns, recloser_ns);
     ratios.add("rejection", "bare async call", ours_ns, bare);

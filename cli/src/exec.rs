@@ -171,7 +171,7 @@ pub(crate) async fn run(client: Client, args: &ExecArgs) -> Result<ExitCode, Fai
     let permit = match breaker.acquire().await {
         Ok(p) => p,
         Err(rejected) => {
-            eprintln!("redis-breaker: {} is {}; {}", args.name, rejected.state, retry_text(rejected.retry_after));
+            eprintln!("redis-breaker: {} is {}; {}", args.name, rejected.state, retry_text(rejected.retry_after()));
             finish(&client).await;
             return Ok(ExitCode::from(args.rejected_exit_code));
         }

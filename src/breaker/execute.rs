@@ -5,7 +5,7 @@
 use crate::breaker::Breaker;
 use crate::breaker::permit::{Grant, Ticket};
 use crate::breaker::snapshot::Decision;
-use crate::error::{Error, TimedOut};
+use crate::error::{Error, Rejected, TimedOut};
 use crate::protocol::Outcome;
 use std::future::Future;
 use std::time::{Duration, Instant};
@@ -103,8 +103,8 @@ impl Breaker {
         // holds the ticket).
         let grant = match self.inner.snapshot.decide_now() {
             Decision::Allow(view) => Grant::Closed(view),
-            Decision::Reject { state, retry_after } if !self.inner.config.shadow => {
-                return Err(self.reject(state, retry_after).into());
+            Decision::Reject { state, until } if !self.inner.config.shadow => {
+                return Err(self.reject(Rejected::until(state, until, false)).into());
             }
             _ => self.grant().await?,
         };

@@ -237,13 +237,13 @@ impl Inner {
             Admit::Fleet => Ok(None),
             Admit::Allowed(admission) => Ok(Some(admission)),
             Admit::Rejected { state, retry_after } if self.config.shadow => {
-                self.shadow_rejected(state, retry_after);
+                self.shadow_rejected(&Rejected::after(state, retry_after, true));
                 Ok(None)
             }
             Admit::Rejected { state, retry_after } => {
                 self.meters.rejected();
                 self.pending.rejected();
-                Err(Rejected { state, retry_after, own: true })
+                Err(Rejected::after(state, retry_after, true))
             }
         }
     }
@@ -278,8 +278,9 @@ impl Inner {
     }
 
     /// Shadow mode: a call this breaker would have rejected ran. Counted each time; logged and
-    /// sent to subscribers once per epoch.
-    pub(crate) fn shadow_rejected(&self, state: crate::state::State, retry_after: Option<std::time::Duration>) {
+    /// sent to subscribers once per epoch (the time left is read only then).
+    pub(crate) fn shadow_rejected(&self, rejected: &Rejected) {
+        let state = rejected.state;
         self.meters.shadow_rejected();
         let (_, view, _) = self.snapshot.view();
         if self.shadow_epoch.swap(view.epoch, Ordering::AcqRel) == view.epoch {
@@ -294,7 +295,7 @@ impl Inner {
             to: state,
             incarnation: view.incarnation,
             epoch: view.epoch,
-            retry_after,
+            retry_after: rejected.retry_after(),
             reason,
             origin: None,
             caused_here: true,

@@ -12,6 +12,7 @@ use crate::error::Rejected;
 use crate::protocol::{Outcome, Reply, Verdict};
 use crate::quorum::Admission;
 use crate::state::State;
+use crate::ticks::Deadline;
 use std::time::{Duration, Instant};
 
 /// How the fleet let a call through: it decides where its outcome goes.
@@ -183,7 +184,7 @@ impl Breaker {
     pub(super) async fn grant(&self) -> Result<Grant, Rejected> {
         let decided = match self.inner.snapshot.decide_now() {
             Decision::Allow(view) => return Ok(Grant::Closed(view)),
-            Decision::Reject { state, retry_after } => Err(self.reject(state, retry_after)),
+            Decision::Reject { state, until } => Err(self.reject(Rejected::until(state, until, false))),
             Decision::Miss => match self.stale_while_refreshing() {
                 Some(view) => Ok(Grant::Closed(view)),
                 None => self.grant_single_flight().await,
@@ -193,7 +194,7 @@ impl Breaker {
             // Shadow mode: the call runs; its outcome counts in metrics (its epoch is not the
             // open one's, so it moves no state).
             Err(rejected) if self.inner.config.shadow => {
-                self.inner.shadow_rejected(rejected.state, rejected.retry_after);
+                self.inner.shadow_rejected(&rejected);
                 Ok(Grant::Closed(self.inner.snapshot.view().1))
             }
             decided => decided,
@@ -216,7 +217,7 @@ impl Breaker {
         inner.snapshot.wait_for_refresh(inner.shared.config.op_timeout).await;
         match inner.snapshot.decide(Instant::now()) {
             Decision::Allow(view) => Ok(Grant::Closed(view)),
-            Decision::Reject { state, retry_after } => Err(self.reject(state, retry_after)),
+            Decision::Reject { state, until } => Err(self.reject(Rejected::until(state, until, false))),
             Decision::Miss => self.grant_slow().await,
         }
     }
@@ -242,32 +243,40 @@ impl Breaker {
     }
 
     /// A rejection by the fleet's breaker, counted (not in shadow mode: the call runs).
-    pub(super) fn reject(&self, state: State, retry_after: Option<Duration>) -> Rejected {
+    #[inline]
+    pub(super) fn reject(&self, rejected: Rejected) -> Rejected {
         if !self.inner.config.shadow {
             self.inner.meters.rejected();
             self.inner.pending.rejected();
         }
-        Rejected { state, retry_after, own: false }
+        rejected
     }
 
     /// Asks Redis (or, while it cannot answer, the degraded mode) for the fleet's grant, with a
     /// new permit id for a probe lease.
     async fn grant_slow(&self) -> Result<Grant, Rejected> {
         let id = format!("{:016x}", rand::random::<u64>());
-        let rejected = |reply: &Reply| self.reject(reply.state, reply.remaining_ms.map(Duration::from_millis));
+        // Redis counted the time left after this instant: counted from it, a deadline is never
+        // later than Redis's.
+        let asked = Instant::now();
+        let remaining = |reply: &Reply| reply.remaining_ms.map(Duration::from_millis);
         match self.inner.acquire(&id).await {
             Acquired::Redis(reply) => match reply.verdict {
                 Verdict::Probe => Ok(Grant::Probe { view: View::of(&reply), id }),
-                Verdict::Rejected => Err(rejected(&reply)),
+                Verdict::Rejected => {
+                    let until = remaining(&reply).map(|d| Deadline::after(asked, d));
+                    Err(self.reject(Rejected::until(reply.state, until, false)))
+                }
                 _ => Ok(Grant::Closed(View::of(&reply))),
             },
+            // On the client's own clock, which may be a test's FakeClock: the time left as told.
             Acquired::InProcess(reply) => match reply.verdict {
-                Verdict::Rejected => Err(rejected(&reply)),
+                Verdict::Rejected => Err(self.reject(Rejected::after(reply.state, remaining(&reply), false))),
                 Verdict::Probe => Ok(Grant::InProcess { view: View::of(&reply), probe: id }),
                 _ => Ok(Grant::InProcess { view: View::of(&reply), probe: String::new() }),
             },
             Acquired::FailOpen => Ok(Grant::Free),
-            Acquired::FailClosed => Err(self.reject(State::Open, Some(FAIL_CLOSED_RETRY))),
+            Acquired::FailClosed => Err(self.reject(Rejected::new(State::Open, Some(FAIL_CLOSED_RETRY)))),
         }
     }
 }

@@ -1,7 +1,7 @@
 //! Operators' forced states and reset, epochs, and outcomes that arrive late.
 
 use crate::support::*;
-use redis_breaker::{Config, Error, Rejected, State, StoreError};
+use redis_breaker::{Config, Error, State, StoreError};
 use std::time::Duration;
 
 async fn pttl(redis: &TestRedis, name: &str) -> i64 {
@@ -18,7 +18,7 @@ async fn force_open_without_duration_rejects_until_reset_and_never_expires() {
     assert_eq!(snap.state, State::ForcedOpen);
     assert_eq!(snap.reason, "forced open by operator until reset");
     match succeed(&service).await {
-        Err(Error::Rejected(Rejected { state: State::ForcedOpen, retry_after: None, .. })) => {}
+        Err(Error::Rejected(r)) if r.state == State::ForcedOpen && r.retry_after().is_none() => {}
         other => panic!("expected a rejection with no retry time, got {other:?}"),
     }
     assert_eq!(pttl(&redis, &name).await, -1, "an operator's decision does not expire");
@@ -35,8 +35,8 @@ async fn force_open_for_a_duration_then_probes_with_trips_unchanged() {
     let b = client.breaker(&name, Config::builder().success_threshold(1).build().unwrap()).unwrap();
     b.force_open(Some(Duration::from_millis(100))).await.unwrap();
     match succeed(&b).await {
-        Err(Error::Rejected(Rejected { state: State::ForcedOpen, retry_after: Some(d), .. })) => {
-            assert!(d <= Duration::from_millis(100))
+        Err(Error::Rejected(r)) if r.state == State::ForcedOpen && r.retry_after().is_some() => {
+            assert!(r.retry_after().unwrap() <= Duration::from_millis(100))
         }
         other => panic!("expected a timed rejection, got {other:?}"),
     }
@@ -171,8 +171,8 @@ async fn two_clients_see_the_same_deadline() {
     let a = client(&redis, Duration::ZERO).await.breaker(&name, config.clone()).unwrap();
     let b = client(&redis, Duration::ZERO).await.breaker(&name, config).unwrap();
     fail(&a).await.unwrap_err();
-    let ra = a.acquire().await.unwrap_err().retry_after.unwrap();
-    let rb = b.acquire().await.unwrap_err().retry_after.unwrap();
+    let ra = a.acquire().await.unwrap_err().retry_after().unwrap();
+    let rb = b.acquire().await.unwrap_err().retry_after().unwrap();
     let h = state_hash(&redis, &name).await;
     let open_ms =
         Duration::from_millis(h["open_until"].parse::<u64>().unwrap() - h["opened_at"].parse::<u64>().unwrap());

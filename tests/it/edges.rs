@@ -743,7 +743,7 @@ async fn a_caller_rejected_while_half_open_is_told_a_short_retry_time() {
     assert!(probe.is_probe());
     let rejected = b.acquire().await.expect_err("the only probe is out");
     assert_eq!(rejected.state, State::HalfOpen);
-    let wait = rejected.retry_after.expect("a retry time");
+    let wait = rejected.retry_after().expect("a retry time");
     assert!(wait <= Duration::from_secs(1), "told to retry after {wait:?}");
     probe.release().await;
 }

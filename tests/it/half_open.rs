@@ -81,7 +81,7 @@ async fn a_dead_workers_lease_expires_after_probe_lease() {
     assert!(probe.is_probe());
     std::mem::forget(probe); // the worker dies holding its lease: nothing releases it
     let rejected = other.acquire().await.expect_err("the only probe is out");
-    let wait = rejected.retry_after.expect("time to the lease's expiry");
+    let wait = rejected.retry_after().expect("time to the lease's expiry");
     assert!(wait <= lease && wait >= Duration::from_millis(200), "retry_after {wait:?}");
 
     tokio::time::sleep(wait + Duration::from_millis(20)).await;

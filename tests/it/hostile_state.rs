@@ -93,7 +93,7 @@ async fn a_huge_open_until_resets_or_is_capped_at_max_recovery() {
         .await
         .unwrap();
     let rejected = b.acquire().await.expect_err("still open");
-    assert!(rejected.retry_after.unwrap() <= Duration::from_secs(60), "{rejected:?}");
+    assert!(rejected.retry_after().unwrap() <= Duration::from_secs(60), "{rejected:?}");
 }
 
 #[tokio::test]

@@ -332,13 +332,13 @@ async fn the_own_breaker_backs_off_and_probes_on_the_clients_clock() {
     match succeed(&b).await {
         Err(Error::Rejected(r)) => {
             assert!(r.own);
-            assert_eq!(r.retry_after, Some(Duration::from_secs(30)));
+            assert_eq!(r.retry_after(), Some(Duration::from_secs(30)));
         }
         other => panic!("expected its own rejection, got {other:?}"),
     }
     clock.advance(Duration::from_secs(29));
     assert!(
-        matches!(succeed(&b).await, Err(Error::Rejected(r)) if r.own && r.retry_after == Some(Duration::from_secs(1)))
+        matches!(succeed(&b).await, Err(Error::Rejected(r)) if r.own && r.retry_after() == Some(Duration::from_secs(1)))
     );
     clock.advance(Duration::from_secs(1));
     let probe = b.acquire().await.expect("its own probe");

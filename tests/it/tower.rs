@@ -66,7 +66,7 @@ async fn an_open_breaker_is_ready_and_fails_calls_at_once_with_rejected() {
     let err: BoxError = svc.call(200).await.unwrap_err();
     let rejected = err.downcast_ref::<Rejected>().expect("the error is a Rejected");
     assert_eq!(rejected.state, State::Open);
-    assert!(rejected.retry_after.is_some());
+    assert!(rejected.retry_after().is_some());
     assert_eq!(inner.calls.load(Ordering::Relaxed), before, "the inner service was not called");
 
     assert_eq!(svc.get_ref().calls.load(Ordering::Relaxed), before);

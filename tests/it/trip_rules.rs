@@ -1,7 +1,7 @@
 //! The closed state's trip rules, on a real Redis.
 
 use crate::support::*;
-use redis_breaker::{Config, Error, Rejected, State};
+use redis_breaker::{Config, Error, State};
 use std::time::Duration;
 
 fn quick() -> redis_breaker::ConfigBuilder {
@@ -34,12 +34,35 @@ async fn trips_after_n_consecutive_failures_and_rejects_with_retry_after() {
         })
         .await
     {
-        Err(Error::Rejected(Rejected { state: State::Open, retry_after: Some(d), .. })) => {
+        Err(Error::Rejected(r)) if r.state == State::Open && r.retry_after().is_some() => {
+            let d = r.retry_after().unwrap();
             assert!(d <= Duration::from_millis(5500) && d >= Duration::from_millis(4000), "retry_after {d:?}");
         }
         other => panic!("expected a rejection, got {other:?}"),
     }
     assert!(!ran, "a rejected call is not run");
+}
+
+/// Issue 25: a rejection holds the deadline, and `retry_after()` reads the clock when asked, so
+/// a rejection kept for a while tells the time left then (never a figure read at the
+/// rejection), whether the snapshot decided it or Redis did (`cache_ttl` zero).
+#[tokio::test]
+async fn a_rejections_retry_after_is_the_time_left_when_asked() {
+    let redis = redis().await;
+    for cache_ttl in [Duration::from_secs(1), Duration::ZERO] {
+        let client = client(&redis, cache_ttl).await;
+        let b = client.breaker(&unique("time-left"), quick().failure_threshold(1).build().unwrap()).unwrap();
+        fail(&b).await.unwrap_err();
+        let rejected = b.acquire().await.expect_err("open");
+        let first = rejected.retry_after().expect("a deadline");
+        assert!(first <= Duration::from_millis(5500), "{first:?}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let later = rejected.retry_after().expect("a deadline");
+        assert!(later + Duration::from_millis(300) <= first, "cache_ttl {cache_ttl:?}: {first:?}, then {later:?}");
+        let said = rejected.to_string();
+        let ms: u128 = said.split("retry after ").nth(1).and_then(|t| t.strip_suffix("ms")).unwrap().parse().unwrap();
+        assert!(ms <= later.as_millis(), "the message tells the time left too: {said}");
+    }
 }
 
 #[tokio::test]

@@ -260,7 +260,7 @@ async fn call_loop(
             }
             Err(rejected) => {
                 d.own = rejected.own;
-                d.ra = rejected.retry_after.map_or(0.0, |r| r.as_secs_f64() * 1000.0);
+                d.ra = rejected.retry_after().map_or(0.0, |r| r.as_secs_f64() * 1000.0);
             }
         }
         if let Ok(line) = serde_json::to_string(&d)
