@@ -90,6 +90,16 @@ impl Permit {
         self.ticket.as_ref().is_some_and(Ticket::is_probe)
     }
 
+    /// True when this process alone let the call through, not the state the fleet shares in
+    /// Redis: Redis could not be asked (the first call that meets an outage included, before the
+    /// client counts Redis as down) and the degraded mode decided (the in-process breaker of
+    /// [`Degraded::Local`](crate::Degraded::Local), or `FailOpen`); always, for an in-memory
+    /// client. False when a snapshot of Redis's state or Redis itself granted it. For logs and
+    /// metrics of calls made on the process's own judgement during an outage.
+    pub fn is_local(&self) -> bool {
+        self.ticket.as_ref().is_some_and(|t| matches!(t.grant, Grant::InProcess { .. } | Grant::Free))
+    }
+
     /// Reports a success.
     pub async fn success(mut self) {
         self.finish(Outcome::Success, String::new()).await;

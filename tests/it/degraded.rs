@@ -34,6 +34,34 @@ async fn a_client_made_while_redis_is_down_decides_by_a_local_breaker() {
     assert!(b.flush().await.is_err(), "flush reports that Redis is unreachable");
 }
 
+/// A permit says whether the fleet's state granted it or this process alone did: the first
+/// acquire that meets an outage already counts as local (the client does not yet count Redis
+/// as down), as do FailOpen's grants and an in-memory client's.
+#[tokio::test]
+async fn a_permit_says_whether_the_fleet_or_this_process_granted_it() {
+    let mut redis = support::private_redis().await;
+    let config = ClientConfig::builder()
+        .cache_ttl(Duration::from_millis(50))
+        .op_timeout(Duration::from_millis(200))
+        .build()
+        .unwrap();
+    let client = Client::connect_with(&redis.url, config).await.unwrap();
+    let b = client.breaker(&support::unique("local-permit"), Config::default()).unwrap();
+    let permit = b.acquire().await.unwrap();
+    assert!(!permit.is_local(), "Redis granted it");
+    permit.success().await;
+    redis.kill();
+    tokio::time::sleep(Duration::from_millis(80)).await; // the snapshot is no longer fresh
+    let permit = b.acquire().await.unwrap();
+    assert_eq!(client.store_status(), StoreStatus::Redis, "one error: Redis is not yet counted down");
+    assert!(permit.is_local(), "the in-process breaker granted it");
+    permit.success().await;
+    let open = down_client(Degraded::FailOpen).await.breaker("fo-permit", Config::default()).unwrap();
+    assert!(open.acquire().await.unwrap().is_local(), "fail-open");
+    let memory = Client::in_memory().breaker("mem-permit", Config::default()).unwrap();
+    assert!(memory.acquire().await.unwrap().is_local(), "in memory");
+}
+
 #[tokio::test]
 async fn fail_open_allows_and_fail_closed_rejects_while_redis_is_down() {
     let open = down_client(Degraded::FailOpen).await.breaker("fo", Config::default()).unwrap();

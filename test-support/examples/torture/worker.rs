@@ -213,7 +213,10 @@ async fn call_loop(
         let t0 = now_ms();
         let acquired = breaker.acquire().await;
         let t1 = now_ms();
-        let redis = client.store_status() == StoreStatus::Redis;
+        // Decided by Redis's state: the store counted up, and not granted by this process
+        // alone (the first acquire that meets an outage is decided by the degraded mode before
+        // the client counts Redis down).
+        let redis = client.store_status() == StoreStatus::Redis && !acquired.as_ref().is_ok_and(|p| p.is_local());
         let snap = breaker.snapshot();
         let mut d = Decision {
             w,
