@@ -213,7 +213,7 @@ impl Client {
         let nodes = urls.iter().map(|u| redis::Client::open(*u)).collect::<Result<Vec<_>, _>>().map_err(url_error)?;
         let client = Client::over(Forward(crate::store::cluster::LazyCluster::new(cluster)), config, true, None);
         let urls = urls.iter().map(|u| u.to_string()).collect();
-        client.spawn_events(|task| crate::store::cluster::subscribe_sharded(task, urls, nodes));
+        client.spawn_events(|task| crate::store::shard_events::subscribe_sharded(task, urls, nodes));
         Ok(client)
     }
 

@@ -3,7 +3,7 @@
 //! when it drops marks every snapshot stale and subscribes again with backoff. What differs by
 //! topology is a [`Topology`]: here [`Channel`], the one channel of the prefix on nodes given by
 //! [`Nodes`] ([`FixedNodes`] for a URL; Sentinel's node in `store/sentinel.rs`); the cluster's
-//! sharded channels in `store/cluster.rs`.
+//! sharded channels in `store/shard_events.rs`.
 
 use crate::breaker::inner::Inner;
 use crate::client::registry::Handle;

@@ -5,7 +5,7 @@
 //! `redis.rs` holds the Redis store, `in_process.rs` the in-process one, `scripts.rs` the Lua
 //! scripts and how they reach Redis, `conn.rs` the connection the Redis store holds (and the
 //! one forwarding connection), and one file per way of reaching Redis beside a plain URL:
-//! `cluster.rs`, `sentinel.rs`, `tls.rs`.
+//! `cluster.rs` (and its events, `shard_events.rs`), `sentinel.rs`, `tls.rs`.
 
 #[cfg(feature = "cluster")]
 pub(crate) mod cluster;
@@ -15,6 +15,8 @@ pub(crate) mod redis;
 pub(crate) mod scripts;
 #[cfg(feature = "sentinel")]
 pub(crate) mod sentinel;
+#[cfg(feature = "cluster")]
+pub(crate) mod shard_events;
 #[cfg(feature = "tls")]
 pub(crate) mod tls;
 
