@@ -3,7 +3,9 @@
 //! healthy. Each run gets a throwaway redis-server of its own, watched idle for 5s first (an
 //! idle server spends about 2ms of CPU a second on its own cron: the figures are also given net
 //! of it); after a warm-up, INFO commandstats and INFO cpu are read before and after the
-//! measured seconds. Every row is run
+//! measured seconds, and INFO clients' `connected_clients` after the warm-up gives the server's
+//! connections per client (the harness's own connection, counted before the clients connect,
+//! left out). Every row is run
 //! twice: with the default config, and with the old defaults as the baseline (`cache_ttl` 1s
 //! whatever the subscription, metrics sent every flush, scripts sent with EVALSHA), in the same
 //! run.
@@ -77,6 +79,8 @@ struct Figures {
     net_cpu_us: f64,
     commands: f64,
     calls: f64,
+    /// The server's connections per client during the run, the harness's own left out.
+    conns_per_client: f64,
 }
 
 /// INFO `section` as field -> value.
@@ -101,6 +105,11 @@ async fn spent(conn: &mut redis::aio::MultiplexedConnection) -> (u64, u64, f64) 
     (scripts, commands, seconds("used_cpu_sys") + seconds("used_cpu_user"))
 }
 
+/// INFO clients `connected_clients`.
+async fn connected(conn: &mut redis::aio::MultiplexedConnection) -> u64 {
+    info(conn, "clients").await.get("connected_clients").and_then(|v| v.parse().ok()).unwrap_or(0)
+}
+
 /// How long each run's server is watched idle before its clients connect.
 const IDLE: Duration = Duration::from_secs(5);
 
@@ -119,6 +128,8 @@ async fn measure(row: Row, defaults: Defaults, run: Run) -> Figures {
     tokio::time::sleep(IDLE).await;
     let (_, _, idle1) = spent(&mut conn).await;
     let idle_per_sec = (idle1 - idle0) / idle_started.elapsed().as_secs_f64();
+    // The harness's own connections, counted before any client connects.
+    let own = connected(&mut conn).await;
     let mut clients = Vec::new();
     for _ in 0..row.clients {
         clients.push(Client::connect_with(&redis.url, defaults.config(keepalive)).await.expect("client"));
@@ -145,6 +156,7 @@ async fn measure(row: Row, defaults: Defaults, run: Run) -> Figures {
         }));
     }
     tokio::time::sleep(warmup).await;
+    let conns = connected(&mut conn).await.saturating_sub(own);
     let (s0, c0, cpu0) = spent(&mut conn).await;
     let started = Instant::now();
     tokio::time::sleep(secs).await;
@@ -161,6 +173,7 @@ async fn measure(row: Row, defaults: Defaults, run: Run) -> Figures {
         net_cpu_us: ((cpu1 - cpu0) - idle_per_sec * elapsed).max(0.0) * 1e6 / pair_seconds,
         commands: (c1 - c0) as f64 / pair_seconds,
         calls: calls as f64 / ((row.clients * row.breakers) as f64 * (warmup + secs).as_secs_f64()),
+        conns_per_client: conns as f64 / row.clients as f64,
     }
 }
 
@@ -240,15 +253,15 @@ async fn main() {
         warmup.as_secs()
     );
     println!(
-        "| active pairs | calls/s per pair | config | script calls / pair / s | Redis CPU / pair / s | net of idle server | commands / pair / s |"
+        "| active pairs | calls/s per pair | config | script calls / pair / s | Redis CPU / pair / s | net of idle server | commands / pair / s | connections / client |"
     );
-    println!("|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|");
     for row in rows {
         let mut figures = Vec::new();
         for defaults in [Defaults::Current, Defaults::Old] {
             let f = measure(row, defaults, run).await;
             println!(
-                "| {} x {} = {} | {} ({:.1} made) | {} | {:.4} | {:.2} µs | {:.2} µs | {:.4} |",
+                "| {} x {} = {} | {} ({:.1} made) | {} | {:.4} | {:.2} µs | {:.2} µs | {:.4} | {:.2} |",
                 row.clients,
                 row.breakers,
                 row.clients * row.breakers,
@@ -258,12 +271,13 @@ async fn main() {
                 f.scripts,
                 f.cpu_us,
                 f.net_cpu_us,
-                f.commands
+                f.commands,
+                f.conns_per_client
             );
             figures.push(f);
         }
         println!(
-            "|  |  | baseline / default | {:.1}x | {:.1}x | {:.1}x | |",
+            "|  |  | baseline / default | {:.1}x | {:.1}x | {:.1}x | | |",
             figures[1].scripts / figures[0].scripts.max(f64::MIN_POSITIVE),
             figures[1].cpu_us / figures[0].cpu_us.max(f64::MIN_POSITIVE),
             figures[1].net_cpu_us / figures[0].net_cpu_us.max(f64::MIN_POSITIVE)
