@@ -5,7 +5,8 @@
 //! for 5s first (an idle server spends about 2ms of CPU a second on its own cron: the figures
 //! are also given net of it); after a warm-up, INFO commandstats and INFO cpu of every master
 //! are read before and after the measured seconds, summed, and for a cluster also given per
-//! shard. INFO clients' `connected_clients` after the warm-up gives the servers' connections per
+//! shard, with the six commands that took most server time (INFO commandstats usec). INFO
+//! clients' `connected_clients` after the warm-up gives the servers' connections per
 //! client (the harness's own connection to each server, counted before the clients connect,
 //! left out). Every row is run twice: with the default config, and with the old defaults as the
 //! baseline (`cache_ttl` 1s whatever the subscription, metrics sent every flush, scripts sent
@@ -139,32 +140,42 @@ async fn cluster_client(_: &[String], _: ClientConfig) -> Client {
     std::process::exit(2);
 }
 
-/// What one server spent so far: script calls, every command, CPU seconds.
-#[derive(Clone, Copy, Default)]
+/// What one server spent so far: script calls, every command, CPU seconds, and each command's
+/// (calls, usec) from INFO commandstats (the commands scripts run are counted there too).
+#[derive(Clone, Default)]
 struct Spent {
     scripts: u64,
     commands: u64,
     cpu: f64,
+    by_command: BTreeMap<String, (u64, u64)>,
 }
 
-impl std::ops::Sub for Spent {
-    type Output = Spent;
-    fn sub(self, before: Spent) -> Spent {
+impl Spent {
+    /// What was spent between `before` and `self`.
+    fn since(&self, before: &Spent) -> Spent {
+        let by_command = self
+            .by_command
+            .iter()
+            .map(|(cmd, (calls, usec))| {
+                let (c0, u0) = before.by_command.get(cmd).copied().unwrap_or_default();
+                (cmd.clone(), (calls - c0, usec - u0))
+            })
+            .collect();
         Spent {
             scripts: self.scripts - before.scripts,
             commands: self.commands - before.commands,
             cpu: self.cpu - before.cpu,
+            by_command,
         }
     }
-}
 
-impl std::ops::Add for Spent {
-    type Output = Spent;
-    fn add(self, other: Spent) -> Spent {
-        Spent {
-            scripts: self.scripts + other.scripts,
-            commands: self.commands + other.commands,
-            cpu: self.cpu + other.cpu,
+    fn add(&mut self, other: &Spent) {
+        self.scripts += other.scripts;
+        self.commands += other.commands;
+        self.cpu += other.cpu;
+        for (cmd, (calls, usec)) in &other.by_command {
+            let sum = self.by_command.entry(cmd.clone()).or_default();
+            *sum = (sum.0 + calls, sum.1 + usec);
         }
     }
 }
@@ -194,6 +205,9 @@ struct Figures {
     /// The machine's 1-minute load average before and after the measured seconds.
     load: (String, String),
     shards: Vec<Shard>,
+    /// The commands by server time (commandstats usec), most first: name, calls per second
+    /// on each master, usec per second over all.
+    top: Vec<(String, Vec<f64>, f64)>,
 }
 
 type Conn = redis::aio::MultiplexedConnection;
@@ -207,17 +221,19 @@ async fn info(conn: &mut Conn, section: &str) -> BTreeMap<String, String> {
 /// What the server behind `conn` has spent so far.
 async fn spent(conn: &mut Conn) -> Spent {
     let stats = info(conn, "commandstats").await;
-    let calls = |cmd: &str| {
-        stats
-            .get(&format!("cmdstat_{cmd}"))
-            .and_then(|v| v.strip_prefix("calls=")?.split(',').next()?.parse::<u64>().ok())
+    let field = |v: &str, name: &str| {
+        v.split(',').find_map(|f| f.strip_prefix(name)?.strip_prefix('=')?.parse::<u64>().ok()).unwrap_or(0)
     };
-    let scripts =
-        ["evalsha", "eval", "script|load", "fcall", "function|load"].iter().filter_map(|c| calls(c)).sum::<u64>();
-    let commands = stats.keys().filter_map(|k| calls(k.strip_prefix("cmdstat_")?)).sum::<u64>();
+    let by_command: BTreeMap<String, (u64, u64)> = stats
+        .iter()
+        .filter_map(|(k, v)| Some((k.strip_prefix("cmdstat_")?.to_string(), (field(v, "calls"), field(v, "usec")))))
+        .collect();
+    let calls = |cmd: &str| by_command.get(cmd).map_or(0, |c| c.0);
+    let scripts = ["evalsha", "eval", "script|load", "fcall", "function|load"].iter().map(|c| calls(c)).sum();
+    let commands = by_command.values().map(|c| c.0).sum();
     let cpu = info(conn, "cpu").await;
     let seconds = |f: &str| cpu.get(f).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-    Spent { scripts, commands, cpu: seconds("used_cpu_sys") + seconds("used_cpu_user") }
+    Spent { scripts, commands, cpu: seconds("used_cpu_sys") + seconds("used_cpu_user"), by_command }
 }
 
 /// What each server has spent so far.
@@ -327,9 +343,9 @@ async fn measure(row: Row, defaults: Defaults, run: Run) -> Figures {
         calls += t.await.expect("load task");
     }
     let held = breakers_held(&mut conns[0], row.breakers, deployment.slots.as_ref()).await;
+    let spent: Vec<Spent> = after.iter().zip(&before).map(|(a, b)| a.since(b)).collect();
     let mut shards = Vec::new();
-    for i in 0..conns.len() {
-        let d = after[i] - before[i];
+    for (i, d) in spent.iter().enumerate() {
         let idle = idle_per_sec[i] * elapsed;
         shards.push(Shard {
             port: deployment.servers[i].port,
@@ -342,7 +358,21 @@ async fn measure(row: Row, defaults: Defaults, run: Run) -> Figures {
             conns_per_client: conns_now[i].saturating_sub(own[i]) as f64 / row.clients as f64,
         });
     }
-    let total = after.iter().zip(&before).fold(Spent::default(), |sum, (a, b)| sum + (*a - *b));
+    let mut total = Spent::default();
+    for d in &spent {
+        total.add(d);
+    }
+    let mut top: Vec<(String, Vec<f64>, f64)> = total
+        .by_command
+        .iter()
+        .filter(|(_, (calls, _))| *calls > 0)
+        .map(|(cmd, (_, usec))| {
+            let calls = spent.iter().map(|d| d.by_command.get(cmd).map_or(0.0, |c| c.0 as f64 / elapsed)).collect();
+            (cmd.clone(), calls, *usec as f64 / elapsed)
+        })
+        .collect();
+    top.sort_by(|a, b| b.2.total_cmp(&a.2));
+    top.truncate(6);
     let idle: f64 = idle_per_sec.iter().sum::<f64>() * elapsed;
     let pair_seconds = (row.clients * row.breakers) as f64 * elapsed;
     Figures {
@@ -354,6 +384,7 @@ async fn measure(row: Row, defaults: Defaults, run: Run) -> Figures {
         conns_per_client: shards.iter().map(|s| s.conns_per_client).sum(),
         load: (load_before, load_after),
         shards,
+        top,
     }
 }
 
@@ -443,6 +474,7 @@ async fn main() {
     );
     println!("|---|---|---|---|---|---|---|---|---|");
     let mut shards = Vec::new();
+    let mut commands = Vec::new();
     for row in rows {
         let mut figures = Vec::new();
         for defaults in [Defaults::Current, Defaults::Old] {
@@ -483,6 +515,18 @@ async fn main() {
                     shard.conns_per_client
                 ));
             }
+            for (cmd, calls, usec) in &f.top {
+                let calls: Vec<String> = calls.iter().map(|c| format!("{c:.1}")).collect();
+                commands.push(format!(
+                    "| {} x {} x {}/s, {} | {cmd} | {} | {:.2} ms |",
+                    row.clients,
+                    row.breakers,
+                    row.rate,
+                    defaults.label(),
+                    calls.join(" / "),
+                    usec / 1e3
+                ));
+            }
             figures.push(f);
         }
         println!(
@@ -501,6 +545,14 @@ async fn main() {
         for line in shards {
             println!("{line}");
         }
+    }
+    println!(
+        "\nThe commands by server time (INFO commandstats usec, summed over the masters; a script's own commands counted too), per second of the measured time:\n"
+    );
+    println!("| run | command | calls / s (each master) | server time / s |");
+    println!("|---|---|---|---|");
+    for line in commands {
+        println!("{line}");
     }
 }
 
