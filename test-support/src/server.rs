@@ -124,3 +124,85 @@ pub fn spawn_cluster_node() -> Result<Server, String> {
     }
     Err(last)
 }
+
+/// The arguments that make a server on `port` a cluster node (its nodes file named after the
+/// port, the tests' node timeout).
+pub fn cluster_node_args(port: u16) -> Vec<String> {
+    ["--cluster-enabled", "yes", "--cluster-node-timeout", "2000", "--cluster-config-file"]
+        .iter()
+        .map(|a| a.to_string())
+        .chain([format!("nodes-{port}.conf")])
+        .collect()
+}
+
+/// Starts redis-server on the first port from `from` on (up to 1,000 ports) that is free, with
+/// its cluster bus port (port + 10000) free too when `cluster`: for a run that must keep to a
+/// range of ports.
+pub fn spawn_from(from: u16, cluster: bool) -> Result<Server, String> {
+    let free = |p: u16| TcpListener::bind(("127.0.0.1", p)).is_ok();
+    let mut last = format!("no free port from {from} on");
+    for port in (from..from.saturating_add(1000)).filter(|p| free(*p)) {
+        if cluster && !port.checked_add(10_000).is_some_and(free) {
+            continue;
+        }
+        let dir = std::env::temp_dir().join(format!("redis-breaker-test-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&dir).map_err(|e| e.to_string())?;
+        let extra = if cluster { cluster_node_args(port) } else { Vec::new() };
+        let mut server = Server { child: start_server(port, &dir, &extra)?, port, dir };
+        if wait_until_ours(&mut server, Duration::from_secs(5)) {
+            return Ok(server);
+        }
+        last = format!("redis-server on port {port} did not start; it said: {}", server_said(&server.dir));
+    }
+    Err(last)
+}
+
+/// Makes `nodes` (cluster nodes holding no slot yet) one cluster of masters, the 16384 slots
+/// split in order into equal ranges, and waits until every node says `cluster_state:ok` and
+/// knows every other. Unlike `redis-cli --cluster create` it takes one or two masters too.
+/// Answers each node's first and last slot.
+pub fn form_cluster(nodes: &[Server]) -> Result<Vec<(u16, u16)>, String> {
+    const SLOTS: usize = 16_384;
+    let n = nodes.len().max(1);
+    let ranges: Vec<(u16, u16)> = (0..n).map(|i| ((i * SLOTS / n) as u16, ((i + 1) * SLOTS / n - 1) as u16)).collect();
+    let connect = |s: &Server| {
+        redis::Client::open(s.url())
+            .and_then(|c| c.get_connection_with_timeout(Duration::from_secs(5)))
+            .map_err(|e| format!("cluster node {}: {e}", s.port))
+    };
+    for (node, (first, last)) in nodes.iter().zip(&ranges) {
+        let mut conn = connect(node)?;
+        redis::cmd("CLUSTER")
+            .arg("ADDSLOTS")
+            .arg((*first..=*last).collect::<Vec<u16>>())
+            .query::<()>(&mut conn)
+            .map_err(|e| format!("CLUSTER ADDSLOTS on {}: {e}", node.port))?;
+    }
+    if let Some(first) = nodes.first() {
+        let mut conn = connect(first)?;
+        for other in &nodes[1..] {
+            redis::cmd("CLUSTER")
+                .arg("MEET")
+                .arg("127.0.0.1")
+                .arg(other.port)
+                .query::<()>(&mut conn)
+                .map_err(|e| format!("CLUSTER MEET {}: {e}", other.port))?;
+        }
+    }
+    let start = Instant::now();
+    for node in nodes {
+        let mut conn = connect(node)?;
+        loop {
+            let info: String = redis::cmd("CLUSTER").arg("INFO").query(&mut conn).map_err(|e| e.to_string())?;
+            let known = format!("cluster_known_nodes:{}", nodes.len());
+            if info.contains("cluster_state:ok") && info.lines().any(|l| l.trim() == known) {
+                break;
+            }
+            if start.elapsed() > Duration::from_secs(30) {
+                return Err(format!("cluster node {} not ready after 30 s: {info}", node.port));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+    Ok(ranges)
+}
