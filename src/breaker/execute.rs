@@ -106,14 +106,14 @@ impl Breaker {
             Decision::Reject { state, until } if !self.inner.config.shadow => {
                 return Err(self.reject(Rejected::until(state, until, false)).into());
             }
-            Decision::Throttle { view, admitted, left } => {
-                let rejected = self.throttle(admitted, left);
+            Decision::Throttle { admitted, left_ns } => {
+                let rejected = self.throttle(admitted, Duration::from_nanos(left_ns));
                 if !self.inner.config.shadow {
                     return Err(rejected.into());
                 }
                 // Shadow mode: the call runs (one draw decided it, not a second in `grant`).
                 self.inner.shadow_rejected(&rejected);
-                Grant::Closed(view)
+                Grant::Closed(self.inner.snapshot.view().1)
             }
             _ => self.grant().await?,
         };

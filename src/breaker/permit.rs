@@ -195,7 +195,7 @@ impl Breaker {
         let decided = match self.inner.snapshot.decide_now() {
             Decision::Allow(view) => return Ok(Grant::Closed(view)),
             Decision::Reject { state, until } => Err(self.reject(Rejected::until(state, until, false))),
-            Decision::Throttle { admitted, left, .. } => Err(self.throttle(admitted, left)),
+            Decision::Throttle { admitted, left_ns } => Err(self.throttle(admitted, Duration::from_nanos(left_ns))),
             Decision::Miss => match self.stale_while_refreshing() {
                 Some(Ok(view)) => Ok(Grant::Closed(view)),
                 Some(Err((admitted, left))) => Err(self.throttle(admitted, left)),
@@ -230,7 +230,7 @@ impl Breaker {
         match inner.snapshot.decide(Instant::now()) {
             Decision::Allow(view) => Ok(Grant::Closed(view)),
             Decision::Reject { state, until } => Err(self.reject(Rejected::until(state, until, false))),
-            Decision::Throttle { admitted, left, .. } => Err(self.throttle(admitted, left)),
+            Decision::Throttle { admitted, left_ns } => Err(self.throttle(admitted, Duration::from_nanos(left_ns))),
             Decision::Miss => self.grant_slow().await,
         }
     }

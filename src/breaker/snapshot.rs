@@ -21,8 +21,8 @@ pub(crate) enum Decision {
     /// Closed or forced closed: allowed without asking Redis.
     Allow(View),
     /// Closed, held back by its recovery ramp, which admits `admitted` of the calls now and has
-    /// `left` to run; `view` is what a call it let through would carry (shadow mode runs it).
-    Throttle { view: View, admitted: f64, left: Duration },
+    /// `left_ns` to run. (Small: every decision returns this enum, on the hot path.)
+    Throttle { admitted: f64, left_ns: u64 },
     /// Open, forced open, or half-open with every probe out: rejected without asking Redis,
     /// until the state's deadline (`None`: forced open until reset). An instant, not the time
     /// left: the precise clock is read only if the rejection is asked how long is left.
@@ -116,7 +116,7 @@ impl SnapshotCell {
             // Closed with a recovery ramp that runs: one draw decides.
             State::Closed if ramp != 0 && deadline > now => match crate::ramp::draw(deadline - now, ramp) {
                 Ok(()) => Decision::Allow(view),
-                Err(admitted) => Decision::Throttle { view, admitted, left: Duration::from_nanos(deadline - now) },
+                Err(admitted) => Decision::Throttle { admitted, left_ns: deadline - now },
             },
             State::Closed | State::ForcedClosed => Decision::Allow(view),
             _ => Decision::Reject { state, until: (deadline != NO_DEADLINE).then(|| self.time.deadline(deadline)) },
