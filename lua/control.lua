@@ -58,6 +58,7 @@ if op == 'reset' and S.state == 'closed' then
     S.dirty = true
   end
   clear_window(S, c)
+  end_ramp(S)
 elseif op == 'reset' then
   close(S, c, REASON.reset)
 else

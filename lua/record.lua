@@ -73,6 +73,7 @@ if outcome ~= 'none' then
       S.dirty = true
       if S.successes >= c.success_threshold then
         close(S, c, fmt(REASON.probes_succeeded, S.successes))
+        start_ramp(S, c)
       end
     elseif outcome == 'failure' then
       trip(S, c, REASON.probe_failed)

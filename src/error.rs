@@ -47,6 +47,9 @@ enum Left {
     For(Duration),
     /// Forced open until an operator resets it.
     Never,
+    /// Closed, held back by a recovery ramp that admitted this fraction (per mille) of calls:
+    /// worth retrying at once.
+    Ramp(u16),
 }
 
 impl Rejected {
@@ -62,6 +65,24 @@ impl Rejected {
     #[inline]
     pub(crate) fn until(state: State, until: Option<Deadline>, own: bool) -> Rejected {
         Rejected { state, own, left: until.map_or(Left::Never, Left::Until) }
+    }
+
+    /// A call a closed breaker's recovery ramp held back while it admitted `admitted` of them.
+    #[inline]
+    pub(crate) fn ramp(admitted: f64) -> Rejected {
+        let permille = (admitted * 1000.0).floor().clamp(0.0, 1000.0) as u16;
+        Rejected { state: State::Closed, own: false, left: Left::Ramp(permille) }
+    }
+
+    /// When a recovery ramp held the call back ([`ConfigBuilder::recovery_ramp`](crate::ConfigBuilder::recovery_ramp)):
+    /// the fraction of calls it admitted then (to the thousandth); `state` is then
+    /// [`State::Closed`] and [`retry_after`](Rejected::retry_after) zero. `None` for every
+    /// other rejection.
+    pub fn admitted(&self) -> Option<f64> {
+        match self.left {
+            Left::Ramp(permille) => Some(f64::from(permille) / 1000.0),
+            _ => None,
+        }
     }
 
     /// A rejection decided on the client's own clock, `retry_after` from then.
@@ -80,12 +101,16 @@ impl Rejected {
             Left::Until(at) => Some(at.left(Instant::now())),
             Left::For(d) => Some(d),
             Left::Never => None,
+            Left::Ramp(_) => Some(Duration::ZERO),
         }
     }
 }
 
 impl std::fmt::Display for Rejected {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Left::Ramp(permille) = self.left {
+            return write!(f, "circuit breaker is {}, {}: this call was held back", self.state, ramp_text(permille));
+        }
         let own = if self.own { " in this process" } else { "" };
         write!(f, "circuit breaker is {}{own}; {}", self.state, retry_text(self.retry_after()))
     }
@@ -97,6 +122,7 @@ impl std::fmt::Debug for Rejected {
             .field("state", &self.state)
             .field("retry_after", &self.retry_after())
             .field("own", &self.own)
+            .field("admitted", &self.admitted())
             .finish()
     }
 }
@@ -123,6 +149,16 @@ impl TimedOut {
     /// A timeout after `after` (for tests and for services that time calls out themselves).
     pub fn new(after: Duration) -> TimedOut {
         TimedOut { after }
+    }
+}
+
+/// A recovery ramp's word: `recovering: 35% admitted`.
+pub(crate) fn ramp_text(permille: u16) -> String {
+    let tenths = u32::from(permille);
+    if tenths % 10 == 0 {
+        format!("recovering: {}% admitted", tenths / 10)
+    } else {
+        format!("recovering: {}.{}% admitted", tenths / 10, tenths % 10)
     }
 }
 

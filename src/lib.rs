@@ -87,6 +87,7 @@ mod meters;
 pub mod name;
 mod protocol;
 mod quorum;
+mod ramp;
 mod state;
 pub mod status;
 mod store;
@@ -125,6 +126,7 @@ pub use config::{Config, ConfigBuilder};
 pub use error::{ConfigError, Error, Rejected, StoreError, TimedOut};
 pub use events::{Event, EventKind, Subscription};
 pub use protocol::Outcome;
+pub use ramp::Ramp;
 pub use state::{State, UnknownState};
 #[cfg(feature = "sentinel")]
 pub use store::sentinel::SentinelOptions;

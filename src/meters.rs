@@ -6,6 +6,7 @@
 //! | `redis_breaker_calls_total` | counter | `breaker`, `outcome` = `success` / `failure` / `ignore` / `timeout` |
 //! | `redis_breaker_rejected_total` | counter | `breaker` |
 //! | `redis_breaker_shadow_rejected_total` | counter | `breaker`: calls shadow mode let run that it would have rejected |
+//! | `redis_breaker_throttled_total` | counter | `breaker`: calls a recovery ramp held back (not in `rejected`) |
 //! | `redis_breaker_transitions_total` | counter | `breaker`, `from`, `to` |
 //! | `redis_breaker_state` | gauge | `breaker`, `state` = each of the five states: 1 for the state the process last saw, 0 for the others |
 //! | `redis_breaker_store_up` | gauge | `prefix`: 1 while Redis decides, 0 while degraded |
@@ -27,6 +28,7 @@ pub(crate) struct Meters {
     timeout: metrics::Counter,
     rejected: metrics::Counter,
     shadow_rejected: metrics::Counter,
+    throttled: metrics::Counter,
     /// One gauge per state, in `State::to_u8` order.
     states: [metrics::Gauge; 5],
 }
@@ -42,6 +44,7 @@ fn describe() {
         use metrics::{Unit, describe_counter, describe_gauge, describe_histogram};
         describe_counter!("redis_breaker_calls_total", Unit::Count, "Calls that ran through a breaker, by outcome");
         describe_counter!("redis_breaker_rejected_total", Unit::Count, "Calls a breaker turned away");
+        describe_counter!("redis_breaker_throttled_total", Unit::Count, "Calls a recovery ramp held back");
         describe_counter!(
             "redis_breaker_shadow_rejected_total",
             Unit::Count,
@@ -71,6 +74,7 @@ impl Meters {
             timeout: calls("timeout"),
             rejected: metrics::counter!("redis_breaker_rejected_total", "breaker" => name.to_string()),
             shadow_rejected: metrics::counter!("redis_breaker_shadow_rejected_total", "breaker" => name.to_string()),
+            throttled: metrics::counter!("redis_breaker_throttled_total", "breaker" => name.to_string()),
             states: STATES
                 .map(|s| metrics::gauge!("redis_breaker_state", "breaker" => name.to_string(), "state" => s.as_str())),
         }
@@ -88,6 +92,10 @@ impl Meters {
 
     pub(crate) fn rejected(&self) {
         self.rejected.increment(1);
+    }
+
+    pub(crate) fn throttled(&self) {
+        self.throttled.increment(1);
     }
 
     pub(crate) fn shadow_rejected(&self) {
@@ -136,6 +144,7 @@ impl Meters {
     pub(crate) fn outcome(&self, _outcome: Outcome, _timed_out: bool) {}
     pub(crate) fn rejected(&self) {}
     pub(crate) fn shadow_rejected(&self) {}
+    pub(crate) fn throttled(&self) {}
     pub(crate) fn state(&self, _state: State) {}
     pub(crate) fn transition(&self, _from: Option<State>, _to: State) {}
     pub(crate) fn own_open(&self, _open: bool) {}

@@ -45,6 +45,10 @@ pub struct Status {
     /// announced transition replaces it, and every process trusts the state for `cache_ttl`
     /// only. True for a breaker with no keys.
     pub announced: bool,
+    /// The recovery ramp of a closed breaker while it runs (the state hash's `ramp_until`,
+    /// `ramp_ms`, `ramp_permille`), as of `now_ms`: its [`admitted`](crate::Ramp::admitted) is
+    /// the fraction of calls each process admits.
+    pub ramp: Option<crate::Ramp>,
     /// Half-open probes out now.
     pub probes: Vec<Probe>,
     /// Cumulative outcome counters.
@@ -111,6 +115,8 @@ pub struct Metrics {
     pub timeouts: u64,
     /// Times the breaker opened.
     pub opened: u64,
+    /// Calls a recovery ramp held back (not in `rejected`).
+    pub throttled: u64,
     /// When the metrics hash was created (ms since the Unix epoch).
     pub since_ms: u64,
 }
@@ -194,6 +200,21 @@ impl Status {
             let (q, f) = text.split_once(':').map_or((*text, None), |(q, f)| (q, Some(f)));
             (q.parse::<u64>().ok().filter(|q| *q >= 1).unwrap_or(1), f.and_then(|f| f.parse::<f64>().ok()))
         });
+        // The recovery ramp, when one runs and is sane (the next script ends one that is not).
+        let (ramp_until, ramp_ms, permille) = (num("ramp_until"), num("ramp_ms"), num("ramp_permille"));
+        let max_ramp = u64::try_from(crate::config::MAX_RAMP.as_millis()).unwrap_or(u64::MAX);
+        let ramp = (state == State::Closed
+            && ramp_until > raw.now_ms
+            && ramp_ms <= max_ramp
+            && (1..=1000).contains(&permille)
+            && ramp_until - raw.now_ms <= ramp_ms)
+            .then(|| {
+                crate::Ramp::new(
+                    std::time::Duration::from_millis(ramp_until - raw.now_ms),
+                    std::time::Duration::from_millis(ramp_ms),
+                    u16::try_from(permille).unwrap_or(1000),
+                )
+            });
         reporters.sort_by(|a, b| b.reported_at_ms.cmp(&a.reported_at_ms).then_with(|| a.id.cmp(&b.id)));
         Status {
             name: name.to_string(),
@@ -212,6 +233,7 @@ impl Status {
             reason,
             config: h.get("config").map(|c| c.to_string()).unwrap_or_default(),
             announced: !h.contains_key("announced"),
+            ramp,
             probes,
             quorum: rule.0,
             quorum_fraction: rule.1,
@@ -225,6 +247,7 @@ impl Status {
                 rejected: metric("rejected"),
                 timeouts: metric("timeouts"),
                 opened: metric("opened"),
+                throttled: metric("throttled"),
                 since_ms: metric("since"),
             },
             now_ms: raw.now_ms,
@@ -268,6 +291,8 @@ pub struct HistoryEntry {
     /// The config fingerprint of the process whose call caused it (`None` for an operator's
     /// command): different ones within a short time mean processes with different configs.
     pub config: Option<String>,
+    /// The recovery ramp a close began, as it began (`left` is its whole length).
+    pub ramp: Option<crate::Ramp>,
 }
 
 impl HistoryEntry {
@@ -287,6 +312,13 @@ impl HistoryEntry {
             note: get("note"),
             config: get("config"),
             failure: get("failure"),
+            ramp: match (num("ramp_ms"), num("ramp_permille")) {
+                (ms, permille) if ms > 0 && (1..=1000).contains(&permille) => {
+                    let length = std::time::Duration::from_millis(ms);
+                    Some(crate::Ramp::new(length, length, u16::try_from(permille).unwrap_or(1000)))
+                }
+                _ => None,
+            },
             id,
         }
     }

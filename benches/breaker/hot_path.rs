@@ -1,6 +1,8 @@
 //! A closed breaker whose snapshot is fresh: no Redis command, against a bare call and the
-//! in-process breakers failsafe and recloser, in the same executor harness; and the same
-//! breaker under a quorum (this process's own breaker hears every call), against no quorum.
+//! in-process breakers failsafe and recloser, in the same executor harness; the same breaker
+//! under a quorum (this process's own breaker hears every call), against no quorum; and one
+//! whose recovery ramp runs (an hour long, admitting half the calls: one draw per call, half of
+//! them held back), against the closed path.
 
 use crate::harness::{Ratios, case, runtime};
 use criterion::Criterion;
@@ -24,6 +26,8 @@ pub fn bench(c: &mut Criterion, url: &str, ratios: &mut Ratios) {
         let quorum = Config::builder().quorum(3).build().expect("config");
         let with_quorum = client.breaker(&format!("bench-hot-quorum-{threads}"), quorum).expect("breaker");
         rt.block_on(async { with_quorum.execute(downstream).await.expect("warm the snapshot") });
+        let ramped = client.breaker(&format!("bench-hot-ramp-{threads}"), ramping()).expect("breaker");
+        rt.block_on(recover(&ramped));
         let failsafe = failsafe::Config::new().build();
         let recloser = recloser::AsyncRecloser::from(recloser::Recloser::default());
 
@@ -39,6 +43,11 @@ pub fn bench(c: &mut Criterion, url: &str, ratios: &mut Ratios) {
             let b: &'static _ = Box::leak(Box::new(with_quorum.clone()));
             move || async move { b.execute(downstream).await.is_ok() }
         });
+        let ramp_ns = case(&mut g, &rt, threads, iters, "redis-breaker execute, ramping", {
+            let b: &'static _ = Box::leak(Box::new(ramped.clone()));
+            move || async move { b.execute(downstream).await.is_ok() }
+        });
+        assert!(ramped.snapshot().ramp.is_some(), "the ramp ran through the measurement");
         let failsafe_ns = case(&mut g, &rt, threads, iters, "failsafe call", {
             let f: &'static _ = Box::leak(Box::new(failsafe.clone()));
             move || async move { f.call(downstream()).await.is_ok() }
@@ -53,5 +62,27 @@ pub fn bench(c: &mut Criterion, url: &str, ratios: &mut Ratios) {
         ratios.add(&format!("execute overhead, {label}"), "recloser overhead", over(ours_ns), over(recloser_ns));
         ratios.add(&format!("execute, {label}"), "bare async call", ours_ns, bare);
         ratios.add(&format!("execute under quorum 3, {label}"), "execute, no quorum", quorum_ns, ours_ns);
+        ratios.add(&format!("execute while ramping, {label}"), "execute, closed", ramp_ns, ours_ns);
     }
+}
+
+/// A breaker that closes on one probe into an hour-long recovery ramp starting at half.
+fn ramping() -> Config {
+    Config::builder()
+        .failure_threshold(1)
+        .success_threshold(1)
+        .base_recovery(std::time::Duration::from_millis(1))
+        .max_recovery(std::time::Duration::from_millis(1))
+        .recovery_ramp(std::time::Duration::from_secs(3600))
+        .ramp_start(0.5)
+        .build()
+        .expect("config")
+}
+
+/// Trips `b`, and closes it with one probe: its ramp then runs.
+async fn recover(b: &redis_breaker::Breaker) {
+    let _ = b.execute(|| async { Err::<(), ()>(()) }).await;
+    tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    b.execute(downstream).await.expect("the probe");
+    assert!(b.snapshot().ramp.is_some(), "the breaker ramps");
 }

@@ -105,6 +105,15 @@ struct BreakerOpts {
     /// collected for a fifth of --window.
     #[arg(long)]
     quorum_fraction: Option<f64>,
+    /// Gentle recovery: after the breaker closes on its probes, the fleet admits a fraction of
+    /// the runs rising from --ramp-start to all over this long; a run held back exits 75 like a
+    /// rejection ("recovering: 35% admitted"). E.g. 10s; off by default.
+    #[arg(long, value_parser = duration)]
+    recovery_ramp: Option<Duration>,
+    /// Where a recovery ramp starts: the fraction of runs admitted just after the close, in
+    /// [0.001, 1] (default 0.1).
+    #[arg(long)]
+    ramp_start: Option<f64>,
 }
 
 impl BreakerOpts {
@@ -123,7 +132,9 @@ impl BreakerOpts {
             window,
             failure_expiry,
             quorum,
-            quorum_fraction
+            quorum_fraction,
+            recovery_ramp,
+            ramp_start
         );
         if self.shadow {
             b = b.shadow(true);
@@ -171,7 +182,12 @@ pub(crate) async fn run(client: Client, args: &ExecArgs) -> Result<ExitCode, Fai
     let permit = match breaker.acquire().await {
         Ok(p) => p,
         Err(rejected) => {
-            eprintln!("redis-breaker: {} is {}; {}", args.name, rejected.state, retry_text(rejected.retry_after()));
+            if rejected.admitted().is_some() {
+                // Held back by a recovery ramp: the breaker is closed and says how much it admits.
+                eprintln!("redis-breaker: {}: {rejected}", args.name);
+            } else {
+                eprintln!("redis-breaker: {} is {}; {}", args.name, rejected.state, retry_text(rejected.retry_after()));
+            }
             finish(&client).await;
             return Ok(ExitCode::from(args.rejected_exit_code));
         }

@@ -34,6 +34,7 @@ pub(crate) fn breaker_value(s: &Status) -> serde_json::Value {
         "reason": s.reason, "epoch": s.epoch, "trips": s.trips, "probes": s.probes.len(),
         "rejected": s.metrics.rejected, "config": s.config, "recovery_due": s.recovery_due,
         "quorum": s.quorum, "quorum_fraction": s.quorum_fraction, "reporters": s.reporters.len(),
+        "ramp": s.ramp, "throttled": s.metrics.throttled,
     })
 }
 
@@ -64,6 +65,9 @@ impl Out {
             if let Some(failure) = &e.failure {
                 note.push_str(&format!(" — failure: {failure}"));
             }
+            if let Some(r) = &e.ramp {
+                note.push_str(&format!(" — {}", ramp_began(r)));
+            }
             line(format_args!(
                 "{:<24}  {:<13}  {:<13}  {:>5}  {:>5}  {}{note}",
                 utc(e.at_ms),
@@ -83,14 +87,14 @@ impl Out {
         }
         let width = statuses.iter().map(|s| s.name.len()).max().unwrap_or(4).max(4);
         line(format_args!(
-            "{:<width$}  {:<13}  {:>8}  {:>11}  {:>8}  {:>12}",
+            "{:<width$}  {:<22}  {:>8}  {:>11}  {:>8}  {:>12}",
             "NAME", "STATE", "FAILURES", "RETRY-AFTER", "CALLS", "FAILURE-RATE"
         ));
         for s in statuses {
             line(format_args!(
-                "{:<width$}  {:<13}  {:>8}  {:>11}  {:>8}  {:>12}",
+                "{:<width$}  {:<22}  {:>8}  {:>11}  {:>8}  {:>12}",
                 s.name,
-                s.state.as_str(),
+                state_word(s),
                 s.failures,
                 ms(s.retry_after_ms),
                 s.metrics.calls,
@@ -107,6 +111,14 @@ impl Out {
         let m = &s.metrics;
         line(format_args!("name:        {}", s.name));
         line(format_args!("state:       {}", s.state));
+        if let Some(r) = &s.ramp {
+            line(format_args!(
+                "ramping:     {} ({} left of {})",
+                percent(r.admitted()),
+                left(r.left),
+                duration::format(r.length)
+            ));
+        }
         line(format_args!("reason:      {}", if s.reason.is_empty() { "-" } else { &s.reason }));
         if s.recovery_due {
             line(format_args!("retry after: due (the next call moves it to half-open)"));
@@ -137,8 +149,8 @@ impl Out {
             ));
         }
         line(format_args!(
-            "metrics:     calls {} successes {} failures {} slow {} rejected {} timeouts {} opened {}",
-            m.calls, m.successes, m.failures, m.slow, m.rejected, m.timeouts, m.opened
+            "metrics:     calls {} successes {} failures {} slow {} rejected {} throttled {} timeouts {} opened {}",
+            m.calls, m.successes, m.failures, m.slow, m.rejected, m.throttled, m.timeouts, m.opened
         ));
         let ttl = |t: Option<i64>| match t {
             None => "absent".to_string(),
@@ -175,12 +187,37 @@ impl Out {
             line(json!({
                 "name": e.name, "from": from, "to": e.to, "incarnation": e.incarnation, "epoch": e.epoch,
                 "retry_after_ms": retry_after_ms, "reason": e.reason,
-                "origin": e.origin,
+                "origin": e.origin, "ramp": e.ramp,
             }));
             return;
         }
         let retry = retry_after_ms.map(|ms| format!(" (retry after {ms}ms)")).unwrap_or_default();
-        line(format_args!("{} {} -> {}{retry}: {}", e.name, from, e.to, e.reason));
+        let ramp = e.ramp.as_ref().map(|r| format!(" ({})", ramp_began(r))).unwrap_or_default();
+        line(format_args!("{} {} -> {}{retry}{ramp}: {}", e.name, from, e.to, e.reason));
+    }
+}
+
+/// A fraction as a percentage: `35%`, `0.5%`.
+fn percent(fraction: f64) -> String {
+    let p = fraction * 100.0;
+    if (p - p.round()).abs() < 0.05 { format!("{:.0}%", p) } else { format!("{p:.1}%") }
+}
+
+/// A time left, to the tenth of a second: `4.2s`.
+fn left(d: Duration) -> String {
+    format!("{:.1}s", d.as_secs_f64())
+}
+
+/// What a close that began a recovery ramp says: `ramping from 10% over 30s`.
+fn ramp_began(r: &redis_breaker::Ramp) -> String {
+    format!("ramping from {} over {}", percent(f64::from(r.start_permille) / 1000.0), duration::format(r.length))
+}
+
+/// The state as `list` shows it: `closed (ramping: 40%)` while a recovery ramp runs.
+fn state_word(s: &Status) -> String {
+    match &s.ramp {
+        Some(r) => format!("{} (ramping: {})", s.state, percent(r.admitted())),
+        None => s.state.as_str().to_string(),
     }
 }
 

@@ -163,6 +163,21 @@ async fn the_page_lists_breakers_follows_trips_live_forces_open_and_shows_hostil
     let quorum =
         client.breaker("browser-quorum", Config::builder().failure_threshold(1).quorum(3).build().unwrap()).unwrap();
     let _ = quorum.execute(|| async { Err::<(), _>("down") }).await;
+    // A breaker that closed on its probe into an hour-long recovery ramp starting at a quarter.
+    let ramp = Config::builder()
+        .failure_threshold(1)
+        .success_threshold(1)
+        .base_recovery(Duration::from_millis(10))
+        .max_recovery(Duration::from_millis(10))
+        .recovery_ramp(Duration::from_secs(3600))
+        .ramp_start(0.25)
+        .build()
+        .unwrap();
+    let ramping = client.breaker("browser-ramp", ramp).unwrap();
+    let _ = ramping.execute(|| async { Err::<(), _>("down") }).await;
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    ramping.execute(|| async { Ok::<(), ()>(()) }).await.unwrap();
+    assert!(ramping.snapshot().ramp.is_some(), "the breaker ramps");
 
     let (_console, port) = console(&redis.url);
     let (_driver, driver_port) = chromedriver().await;
@@ -170,7 +185,7 @@ async fn the_page_lists_breakers_follows_trips_live_forces_open_and_shows_hostil
     browser.goto(&format!("http://127.0.0.1:{port}/")).await.unwrap();
 
     // The page lists the breakers, open first; the hostile name is text.
-    until_rows(&browser, Duration::from_secs(10), "four breakers", |r| r.len() == 4).await;
+    until_rows(&browser, Duration::from_secs(10), "five breakers", |r| r.len() == 5).await;
     let shown = rows(&browser).await;
     assert_eq!(shown[0], (hostile.to_string(), "open".to_string()), "open first, the name as text: {shown:?}");
     let markup: Value = browser
@@ -180,6 +195,8 @@ async fn the_page_lists_breakers_follows_trips_live_forces_open_and_shows_hostil
     assert_eq!(markup, json!(["redis-breaker console", 0]), "the name was never parsed as HTML");
     let reason = browser.execute(&in_row("browser-quorum", ".reason"), vec![]).await.unwrap();
     assert_eq!(reason, json!("quorum 3: 1 reporting"), "the quorum and its reporters in the row");
+    let ramp = browser.execute(&in_row("browser-ramp", ".ramping"), vec![]).await.unwrap();
+    assert_eq!(ramp, json!("ramping: 25% admitted"), "the recovery ramp under the state");
 
     // A trip made by another process appears without a reload.
     let other = Client::connect(&redis.url).await.unwrap();

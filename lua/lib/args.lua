@@ -22,7 +22,8 @@
 -- a library that knows the config id (see parse_config). Scripts read every argument by name.
 --
 -- Reply (every script): REPLY of lib/protocol.lua, in that order: { verdict, state, incarnation,
---   epoch, failures, fseq, remaining_ms, stored_config, reason, announced }.
+--   epoch, failures, fseq, remaining_ms, stored_config, reason, announced, ramp_left_ms, ramp_ms,
+--   ramp_permille }.
 
 -- Library functions as locals: every global use is a table lookup in the script's environment.
 local tonumber, unpack, pairs, ipairs, next, type = tonumber, unpack, pairs, ipairs, next, type
@@ -33,7 +34,7 @@ local STATES = { closed = true, open = true, half_open = true, forced_open = tru
 -- The state hash's fields: three strings, then these integers (in this order in `S.stored`,
 -- and all of them in `empty_state`).
 local INT_FIELDS = { 'incarnation', 'epoch', 'failures', 'fseq', 'successes', 'trips', 'opened_at',
-  'open_until', 'changed_at', 'failed_at' }
+  'open_until', 'changed_at', 'failed_at', 'ramp_until', 'ramp_ms', 'ramp_permille' }
 -- What `load` asks the state hash for after its five text fields: INT_FIELDS, then `announced`
 -- (present while the last transition was not announced: see `announce` in lib/commit.lua).
 local INT_FIELDS_ANNOUNCED = { unpack(INT_FIELDS) }

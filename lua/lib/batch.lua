@@ -4,7 +4,8 @@
 -- The batch of counts a process gathered since its last script call: from ARGV i, at the offsets
 -- of BATCH (lib/protocol.lua), incarnation, epoch, fseq (the oldest its successes had seen),
 -- successes, slow among them, ignored, rejected, then the successes and failures of calls decided
--- without Redis (while it was down), which count in metrics only. Its id (ARGV id_at) is '',
+-- without Redis (while it was down), which count in metrics only, and the calls a recovery ramp
+-- held back (throttled). Its id (ARGV id_at) is '',
 -- `<sender>:<seq>` or, sent again, `<sender>:<seq>:again`: sender 1-16 hex digits (one lane of
 -- one process's breaker), seq its number in that lane (from 1). A lane sends its next batch
 -- only once Redis answered for the last, and sends a batch whose reply was lost again, as it
@@ -14,7 +15,7 @@
 -- A batch with no counts: nothing in it is used (shared, never written).
 -- `empty`: the batch counts nothing (its id, if any, is an outcome's).
 local NO_COUNTS = { inc = 0, epoch = 0, fseq = 0, ok = 0, slow = 0, ignored = 0, rejected = 0, degraded_ok = 0,
-  degraded_failed = 0, sender = '', seq = 0, again = false, dup = false, empty = true }
+  degraded_failed = 0, throttled = 0, sender = '', seq = 0, again = false, dup = false, empty = true }
 
 local function parse_batch(i, id_at)
   local A = ARGV
@@ -33,14 +34,15 @@ local function parse_batch(i, id_at)
   end
   local B = BATCH
   if A[i + B.successes] == '0' and A[i + B.slow] == '0' and A[i + B.ignored] == '0'
-    and A[i + B.rejected] == '0' and A[i + B.degraded_successes] == '0' and A[i + B.degraded_failures] == '0' then
+    and A[i + B.rejected] == '0' and A[i + B.degraded_successes] == '0' and A[i + B.degraded_failures] == '0'
+    and A[i + B.throttled] == '0' then
     int_arg(i + B.incarnation, 'batch incarnation', 0)
     int_arg(i + B.epoch, 'batch epoch', 0)
     int_arg(i + B.fseq, 'batch fseq', 0)
     if sender == '' then return NO_COUNTS end
     -- An outcome's id with no counts (the outcome counts under it).
     return { inc = 0, epoch = 0, fseq = 0, ok = 0, slow = 0, ignored = 0, rejected = 0, degraded_ok = 0,
-      degraded_failed = 0, sender = sender, seq = seq, again = again, dup = false, empty = true }
+      degraded_failed = 0, throttled = 0, sender = sender, seq = seq, again = again, dup = false, empty = true }
   end
   local b = {
     inc = int_arg(i + B.incarnation, 'batch incarnation', 0),
@@ -52,6 +54,7 @@ local function parse_batch(i, id_at)
     rejected = int_arg(i + B.rejected, 'batch rejected', 0),
     degraded_ok = int_arg(i + B.degraded_successes, 'batch degraded successes', 0),
     degraded_failed = int_arg(i + B.degraded_failures, 'batch degraded failures', 0),
+    throttled = int_arg(i + B.throttled, 'batch throttled', 0),
     sender = sender,
     seq = seq,
     again = again,
@@ -86,6 +89,7 @@ local function apply_batch(S, c, b)
   metric(S, 'failures', b.degraded_failed)
   metric(S, 'slow', b.slow)
   metric(S, 'rejected', b.rejected)
+  metric(S, 'throttled', b.throttled)
   if b.ok > 0 and S.state == 'closed' and matches(S, b.inc, b.epoch) then
     window_add(S, c, b.ok, 0, b.slow)
     if b.fseq == S.fseq and S.failures > 0 then

@@ -15,13 +15,20 @@ end
 
 -- One event as JSON. Only the last transition of a call knows its deadline; an earlier one says
 -- 0 ("ask Redis"), which no reader caches.
+-- The last one also carries the recovery ramp it began (ramp_left_ms, ramp_ms, ramp_permille).
 local function json_event(c, S, e, last)
-  local rem = 0
-  if last then rem = remaining(S, c) end
+  local rem, ramp = 0, ''
+  if last then
+    rem = remaining(S, c)
+    local left = ramp_left(S, c)
+    if left > 0 then
+      ramp = fmt(',"ramp_left_ms":%d,"ramp_ms":%d,"ramp_permille":%d', left, S.ramp_ms, S.ramp_permille)
+    end
+  end
   return fmt(
-    '{"name":%s,"from":%s,"to":%s,"incarnation":%d,"epoch":%d,"fseq":%d,"retry_after_ms":%d,"reason":%s,"origin":%s}',
+    '{"name":%s,"from":%s,"to":%s,"incarnation":%d,"epoch":%d,"fseq":%d,"retry_after_ms":%d,"reason":%s,"origin":%s%s}',
     cjson.encode(c.name), cjson.encode(e.from), cjson.encode(e.to), S.incarnation, e.epoch, S.fseq, rem,
-    cjson.encode(e.reason), cjson.encode(c.origin))
+    cjson.encode(e.reason), cjson.encode(c.origin), ramp)
 end
 
 -- How long the state and probe keys must live from now: state_ttl past the furthest deadline
@@ -219,6 +226,13 @@ local function commit(S, c)
       entry[#entry + 1] = 'failure'
       entry[#entry + 1] = c.failure
     end
+    -- The recovery ramp the last transition began.
+    if i == #S.events and ramp_left(S, c) > 0 then
+      entry[#entry + 1] = 'ramp_ms'
+      entry[#entry + 1] = S.ramp_ms
+      entry[#entry + 1] = 'ramp_permille'
+      entry[#entry + 1] = S.ramp_permille
+    end
     -- The config fingerprint of the process that caused it (an operator's command has none).
     if not S.keep_config then
       entry[#entry + 1] = 'config'
@@ -252,8 +266,11 @@ end
 local function reply(S, c, verdict)
   local announced = 1
   if S.unannounced then announced = 0 end
+  local left, ramp_ms, ramp_permille = ramp_left(S, c), 0, 0
+  if left > 0 then ramp_ms, ramp_permille = S.ramp_ms, S.ramp_permille end
   return { [REPLY.verdict] = verdict, [REPLY.state] = S.state, [REPLY.incarnation] = S.incarnation,
     [REPLY.epoch] = S.epoch, [REPLY.failures] = S.failures, [REPLY.fseq] = S.fseq,
     [REPLY.remaining_ms] = remaining(S, c), [REPLY.stored_config] = S.config, [REPLY.reason] = S.reason,
-    [REPLY.announced] = announced }
+    [REPLY.announced] = announced, [REPLY.ramp_left_ms] = left, [REPLY.ramp_ms] = ramp_ms,
+    [REPLY.ramp_permille] = ramp_permille }
 end

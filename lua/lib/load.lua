@@ -35,7 +35,7 @@ end
 local function empty_state(c)
   return { exists = false, state = 'closed', reason = '', config = '', dirty = false,
     incarnation = 0, epoch = 0, failures = 0, fseq = 0, successes = 0, trips = 0, opened_at = 0,
-    open_until = 0, changed_at = 0, failed_at = 0, ttl_at = 0, quorum = nil, reporters = '', active = false,
+    open_until = 0, changed_at = 0, failed_at = 0, ramp_until = 0, ramp_ms = 0, ramp_permille = 0, ttl_at = 0, quorum = nil, reporters = '', active = false,
     stored = false, unannounced = false,
     keep_config = false,
     events = EMPTY, drop = EMPTY, metrics = EMPTY, P = EMPTY, probes_dirty = false, W = EMPTY,
@@ -149,6 +149,14 @@ local function load_window(S)
   end
 end
 
+-- Ends a recovery ramp (every transition does, and a reset).
+local function end_ramp(S)
+  if S.ramp_until > 0 or S.ramp_ms > 0 or S.ramp_permille > 0 then
+    S.ramp_until, S.ramp_ms, S.ramp_permille = 0, 0, 0
+    S.dirty = true
+  end
+end
+
 -- Reads what the call needs into S (the state), P (probe leases) and W (window buckets); writes
 -- nothing. Probes are read only while half-open and the window only while closed with a rate
 -- rule on: every transition clears them. A corrupt state (bad field, wrong key type) is
@@ -177,6 +185,13 @@ local function load(c, raw)
   if S.state == 'open' and S.open_until > c.now + c.max then
     S.open_until = c.now + c.max
     S.dirty = true
+  end
+  -- A recovery ramp that no script could have written (set by hand: longer than MAX_RAMP, a start
+  -- outside (0, PER_MILLE], more time left than its length) ends now, so no value can hold a
+  -- fleet's calls back for long.
+  if S.ramp_until > 0 and (S.ramp_ms > MAX_RAMP or S.ramp_permille < 1 or S.ramp_permille > PER_MILLE
+    or S.ramp_until > c.now + S.ramp_ms) then
+    end_ramp(S)
   end
   return S
 end

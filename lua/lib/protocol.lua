@@ -9,6 +9,8 @@ local OWN = 9 -- the first of a script's own arguments
 local MAX_INT = 9007199254740991 -- protocol::MAX_INT
 local MAX_DURATION = 8796093022208 -- config::MAX_DURATION: a deadline now + this stays exact
 local MAX_QUORUM = 10000 -- config::MAX_QUORUM
+local MAX_RAMP = 3600000 -- config::MAX_RAMP
+local PER_MILLE = 1000 -- a recovery ramp's start is kept in per mille of the calls
 local HISTORY_LEN = 100 -- entries the history stream keeps (about: MAXLEN ~)
 local HALF_OPEN_RETRY = 1000 -- protocol::HALF_OPEN_RETRY_MS
 local BATCH_MEMORY = 3600000 -- breaker::pending::BATCH_MEMORY_MS
@@ -85,6 +87,11 @@ local CONFIG = {
   -- reported, and `quorum` of them. Either above its default (1, 0) puts the breaker under
   -- a quorum.
   fraction = 16,
+  -- The recovery ramp (ms; 0 = off): after half_open -> closed on probe successes, the
+  -- fraction of calls admitted rises from `ramp_permille` to all over this long.
+  ramp = 17,
+  -- Where a recovery ramp starts, in per mille of the calls.
+  ramp_permille = 18,
 }
 
 -- Reads the arguments that differ per call into the config table c, each checked with int_arg,
@@ -101,7 +108,7 @@ end
 
 -- The config arguments: the fingerprint, then the rest from ARGV[at] on (CONFIG), validated once per
 -- config id where the scripts run as a library (see parse_config in lib/args.lua).
-local CONFIG_LEN = 17
+local CONFIG_LEN = 19
 
 -- A config table: the config arguments, each checked (as in read_call), with room for those that
 -- differ per call.
@@ -125,6 +132,8 @@ local function read_config(at, int_arg, float_arg, str_arg)
     failure_expiry = int_arg(at + 14, 'failure_expiry', 1, MAX_DURATION),
     quorum = int_arg(at + 15, 'quorum', 1, MAX_QUORUM),
     fraction = float_arg(at + 16, 'quorum_fraction', 0, 1),
+    ramp = int_arg(at + 17, 'recovery_ramp', 0, MAX_RAMP),
+    ramp_permille = int_arg(at + 18, 'ramp_start', 1, PER_MILLE),
     now = 0,
     rand = 0,
     channel = '',
@@ -144,10 +153,10 @@ local ACQUIRE = {
   batch = 10,
   -- The batch's id: '', `<sender>:<seq>`, or `<sender>:<seq>:again` when sent again after its
   -- reply was lost (see parse_batch in lib/batch.lua): a batch counted already counts nothing.
-  batch_id = 19,
+  batch_id = 20,
   -- Where the rest of the caller's config (CONFIG) begins: its last arguments, sent when the
   -- scripts run with EVALSHA, or when the library does not know the config id yet.
-  config = 20,
+  config = 21,
 }
 
 -- The own arguments of record.lua, from OWN.
@@ -170,24 +179,24 @@ local RECORD = {
   -- The caller's pending batch (BATCH).
   batch = 16,
   -- A failure's one-line description for the history (0-200 bytes; '' = none).
-  description = 25,
+  description = 26,
   -- The caller's report under the quorum rule: '' | 'failing' (its own breaker opened, or is
   -- still open: said again every quarter window) | 'recovered' (it closed again); see
   -- `report` in lib/rules.lua.
-  report = 26,
+  report = 27,
   -- With a quorum_fraction (0|1): the caller recorded calls and counts among the processes of
   -- the window (sent about ten times per window, not with every record).
-  active = 27,
+  active = 28,
   -- The caller's identity for the quorum (1-64 bytes; '' = none): the member its report and its
   -- word that it is active write in KEYS[6] and KEYS[7]. Processes with one identity (one host,
   -- across restarts) count as one; the events still name the caller's own client id (ARG.origin).
-  reporter = 28,
+  reporter = 29,
   -- The batch's id: '', `<sender>:<seq>`, or `<sender>:<seq>:again` when sent again after its
   -- reply was lost (see parse_batch in lib/batch.lua): a batch counted already counts nothing.
-  batch_id = 29,
+  batch_id = 30,
   -- Where the rest of the caller's config (CONFIG) begins: its last arguments, sent when the
   -- scripts run with EVALSHA, or when the library does not know the config id yet.
-  config = 30,
+  config = 31,
 }
 
 -- The own arguments of control.lua, from OWN.
@@ -215,6 +224,7 @@ local BATCH = {
   rejected = 6,
   degraded_successes = 7,
   degraded_failures = 8,
+  throttled = 9,
 }
 
 -- The reply of every script, by position (Rust: `Reply`, read by parse_reply in src/store/scripts.rs).
@@ -242,6 +252,12 @@ local REPLY = {
   -- own refused, or an earlier one's: the state hash's `announced` field), else 1: processes
   -- trust a state answered with 0 for the short bound only.
   announced = 10,
+  -- The time left of a closed breaker's recovery ramp, or 0 when none runs.
+  ramp_left_ms = 11,
+  -- That ramp's length (0 when none runs).
+  ramp_ms = 12,
+  -- Where that ramp started, per mille of the calls admitted (0 when none runs).
+  ramp_permille = 13,
 }
 
 -- Every reason a script writes into the state hash, once (string.format templates; Rust:

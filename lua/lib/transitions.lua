@@ -5,6 +5,21 @@ local function matches(S, inc, epoch)
   return epoch == S.epoch and (inc == S.incarnation or (inc == 0 and S.epoch == 0))
 end
 
+-- Starts the caller's recovery ramp (half_open -> closed on probe successes), if it has one: the
+-- fleet then admits a fraction of its calls rising from ramp_permille to all until ramp_until.
+local function start_ramp(S, c)
+  if c.ramp > 0 then
+    S.ramp_until, S.ramp_ms, S.ramp_permille = c.now + c.ramp, c.ramp, c.ramp_permille
+    S.dirty = true
+  end
+end
+
+-- The time left of the recovery ramp of a closed breaker (0: none).
+local function ramp_left(S, c)
+  if S.state == 'closed' and S.ramp_until > c.now then return S.ramp_until - c.now end
+  return 0
+end
+
 local function transition(S, c, to, reason)
   local events = own(S, 'events')
   events[#events + 1] = { from = S.state, to = to, reason = reason, epoch = S.epoch + 1 }
@@ -17,6 +32,7 @@ local function transition(S, c, to, reason)
   S.P = EMPTY
   S.probes_dirty = true
   S.dirty = true
+  end_ramp(S)
 end
 
 local function metric(S, field, n)

@@ -106,6 +106,7 @@ impl Breaker {
             Decision::Reject { state, until } if !self.inner.config.shadow => {
                 return Err(self.reject(Rejected::until(state, until, false)).into());
             }
+            Decision::Throttle(admitted) if !self.inner.config.shadow => return Err(self.throttle(admitted).into()),
             _ => self.grant().await?,
         };
         // Without a quorum there is no own breaker to ask: the ticket is the fleet's grant alone

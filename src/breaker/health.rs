@@ -31,6 +31,10 @@ pub struct Snapshot {
     /// or [`reset`](crate::Breaker::reset) returns says it of that write; an operator's tool
     /// should warn and fail when it is false.
     pub announced: bool,
+    /// The recovery ramp of a closed breaker while it runs
+    /// ([`ConfigBuilder::recovery_ramp`](crate::ConfigBuilder::recovery_ramp)): the fraction of
+    /// calls this process admits now is its [`admitted`](crate::Ramp::admitted).
+    pub ramp: Option<crate::Ramp>,
 }
 
 impl Snapshot {

@@ -164,6 +164,7 @@ impl Inner {
             stored_config: String::new(),
             reason: event.reason.clone(),
             announced: true,
+            ramp: wire.ramp(),
         };
         self.snapshot.apply(&reply, Source::Event(at), self.shared.cache_ttl());
         self.meters.transition(event.from, event.to);
@@ -191,15 +192,22 @@ impl Inner {
             reason,
             origin: None,
             caused_here: true,
+            ramp: None,
         });
     }
 
     /// Announces transitions made in this process: by the in-process breaker (`own` false: the
     /// breaker's state while it decides) or by this process's own breaker under a quorum (`own`
     /// true: `EventKind::Own*`). Each is logged and sent to subscribers; only the last knows
-    /// the time left to its deadline, earlier ones say 0 ("ask"). Meters: the transitions, or
-    /// the `redis_breaker_own_open` gauge.
-    pub(crate) fn announce(&self, transitions: &[Transition], incarnation: u64, remaining: Option<u64>, own: bool) {
+    /// the time left to its deadline and the recovery ramp it began, earlier ones say 0 ("ask").
+    /// Meters: the transitions, or the `redis_breaker_own_open` gauge.
+    pub(crate) fn announce(
+        &self,
+        transitions: &[Transition],
+        incarnation: u64,
+        (remaining, ramp): (Option<u64>, Option<crate::protocol::Ramp>),
+        own: bool,
+    ) {
         let last = transitions.len().saturating_sub(1);
         for (i, t) in transitions.iter().enumerate() {
             let remaining = if i == last { remaining } else { Some(0) };
@@ -207,7 +215,9 @@ impl Inner {
                 crate::events::own_event(&self.name, &self.shared.id, t, incarnation, remaining)
             } else {
                 self.meters.transition(Some(t.from), t.to);
-                crate::events::in_process_event(&self.name, &self.shared.id, t, incarnation, t.epoch, remaining)
+                let event =
+                    crate::events::in_process_event(&self.name, &self.shared.id, t, incarnation, t.epoch, remaining);
+                crate::events::Event { ramp: ramp.filter(|_| i == last).map(|r| crate::Ramp::of(&r)), ..event }
             };
             log_transition(&event);
             let _ = self.shared.all_events.send(event.clone());
@@ -221,7 +231,7 @@ impl Inner {
     /// Announces the transitions of this process's own breaker, if it moved.
     fn announce_own(&self, moved: &Moved) {
         if !moved.transitions.is_empty() {
-            self.announce(&moved.transitions, moved.incarnation, moved.remaining_ms, true);
+            self.announce(&moved.transitions, moved.incarnation, (moved.remaining_ms, None), true);
         }
     }
 
@@ -299,6 +309,7 @@ impl Inner {
             reason,
             origin: None,
             caused_here: true,
+            ramp: None,
         });
     }
 }

@@ -90,6 +90,7 @@ impl Breaker {
             fresh,
             reason: inner.reason.lock().unwrap_or_else(std::sync::PoisonError::into_inner).clone(),
             announced: inner.snapshot.announced(),
+            ramp: inner.snapshot.ramp(std::time::Instant::now()),
         }
     }
 

@@ -21,6 +21,7 @@ pub(crate) struct Pending {
     rejected: AtomicU64,
     degraded_successes: AtomicU64,
     degraded_failures: AtomicU64,
+    throttled: AtomicU64,
     incarnation: AtomicU64,
     epoch: AtomicU64,
     fseq: AtomicU64,
@@ -36,6 +37,7 @@ impl Default for Pending {
             rejected: AtomicU64::new(0),
             degraded_successes: AtomicU64::new(0),
             degraded_failures: AtomicU64::new(0),
+            throttled: AtomicU64::new(0),
             incarnation: AtomicU64::new(0),
             epoch: AtomicU64::new(UNSTAMPED),
             fseq: AtomicU64::new(UNSTAMPED),
@@ -68,6 +70,11 @@ impl Pending {
         self.rejected.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Counts a call a recovery ramp held back (metrics only).
+    pub(crate) fn throttled(&self) {
+        self.throttled.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Counts an outcome of a call decided without Redis (metrics only).
     pub(crate) fn degraded(&self, success: bool) {
         let counter = if success { &self.degraded_successes } else { &self.degraded_failures };
@@ -76,9 +83,16 @@ impl Pending {
 
     /// Nothing to send and nothing in a script call: no counts, no batch in flight or in doubt.
     pub(crate) fn is_empty(&self) -> bool {
-        [&self.successes, &self.ignored, &self.rejected, &self.degraded_successes, &self.degraded_failures]
-            .iter()
-            .all(|c| c.load(Ordering::Relaxed) == 0)
+        [
+            &self.successes,
+            &self.ignored,
+            &self.rejected,
+            &self.degraded_successes,
+            &self.degraded_failures,
+            &self.throttled,
+        ]
+        .iter()
+        .all(|c| c.load(Ordering::Relaxed) == 0)
             && self.lanes.idle()
     }
 
@@ -122,6 +136,7 @@ impl Pending {
         let rejected = self.rejected.swap(0, Ordering::AcqRel);
         let degraded_successes = self.degraded_successes.swap(0, Ordering::AcqRel);
         let degraded_failures = self.degraded_failures.swap(0, Ordering::AcqRel);
+        let throttled = self.throttled.swap(0, Ordering::AcqRel);
         let incarnation = self.incarnation.load(Ordering::Acquire);
         let epoch = self.epoch.swap(UNSTAMPED, Ordering::AcqRel);
         let fseq = self.fseq.swap(UNSTAMPED, Ordering::AcqRel);
@@ -137,6 +152,7 @@ impl Pending {
             rejected,
             degraded_successes,
             degraded_failures,
+            throttled,
             ..Batch::default()
         }
     }
@@ -155,6 +171,7 @@ impl Pending {
         self.rejected.fetch_add(b.rejected, Ordering::Relaxed);
         self.degraded_successes.fetch_add(b.degraded_successes, Ordering::Relaxed);
         self.degraded_failures.fetch_add(b.degraded_failures, Ordering::Relaxed);
+        self.throttled.fetch_add(b.throttled, Ordering::Relaxed);
     }
 }
 

@@ -195,8 +195,10 @@ impl Breaker {
         let decided = match self.inner.snapshot.decide_now() {
             Decision::Allow(view) => return Ok(Grant::Closed(view)),
             Decision::Reject { state, until } => Err(self.reject(Rejected::until(state, until, false))),
+            Decision::Throttle(admitted) => Err(self.throttle(admitted)),
             Decision::Miss => match self.stale_while_refreshing() {
-                Some(view) => Ok(Grant::Closed(view)),
+                Some(Ok(view)) => Ok(Grant::Closed(view)),
+                Some(Err(admitted)) => Err(self.throttle(admitted)),
                 None => self.grant_single_flight().await,
             },
         };
@@ -228,6 +230,7 @@ impl Breaker {
         match inner.snapshot.decide(Instant::now()) {
             Decision::Allow(view) => Ok(Grant::Closed(view)),
             Decision::Reject { state, until } => Err(self.reject(Rejected::until(state, until, false))),
+            Decision::Throttle(admitted) => Err(self.throttle(admitted)),
             Decision::Miss => self.grant_slow().await,
         }
     }
@@ -235,13 +238,13 @@ impl Breaker {
     /// Single flight: when a closed snapshot has just expired, one task refreshes it from Redis
     /// while every caller keeps deciding from it. Not while Redis is down (then the degraded
     /// mode decides) nor without a runtime to refresh on.
-    fn stale_while_refreshing(&self) -> Option<View> {
+    fn stale_while_refreshing(&self) -> Option<Result<View, f64>> {
         let inner = &*self.inner;
         if !self.inner.shared.store.decides_calls() {
             return None;
         }
         let runtime = tokio::runtime::Handle::try_current().ok()?;
-        let (view, claimed) = inner.snapshot.stale_closed(Instant::now(), inner.shared.cache_ttl())?;
+        let (view, claimed, admitted) = inner.snapshot.stale_closed(Instant::now(), inner.shared.cache_ttl())?;
         if claimed {
             let breaker = self.clone();
             runtime.spawn(async move {
@@ -249,7 +252,7 @@ impl Breaker {
                 breaker.inner.snapshot.refreshed();
             });
         }
-        Some(view)
+        Some(admitted.map(|()| view))
     }
 
     /// A rejection by the fleet's breaker, counted (not in shadow mode: the call runs).
@@ -260,6 +263,28 @@ impl Breaker {
             self.inner.pending.rejected();
         }
         rejected
+    }
+
+    /// A call the breaker's recovery ramp held back, counted (not in shadow mode: the call runs).
+    #[inline]
+    pub(super) fn throttle(&self, admitted: f64) -> Rejected {
+        if !self.inner.config.shadow {
+            self.inner.meters.throttled();
+            self.inner.pending.throttled();
+        }
+        Rejected::ramp(admitted)
+    }
+
+    /// The recovery ramp's draw for a call Redis (or the in-process breaker) let through while
+    /// closed: `reply.ramp` was counted from `asked`.
+    fn ramp_gate(&self, reply: &Reply, asked: Instant) -> Result<(), Rejected> {
+        let Some(r) = reply.ramp.filter(|_| reply.state == State::Closed) else { return Ok(()) };
+        let left = Duration::from_millis(r.left_ms).saturating_sub(asked.elapsed());
+        let left_ns = u64::try_from(left.as_nanos()).unwrap_or(u64::MAX);
+        if left_ns == 0 {
+            return Ok(());
+        }
+        crate::ramp::draw(left_ns, crate::ramp::pack(r.len_ms, r.permille)).map_err(|admitted| self.throttle(admitted))
     }
 
     /// Asks Redis (or, while it cannot answer, the degraded mode) for the fleet's grant, with a
@@ -277,13 +302,19 @@ impl Breaker {
                     let until = remaining(&reply).map(|d| Deadline::after(asked, d));
                     Err(self.reject(Rejected::until(reply.state, until, false)))
                 }
-                _ => Ok(Grant::Closed(View::of(&reply))),
+                _ => {
+                    self.ramp_gate(&reply, asked)?;
+                    Ok(Grant::Closed(View::of(&reply)))
+                }
             },
             // On the client's own clock, which may be a test's FakeClock: the time left as told.
             Acquired::InProcess(reply) => match reply.verdict {
                 Verdict::Rejected => Err(self.reject(Rejected::after(reply.state, remaining(&reply), false))),
                 Verdict::Probe => Ok(Grant::InProcess { view: View::of(&reply), probe: id }),
-                _ => Ok(Grant::InProcess { view: View::of(&reply), probe: String::new() }),
+                _ => {
+                    self.ramp_gate(&reply, asked)?;
+                    Ok(Grant::InProcess { view: View::of(&reply), probe: String::new() })
+                }
             },
             Acquired::FailOpen => Ok(Grant::Free),
             Acquired::FailClosed => Err(self.reject(Rejected::new(State::Open, Some(FAIL_CLOSED_RETRY)))),

@@ -103,7 +103,7 @@ impl Inner {
     /// is back. Its transitions are announced here, where they were made.
     fn decided_here(&self, reply: &Reply, transitions: &[Transition]) {
         self.snapshot.apply(reply, Source::Local, Duration::ZERO);
-        self.announce(transitions, reply.incarnation, reply.remaining_ms, false);
+        self.announce(transitions, reply.incarnation, (reply.remaining_ms, reply.ramp), false);
         self.fold_own();
     }
 

@@ -16,8 +16,11 @@ pub(crate) struct Words {
     pub(crate) view: View,
     /// Nanoseconds since the snapshot's time base until which the snapshot may decide calls.
     pub(crate) fresh_until: u64,
-    /// Nanoseconds since the snapshot's time base of the state's deadline (`u64::MAX`: none).
+    /// Nanoseconds since the snapshot's time base of the state's deadline (`u64::MAX`: none);
+    /// for a closed state, the end of its recovery ramp.
     pub(crate) deadline: u64,
+    /// A closed state's recovery ramp, `ramp::pack`ed (0: none).
+    pub(crate) ramp: u64,
 }
 
 /// The words, each an atomic, under a sequence number that is odd while a writer writes.
@@ -31,6 +34,7 @@ pub(crate) struct SeqLock {
     fseq: AtomicU64,
     fresh_until: AtomicU64,
     deadline: AtomicU64,
+    ramp: AtomicU64,
 }
 
 impl SeqLock {
@@ -45,6 +49,7 @@ impl SeqLock {
             fseq: AtomicU64::new(words.view.fseq),
             fresh_until: AtomicU64::new(words.fresh_until),
             deadline: AtomicU64::new(words.deadline),
+            ramp: AtomicU64::new(words.ramp),
         }
     }
 
@@ -66,9 +71,10 @@ impl SeqLock {
             };
             let fresh_until = self.fresh_until.load(Ordering::Relaxed);
             let deadline = self.deadline.load(Ordering::Relaxed);
+            let ramp = self.ramp.load(Ordering::Relaxed);
             fence(Ordering::Acquire);
             if self.seq.load(Ordering::Relaxed) == s1 {
-                return Words { state, view, fresh_until, deadline };
+                return Words { state, view, fresh_until, deadline, ramp };
             }
         }
     }
@@ -89,6 +95,7 @@ impl SeqLock {
         self.fseq.store(words.view.fseq, Ordering::Relaxed);
         self.fresh_until.store(words.fresh_until, Ordering::Relaxed);
         self.deadline.store(words.deadline, Ordering::Relaxed);
+        self.ramp.store(words.ramp, Ordering::Relaxed);
         self.seq.fetch_add(1, Ordering::Release);
     }
 }
@@ -106,6 +113,7 @@ mod tests {
             view: View { incarnation: 7, epoch, failures: epoch * 2, fseq: epoch * 3 },
             fresh_until: epoch * 5,
             deadline: epoch * 7,
+            ramp: epoch * 11,
         }
     }
 

@@ -16,10 +16,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 /// What a fresh snapshot decides, or that it is not fresh.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq)]
 pub(crate) enum Decision {
     /// Closed or forced closed: allowed without asking Redis.
     Allow(View),
+    /// Closed, held back by its recovery ramp, which admits this fraction of calls now.
+    Throttle(f64),
     /// Open, forced open, or half-open with every probe out: rejected without asking Redis,
     /// until the state's deadline (`None`: forced open until reset). An instant, not the time
     /// left: the precise clock is read only if the rejection is asked how long is left.
@@ -73,6 +75,7 @@ impl SnapshotCell {
                 view: View::default(),
                 fresh_until: 0,
                 deadline: NO_DEADLINE,
+                ramp: 0,
             }),
             announced: AtomicBool::new(true),
             known_at: AtomicU64::new(0),
@@ -101,11 +104,16 @@ impl SnapshotCell {
 
     #[inline]
     fn decide_at(&self, now: u64) -> Decision {
-        let Words { state, view, fresh_until, deadline } = self.words.read();
+        let Words { state, view, fresh_until, deadline, ramp } = self.words.read();
         if now >= fresh_until {
             return Decision::Miss;
         }
         match state {
+            // Closed with a recovery ramp that runs: one draw decides.
+            State::Closed if deadline > now => match crate::ramp::draw(deadline - now, ramp) {
+                Ok(()) => Decision::Allow(view),
+                Err(admitted) => Decision::Throttle(admitted),
+            },
             State::Closed | State::ForcedClosed => Decision::Allow(view),
             _ => Decision::Reject { state, until: (deadline != NO_DEADLINE).then(|| self.time.deadline(deadline)) },
         }
@@ -114,15 +122,30 @@ impl SnapshotCell {
     /// An expired snapshot that may still allow calls while one task refreshes it: closed,
     /// expired less than `grace` ago. The caller that gets `claimed` must start the refresh
     /// and call [`refreshed`](Self::refreshed) when it ends.
-    pub(crate) fn stale_closed(&self, now: Instant, grace: Duration) -> Option<(View, bool)> {
-        let Words { state, view, fresh_until, .. } = self.words.read();
-        let allowed =
-            state.allows_calls() && fresh_until > 0 && self.since_base(now) < fresh_until.saturating_add(nanos(grace));
+    pub(crate) fn stale_closed(&self, now: Instant, grace: Duration) -> Option<(View, bool, Result<(), f64>)> {
+        let Words { state, view, fresh_until, deadline, ramp } = self.words.read();
+        let now = self.since_base(now);
+        let allowed = state.allows_calls() && fresh_until > 0 && now < fresh_until.saturating_add(nanos(grace));
         if !allowed {
             return None;
         }
         let claimed = self.refreshing.compare_exchange(false, true, Ordering::AcqRel, Ordering::Relaxed).is_ok();
-        Some((view, claimed))
+        let admitted =
+            if state == State::Closed && deadline > now { crate::ramp::draw(deadline - now, ramp) } else { Ok(()) };
+        Some((view, claimed, admitted))
+    }
+
+    /// The recovery ramp of a closed snapshot, as it stands at `now` (`None`: none runs).
+    pub(crate) fn ramp(&self, now: Instant) -> Option<crate::Ramp> {
+        let Words { state, deadline, ramp, .. } = self.words.read();
+        let now = self.since_base(now);
+        (state == State::Closed && deadline > now && deadline != NO_DEADLINE).then(|| {
+            crate::Ramp::new(
+                Duration::from_nanos(deadline - now),
+                Duration::from_millis(ramp >> 10),
+                u16::try_from(ramp & 1023).unwrap_or(1000),
+            )
+        })
     }
 
     /// Ends a refresh claimed by [`stale_closed`](Self::stale_closed) or
@@ -165,8 +188,9 @@ impl SnapshotCell {
     /// The snapshot with the time left to its deadline at `now` (`None`: no deadline).
     pub(crate) fn with_deadline(&self, now: Instant) -> (State, View, Option<Duration>) {
         let Words { state, view, deadline, .. } = self.words.read();
-        let left =
-            (deadline != NO_DEADLINE).then(|| Duration::from_nanos(deadline.saturating_sub(self.since_base(now))));
+        // A closed state's deadline is its ramp's end (see `ramp`), not a deadline of the state.
+        let left = (deadline != NO_DEADLINE && state != State::Closed)
+            .then(|| Duration::from_nanos(deadline.saturating_sub(self.since_base(now))));
         (state, view, left)
     }
 
@@ -234,17 +258,28 @@ impl SnapshotCell {
         }
         let sent = at;
         let deadline = reply.remaining_ms.map_or(NO_DEADLINE, |ms| sent.saturating_add(ms.saturating_mul(1_000_000)));
+        // A closed state keeps its recovery ramp's end where others keep their deadline: it
+        // bounds no freshness (the draw reads it on every call).
+        let (fresh_bound, deadline, ramp) = match (reply.state, reply.ramp) {
+            (State::Closed, Some(r)) => (
+                NO_DEADLINE,
+                sent.saturating_add(r.left_ms.saturating_mul(1_000_000)),
+                crate::ramp::pack(r.len_ms, r.permille),
+            ),
+            (State::Closed, None) => (NO_DEADLINE, NO_DEADLINE, 0),
+            _ => (deadline, deadline, 0),
+        };
         let fresh_until = match source {
             Source::Local => 0,
             _ => {
                 self.known_at.store(known_at.max(at), Ordering::Relaxed);
-                let until = sent.saturating_add(nanos(ttl())).min(deadline);
+                let until = sent.saturating_add(nanos(ttl())).min(fresh_bound);
                 // Fresh for no time at all (cache_ttl zero, a half-open probe free to take):
                 // never fresh, whatever the lag of the coarse clock that decides calls.
                 if until <= sent { 0 } else { until }
             }
         };
-        self.words.write(&Words { state: reply.state, view: View::of(reply), fresh_until, deadline });
+        self.words.write(&Words { state: reply.state, view: View::of(reply), fresh_until, deadline, ramp });
         self.announced.store(reply.announced, Ordering::Release);
     }
 }
@@ -268,6 +303,7 @@ mod tests {
             stored_config: String::new(),
             reason: String::new(),
             announced: true,
+            ramp: None,
         }
     }
 

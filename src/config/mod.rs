@@ -51,6 +51,8 @@ pub struct Config {
     pub(crate) shadow: bool,
     pub(crate) quorum: u32,
     pub(crate) quorum_fraction: Option<f64>,
+    pub(crate) recovery_ramp: Duration,
+    pub(crate) ramp_start: f64,
 }
 
 impl Default for Config {
@@ -76,6 +78,8 @@ impl Default for Config {
             shadow: false,
             quorum: 1,
             quorum_fraction: None,
+            recovery_ramp: Duration::ZERO,
+            ramp_start: Config::DEFAULT_RAMP_START,
         }
     }
 }
@@ -116,6 +120,9 @@ pub struct ConfigBuilder {
     shadow: Option<bool>,
     quorum: Option<u32>,
     quorum_fraction: Option<f64>,
+    #[serde(with = "serde_human::option")]
+    recovery_ramp: Option<Duration>,
+    ramp_start: Option<f64>,
 }
 
 setters_and_getters! { ConfigBuilder => Config {
@@ -172,6 +179,23 @@ setters_and_getters! { ConfigBuilder => Config {
     /// Between 1 and 10000; 2 or 3 suit fleets of ten or more. Part of the config fingerprint
     /// when above 1.
     quorum: u32;
+    /// Gentle recovery (default 0: off): after a half-open breaker closes on its probes'
+    /// successes, every process admits a fraction of its calls that rises linearly from
+    /// `ramp_start` to all of them over this long, so the fleet's load returns to a downstream
+    /// that has just recovered (cold caches, a shrunken pool) over the ramp instead of within
+    /// the same millisecond. Each process computes the fraction from the ramp's time left that
+    /// Redis returns (no clock is compared across hosts) and draws per call; a call held back
+    /// fails with [`Error::Rejected`](crate::Error::Rejected) whose state is closed and whose
+    /// [`Rejected::admitted`](crate::Rejected::admitted) says the fraction, counts as `throttled`
+    /// in metrics and nothing toward a trip. Failures during the ramp count as usual (the rules
+    /// may trip again; the next recovery ramps again); forced states and `reset` end it. The
+    /// ramp of the process whose probe closed the breaker is the fleet's (the state hash keeps
+    /// it). At most 1h. Part of the config fingerprint when on.
+    recovery_ramp: Duration;
+    /// Where a recovery ramp starts: the fraction of calls admitted just after the breaker
+    /// closes (default 0.1), in `[0.001, 1]` (whole thousandths: the state hash keeps it in
+    /// per mille). Used only with a `recovery_ramp`.
+    ramp_start: f64;
 }}
 
 impl ConfigBuilder {
@@ -232,6 +256,8 @@ impl ConfigBuilder {
             shadow: self.shadow.unwrap_or(d.shadow),
             quorum: self.quorum.unwrap_or(d.quorum),
             quorum_fraction: self.quorum_fraction,
+            recovery_ramp: self.recovery_ramp.unwrap_or(d.recovery_ramp),
+            ramp_start: self.ramp_start.unwrap_or(d.ramp_start),
         };
         c.validate()?;
         Ok(c)
@@ -251,6 +277,10 @@ pub(crate) const MAX_DURATION: Duration = Duration::from_millis(1 << 43);
 
 /// The largest quorum (`MAX_QUORUM` in the generated `lua/lib/protocol.lua`).
 pub(crate) const MAX_QUORUM: u32 = 10_000;
+
+/// The longest recovery ramp (`MAX_RAMP` in the generated `lua/lib/protocol.lua`): a stored ramp
+/// longer than this (set by hand) is ended by the next script that reads it.
+pub(crate) const MAX_RAMP: Duration = Duration::from_secs(3600);
 
 impl Config {
     /// Default `failure_threshold`: consecutive failures that open a closed breaker.
@@ -285,6 +315,8 @@ impl Config {
     pub const DEFAULT_WINDOW: Duration = Duration::from_secs(60);
     /// Default `slow_call_duration`: a call at least this long is slow (when the slow rule is on).
     pub const DEFAULT_SLOW_CALL_DURATION: Duration = Duration::from_secs(5);
+    /// Default `ramp_start`: a recovery ramp admits a tenth of the calls at first.
+    pub const DEFAULT_RAMP_START: f64 = 0.1;
 
     /// A builder with every field at its default.
     pub fn builder() -> ConfigBuilder {
@@ -310,6 +342,11 @@ impl Config {
     /// `quorum_fraction`.
     pub fn under_quorum(&self) -> bool {
         self.quorum > 1 || self.quorum_fraction.is_some()
+    }
+
+    /// `ramp_start` in per mille, as the state hash keeps it.
+    pub(crate) fn ramp_permille(&self) -> u64 {
+        (self.ramp_start * 1000.0).round().clamp(1.0, 1000.0) as u64
     }
 
     pub(crate) fn windowed(&self) -> bool {
@@ -363,6 +400,20 @@ impl Config {
             format!("must be between 1 and {MAX_QUORUM}, got {}", self.quorum)
         })?;
         fraction(self.quorum_fraction, "quorum_fraction")?;
+        check(self.recovery_ramp <= MAX_RAMP, "recovery_ramp", || {
+            format!("must be at most {}, got {}", duration::format(MAX_RAMP), duration::format(self.recovery_ramp))
+        })?;
+        check(self.recovery_ramp.is_zero() || self.recovery_ramp >= Duration::from_millis(1), "recovery_ramp", || {
+            "must be 0 (off) or at least 1ms".into()
+        })?;
+        let per_mille = self.ramp_start * 1000.0;
+        check(
+            self.ramp_start.is_finite()
+                && (0.001..=1.0).contains(&self.ramp_start)
+                && (per_mille - per_mille.round()).abs() < 1e-6,
+            "ramp_start",
+            || format!("must be in [0.001, 1] in whole thousandths, got {}", self.ramp_start),
+        )?;
         check(self.failure_threshold > 0 || self.windowed(), "failure_threshold", || {
             "is 0 (rule off) and no rate rule is on: the breaker could never open".into()
         })
@@ -393,6 +444,12 @@ impl Config {
         let text = match self.quorum_fraction {
             Some(f) => format!("{text}|qf{f}"),
             None => text,
+        };
+        // The ramp only when on, for the same reason.
+        let text = if self.recovery_ramp.is_zero() {
+            text
+        } else {
+            format!("{text}|r{}:{}", self.recovery_ramp.as_millis(), self.ramp_permille())
         };
         // FNV-1a, 64 bits: stable across builds and platforms, unlike std's hasher.
         let hash =

@@ -63,6 +63,9 @@ pub struct Event {
     /// or its view of Redis going down or up): alerting from every instance of a fleet can act
     /// on these alone and page once, not once per instance.
     pub caused_here: bool,
+    /// The recovery ramp a close began ([`ConfigBuilder::recovery_ramp`](crate::ConfigBuilder::recovery_ramp)),
+    /// as of the event.
+    pub ramp: Option<crate::Ramp>,
 }
 
 /// The JSON each script publishes (README, "Redis keys"). Readers tolerate extra fields.
@@ -80,9 +83,27 @@ pub(crate) struct Wire {
     pub(crate) reason: String,
     #[serde(default)]
     pub(crate) origin: Option<String>,
+    /// The recovery ramp a close began (absent: none, or an older version's event).
+    #[serde(default)]
+    pub(crate) ramp_left_ms: u64,
+    #[serde(default)]
+    pub(crate) ramp_ms: u64,
+    #[serde(default)]
+    pub(crate) ramp_permille: u64,
 }
 
 impl Wire {
+    /// The recovery ramp the event tells, when it tells a sane one.
+    pub(crate) fn ramp(&self) -> Option<crate::protocol::Ramp> {
+        let sane =
+            self.ramp_left_ms > 0 && self.ramp_left_ms <= self.ramp_ms && (1..=1000).contains(&self.ramp_permille);
+        sane.then_some(crate::protocol::Ramp {
+            left_ms: self.ramp_left_ms,
+            len_ms: self.ramp_ms,
+            permille: self.ramp_permille,
+        })
+    }
+
     pub(crate) fn parse(payload: &[u8]) -> Option<Wire> {
         serde_json::from_slice(payload).ok()
     }
@@ -100,6 +121,7 @@ impl Wire {
             reason: self.reason.clone(),
             origin: self.origin.clone().filter(|o| !o.is_empty()),
             caused_here: self.origin.as_deref() == Some(me),
+            ramp: self.ramp().map(|r| crate::Ramp::of(&r)),
         })
     }
 }
@@ -133,6 +155,7 @@ pub(crate) fn in_process_event(
         epoch,
         retry_after: remaining.map(Duration::from_millis),
         reason: t.reason.clone(),
+        ramp: None,
     }
 }
 

@@ -4,7 +4,7 @@
 
 use super::{Call, recovery_ms};
 use crate::protocol::{
-    Batch, ControlOp, HALF_OPEN_RETRY_MS, Record, RecordOutcome, Reply, Report, Transition, Verdict, reason,
+    Batch, ControlOp, HALF_OPEN_RETRY_MS, Ramp, Record, RecordOutcome, Reply, Report, Transition, Verdict, reason,
 };
 use crate::state::State;
 
@@ -21,6 +21,34 @@ impl Call<'_> {
             stored_config: String::new(),
             reason: self.m.reason.clone(),
             announced: !self.m.unannounced,
+            ramp: self.ramp_left().map(|left_ms| Ramp {
+                left_ms,
+                len_ms: self.m.ramp_ms,
+                permille: self.m.ramp_permille,
+            }),
+        }
+    }
+
+    /// The time left of a closed breaker's recovery ramp (`ramp_left` in `lua/lib/transitions.lua`).
+    fn ramp_left(&self) -> Option<u64> {
+        (self.m.state == State::Closed && self.m.ramp_until > self.now).then(|| self.m.ramp_until - self.now)
+    }
+
+    /// Ends a recovery ramp (`end_ramp` in `lua/lib/load.lua`).
+    pub(super) fn end_ramp(&mut self) {
+        let m = &mut *self.m;
+        if m.ramp_until > 0 || m.ramp_ms > 0 || m.ramp_permille > 0 {
+            (m.ramp_until, m.ramp_ms, m.ramp_permille) = (0, 0, 0);
+            self.dirty = true;
+        }
+    }
+
+    /// Starts the caller's recovery ramp, if it has one (`start_ramp` in `lua/lib/transitions.lua`).
+    fn start_ramp(&mut self) {
+        if self.p.ramp > 0 {
+            let m = &mut *self.m;
+            (m.ramp_until, m.ramp_ms, m.ramp_permille) = (self.now + self.p.ramp, self.p.ramp, self.p.ramp_permille);
+            self.dirty = true;
         }
     }
 
@@ -39,6 +67,7 @@ impl Call<'_> {
         m.successes = 0;
         m.probes.clear();
         self.dirty = true;
+        self.end_ramp();
     }
 
     fn close(&mut self, reason: String) {
@@ -165,6 +194,7 @@ impl Call<'_> {
         metrics.failures += b.degraded_failures;
         metrics.slow += b.slow;
         metrics.rejected += b.rejected;
+        metrics.throttled += b.throttled;
         if b.successes > 0 && self.m.state == State::Closed && self.matches(b.incarnation, b.epoch) {
             self.window_add(b.successes, 0, b.slow);
             if b.fseq == self.m.fseq && self.m.failures > 0 {
@@ -287,6 +317,7 @@ impl Call<'_> {
                     if self.m.successes >= self.p.success_threshold {
                         let reason = reason::probes_succeeded(self.m.successes);
                         self.close(reason);
+                        self.start_ramp();
                     }
                 }
                 RecordOutcome::Failure => self.trip(reason::PROBE_FAILED.text()),
@@ -335,6 +366,7 @@ impl Call<'_> {
                     self.dirty = true;
                 }
                 self.clear_window();
+                self.end_ramp();
             }
             ControlOp::Reset => self.close(reason::RESET.text()),
             ControlOp::ForceOpen | ControlOp::ForceClose => {

@@ -12,6 +12,9 @@ use std::collections::BTreeMap;
 /// (no Lua twin: the scripts' reasons are in `protocol::reason`).
 const SEEDED: &str = "continued from the last state seen in redis";
 
+/// `config::MAX_RAMP` in ms (`MAX_RAMP` in `lua/lib/protocol.lua`).
+const RAMP_MAX_MS: u64 = crate::config::MAX_RAMP.as_millis() as u64;
+
 /// Cumulative outcome counters, as in the metrics hash.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub(crate) struct Metrics {
@@ -22,6 +25,7 @@ pub(crate) struct Metrics {
     pub(crate) rejected: u64,
     pub(crate) timeouts: u64,
     pub(crate) opened: u64,
+    pub(crate) throttled: u64,
 }
 
 /// How long the breaker stays open after its `trips`-th trip in a row (`trip` in
@@ -51,6 +55,11 @@ pub(crate) struct Machine {
     changed_at: u64,
     /// When the last failure of the consecutive rule was recorded.
     failed_at: u64,
+    /// The recovery ramp (`start_ramp` in `lua/lib/transitions.lua`): when it ends (ms), its
+    /// length (ms) and where it starts (per mille of the calls); all 0 when there is none.
+    ramp_until: u64,
+    ramp_ms: u64,
+    ramp_permille: u64,
     reason: String,
     config: String,
     probes: BTreeMap<String, u64>,
@@ -105,6 +114,9 @@ impl Default for Machine {
             open_until: 0,
             changed_at: 0,
             failed_at: 0,
+            ramp_until: 0,
+            ramp_ms: 0,
+            ramp_permille: 0,
             reason: String::new(),
             config: String::new(),
             probes: BTreeMap::new(),
@@ -234,6 +246,13 @@ impl Machine {
         if call.m.state == State::Open && call.m.open_until > now + p.max {
             call.m.open_until = now + p.max;
             call.dirty = true;
+        }
+        // A ramp no script could have written ends (`load` in lua/lib/load.lua).
+        let m = &*call.m;
+        if m.ramp_until > 0
+            && (m.ramp_ms > RAMP_MAX_MS || !(1..=1000).contains(&m.ramp_permille) || m.ramp_until > now + m.ramp_ms)
+        {
+            call.end_ramp();
         }
         let verdict = match op {
             Op::Acquire { permit, batch } => call.acquire(permit, batch),

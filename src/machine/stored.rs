@@ -88,6 +88,9 @@ impl Machine {
             ("open_until", self.open_until),
             ("changed_at", self.changed_at),
             ("failed_at", self.failed_at),
+            ("ramp_until", self.ramp_until),
+            ("ramp_ms", self.ramp_ms),
+            ("ramp_permille", self.ramp_permille),
         ] {
             state.push(f.to_string());
             state.push(v.to_string());
@@ -115,6 +118,7 @@ impl Machine {
             ("rejected", m.rejected),
             ("timeouts", m.timeouts),
             ("opened", m.opened),
+            ("throttled", m.throttled),
         ]
         .iter()
         .flat_map(|(f, v)| [f.to_string(), v.to_string()])

@@ -35,6 +35,7 @@ fn batches(held: &[Option<Held>], counts: &Counts) -> (Batch, Batch) {
         rejected: counts.rejected,
         degraded_successes: counts.degraded,
         degraded_failures: counts.degraded,
+        throttled: counts.throttled,
         ..Batch::default()
     };
     (batch(h.redis_incarnation), batch(h.model_incarnation))
@@ -54,6 +55,7 @@ fn compare(step: &Step, redis: &Reply, model: &Reply) -> Result<(), TestCaseErro
             r.stored_config.clone(),
             r.reason.clone(),
             r.announced,
+            r.ramp,
         )
     };
     prop_assert_eq!(strip(redis), strip(model), "reply differs after {:?}", step);
@@ -107,6 +109,8 @@ impl Case {
                 } else {
                     second_window
                 }),
+                // Another ramp: the one of the process whose probe closes the breaker is the fleet's.
+                recovery_ramp: config.recovery_ramp / 2,
                 ..config
             }),
             model: Machine::default(),

@@ -74,6 +74,7 @@ pub(super) struct Counts {
     pub(super) ignored: u64,
     pub(super) rejected: u64,
     pub(super) degraded: u64,
+    pub(super) throttled: u64,
     /// The batch id: 0 none, 1 a new one, 2 the last batch with an id sent again as it was
     /// (its reply lost): counted once.
     pub(super) id: u8,
@@ -81,14 +82,15 @@ pub(super) struct Counts {
 
 /// Batched counts, a few of each (slow among the successes).
 fn counts() -> impl Strategy<Value = Counts> {
-    (0..SLOTS, 0..4u64, 0..3u64, 0..2u64, 0..2u64, 0..2u64, 0..3u8).prop_map(
-        |(slot, successes, slow, ignored, rejected, degraded, id)| Counts {
+    (0..SLOTS, 0..4u64, 0..3u64, 0..2u64, 0..2u64, 0..2u64, 0..2u64, 0..3u8).prop_map(
+        |(slot, successes, slow, ignored, rejected, degraded, throttled, id)| Counts {
             slot,
             successes,
             slow: slow.min(successes),
             ignored,
             rejected,
             degraded,
+            throttled,
             id,
         },
     )
@@ -146,6 +148,8 @@ pub(super) fn config() -> impl Strategy<Value = Config> {
         // The TTLs: short ones (a tenth of the shorter, when they are set in full again, is
         // 1-6s: the clock's steps cross it), or the defaults (never crossed in a case).
         prop::option::weighted(0.6, (10_000..60_000u64, 10_000..120_000u64)),
+        // A recovery ramp in about half the cases (its length crossed by the clock's steps).
+        prop::option::weighted(0.5, (1..5000u64, 1..=1000u64)),
     )
         .prop_filter_map(
             "no trip rule",
@@ -156,6 +160,7 @@ pub(super) fn config() -> impl Strategy<Value = Config> {
                 expiry,
                 (quorum, fraction),
                 ttls,
+                ramp,
             )| {
                 let mut b = Config::builder()
                     .failure_threshold(ft)
@@ -176,6 +181,9 @@ pub(super) fn config() -> impl Strategy<Value = Config> {
                 }
                 if let Some(f) = fraction {
                     b = b.quorum_fraction(f);
+                }
+                if let Some((ms, permille)) = ramp {
+                    b = b.recovery_ramp(Duration::from_millis(ms)).ramp_start(permille as f64 / 1000.0);
                 }
                 if let Some(r) = fr {
                     b = b.failure_rate(r);

@@ -288,7 +288,7 @@ pub(crate) const CONTROL: [Own; 3] = [
 /// A batch of counts (`Batch`), by offset from its first argument: `Batch::write` writes them in
 /// this order, `parse_batch` in `lua/lib/batch.lua` reads them by these names.
 #[cfg(test)]
-pub(crate) const BATCH: [&str; 9] = [
+pub(crate) const BATCH: [&str; 10] = [
     "incarnation",
     "epoch",
     "fseq",
@@ -298,4 +298,5 @@ pub(crate) const BATCH: [&str; 9] = [
     "rejected",
     "degraded_successes",
     "degraded_failures",
+    "throttled",
 ];

@@ -41,6 +41,12 @@ fn limits() -> Vec<(&'static str, Value, &'static str)> {
         ("MAX_INT", Value::Int(MAX_INT), "protocol::MAX_INT"),
         ("MAX_DURATION", Value::Int(max_duration), "config::MAX_DURATION: a deadline now + this stays exact"),
         ("MAX_QUORUM", Value::Int(crate::config::MAX_QUORUM.into()), "config::MAX_QUORUM"),
+        (
+            "MAX_RAMP",
+            Value::Int(u64::try_from(crate::config::MAX_RAMP.as_millis()).unwrap_or(u64::MAX)),
+            "config::MAX_RAMP",
+        ),
+        ("PER_MILLE", Value::Int(1000), "a recovery ramp's start is kept in per mille of the calls"),
         ("HISTORY_LEN", Value::Int(100), "entries the history stream keeps (about: MAXLEN ~)"),
         ("HALF_OPEN_RETRY", Value::Int(HALF_OPEN_RETRY_MS), "protocol::HALF_OPEN_RETRY_MS"),
         ("BATCH_MEMORY", Value::Int(crate::breaker::pending::BATCH_MEMORY_MS), "breaker::pending::BATCH_MEMORY_MS"),

@@ -34,7 +34,7 @@ pub(crate) use args::{CallArgs, config_id};
 pub use op::Outcome;
 pub(crate) use op::{Batch, ControlOp, Op, Record, RecordOutcome, Report};
 pub(crate) use params::Params;
-pub(crate) use reply::{Reply, Transition, Verdict};
+pub(crate) use reply::{Ramp, Reply, Transition, Verdict};
 
 /// The largest integer a script handles exactly (2^53 - 1): Lua's numbers are doubles.
 pub(crate) const MAX_INT: u64 = (1 << 53) - 1;

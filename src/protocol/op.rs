@@ -136,6 +136,8 @@ pub(crate) struct Batch {
     pub(crate) degraded_successes: u64,
     /// Failures of calls decided without Redis: metrics only.
     pub(crate) degraded_failures: u64,
+    /// Calls a recovery ramp held back: metrics only.
+    pub(crate) throttled: u64,
     /// The lane (see `src/breaker/pending.rs`) that sends this batch, a random non-zero number per lane;
     /// 0 with `seq` 0: the batch has no id.
     pub(crate) sender: u64,
@@ -170,6 +172,7 @@ impl Batch {
             self.rejected,
             self.degraded_successes,
             self.degraded_failures,
+            self.throttled,
         ] {
             n.write(out);
         }
@@ -177,7 +180,7 @@ impl Batch {
 
     /// Whether the batch counts anything.
     pub(crate) fn has_counts(&self) -> bool {
-        [self.successes, self.ignored, self.rejected, self.degraded_successes, self.degraded_failures]
+        [self.successes, self.ignored, self.rejected, self.degraded_successes, self.degraded_failures, self.throttled]
             .iter()
             .any(|&n| n > 0)
     }
@@ -302,6 +305,7 @@ mod tests {
             rejected: 207,
             degraded_successes: 208,
             degraded_failures: 209,
+            throttled: 210,
             sender: 0xab,
             seq: 7,
             again: false,
@@ -321,6 +325,7 @@ mod tests {
             "rejected" => b.rejected,
             "degraded_successes" => b.degraded_successes,
             "degraded_failures" => b.degraded_failures,
+            "throttled" => b.throttled,
             other => panic!("BATCH names {other}, which Batch does not have"),
         };
         BATCH.iter().map(|name| by_name(name).to_string()).collect()

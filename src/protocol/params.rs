@@ -71,6 +71,13 @@ arguments! {
         /// a quorum.
         fraction: f64 = |c| c.quorum_fraction.unwrap_or(0.0),
             Check::Float { min: 0.0, max: 1.0 }, "quorum_fraction";
+        /// The recovery ramp (ms; 0 = off): after half_open -> closed on probe successes, the
+        /// fraction of calls admitted rises from `ramp_permille` to all over this long.
+        ramp: u64 = |c| ms(c.recovery_ramp),
+            Check::Int { min: 0, max: "MAX_RAMP" }, "recovery_ramp";
+        /// Where a recovery ramp starts, in per mille of the calls.
+        ramp_permille: u64 = |c| c.ramp_permille(),
+            Check::Int { min: 1, max: "PER_MILLE" }, "ramp_start";
     }
 }
 

@@ -60,6 +60,20 @@ pub(crate) struct Reply {
     /// PUBLISH refused, or no channel): this call's own, or an earlier one's that the state hash
     /// remembers. Processes trust such a state for the short bound (`cache_ttl`) only.
     pub(crate) announced: bool,
+    /// The recovery ramp of a closed breaker, while it runs.
+    pub(crate) ramp: Option<Ramp>,
+}
+
+/// A recovery ramp as a reply or an event tells it: the fraction of calls admitted rises
+/// linearly from `permille` to all over `len_ms`, of which `left_ms` are left.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Ramp {
+    /// Time left (ms), counted from when Redis answered; more than 0.
+    pub(crate) left_ms: u64,
+    /// The ramp's length (ms).
+    pub(crate) len_ms: u64,
+    /// The fraction admitted when it began, per mille.
+    pub(crate) permille: u64,
 }
 
 /// A transition a call caused (published as an event).
@@ -79,7 +93,7 @@ pub(crate) struct Transition {
 /// which `reply` in `lua/lib/commit.lua` places them; `parse_reply` in `store/scripts.rs` reads
 /// them into [`Reply`], which a test checks entry by entry).
 #[cfg(test)]
-pub(crate) const REPLY: [(&str, &str); 10] = [
+pub(crate) const REPLY: [(&str, &str); 13] = [
     ("verdict", "'allowed', 'probe' or 'rejected' (acquire); 'applied' or 'stale' (record); 'ok' (control)."),
     ("state", "The state after the call."),
     ("incarnation", "When the state hash was made (Redis TIME in µs)."),
@@ -99,6 +113,9 @@ pub(crate) const REPLY: [(&str, &str); 10] = [
          own refused, or an earlier one's: the state hash's `announced` field), else 1: processes\n\
          trust a state answered with 0 for the short bound only.",
     ),
+    ("ramp_left_ms", "The time left of a closed breaker's recovery ramp, or 0 when none runs."),
+    ("ramp_ms", "That ramp's length (0 when none runs)."),
+    ("ramp_permille", "Where that ramp started, per mille of the calls admitted (0 when none runs)."),
 ];
 
 #[cfg(test)]
@@ -119,6 +136,9 @@ mod tests {
             "stored_config" => "fp",
             "reason" => "why",
             "announced" => "0",
+            "ramp_left_ms" => "16",
+            "ramp_ms" => "17",
+            "ramp_permille" => "18",
             other => panic!("REPLY names {other}, which Reply does not have"),
         };
         let fields = REPLY.iter().map(|(name, _)| value(name).to_string()).collect();
@@ -136,6 +156,7 @@ mod tests {
                 stored_config: "fp".into(),
                 reason: "why".into(),
                 announced: false,
+                ramp: Some(Ramp { left_ms: 16, len_ms: 17, permille: 18 }),
             }
         );
     }

@@ -4,7 +4,7 @@
 
 use crate::error::StoreError;
 use crate::name::Keys;
-use crate::protocol::{CallArgs, Op, Params, Reply, Verdict, config_id};
+use crate::protocol::{CallArgs, Op, Params, Ramp, Reply, Verdict, config_id};
 use crate::state::State;
 use redis::{Cmd, Script};
 use std::sync::OnceLock;
@@ -244,8 +244,22 @@ impl Scripts {
 /// Reads a script's reply (see the header of `lua/lib/args.lua`).
 pub(crate) fn parse_reply(fields: Vec<String>, key: &str) -> Result<Reply, StoreError> {
     let bad = |detail: String| StoreError::Protocol { key: key.to_string(), detail };
-    let [verdict, state, incarnation, epoch, failures, fseq, remaining, stored_config, reason, announced]: [String;
-        10] = fields.try_into().map_err(|f: Vec<String>| bad(format!("expected 10 fields, got {}", f.len())))?;
+    let [
+        verdict,
+        state,
+        incarnation,
+        epoch,
+        failures,
+        fseq,
+        remaining,
+        stored_config,
+        reason,
+        announced,
+        ramp_left,
+        ramp_ms,
+        ramp_permille,
+    ]: [String; 13] =
+        fields.try_into().map_err(|f: Vec<String>| bad(format!("expected 13 fields, got {}", f.len())))?;
     let num = |what: &str, v: &str| v.parse::<u64>().map_err(|_| bad(format!("{what} is {v:?}")));
     let remaining: i64 = remaining.parse().map_err(|_| bad(format!("remaining_ms is {remaining:?}")))?;
     Ok(Reply {
@@ -262,6 +276,14 @@ pub(crate) fn parse_reply(fields: Vec<String>, key: &str) -> Result<Reply, Store
             "1" => true,
             "0" => false,
             _ => return Err(bad(format!("announced is {announced:?}"))),
+        },
+        ramp: match num("ramp_left_ms", &ramp_left)? {
+            0 => None,
+            left_ms => Some(Ramp {
+                left_ms,
+                len_ms: num("ramp_ms", &ramp_ms)?,
+                permille: num("ramp_permille", &ramp_permille)?,
+            }),
         },
     })
 }

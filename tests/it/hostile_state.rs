@@ -187,7 +187,7 @@ async fn scripts_refuse_bad_arguments_with_a_named_error() {
     let common = ["now", "rand", "channel", "name", "origin", "shard_channel", "fingerprint", "config_id"];
     let place = |field: &str| if common.contains(&field) { at("ARG", field) } else { config(field) };
     // Every argument "0" (the batch's counts among them) but these; the batch's id is none.
-    let mut good = vec!["0".to_string(); config("fraction") + 1];
+    let mut good = vec!["0".to_string(); config("ramp_permille") + 1];
     for (name, value) in [
         ("now", ""),
         ("rand", "0.5"),
@@ -211,6 +211,7 @@ async fn scripts_refuse_bad_arguments_with_a_named_error() {
         ("window", "60000"),
         ("failure_expiry", "60000"),
         ("quorum", "1"),
+        ("ramp_permille", "100"),
     ] {
         good[place(name)] = value.to_string();
     }
@@ -263,6 +264,10 @@ async fn scripts_refuse_bad_arguments_with_a_named_error() {
             (config("quorum"), "0", "quorum"),
             (config("quorum"), "10001", "quorum"),
             (config("fraction"), "1.5", "quorum_fraction"),
+            (config("ramp"), "3600001", "recovery_ramp"),
+            (config("ramp_permille"), "0", "ramp_start"),
+            (config("ramp_permille"), "1001", "ramp_start"),
+            (batch("throttled"), "-1", "batch throttled"),
             (at("ACQUIRE", "permit"), "", "permit id"),
             (batch("fseq"), "1.5", "batch fseq"),
             (batch("slow"), "3", "batch slow"),

@@ -25,6 +25,7 @@ mod hostile_state;
 mod keys_and_cost;
 mod old_server;
 mod quorum;
+mod ramp;
 #[cfg(feature = "sentinel")]
 mod sentinel;
 #[cfg(feature = "tls")]

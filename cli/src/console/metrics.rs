@@ -53,9 +53,9 @@ fn seconds(value: f64) -> Gauge<f64, AtomicU64> {
 }
 
 /// The text of one scrape, from the last shared read; `started` is when the scrape began.
-/// Each breaker adds 16 series (docs/console.md): five of the state, one each of its time,
-/// retry-after, trips, probes and reporters, three of calls (one per outcome), one each of
-/// rejected, slow and opened; and one per alert that holds.
+/// Each breaker adds 18 series (docs/console.md): five of the state, one each of its time,
+/// retry-after, trips, probes, reporters and recovery ramp, three of calls (one per outcome),
+/// one each of rejected, throttled, slow and opened; and one per alert that holds.
 pub(crate) fn exposition(fleet: &Fleet, notifier: Option<&Notifier>, started: Instant) -> String {
     let data = &fleet.data;
     let mut registry = Registry::with_prefix("redis_breaker");
@@ -63,9 +63,11 @@ pub(crate) fn exposition(fleet: &Fleet, notifier: Option<&Notifier>, started: In
     let changed = Family::<Labels, Gauge<f64, AtomicU64>>::default();
     let retry_after = Family::<Labels, Gauge<f64, AtomicU64>>::default();
     let [trips, probes, reporters] = [(); 3].map(|()| Family::<Labels, Gauge>::default());
+    let ramp = Family::<Labels, Gauge<f64, AtomicU64>>::default();
     let calls = Family::<Labels, Counter>::default();
-    let counters: [(&str, &str, Family<Labels, Counter>); 3] = [
+    let counters: [(&str, &str, Family<Labels, Counter>); 4] = [
         ("fleet_rejected", "Calls rejected without running, fleet-wide", Family::default()),
+        ("fleet_throttled", "Calls a recovery ramp held back, fleet-wide (not in rejected)", Family::default()),
         ("fleet_slow_calls", "Calls at least slow_call_duration long, fleet-wide", Family::default()),
         ("fleet_opened", "Times the breaker opened", Family::default()),
     ];
@@ -80,6 +82,7 @@ pub(crate) fn exposition(fleet: &Fleet, notifier: Option<&Notifier>, started: In
         trips.get_or_create(&one).set(gauge(s.trips));
         probes.get_or_create(&one).set(gauge(s.probes.len() as u64));
         reporters.get_or_create(&one).set(gauge(s.reporters.len() as u64));
+        ramp.get_or_create(&one).set(s.ramp.map_or(1.0, |r| r.admitted()));
         let m = &s.metrics;
         // A timeout is also a failure in the metrics hash: counted once, under `timeout`.
         let outcomes =
@@ -87,7 +90,7 @@ pub(crate) fn exposition(fleet: &Fleet, notifier: Option<&Notifier>, started: In
         for (outcome, v) in outcomes {
             calls.get_or_create(&labels([("breaker", &s.name), ("outcome", outcome)])).inc_by(v);
         }
-        for ((_, _, family), v) in counters.iter().zip([m.rejected, m.slow, m.opened]) {
+        for ((_, _, family), v) in counters.iter().zip([m.rejected, m.throttled, m.slow, m.opened]) {
             family.get_or_create(&one).inc_by(v);
         }
     }
@@ -99,6 +102,11 @@ pub(crate) fn exposition(fleet: &Fleet, notifier: Option<&Notifier>, started: In
     );
     registry.register("fleet_retry_after_seconds", "Time left to the state's deadline (0 when none)", retry_after);
     registry.register("fleet_trips", "Opens since the last full close (the backoff exponent)", trips);
+    registry.register(
+        "fleet_ramp_admitted_ratio",
+        "The fraction of calls each process admits: below 1 while a recovery ramp runs",
+        ramp,
+    );
     registry.register("fleet_probes_in_flight", "Half-open probes out now", probes);
     registry.register(
         "fleet_quorum_reporters",

@@ -72,7 +72,7 @@ pub(crate) struct ServeArgs {
     allowed_host: Vec<hosts::HostName>,
     /// Show, scrape, alert and notify on the breakers whose name matches this glob only
     /// (repeatable: any of them; `*` any run of characters, `?` one), e.g. --breakers 'pay*'.
-    /// Every breaker adds 16 series to /metrics (and one per alert that holds).
+    /// Every breaker adds 18 series to /metrics (and one per alert that holds).
     #[arg(long = "breakers", value_name = "GLOB", value_parser = glob::parse)]
     breakers: Vec<String>,
     /// How often the console reads every breaker from Redis (one read serves every page,

@@ -48,6 +48,60 @@ async fn exec_passes_the_commands_status_and_trips_the_breaker() {
     assert_eq!(state_hash(&redis, &name).await["state"], "open");
 }
 
+/// Gentle recovery from the command line: a run whose probe closes the breaker with
+/// `--recovery-ramp` starts the fleet's ramp; `status`, `list` and `history` show it; most runs
+/// right after the close are held back (exit 75, "recovering: N% admitted").
+#[tokio::test]
+async fn exec_takes_a_recovery_ramp_and_status_list_and_history_show_it() {
+    let redis = redis().await;
+    let name = unique("cli-ramp");
+    let opts = [
+        "--failure-threshold",
+        "1",
+        "--success-threshold",
+        "1",
+        "--base-recovery",
+        "100ms",
+        "--max-recovery",
+        "100ms",
+        "--jitter",
+        "0",
+        "--recovery-ramp",
+        "60s",
+        "--ramp-start",
+        "0.01",
+    ];
+    let exec = |cmd: &str| {
+        let mut args = vec!["exec", name.as_str()];
+        args.extend(opts);
+        args.extend(["--", "sh", "-c", cmd]);
+        run(&redis, &args)
+    };
+    assert_eq!(code(&exec("exit 3")), 3);
+    std::thread::sleep(Duration::from_millis(150));
+    assert_eq!(code(&exec("exit 0")), 0, "the probe closes the breaker");
+    let o = run(&redis, &["status", &name]);
+    let text = stdout(&o);
+    assert!(text.contains("state:       closed"), "{text}");
+    assert!(text.contains("ramping:     1%") || text.contains("ramping:     1."), "{text}");
+    assert!(text.contains("left of 1m"), "{text}");
+    let o = run(&redis, &["list"]);
+    assert!(stdout(&o).contains("closed (ramping: 1"), "{}", stdout(&o));
+    let o = run(&redis, &["history", &name]);
+    assert!(stdout(&o).contains("ramping from 1% over 1m"), "{}", stdout(&o));
+    let o = run(&redis, &["status", &name, "--json"]);
+    let status: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(status["ramp"]["start_permille"], 10, "{status}");
+    // At about 1% admitted, nearly every run is held back.
+    let held: Vec<Output> = (0..5).map(|_| exec("echo ran")).filter(|o| code(o) == 75).collect();
+    assert!(held.len() >= 3, "runs held back by the ramp: {}", held.len());
+    assert!(stderr(&held[0]).contains("is closed, recovering: 1"), "{}", stderr(&held[0]));
+    assert!(stdout(&held[0]).is_empty(), "a run held back does not run");
+    let o = run(&redis, &["exec", &name, "--ramp-start", "0", "--", "true"]);
+    assert_eq!(code(&o), 2, "a bad ramp start is a usage error: {}", stderr(&o));
+    assert!(stderr(&o).contains("ramp_start"), "{}", stderr(&o));
+}
+
 /// Each `exec` run is its own process to the quorum: one failing run reports itself and the
 /// breaker stays closed; the third failing run within the window opens it. `status` shows the
 /// quorum and who reported.

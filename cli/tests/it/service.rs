@@ -178,10 +178,10 @@ async fn breakers_globs_restrict_the_list_the_scrape_the_alerts_and_the_api() {
     let m = scrape(&c).await;
     assert!(!m.contains("orders") && !m.contains("inv22"), "{m}");
     assert_eq!(value(&m, "redis_breaker_console_breakers"), Some(3.0), "{m}");
-    // The series per breaker that docs/console.md counts: 16, and one per alert that holds.
+    // The series per breaker that docs/console.md counts: 18, and one per alert that holds.
     let of_one: Vec<&str> = m.lines().filter(|l| l.contains(r#"breaker="inv1""#)).collect();
     let alerts = of_one.iter().filter(|l| l.starts_with("redis_breaker_console_alert{")).count();
-    assert_eq!((of_one.len() - alerts, alerts), (16, 1), "{of_one:#?}");
+    assert_eq!((of_one.len() - alerts, alerts), (18, 1), "{of_one:#?}");
 
     let alerts = http(&c, "GET", "/api/alerts", None).await.json();
     let alerted: Vec<&str> =

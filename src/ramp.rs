@@ -1,0 +1,106 @@
+//! Gentle recovery ([`ConfigBuilder::recovery_ramp`](crate::ConfigBuilder::recovery_ramp)): a
+//! breaker that closes on its probes' successes admits a rising fraction of each process's calls
+//! over the ramp, instead of the whole fleet's load at once.
+
+use serde::Serialize;
+use std::time::Duration;
+
+/// A recovery ramp that runs: the fraction of calls each process admits rises linearly from
+/// `start_permille` per mille to all of them over `length`, of which `left` was left when this
+/// was read. Every process computes the fraction from the time left that Redis returned (no
+/// clock is compared across hosts).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct Ramp {
+    /// Time left of the ramp when it was read.
+    pub left: Duration,
+    /// The ramp's whole length (the `recovery_ramp` of the process whose probe closed the breaker).
+    pub length: Duration,
+    /// The fraction admitted when the ramp began, per mille (its `ramp_start` x 1000).
+    pub start_permille: u16,
+}
+
+impl Ramp {
+    /// A ramp of `length` that starts at `start_permille` per mille with `left` to go.
+    pub fn new(left: Duration, length: Duration, start_permille: u16) -> Ramp {
+        Ramp { left, length, start_permille }
+    }
+
+    pub(crate) fn of(r: &crate::protocol::Ramp) -> Ramp {
+        Ramp {
+            left: Duration::from_millis(r.left_ms),
+            length: Duration::from_millis(r.len_ms),
+            start_permille: u16::try_from(r.permille.min(1000)).unwrap_or(1000),
+        }
+    }
+
+    /// The fraction of calls admitted when it was read, in `[start, 1]`.
+    pub fn admitted(&self) -> f64 {
+        admitted(self.left.as_secs_f64() * 1000.0, self.length.as_secs_f64() * 1000.0, self.start_permille.into())
+    }
+}
+
+impl Serialize for Ramp {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeStruct;
+        let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+        let mut st = s.serialize_struct("Ramp", 4)?;
+        st.serialize_field("left_ms", &ms(self.left))?;
+        st.serialize_field("length_ms", &ms(self.length))?;
+        st.serialize_field("start_permille", &self.start_permille)?;
+        st.serialize_field("admitted", &self.admitted())?;
+        st.end()
+    }
+}
+
+/// The fraction of calls a ramp of `len_ms` that starts at `permille` admits with `left_ms` to
+/// go: linear from the start to 1 (1 once it is over).
+pub(crate) fn admitted(left_ms: f64, len_ms: f64, permille: u64) -> f64 {
+    let start = (permille as f64 / 1000.0).clamp(0.0, 1.0);
+    if len_ms <= 0.0 || left_ms <= 0.0 {
+        return 1.0;
+    }
+    let done = (1.0 - left_ms / len_ms).clamp(0.0, 1.0);
+    start + (1.0 - start) * done
+}
+
+/// The words the snapshot keeps of a ramp: its length (ms) and start (per mille) in one u64.
+pub(crate) fn pack(len_ms: u64, permille: u64) -> u64 {
+    (len_ms.min(u64::MAX >> 10) << 10) | permille.min(1000)
+}
+
+/// Whether a call is admitted with `left_ns` of a ramp `packed` by [`pack`] to go: `Ok`, or the
+/// fraction admitted now when this call is held back. One uniform draw per call.
+#[inline]
+pub(crate) fn draw(left_ns: u64, packed: u64) -> Result<(), f64> {
+    let fraction = admitted(left_ns as f64 / 1e6, (packed >> 10) as f64, packed & 1023);
+    if fraction >= 1.0 || rand::random::<f64>() < fraction { Ok(()) } else { Err(fraction) }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_fraction_rises_linearly_from_the_start_to_all() {
+        assert_eq!(admitted(10_000.0, 10_000.0, 100), 0.1);
+        assert!((admitted(5_000.0, 10_000.0, 100) - 0.55).abs() < 1e-12);
+        assert_eq!(admitted(0.0, 10_000.0, 100), 1.0);
+        assert_eq!(admitted(20_000.0, 10_000.0, 250), 0.25, "never below the start");
+        assert_eq!(admitted(1.0, 0.0, 100), 1.0, "a ramp of no length admits all");
+        let r = Ramp::new(Duration::from_secs(3), Duration::from_secs(10), 100);
+        assert!((r.admitted() - 0.73).abs() < 1e-9, "{}", r.admitted());
+    }
+
+    #[test]
+    fn the_draw_admits_about_the_fraction() {
+        let packed = pack(10_000, 100);
+        assert_eq!((packed >> 10, packed & 1023), (10_000, 100));
+        let admitted = (0..100_000).filter(|_| draw(5_000_000_000, packed).is_ok()).count();
+        // 0.55 of 100,000 draws: 5 standard deviations are about 790.
+        assert!((54_200..=55_800).contains(&admitted), "{admitted}");
+        assert_eq!(draw(10_000_000_000, pack(10_000, 1000)), Ok(()), "a start of 1 admits all");
+        let held = (0..1000).filter(|_| draw(10_000_000_000, pack(10_000, 1)).is_err()).count();
+        assert!(held >= 990, "a start of 1 per mille holds back nearly every call: {held}");
+    }
+}
