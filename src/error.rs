@@ -48,8 +48,8 @@ enum Left {
     /// Forced open until an operator resets it.
     Never,
     /// Closed, held back by a recovery ramp that admitted this fraction (per mille) of calls:
-    /// worth retrying at once.
-    Ramp(u16),
+    /// worth retrying after this short pause (a retry at once would defeat the ramp).
+    Ramp(u16, Duration),
 }
 
 impl Rejected {
@@ -67,20 +67,24 @@ impl Rejected {
         Rejected { state, own, left: until.map_or(Left::Never, Left::Until) }
     }
 
-    /// A call a closed breaker's recovery ramp held back while it admitted `admitted` of them.
-    #[inline]
-    pub(crate) fn ramp(admitted: f64) -> Rejected {
+    /// A call a closed breaker's recovery ramp held back while it admitted `admitted` of them,
+    /// with `ramp_left` of the ramp to run: worth retrying after a pause drawn from half to all
+    /// of the shorter of a second and the ramp's time left, so that callers that retry a
+    /// held-back call do not turn the ramp into a delay of one draw.
+    pub(crate) fn ramp(admitted: f64, ramp_left: Duration) -> Rejected {
         let permille = (admitted * 1000.0).floor().clamp(0.0, 1000.0) as u16;
-        Rejected { state: State::Closed, own: false, left: Left::Ramp(permille) }
+        let pause = ramp_left.min(Duration::from_secs(1)).mul_f64(0.5 + rand::random::<f64>() * 0.5);
+        Rejected { state: State::Closed, own: false, left: Left::Ramp(permille, pause) }
     }
 
     /// When a recovery ramp held the call back ([`ConfigBuilder::recovery_ramp`](crate::ConfigBuilder::recovery_ramp)):
-    /// the fraction of calls it admitted then (to the thousandth); `state` is then
-    /// [`State::Closed`] and [`retry_after`](Rejected::retry_after) zero. `None` for every
-    /// other rejection.
+    /// the fraction of calls it admitted then (to the thousandth, rounded down); `state` is then
+    /// [`State::Closed`], and [`retry_after`](Rejected::retry_after) a short pause (at most a
+    /// second, drawn per rejection: a retry at once would only draw again, and callers that
+    /// retry held-back calls would defeat the ramp). `None` for every other rejection.
     pub fn admitted(&self) -> Option<f64> {
         match self.left {
-            Left::Ramp(permille) => Some(f64::from(permille) / 1000.0),
+            Left::Ramp(permille, _) => Some(f64::from(permille) / 1000.0),
             _ => None,
         }
     }
@@ -101,15 +105,21 @@ impl Rejected {
             Left::Until(at) => Some(at.left(Instant::now())),
             Left::For(d) => Some(d),
             Left::Never => None,
-            Left::Ramp(_) => Some(Duration::ZERO),
+            Left::Ramp(_, pause) => Some(pause),
         }
     }
 }
 
 impl std::fmt::Display for Rejected {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if let Left::Ramp(permille) = self.left {
-            return write!(f, "circuit breaker is {}, {}: this call was held back", self.state, ramp_text(permille));
+        if let Left::Ramp(permille, pause) = self.left {
+            return write!(
+                f,
+                "circuit breaker is {}, {}: this call was held back; retry after {}ms",
+                self.state,
+                ramp_text(permille),
+                pause.as_millis()
+            );
         }
         let own = if self.own { " in this process" } else { "" };
         write!(f, "circuit breaker is {}{own}; {}", self.state, retry_text(self.retry_after()))

@@ -200,13 +200,15 @@ impl Status {
             let (q, f) = text.split_once(':').map_or((*text, None), |(q, f)| (q, Some(f)));
             (q.parse::<u64>().ok().filter(|q| *q >= 1).unwrap_or(1), f.and_then(|f| f.parse::<f64>().ok()))
         });
-        // The recovery ramp, when one runs and is sane (the next script ends one that is not).
+        // The recovery ramp, when one runs and is sane (the next script ends one that is not;
+        // it may also bring it back to the writer's own ramp, which a reader cannot know).
         let (ramp_until, ramp_ms, permille) = (num("ramp_until"), num("ramp_ms"), num("ramp_permille"));
         let max_ramp = u64::try_from(crate::config::MAX_RAMP.as_millis()).unwrap_or(u64::MAX);
         let ramp = (state == State::Closed
             && ramp_until > raw.now_ms
             && ramp_ms <= max_ramp
             && (1..=1000).contains(&permille)
+            && ramp_until == num("changed_at").saturating_add(ramp_ms)
             && ramp_until - raw.now_ms <= ramp_ms)
             .then(|| {
                 crate::Ramp::new(

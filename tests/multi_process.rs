@@ -5,8 +5,12 @@
 //! that all start together, act, and answer one line. The coordinator prints a line per
 //! scenario, the figures it measured, and `N passed, N failed` at the end.
 
+#[path = "multi_process/cold_service.rs"]
+mod cold_service;
 #[path = "multi_process/quorum.rs"]
 mod quorum;
+#[path = "multi_process/ramp.rs"]
+mod ramp;
 
 use redis_breaker::{Client, ClientConfig, Config, Error};
 use redis_breaker_test_support as support;
@@ -173,6 +177,7 @@ fn worker() {
                 ["downstream", name, addr, quorum, millis, gap, go] => {
                     quorum::calls(&client, &mut control, [name, addr, quorum, millis, gap, go]).await
                 }
+                ["ramp", name, addr, ramp_ms, go] => ramp::load(&client, &mut control, [name, addr, ramp_ms, go]).await,
                 ["crash" | "leave", name] => quorum::open_for_itself_then_exit(&client, name, words[0]).await,
                 _ => format!("error: unknown command {line:?}"),
             };
@@ -291,7 +296,7 @@ fn coordinator() {
     let conn = rt.block_on(redis.conn());
     eprintln!("multi_process: redis at {}", redis.url);
     let mut fleet = Fleet { workers: spawn_fleet(&redis.url), conn, rounds: 0 };
-    let scenarios: [(&str, Scenario); 9] = [
+    let scenarios: [(&str, Scenario); 10] = [
         ("all_processes_failing_trip_the_breaker_once_and_every_failure_is_counted", all_fail),
         ("half_open_admits_exactly_max_probes_across_processes_200_times", probes),
         ("a_trip_in_one_process_reaches_the_others_within_milliseconds", propagation),
@@ -301,6 +306,7 @@ fn coordinator() {
         ("one_process_with_a_broken_network_path_opens_only_itself_under_a_quorum", quorum::one_bad_node),
         ("three_failing_processes_meet_a_quorum_of_3_and_trip_the_fleet_once_two_do_not", quorum::of_three),
         ("a_process_restarted_quorum_times_within_a_window_is_one_reporter_and_a_shutdown_withdraws", quorum::restarts),
+        ("the_fleet_returning_to_a_cold_service_re_trips_it_without_a_ramp_and_not_with_one", ramp::recovery),
     ];
     let (mut passed, mut failed) = (0, 0);
     let only = std::env::var("RB_SCENARIO").ok();

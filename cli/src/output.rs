@@ -87,12 +87,12 @@ impl Out {
         }
         let width = statuses.iter().map(|s| s.name.len()).max().unwrap_or(4).max(4);
         line(format_args!(
-            "{:<width$}  {:<22}  {:>8}  {:>11}  {:>8}  {:>12}",
+            "{:<width$}  {:<24}  {:>8}  {:>11}  {:>8}  {:>12}",
             "NAME", "STATE", "FAILURES", "RETRY-AFTER", "CALLS", "FAILURE-RATE"
         ));
         for s in statuses {
             line(format_args!(
-                "{:<width$}  {:<22}  {:>8}  {:>11}  {:>8}  {:>12}",
+                "{:<width$}  {:<24}  {:>8}  {:>11}  {:>8}  {:>12}",
                 s.name,
                 state_word(s),
                 s.failures,
@@ -197,10 +197,11 @@ impl Out {
     }
 }
 
-/// A fraction as a percentage: `35%`, `0.5%`.
+/// A fraction as a percentage, rounded down to a tenth (never `100%` while a ramp still runs):
+/// `35%`, `0.5%`.
 fn percent(fraction: f64) -> String {
-    let p = fraction * 100.0;
-    if (p - p.round()).abs() < 0.05 { format!("{:.0}%", p) } else { format!("{p:.1}%") }
+    let tenths = (fraction * 1000.0).floor().clamp(0.0, 1000.0) as u64;
+    if tenths.is_multiple_of(10) { format!("{}%", tenths / 10) } else { format!("{}.{}%", tenths / 10, tenths % 10) }
 }
 
 /// A time left, to the tenth of a second: `4.2s`.

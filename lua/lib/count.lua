@@ -50,12 +50,9 @@ local function count_failure(c, b, p_inc, p_epoch)
     tonumber(raw[9]) or 0
   local open_until, failed_at = tonumber(raw[13]) or 0, tonumber(raw[15]) or 0
   if incarnation == 0 or open_until > now + MAX_DURATION then return nil, raw end
-  -- A recovery ramp `load` would end (see there) is the general path's.
+  -- A recovery ramp `load` would end or bring back (see ramp_check) is the general path's.
   local ramp_until, ramp_ms, ramp_permille = tonumber(raw[16]) or 0, tonumber(raw[17]) or 0, tonumber(raw[18]) or 0
-  if ramp_until > 0 and (ramp_ms > MAX_RAMP or ramp_permille < 1 or ramp_permille > PER_MILLE
-    or ramp_until > now + ramp_ms) then
-    return nil, raw
-  end
+  if ramp_check(ramp_until, ramp_ms, ramp_permille, tonumber(raw[14]) or 0, c) then return nil, raw end
   if not (epoch == p_epoch and (p_inc == incarnation or (p_inc == 0 and epoch == 0))) then return nil, raw end
   -- advance: the consecutive count starts again after failure_expiry with no failure.
   if failures > 0 and now - failed_at >= c.failure_expiry then failures = 0 end

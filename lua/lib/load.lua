@@ -149,6 +149,23 @@ local function load_window(S)
   end
 end
 
+-- What `load` does with the stored recovery ramp: nil (keep it), 'end' or 'cap'. A ramp counts
+-- only as the close that began it wrote it (ramp_until = changed_at + ramp_ms: not one an older
+-- writer left behind when it closed the breaker again, nor most set by hand), at most MAX_RAMP
+-- long, with a start in (0, PER_MILLE]; any other ends. One that would run longer from now than
+-- this caller's own ramp is brought back to it, and a caller with none ends it (as open_until is
+-- brought back to max_recovery): no writer holds back a fleet's calls longer than the config of
+-- every process that writes allows. (Rust twin: `ramp_check` in src/machine/.)
+local function ramp_check(until_, ms, permille, changed_at, c)
+  if until_ == 0 and ms == 0 and permille == 0 then return nil end
+  if ms > MAX_RAMP or permille < 1 or permille > PER_MILLE or until_ ~= changed_at + ms
+    or until_ > c.now + ms or c.ramp == 0 then
+    return 'end'
+  end
+  if until_ > c.now + c.ramp then return 'cap' end
+  return nil
+end
+
 -- Ends a recovery ramp (every transition does, and a reset).
 local function end_ramp(S)
   if S.ramp_until > 0 or S.ramp_ms > 0 or S.ramp_permille > 0 then
@@ -186,12 +203,13 @@ local function load(c, raw)
     S.open_until = c.now + c.max
     S.dirty = true
   end
-  -- A recovery ramp that no script could have written (set by hand: longer than MAX_RAMP, a start
-  -- outside (0, PER_MILLE], more time left than its length) ends now, so no value can hold a
-  -- fleet's calls back for long.
-  if S.ramp_until > 0 and (S.ramp_ms > MAX_RAMP or S.ramp_permille < 1 or S.ramp_permille > PER_MILLE
-    or S.ramp_until > c.now + S.ramp_ms) then
+  local ramp = ramp_check(S.ramp_until, S.ramp_ms, S.ramp_permille, S.changed_at, c)
+  if ramp == 'end' then
     end_ramp(S)
+  elseif ramp == 'cap' then
+    S.ramp_until = c.now + c.ramp
+    S.ramp_ms = S.ramp_until - S.changed_at
+    S.dirty = true
   end
   return S
 end

@@ -106,7 +106,15 @@ impl Breaker {
             Decision::Reject { state, until } if !self.inner.config.shadow => {
                 return Err(self.reject(Rejected::until(state, until, false)).into());
             }
-            Decision::Throttle(admitted) if !self.inner.config.shadow => return Err(self.throttle(admitted).into()),
+            Decision::Throttle { view, admitted, left } => {
+                let rejected = self.throttle(admitted, left);
+                if !self.inner.config.shadow {
+                    return Err(rejected.into());
+                }
+                // Shadow mode: the call runs (one draw decided it, not a second in `grant`).
+                self.inner.shadow_rejected(&rejected);
+                Grant::Closed(view)
+            }
             _ => self.grant().await?,
         };
         // Without a quorum there is no own breaker to ask: the ticket is the fleet's grant alone

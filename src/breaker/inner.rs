@@ -296,7 +296,13 @@ impl Inner {
         if self.shadow_epoch.swap(view.epoch, Ordering::AcqRel) == view.epoch {
             return;
         }
-        let reason = format!("shadow mode: the breaker is {state} and would have rejected calls; they ran");
+        let reason = match rejected.admitted() {
+            Some(admitted) => format!(
+                "shadow mode: the breaker's recovery ramp admits {:.1}% and would have held calls back; they ran",
+                admitted * 100.0
+            ),
+            None => format!("shadow mode: the breaker is {state} and would have rejected calls; they ran"),
+        };
         tracing::warn!(breaker = %self.name, %state, epoch = view.epoch, "{reason}");
         let _ = self.events.send(Event {
             kind: EventKind::ShadowRejected,

@@ -195,10 +195,10 @@ impl Breaker {
         let decided = match self.inner.snapshot.decide_now() {
             Decision::Allow(view) => return Ok(Grant::Closed(view)),
             Decision::Reject { state, until } => Err(self.reject(Rejected::until(state, until, false))),
-            Decision::Throttle(admitted) => Err(self.throttle(admitted)),
+            Decision::Throttle { admitted, left, .. } => Err(self.throttle(admitted, left)),
             Decision::Miss => match self.stale_while_refreshing() {
                 Some(Ok(view)) => Ok(Grant::Closed(view)),
-                Some(Err(admitted)) => Err(self.throttle(admitted)),
+                Some(Err((admitted, left))) => Err(self.throttle(admitted, left)),
                 None => self.grant_single_flight().await,
             },
         };
@@ -230,7 +230,7 @@ impl Breaker {
         match inner.snapshot.decide(Instant::now()) {
             Decision::Allow(view) => Ok(Grant::Closed(view)),
             Decision::Reject { state, until } => Err(self.reject(Rejected::until(state, until, false))),
-            Decision::Throttle(admitted) => Err(self.throttle(admitted)),
+            Decision::Throttle { admitted, left, .. } => Err(self.throttle(admitted, left)),
             Decision::Miss => self.grant_slow().await,
         }
     }
@@ -238,7 +238,7 @@ impl Breaker {
     /// Single flight: when a closed snapshot has just expired, one task refreshes it from Redis
     /// while every caller keeps deciding from it. Not while Redis is down (then the degraded
     /// mode decides) nor without a runtime to refresh on.
-    fn stale_while_refreshing(&self) -> Option<Result<View, f64>> {
+    fn stale_while_refreshing(&self) -> Option<Result<View, crate::breaker::snapshot::Held>> {
         let inner = &*self.inner;
         if !self.inner.shared.store.decides_calls() {
             return None;
@@ -267,12 +267,12 @@ impl Breaker {
 
     /// A call the breaker's recovery ramp held back, counted (not in shadow mode: the call runs).
     #[inline]
-    pub(super) fn throttle(&self, admitted: f64) -> Rejected {
+    pub(super) fn throttle(&self, admitted: f64, ramp_left: Duration) -> Rejected {
         if !self.inner.config.shadow {
             self.inner.meters.throttled();
             self.inner.pending.throttled();
         }
-        Rejected::ramp(admitted)
+        Rejected::ramp(admitted, ramp_left)
     }
 
     /// The recovery ramp's draw for a call Redis (or the in-process breaker) let through while
@@ -284,7 +284,8 @@ impl Breaker {
         if left_ns == 0 {
             return Ok(());
         }
-        crate::ramp::draw(left_ns, crate::ramp::pack(r.len_ms, r.permille)).map_err(|admitted| self.throttle(admitted))
+        crate::ramp::draw(left_ns, crate::ramp::pack(r.len_ms, r.permille))
+            .map_err(|admitted| self.throttle(admitted, left))
     }
 
     /// Asks Redis (or, while it cannot answer, the degraded mode) for the fleet's grant, with a

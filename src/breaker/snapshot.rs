@@ -20,8 +20,9 @@ use std::time::{Duration, Instant};
 pub(crate) enum Decision {
     /// Closed or forced closed: allowed without asking Redis.
     Allow(View),
-    /// Closed, held back by its recovery ramp, which admits this fraction of calls now.
-    Throttle(f64),
+    /// Closed, held back by its recovery ramp, which admits `admitted` of the calls now and has
+    /// `left` to run; `view` is what a call it let through would carry (shadow mode runs it).
+    Throttle { view: View, admitted: f64, left: Duration },
     /// Open, forced open, or half-open with every probe out: rejected without asking Redis,
     /// until the state's deadline (`None`: forced open until reset). An instant, not the time
     /// left: the precise clock is read only if the rejection is asked how long is left.
@@ -31,6 +32,9 @@ pub(crate) enum Decision {
 }
 
 const NO_DEADLINE: u64 = u64::MAX;
+
+/// A call a recovery ramp held back: the fraction it admits now, and its time left.
+pub(crate) type Held = (f64, Duration);
 
 /// Where a snapshot update comes from, and when: it decides whether the update replaces what
 /// the process holds.
@@ -110,9 +114,9 @@ impl SnapshotCell {
         }
         match state {
             // Closed with a recovery ramp that runs: one draw decides.
-            State::Closed if deadline > now => match crate::ramp::draw(deadline - now, ramp) {
+            State::Closed if ramp != 0 && deadline > now => match crate::ramp::draw(deadline - now, ramp) {
                 Ok(()) => Decision::Allow(view),
-                Err(admitted) => Decision::Throttle(admitted),
+                Err(admitted) => Decision::Throttle { view, admitted, left: Duration::from_nanos(deadline - now) },
             },
             State::Closed | State::ForcedClosed => Decision::Allow(view),
             _ => Decision::Reject { state, until: (deadline != NO_DEADLINE).then(|| self.time.deadline(deadline)) },
@@ -122,7 +126,7 @@ impl SnapshotCell {
     /// An expired snapshot that may still allow calls while one task refreshes it: closed,
     /// expired less than `grace` ago. The caller that gets `claimed` must start the refresh
     /// and call [`refreshed`](Self::refreshed) when it ends.
-    pub(crate) fn stale_closed(&self, now: Instant, grace: Duration) -> Option<(View, bool, Result<(), f64>)> {
+    pub(crate) fn stale_closed(&self, now: Instant, grace: Duration) -> Option<(View, bool, Result<(), Held>)> {
         let Words { state, view, fresh_until, deadline, ramp } = self.words.read();
         let now = self.since_base(now);
         let allowed = state.allows_calls() && fresh_until > 0 && now < fresh_until.saturating_add(nanos(grace));
@@ -130,8 +134,11 @@ impl SnapshotCell {
             return None;
         }
         let claimed = self.refreshing.compare_exchange(false, true, Ordering::AcqRel, Ordering::Relaxed).is_ok();
-        let admitted =
-            if state == State::Closed && deadline > now { crate::ramp::draw(deadline - now, ramp) } else { Ok(()) };
+        let admitted = if state == State::Closed && ramp != 0 && deadline > now {
+            crate::ramp::draw(deadline - now, ramp).map_err(|a| (a, Duration::from_nanos(deadline - now)))
+        } else {
+            Ok(())
+        };
         Some((view, claimed, admitted))
     }
 

@@ -2,20 +2,23 @@
 //! Cluster, over the caller's connection, or in memory; each picks its store and starts the
 //! background tasks and the event subscription that suit it.
 
+use crate::client::push_events::subscribe_pushed;
 use crate::client::registry::Handle;
 use crate::client::shared::Shared;
-use crate::client::subscription::{Channel, EventTask, FixedNodes};
+#[cfg(feature = "sentinel")]
+use crate::client::subscription::Channel;
+use crate::client::subscription::EventTask;
 use crate::client::{Client, tasks};
 use crate::clock::{Clock, SystemClock};
 use crate::config::client::ClientConfig;
 use crate::error::ConfigError;
 use crate::name::events_channel;
-#[cfg(any(feature = "cluster", feature = "sentinel"))]
 use crate::store::conn::Forward;
+use crate::store::one_conn::OneConn;
 use crate::store::{InProcessStore, Reconnect, RedisStore, SharedConn, Store, StoreSettings};
-use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::aio::ConnectionLike;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use tokio::sync::broadcast;
 
 fn url_error(e: redis::RedisError) -> ConfigError {
@@ -82,24 +85,18 @@ impl Client {
         Client::connect_over(client, config)
     }
 
+    /// A client whose commands and event subscription share one connection to the server of
+    /// `client` (RESP3 push messages; RESP2 and a subscription connection of its own where the
+    /// server refuses RESP3).
     fn connect_over(client: redis::Client, config: ClientConfig) -> Result<Client, ConfigError> {
-        let manager_config = ConnectionManagerConfig::new()
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_millis(200))
-            .set_connection_timeout(Some(config.op_timeout))
-            .set_response_timeout(Some(config.op_timeout));
-        let manager =
-            ConnectionManager::new_lazy_with_config(client.clone(), manager_config.clone()).map_err(url_error)?;
-        let (fresh, client_of_events) = (client.clone(), client);
+        let conn = OneConn::new(&client, config.op_timeout).map_err(url_error)?;
+        let forget = conn.clone();
         let reconnect: Reconnect = Box::new(move || {
-            let manager = ConnectionManager::new_lazy_with_config(fresh.clone(), manager_config.clone()).ok()?;
-            Some(Box::new(manager) as Box<dyn SharedConn>)
+            forget.forget_current();
+            Some(Box::new(Forward(forget.clone())) as Box<dyn SharedConn>)
         });
-        let client = Client::over(manager, config, false, Some(reconnect));
-        client.spawn_events(|mut task| async move {
-            let events = Channel::new(FixedNodes::new(vec![client_of_events]), &task);
-            task.keep(events).await;
-        });
+        let client = Client::over(Forward(conn.clone()), config, false, Some(reconnect));
+        client.spawn_events(|task| subscribe_pushed(task, conn));
         Ok(client)
     }
 

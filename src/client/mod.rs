@@ -1,9 +1,11 @@
 //! [`Client`]: the connection, the loaded scripts, and the breakers of one process. This file
 //! holds the handle and what it does once made; `connect.rs` how it is made, `shared.rs` what
 //! every breaker borrows from the client, `registry.rs` the breakers by name, `tasks.rs` the
-//! background tasks (the flush, the watch on Redis), `subscription.rs` the event subscription.
+//! background tasks (the flush, the watch on Redis), `subscription.rs` the event subscription (`push_events.rs` its topology on the command
+//! connection).
 
 mod connect;
+pub(crate) mod push_events;
 pub(crate) mod registry;
 pub(crate) mod shared;
 pub(crate) mod subscription;

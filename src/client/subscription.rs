@@ -1,8 +1,10 @@
 //! The event subscription, written once: [`EventTask::keep`] connects and subscribes, says the
 //! subscription is live, checks it with a PING every `keepalive`, applies what it hears, and
 //! when it drops marks every snapshot stale and subscribes again with backoff. What differs by
-//! topology is a [`Topology`]: here [`Channel`], the one channel of the prefix on nodes given by
-//! [`Nodes`] ([`FixedNodes`] for a URL; Sentinel's node in `store/sentinel.rs`); the cluster's
+//! topology is a [`Topology`]: here [`Channel`], the one channel of the prefix on a pub/sub
+//! connection of its own, on nodes given by [`Nodes`] ([`FixedNodes`] for a URL whose server
+//! refuses RESP3; Sentinel's node in `store/sentinel.rs`); in `push_events.rs` that channel on
+//! the command connection of a client made from a URL (RESP3 push messages); the cluster's
 //! sharded channels in `store/shard_events.rs`.
 
 use crate::breaker::inner::Inner;
@@ -34,8 +36,8 @@ pub(crate) enum Ended {
     /// The client stopped (its last handle is gone), or cannot subscribe with this topology
     /// for good (a configuration error, logged).
     Stopped,
-    /// The servers do not have what this topology needs (SSUBSCRIBE before Redis 7.0).
-    #[cfg(feature = "cluster")]
+    /// The servers do not have what this topology needs (SSUBSCRIBE before Redis 7.0, RESP3
+    /// for a subscription on the command connection).
     Unsupported,
 }
 

@@ -95,8 +95,11 @@ pub(crate) struct Wire {
 impl Wire {
     /// The recovery ramp the event tells, when it tells a sane one.
     pub(crate) fn ramp(&self) -> Option<crate::protocol::Ramp> {
-        let sane =
-            self.ramp_left_ms > 0 && self.ramp_left_ms <= self.ramp_ms && (1..=1000).contains(&self.ramp_permille);
+        let max = u64::try_from(crate::config::MAX_RAMP.as_millis()).unwrap_or(u64::MAX);
+        let sane = self.ramp_left_ms > 0
+            && self.ramp_left_ms <= self.ramp_ms
+            && self.ramp_ms <= max
+            && (1..=1000).contains(&self.ramp_permille);
         sane.then_some(crate::protocol::Ramp {
             left_ms: self.ramp_left_ms,
             len_ms: self.ramp_ms,

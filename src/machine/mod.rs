@@ -39,6 +39,40 @@ pub(crate) fn recovery_ms(trips: u64, p: &Params, draw: f64) -> u64 {
     ((lo + draw * (hi - lo)).floor() as u64).max(1)
 }
 
+/// What a script does with a stored recovery ramp (`ramp_check` in `lua/lib/load.lua`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RampFix {
+    /// Ends it: not written by the close that began it, out of bounds, or the caller has none.
+    End,
+    /// Brings it back to the caller's own ramp from now.
+    Cap,
+}
+
+/// `ramp_check` of `lua/lib/load.lua`: what a caller whose own ramp is `own_ms` does at `now`
+/// with the stored ramp (`None`: keeps it). Lua compares numbers, so sums here cannot overflow
+/// what the scripts handle (every field is at most 2^53).
+pub(crate) fn ramp_check(
+    until: u64,
+    ms: u64,
+    permille: u64,
+    changed_at: u64,
+    now: u64,
+    own_ms: u64,
+) -> Option<RampFix> {
+    if until == 0 && ms == 0 && permille == 0 {
+        return None;
+    }
+    if ms > RAMP_MAX_MS
+        || !(1..=1000).contains(&permille)
+        || until != changed_at.saturating_add(ms)
+        || until > now.saturating_add(ms)
+        || own_ms == 0
+    {
+        return Some(RampFix::End);
+    }
+    (until > now + own_ms).then_some(RampFix::Cap)
+}
+
 /// The stored state of one breaker: the state hash, the probe leases and the window.
 #[derive(Debug, Clone)]
 pub(crate) struct Machine {
@@ -247,12 +281,16 @@ impl Machine {
             call.m.open_until = now + p.max;
             call.dirty = true;
         }
-        // A ramp no script could have written ends (`load` in lua/lib/load.lua).
+        // The stored ramp kept, ended or brought back (`load` in lua/lib/load.lua).
         let m = &*call.m;
-        if m.ramp_until > 0
-            && (m.ramp_ms > RAMP_MAX_MS || !(1..=1000).contains(&m.ramp_permille) || m.ramp_until > now + m.ramp_ms)
-        {
-            call.end_ramp();
+        match ramp_check(m.ramp_until, m.ramp_ms, m.ramp_permille, m.changed_at, now, p.ramp) {
+            Some(RampFix::End) => call.end_ramp(),
+            Some(RampFix::Cap) => {
+                call.m.ramp_until = now + p.ramp;
+                call.m.ramp_ms = call.m.ramp_until - call.m.changed_at;
+                call.dirty = true;
+            }
+            None => {}
         }
         let verdict = match op {
             Op::Acquire { permit, batch } => call.acquire(permit, batch),

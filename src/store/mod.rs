@@ -4,13 +4,15 @@
 //! now, where are calls decided); nothing outside `store/` asks which store is in use.
 //! `redis.rs` holds the Redis store, `in_process.rs` the in-process one, `scripts.rs` the Lua
 //! scripts and how they reach Redis, `conn.rs` the connection the Redis store holds (and the
-//! one forwarding connection), and one file per way of reaching Redis beside a plain URL:
+//! one forwarding connection), `one_conn.rs` the one connection of a client made from a URL
+//! (commands and events on one RESP3 connection), and one file per way of reaching Redis beside a plain URL:
 //! `cluster.rs` (and its events, `shard_events.rs`), `sentinel.rs`, `tls.rs`.
 
 #[cfg(feature = "cluster")]
 pub(crate) mod cluster;
 pub(crate) mod conn;
 pub(crate) mod in_process;
+pub(crate) mod one_conn;
 pub(crate) mod redis;
 pub(crate) mod scripts;
 #[cfg(feature = "sentinel")]

@@ -201,17 +201,22 @@ impl RedisStore {
             },
             Err(StoreError::Refused { error, .. }) => {
                 let said = error.to_string().to_ascii_lowercase();
-                if said.contains("unknown command") {
-                    // Before 6.0 there is no HELLO at all.
-                    Some(("redis".to_string(), "older than 6.0 (no HELLO command)".to_string()))
-                } else if said.contains("wrong number of arguments") {
-                    // 6.0's HELLO requires a protocol version (6.2's does not): INFO, when the
+                if said.contains("unknown command") || said.contains("wrong number of arguments") {
+                    // No HELLO: before 6.0, or renamed away (a server or proxy without RESP3);
+                    // 6.0's HELLO requires a protocol version (6.2's does not). INFO, when the
                     // ACL allows it, tells the exact version.
                     let info = self.query::<String>(redis::cmd("INFO").arg("server"), key).await.ok();
                     let exact = info.as_deref().and_then(|i| {
                         i.lines().find_map(|l| l.strip_prefix("redis_version:")).map(|v| v.trim().to_string())
                     });
-                    Some(("redis".to_string(), exact.unwrap_or_else(|| "6.0".to_string())))
+                    match exact {
+                        Some(found) if !too_old(&found) => None,
+                        Some(found) => Some(("redis".to_string(), found)),
+                        None if said.contains("unknown command") => {
+                            Some(("redis".to_string(), "older than 6.0 (no HELLO command)".to_string()))
+                        }
+                        None => Some(("redis".to_string(), "6.0".to_string())),
+                    }
                 } else {
                     // HELLO refused otherwise (an ACL without it): the version cannot be told;
                     // the operations say for themselves what the server refuses.

@@ -1,7 +1,7 @@
 //! Transitions reach every process at once through `<prefix>:events`.
 
 use crate::support::*;
-use redis_breaker::{Client, Config, Error, State};
+use redis_breaker::{Client, ClientConfig, Config, Error, State};
 use std::time::{Duration, Instant};
 
 async fn wait_for_state(b: &redis_breaker::Breaker, want: State) -> Duration {
@@ -200,4 +200,97 @@ async fn a_trip_by_a_process_that_may_not_publish_is_trusted_for_the_short_bound
     tokio::time::sleep(cache_ttl + Duration::from_millis(50) - asked.elapsed().min(cache_ttl)).await;
     assert!(!other.snapshot().fresh, "a state nobody announced is trusted for cache_ttl only");
     assert!(!mute.snapshot().fresh, "also by the process that tripped it");
+}
+
+/// The connections the clients of `url` hold, from CLIENT LIST (the asking connection left
+/// out): one line per connection.
+async fn connections_of_clients(url: &str) -> Vec<String> {
+    let mut admin = admin_connection(url).await;
+    let own: i64 = redis::cmd("CLIENT").arg("ID").query_async(&mut admin).await.unwrap();
+    let list: String = redis::cmd("CLIENT").arg("LIST").query_async(&mut admin).await.unwrap();
+    let own = format!("id={own} ");
+    list.lines().filter(|l| !l.starts_with(&own)).map(str::to_string).collect()
+}
+
+/// A field of a CLIENT LIST line (`sub`, `resp`, `id`).
+fn field<'a>(line: &'a str, name: &str) -> &'a str {
+    line.split_ascii_whitespace().find_map(|kv| kv.strip_prefix(name)?.strip_prefix('=')).unwrap_or("")
+}
+
+/// Issue 25: a client keeps one connection (RESP3) for its commands and its event
+/// subscription, instead of a command connection and a pub/sub connection. Transitions still
+/// reach it as they happen, and when that connection is killed every snapshot stops being
+/// trusted and the subscription comes back, on one connection again.
+#[tokio::test]
+async fn one_connection_carries_a_clients_commands_and_its_events() {
+    let redis = private_redis().await;
+    let name = unique("one-conn");
+    let config = Config::builder().failure_threshold(1).base_recovery(Duration::from_secs(30)).build().unwrap();
+    let held = client_flushing_every(&redis, Duration::from_secs(60), Duration::from_secs(600)).await;
+    let b = held.breaker(&name, config.clone()).unwrap();
+    succeed(&b).await.unwrap();
+    breaker_subscribed(&b).await;
+    let conns = connections_of_clients(&redis.url).await;
+    assert_eq!(conns.len(), 1, "one connection per client: {conns:#?}");
+    assert_eq!((field(&conns[0], "resp"), field(&conns[0], "sub")), ("3", "1"), "{}", conns[0]);
+
+    // Another process trips the breaker: the event arrives on that one connection.
+    let other = client(&redis, Duration::from_secs(60)).await;
+    fail(&other.breaker(&name, config).unwrap()).await.unwrap_err();
+    wait_for_state(&b, State::Open).await;
+    assert!(b.snapshot().fresh);
+
+    // The connection killed from the server's side: the long bound ends at once, and the
+    // subscription is made again.
+    let _: u64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("ID")
+        .arg(field(&conns[0], "id"))
+        .query_async(&mut redis.conn().await)
+        .await
+        .unwrap();
+    eventually("the snapshot stopped being trusted", async || !b.snapshot().fresh).await;
+    breaker_subscribed(&b).await;
+    drop(other);
+    eventually("one connection again", async || connections_of_clients(&redis.url).await.len() == 1).await;
+    let conns = connections_of_clients(&redis.url).await;
+    assert_eq!((field(&conns[0], "resp"), field(&conns[0], "sub")), ("3", "1"), "{}", conns[0]);
+}
+
+/// A server that refuses RESP3 (here HELLO renamed away, as a proxy without RESP3 would answer)
+/// keeps the two connections of before: RESP2 commands, and a pub/sub connection of its own
+/// that still carries the events.
+#[tokio::test]
+async fn a_server_that_refuses_resp3_gets_a_subscription_connection_of_its_own() {
+    let server = redis_breaker_test_support::server::spawn_on_free_port(|_| {
+        vec!["--rename-command".into(), "HELLO".into(), String::new()]
+    })
+    .unwrap();
+    let url = server.url();
+    let config = ClientConfig::builder()
+        .cache_ttl(Duration::from_secs(60))
+        .subscribed_cache_ttl(Duration::from_secs(60))
+        .op_timeout(Duration::from_millis(500))
+        .build()
+        .unwrap();
+    let name = unique("resp2");
+    let trips = Config::builder().failure_threshold(1).base_recovery(Duration::from_secs(30)).build().unwrap();
+    let held = Client::connect_with(&url, config.clone()).await.unwrap();
+    let b = held.breaker(&name, trips.clone()).unwrap();
+    succeed(&b).await.unwrap();
+    breaker_subscribed(&b).await;
+    let conns = connections_of_clients(&url).await;
+    assert_eq!(conns.len(), 2, "commands and the subscription apart: {conns:#?}");
+    assert!(conns.iter().all(|c| field(c, "resp") == "2"), "{conns:#?}");
+    assert_eq!(conns.iter().filter(|c| field(c, "sub") == "1").count(), 1, "{conns:#?}");
+
+    let other = Client::connect_with(&url, config).await.unwrap();
+    fail(&other.breaker(&name, trips).unwrap()).await.unwrap_err();
+    wait_for_state(&b, State::Open).await;
+    assert!(b.snapshot().fresh);
+    // The version check (a client's first read, before any script) tells a server without
+    // HELLO from one older than 6.0 (INFO).
+    let fresh = Client::connect(&url).await.unwrap();
+    let status = fresh.breaker(&name, Config::default()).unwrap().status().await;
+    assert!(status.is_ok(), "a 7.x server without HELLO is not too old: {status:?}");
 }

@@ -42,7 +42,11 @@ async fn admitted_of(b: &Breaker, n: usize) -> (usize, Vec<f64>) {
             }
             Err(r) => {
                 assert_eq!(r.state, State::Closed, "only the ramp holds calls back here: {r}");
-                assert_eq!(r.retry_after(), Some(Duration::ZERO), "a held-back call may be retried at once");
+                let pause = r.retry_after().expect("a pause");
+                assert!(
+                    pause > Duration::ZERO && pause <= Duration::from_secs(1),
+                    "a short pause, not at once: {pause:?}"
+                );
                 assert!(r.to_string().contains("recovering: "), "{r}");
                 fractions.push(r.admitted().expect("a ramp's rejection says what it admitted"));
             }
@@ -61,7 +65,7 @@ async fn the_fleet_admits_a_rising_fraction_after_a_recovery_and_all_once_the_ra
     let (on_a, on_b) = (a.breaker(&name, config.clone()).unwrap(), b.breaker(&name, config).unwrap());
     succeed(&on_b).await.unwrap();
     trip_and_recover(&on_a).await;
-    eventually("the other process hears of the close", async || on_b.state() == State::Closed).await;
+    eventually("the other process hears of the close", async || on_b.snapshot().ramp.is_some()).await;
 
     // Just after the close both processes admit about a tenth: the one whose probe closed it
     // (from its reply) and the other (from the event).
@@ -163,4 +167,91 @@ async fn a_ramp_set_by_hand_that_no_script_could_write_ends_at_the_next_call() {
     tokio::time::sleep(Duration::from_millis(5)).await;
     assert_eq!(admitted_of(&b, 100).await.0, 100, "the next script ended it");
     assert_eq!(state_hash(&redis, &name).await["ramp_until"], "0");
+
+    // One as the close that began it would have written it (ramp_until = changed_at + ramp_ms),
+    // half an hour at one per mille: longer than this process's own ramp (10s), which the next
+    // script brings it back to.
+    trip_and_recover(&b).await;
+    hand_ramp(&redis, &name, 1_800_000, 0).await;
+    assert!(b.status().await.unwrap().ramp.is_some(), "a ramp a close could have written shows");
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let _ = b.acquire().await;
+    let hash = state_hash(&redis, &name).await;
+    let field = |f: &str| hash[f].parse::<u64>().unwrap();
+    let now_ms = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_millis() as u64;
+    assert!(field("ramp_until") <= now_ms + 10_000, "brought back to this process's 10s: {hash:?}");
+    assert_eq!(field("ramp_until"), field("changed_at") + field("ramp_ms"), "still as a close writes it");
+}
+
+/// Sets the breaker's ramp by hand: `ms` long, ending `shift` ms later than its close would have
+/// written it, at one per mille.
+async fn hand_ramp(redis: &TestRedis, name: &str, ms: u64, shift: u64) {
+    let mut conn = redis.conn().await;
+    let changed: u64 = state_hash(redis, name).await["changed_at"].parse().unwrap();
+    let _: () = redis::cmd("HSET")
+        .arg(format!("breaker:{{{name}}}:state"))
+        .arg(&["ramp_until", &(changed + ms + shift).to_string(), "ramp_ms", &ms.to_string(), "ramp_permille", "1"])
+        .query_async(&mut conn)
+        .await
+        .unwrap();
+}
+
+/// A ramp an older writer left behind when it closed the breaker again (the close did not write
+/// it: ramp_until is not changed_at + ramp_ms) ends, on the short path of a failure that only
+/// counts too (lib/count.lua leaves it to the general path).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ramp_its_close_did_not_write_ends_even_on_the_short_path_of_a_failure() {
+    let redis = redis().await;
+    let a = client(&redis, Duration::from_secs(30)).await;
+    let name = unique("ramp-stale");
+    let config = Config::builder()
+        .failure_threshold(5)
+        .success_threshold(1)
+        .base_recovery(Duration::from_millis(50))
+        .max_recovery(Duration::from_millis(50))
+        .jitter(0.0)
+        .recovery_ramp(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let b = a.breaker(&name, config).unwrap();
+    for _ in 0..5 {
+        fail(&b).await.unwrap_err();
+    }
+    assert_eq!(b.state(), State::Open);
+    tokio::time::sleep(Duration::from_millis(70)).await;
+    b.acquire().await.expect("the probe").success().await;
+    assert!(b.snapshot().ramp.is_some());
+    let permit = loop {
+        if let Ok(p) = b.acquire().await {
+            break p;
+        }
+    };
+    // The calls held back go first: a failure with nothing batched may take the short path.
+    a.flush().await.unwrap();
+    hand_ramp(&redis, &name, 60_000, 5).await;
+    permit.failure().await;
+    let hash = state_hash(&redis, &name).await;
+    assert_eq!((hash["state"].as_str(), hash["failures"].as_str()), ("closed", "1"), "the failure counted");
+    assert_eq!(hash["ramp_until"], "0", "a ramp that its close did not write ends: {hash:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_without_a_ramp_ends_the_fleets_ramp_as_it_writes() {
+    let redis = redis().await;
+    let a = client(&redis, Duration::from_millis(1)).await;
+    let name = unique("ramp-none");
+    let ramped_breaker = a.breaker(&name, ramped(Duration::from_secs(600))).unwrap();
+    trip_and_recover(&ramped_breaker).await;
+    assert!(ramped_breaker.status().await.unwrap().ramp.is_some());
+    let b = client(&redis, Duration::from_millis(1)).await;
+    let plain = b.breaker(&name, ramped(Duration::ZERO)).unwrap();
+    // Its first call asks Redis (its snapshot is cold): its acquire ends the ramp.
+    drop(plain.acquire().await);
+    b.flush().await.unwrap();
+    assert_eq!(
+        plain.status().await.unwrap().ramp,
+        None,
+        "a writer with no ramp ends it (as max_recovery bounds open_until)"
+    );
+    assert_eq!(admitted_of(&ramped_breaker, 200).await.0, 200);
 }

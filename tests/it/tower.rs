@@ -74,6 +74,47 @@ async fn an_open_breaker_is_ready_and_fails_calls_at_once_with_rejected() {
     assert_eq!(svc.into_inner().calls.load(Ordering::Relaxed), 0);
 }
 
+/// A call a recovery ramp holds back fails like a rejection: a `Rejected` (closed, with the
+/// fraction admitted), and the inner service is not called.
+#[tokio::test]
+async fn a_call_held_back_by_a_recovery_ramp_is_a_rejected_and_does_not_reach_the_service() {
+    let redis = redis().await;
+    let client = client(&redis, Duration::from_secs(30)).await;
+    let config = Config::builder()
+        .failure_threshold(1)
+        .success_threshold(1)
+        .base_recovery(Duration::from_millis(20))
+        .max_recovery(Duration::from_millis(20))
+        .recovery_ramp(Duration::from_secs(600))
+        .ramp_start(0.001)
+        .build()
+        .unwrap();
+    let breaker = client.breaker(&unique("tower-ramp"), config).unwrap();
+    let inner = Statuses::default();
+    let mut svc = BreakerLayer::with_classifier(breaker.clone(), HttpStatusClassifier).layer(inner.clone());
+    assert_eq!(svc.call(503).await.unwrap().status(), 503);
+    assert_eq!(breaker.state(), State::Open);
+    tokio::time::sleep(Duration::from_millis(40)).await;
+    assert_eq!(svc.call(200).await.unwrap().status(), 200, "the probe closes the breaker");
+    assert!(breaker.snapshot().ramp.is_some());
+    let before = inner.calls.load(Ordering::Relaxed);
+    let mut held = 0;
+    for _ in 0..50 {
+        match svc.call(200).await {
+            Ok(r) => assert_eq!(r.status(), 200),
+            Err(err) => {
+                let rejected = err.downcast_ref::<Rejected>().expect("the error is a Rejected");
+                assert_eq!(rejected.state, State::Closed);
+                assert!(rejected.retry_after().is_some_and(|d| d <= Duration::from_secs(1)), "{rejected}");
+                assert!(rejected.admitted().is_some_and(|a| a < 0.01), "{rejected}");
+                held += 1;
+            }
+        }
+    }
+    assert!(held >= 45, "at 0.1% admitted nearly every call is held back: {held}");
+    assert_eq!(inner.calls.load(Ordering::Relaxed) - before, 50 - held, "held-back calls never reach the service");
+}
+
 #[tokio::test]
 async fn a_slow_service_times_out_as_a_failure_and_closures_classify() {
     let redis = redis().await;

@@ -433,7 +433,7 @@ function render() {
     }
     if (b.probes > 0) div(st, b.probes + (b.probes === 1 ? ' probe' : ' probes') + ' in flight', 'since');
     // A recovery ramp: the share of calls each process admits now (Redis's figure at the read).
-    if (b.ramp) div(st, 'ramping: ' + Math.round(b.ramp.admitted * 100) + '% admitted', 'since ramping');
+    if (b.ramp) div(st, 'ramping: ' + Math.floor(b.ramp.admitted * 100) + '% admitted', 'since ramping');
     tick(cell(row, '', 'num open-for'), b.open_for_ms, 1, age);
     // Under a quorum: how many processes opened for themselves and count toward it now.
     const quorum = b.quorum > 1 || b.quorum_fraction || b.reporters > 0
