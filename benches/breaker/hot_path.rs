@@ -26,7 +26,8 @@ pub fn bench(c: &mut Criterion, url: &str, ratios: &mut Ratios) {
         let quorum = Config::builder().quorum(3).build().expect("config");
         let with_quorum = client.breaker(&format!("bench-hot-quorum-{threads}"), quorum).expect("breaker");
         rt.block_on(async { with_quorum.execute(downstream).await.expect("warm the snapshot") });
-        let ramped = client.breaker(&format!("bench-hot-ramp-{threads}"), ramping()).expect("breaker");
+        let ramped =
+            client.breaker(&format!("bench-hot-ramp-{threads}-{}", std::process::id()), ramping()).expect("breaker");
         rt.block_on(recover(&ramped));
         let failsafe = failsafe::Config::new().build();
         let recloser = recloser::AsyncRecloser::from(recloser::Recloser::default());
