@@ -106,4 +106,6 @@ pub(crate) struct Collected {
     pub(crate) transitions: BTreeMap<(String, String), Transition>,
     pub(crate) samples: Vec<Sample>,
     pub(crate) immortals: Vec<Immortal>,
+    /// Sentinel: each change of the primary the sentinels name (when seen, from, to).
+    pub(crate) switches: Vec<(f64, u16, u16)>,
 }

@@ -274,7 +274,16 @@ pub(crate) async fn run_one(kind: Kind, seed: u64, args: &Args) -> Result<Summar
         let (ports, out, stop) = (ports.clone(), collected.clone(), stop.clone());
         tokio::spawn(async move {
             let mut tick = 0u64;
+            let mut primary = None;
             while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                if ports.kind == Kind::Sentinel
+                    && let Some(&now) = ports.primaries().await.first()
+                {
+                    if let Some(before) = primary.filter(|p| *p != now) {
+                        out.lock().unwrap_or_else(|p| p.into_inner()).switches.push((now_ms(), before, now));
+                    }
+                    primary = Some(now);
+                }
                 collect_samples(&ports, &out).await;
                 if tick.is_multiple_of(3) {
                     collect_history(&ports, &out).await;
@@ -383,6 +392,10 @@ pub(crate) async fn run_one(kind: Kind, seed: u64, args: &Args) -> Result<Summar
                 std::fs::copy(root.join(format!("worker-{i}.jsonl")), to.join(format!("worker-{i}.jsonl")))?;
                 let _ = std::fs::copy(root.join(format!("worker-{i}.stderr")), to.join(format!("worker-{i}.stderr")));
             }
+            // The servers' own logs (a sentinel's tells each failover it started, and why).
+            for n in topo.nodes.iter().chain(&topo.sentinels) {
+                let _ = std::fs::copy(n.dir.join("server.out"), to.join(format!("server-{}.out", n.port)));
+            }
             Ok(())
         });
         match copied {
@@ -443,6 +456,28 @@ impl Nemesis<'_> {
         }
     }
 
+    /// Kills the clients' pub/sub connections on every data node, not the sentinels' own (a
+    /// sentinel whose link to the primary drops counts the time since the primary's last
+    /// PING reply, up to a ping period, toward `down-after-milliseconds`: killing its links
+    /// made the sentinels fail over by themselves, seed 1002616, a loss no fault recorded).
+    async fn kill_subscribers(&self) {
+        for p in self.data_ports().await {
+            let Ok(mut c) = conn(p).await else { continue };
+            let list: String =
+                redis::cmd("CLIENT").arg(&["LIST", "TYPE", "pubsub"][..]).query_async(&mut c).await.unwrap_or_default();
+            for line in list.lines() {
+                let field = |name: &str| {
+                    line.split_ascii_whitespace().find_map(|kv| kv.strip_prefix(name)?.strip_prefix('=')).unwrap_or("")
+                };
+                if field("name").starts_with("sentinel-") {
+                    continue;
+                }
+                let _: redis::RedisResult<i64> =
+                    redis::cmd("CLIENT").arg("KILL").arg("ID").arg(field("id")).query_async(&mut c).await;
+            }
+        }
+    }
+
     async fn begin(&mut self, f: &mut Fault, operator: &Client, no_publish: Option<&Client>) {
         let breaker = setup::BREAKERS[f.target % setup::BREAKERS.len()].0;
         match f.kind {
@@ -491,7 +526,7 @@ impl Nemesis<'_> {
             FaultKind::SilentSubscription => {
                 self.proxy(f.target).map(|p| p.blackhole_subscriptions(true)).unwrap_or(())
             }
-            FaultKind::PubsubKill => self.on_all(&["CLIENT", "KILL", "TYPE", "pubsub"]).await,
+            FaultKind::PubsubKill => self.kill_subscribers().await,
             FaultKind::ScriptFlush => {
                 self.on_all(&["SCRIPT", "FLUSH"]).await;
                 self.on_all(&["FUNCTION", "FLUSH"]).await;
