@@ -698,35 +698,44 @@ async fn state_tells_the_truth_when_calls_are_decided_in_the_process() {
     assert_eq!(b.state(), State::Open, "state() agrees with status()");
 }
 
-/// A panic inside the protected call counts as a failure, and the panic still reaches the caller.
+/// A panic inside the protected call counts as a failure, and the panic still reaches the caller:
+/// a call let through by Redis's reply, and one let through by a fresh snapshot (the common
+/// case, whose guard holds the snapshot's view alone).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_panic_in_the_protected_call_counts_as_a_failure_and_keeps_unwinding() {
     let redis = redis().await;
     let client = client(&redis, Duration::from_secs(1)).await;
-    let name = unique("panic");
-    let b = client.breaker(&name, Config::builder().failure_threshold(1).build().unwrap()).unwrap();
-    let task = {
-        let b = b.clone();
-        tokio::spawn(async move {
-            b.execute(|| async {
-                if std::hint::black_box(true) {
-                    panic!("boom inside the protected call");
-                }
-                Ok::<(), &'static str>(())
+    for warm in [false, true] {
+        let name = unique("panic");
+        let b = client.breaker(&name, Config::builder().failure_threshold(1).build().unwrap()).unwrap();
+        if warm {
+            succeed(&b).await.unwrap();
+            assert!(b.snapshot().fresh, "the next call is decided by the snapshot");
+        }
+        let task = {
+            let b = b.clone();
+            tokio::spawn(async move {
+                b.execute(|| async {
+                    if std::hint::black_box(true) {
+                        panic!("boom inside the protected call");
+                    }
+                    Ok::<(), &'static str>(())
+                })
+                .await
             })
-            .await
+        };
+        let err = task.await.expect_err("the panic went on unwinding to the caller");
+        assert!(err.is_panic());
+        let payload = err.into_panic();
+        assert_eq!(payload.downcast_ref::<&str>(), Some(&"boom inside the protected call"));
+        let what = format!("the panic was recorded as a failure (snapshot fresh: {warm}): the breaker is open");
+        eventually_within(&what, Duration::from_secs(3), async || {
+            state_hash(&redis, &name).await.get("state").map(String::as_str) == Some("open")
         })
-    };
-    let err = task.await.expect_err("the panic went on unwinding to the caller");
-    assert!(err.is_panic());
-    let payload = err.into_panic();
-    assert_eq!(payload.downcast_ref::<&str>(), Some(&"boom inside the protected call"));
-    eventually_within("the panic was recorded as a failure: the breaker is open", Duration::from_secs(3), async || {
-        state_hash(&redis, &name).await.get("state").map(String::as_str) == Some("open")
-    })
-    .await;
-    let other = support::client(&redis, Duration::ZERO).await.breaker(&name, b.config().clone()).unwrap();
-    assert!(other.acquire().await.is_err(), "the fleet rejects calls after the panic");
+        .await;
+        let other = support::client(&redis, Duration::ZERO).await.breaker(&name, b.config().clone()).unwrap();
+        assert!(other.acquire().await.is_err(), "the fleet rejects calls after the panic");
+    }
 }
 
 /// A caller rejected while half-open is told to retry soon, not after the whole probe lease.
