@@ -233,12 +233,7 @@ impl Worker {
     }
 
     fn field(&mut self, key: &str) -> u64 {
-        let line = self.line();
-        line.split_whitespace()
-            .find_map(|kv| kv.strip_prefix(key).and_then(|v| v.strip_prefix('=')))
-            .unwrap_or_else(|| panic!("no {key} in {line:?}"))
-            .parse()
-            .unwrap()
+        field(&self.line(), key)
     }
 }
 
@@ -275,11 +270,7 @@ impl Fleet {
 }
 
 fn field(line: &str, key: &str) -> u64 {
-    line.split_whitespace()
-        .find_map(|kv| kv.strip_prefix(key).and_then(|v| v.strip_prefix('=')))
-        .unwrap_or_else(|| panic!("no {key} in {line:?}"))
-        .parse()
-        .unwrap()
+    support::line_field(line, key).parse().unwrap_or_else(|_| panic!("no number {key} in {line:?}"))
 }
 
 /// The fleet's worker processes, each a host of its own to a quorum (`mp-host-0`, ...).

@@ -276,3 +276,19 @@ pub async fn documented_acl_user(redis: &TestRedis, without: &[&str]) -> String 
     let _: () = cmd.query_async(&mut redis.conn().await).await.expect("ACL SETUSER of the documented line");
     redis.url.replace("redis://", "redis://breaker:secret@")
 }
+
+/// The value of `name=value` among a line's space-separated words (a `CLIENT LIST` line, a
+/// worker's report); empty when the line has none.
+pub fn line_field<'a>(line: &'a str, name: &str) -> &'a str {
+    line.split_ascii_whitespace().find_map(|kv| kv.strip_prefix(name)?.strip_prefix('=')).unwrap_or("")
+}
+
+/// The connections the clients of `url` hold, from `CLIENT LIST` (the asking connection left
+/// out): one line per connection (read its fields with [`line_field`]).
+pub async fn connections_of_clients(url: &str) -> Vec<String> {
+    let mut admin = admin_connection(url).await;
+    let own: i64 = redis::cmd("CLIENT").arg("ID").query_async(&mut admin).await.expect("CLIENT ID");
+    let list: String = redis::cmd("CLIENT").arg("LIST").query_async(&mut admin).await.expect("CLIENT LIST");
+    let own = format!("id={own} ");
+    list.lines().filter(|l| !l.starts_with(&own)).map(str::to_string).collect()
+}

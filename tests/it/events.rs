@@ -202,28 +202,13 @@ async fn a_trip_by_a_process_that_may_not_publish_is_trusted_for_the_short_bound
     assert!(!mute.snapshot().fresh, "also by the process that tripped it");
 }
 
-/// The connections the clients of `url` hold, from CLIENT LIST (the asking connection left
-/// out): one line per connection.
-async fn connections_of_clients(url: &str) -> Vec<String> {
-    let mut admin = admin_connection(url).await;
-    let own: i64 = redis::cmd("CLIENT").arg("ID").query_async(&mut admin).await.unwrap();
-    let list: String = redis::cmd("CLIENT").arg("LIST").query_async(&mut admin).await.unwrap();
-    let own = format!("id={own} ");
-    list.lines().filter(|l| !l.starts_with(&own)).map(str::to_string).collect()
-}
-
-/// A field of a CLIENT LIST line (`sub`, `resp`, `id`).
-fn field<'a>(line: &'a str, name: &str) -> &'a str {
-    line.split_ascii_whitespace().find_map(|kv| kv.strip_prefix(name)?.strip_prefix('=')).unwrap_or("")
-}
-
 /// Whether a CLIENT LIST line speaks `resp` (2 or 3). Before Redis 7 the list has no `resp`
 /// field: there a connection that holds a subscription while it is its client's only one, and
 /// runs that client's scripts, speaks RESP3 (a RESP2 connection that subscribed can run no
 /// command); the callers check the rest.
 fn speaks(line: &str, resp: &str) -> bool {
-    match field(line, "resp") {
-        "" if resp == "3" => field(line, "sub") == "1",
+    match line_field(line, "resp") {
+        "" if resp == "3" => line_field(line, "sub") == "1",
         "" => true,
         r => r == resp,
     }
@@ -244,7 +229,7 @@ async fn one_connection_carries_a_clients_commands_and_its_events() {
     breaker_subscribed(&b).await;
     let conns = connections_of_clients(&redis.url).await;
     assert_eq!(conns.len(), 1, "one connection per client: {conns:#?}");
-    assert!(speaks(&conns[0], "3") && field(&conns[0], "sub") == "1", "{}", conns[0]);
+    assert!(speaks(&conns[0], "3") && line_field(&conns[0], "sub") == "1", "{}", conns[0]);
 
     // Another process trips the breaker: the event arrives on that one connection.
     let other = client(&redis, Duration::from_secs(60)).await;
@@ -257,7 +242,7 @@ async fn one_connection_carries_a_clients_commands_and_its_events() {
     let _: u64 = redis::cmd("CLIENT")
         .arg("KILL")
         .arg("ID")
-        .arg(field(&conns[0], "id"))
+        .arg(line_field(&conns[0], "id"))
         .query_async(&mut redis.conn().await)
         .await
         .unwrap();
@@ -266,14 +251,14 @@ async fn one_connection_carries_a_clients_commands_and_its_events() {
     drop(other);
     eventually("one connection again", async || connections_of_clients(&redis.url).await.len() == 1).await;
     let conns = connections_of_clients(&redis.url).await;
-    assert!(speaks(&conns[0], "3") && field(&conns[0], "sub") == "1", "{}", conns[0]);
+    assert!(speaks(&conns[0], "3") && line_field(&conns[0], "sub") == "1", "{}", conns[0]);
     // And it runs the scripts: a call after the reconnection (every snapshot stale) goes to
     // Redis, on that connection (the breaker is open: the call is refused by Redis's reply).
     let _ = succeed(&b).await;
     let after = connections_of_clients(&redis.url).await;
     assert_eq!(after.len(), 1, "{after:#?}");
-    assert_eq!(field(&after[0], "id"), field(&conns[0], "id"), "{after:#?}");
-    let cmd = field(&after[0], "cmd");
+    assert_eq!(line_field(&after[0], "id"), line_field(&conns[0], "id"), "{after:#?}");
+    let cmd = line_field(&after[0], "cmd");
     assert!(cmd.starts_with("eval") || cmd.starts_with("fcall"), "{after:#?}");
 }
 
@@ -302,7 +287,7 @@ async fn a_server_that_refuses_resp3_gets_a_subscription_connection_of_its_own()
     let conns = connections_of_clients(&url).await;
     assert_eq!(conns.len(), 2, "commands and the subscription apart: {conns:#?}");
     assert!(conns.iter().all(|c| speaks(c, "2")), "{conns:#?}");
-    assert_eq!(conns.iter().filter(|c| field(c, "sub") == "1").count(), 1, "{conns:#?}");
+    assert_eq!(conns.iter().filter(|c| line_field(c, "sub") == "1").count(), 1, "{conns:#?}");
 
     let other = Client::connect_with(&url, config).await.unwrap();
     fail(&other.breaker(&name, trips).unwrap()).await.unwrap_err();

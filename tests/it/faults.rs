@@ -677,22 +677,18 @@ async fn readonly_from_a_demoted_master_replaces_the_connection() {
     let b = client.breaker(&unique("readonly"), Config::builder().failure_threshold(1).build().unwrap()).unwrap();
     // The ids of the client's connections to the replica (not this test's, not the link from
     // the replica to its master).
-    let ids = |mut conn: redis::aio::MultiplexedConnection| async move {
-        let own: u64 = redis::cmd("CLIENT").arg("ID").query_async(&mut conn).await.unwrap();
-        let list: String = redis::cmd("CLIENT").arg("LIST").query_async(&mut conn).await.unwrap();
-        let field = |line: &str, name: &str| {
-            line.split_ascii_whitespace()
-                .find_map(|kv| Some(kv.strip_prefix(name)?.strip_prefix('=')?.to_string()))
-                .unwrap_or_default()
-        };
-        list.lines()
-            .filter(|l| !field(l, "flags").contains('M'))
-            .filter_map(|l| field(l, "id").parse::<u64>().ok())
+    let own: u64 = redis::cmd("CLIENT").arg("ID").query_async(&mut rconn).await.unwrap();
+    let ids = async || {
+        connections_of_clients(&replica.url)
+            .await
+            .iter()
+            .filter(|l| !line_field(l, "flags").contains('M'))
+            .filter_map(|l| line_field(l, "id").parse::<u64>().ok())
             .filter(|id| *id != own)
             .collect::<std::collections::BTreeSet<u64>>()
     };
     let _ = b.status().await;
-    let before = ids(rconn.clone()).await;
+    let before = ids().await;
     assert!(!before.is_empty(), "the client is connected");
     let err = b.force_open(None).await.expect_err("a replica refuses the write");
     assert!(err.is_outage(), "READONLY counts as an outage: {err}");
@@ -701,7 +697,7 @@ async fn readonly_from_a_demoted_master_replaces_the_connection() {
     // event subscription may make it first).
     let _ = b.force_open(None).await;
     eventually("the connection that met READONLY replaced", async || {
-        let now = ids(rconn.clone()).await;
+        let now = ids().await;
         !now.is_empty() && now.is_disjoint(&before)
     })
     .await;

@@ -260,9 +260,7 @@ pub fn restarts(rt: &tokio::runtime::Runtime, redis: &support::TestRedis, _fleet
         let _ = worker.child.wait();
         line
     };
-    let word = |line: &str, key: &str| {
-        line.split_whitespace().find_map(|kv| kv.strip_prefix(key)?.strip_prefix('=')).unwrap_or("").to_string()
-    };
+    let word = |line: &str, key: &str| support::line_field(line, key).to_string();
     let mut ids = Vec::new();
     for i in 0..3 {
         let answer = run("crash");

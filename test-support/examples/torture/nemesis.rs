@@ -11,6 +11,7 @@ use crate::setup;
 use crate::topology::{self, Kind, Topology, conn};
 use crate::worker::Spec;
 use redis_breaker::{Client, redis};
+use redis_breaker_test_support::line_field;
 use std::collections::HashMap;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
@@ -465,15 +466,9 @@ impl Nemesis<'_> {
             let Ok(mut c) = conn(p).await else { continue };
             let list: String =
                 redis::cmd("CLIENT").arg(&["LIST", "TYPE", "pubsub"][..]).query_async(&mut c).await.unwrap_or_default();
-            for line in list.lines() {
-                let field = |name: &str| {
-                    line.split_ascii_whitespace().find_map(|kv| kv.strip_prefix(name)?.strip_prefix('=')).unwrap_or("")
-                };
-                if field("name").starts_with("sentinel-") {
-                    continue;
-                }
+            for line in list.lines().filter(|l| !line_field(l, "name").starts_with("sentinel-")) {
                 let _: redis::RedisResult<i64> =
-                    redis::cmd("CLIENT").arg("KILL").arg("ID").arg(field("id")).query_async(&mut c).await;
+                    redis::cmd("CLIENT").arg("KILL").arg("ID").arg(line_field(line, "id")).query_async(&mut c).await;
             }
         }
     }
