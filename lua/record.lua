@@ -40,7 +40,7 @@ local raw = nil
 if outcome == 'failure' and slow == 0 and timed_out == 0 and action == '' and batch.empty and not batch.again
   and not c.windowed and not c.quorum_mode then
   local counted
-  counted, raw = count_failure(c, batch, p_inc, p_epoch)
+  counted, raw = count_failure(c, batch, p_inc, p_epoch, KEYS[1], KEYS[4])
   if counted then return counted end
 end
 local S = load(c, raw)

@@ -17,21 +17,25 @@
 local NO_COUNTS = { inc = 0, epoch = 0, fseq = 0, ok = 0, slow = 0, ignored = 0, rejected = 0, degraded_ok = 0,
   degraded_failed = 0, throttled = 0, sender = '', seq = 0, again = false, dup = false, empty = true }
 
+-- A batch id (ARGV id_at): its sender ('' for none), seq and whether it was sent again.
+local function parse_batch_id(id_at)
+  local id = str_arg(id_at, 'batch id', 48, true)
+  if id == '' then return '', 0, false end
+  local again = false
+  local s, q = string.match(id, '^(%x+):(%d+)$')
+  if s == nil then
+    s, q = string.match(id, '^(%x+):(%d+):again$')
+    again = true
+  end
+  if s == nil or #s > 16 then fail('batch id') end
+  local seq = tonumber(q)
+  if seq == nil or seq < 1 or seq > MAX_INT then fail('batch id') end
+  return s, seq, again
+end
+
 local function parse_batch(i, id_at)
   local A = ARGV
-  local id = str_arg(id_at, 'batch id', 48, true)
-  local sender, seq, again = '', 0, false
-  if id ~= '' then
-    local s, q = string.match(id, '^(%x+):(%d+)$')
-    if s == nil then
-      s, q = string.match(id, '^(%x+):(%d+):again$')
-      again = true
-    end
-    if s == nil or #s > 16 then fail('batch id') end
-    seq = tonumber(q)
-    if seq == nil or seq < 1 or seq > MAX_INT then fail('batch id') end
-    sender = s
-  end
+  local sender, seq, again = parse_batch_id(id_at)
   local B = BATCH
   if A[i + B.successes] == '0' and A[i + B.slow] == '0' and A[i + B.ignored] == '0'
     and A[i + B.rejected] == '0' and A[i + B.degraded_successes] == '0' and A[i + B.degraded_failures] == '0'

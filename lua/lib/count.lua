@@ -29,9 +29,10 @@ end
 
 -- Answers the reply when the failure was counted here, else nil and the state hash as read (nil
 -- when it could not be read), for `load`. Reads before it writes; nothing is written unless it
--- answers a reply.
-local function count_failure(c, b, p_inc, p_epoch)
-  local raw = read('HMGET', KEYS[1], unpack(STATE_FIELDS))
+-- answers a reply. `state` and `metrics`: the breaker's state and metrics keys (KEYS[1] and
+-- KEYS[4] of record.lua; count.lua has only these two).
+local function count_failure(c, b, p_inc, p_epoch, state, metrics)
+  local raw = read('HMGET', state, unpack(STATE_FIELDS))
   if not raw or raw[1] ~= 'closed' or raw[3] ~= c.fingerprint or (raw[5] or '1') ~= c.quorum_text then
     return nil, raw
   end
@@ -61,21 +62,21 @@ local function count_failure(c, b, p_inc, p_epoch)
   -- The metrics hash: its counters and the lane's field exist already (a new one is the general
   -- path's: `since`, the TTL, the sweep of old lanes) and are sane.
   local lane = 'batch:' .. b.sender
-  local m = rpcall('HMGET', KEYS[4], 'calls', 'failures', lane)
+  local m = rpcall('HMGET', metrics, 'calls', 'failures', lane)
   if type(m) ~= 'table' or m.err then return nil, raw end
   local calls, failed = counter(m[1]), counter(m[2])
   if not calls or not failed or (b.sender ~= '' and not m[3]) then
     return nil, raw
   end
 
-  rcall('HSET', KEYS[1], 'failures', failures, 'fseq', fseq, 'failed_at', now)
+  rcall('HSET', state, 'failures', failures, 'fseq', fseq, 'failed_at', now)
   if b.sender == '' then
-    rcall('HSET', KEYS[4], 'calls', calls + 1, 'failures', failed + 1)
+    rcall('HSET', metrics, 'calls', calls + 1, 'failures', failed + 1)
   else
     -- remember_batch: when the lane's batch was applied, and its seq.
     local seen = now * 1000 + b.seq % 1000
     if seen > MAX_INT then seen = b.seq % 1000 end
-    rcall('HSET', KEYS[4], 'calls', calls + 1, 'failures', failed + 1, lane, int(seen))
+    rcall('HSET', metrics, 'calls', calls + 1, 'failures', failed + 1, lane, int(seen))
   end
   local announced = 1
   if raw[#INT_FIELDS + 6] then announced = 0 end

@@ -212,6 +212,22 @@ local CONTROL = {
   config = 12,
 }
 
+-- The arguments of count.lua, from ARGV 1 (it takes none of the common ones).
+local COUNT = {
+  -- The caller's clock (ms): '' = Redis TIME; only tests send one.
+  now = 1,
+  -- The caller's config id (ARG.config_id): a config the library does not know, or one with a
+  -- window or a quorum, is record.lua's.
+  config_id = 2,
+  -- The incarnation the permit was granted in.
+  incarnation = 3,
+  -- The epoch the permit was granted in.
+  epoch = 4,
+  -- The batch's id: '', `<sender>:<seq>`, or `<sender>:<seq>:again` when sent again after its
+  -- reply was lost (see parse_batch in lib/batch.lua): a batch counted already counts nothing.
+  batch_id = 5,
+}
+
 -- A batch of counts (Rust: `Batch`), by offset from its first argument (see parse_batch in
 -- lib/batch.lua).
 local BATCH = {

@@ -40,6 +40,7 @@ impl View {
             description: String::new(),
             report: Report::None,
             active: false,
+            failures_seen: self.failures,
         }
     }
 }

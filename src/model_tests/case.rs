@@ -211,6 +211,7 @@ impl Case {
                     },
                     report: *report,
                     active: *active,
+                    failures_seen: 0,
                 };
                 (
                     Op::Record(record(h.redis_incarnation)),
@@ -246,6 +247,12 @@ impl Case {
         let (op_redis, op_model, slot, second, reporter) = ops;
         let p = if second { &self.second } else { &self.params };
         let redis = &stores[reporter];
+        if let Op::Record(r) = &op_redis
+            && r.only_counts(p)
+            && redis.script_mode() == "functions"
+        {
+            stats::add("a failure that only counts, sent as count.lua first");
+        }
         let got = redis.run(&self.keys, p, &op_redis, Some(self.now), rand).await;
         self.refused = false;
         let origin = reporter_id(reporter);

@@ -277,6 +277,21 @@ pub(crate) const RECORD: [Own; 13] = [
     BATCH_ID,
 ];
 
+/// The arguments of `lua/count.lua`, from ARGV 1 (it takes none of the common ones): written by
+/// `Record::write_count`.
+#[cfg(test)]
+pub(crate) const COUNT: [Own; 5] = [
+    own("now", "The caller's clock (ms): '' = Redis TIME; only tests send one."),
+    own(
+        "config_id",
+        "The caller's config id (ARG.config_id): a config the library does not know, or one with a\n\
+         window or a quorum, is record.lua's.",
+    ),
+    own("incarnation", "The incarnation the permit was granted in."),
+    own("epoch", "The epoch the permit was granted in."),
+    BATCH_ID,
+];
+
 /// The own arguments of `lua/control.lua`.
 #[cfg(test)]
 pub(crate) const CONTROL: [Own; 3] = [

@@ -1,7 +1,7 @@
 //! `lua/lib/protocol.lua`, generated from the tables of this module, and the tests that keep it
 //! current and keep the Lua to the names it defines.
 
-use super::args::{ACQUIRE, BATCH, CONFIG_ID, CONTROL, CallArgs, Check, Own, RECORD, Spec};
+use super::args::{ACQUIRE, BATCH, CONFIG_ID, CONTROL, COUNT, CallArgs, Check, Own, RECORD, Spec};
 use super::reason::REASONS;
 use super::reply::REPLY;
 use super::{HALF_OPEN_RETRY_MS, LONGEST_WINDOW, MAX_INT, PROCESSES_SINCE, Params};
@@ -202,6 +202,12 @@ pub(super) fn render() -> String {
     own_table(&mut out, "CONTROL", "control.lua", &CONTROL);
     positions(
         &mut out,
+        "COUNT",
+        "The arguments of count.lua, from ARGV 1 (it takes none of the common ones).",
+        COUNT.iter().enumerate().map(|(i, r)| (r.name, i + 1, r.doc)),
+    );
+    positions(
+        &mut out,
         "BATCH",
         "A batch of counts (Rust: `Batch`), by offset from its first argument (see parse_batch in\n\
          lib/batch.lua).",
@@ -235,6 +241,7 @@ fn names() -> Vec<(&'static str, Vec<&'static str>)> {
         ("ACQUIRE", own(&ACQUIRE)),
         ("RECORD", own(&RECORD)),
         ("CONTROL", own(&CONTROL)),
+        ("COUNT", COUNT.iter().map(|r| r.name).collect()),
         ("BATCH", BATCH.to_vec()),
         ("REPLY", REPLY.iter().map(|(name, _)| *name).collect()),
         ("REASON", REASONS.iter().map(|(name, _)| *name).collect()),

@@ -3,6 +3,7 @@
 //! rides along; their encoding follows the tables `ACQUIRE`, `RECORD`, `CONTROL` and `BATCH` of
 //! `args.rs`, which a test compares with it entry by entry.
 
+use super::Params;
 use super::args::Wire;
 
 /// How a finished call counts.
@@ -212,6 +213,9 @@ pub(crate) struct Record {
     pub(crate) report: Report,
     /// With a quorum fraction: the caller recorded calls, and counts among the window's processes.
     pub(crate) active: bool,
+    /// The consecutive failures the permit's process had seen (not sent): a failure that by this
+    /// count trips nothing may go as `lua/count.lua` first ([`Record::only_counts`]).
+    pub(crate) failures_seen: u64,
 }
 
 /// What a process tells the fleet about its own breaker under a quorum (`RECORD.report`).
@@ -254,6 +258,41 @@ impl Record {
         reporter.write(out);
     }
 
+    /// Whether this is, by what its process saw, a failure that only counts: a closed breaker's
+    /// failure (no probe lease) that is neither slow nor timed out, with no report, no counts
+    /// riding along, no window or quorum in `p` (so `active` says nothing), one failure short of the threshold at least, and
+    /// neither its lane's first batch (whose field in the metrics hash is new) nor the first write
+    /// of the state (incarnation 0: none seen): those are the record's to write.
+    /// Where the scripts run as a library it goes first as `lua/count.lua` (two keys, the
+    /// arguments of [`Record::write_count`]), which counts it exactly as `lua/record.lua`'s short
+    /// path would, or answers that it must go as a record after all.
+    pub(crate) fn only_counts(&self, p: &Params) -> bool {
+        self.outcome == RecordOutcome::Failure
+            && self.probe.is_empty()
+            && !self.slow
+            && !self.timed_out
+            && self.report == Report::None
+            && !self.batch.has_counts()
+            && !self.batch.again
+            && self.batch.seq != 1
+            && self.incarnation != 0
+            && p.failure_rate == 0.0
+            && p.slow_rate == 0.0
+            && p.quorum <= 1
+            && p.fraction == 0.0
+            && (p.failure_threshold == 0 || self.failures_seen.saturating_add(1) < p.failure_threshold)
+    }
+
+    /// The arguments of `lua/count.lua` (`COUNT`): the caller's clock (`None`: Redis's), its
+    /// config id, the permit's incarnation and epoch, and the batch id.
+    pub(crate) fn write_count(&self, now: Option<u64>, config_id: &str, out: &mut Vec<Vec<u8>>) {
+        now.write(out);
+        config_id.write(out);
+        self.incarnation.write(out);
+        self.epoch.write(out);
+        self.batch.id().write(out);
+    }
+
     /// A record with no outcome: it carries `batch` alone (a flush).
     pub(crate) fn flush(batch: Batch) -> Record {
         Record {
@@ -268,6 +307,7 @@ impl Record {
             description: String::new(),
             report: Report::None,
             active: false,
+            failures_seen: 0,
         }
     }
 
@@ -280,7 +320,7 @@ impl Record {
 
 #[cfg(test)]
 mod tests {
-    use super::super::args::{ACQUIRE, BATCH, CONTROL, Own, RECORD};
+    use super::super::args::{ACQUIRE, BATCH, CONTROL, COUNT, Own, RECORD};
     use super::*;
 
     /// `op` written, split by the rows of its table: (name, the values it spans).
@@ -356,6 +396,7 @@ mod tests {
             description: "timed out".into(),
             report: Report::Failing,
             active: true,
+            failures_seen: 4,
         });
         assert_eq!(
             by_table(&record, &RECORD),
@@ -375,6 +416,20 @@ mod tests {
                 ("batch_id", one("ab:7")),
             ]
         );
+
+        let Op::Record(r) = &record else { unreachable!() };
+        let mut count = Vec::new();
+        r.write_count(Some(1234), "id-9", &mut count);
+        let count: Vec<String> = count.into_iter().map(|v| String::from_utf8(v).expect("text")).collect();
+        let want = |name: &str| match name {
+            "now" => "1234",
+            "config_id" => "id-9",
+            "incarnation" => "101",
+            "epoch" => "102",
+            "batch_id" => "ab:7",
+            other => panic!("COUNT names {other}, which write_count does not write"),
+        };
+        assert_eq!(count, COUNT.iter().map(|row| want(row.name)).collect::<Vec<_>>());
 
         let control = Op::Control { op: ControlOp::ForceOpen, duration_ms: 1500, note: "deploy".into() };
         assert_eq!(

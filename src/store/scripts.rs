@@ -42,15 +42,17 @@ macro_rules! script {
 }
 
 /// The scripts that change state, by the name their function has in the library.
-const BODIES: [(&str, &str); 3] = [
+const BODIES: [(&str, &str); 4] = [
     ("acquire", include_str!("../../lua/acquire.lua")),
     ("record", include_str!("../../lua/record.lua")),
     ("control", include_str!("../../lua/control.lua")),
+    // A failure that only counts, sent alone: a library's function only (see `Call::count`).
+    ("count", include_str!("../../lua/count.lua")),
 ];
 
 /// The same scripts as one Functions library, named after a hash of its code so processes
 /// running different versions of the crate each find their own: `redis_breaker_<hash>` with
-/// the functions `rb_<hash>_acquire`, `_record` and `_control`. Redis runs a library's code
+/// the functions `rb_<hash>_acquire`, `_record`, `_control` and `_count`. Redis runs a library's code
 /// when it loads it, with none of Lua's globals in reach, so the code only defines `init`; the
 /// first call of any function runs it, which makes the lib's helpers and tables once for the
 /// life of the library (not on every call, as with EVALSHA) and lets a config's validation be
@@ -129,6 +131,8 @@ pub(crate) struct Call<'s> {
     /// The rest of the config, which goes last: always with EVALSHA; with FCALL only when the
     /// library does not know the config id yet.
     config: Vec<Vec<u8>>,
+    /// A failure that only counts (`Record::only_counts`): the arguments of `lua/count.lua`.
+    count: Option<Vec<Vec<u8>>>,
 }
 
 /// What a script answers, before anything is written, to a call that left out the rest of a
@@ -141,6 +145,19 @@ pub(crate) fn unknown_config(e: &redis::RedisError) -> bool {
 }
 
 impl Call<'_> {
+    /// A failure that only counts, as FCALL of the library's `count` with the state and metrics
+    /// keys: it answers the record's reply, or `['general']` when the failure must go as a
+    /// record after all (nothing was written then).
+    pub(crate) fn count(&self, library: &Library) -> Option<Cmd> {
+        let args = self.count.as_ref()?;
+        let mut cmd = redis::cmd("FCALL");
+        cmd.arg(format!("{}count", library.prefix)).arg(2).arg(&self.keys[0]).arg(&self.keys[3]);
+        for a in args {
+            cmd.arg(a.as_slice());
+        }
+        Some(cmd)
+    }
+
     /// The call as EVALSHA, which loads the script and retries once on NOSCRIPT; it carries the
     /// whole config (a script sent with EVALSHA keeps nothing between calls).
     pub(crate) fn evalsha(&self) -> redis::ScriptInvocation<'_> {
@@ -218,7 +235,8 @@ impl Scripts {
             Op::Record(_) => (&self.record, "record"),
             Op::Control { .. } => (&self.control, "control"),
         };
-        let mut call = Call { script, name, keys: &keys.all, args: Vec::with_capacity(24), config: Vec::new() };
+        let mut call =
+            Call { script, name, keys: &keys.all, args: Vec::with_capacity(24), config: Vec::new(), count: None };
         let shard_channel = if self.sharded { keys.shard_channel.as_str() } else { "" };
         let common = CallArgs {
             now: now_ms,
@@ -232,6 +250,13 @@ impl Scripts {
         // The config: its fingerprint and id with the common arguments, the rest last.
         p.write(&mut call.config);
         let id = config_id(&call.config);
+        if let Op::Record(r) = op
+            && r.only_counts(p)
+        {
+            let mut count = Vec::with_capacity(5);
+            r.write_count(now_ms, &id, &mut count);
+            call.count = Some(count);
+        }
         let rest = call.config.split_off(1);
         call.args.append(&mut call.config);
         call.args.push(id.into_bytes());

@@ -102,7 +102,8 @@ async fn the_functions_library_is_loaded_once_and_again_after_function_flush() {
     assert_eq!(b.health().await.unwrap().scripts, if has_functions { "functions" } else { "evalsha" });
     if has_functions {
         assert_eq!(count(&stats, "function|load"), 1, "one load for the server: {stats:?}");
-        // Each failure is an acquire and a record (cache_ttl zero); the first FCALL found no library.
+        // Each failure is an acquire and a record (cache_ttl zero; the second record goes as the
+        // library's `count`); the first FCALL found no library.
         assert_eq!(count(&stats, "fcall"), 5, "one miss, then four calls: {stats:?}");
         let _: () = redis::cmd("FUNCTION").arg("FLUSH").query_async(&mut redis.conn().await).await.unwrap();
     }

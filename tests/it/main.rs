@@ -18,6 +18,7 @@ mod control_and_epochs;
 mod degraded;
 mod edges;
 mod events;
+mod failure_count;
 mod faults;
 mod fleet_scale;
 mod half_open;
