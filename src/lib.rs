@@ -33,7 +33,8 @@
 //! - `lua/acquire.lua`, `lua/record.lua` and `lua/control.lua` make every decision and
 //!   transition atomically, reading `TIME` from Redis; they run as functions of one library
 //!   loaded once (FCALL, Redis and Valkey >= 7.0, when the ACL allows it), else with EVALSHA
-//!   ([`ClientConfig::functions`]).
+//!   ([`ClientConfig::functions`]). With the library, a failure that only counts goes alone as
+//!   `lua/count.lua`, which writes exactly what `record.lua` would.
 //! - Each process keeps a snapshot per breaker, fresh until the state's next deadline or for
 //!   `subscribed_cache_ttl` (30s) while the event subscription that announces every transition
 //!   is verified alive, else `cache_ttl` (1s); a fresh closed snapshot allows calls with no

@@ -1,10 +1,11 @@
 -- redis-breaker lib/args.lua: the arguments every script takes, validated (Rust twin: `CallArgs`
 -- and `Params` in src/protocol/). The lib files, joined in the order clock, protocol, args, load,
--- transitions, rules, batch, commit, count, are the prelude of acquire.lua, record.lua and control.lua:
--- they read and validate, hold the transitions every script may cause, and write nothing until
--- `commit` (or `count_failure`, the short path of a failure that only counts).
+-- transitions, rules, batch, commit, count, are the prelude of acquire.lua, record.lua and control.lua
+-- (and of the library's count.lua): they read and validate, hold the transitions every script may
+-- cause, and write nothing until `commit` (or `count_failure`, the short path of a failure that
+-- only counts).
 --
--- KEYS (every script):
+-- KEYS (every script but count.lua, which takes the state and metrics keys alone):
 --   1 state   HASH  breaker:{name}:state    the state machine
 --   2 probes  ZSET  breaker:{name}:probes   half-open leases: member = permit id, score = expiry ms
 --   3 window  HASH  breaker:{name}:window   rolling-window buckets "<bucket>:c|f|s"
@@ -15,13 +16,13 @@
 --   7 processes ZSET breaker:{name}:processes processes that recorded calls (with quorum_fraction):
 --                                         member = reporter id, score = when it last said so (ms)
 --
--- ARGV (every script): the common arguments, named in ARG of lib/protocol.lua (generated from
+-- ARGV (every script but count.lua, which takes its own five, COUNT): the common arguments, named in ARG of lib/protocol.lua (generated from
 -- src/protocol/, where each is documented): those that differ per call, then the caller's config
 -- fingerprint and config id; from OWN on, the script's own (ACQUIRE, RECORD, CONTROL); then, from
 -- <script>.config on, the rest of the caller's config (CONFIG), left out where the scripts run as
 -- a library that knows the config id (see parse_config). Scripts read every argument by name.
 --
--- Reply (every script): REPLY of lib/protocol.lua, in that order: { verdict, state, incarnation,
+-- Reply (every script; count.lua's may be { 'general' } instead): REPLY of lib/protocol.lua, in that order: { verdict, state, incarnation,
 --   epoch, failures, fseq, remaining_ms, stored_config, reason, announced, ramp_left_ms, ramp_ms,
 --   ramp_permille }.
 

@@ -11,6 +11,9 @@ use crate::store::RedisStore;
 use proptest::prelude::*;
 use std::time::Duration;
 
+/// The statistic of a failure sent as `lua/count.lua` first (with the library).
+pub(super) const COUNT_FIRST: &str = "a failure that only counts, sent as count.lua first";
+
 /// What a permit remembers: the snapshot it was granted under, on each side.
 #[derive(Debug, Clone, Default)]
 pub(super) struct Held {
@@ -251,7 +254,7 @@ impl Case {
             && r.only_counts(p)
             && redis.script_mode() == "functions"
         {
-            stats::add("a failure that only counts, sent as count.lua first");
+            stats::add(COUNT_FIRST);
         }
         let got = redis.run(&self.keys, p, &op_redis, Some(self.now), rand).await;
         self.refused = false;

@@ -33,6 +33,11 @@ pub(super) fn add(what: &str) {
     *COUNTS.lock().unwrap_or_else(std::sync::PoisonError::into_inner).entry(what.to_string()).or_insert(0) += 1;
 }
 
+/// How many times `what` was added.
+pub(super) fn get(what: &str) -> u64 {
+    COUNTS.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(what).copied().unwrap_or(0)
+}
+
 pub(super) fn print() {
     let counts = COUNTS.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     for (k, n) in counts.iter() {

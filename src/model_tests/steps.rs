@@ -141,15 +141,7 @@ pub(super) fn config() -> impl Strategy<Value = Config> {
         // (no consecutive rule), and closing after the probes succeed (a lower threshold).
         (prop_oneof![2 => Just(0u32), 3 => 1..4u32], prop_oneof![1 => Just(1u32), 1 => 2..4u32], 1..4u32),
         (50..500u64, 0..3000u64, 1.0..3.0f64, 0.0..0.5f64),
-        // No rate rule in about a third of the cases: the consecutive rule alone, where a failure
-        // that only counts goes as count.lua (with the library).
-        (
-            50..600u64,
-            prop::option::weighted(0.4, 0.3..1.0f64),
-            prop::option::weighted(0.4, 0.3..1.0f64),
-            1..6u32,
-            500..3000u64,
-        ),
+        (50..600u64, prop::option::of(0.3..1.0f64), prop::option::of(0.3..1.0f64), 1..6u32, 500..3000u64),
         100..5000u64,
         // A quorum in about a third of the cases: under one the fleet's own rules trip nothing.
         (prop_oneof![3 => Just(1u32), 1 => 2..4u32], prop::option::weighted(0.15, 0.2..1.0f64)),

@@ -310,11 +310,36 @@ impl RedisStore {
         let call = self.scripts.call(keys, p, now_ms, rand, op);
         let mut conn = self.handle();
         let reply = if self.functions.load(Ordering::Acquire) {
-            self.deadline(keys.state(), self.fcall(&call, &mut conn)).await?
+            match self.count(&call, keys.state(), &mut conn).await? {
+                Some(reply) => reply,
+                None => self.deadline(keys.state(), self.fcall(&call, &mut conn)).await?,
+            }
         } else {
             self.deadline(keys.state(), call.evalsha().invoke_async::<Vec<String>>(&mut conn)).await?
         };
         parse_reply(reply, keys.state())
+    }
+
+    /// A failure that only counts goes alone first, as the library's `count` with a deadline of
+    /// its own: its reply, or `None` when it must go as a record (the function answered
+    /// `general`, or the library is not loaded yet): nothing was written then, and the record
+    /// gets the whole `op_timeout` too.
+    async fn count(
+        &self,
+        call: &Call<'_>,
+        key: &str,
+        conn: &mut ConnHandle,
+    ) -> Result<Option<Vec<String>>, StoreError> {
+        let Some(count) = call.count(Library::get()) else { return Ok(None) };
+        let sent = async {
+            match count.query_async::<Vec<String>>(conn).await {
+                Ok(reply) if reply.len() == 1 && reply[0] == "general" => Ok(None),
+                Ok(reply) => Ok(Some(reply)),
+                Err(e) if e.to_string().to_ascii_lowercase().contains("function not found") => Ok(None),
+                Err(e) => Err(e),
+            }
+        };
+        self.deadline(key, sent).await
     }
 
     /// Waits until the script calls in flight when it was called have ended (each ends within
@@ -333,16 +358,6 @@ impl RedisStore {
     /// load answers) turns this client to EVALSHA.
     async fn fcall(&self, call: &Call<'_>, conn: &mut ConnHandle) -> redis::RedisResult<Vec<String>> {
         let library = Library::get();
-        // A failure that only counts goes alone first; what it leaves (`general`: nothing was
-        // written) goes as a record, below. A library not loaded yet is loaded below too.
-        if let Some(count) = call.count(library) {
-            match count.query_async::<Vec<String>>(conn).await {
-                Ok(reply) if !(reply.len() == 1 && reply[0] == "general") => return Ok(reply),
-                Ok(_) => {}
-                Err(e) if e.to_string().to_ascii_lowercase().contains("function not found") => {}
-                Err(e) => return Err(e),
-            }
-        }
         match call.fcall(library, false).query_async(conn).await {
             Err(e) if unknown_config(&e) => return call.fcall(library, true).query_async(conn).await,
             Err(e) if e.to_string().to_ascii_lowercase().contains("function not found") => {}
