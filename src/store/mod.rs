@@ -2,12 +2,14 @@
 //! This file holds the seam, [`Store`]: the one object the rest of the crate asks (run this
 //! operation and say who decided it, read this breaker, may calls be decided by shared state
 //! now, where are calls decided); nothing outside `store/` asks which store is in use.
-//! `redis.rs` holds the Redis store, `in_process.rs` the in-process one, `scripts.rs` the Lua
+//! `redis.rs` holds the Redis store (`checks.rs` what it checks of a server and a user before a
+//! connection's first script call), `in_process.rs` the in-process one, `scripts.rs` the Lua
 //! scripts and how they reach Redis, `conn.rs` the connection the Redis store holds (and the
 //! one forwarding connection), `one_conn.rs` the one connection of a client made from a URL
 //! (commands and events on one RESP3 connection), and one file per way of reaching Redis beside a plain URL:
 //! `cluster.rs` (and its events, `shard_events.rs`), `sentinel.rs`, `tls.rs`.
 
+mod checks;
 #[cfg(feature = "cluster")]
 pub(crate) mod cluster;
 pub(crate) mod conn;

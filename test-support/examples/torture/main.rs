@@ -19,11 +19,14 @@
 //! violation, on a panic and on Ctrl-C; the temporary directory is removed.
 
 mod check;
+mod collect;
 mod downstream;
 mod faults;
 mod history;
 mod nemesis;
 mod proxy;
+mod reshard;
+mod run;
 mod topology;
 mod worker;
 
@@ -177,7 +180,7 @@ async fn run(args: Args) -> i32 {
         // Each topology gets its own schedule, drawn from the seed and the topology.
         let seed = args.seed.wrapping_add(i as u64 * 1_000_003);
         let outcome = tokio::select! {
-            r = nemesis::run_one(*kind, seed, &args) => r,
+            r = run::run_one(*kind, seed, &args) => r,
             why = interrupted() => Err(format!("{why}: everything started was stopped")),
         };
         match outcome {
