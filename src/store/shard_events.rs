@@ -377,6 +377,18 @@ fn held_of(answer: &redis::Value) -> Held {
         Value::SimpleString(text) => text.clone(),
         Value::ServerError(e) if e.code() == "NOPERM" => return Held::Unknown("CLIENT INFO is not permitted"),
         Value::ServerError(e) => return Held::Failed(e.clone().into()),
+        // The redis crate (1.8.1) hands a push of a subscription kind to the oldest request in
+        // flight on its node connection: the SUNSUBSCRIBE a node sends when a slot moves away,
+        // arriving while CLIENT INFO waits, is that request's answer (and CLIENT INFO's own
+        // answer goes to the next request, or nowhere). The connection's replies are not to be
+        // trusted: the session is made again, as after a dropped node connection.
+        Value::Push { kind, .. } => {
+            return Held::Failed(RedisError::from((
+                redis::ErrorKind::Io,
+                "a push answered CLIENT INFO",
+                format!("{kind:?} (a slot moved while it was in flight)"),
+            )));
+        }
         _ => return Held::Unknown("CLIENT INFO answered in an unknown shape"),
     };
     let field = text.split_ascii_whitespace().find_map(|kv| kv.strip_prefix("ssub="));
@@ -408,5 +420,8 @@ mod tests {
                 .expect("a server error");
         assert!(matches!(held_of(&refused), Held::Unknown(_)), "NOPERM: cannot tell");
         assert!(matches!(held_of(&Value::Nil), Held::Unknown(_)));
+        // A slot's SUNSUBSCRIBE push taken as the answer: not a reason to stop counting.
+        let push = Value::Push { kind: redis::PushKind::SUnsubscribe, data: vec![Value::BulkString(b"ch".to_vec())] };
+        assert!(matches!(held_of(&push), Held::Failed(_)), "a push is no answer: the session is made again");
     }
 }
