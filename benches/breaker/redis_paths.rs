@@ -1,5 +1,6 @@
-//! The paths that reach Redis: a snapshot miss (one EVALSHA acquire) and a recorded failure
-//! (one EVALSHA record), against a PING round trip on the same server and connection kind.
+//! The paths that reach Redis: a snapshot miss (one acquire script call) and a recorded failure
+//! (one script call: the library's `count` where the server has Functions, else an EVALSHA
+//! record), against a PING round trip on the same server and connection kind.
 
 use crate::harness::{Ratios, case, runtime};
 use criterion::Criterion;
@@ -41,11 +42,11 @@ pub fn bench(c: &mut Criterion, url: &str, ratios: &mut Ratios) {
         let conn: &'static _ = Box::leak(Box::new(conn.clone()));
         move || async move { redis::cmd("PING").query_async::<String>(&mut conn.clone()).await.is_ok() }
     });
-    let miss_ns = case(&mut g, &rt, 1, iters, "execute on a miss (EVALSHA acquire)", {
+    let miss_ns = case(&mut g, &rt, 1, iters, "execute on a miss (one acquire)", {
         let b: &'static _ = Box::leak(Box::new(miss.clone()));
         move || async move { b.execute(|| async { Ok::<(), ()>(()) }).await.is_ok() }
     });
-    let record_ns = case(&mut g, &rt, 1, iters, "execute recording a failure (EVALSHA record)", {
+    let record_ns = case(&mut g, &rt, 1, iters, "execute recording a failure (one script call)", {
         let b: &'static _ = Box::leak(Box::new(failing.clone()));
         move || async move { b.execute(|| async { Err::<(), ()>(()) }).await.is_err() }
     });
