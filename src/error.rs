@@ -73,7 +73,10 @@ impl Rejected {
     /// held-back call do not turn the ramp into a delay of one draw.
     pub(crate) fn ramp(admitted: f64, ramp_left: Duration) -> Rejected {
         let permille = (admitted * 1000.0).floor().clamp(0.0, 1000.0) as u16;
-        let pause = ramp_left.min(Duration::from_secs(1)).mul_f64(0.5 + rand::random::<f64>() * 0.5);
+        // Half to all of the shorter of a second and the ramp's time left (integer nanoseconds:
+        // `Duration::mul_f64`'s checked conversion cost the held-back path a few nanoseconds).
+        let half = u64::try_from(ramp_left.min(Duration::from_secs(1)).as_nanos()).unwrap_or(0) / 2;
+        let pause = Duration::from_nanos(half + (crate::ramp::unit() * half as f64) as u64);
         Rejected { state: State::Closed, own: false, left: Left::Ramp(permille, pause) }
     }
 

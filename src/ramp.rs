@@ -74,7 +74,34 @@ pub(crate) fn pack(len_ms: u64, permille: u64) -> u64 {
 #[inline]
 pub(crate) fn draw(left_ns: u64, packed: u64) -> Result<(), f64> {
     let fraction = admitted(left_ns as f64 / 1e6, (packed >> 10) as f64, packed & 1023);
-    if fraction >= 1.0 || rand::random::<f64>() < fraction { Ok(()) } else { Err(fraction) }
+    if fraction >= 1.0 || unit() < fraction { Ok(()) } else { Err(fraction) }
+}
+
+/// A uniform draw in [0, 1), from a SplitMix64 sequence per thread whose start `rand`'s
+/// OS-seeded generator draws once. The draws of a ramp decide which calls go and how long a
+/// held-back one waits: they need to be uniform and to differ between threads and processes,
+/// not to be unpredictable, and they are on the hot path while a ramp runs (`rand::random`,
+/// which reaches the thread's ChaCha generator through a reference count, cost that path a
+/// few nanoseconds a draw).
+pub(crate) fn unit() -> f64 {
+    thread_local! {
+        // 0: not seeded yet (a const initializer: no lazy-initialization check per access).
+        static STATE: std::cell::Cell<u64> = const { std::cell::Cell::new(0) };
+    }
+    let mut z = STATE.with(|s| {
+        let mut state = s.get();
+        if state == 0 {
+            state = rand::random::<u64>() | 1;
+        }
+        let next = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        s.set(next);
+        next
+    });
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^= z >> 31;
+    // The top 53 bits: every double in [0, 1) that is a multiple of 2^-53.
+    (z >> 11) as f64 / (1u64 << 53) as f64
 }
 
 #[cfg(test)]
@@ -90,6 +117,21 @@ mod tests {
         assert_eq!(admitted(1.0, 0.0, 100), 1.0, "a ramp of no length admits all");
         let r = Ramp::new(Duration::from_secs(3), Duration::from_secs(10), 100);
         assert!((r.admitted() - 0.73).abs() < 1e-9, "{}", r.admitted());
+    }
+
+    #[test]
+    fn the_unit_draw_is_uniform_in_zero_to_one_and_differs_between_threads() {
+        let draws: Vec<f64> = (0..100_000).map(|_| unit()).collect();
+        assert!(draws.iter().all(|d| (0.0..1.0).contains(d)));
+        // Ten bins of 10,000 expected each: 5 standard deviations are about 475.
+        let mut bins = [0u32; 10];
+        for d in &draws {
+            bins[(d * 10.0) as usize] += 1;
+        }
+        assert!(bins.iter().all(|b| b.abs_diff(10_000) < 475), "{bins:?}");
+        let other: Vec<f64> = std::thread::spawn(|| (0..4).map(|_| unit()).collect()).join().unwrap();
+        let here: Vec<f64> = (0..4).map(|_| unit()).collect();
+        assert_ne!(other, here, "each thread starts its sequence from its own seed");
     }
 
     #[test]
