@@ -79,8 +79,9 @@ pub(crate) fn draw(left_ns: u64, packed: u64) -> Result<(), f64> {
 
 /// A uniform draw in [0, 1), from a SplitMix64 sequence per thread whose start `rand`'s
 /// OS-seeded generator draws once. The draws of a ramp decide which calls go and how long a
-/// held-back one waits: they need to be uniform and to differ between threads and processes,
-/// not to be unpredictable, and they are on the hot path while a ramp runs (`rand::random`,
+/// held-back one waits: they need to be uniform and to differ between threads and processes (a
+/// forked child goes on with its parent's sequence, as `rand`'s thread generator does), not to
+/// be unpredictable, and they are on the hot path while a ramp runs (`rand::random`,
 /// which reaches the thread's ChaCha generator through a reference count, cost that path a
 /// few nanoseconds a draw).
 pub(crate) fn unit() -> f64 {
@@ -144,5 +145,25 @@ mod tests {
         assert_eq!(draw(10_000_000_000, pack(10_000, 1000)), Ok(()), "a start of 1 admits all");
         let held = (0..1000).filter(|_| draw(10_000_000_000, pack(10_000, 1)).is_err()).count();
         assert!(held >= 990, "a start of 1 per mille holds back nearly every call: {held}");
+    }
+
+    #[test]
+    fn a_held_back_call_waits_half_to_all_of_a_second_or_of_the_ramp_left() {
+        let pause = |left: Duration| crate::error::Rejected::ramp(0.5, left).retry_after().expect("a pause");
+        let (mut shortest, mut longest) = (Duration::MAX, Duration::ZERO);
+        for _ in 0..10_000 {
+            let p = pause(Duration::from_secs(3600));
+            (shortest, longest) = (shortest.min(p), longest.max(p));
+        }
+        assert!(
+            shortest >= Duration::from_millis(500) && longest <= Duration::from_secs(1),
+            "{shortest:?}..{longest:?}"
+        );
+        assert!(shortest < Duration::from_millis(510) && longest > Duration::from_millis(990), "spread over the range");
+        for _ in 0..1000 {
+            let p = pause(Duration::from_millis(100));
+            assert!(p >= Duration::from_millis(50) && p <= Duration::from_millis(100), "{p:?}");
+        }
+        assert_eq!(pause(Duration::ZERO), Duration::ZERO);
     }
 }
