@@ -1,11 +1,11 @@
-//! [`RedisStore`]: the scripts run with a deadline and the up/down verdict on Redis; the checks
-//! made before a connection's first script call (the server's version, the ACL) are in
-//! `checks.rs`.
+//! [`RedisStore`]: the scripts run with a deadline, the checks made before a connection's
+//! first script call (the server's version, the ACL; what is known of them in `checks.rs`),
+//! and the up/down verdict on Redis.
 
 use crate::error::StoreError;
 use crate::name::{Keys, name_from_listed_key};
 use crate::protocol::{Op, Params, Reply};
-use crate::store::checks::{AclCheck, ServerCheck};
+use crate::store::checks::{AclCheck, RECHECK, ServerCheck, hello_version, too_old};
 use crate::store::conn::{ConnHandle, Reconnect, SharedConn};
 use crate::store::scripts::{Call, Library, Scripts, parse_reply, unknown_config};
 use redis::{Cmd, Value};
@@ -35,16 +35,16 @@ pub(crate) struct StoreSettings {
 
 /// The Redis side: scripts, a deadline on every operation, and the up/down verdict on Redis.
 pub(crate) struct RedisStore {
-    pub(super) server: Mutex<ServerCheck>,
-    pub(super) acl: Mutex<AclCheck>,
+    server: Mutex<ServerCheck>,
+    acl: Mutex<AclCheck>,
     conn: RwLock<Box<dyn SharedConn>>,
     reconnect: Option<Reconnect>,
-    pub(super) scripts: Scripts,
+    scripts: Scripts,
     /// Whether the client may use the Functions library (`ClientConfig::functions`).
-    pub(super) functions_wanted: bool,
+    functions_wanted: bool,
     /// Whether script calls go as FCALL: wanted, and the connection's check found the server
     /// and the ACL allow it. Cleared when the library cannot be loaded.
-    pub(super) functions: AtomicBool,
+    functions: AtomicBool,
     /// Held (shared) by every script call while it runs, so `settle` can wait for the calls in
     /// flight (a batch another task took is in one of them).
     sending: tokio::sync::RwLock<()>,
@@ -124,7 +124,7 @@ impl RedisStore {
     }
 
     /// The connection for one operation.
-    pub(super) fn handle(&self) -> ConnHandle {
+    fn handle(&self) -> ConnHandle {
         self.conn.read().unwrap_or_else(std::sync::PoisonError::into_inner).handle()
     }
 
@@ -136,6 +136,113 @@ impl RedisStore {
             *self.acl.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = AclCheck::Unknown;
             self.functions.store(false, Ordering::Release);
         }
+    }
+
+    /// Refuses a server older than `MIN_SERVER`, naming its version. Asked once per connection
+    /// (HELLO, which every supported server answers and the minimal ACL allows) before the
+    /// first operation, and again every `RECHECK` while it is too old.
+    async fn check_version(&self, key: &str) -> Result<(), StoreError> {
+        let refused =
+            |server: &String, found: &String| StoreError::ServerTooOld { server: server.clone(), found: found.clone() };
+        match &*self.server.lock().unwrap_or_else(std::sync::PoisonError::into_inner) {
+            ServerCheck::Supported => return Ok(()),
+            ServerCheck::TooOld { server, found, at } if at.elapsed() < RECHECK => return Err(refused(server, found)),
+            _ => {}
+        }
+        let verdict = match self.query::<Value>(&redis::cmd("HELLO"), key).await {
+            Ok(reply) => match hello_version(&reply) {
+                Some((server, found)) if too_old(&found) => Some((server, found)),
+                _ => None,
+            },
+            Err(StoreError::Refused { error, .. }) => {
+                let said = error.to_string().to_ascii_lowercase();
+                if said.contains("unknown command") || said.contains("wrong number of arguments") {
+                    // No HELLO: before 6.0, or renamed away (a server or proxy without RESP3);
+                    // 6.0's HELLO requires a protocol version (6.2's does not). INFO, when the
+                    // ACL allows it, tells the exact version.
+                    let info = self.query::<String>(redis::cmd("INFO").arg("server"), key).await.ok();
+                    let exact = info.as_deref().and_then(|i| {
+                        i.lines().find_map(|l| l.strip_prefix("redis_version:")).map(|v| v.trim().to_string())
+                    });
+                    match exact {
+                        Some(found) if !too_old(&found) => None,
+                        Some(found) => Some(("redis".to_string(), found)),
+                        None if said.contains("unknown command") => {
+                            Some(("redis".to_string(), "older than 6.0 (no HELLO command)".to_string()))
+                        }
+                        None => Some(("redis".to_string(), "6.0".to_string())),
+                    }
+                } else {
+                    // HELLO refused otherwise (an ACL without it): the version cannot be told;
+                    // the operations say for themselves what the server refuses.
+                    tracing::debug!(error = %error, "HELLO refused; the server's version is not checked");
+                    None
+                }
+            }
+            Err(e) => return Err(e),
+        };
+        let mut known = self.server.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        match verdict {
+            None => {
+                *known = ServerCheck::Supported;
+                Ok(())
+            }
+            Some((server, found)) => {
+                let e = refused(&server, &found);
+                tracing::error!(error = %e, "the server is too old; calls are decided by the degraded mode");
+                *known = ServerCheck::TooOld { server, found, at: std::time::Instant::now() };
+                Err(e)
+            }
+        }
+    }
+
+    /// Before the first script call of a connection: refuses a server older than `MIN_SERVER`
+    /// and a user the ACL would refuse a command the scripts run (naming the commands), before
+    /// anything is written. One round trip on Redis >= 7.0 (`lua/preflight.lua` reports the
+    /// version too, and checks the ACL on the keys of the first breaker a script call is for);
+    /// before 7.0 HELLO tells the version and the ACL is not checked ahead. Asked again every
+    /// `RECHECK` while refused.
+    async fn check_connection(&self, keys: &Keys) -> Result<(), StoreError> {
+        let key = keys.state();
+        let allowed = match &*self.acl.lock().unwrap_or_else(std::sync::PoisonError::into_inner) {
+            AclCheck::Allowed => true,
+            AclCheck::Denied { commands, at } if at.elapsed() < RECHECK => {
+                return Err(StoreError::Denied { key: key.to_string(), commands: commands.clone() });
+            }
+            _ => false,
+        };
+        if allowed {
+            return self.check_version(key).await;
+        }
+        let inv = self.scripts.preflight(keys);
+        let mut conn = self.handle();
+        let answer: Vec<String> = self.deadline(key, inv.invoke_async(&mut conn)).await?;
+        let mut answer = answer.into_iter();
+        let verdict = answer.next().unwrap_or_default();
+        match answer.next().filter(|v| !v.is_empty()) {
+            Some(version) if !too_old(&version) => {
+                *self.server.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = ServerCheck::Supported;
+            }
+            _ => self.check_version(key).await?,
+        }
+        let rest: Vec<String> = answer.collect();
+        let mut known = self.acl.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        if verdict != "denied" {
+            let functions = self.functions_wanted && rest.iter().any(|f| f == "functions");
+            self.functions.store(functions, Ordering::Release);
+            if rest.iter().any(|f| f == "publish") {
+                tracing::warn!(
+                    key,
+                    "the redis user may not publish on the events channel: other processes hear this one's transitions only when their snapshots expire (fine where no process can subscribe)"
+                );
+            }
+            *known = AclCheck::Allowed;
+            return Ok(());
+        }
+        let e = StoreError::Denied { key: key.to_string(), commands: rest.clone() };
+        tracing::error!(error = %e, "calls are decided by the degraded mode");
+        *known = AclCheck::Denied { commands: rest, at: std::time::Instant::now() };
+        Err(e)
     }
 
     /// One PING with the deadline: the background probe while Redis is down.
@@ -293,7 +400,7 @@ impl RedisStore {
 
     /// Awaits `fut` within `op_timeout`, turns its error into a [`StoreError`] about `key`, and
     /// feeds the up/down verdict (READONLY replaces the connection).
-    pub(super) async fn deadline<T>(
+    async fn deadline<T>(
         &self,
         key: &str,
         fut: impl std::future::Future<Output = redis::RedisResult<T>>,

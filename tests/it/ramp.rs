@@ -266,5 +266,12 @@ async fn a_process_without_a_ramp_ends_the_fleets_ramp_as_it_writes() {
         None,
         "a writer with no ramp ends it (as max_recovery bounds open_until)"
     );
+    // The ramped process learns it at its next script call (no event says a ramp ended): its
+    // snapshot may still be fresh, or just expired and decide while one refresh runs.
+    let learnt = async || {
+        drop(ramped_breaker.acquire().await);
+        ramped_breaker.snapshot().ramp.is_none()
+    };
+    eventually("the ramped process learns that the ramp ended", learnt).await;
     assert_eq!(admitted_of(&ramped_breaker, 200).await.0, 200);
 }

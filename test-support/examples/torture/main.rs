@@ -29,6 +29,7 @@ mod reshard;
 mod run;
 mod topology;
 mod worker;
+mod workers;
 
 use std::time::Duration;
 
