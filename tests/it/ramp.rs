@@ -166,9 +166,10 @@ async fn a_ramp_set_by_hand_that_no_script_could_write_ends_at_the_next_call() {
     assert_eq!(b.status().await.unwrap().ramp, None, "status does not show a ramp no script could write");
     tokio::time::sleep(Duration::from_millis(5)).await;
     assert_eq!(admitted_of(&b, 100).await.0, 100, "no call was held back");
-    // A closed snapshot that has just expired lets calls through while one refresh runs, and
-    // that refresh sends no script when nothing is pending: the next script may come a call
-    // later (1 of 7 runs read the hand-set ramp right after the 100 calls).
+    // The hot path reads the coarse clock, which lags by up to a tick (4 ms here): a snapshot
+    // fresh for 1 ms can still read fresh 5 ms later, and all 100 calls be decided from it with
+    // no script (1 of 7 runs read the hand-set ramp right after them); or a snapshot just expired
+    // decides while its one refresh runs. The script that ends the ramp may come calls later.
     let ended = async || {
         admitted_of(&b, 1).await;
         state_hash(&redis, &name).await["ramp_until"] == "0"
