@@ -7,7 +7,7 @@ use crate::name::{Keys, name_from_listed_key};
 use crate::protocol::{Op, Params, Reply};
 use crate::store::checks::{AclCheck, RECHECK, ServerCheck, hello_version, too_old};
 use crate::store::conn::{ConnHandle, Reconnect, SharedConn};
-use crate::store::scripts::{Call, Library, Scripts, parse_reply, unknown_config};
+use crate::store::scripts::{Call, Library, Scripts, function_missing, parse_reply, unknown_config};
 use redis::{Cmd, Value};
 use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::{Mutex, RwLock};
@@ -290,7 +290,7 @@ impl RedisStore {
             match count.query_async::<Vec<String>>(conn).await {
                 Ok(reply) if reply.len() == 1 && reply[0] == "general" => Ok(None),
                 Ok(reply) => Ok(Some(reply)),
-                Err(e) if e.to_string().to_ascii_lowercase().contains("function not found") => Ok(None),
+                Err(e) if function_missing(&e) => Ok(None),
                 Err(e) => Err(e),
             }
         };
@@ -315,7 +315,7 @@ impl RedisStore {
         let library = Library::get();
         match call.fcall(library, false).query_async(conn).await {
             Err(e) if unknown_config(&e) => return call.fcall(library, true).query_async(conn).await,
-            Err(e) if e.to_string().to_ascii_lowercase().contains("function not found") => {}
+            Err(e) if function_missing(&e) => {}
             other => return other,
         }
         let loaded = redis::cmd("FUNCTION").arg("LOAD").arg(&library.code).query_async::<Value>(conn).await;

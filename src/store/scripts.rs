@@ -144,6 +144,12 @@ pub(crate) fn unknown_config(e: &redis::RedisError) -> bool {
     e.to_string().contains(UNKNOWN_CONFIG)
 }
 
+/// Whether `e` says the server has no such function: the library is not loaded (a new server,
+/// `FUNCTION FLUSH`).
+pub(crate) fn function_missing(e: &redis::RedisError) -> bool {
+    e.to_string().to_ascii_lowercase().contains("function not found")
+}
+
 impl Call<'_> {
     /// A failure that only counts, as FCALL of the library's `count` with the state and metrics
     /// keys: it answers the record's reply, or `['general']` when the failure must go as a
